@@ -1,0 +1,8 @@
+"""kaic: the Kubernetes AI Conformance toolkit."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("kaic")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"

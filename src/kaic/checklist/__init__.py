@@ -1,0 +1,1 @@
+"""The self-assessment checklist (PRODUCT.yaml): init, fill, validate, status, upgrade."""

@@ -1,0 +1,1 @@
+"""The local lab cluster: real upstream binaries with simulated accelerators."""

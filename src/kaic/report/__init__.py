@@ -1,0 +1,1 @@
+"""Result bundle writers: results.json, junit.xml, e2e.log, report.md, report.html."""
