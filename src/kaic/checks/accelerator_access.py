@@ -513,6 +513,8 @@ class Probes:
         self.transcript: list[str] = []
         self.created: dict[str, ProbePod] = {}
         self.running: dict[str, KubeObject] = {}
+        self.last: dict[str, KubeObject] = {}
+        """The newest copy of every probe pod seen (for evidence after deletion)."""
 
     # -- objects -------------------------------------------------------------------------
     def labels(self) -> dict[str, str]:
@@ -617,7 +619,7 @@ class Probes:
             node = obj.get("spec", {}).get("nodeName")
             if node != self.placement.node_name:
                 t.error(f"pod {p.name} runs on {node}, not on {self.placement.node_name}")
-            self.running[p.name] = obj
+            self.running[p.name] = self.last[p.name] = obj
 
     def _why_pending(self, pod: str) -> str:
         try:
@@ -656,7 +658,7 @@ class Probes:
         except ClusterError:
             return
         if obj is not None:
-            self.running.setdefault(name, obj)
+            self.last[name] = obj
 
     # -- what was allocated ----------------------------------------------------------------
     def allocation_of(self, pod: str) -> list[SliceDevice | str]:
@@ -697,7 +699,7 @@ class Probes:
                 obj = self.cluster.get("v1", "Pod", name, ctx.namespace)
             except ClusterError:
                 obj = None
-            pods.append(_trim(obj or self.running.get(name) or {"metadata": {"name": name}}))
+            pods.append(_trim(obj or self.last.get(name) or {"metadata": {"name": name}}))
         ctx.evidence("pods.yaml", yaml.safe_dump_all(pods, sort_keys=False),
                      "application/yaml")
         if self.placement.mode == "dra" and self.placement.dra_version:
@@ -820,10 +822,12 @@ def secure_accelerator_access(ctx: CheckContext) -> None:
         if together:
             probes.create(all_pods)
         _positive(ctx, probes)
+        if not together:
+            _release(probes, [POSITIVE])
         _negative(ctx, probes, negatives)
         _multi_container(ctx, probes)
         if not together:
-            _release(probes, [POSITIVE, MULTI])
+            _release(probes, [MULTI])
         _cross_pod(ctx, probes)
     finally:
         probes.record_evidence()
@@ -834,6 +838,7 @@ def _release(probes: Probes, pods: Sequence[ProbePod]) -> None:
     """Delete accelerator pods so later sub-tests find free devices."""
     for p in pods:
         if p.name in probes.created:
+            probes.keep_pod(p.name)
             try:
                 probes.cluster.delete("v1", "Pod", p.name, probes.ctx.namespace,
                                       wait_timeout=probes.ctx.budget(120.0))

@@ -282,7 +282,7 @@ def visibility(pods: Sequence[Mapping[str, Any]], claims: Iterable[Mapping[str, 
 # Files: the sh wrapper, the /dev builder, per-container state, kwok Exec rules
 # ---------------------------------------------------------------------------------------
 
-WAIT_READY_S = 30
+WAIT_READY_S: float = 30
 
 SH_WRAPPER = """#!/bin/sh
 # kaic lab: `sh` as kwok resolves it for `kubectl exec` (simulated device visibility,
@@ -372,7 +372,7 @@ def install_programs(root: Path, exec_bin: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     _write(root / "devns.sh", DEVNS, 0o755)
     _write(exec_bin / "sh", SH_WRAPPER.replace("@ROOT@", str(root))
-           .replace("@WAIT@", str(WAIT_READY_S * 10)), 0o755)
+           .replace("@WAIT@", str(int(WAIT_READY_S * 10))), 0o755)
 
 
 def container_dir(root: Path, uid: str, container: str) -> Path:
