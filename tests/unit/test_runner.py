@@ -229,9 +229,10 @@ def test_preflight_names_each_missing_permission_and_the_check_needing_it() -> N
 
 
 def test_exit_code_is_not_met_when_a_must_fails_and_ok_when_only_a_should_fails() -> None:
-    must_fails = _run(_registry(ai_inference=_failing, gpu_sharing=_passing), focus="^(ai_inference|gpu_sharing)$")
+    both = "^(ai_inference|gpu_sharing)$"
+    must_fails = _run(_registry(ai_inference=_failing, gpu_sharing=_passing), focus=both)
     assert exit_code(must_fails) is ExitCode.NOT_MET
-    should_fails = _run(_registry(ai_inference=_passing, gpu_sharing=_failing), focus="^(ai_inference|gpu_sharing)$")
+    should_fails = _run(_registry(ai_inference=_passing, gpu_sharing=_failing), focus=both)
     assert exit_code(should_fails) is ExitCode.OK
 
 
@@ -242,6 +243,7 @@ def test_exit_code_counts_a_must_without_check_as_not_met_but_not_applicable_as_
     def na(ctx: CheckContext) -> None:
         ctx.not_applicable("no gang scheduler offered")
 
-    both = _run(_registry(ai_inference=_passing, gang_scheduling=na), focus="^(ai_inference|gang_scheduling)$")
+    both = _run(_registry(ai_inference=_passing, gang_scheduling=na),
+                focus="^(ai_inference|gang_scheduling)$")
     assert exit_code(both) is ExitCode.OK
     assert all(e.level is Level.MUST for e in both.results)
