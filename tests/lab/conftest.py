@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -100,8 +101,9 @@ def lab() -> Iterator[Lab]:
 @pytest.fixture
 def namespace(lab: Lab, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace in the session lab, deleted afterwards."""
-    name = "t-" + request.node.name.lower().replace("_", "-")[:50].strip("-")
-    name = "".join(c for c in name if c.isalnum() or c == "-")
+    base = "t-" + request.node.name.lower().replace("_", "-")[:44].strip("-")
+    base = "".join(c for c in base if c.isalnum() or c == "-")
+    name = f"{base}-{secrets.token_hex(3)}"
     lab.ctx.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}])
     wait_for(lambda: lab.ctx.exists(f"/api/v1/namespaces/{name}/serviceaccounts/default"),
              what=f"the default ServiceAccount in {name}")

@@ -13,8 +13,8 @@ from kaic.lab import Lab
 LabFactory = Callable[..., Lab]
 
 
-def wait_for(cond: Callable[[], Any], *, timeout: float = 60.0, what: str = "condition"
-             ) -> Any:
+def wait_for(cond: Callable[[], Any], *, timeout: float = 60.0, what: str = "condition",
+             fail: bool = True) -> Any:
     """Poll ``cond`` until it returns something truthy; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -23,4 +23,6 @@ def wait_for(cond: Callable[[], Any], *, timeout: float = 60.0, what: str = "con
         if last:
             return last
         time.sleep(0.2)
+    if not fail:
+        return last
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")

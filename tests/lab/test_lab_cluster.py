@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -199,14 +199,18 @@ def test_exec_into_a_kwok_pod_runs_a_local_command(lab: Lab, namespace: str) -> 
 def test_port_forward_to_a_kwok_pod_reaches_a_local_process(lab: Lab, namespace: str) -> None:
     class Hello(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            body = b"hello from the local process"
             self.send_response(200)
+            # NOTE: with a length the client need not wait for the close, which a
+            # port-forward stream does not pass on.
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(b"hello from the local process")
+            self.wfile.write(body)
 
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Hello)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         _create(lab, _pod("web", ns=namespace))
@@ -233,11 +237,11 @@ def test_port_forward_to_a_kwok_pod_reaches_a_local_process(lab: Lab, namespace:
                 except OSError:
                     return None
 
-            assert wait_for(fetch, timeout=30, what="port-forward") == \
-                b"hello from the local process"
+            got = wait_for(fetch, timeout=30, what="port-forward", fail=False)
         finally:
             pf.terminate()
-            pf.wait(10)
+            out = pf.communicate(timeout=10)[0].decode(errors="replace")
+        assert got == b"hello from the local process", f"kubectl port-forward said: {out}"
     finally:
         server.shutdown()
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import time
 from collections.abc import Mapping, Sequence
 from typing import ClassVar, TypeVar
 
@@ -81,6 +82,10 @@ class ProcessComponent(Component):
         if ctx.pid(self.name) is None:
             for port_key in self.port_keys():
                 port = ctx.port(port_key)
+                # A killed process may hold its sockets for a moment while it exits.
+                deadline = time.monotonic() + 10
+                while proc.port_in_use(port) and time.monotonic() < deadline:
+                    time.sleep(0.2)
                 if proc.port_in_use(port):
                     raise LabError(f"port {port} of {self.name} is taken by another process; "
                                    f"run `kaic lab down --name {ctx.name}` and start again")
