@@ -68,16 +68,34 @@ def resolve_evidence(product_dir: Path, link: str) -> EvidenceRef:
             parts.append(part)
     if not parts:
         raise EvidencePathError(f"path {link!r} escapes the product directory {product_dir}")
+    if "\x00" in raw:
+        raise EvidencePathError(f"path {link!r} contains a NUL character")
     full = clean.joinpath(*parts)
     # A symlink inside the product dir must not lead outside it either.
     try:
         real = full.resolve()
-        if full.exists() and not real.is_relative_to(clean):
+        inside = real.is_relative_to(clean)
+        if not inside and exists(full):
             raise EvidencePathError(
                 f"path {link!r} escapes the product directory {product_dir} (symlink)")
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError, ValueError) as e:
         raise EvidencePathError(f"path {link!r} cannot be resolved: {e}") from e
     return EvidenceRef(full, fragment)
+
+
+def exists(path: Path) -> bool:
+    """``path.exists()`` that says False for names the OS refuses (too long, NUL)."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def artifact_kind(path: Path) -> str | None:

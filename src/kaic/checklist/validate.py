@@ -22,6 +22,8 @@ from kaic.checklist.artifacts import (
     EvidencePathError,
     TestOutcome,
     artifact_kind,
+    exists,
+    is_file,
     parse_artifact,
     resolve_evidence,
 )
@@ -572,13 +574,13 @@ class _FileValidator:
                          f"Invalid evidence file for '{rid}': {link} ({e})", epos,
                          "keep evidence files inside this product's directory")
                 continue
-            if not ref.path.exists():
+            if not exists(ref.path):
                 self.add("evidence.file-missing", f"Invalid evidence file for '{rid}': {link} "
                          f"(not found at {ref.path})", epos,
                          "add the file next to PRODUCT.yaml or fix the path")
                 continue
             kind = artifact_kind(ref.path)
-            if kind is None or not ref.path.is_file():
+            if kind is None or not is_file(ref.path):
                 continue
             has_artifact = True
             self.check_artifact(ref.path, ref.fragment, kind, link, rid, status, epos)
