@@ -164,7 +164,7 @@ def test_a_different_artifact_in_the_product_dir_is_not_overwritten_without_forc
     (p.parent / "junit.xml").write_text("<testsuites/>")
     bundle = write_bundle(tmp_path / "run", RESULTS)
     before = p.read_bytes()
-    with pytest.raises(UsageError, match="junit.xml exists and differs"):
+    with pytest.raises(UsageError, match=r"junit\.xml exists and differs"):
         fill_checklist(p, bundle)
     assert p.read_bytes() == before
     res = fill_checklist(p, bundle, force=True)

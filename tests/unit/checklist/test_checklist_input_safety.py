@@ -51,14 +51,14 @@ def test_deep_nesting_is_refused(tmp_path: Path) -> None:
 def test_nesting_just_over_the_limit_is_refused_where_it_happens(tmp_path: Path) -> None:
     depth = yamlio.MAX_DEPTH
     p = _product(tmp_path, "a: " + "[" * depth + "]" * depth + "\n")
-    message, line, col = _only(validate(p), "input.too-deep")
+    _, line, col = _only(validate(p), "input.too-deep")
     assert (line, col) == (1, 3 + depth)  # the root mapping is level 1
 
 
 def test_a_huge_file_is_refused_and_the_limit_is_named(tmp_path: Path) -> None:
     p = _product(tmp_path, b"# " + b"x" * (yamlio.MAX_BYTES + 10) + b"\n")
     report = validate_paths([p], ValidateOptions(offline=True))
-    message, line, col = _only(report.files[0].findings, "input.too-large")
+    message, _, _ = _only(report.files[0].findings, "input.too-large")
     assert "the limit is 1048576 bytes (1 MiB)" in message
     assert report.exit_code() == 2
 

@@ -53,7 +53,7 @@ def test_init_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
 
 
 def test_init_refuses_a_folder_of_another_version(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="under v1.36 but --version is 1.37"):
+    with pytest.raises(UsageError, match=r"under v1\.36 but --version is 1\.37"):
         init_checklist(tmp_path / "v1.36" / "acme", "1.37", {})
 
 

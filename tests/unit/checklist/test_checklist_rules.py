@@ -574,6 +574,11 @@ def test_findings_are_all_collected_and_sorted_by_position(valid: Path) -> None:
     assert positions == sorted(positions)
 
 
+def test_docs_list_every_rule() -> None:
+    docs = (Path(__file__).parents[3] / "docs" / "checklist.md").read_text()
+    assert [r for r in RULES if f"| `{r}` |" not in docs] == []
+
+
 def test_rule_table_entries_name_the_official_counterpart_or_none() -> None:
     for r in RULES.values():
         assert r.checks and r.official

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import pytest
@@ -38,7 +38,7 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    seen: list[tuple[str, str, str]] = []
+    seen: ClassVar[list[tuple[str, str, str]]] = []
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -67,10 +67,10 @@ class _Handler(BaseHTTPRequestHandler):
         if body:
             self.wfile.write(payload)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._answer(False)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._answer(True)
 
 
