@@ -162,6 +162,8 @@ def _set_evidence(item: CommentedMap, wanted: list[str], drop: set[str]) -> bool
         seq = CommentedSeq()
         if isinstance(current, list):
             seq.extend(current)
+        elif isinstance(current, str) and current:
+            seq.append(current)  # the pre-2025-10 single-string form: keep what was written
         item["evidence"] = seq
         current = seq
     changed = False

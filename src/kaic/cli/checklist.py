@@ -110,7 +110,10 @@ def validate_cmd(paths: tuple[Path, ...], offline: bool, members_file: Path | No
     members = cl.load_members(members_file) if members_file else None
     opts = cl.ValidateOptions(offline=offline, members=members, strict=strict,
                               url_checker=cl.UrlChecker(timeout=timeout))
-    report = cl.validate_paths(list(paths), opts)
+    # NOTE: a product directory stands for the PRODUCT.yaml inside it.
+    files = [p / "PRODUCT.yaml" if p.is_dir() and (p / "PRODUCT.yaml").is_file() else p
+             for p in paths]
+    report = cl.validate_paths(files, opts)
     if fmt == "json":
         click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
     elif fmt == "github":

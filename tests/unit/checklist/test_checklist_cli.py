@@ -45,7 +45,8 @@ def test_validate_an_invalid_checklist_exits_1_with_file_line_column(
 
 def test_validate_json_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = write_valid(tmp_path)
-    code, out, _ = run(capsys, "checklist", "validate", "--offline", "--format", "json", str(p))
+    code, out, _ = run(capsys, "checklist", "validate", "--offline", "--format", "json",
+                       str(p.parent))  # a product directory stands for its PRODUCT.yaml
     data = json.loads(out)
     assert code == 0 and data["valid"] is True
     assert data["summary"] == {"error": 0, "warning": 0, "not-checked": 6}

@@ -129,6 +129,16 @@ def test_a_persons_notes_and_evidence_are_kept(tmp_path: Path) -> None:
         "cluster_autoscaling"]
 
 
+def test_a_single_string_evidence_is_kept_when_the_list_is_made(tmp_path: Path) -> None:
+    p = _product(tmp_path)
+    edit(p, lambda d: requirement(d, "gang_scheduling").__setitem__(
+        "evidence", DQ("https://docs.acme.example/kueue")))
+    fill_checklist(p, write_bundle(tmp_path / "run", RESULTS))
+    assert list(requirement(_doc(p), "gang_scheduling")["evidence"]) == [
+        "https://docs.acme.example/kueue", "file://junit.xml#TestGangScheduling",
+        "file://e2e.log"]
+
+
 def test_the_backup_holds_the_original_bytes(tmp_path: Path) -> None:
     p = _product(tmp_path)
     before = p.read_bytes()
