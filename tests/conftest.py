@@ -6,7 +6,17 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+def _find_shared() -> Path:
+    """``../shared`` beside the repository (searched upwards, for worktrees too)."""
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "shared"
+        if (candidate / "data" / "cncf-checklist-templates").is_dir():
+            return candidate
+    return Path(__file__).resolve().parents[2] / "shared"
+
+
+SHARED = _find_shared()
 TEMPLATES = SHARED / "data" / "cncf-checklist-templates"
 
 

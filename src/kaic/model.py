@@ -90,6 +90,8 @@ class CheckResult:
     duration_s: float = 0.0
     log: tuple[str, ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)
+    not_applicable: bool = False
+    """True only for a SKIP because the requirement does not apply to the platform."""
 
     def __post_init__(self) -> None:
         if self.outcome is not Outcome.PASS and not self.reason:

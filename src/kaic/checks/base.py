@@ -1,0 +1,367 @@
+"""The check contract: registration, options, permissions, and the context a check runs in.
+
+Owns: ``@check`` and the ``Registry``, ``CheckOption``, ``Permission``, ``CheckSpec``,
+``CheckContext`` (sub-tests, evidence, logging, cancellation) and how a check's
+sub-tests fold into one ``CheckResult``. Must not run anything by itself: the runner
+creates contexts, calls checks and writes what they collected.
+
+A check is a plain synchronous function ``def check(ctx: CheckContext) -> None``.
+It proves its requirement through named sub-tests::
+
+    with ctx.subtest("PositiveAccessTest") as t:
+        ...
+        t.fail("pod saw 2 devices, expected 1")
+
+or ends the whole check with ``ctx.fail(...)``, ``ctx.skip(...)``,
+``ctx.not_applicable(...)`` or ``ctx.manual(...)``. A check that records nothing is
+an ERROR, never a PASS.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from kaic.catalog import Catalog
+from kaic.cluster.api import ClusterAPI
+from kaic.errors import KaicError
+from kaic.model import CheckResult, Evidence, Outcome, Requirement, SubResult
+
+_OPTION_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+@dataclass(frozen=True)
+class CheckOption:
+    """A check-specific flag, surfaced by ``kaic run`` as ``--<name>``."""
+
+    name: str
+    help: str
+    default: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _OPTION_NAME.match(self.name):
+            raise ValueError(f"option name {self.name!r} must be lower-case-with-dashes")
+
+
+@dataclass(frozen=True)
+class Permission:
+    """One verb on one resource that a check needs (checked with SelfSubjectAccessReview)."""
+
+    verb: str
+    resource: str
+    group: str = ""
+    namespaced: bool = True
+    subresource: str | None = None
+
+    def __str__(self) -> str:
+        res = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+        grp = f".{self.group}" if self.group else ""
+        return f"{self.verb} {res}{grp}"
+
+
+CheckFunc = Callable[["CheckContext"], None]
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """A registered check: which requirement it proves and what it needs."""
+
+    requirement_id: str
+    test_name: str
+    func: CheckFunc
+    versions: frozenset[str] | None = None
+    options: tuple[CheckOption, ...] = ()
+    permissions: tuple[Permission, ...] = ()
+    timeout_s: float = 300.0
+    needs_namespace: bool = True
+
+    @property
+    def summary(self) -> str:
+        doc = (self.func.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    def applies_to(self, catalog_version: str) -> bool:
+        return self.versions is None or catalog_version in self.versions
+
+
+class Registry:
+    """Checks by requirement id; tests can build their own."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, list[CheckSpec]] = {}
+
+    def add(self, spec: CheckSpec) -> None:
+        for other in self._specs.get(spec.requirement_id, []):
+            if other.versions is None or spec.versions is None or (
+                other.versions & spec.versions
+            ):
+                raise ValueError(f"two checks for {spec.requirement_id} overlap in versions")
+        self._specs.setdefault(spec.requirement_id, []).append(spec)
+
+    def find(self, requirement_id: str, catalog_version: str) -> CheckSpec | None:
+        for spec in self._specs.get(requirement_id, []):
+            if spec.applies_to(catalog_version):
+                return spec
+        return None
+
+    def for_catalog(self, catalog: Catalog) -> list[tuple[Requirement, CheckSpec | None]]:
+        """Every requirement of ``catalog`` in template order, with its check if any."""
+        return [(r, self.find(r.id, catalog.version)) for r in catalog.requirements]
+
+    def all(self) -> list[CheckSpec]:
+        return [s for specs in self._specs.values() for s in specs]
+
+    def options(self) -> list[CheckOption]:
+        """Every check option, each name once (first registration wins)."""
+        seen: dict[str, CheckOption] = {}
+        for spec in self.all():
+            for opt in spec.options:
+                seen.setdefault(opt.name, opt)
+        return sorted(seen.values(), key=lambda o: o.name)
+
+
+REGISTRY = Registry()
+
+
+def check(
+    requirement_id: str,
+    *,
+    test: str,
+    versions: tuple[str, ...] | None = None,
+    options: tuple[CheckOption, ...] = (),
+    permissions: tuple[Permission, ...] = (),
+    timeout_s: float = 300.0,
+    registry: Registry | None = None,
+) -> Callable[[CheckFunc], CheckFunc]:
+    """Register ``func`` as the check of ``requirement_id`` under upstream test name ``test``."""
+
+    def deco(func: CheckFunc) -> CheckFunc:
+        (registry or REGISTRY).add(
+            CheckSpec(
+                requirement_id=requirement_id,
+                test_name=test,
+                func=func,
+                versions=frozenset(versions) if versions else None,
+                options=options,
+                permissions=permissions,
+                timeout_s=timeout_s,
+            )
+        )
+        return func
+
+    return deco
+
+
+class CheckEnded(Exception):
+    """Raised by ``ctx.fail``/``skip``/… to end a check with an outcome."""
+
+    def __init__(self, outcome: Outcome, reason: str, not_applicable: bool = False) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+        self.not_applicable = not_applicable
+
+
+class SubtestEnded(Exception):
+    """Raised by ``Subtest.fail``/``skip``/``error`` to end one sub-test."""
+
+    def __init__(self, outcome: Outcome, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+
+
+class Cancelled(KaicError):
+    """The run was interrupted or the check ran past its timeout."""
+
+
+@dataclass
+class Subtest:
+    """A running sub-test; ``fail``/``skip``/``error`` end it with that outcome."""
+
+    name: str
+    ctx: CheckContext
+    log_lines: list[str] = field(default_factory=list)
+
+    def log(self, message: str) -> None:
+        self.log_lines.append(message)
+        self.ctx.log(f"{self.name}: {message}")
+
+    def fail(self, reason: str) -> NoReturn:
+        raise SubtestEnded(Outcome.FAIL, reason)
+
+    def skip(self, reason: str) -> NoReturn:
+        raise SubtestEnded(Outcome.SKIP, reason)
+
+    def error(self, reason: str) -> NoReturn:
+        raise SubtestEnded(Outcome.ERROR, reason)
+
+    def require(self, condition: bool, reason: str) -> None:
+        """Fail with ``reason`` unless ``condition`` holds."""
+        if not condition:
+            self.fail(reason)
+
+
+@dataclass
+class CheckContext:
+    """Everything one check may use while it runs."""
+
+    cluster: ClusterAPI
+    requirement: Requirement
+    spec: CheckSpec
+    catalog_version: str
+    run_id: str
+    namespace: str
+    options: Mapping[str, str | None] = field(default_factory=dict)
+    timeout_s: float = 300.0
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    on_log: Callable[[str], None] | None = None
+    on_subtest: Callable[[SubResult], None] | None = None
+    started: float = field(default_factory=time.monotonic)
+    subresults: list[SubResult] = field(default_factory=list)
+    evidence_items: list[Evidence] = field(default_factory=list)
+    log_lines: list[str] = field(default_factory=list)
+
+    # -- time and cancellation -------------------------------------------------------
+    def remaining(self) -> float:
+        """Seconds left before the check's timeout (never negative)."""
+        return max(0.0, self.timeout_s - (time.monotonic() - self.started))
+
+    def budget(self, wanted: float) -> float:
+        """``wanted`` seconds, capped by what is left of the check's timeout."""
+        self.check_cancelled()
+        return min(wanted, self.remaining())
+
+    def check_cancelled(self) -> None:
+        if self.cancel_event.is_set():
+            raise Cancelled("interrupted")
+        if self.remaining() <= 0:
+            raise Cancelled(f"check timed out after {self.timeout_s:.0f}s")
+
+    # -- options -----------------------------------------------------------------------
+    def option(self, name: str) -> str | None:
+        """The value of a check option (``--<name>``), or its default."""
+        if name in self.options and self.options[name] is not None:
+            return self.options[name]
+        for opt in self.spec.options:
+            if opt.name == name:
+                return opt.default
+        raise KeyError(f"{self.spec.requirement_id} declares no option {name!r}")
+
+    def float_option(self, name: str) -> float:
+        value = self.option(name)
+        try:
+            return float(value) if value is not None else 0.0
+        except ValueError:
+            from kaic.errors import UsageError
+
+            raise UsageError(f"--{name} must be a number, got {value!r}") from None
+
+    # -- logging and evidence ------------------------------------------------------------
+    def log(self, message: str) -> None:
+        self.log_lines.append(message)
+        if self.on_log:
+            self.on_log(message)
+
+    def evidence(self, name: str, content: str, media_type: str = "text/plain") -> None:
+        """Keep a piece of evidence (written to ``evidence/<requirement>/<name>``)."""
+        self.evidence_items.append(Evidence(name=name, content=content, media_type=media_type))
+
+    # -- sub-tests -------------------------------------------------------------------------
+    @contextmanager
+    def subtest(self, name: str) -> Iterator[Subtest]:
+        """Run one named sub-test; it passes unless it ends otherwise or raises."""
+        t = Subtest(name=name, ctx=self)
+        start = time.monotonic()
+        outcome, reason = Outcome.PASS, ""
+        try:
+            yield t
+        except SubtestEnded as e:
+            outcome, reason = e.outcome, e.reason
+        except (CheckEnded, Cancelled):
+            self._record(SubResult(name, Outcome.ERROR, "check ended during this sub-test",
+                                   time.monotonic() - start, tuple(t.log_lines)))
+            raise
+        except KaicError as e:
+            outcome, reason = Outcome.ERROR, str(e)
+        self._record(SubResult(name, outcome, reason, time.monotonic() - start,
+                               tuple(t.log_lines)))
+
+    def _record(self, sub: SubResult) -> None:
+        self.subresults.append(sub)
+        self.log(f"{sub.name}: {sub.outcome.value}" + (f" ({sub.reason})" if sub.reason else ""))
+        if self.on_subtest:
+            self.on_subtest(sub)
+
+    # -- ending the whole check ------------------------------------------------------------
+    def fail(self, reason: str) -> NoReturn:
+        raise CheckEnded(Outcome.FAIL, reason)
+
+    def skip(self, reason: str) -> NoReturn:
+        raise CheckEnded(Outcome.SKIP, reason)
+
+    def not_applicable(self, reason: str) -> NoReturn:
+        """The requirement does not apply to this platform (checklist: N/A with reason)."""
+        raise CheckEnded(Outcome.SKIP, reason, not_applicable=True)
+
+    def manual(self, reason: str) -> NoReturn:
+        raise CheckEnded(Outcome.MANUAL, reason)
+
+    def error(self, reason: str) -> NoReturn:
+        raise CheckEnded(Outcome.ERROR, reason)
+
+
+def fold(subresults: list[SubResult]) -> tuple[Outcome, str]:
+    """One outcome from sub-test outcomes: any FAIL, else any ERROR, else PASS if any
+    passed, else SKIP; no sub-test at all is an ERROR (a check never passes by default)."""
+    if not subresults:
+        return Outcome.ERROR, "the check recorded no sub-test result"
+    for wanted in (Outcome.FAIL, Outcome.ERROR):
+        bad = [s for s in subresults if s.outcome is wanted]
+        if bad:
+            return wanted, "; ".join(f"{s.name}: {s.reason}" for s in bad)
+    if any(s.outcome is Outcome.PASS for s in subresults):
+        return Outcome.PASS, ""
+    return Outcome.SKIP, "; ".join(f"{s.name}: {s.reason}" for s in subresults)
+
+
+def run_check(ctx: CheckContext) -> CheckResult:
+    """Call the check and fold what it recorded into a ``CheckResult``.
+
+    A ``CheckEnded`` sets the outcome; a ``Cancelled`` or any other exception is an ERROR
+    with the reason (the runner adds the traceback to the log). Never raises.
+    """
+    spec = ctx.spec
+    not_applicable = False
+    try:
+        spec.func(ctx)
+        outcome, reason = fold(ctx.subresults)
+    except CheckEnded as e:
+        outcome, reason, not_applicable = e.outcome, e.reason, e.not_applicable
+        if outcome is Outcome.SKIP and any(s.outcome is Outcome.FAIL for s in ctx.subresults):
+            outcome, reason = fold(ctx.subresults)
+    except Cancelled as e:
+        outcome, reason = Outcome.ERROR, str(e)
+    except KaicError as e:
+        outcome, reason = Outcome.ERROR, str(e)
+    except Exception as e:
+        import traceback
+
+        ctx.log("".join(traceback.format_exception(e)))
+        outcome, reason = Outcome.ERROR, f"internal error in check: {type(e).__name__}: {e}"
+    return CheckResult(
+        requirement_id=spec.requirement_id,
+        test_name=spec.test_name,
+        outcome=outcome,
+        reason="" if outcome is Outcome.PASS else (reason or outcome.value.lower()),
+        subresults=tuple(ctx.subresults),
+        evidence=tuple(ctx.evidence_items),
+        duration_s=time.monotonic() - ctx.started,
+        log=tuple(ctx.log_lines),
+        not_applicable=not_applicable and outcome is Outcome.SKIP,
+    )
