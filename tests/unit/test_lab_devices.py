@@ -272,3 +272,23 @@ def json_line(obj: Any) -> bytes:
     import json
 
     return json.dumps(obj).encode() + b"\n"
+
+
+def test_the_components_are_registered_with_the_leak_off_by_default() -> None:
+    from kaic.lab.component import all_components
+
+    comps = {c.name: c for c in all_components()}
+    vis, leak = comps["device-visibility"], comps["device-leak"]
+    assert vis.optional and vis.default and vis.order > comps["nodes"].order
+    assert leak.optional and not leak.default and leak.order > vis.order
+
+
+def test_kwok_resolves_exec_commands_in_exec_bin_first(tmp_path: Path) -> None:
+    from kaic.lab.components.core import Kwok
+    from kaic.lab.context import LabContext
+    from kaic.lab.options import LabOptions
+
+    ctx = LabContext(options=LabOptions(name="unit", state_dir=tmp_path), bin=tmp_path)
+    env = Kwok().env(ctx)
+    assert env is not None
+    assert env["PATH"].split(os.pathsep)[0] == str(tmp_path / "data" / "exec-bin")
