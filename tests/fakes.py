@@ -108,6 +108,9 @@ class FakeCluster:
     def server_version(self) -> str:
         return self.version
 
+    def api_versions(self) -> list[str]:
+        return list(self.resources)
+
     def api_resources(self, api_version: str) -> list[ApiResource]:
         return list(self.resources.get(api_version, []))
 

@@ -88,6 +88,11 @@ class WaitTimeoutError(ClusterError):
     """A wait for a condition on the cluster ran out of time."""
 
 
+class RejectedError(ClusterError):
+    """The apiserver or an admission webhook refused an object as invalid
+    (HTTP 400/422, or a webhook's denial)."""
+
+
 class LabError(KaicError):
     """The local lab could not be built, started or stopped."""
 

@@ -50,10 +50,15 @@ class ExecResult:
 class ClusterAPI(Protocol):
     """What checks may do with a cluster. Every call raises a ``kaic.errors.ClusterError``
     subclass on failure (``NotFoundError``, ``ConflictError``, ``PermissionDeniedError``,
-    ``ClusterUnreachableError``, ``WaitTimeoutError``), never a client exception."""
+    ``RejectedError``, ``ClusterUnreachableError``, ``WaitTimeoutError``), never a client
+    exception."""
 
     def server_version(self) -> str:
         """The server's gitVersion, e.g. ``v1.36.2``."""
+        ...
+
+    def api_versions(self) -> Sequence[str]:
+        """Every group/version the server serves (``v1``, ``apps/v1``, …)."""
         ...
 
     def api_resources(self, api_version: str) -> Sequence[ApiResource]:

@@ -1,0 +1,725 @@
+"""The real ``ClusterAPI``: the official ``kubernetes`` client, wrapped.
+
+Owns: kubeconfig loading like kubectl (``--kubeconfig``, ``--context``, ``KUBECONFIG``,
+``~/.kube/config``, in-cluster), discovery, dict-based CRUD on any group/version
+(built-in kinds and CRDs alike), server-side dry-run and apply, watch-based waits with
+explicit timeouts, exec and port-forward over websockets, scraping an HTTP endpoint
+through a port-forward, SelfSubjectAccessReview, retries with backoff on 429/5xx and
+dropped connections, and the mapping of client errors onto ``kaic.errors``.
+
+Must not decide pass or fail, and must not leak a client exception to its callers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import math
+import os
+import random
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+from kubernetes.stream import portforward as k8s_portforward
+from kubernetes.stream import stream as k8s_stream
+
+from kaic.cluster.api import ApiResource, ExecResult, KubeList, KubeObject
+from kaic.errors import (
+    ClusterError,
+    ClusterUnreachableError,
+    ConflictError,
+    InputError,
+    NotFoundError,
+    PermissionDeniedError,
+    RejectedError,
+    WaitTimeoutError,
+)
+
+__all__ = ["Cluster", "RetryPolicy", "connect"]
+
+FIELD_MANAGER = "kaic"
+_LIST_PAGE = 500
+_DISCOVERY_TTL_S = 30.0
+_CONNECTION_ERRORS = (
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.MaxRetryError,
+    urllib3.exceptions.NewConnectionError,
+    urllib3.exceptions.ConnectTimeoutError,
+    urllib3.exceptions.ReadTimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry 429, 5xx and dropped connections."""
+
+    attempts: int = 5
+    base_delay_s: float = 0.2
+    max_delay_s: float = 5.0
+
+    def delay(self, attempt: int, retry_after: str | None = None) -> float:
+        if retry_after:
+            with contextlib.suppress(ValueError):
+                return min(float(retry_after), 10.0)
+        base: float = min(self.max_delay_s, self.base_delay_s * (2**attempt))
+        return base * (0.5 + random.random() / 2)
+
+
+# -- kubeconfig ------------------------------------------------------------------------
+
+
+def _kubeconfig_path(kubeconfig: str | None) -> str | None:
+    """Which kubeconfig to read, like kubectl: flag, then $KUBECONFIG, then ~/.kube/config."""
+    if kubeconfig:
+        if not Path(kubeconfig).expanduser().is_file():
+            raise InputError(f"kubeconfig {kubeconfig} does not exist")
+        return str(Path(kubeconfig).expanduser())
+    env = os.environ.get("KUBECONFIG", "")
+    paths = [p for p in env.split(os.pathsep) if p]
+    existing = [str(Path(p).expanduser()) for p in paths if Path(p).expanduser().is_file()]
+    if existing:
+        return os.pathsep.join(existing)
+    default = Path("~/.kube/config").expanduser()
+    return str(default) if default.is_file() else None
+
+
+def connect(kubeconfig: str | None = None, context: str | None = None, *,
+            retry: RetryPolicy | None = None, timeout_s: float = 30.0) -> Cluster:
+    """A ``Cluster`` for the kubeconfig and context kubectl would use with the same flags.
+
+    Does not talk to the server yet (``server_version()`` is the cheapest reachability
+    probe). Raises ``InputError`` for an unreadable kubeconfig or unknown context and
+    ``ClusterUnreachableError`` when no configuration can be found at all.
+    """
+    cfg = k8s_client.Configuration()
+    path = _kubeconfig_path(kubeconfig)
+    context_name: str | None = context
+    try:
+        if path is not None:
+            k8s_config.load_kube_config(config_file=path, context=context,
+                                        client_configuration=cfg, persist_config=False)
+            if context_name is None:
+                _, active = k8s_config.list_kube_config_contexts(config_file=path)
+                context_name = str(active.get("name")) if active else None
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            if context:
+                raise InputError(f"--context {context} given, but no kubeconfig was found")
+            k8s_config.load_incluster_config(client_configuration=cfg)
+            context_name = "in-cluster"
+        else:
+            raise ClusterUnreachableError(
+                "no kubeconfig found (use --kubeconfig, set KUBECONFIG or create"
+                " ~/.kube/config) and not running inside a cluster"
+            )
+    except ConfigException as e:
+        where = path or "in-cluster configuration"
+        raise InputError(f"cannot load {where}: {e}") from e
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise InputError(f"cannot load kubeconfig {path}: {e}") from e
+    # NOTE: kaic retries itself (with backoff and Retry-After); urllib3's own retries
+    # would hide dropped connections from that policy and double the waiting.
+    cfg.retries = urllib3.util.Retry(total=0, connect=0, read=0, redirect=0, status=0,
+                                     raise_on_status=False)
+    return Cluster(cfg, context=context_name, retry=retry or RetryPolicy(),
+                   timeout_s=timeout_s)
+
+
+# -- error mapping -----------------------------------------------------------------------
+
+
+def _status_message(e: ApiException) -> str:
+    body = getattr(e, "body", None)
+    if body:
+        with contextlib.suppress(ValueError, TypeError):
+            doc = json.loads(body)
+            if isinstance(doc, dict) and doc.get("message"):
+                return str(doc["message"])
+    return str(e.reason or f"HTTP {e.status}")
+
+
+def _map_api_error(e: ApiException, what: str) -> ClusterError:
+    status = int(e.status or 0)
+    msg = _status_message(e)
+    if status == 0:
+        return ClusterUnreachableError(f"{what}: {msg.splitlines()[0] if msg else 'TLS error'}")
+    if status == 401:
+        return ClusterUnreachableError(f"{what}: the cluster refused the credentials"
+                                       f" (401 Unauthorized)")
+    if status == 403:
+        if "admission webhook" in msg or "denied the request" in msg:
+            return RejectedError(f"{what}: {msg}")
+        return PermissionDeniedError(f"{what}: forbidden: {msg}")
+    if status == 404:
+        return NotFoundError(f"{what}: not found: {msg}")
+    if status == 409:
+        return ConflictError(f"{what}: conflict: {msg}")
+    if status in (400, 422):
+        return RejectedError(f"{what}: rejected: {msg}")
+    return ClusterError(f"{what}: HTTP {status}: {msg}")
+
+
+def _retryable_status(status: int) -> bool:
+    return status == 429 or status in (500, 502, 503, 504)
+
+
+# -- the adapter -------------------------------------------------------------------------
+
+
+class Cluster:
+    """The real ``ClusterAPI`` over one kubeconfig context. Thread-safe."""
+
+    def __init__(self, configuration: Any, *, context: str | None = None,
+                 retry: RetryPolicy | None = None, timeout_s: float = 30.0) -> None:
+        self._cfg = configuration
+        self._api = k8s_client.ApiClient(configuration)
+        self.context = context
+        self.server = str(configuration.host)
+        self.retry = retry or RetryPolicy()
+        self.timeout_s = timeout_s
+        self._discovery: dict[str, tuple[float, list[ApiResource]]] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Cluster(context={self.context!r}, server={self.server!r})"
+
+    # -- HTTP ---------------------------------------------------------------------------
+    def _call(self, method: str, path: str, *, query: list[tuple[str, Any]] | None = None,
+              body: Any = None, content_type: str | None = None,
+              timeout: float | tuple[float, float] | None = None, stream: bool = False,
+              what: str | None = None) -> Any:
+        """One request with retries; returns parsed JSON, text, or the raw response."""
+        what = what or f"{method} {path}"
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        attempt = 0
+        while True:
+            try:
+                resp = self._api.call_api(
+                    path, method, query_params=query or [], header_params=headers,
+                    body=body, auth_settings=["BearerToken"], _preload_content=False,
+                    _return_http_data_only=True,
+                    _request_timeout=timeout if timeout is not None else self.timeout_s,
+                )
+                if stream:
+                    return resp
+                data = resp.data
+                text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+                if not text:
+                    return None
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    return text
+            except ApiException as e:
+                status = int(e.status or 0)
+                if _retryable_status(status) and attempt + 1 < self.retry.attempts:
+                    retry_after = e.headers.get("Retry-After") if e.headers else None
+                    time.sleep(self.retry.delay(attempt, retry_after))
+                    attempt += 1
+                    continue
+                raise _map_api_error(e, what) from e
+            except _CONNECTION_ERRORS as e:
+                # NOTE: a create whose connection dropped may have reached the server;
+                # retrying it can answer 409, which the caller sees as ConflictError.
+                if attempt + 1 < self.retry.attempts:
+                    time.sleep(self.retry.delay(attempt))
+                    attempt += 1
+                    continue
+                raise ClusterUnreachableError(
+                    f"cannot reach the cluster at {self.server} ({what}):"
+                    f" {_short(e)}") from e
+
+    # -- discovery ------------------------------------------------------------------------
+    def server_version(self) -> str:
+        doc = self._call("GET", "/version", what="reading the server version")
+        if not isinstance(doc, dict) or "gitVersion" not in doc:
+            raise ClusterError(f"the server at {self.server} answered /version without a"
+                               " gitVersion; is this a Kubernetes apiserver?")
+        return str(doc["gitVersion"])
+
+    def api_versions(self) -> list[str]:
+        out: list[str] = []
+        core = self._call("GET", "/api", what="discovering the core API")
+        out.extend(str(v) for v in (core or {}).get("versions", []))
+        groups = self._call("GET", "/apis", what="discovering API groups")
+        for g in (groups or {}).get("groups", []):
+            out.extend(str(v["groupVersion"]) for v in g.get("versions", []))
+        return out
+
+    @staticmethod
+    def _base(api_version: str) -> str:
+        return f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+
+    def api_resources(self, api_version: str) -> list[ApiResource]:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._discovery.get(api_version)
+        if cached and now - cached[0] < _DISCOVERY_TTL_S:
+            return list(cached[1])
+        try:
+            doc = self._call("GET", self._base(api_version),
+                             what=f"discovering {api_version}")
+        except NotFoundError:
+            with self._lock:
+                self._discovery.pop(api_version, None)
+            return []
+        group, _, version = api_version.rpartition("/")
+        resources = [
+            ApiResource(group=group, version=version, name=str(r["name"]),
+                        kind=str(r["kind"]), namespaced=bool(r.get("namespaced")),
+                        verbs=tuple(r.get("verbs") or ()))
+            for r in (doc or {}).get("resources", [])
+            if "/" not in str(r["name"])  # subresources (pods/exec, */status) are not kinds
+        ]
+        with self._lock:
+            self._discovery[api_version] = (now, resources)
+        return list(resources)
+
+    def _resource(self, api_version: str, kind: str) -> ApiResource:
+        for r in self.api_resources(api_version):
+            if r.kind == kind:
+                return r
+        with self._lock:  # the group may have just appeared: look again once
+            self._discovery.pop(api_version, None)
+        for r in self.api_resources(api_version):
+            if r.kind == kind:
+                return r
+        raise NotFoundError(f"the server does not serve {kind} in {api_version}")
+
+    def _path(self, res: ApiResource, namespace: str | None, name: str | None = None,
+              subresource: str | None = None) -> str:
+        path = self._base(res.api_version)
+        if res.namespaced and namespace:
+            path += f"/namespaces/{quote(namespace, safe='')}"
+        path += f"/{res.name}"
+        if name:
+            path += f"/{quote(name, safe='')}"
+        if subresource:
+            path += f"/{subresource}"
+        return path
+
+    # -- CRUD ---------------------------------------------------------------------------
+    def get(self, api_version: str, kind: str, name: str,
+            namespace: str | None = None) -> KubeObject | None:
+        res = self._resource(api_version, kind)
+        try:
+            obj = self._call("GET", self._path(res, namespace, name),
+                             what=f"getting {kind} {_ref(name, namespace)}")
+        except NotFoundError:
+            return None
+        return dict(obj) if isinstance(obj, dict) else None
+
+    def _list_raw(self, res: ApiResource, namespace: str | None,
+                  label_selector: str | None, field_selector: str | None,
+                  what: str) -> tuple[KubeList, str]:
+        items: KubeList = []
+        cont: str | None = None
+        rv = ""
+        while True:
+            query: list[tuple[str, Any]] = [("limit", _LIST_PAGE)]
+            if label_selector:
+                query.append(("labelSelector", label_selector))
+            if field_selector:
+                query.append(("fieldSelector", field_selector))
+            if cont:
+                query.append(("continue", cont))
+            doc = self._call("GET", self._path(res, namespace), query=query, what=what) or {}
+            for item in doc.get("items") or []:
+                item.setdefault("apiVersion", res.api_version)
+                item.setdefault("kind", res.kind)
+                items.append(item)
+            meta = doc.get("metadata") or {}
+            rv = str(meta.get("resourceVersion", ""))
+            cont = meta.get("continue")
+            if not cont:
+                return items, rv
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None, *,
+             label_selector: str | None = None,
+             field_selector: str | None = None) -> KubeList:
+        res = self._resource(api_version, kind)
+        where = f" in namespace {namespace}" if namespace else ""
+        items, _ = self._list_raw(res, namespace, label_selector, field_selector,
+                                  f"listing {res.name}.{res.group or 'core'}{where}")
+        return items
+
+    def create(self, obj: KubeObject, *, dry_run: bool = False) -> KubeObject:
+        api_version, kind = str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
+        res = self._resource(api_version, kind)
+        md = obj.get("metadata") or {}
+        namespace = md.get("namespace") if res.namespaced else None
+        if res.namespaced and not namespace:
+            raise RejectedError(f"{kind} {md.get('name', '')} needs metadata.namespace")
+        query: list[tuple[str, Any]] = [("fieldManager", FIELD_MANAGER)]
+        if dry_run:
+            query.append(("dryRun", "All"))
+        verb = "dry-run creating" if dry_run else "creating"
+        name = md.get("name") or f"{md.get('generateName', '')}*"
+        out = self._call("POST", self._path(res, namespace), query=query, body=obj,
+                         what=f"{verb} {kind} {_ref(name, namespace)}")
+        return dict(out) if isinstance(out, dict) else {}
+
+    def apply(self, obj: KubeObject) -> KubeObject:
+        api_version, kind = str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
+        res = self._resource(api_version, kind)
+        md = obj.get("metadata") or {}
+        namespace = md.get("namespace") if res.namespaced else None
+        out = self._call(
+            "PATCH", self._path(res, namespace, str(md.get("name", ""))),
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")], body=obj,
+            content_type="application/apply-patch+yaml",
+            what=f"applying {kind} {_ref(str(md.get('name', '')), namespace)}")
+        return dict(out) if isinstance(out, dict) else {}
+
+    def patch(self, api_version: str, kind: str, name: str, patch: KubeObject,
+              namespace: str | None = None, *, subresource: str | None = None) -> KubeObject:
+        res = self._resource(api_version, kind)
+        out = self._call("PATCH", self._path(res, namespace, name, subresource),
+                         query=[("fieldManager", FIELD_MANAGER)], body=patch,
+                         content_type="application/merge-patch+json",
+                         what=f"patching {kind} {_ref(name, namespace)}")
+        return dict(out) if isinstance(out, dict) else {}
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
+               *, wait_timeout: float | None = None) -> bool:
+        res = self._resource(api_version, kind)
+        try:
+            self._call("DELETE", self._path(res, namespace, name),
+                       body={"kind": "DeleteOptions", "apiVersion": "v1",
+                             "propagationPolicy": "Foreground"},
+                       what=f"deleting {kind} {_ref(name, namespace)}")
+        except NotFoundError:
+            return False
+        if wait_timeout is not None:
+            self.wait_for(api_version, kind, name, namespace, lambda o: o is None,
+                          timeout=wait_timeout, what=f"{kind} {_ref(name, namespace)} to go")
+        return True
+
+    # -- watches and waits ---------------------------------------------------------------
+    def _watch_events(self, res: ApiResource, namespace: str | None, resource_version: str,
+                      deadline: float, label_selector: str | None,
+                      field_selector: str | None) -> Iterator[dict[str, Any]]:
+        """Watch events from ``resource_version`` until the deadline or the stream ends.
+
+        Ends quietly on a dropped stream (the caller relists); raises ``_Expired`` on 410.
+        """
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        query: list[tuple[str, Any]] = [
+            ("watch", "true"), ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", max(1, math.ceil(remaining))),
+        ]
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        try:
+            resp = self._call("GET", self._path(res, namespace), query=query, stream=True,
+                              timeout=(10.0, remaining + 10.0),
+                              what=f"watching {res.name}")
+        except ClusterUnreachableError:
+            return
+        try:
+            for line in _iter_lines(resp):
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    if status.get("code") == 410:
+                        raise _Expired()
+                    return
+                yield event
+                if time.monotonic() >= deadline:
+                    return
+        except _CONNECTION_ERRORS:
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                resp.release_conn()
+                resp.close()
+
+    def _observe(self, api_version: str, kind: str, namespace: str | None, timeout: float,
+                 label_selector: str | None = None, field_selector: str | None = None,
+                 ) -> Iterator[KubeList]:
+        """The current list at start and after every change, until ``timeout`` seconds."""
+        res = self._resource(api_version, kind)
+        deadline = time.monotonic() + timeout
+        what = f"listing {res.name}"
+        while True:
+            items, rv = self._list_raw(res, namespace, label_selector, field_selector, what)
+            current = {_key(o): o for o in items}
+            yield list(current.values())
+            try:
+                while time.monotonic() < deadline:
+                    changed = False
+                    for event in self._watch_events(res, namespace, rv, deadline,
+                                                    label_selector, field_selector):
+                        obj = event.get("object") or {}
+                        rv = str((obj.get("metadata") or {}).get("resourceVersion", rv))
+                        if event.get("type") == "BOOKMARK":
+                            continue
+                        obj.setdefault("apiVersion", res.api_version)
+                        obj.setdefault("kind", res.kind)
+                        if event.get("type") == "DELETED":
+                            current.pop(_key(obj), None)
+                        else:
+                            current[_key(obj)] = obj
+                        changed = True
+                        yield list(current.values())
+                    if not changed and time.monotonic() < deadline:
+                        time.sleep(0.2)  # the stream ended early: watch again from rv
+                    if time.monotonic() >= deadline:
+                        return
+            except _Expired:
+                continue  # 410 Gone: relist
+            return
+
+    def wait_for(self, api_version: str, kind: str, name: str, namespace: str | None,
+                 condition: Callable[[KubeObject | None], bool], *, timeout: float,
+                 what: str) -> KubeObject | None:
+        last: KubeObject | None = None
+        for objs in self._observe(api_version, kind, namespace, timeout,
+                                  field_selector=f"metadata.name={name}"):
+            last = objs[0] if objs else None
+            if condition(last):
+                return last
+        raise WaitTimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+    def wait_list(self, api_version: str, kind: str, namespace: str | None,
+                  condition: Callable[[KubeList], bool], *, timeout: float,
+                  what: str, label_selector: str | None = None) -> KubeList:
+        for objs in self._observe(api_version, kind, namespace, timeout,
+                                  label_selector=label_selector):
+            if condition(objs):
+                return objs
+        raise WaitTimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+    def watch_list(self, api_version: str, kind: str, namespace: str | None, *,
+                   timeout: float, label_selector: str | None = None
+                   ) -> Iterator[KubeList]:
+        yield from self._observe(api_version, kind, namespace, timeout,
+                                 label_selector=label_selector)
+
+    # -- exec, port-forward, scraping -------------------------------------------------------
+    def _stream_core(self) -> Any:
+        # NOTE: kubernetes.stream swaps ApiClient.request while it runs; a private
+        # ApiClient per call keeps concurrent requests of other threads unaffected.
+        return k8s_client.CoreV1Api(k8s_client.ApiClient(self._cfg))
+
+    def exec(self, namespace: str, pod: str, command: Sequence[str], *,
+             container: str | None = None, timeout: float = 60.0) -> ExecResult:
+        kwargs: dict[str, Any] = {"command": list(command), "stderr": True, "stdin": False,
+                                  "stdout": True, "tty": False, "_preload_content": False}
+        if container:
+            kwargs["container"] = container
+        what = f"exec in pod {namespace}/{pod}"
+        try:
+            ws = k8s_stream(self._stream_core().connect_get_namespaced_pod_exec, pod,
+                            namespace, **kwargs)
+        except ApiException as e:
+            raise _map_api_error(e, what) from e
+        except Exception as e:  # websocket handshake failures are not ApiExceptions
+            raise _map_ws_error(e, what) from e
+        try:
+            ws.run_forever(timeout=timeout)
+            if ws.is_open():
+                raise WaitTimeoutError(f"{what}: the command did not finish within"
+                                       f" {timeout:.0f}s")
+            stdout = ws.read_stdout(timeout=0) or ""
+            stderr = ws.read_stderr(timeout=0) or ""
+            try:
+                code = ws.returncode
+            except (KeyError, IndexError, TypeError, ValueError) as e:
+                raise ClusterError(f"{what}: unreadable exit status: {e}") from e
+            return ExecResult(stdout=str(stdout), stderr=str(stderr),
+                              exit_code=int(code) if code is not None else -1)
+        finally:
+            with contextlib.suppress(Exception):
+                ws.close()
+
+    def _open_forward(self, namespace: str, pod: str, port: int) -> Any:
+        what = f"port-forward to pod {namespace}/{pod}:{port}"
+        try:
+            return k8s_portforward(self._stream_core().connect_get_namespaced_pod_portforward,
+                                   pod, namespace, ports=str(port))
+        except ApiException as e:
+            raise _map_api_error(e, what) from e
+        except Exception as e:
+            raise _map_ws_error(e, what) from e
+
+    @contextlib.contextmanager
+    def port_forward(self, namespace: str, pod: str, port: int) -> Iterator[int]:
+        """Listen on a loopback port; each accepted connection gets its own stream."""
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        local_port = int(listener.getsockname()[1])
+        stop = threading.Event()
+
+        def pump(conn: socket.socket) -> None:
+            try:
+                pf = self._open_forward(namespace, pod, port)
+            except ClusterError:
+                conn.close()
+                return
+            remote = pf.socket(port)
+            try:
+                _splice(conn, remote, stop)
+            finally:
+                with contextlib.suppress(OSError):
+                    conn.close()
+                with contextlib.suppress(Exception):
+                    pf.close()
+
+        def accept_loop() -> None:
+            while not stop.is_set():
+                r, _, _ = select.select([listener], [], [], 0.2)
+                if not r:
+                    continue
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                threading.Thread(target=pump, args=(conn,), daemon=True,
+                                 name=f"kaic-port-forward-{pod}-{port}").start()
+
+        t = threading.Thread(target=accept_loop, daemon=True, name="kaic-port-forward")
+        t.start()
+        try:
+            yield local_port
+        finally:
+            stop.set()
+            t.join(timeout=2)
+            listener.close()
+
+    def http_get(self, namespace: str, pod: str, port: int, path: str, *,
+                 timeout: float = 30.0) -> str:
+        what = f"GET {path} from pod {namespace}/{pod}:{port}"
+        pf = self._open_forward(namespace, pod, port)
+        try:
+            sock = pf.socket(port)
+            sock.settimeout(timeout)
+            conn = http.client.HTTPConnection("localhost", port, timeout=timeout)
+            conn.sock = sock
+            try:
+                conn.request("GET", path, headers={"Connection": "close"})
+                resp = conn.getresponse()
+                body = resp.read().decode("utf-8", "replace")
+            except (OSError, http.client.HTTPException) as e:
+                err = pf.error(port)
+                raise ClusterError(f"{what}: {err or _short(e)}") from e
+            if resp.status >= 400:
+                raise NotFoundError(f"{what}: HTTP {resp.status}") if resp.status == 404 \
+                    else ClusterError(f"{what}: HTTP {resp.status}")
+            return body
+        finally:
+            with contextlib.suppress(Exception):
+                pf.close()
+
+    def raw_get(self, path: str, *, timeout: float = 30.0) -> str:
+        out = self._call("GET", path, timeout=timeout, what=f"GET {path}")
+        if out is None:
+            return ""
+        return out if isinstance(out, str) else json.dumps(out)
+
+    # -- authorization, events -----------------------------------------------------------------
+    def can_i(self, verb: str, resource: str, *, group: str = "",
+              namespace: str | None = None, subresource: str | None = None) -> bool:
+        attrs: dict[str, Any] = {"verb": verb, "resource": resource, "group": group}
+        if namespace:
+            attrs["namespace"] = namespace
+        if subresource:
+            attrs["subresource"] = subresource
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                  "spec": {"resourceAttributes": attrs}}
+        out = self._call("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                         body=review, what=f"asking whether we may {verb} {resource}")
+        return bool(((out or {}).get("status") or {}).get("allowed"))
+
+    def events(self, namespace: str, involved_name: str | None = None) -> KubeList:
+        selector = f"involvedObject.name={involved_name}" if involved_name else None
+        return self.list("v1", "Event", namespace, field_selector=selector)
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+class _Expired(Exception):
+    """A watch's resourceVersion is too old (410 Gone)."""
+
+
+def _ref(name: str, namespace: str | None) -> str:
+    return f"{namespace}/{name}" if namespace else name
+
+
+def _key(obj: KubeObject) -> tuple[str, str]:
+    md = obj.get("metadata") or {}
+    return (str(md.get("namespace", "")), str(md.get("name", "")))
+
+
+def _short(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    if "Connection refused" in text:
+        return "connection refused"
+    if "timed out" in text.lower():
+        return "timed out"
+    return text.splitlines()[0][:200]
+
+
+def _map_ws_error(e: BaseException, what: str) -> ClusterError:
+    text = str(e)
+    for code, cls in (("403", PermissionDeniedError), ("404", NotFoundError)):
+        if f"Handshake status {code}" in text:
+            return cls(f"{what}: {text.splitlines()[0][:200]}")
+    if isinstance(e, OSError | urllib3.exceptions.HTTPError):
+        return ClusterUnreachableError(f"{what}: {_short(e)}")
+    return ClusterError(f"{what}: {type(e).__name__}: {_short(e)}")
+
+
+def _iter_lines(resp: Any) -> Iterator[str]:
+    buf = b""
+    for chunk in resp.stream(amt=None, decode_content=False):
+        buf += chunk if isinstance(chunk, bytes) else str(chunk).encode()
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            if line.strip():
+                yield line.decode("utf-8", "replace")
+    if buf.strip():
+        yield buf.decode("utf-8", "replace")
+
+
+def _splice(a: socket.socket, b: Any, stop: threading.Event) -> None:
+    """Copy bytes both ways between two sockets until either side closes."""
+    socks = [a, b]
+    while not stop.is_set():
+        r, _, _ = select.select(socks, [], [], 0.2)
+        for s in r:
+            try:
+                data = s.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            (b if s is a else a).sendall(data)

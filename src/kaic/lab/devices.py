@@ -1,0 +1,641 @@
+"""Simulated device visibility: which GPUs a lab container "sees" when you ``exec`` into it.
+
+Owns: the device visibility agent (a watcher of the lab's pods, ResourceClaims and
+ResourceSlices), how it derives each container's visible GPUs from what the scheduler
+actually allocated, the per-pod kwok ``Exec`` rules, and the small shell programs that
+give an exec'd command its own ``/dev`` and ``nvidia-smi``. Must not import the
+``kubernetes`` client (it talks to the apiserver over HTTPS with the lab's kubeconfig).
+
+How it works (docs/lab.md, "Simulated device visibility"):
+
+* kwok runs ``kubectl exec`` commands as local processes and resolves ``argv[0]`` with its
+  own ``PATH``. The lab puts ``<exec-bin>`` first on kwok's ``PATH``; this module writes an
+  ``sh`` there. Without ``KAIC_DEVICE_DIR`` in its environment it is plain ``/bin/sh``.
+* For every pod the agent creates an ``Exec`` rule (same name and namespace as the pod, one
+  target per container) that sets ``KAIC_DEVICE_DIR=<root>/pods/<uid>/<container>``.
+* Once the pod is bound, the agent writes that directory: ``devices`` (``nvidia3`` …),
+  ``bin/nvidia-smi`` listing those GPUs, and ``ready``. The ``sh`` wrapper waits for
+  ``ready``, then runs the command in a private mount namespace whose ``/dev`` holds the
+  usual character devices plus one empty file per visible GPU.
+* Visible GPUs come from ResourceClaim allocations (``status.allocation.devices.results``,
+  per container through ``resources.claims``) or, for ``nvidia.com/gpu`` requests, from a
+  per-node assignment the agent makes like a device plugin would (lowest free indices,
+  never one device to two containers).
+* Leak modes (ConfigMap ``kube-system/kaic-lab-devices``, key ``mode``) break isolation on
+  purpose so that checks can be seen to FAIL: ``leak-unrequested`` (containers without a
+  grant see every GPU of their node), ``leak-envvar`` (containers that set
+  ``NVIDIA_VISIBLE_DEVICES=all`` see every GPU of their node), ``leak-shared`` (granted
+  containers see every GPU of their node).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import shutil
+import ssl
+import sys
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DRIVER = "gpu.nvidia.com"
+RESOURCE = "nvidia.com/gpu"
+VISIBLE_ENV = "NVIDIA_VISIBLE_DEVICES"
+PRODUCT = "NVIDIA H100 80GB HBM3"
+DEVICE_DIR_ENV = "KAIC_DEVICE_DIR"
+CONFIGMAP_NAMESPACE = "kube-system"
+CONFIGMAP_NAME = "kaic-lab-devices"
+RULE_LABEL = "kaic.io/device-visibility"
+MODES = ("isolated", "leak-unrequested", "leak-envvar", "leak-shared")
+KWOK_API = "kwok.x-k8s.io/v1alpha1"
+
+
+# ---------------------------------------------------------------------------------------
+# What a node has and what a container may see
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class Gpu:
+    """One simulated GPU of one node."""
+
+    node: str
+    index: int
+    uuid: str
+    device: str = ""
+    """The DRA device name (``gpu-3``), empty for device-plugin-only nodes."""
+    pool: str = ""
+    product: str = PRODUCT
+
+    @property
+    def dev_name(self) -> str:
+        return f"nvidia{self.index}"
+
+
+def synthetic_uuid(lab: str, node: str, index: int) -> str:
+    """The stable UUID the lab gives GPU ``index`` of ``node`` (same as its slices)."""
+    return "GPU-" + str(uuid.uuid5(uuid.NAMESPACE_URL, f"kaic-lab/{lab}/{node}/{index}"))
+
+
+def _attr(attrs: Mapping[str, Any], name: str) -> Any:
+    for k in (name, f"{DRIVER}/{name}"):
+        v = attrs.get(k)
+        if isinstance(v, Mapping):
+            for t in ("int", "string", "version", "bool"):
+                if t in v:
+                    return v[t]
+    return None
+
+
+def gpus_by_node(nodes: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[str, Any]],
+                 lab: str) -> dict[str, list[Gpu]]:
+    """Every node's GPUs: from the driver's ResourceSlices (node-local ones), else from the
+    node's ``nvidia.com/gpu`` capacity with the lab's synthetic UUIDs."""
+    out: dict[str, dict[int, Gpu]] = {}
+    for s in slices:
+        spec = s.get("spec") or {}
+        node = spec.get("nodeName")
+        if spec.get("driver") != DRIVER or not node:
+            continue
+        for d in spec.get("devices") or []:
+            attrs = d.get("attributes") or {}
+            if _attr(attrs, "type") not in (None, "gpu"):
+                continue
+            idx = _attr(attrs, "minor")
+            idx = _attr(attrs, "index") if idx is None else idx
+            if idx is None:
+                continue
+            uid = str(_attr(attrs, "uuid") or synthetic_uuid(lab, node, int(idx)))
+            product = str(_attr(attrs, "productName") or PRODUCT)
+            out.setdefault(node, {})[int(idx)] = Gpu(
+                node, int(idx), uid, str(d.get("name", "")),
+                str((spec.get("pool") or {}).get("name", "")), product)
+    for n in nodes:
+        name = n.get("metadata", {}).get("name", "")
+        cap = (n.get("status") or {}).get("capacity") or {}
+        try:
+            count = int(str(cap.get(RESOURCE, 0)))
+        except ValueError:
+            count = 0
+        have = out.setdefault(name, {})
+        for i in range(count):
+            have.setdefault(i, Gpu(name, i, synthetic_uuid(lab, name, i)))
+    return {k: [v[i] for i in sorted(v)] for k, v in out.items() if v}
+
+
+def _requested(container: Mapping[str, Any]) -> int:
+    res = container.get("resources") or {}
+    n = (res.get("limits") or {}).get(RESOURCE, (res.get("requests") or {}).get(RESOURCE))
+    try:
+        return int(str(n)) if n is not None else 0
+    except ValueError:
+        return 0
+
+
+def pod_key(pod: Mapping[str, Any]) -> str:
+    return str(pod.get("metadata", {}).get("uid", ""))
+
+
+def _live(pod: Mapping[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
+
+@dataclass
+class DevicePluginAssigner:
+    """Hands out concrete GPU indices for ``nvidia.com/gpu`` requests, per node, like a
+    device plugin: lowest free indices first, in pod creation order, never one GPU to two
+    containers; released when the pod is gone or finished."""
+
+    assigned: dict[tuple[str, str], tuple[str, tuple[int, ...]]] = field(default_factory=dict)
+    """(pod uid, container) -> (node, indices)."""
+    conflicts: list[str] = field(default_factory=list)
+
+    def sync(self, pods: Sequence[Mapping[str, Any]], gpus: Mapping[str, list[Gpu]],
+             dra_taken: Mapping[str, set[int]]) -> None:
+        live = {}
+        for p in pods:
+            node = p.get("spec", {}).get("nodeName")
+            if not node or not _live(p):
+                continue
+            for c in p["spec"].get("containers") or []:
+                if _requested(c):
+                    live[(pod_key(p), c["name"])] = (p, c, node)
+        for key in [k for k in self.assigned if k not in live]:
+            del self.assigned[key]
+        self.conflicts = []
+        used: dict[str, set[int]] = {}
+        for node, idx in self.assigned.values():
+            used.setdefault(node, set()).update(idx)
+        order = sorted(live.items(), key=lambda kv: (
+            kv[1][0]["metadata"].get("creationTimestamp", ""),
+            kv[1][0]["metadata"].get("namespace", ""), kv[1][0]["metadata"].get("name", ""),
+            kv[0][1]))
+        for key, (p, c, node) in order:
+            if key in self.assigned:
+                continue
+            busy = used.setdefault(node, set()) | dra_taken.get(node, set())
+            free = [g.index for g in gpus.get(node, []) if g.index not in busy]
+            want = _requested(c)
+            if len(free) < want:
+                self.conflicts.append(
+                    f"{p['metadata'].get('namespace')}/{p['metadata'].get('name')} container "
+                    f"{c['name']}: wants {want} {RESOURCE} on {node}, {len(free)} free")
+                continue
+            self.assigned[key] = (node, tuple(free[:want]))
+            used[node].update(free[:want])
+
+    def of(self, uid: str, container: str) -> tuple[int, ...]:
+        got = self.assigned.get((uid, container))
+        return got[1] if got else ()
+
+
+def claim_names(pod: Mapping[str, Any]) -> dict[str, str]:
+    """Pod-level claim name -> ResourceClaim object name (direct or from a template)."""
+    out = {}
+    for rc in pod.get("spec", {}).get("resourceClaims") or []:
+        if rc.get("resourceClaimName"):
+            out[rc["name"]] = rc["resourceClaimName"]
+    for st in (pod.get("status") or {}).get("resourceClaimStatuses") or []:
+        if st.get("resourceClaimName"):
+            out[st["name"]] = st["resourceClaimName"]
+    return out
+
+
+def container_grants(pod: Mapping[str, Any], container: Mapping[str, Any],
+                     claims: Mapping[tuple[str, str], Mapping[str, Any]],
+                     by_device: Mapping[tuple[str, str], Gpu]) -> list[Gpu]:
+    """GPUs the claims referenced by ``container`` were allocated (by request name)."""
+    names = claim_names(pod)
+    ns = pod.get("metadata", {}).get("namespace", "")
+    out: list[Gpu] = []
+    for ref in (container.get("resources") or {}).get("claims") or []:
+        claim = claims.get((ns, names.get(ref.get("name", ""), "")))
+        if not claim:
+            continue
+        request = ref.get("request")
+        alloc = (claim.get("status") or {}).get("allocation") or {}
+        for r in (alloc.get("devices") or {}).get("results") or []:
+            if r.get("driver") != DRIVER:
+                continue
+            rq = str(r.get("request", ""))
+            if request and rq != request and not rq.startswith(f"{request}/"):
+                continue
+            g = by_device.get((str(r.get("pool")), str(r.get("device"))))
+            if g is not None and g not in out:
+                out.append(g)
+    return out
+
+
+def visibility(pods: Sequence[Mapping[str, Any]], claims: Iterable[Mapping[str, Any]],
+               gpus: Mapping[str, list[Gpu]], assigner: DevicePluginAssigner,
+               mode: str = "isolated") -> dict[str, dict[str, list[Gpu]]]:
+    """pod uid -> container name -> the GPUs it sees, for every bound, live pod."""
+    by_device = {(g.pool, g.device): g for gl in gpus.values() for g in gl if g.device}
+    claim_map = {(c.get("metadata", {}).get("namespace", ""),
+                  c.get("metadata", {}).get("name", "")): c for c in claims}
+    dra_taken: dict[str, set[int]] = {}
+    for c in claim_map.values():
+        for r in (((c.get("status") or {}).get("allocation") or {}).get("devices") or {}
+                  ).get("results") or []:
+            g = by_device.get((str(r.get("pool")), str(r.get("device"))))
+            if g is not None:
+                dra_taken.setdefault(g.node, set()).add(g.index)
+    assigner.sync(pods, gpus, dra_taken)
+    out: dict[str, dict[str, list[Gpu]]] = {}
+    for p in pods:
+        node = p.get("spec", {}).get("nodeName")
+        if not node or not _live(p):
+            continue
+        node_gpus = gpus.get(node, [])
+        per: dict[str, list[Gpu]] = {}
+        for c in p["spec"].get("containers") or []:
+            granted = container_grants(p, c, claim_map, by_device)
+            idx = assigner.of(pod_key(p), c["name"])
+            granted += [g for g in node_gpus if g.index in idx and g not in granted]
+            asked = bool(granted) or bool(_requested(c)) or bool(
+                (c.get("resources") or {}).get("claims"))
+            env_all = any(e.get("name") == VISIBLE_ENV and e.get("value") == "all"
+                          for e in c.get("env") or [])
+            seen = sorted(granted)
+            if ((mode == "leak-unrequested" and not asked)
+                    or (mode == "leak-envvar" and env_all)
+                    or (mode == "leak-shared" and asked)):
+                seen = list(node_gpus)
+            per[c["name"]] = seen
+        out[pod_key(p)] = per
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Files: the sh wrapper, the /dev builder, per-container state, kwok Exec rules
+# ---------------------------------------------------------------------------------------
+
+WAIT_READY_S: float = 30
+
+SH_WRAPPER = """#!/bin/sh
+# kaic lab: `sh` as kwok resolves it for `kubectl exec` (simulated device visibility,
+# see docs/lab.md). Without KAIC_DEVICE_DIR this is plain /bin/sh.
+if [ -z "${KAIC_DEVICE_DIR:-}" ]; then exec /bin/sh "$@"; fi
+d=$KAIC_DEVICE_DIR
+unset KAIC_DEVICE_DIR
+i=0
+while [ ! -e "$d/ready" ]; do
+  i=$((i+1))
+  if [ "$i" -gt @WAIT@ ]; then
+    echo "kaic lab: device visibility of this container is not ready ($d)" >&2
+    exit 126
+  fi
+  sleep 0.1
+done
+if [ -s "$d/devices" ]; then PATH="$d/bin:$PATH"; export PATH; fi
+if [ "$(id -u)" = 0 ]; then exec unshare -m /bin/sh "@ROOT@/devns.sh" "$d" "$@"; fi
+exec unshare -m -r /bin/sh "@ROOT@/devns.sh" "$d" "$@"
+"""
+
+DEVNS = """#!/bin/sh
+# kaic lab: inside a private mount namespace, give the command the container's /dev:
+# the usual character devices of the host plus one empty file per visible GPU.
+set -e
+d=$1
+shift
+h=$(mktemp -d "${TMPDIR:-/tmp}/kaic-dev.XXXXXX")
+mount --rbind /dev "$h"
+mount -t tmpfs -o mode=0755,size=1m kaic-dev /dev
+for n in null zero full random urandom tty ptmx; do
+  if [ -e "$h/$n" ]; then : > "/dev/$n"; mount --bind "$h/$n" "/dev/$n"; fi
+done
+for n in pts shm mqueue; do
+  if [ -d "$h/$n" ]; then mkdir "/dev/$n"; mount --rbind "$h/$n" "/dev/$n"; fi
+done
+ln -s /proc/self/fd /dev/fd
+ln -s /proc/self/fd/0 /dev/stdin
+ln -s /proc/self/fd/1 /dev/stdout
+ln -s /proc/self/fd/2 /dev/stderr
+while read -r n; do
+  if [ -n "$n" ]; then : > "/dev/$n"; fi
+done < "$d/devices"
+umount -l "$h"
+rmdir "$h" 2>/dev/null || true
+set +e
+exec /bin/sh "$@"
+"""
+
+
+def nvidia_smi_script(gpus: Sequence[Gpu]) -> str:
+    """A stand-in ``nvidia-smi`` that knows only ``gpus`` (``-L`` like the real one)."""
+    listing = "\n".join(f"GPU {i}: {g.product} (UUID: {g.uuid})" for i, g in enumerate(gpus))
+    table = "\n".join(f"|   {i}  {g.product:<34} | {g.uuid} |" for i, g in enumerate(gpus))
+    return (
+        "#!/bin/sh\n"
+        "# kaic lab: simulated nvidia-smi (the GPUs granted to this container)\n"
+        'case "${1:-}" in\n'
+        "  -L|--list-gpus)\n"
+        f"    cat <<'EOF'\n{listing}\nEOF\n"
+        "    ;;\n"
+        "  *)\n"
+        f"    cat <<'EOF'\n+ kaic lab simulated nvidia-smi +\n{table}\nEOF\n"
+        "    ;;\n"
+        "esac\n"
+    )
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> bool:
+    """Write atomically when the content changed; True if it did."""
+    try:
+        if path.read_text() == text:
+            return False
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    return True
+
+
+def install_programs(root: Path, exec_bin: Path) -> None:
+    """Write ``devns.sh`` under ``root`` and the ``sh`` wrapper into ``exec_bin``."""
+    root.mkdir(parents=True, exist_ok=True)
+    _write(root / "devns.sh", DEVNS, 0o755)
+    _write(exec_bin / "sh", SH_WRAPPER.replace("@ROOT@", str(root))
+           .replace("@WAIT@", str(int(WAIT_READY_S * 10))), 0o755)
+
+
+def container_dir(root: Path, uid: str, container: str) -> Path:
+    return root / "pods" / uid / container
+
+
+def write_state(root: Path, vis: Mapping[str, Mapping[str, list[Gpu]]],
+                pods: Sequence[Mapping[str, Any]]) -> None:
+    """Per-container ``devices``, ``gpus``, ``bin/nvidia-smi`` and ``ready`` for bound pods;
+    directories of pods that are gone are removed."""
+    known = {pod_key(p) for p in pods}
+    for p in pods:
+        uid = pod_key(p)
+        if uid not in vis:
+            continue
+        for cname, seen in vis[uid].items():
+            d = container_dir(root, uid, cname)
+            _write(d / "devices", "".join(f"{g.dev_name}\n" for g in seen))
+            _write(d / "gpus", "".join(f"{g.index} {g.uuid} {g.node}\n" for g in seen))
+            _write(d / "bin" / "nvidia-smi", nvidia_smi_script(seen), 0o755)
+            _write(d / "ready", "")
+    pods_dir = root / "pods"
+    if pods_dir.is_dir():
+        for d in pods_dir.iterdir():
+            if d.name not in known:
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def exec_rule(pod: Mapping[str, Any], root: Path, base: Mapping[str, Any]) -> dict[str, Any]:
+    """The kwok ``Exec`` rule of ``pod``: one target per container, each with the
+    default ClusterExec's ``local`` settings plus its ``KAIC_DEVICE_DIR``."""
+    md = pod["metadata"]
+    execs = []
+    for c in pod.get("spec", {}).get("containers") or []:
+        local = json.loads(json.dumps(base))
+        envs = [e for e in local.get("envs") or [] if e.get("name") != DEVICE_DIR_ENV]
+        envs.append({"name": DEVICE_DIR_ENV,
+                     "value": str(container_dir(root, md["uid"], c["name"]))})
+        local["envs"] = envs
+        execs.append({"containers": [c["name"]], "local": local})
+    return {
+        "apiVersion": KWOK_API, "kind": "Exec",
+        "metadata": {"name": md["name"], "namespace": md["namespace"],
+                     "labels": {RULE_LABEL: "agent",
+                                "app.kubernetes.io/managed-by": "kaic-lab"},
+                     "annotations": {"kaic.io/pod-uid": md["uid"]},
+                     "ownerReferences": [{"apiVersion": "v1", "kind": "Pod",
+                                          "name": md["name"], "uid": md["uid"]}]},
+        "spec": {"execs": execs},
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# The agent
+# ---------------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class KubeconfigApi:
+    """A minimal HTTPS client for the lab's apiserver, from an admin kubeconfig."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        cfg = yaml.safe_load(kubeconfig.read_text())
+        ctx_name = cfg.get("current-context")
+        ctx = next((c["context"] for c in cfg.get("contexts", [])
+                    if c["name"] == ctx_name), cfg["contexts"][0]["context"])
+        cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"])
+        user = next(u["user"] for u in cfg["users"] if u["name"] == ctx["user"])
+        self.server = str(cluster["server"]).rstrip("/")
+        self._tmp = Path(tempfile.mkdtemp(prefix="kaic-devices-"))
+        ca = self._file(cluster, "certificate-authority", "ca.crt")
+        self.ssl = ssl.create_default_context(cafile=str(ca)) if ca else \
+            ssl.create_default_context()
+        cert = self._file(user, "client-certificate", "client.crt")
+        key = self._file(user, "client-key", "client.key")
+        if cert and key:
+            self.ssl.load_cert_chain(str(cert), str(key))
+        self.token = user.get("token")
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                                  urllib.request.HTTPSHandler(context=self.ssl))
+
+    def _file(self, section: Mapping[str, Any], key: str, name: str) -> Path | None:
+        if section.get(f"{key}-data"):
+            p = self._tmp / name
+            p.write_bytes(base64.b64decode(section[f"{key}-data"]))
+            p.chmod(0o600)
+            return p
+        return Path(section[key]) if section.get(key) else None
+
+    def close(self) -> None:
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _req(self, method: str, path: str, body: Any = None,
+             content_type: str = "application/json") -> urllib.request.Request:
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return urllib.request.Request(self.server + path, data=data, method=method,
+                                      headers=headers)
+
+    def request(self, method: str, path: str, body: Any = None, *,
+                content_type: str = "application/json", timeout: float = 30.0) -> Any:
+        try:
+            with self.opener.open(self._req(method, path, body, content_type),
+                                  timeout=timeout) as r:
+                raw = r.read()
+        except urllib.error.HTTPError as e:
+            raise ApiError(e.code, f"{method} {path}: {e.code} "
+                                   f"{e.read().decode(errors='replace')[:300]}") from e
+        except (urllib.error.URLError, OSError) as e:
+            raise ApiError(0, f"{method} {path}: {e}") from e
+        return json.loads(raw) if raw else None
+
+    def watch_lines(self, path: str, timeout: float) -> Iterable[bytes]:
+        with self.opener.open(self._req("GET", path), timeout=timeout) as r:
+            yield from r
+
+
+class Agent:
+    """Keeps every pod's simulated device view in line with the cluster's allocations."""
+
+    def __init__(self, api: KubeconfigApi, root: Path, lab: str,
+                 log: Any = None) -> None:
+        self.api = api
+        self.root = root
+        self.lab = lab
+        self.assigner = DevicePluginAssigner()
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.wake = threading.Event()
+        self._last_conflicts: list[str] = []
+        self._mode = "isolated"
+
+    def _list(self, path: str) -> list[dict[str, Any]]:
+        try:
+            items = self.api.request("GET", path).get("items") or []
+        except ApiError as e:
+            if e.status == 404:
+                return []
+            raise
+        return list(items)
+
+    def mode(self) -> str:
+        try:
+            cm = self.api.request("GET", f"/api/v1/namespaces/{CONFIGMAP_NAMESPACE}/"
+                                         f"configmaps/{CONFIGMAP_NAME}")
+        except ApiError as e:
+            if e.status == 404:
+                return "isolated"
+            raise
+        mode = str((cm.get("data") or {}).get("mode", "isolated")).strip()
+        if mode not in MODES:
+            self.log(f"unknown device visibility mode {mode!r}; using isolated")
+            return "isolated"
+        return mode
+
+    def base_local(self) -> dict[str, Any]:
+        """The ``local`` settings of the lab's default ClusterExec (workDir, envs)."""
+        for ce in self._list(f"/apis/{KWOK_API}/clusterexecs"):
+            for ex in (ce.get("spec") or {}).get("execs") or []:
+                if not ex.get("containers") and ex.get("local") is not None:
+                    return dict(ex["local"])
+        return {}
+
+    def reconcile(self) -> None:
+        pods = self._list("/api/v1/pods")
+        nodes = self._list("/api/v1/nodes")
+        slices = self._list("/apis/resource.k8s.io/v1/resourceslices")
+        claims = self._list("/apis/resource.k8s.io/v1/resourceclaims")
+        mode = self.mode()
+        if mode != self._mode:
+            self.log(f"device visibility mode: {mode}")
+            self._mode = mode
+        gpus = gpus_by_node(nodes, slices, self.lab)
+        vis = visibility(pods, claims, gpus, self.assigner, mode)
+        if self.assigner.conflicts != self._last_conflicts:
+            for c in self.assigner.conflicts:
+                self.log(f"cannot assign devices: {c}")
+            self._last_conflicts = list(self.assigner.conflicts)
+        self.sync_rules(pods)
+        write_state(self.root, vis, pods)
+
+    def sync_rules(self, pods: Sequence[Mapping[str, Any]]) -> None:
+        rules = {(r["metadata"]["namespace"], r["metadata"]["name"]): r
+                 for r in self._list(f"/apis/{KWOK_API}/execs")}
+        base: dict[str, Any] | None = None
+        for p in pods:
+            md = p["metadata"]
+            if md.get("deletionTimestamp"):
+                continue
+            have = rules.get((md["namespace"], md["name"]))
+            if have is not None:
+                ours = (have["metadata"].get("labels") or {}).get(RULE_LABEL) == "agent"
+                same = (have["metadata"].get("annotations") or {}).get(
+                    "kaic.io/pod-uid") == md["uid"]
+                if not ours or same:
+                    continue
+            if base is None:
+                base = self.base_local()
+            rule = exec_rule(p, self.root, base)
+            path = (f"/apis/{KWOK_API}/namespaces/{md['namespace']}/execs/{md['name']}"
+                    "?fieldManager=kaic-lab-devices&force=true")
+            try:
+                self.api.request("PATCH", path, rule,
+                                 content_type="application/apply-patch+yaml")
+            except ApiError as e:
+                self.log(f"cannot write Exec rule for {md['namespace']}/{md['name']}: {e}")
+
+    def _watch(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                rv = self.api.request("GET", "/api/v1/pods?limit=1")["metadata"][
+                    "resourceVersion"]
+                for line in self.api.watch_lines(
+                        f"/api/v1/pods?watch=1&allowWatchBookmarks=false"
+                        f"&resourceVersion={rv}&timeoutSeconds=60", timeout=90):
+                    if stop.is_set():
+                        return
+                    if line.strip():
+                        self.wake.set()
+            except (ApiError, OSError, ValueError, KeyError) as e:
+                self.log(f"pod watch ended: {e}")
+                stop.wait(1.0)
+
+    def run(self, stop: threading.Event, resync_s: float = 2.0) -> None:
+        threading.Thread(target=self._watch, args=(stop,), daemon=True).start()
+        while not stop.is_set():
+            self.wake.clear()
+            try:
+                self.reconcile()
+            except (ApiError, OSError, KeyError, ValueError) as e:
+                self.log(f"reconcile failed: {e}")
+            self.wake.wait(resync_s)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m kaic.lab.devices --kubeconfig K --root DIR --exec-bin DIR --lab NAME``."""
+    ap = argparse.ArgumentParser(prog="kaic-lab-devices", description=__doc__.splitlines()[0])
+    ap.add_argument("--kubeconfig", required=True, type=Path)
+    ap.add_argument("--root", required=True, type=Path)
+    ap.add_argument("--exec-bin", required=True, type=Path)
+    ap.add_argument("--lab", default="default")
+    args = ap.parse_args(argv)
+    install_programs(args.root, args.exec_bin)
+    api = KubeconfigApi(args.kubeconfig)
+    stop = threading.Event()
+    agent = Agent(api, args.root, args.lab)
+    agent.log(f"device visibility agent for lab {args.lab}: {api.server}, state {args.root}")
+    try:
+        agent.run(stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        with contextlib.suppress(OSError):
+            api.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The result bundle on disk, written as the run goes (docs/bundle.md).
+
+Owns: ``BundleWriter`` (a runner observer: evidence files and ``e2e.log``/
+``results.json`` appended as each check finishes; ``run.json``, ``junit.xml``,
+``report.md`` and ``report.html`` rewritten atomically after each), redaction of
+everything written, and ``load_record`` for re-rendering. Must not run checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+from pathlib import Path
+
+from kaic.errors import InputError
+from kaic.model import CheckResult
+from kaic.report.gotest import (
+    e2e_block,
+    e2e_footer,
+    end_events,
+    start_events,
+    test_events,
+)
+from kaic.report.human import render_html, render_markdown
+from kaic.report.junit import render_junit
+from kaic.report.redact import redact_evidence, redact_text
+from kaic.runner import CheckDone, CleanupDone, Event, RunFinished, RunStarted, evidence_path
+from kaic.runner.record import ResultEntry, RunRecord
+
+__all__ = ["BundleWriter", "load_record", "redact_result"]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _append(path: Path, text: str) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+
+
+def redact_result(r: CheckResult) -> CheckResult:
+    """The result with every reason and log line passed through ``redact_text``."""
+    subs = tuple(dataclasses.replace(s, reason=redact_text(s.reason),
+                                     log=tuple(redact_text(x) for x in s.log))
+                 for s in r.subresults)
+    return dataclasses.replace(r, reason=redact_text(r.reason), subresults=subs,
+                               log=tuple(redact_text(x) for x in r.log))
+
+
+class BundleWriter:
+    """Writes one run's bundle into ``directory`` while the run goes."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = Path(directory)
+        self._record: RunRecord | None = None
+        self._entries: dict[str, ResultEntry] = {}
+        self._order: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            if isinstance(event, RunStarted):
+                self._start(event.record)
+            elif isinstance(event, CheckDone):
+                self._check_done(event.entry, event.result)
+            elif isinstance(event, CleanupDone):
+                self._rewrite()
+            elif isinstance(event, RunFinished):
+                self._finish(event.record)
+
+    def view(self) -> RunRecord:
+        """The record as written: redacted entries in catalog order."""
+        assert self._record is not None
+        ids = [e.id for e in self._record.results]
+        entries = [self._entries[i] for i in ids if i in self._entries]
+        entries += [self._entries[i] for i in self._order if i not in ids]
+        return dataclasses.replace(self._record, results=entries,
+                                   cleanup=list(self._record.cleanup))
+
+    def _start(self, record: RunRecord) -> None:
+        self._record = record
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "evidence").mkdir(exist_ok=True)
+        _atomic_write(self.dir / "results.json", start_events(record))
+        _atomic_write(self.dir / "e2e.log", "")
+        self._rewrite()
+
+    def _check_done(self, entry: ResultEntry, result: CheckResult) -> None:
+        for ev in result.evidence:
+            path = self.dir / evidence_path(result.requirement_id, ev.name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path, redact_evidence(ev.content, ev.media_type))
+        clean = dataclasses.replace(entry, result=redact_result(entry.result))
+        self._entries[entry.id] = clean
+        self._order.append(entry.id)
+        _append(self.dir / "results.json", test_events(clean))
+        _append(self.dir / "e2e.log", e2e_block(clean))
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        if self._record is None:
+            return
+        view = self.view()
+        _atomic_write(self.dir / "run.json", view.dumps())
+        _atomic_write(self.dir / "junit.xml", render_junit(view))
+        _atomic_write(self.dir / "report.md", render_markdown(view))
+        _atomic_write(self.dir / "report.html", render_html(view))
+
+    def _finish(self, record: RunRecord) -> None:
+        self._record = record
+        view = self.view()
+        _append(self.dir / "results.json", end_events(view))
+        _append(self.dir / "e2e.log", e2e_footer(view))
+        self._rewrite()
+
+
+def load_record(bundle: Path) -> RunRecord:
+    """The run record of a bundle directory (or of a ``run.json`` path)."""
+    path = Path(bundle)
+    if path.is_dir():
+        path = path / "run.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist (is {bundle} a kaic result bundle?)") \
+            from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read {path}: {e}") from e
+    return RunRecord.from_json(doc, str(path))
+
+

@@ -1,0 +1,185 @@
+"""The lab's simulated device visibility: who sees which GPU, and the /dev it builds."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kaic.checks.accelerator_access import ACCELERATORS, parse_probe, probe_script
+from kaic.lab import devices as d
+
+SLICE = {"spec": {"driver": d.DRIVER, "nodeName": "n0",
+                  "pool": {"name": "n0", "generation": 1, "resourceSliceCount": 1},
+                  "devices": [{"name": f"gpu-{i}", "attributes": {
+                      "type": {"string": "gpu"}, "index": {"int": i},
+                      "uuid": {"string": f"GPU-{i}"}}} for i in range(4)]}}
+NODE = {"metadata": {"name": "n1"}, "status": {"capacity": {"nvidia.com/gpu": "2"}}}
+
+
+def pod(name: str, containers: list[dict[str, Any]], node: str = "n0",
+        claims: dict[str, str] | None = None, created: str = "2026-01-01T00:00:00Z",
+        phase: str = "Running") -> dict[str, Any]:
+    spec: dict[str, Any] = {"nodeName": node, "containers": containers}
+    status: dict[str, Any] = {"phase": phase}
+    if claims:
+        spec["resourceClaims"] = [{"name": k, "resourceClaimTemplateName": "t"} for k in claims]
+        status["resourceClaimStatuses"] = [{"name": k, "resourceClaimName": v}
+                                           for k, v in claims.items()]
+    return {"metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}",
+                         "creationTimestamp": created}, "spec": spec, "status": status}
+
+
+def claim(name: str, *results: tuple[str, str]) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "ns"}, "status": {"allocation": {
+        "devices": {"results": [{"request": rq, "driver": d.DRIVER, "pool": "n0",
+                                 "device": dev} for rq, dev in results]}}}}
+
+
+def gpus() -> dict[str, list[d.Gpu]]:
+    return d.gpus_by_node([NODE], [SLICE], "lab")
+
+
+def seen(vis: dict[str, dict[str, list[d.Gpu]]], name: str, container: str) -> list[int]:
+    return [g.index for g in vis[f"uid-{name}"][container]]
+
+
+def test_gpus_come_from_node_local_slices_and_from_capacity() -> None:
+    g = gpus()
+    assert [x.uuid for x in g["n0"]] == ["GPU-0", "GPU-1", "GPU-2", "GPU-3"]
+    assert [x.index for x in g["n1"]] == [0, 1]
+    assert g["n1"][0].uuid == d.synthetic_uuid("lab", "n1", 0)
+
+
+def test_dra_grants_go_to_the_containers_that_reference_the_claim_by_request() -> None:
+    p = pod("p", [{"name": "a", "resources": {"claims": [{"name": "gpu", "request": "r1"}]}},
+                  {"name": "b", "resources": {"claims": [{"name": "gpu", "request": "r2"}]}},
+                  {"name": "c"}], claims={"gpu": "p-gpu"})
+    c = claim("p-gpu", ("r1", "gpu-2"), ("r2/sub", "gpu-0"))
+    vis = d.visibility([p], [c], gpus(), d.DevicePluginAssigner())
+    assert (seen(vis, "p", "a"), seen(vis, "p", "b"), seen(vis, "p", "c")) == ([2], [0], [])
+
+
+def test_device_plugin_assignment_is_deterministic_and_never_shares_a_device() -> None:
+    one = {"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+    pods = [pod("late", [one], node="n1", created="2026-01-02T00:00:00Z"),
+            pod("early", [one], node="n1", created="2026-01-01T00:00:00Z"),
+            pod("third", [one], node="n1", created="2026-01-03T00:00:00Z")]
+    a = d.DevicePluginAssigner()
+    vis = d.visibility(pods, [], gpus(), a)
+    assert (seen(vis, "early", "c"), seen(vis, "late", "c"), seen(vis, "third", "c")) == (
+        [0], [1], [])
+    assert "third" in a.conflicts[0] and "1 free" not in a.conflicts[0]
+    # the early pod finishes: its device goes to the waiting one, the late one keeps its own
+    pods[1]["status"]["phase"] = "Succeeded"
+    vis = d.visibility(pods, [], gpus(), a)
+    assert (seen(vis, "late", "c"), seen(vis, "third", "c")) == ([1], [0])
+
+
+def test_device_plugin_does_not_hand_out_gpus_that_a_claim_holds() -> None:
+    one = {"name": "c", "resources": {"limits": {"nvidia.com/gpu": "2"}}}
+    node0 = dict(NODE, metadata={"name": "n0"})
+    g = d.gpus_by_node([node0], [SLICE], "lab")
+    vis = d.visibility([pod("p", [one])], [claim("x", ("r", "gpu-0"))], g,
+                       d.DevicePluginAssigner())
+    assert seen(vis, "p", "c") == [1, 2]
+
+
+@pytest.mark.parametrize(("mode", "plain", "envvar", "granted"), [
+    ("isolated", [], [], [1]),
+    ("leak-unrequested", [0, 1, 2, 3], [0, 1, 2, 3], [1]),
+    ("leak-envvar", [], [0, 1, 2, 3], [1]),
+    ("leak-shared", [], [], [0, 1, 2, 3]),
+])
+def test_leak_modes(mode: str, plain: list[int], envvar: list[int], granted: list[int]) -> None:
+    pods = [pod("plain", [{"name": "c"}]),
+            pod("env", [{"name": "c", "env": [{"name": "NVIDIA_VISIBLE_DEVICES",
+                                               "value": "all"}]}]),
+            pod("g", [{"name": "c", "resources": {"claims": [{"name": "gpu"}]}}],
+                claims={"gpu": "g-gpu"})]
+    vis = d.visibility(pods, [claim("g-gpu", ("r", "gpu-1"))], gpus(),
+                       d.DevicePluginAssigner(), mode)
+    assert (seen(vis, "plain", "c"), seen(vis, "env", "c"), seen(vis, "g", "c")) == (
+        plain, envvar, granted)
+
+
+def test_unbound_and_finished_pods_get_no_view() -> None:
+    vis = d.visibility([pod("u", [{"name": "c"}], node=""),
+                        pod("f", [{"name": "c"}], phase="Failed")], [], gpus(),
+                       d.DevicePluginAssigner())
+    assert vis == {}
+
+
+def test_exec_rule_has_one_target_per_container_with_the_default_local_settings() -> None:
+    p = pod("p", [{"name": "a"}, {"name": "b"}])
+    rule = d.exec_rule(p, Path("/state/devices"),
+                       {"workDir": "/w", "envs": [{"name": "KAIC_LAB", "value": "x"}]})
+    assert rule["kind"] == "Exec" and rule["metadata"]["name"] == "p"
+    assert rule["metadata"]["ownerReferences"][0]["uid"] == "uid-p"
+    targets = rule["spec"]["execs"]
+    assert [t["containers"] for t in targets] == [["a"], ["b"]]
+    assert targets[1]["local"]["workDir"] == "/w"
+    assert targets[1]["local"]["envs"] == [
+        {"name": "KAIC_LAB", "value": "x"},
+        {"name": "KAIC_DEVICE_DIR", "value": "/state/devices/pods/uid-p/b"}]
+
+
+def test_write_state_writes_views_and_removes_pods_that_are_gone(tmp_path: Path) -> None:
+    p = pod("p", [{"name": "c"}])
+    g = gpus()["n0"]
+    d.write_state(tmp_path, {"uid-p": {"c": [g[2]]}}, [p])
+    cdir = d.container_dir(tmp_path, "uid-p", "c")
+    assert (cdir / "devices").read_text() == "nvidia2\n"
+    assert (cdir / "ready").exists()
+    assert "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-2)" in (cdir / "bin" / "nvidia-smi").read_text()
+    d.write_state(tmp_path, {}, [])
+    assert not (tmp_path / "pods" / "uid-p").exists()
+
+
+def _can_unshare() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    args = ["unshare", "-m", "true"] if os.geteuid() == 0 else ["unshare", "-m", "-r", "true"]
+    return subprocess.run(args, capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _can_unshare(), reason="needs unshare with mount namespaces")
+def test_the_sh_wrapper_shows_a_container_exactly_its_devices(tmp_path: Path) -> None:
+    root, exec_bin = tmp_path / "devices", tmp_path / "exec-bin"
+    d.install_programs(root, exec_bin)
+    g = gpus()["n0"]
+    p = pod("p", [{"name": "a"}, {"name": "b"}])
+    d.write_state(root, {"uid-p": {"a": [g[3]], "b": []}}, [p])
+    acc = ACCELERATORS["nvidia"]
+    out = {}
+    for c in ("a", "b"):
+        env = dict(os.environ, PATH=f"{exec_bin}:{os.environ['PATH']}",
+                   KAIC_DEVICE_DIR=str(d.container_dir(root, "uid-p", c)))
+        r = subprocess.run(["sh", "-c", "echo x > /dev/null; " + probe_script(acc)],
+                           env=env, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        out[c] = parse_probe(r.stdout, acc)
+    assert out["a"] is not None and out["b"] is not None
+    assert (out["a"].count, out["a"].devices, out["a"].uuids) == (1, ("/dev/nvidia3",),
+                                                                 ("GPU-3",))
+    assert (out["b"].count, out["b"].devices, out["b"].uuids) == (0, (), ())
+    # without KAIC_DEVICE_DIR the wrapper is plain sh
+    r = subprocess.run(["sh", "-c", "echo plain"], capture_output=True, text=True,
+                       env=dict(os.environ, PATH=f"{exec_bin}:{os.environ['PATH']}"))
+    assert r.stdout == "plain\n"
+
+
+def test_the_wrapper_gives_up_when_the_agent_never_marks_the_container_ready(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(d, "WAIT_READY_S", 0.3)
+    root, exec_bin = tmp_path / "devices", tmp_path / "exec-bin"
+    d.install_programs(root, exec_bin)
+    env = dict(os.environ, PATH=f"{exec_bin}:{os.environ['PATH']}",
+               KAIC_DEVICE_DIR=str(tmp_path / "missing"))
+    r = subprocess.run(["sh", "-c", "echo never"], env=env, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 126 and "not ready" in r.stderr
