@@ -18,7 +18,7 @@ minor=${K8S#v1.}; minor=${minor%%.*}
 stg="v0.${K8S#v1.}"
 
 have_all=1
-for b in kube-apiserver kube-controller-manager kube-scheduler etcd kwok; do
+for b in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok; do
   [ -x "$OUT/$b" ] || have_all=0
 done
 if [ "$have_all" = 1 ] && "$OUT/kube-apiserver" --version 2>/dev/null | grep -qx "Kubernetes $K8S"; then

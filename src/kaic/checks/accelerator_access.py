@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,7 @@ DRA_VERSIONS = ("resource.k8s.io/v1", "resource.k8s.io/v1beta2")
 in order of preference. A cluster serving only v1beta1 is treated as having no DRA."""
 
 MODES = ("auto", "dra", "device-plugin")
+PROBE_ATTEMPTS = 3
 
 
 # ---------------------------------------------------------------------------------------
@@ -631,26 +633,34 @@ class Probes:
         return f" ({msgs[-1]})" if msgs else ""
 
     def probe(self, t: Subtest, pod: str, container: str) -> ProbeResult:
+        """Run the probe in one container. An exec that fails or prints no ``RESULT`` line
+        is retried (a container may not accept exec at once); ERROR after three tries."""
         cmd = ["sh", "-c", self.script]
         shown = f"kubectl exec -n {self.ctx.namespace} {pod} -c {container} -- " \
                 f"sh -c {shlex.quote(self.script)}"
-        try:
-            r = self.cluster.exec(self.ctx.namespace, pod, cmd, container=container,
-                                  timeout=self.ctx.budget(60.0))
-        except ClusterError as e:
-            self.transcript.append(f"$ {shown}\n(exec failed: {e})\n")
-            t.error(f"exec into pod {pod} container {container} failed: {e}")
-        self.transcript.append(
-            f"$ {shown}\n{r.stdout}" + (f"[stderr]\n{r.stderr}" if r.stderr else "")
-            + f"[exit code {r.exit_code}]\n")
-        res = parse_probe(r.stdout, self.acc)
-        if res is None:
-            t.error(f"the probe in pod {pod} container {container} printed no RESULT line "
-                    f"(exit code {r.exit_code}; the image needs a POSIX sh): "
-                    f"{(r.stderr or r.stdout).strip()[:200]}")
-        t.log(f"pod {pod} container {container}: {res.count} accelerator(s): "
-              f"{res.describe()}")
-        return res
+        problem = ""
+        for attempt in range(PROBE_ATTEMPTS):
+            if attempt:
+                time.sleep(min(float(attempt), self.ctx.budget(float(attempt))))
+            try:
+                r = self.cluster.exec(self.ctx.namespace, pod, cmd, container=container,
+                                      timeout=self.ctx.budget(60.0))
+            except ClusterError as e:
+                self.transcript.append(f"$ {shown}\n(exec failed: {e})\n")
+                problem = f"exec into pod {pod} container {container} failed: {e}"
+                continue
+            self.transcript.append(
+                f"$ {shown}\n{r.stdout}" + (f"[stderr]\n{r.stderr}" if r.stderr else "")
+                + f"[exit code {r.exit_code}]\n")
+            res = parse_probe(r.stdout, self.acc)
+            if res is not None:
+                t.log(f"pod {pod} container {container}: {res.count} accelerator(s): "
+                      f"{res.describe()}")
+                return res
+            problem = (f"the probe in pod {pod} container {container} printed no RESULT "
+                       f"line (exit code {r.exit_code}; the image needs a POSIX sh): "
+                       f"{(r.stderr or r.stdout).strip()[:200]}")
+        t.error(f"{problem} (tried {PROBE_ATTEMPTS} times)")
 
     def keep_pod(self, name: str) -> None:
         try:

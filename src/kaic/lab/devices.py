@@ -60,6 +60,12 @@ CONFIGMAP_NAME = "kaic-lab-devices"
 RULE_LABEL = "kaic.io/device-visibility"
 MODES = ("isolated", "leak-unrequested", "leak-envvar", "leak-shared")
 KWOK_API = "kwok.x-k8s.io/v1alpha1"
+NO_RULE = "no-rule"
+"""Last part of the ``KAIC_DEVICE_DIR`` the lab's default ClusterExec sets: an exec that
+kwok matched to no per-pod rule (the agent has not seen the pod yet) fails with exit
+code 126 instead of showing the host's devices."""
+ALIVE_FILE = "agent-alive"
+"""Touched by the agent after every reconcile (the lab's readiness probe)."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -290,6 +296,12 @@ SH_WRAPPER = """#!/bin/sh
 if [ -z "${KAIC_DEVICE_DIR:-}" ]; then exec /bin/sh "$@"; fi
 d=$KAIC_DEVICE_DIR
 unset KAIC_DEVICE_DIR
+case "$d" in
+  */@NORULE@)
+    echo "kaic lab: no device view for this pod yet (kwok found no Exec rule of the" \
+      "device visibility agent); try again" >&2
+    exit 126;;
+esac
 i=0
 while [ ! -e "$d/ready" ]; do
   i=$((i+1))
@@ -372,7 +384,20 @@ def install_programs(root: Path, exec_bin: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     _write(root / "devns.sh", DEVNS, 0o755)
     _write(exec_bin / "sh", SH_WRAPPER.replace("@ROOT@", str(root))
-           .replace("@WAIT@", str(int(WAIT_READY_S * 10))), 0o755)
+           .replace("@WAIT@", str(int(WAIT_READY_S * 10))).replace("@NORULE@", NO_RULE),
+           0o755)
+
+
+def with_no_rule_marker(cluster_exec: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    """The lab's default ClusterExec with ``KAIC_DEVICE_DIR`` pointing at the no-rule
+    marker, so that an exec the agent has no rule for yet fails instead of showing the
+    host's devices."""
+    out = json.loads(json.dumps(cluster_exec))
+    for ex in out.get("spec", {}).get("execs") or []:
+        local = ex.setdefault("local", {})
+        envs = [e for e in local.get("envs") or [] if e.get("name") != DEVICE_DIR_ENV]
+        local["envs"] = [*envs, {"name": DEVICE_DIR_ENV, "value": str(root / NO_RULE)}]
+    return dict(out)
 
 
 def container_dir(root: Path, uid: str, container: str) -> Path:
@@ -510,6 +535,9 @@ class Agent:
         self.wake = threading.Event()
         self._last_conflicts: list[str] = []
         self._mode = "isolated"
+        self._base: dict[str, Any] | None = None
+        self._ruled: set[str] = set()
+        """Uids of pods whose Exec rule is known to be in place."""
 
     def _list(self, path: str) -> list[dict[str, Any]]:
         try:
@@ -535,11 +563,15 @@ class Agent:
         return mode
 
     def base_local(self) -> dict[str, Any]:
-        """The ``local`` settings of the lab's default ClusterExec (workDir, envs)."""
+        """The ``local`` settings of the lab's default ClusterExec (workDir, envs), without
+        the no-rule marker."""
         for ce in self._list(f"/apis/{KWOK_API}/clusterexecs"):
             for ex in (ce.get("spec") or {}).get("execs") or []:
                 if not ex.get("containers") and ex.get("local") is not None:
-                    return dict(ex["local"])
+                    local = dict(ex["local"])
+                    local["envs"] = [e for e in local.get("envs") or []
+                                     if e.get("name") != DEVICE_DIR_ENV]
+                    return local
         return {}
 
     def reconcile(self) -> None:
@@ -551,6 +583,7 @@ class Agent:
         if mode != self._mode:
             self.log(f"device visibility mode: {mode}")
             self._mode = mode
+        self._base = self.base_local()
         gpus = gpus_by_node(nodes, slices, self.lab)
         vis = visibility(pods, claims, gpus, self.assigner, mode)
         if self.assigner.conflicts != self._last_conflicts:
@@ -559,13 +592,15 @@ class Agent:
             self._last_conflicts = list(self.assigner.conflicts)
         self.sync_rules(pods)
         write_state(self.root, vis, pods)
+        (self.root / ALIVE_FILE).touch()
 
     def sync_rules(self, pods: Sequence[Mapping[str, Any]]) -> None:
         rules = {(r["metadata"]["namespace"], r["metadata"]["name"]): r
                  for r in self._list(f"/apis/{KWOK_API}/execs")}
-        base: dict[str, Any] | None = None
+        live = set()
         for p in pods:
             md = p["metadata"]
+            live.add(md["uid"])
             if md.get("deletionTimestamp"):
                 continue
             have = rules.get((md["namespace"], md["name"]))
@@ -573,18 +608,43 @@ class Agent:
                 ours = (have["metadata"].get("labels") or {}).get(RULE_LABEL) == "agent"
                 same = (have["metadata"].get("annotations") or {}).get(
                     "kaic.io/pod-uid") == md["uid"]
-                if not ours or same:
+                if not ours:
                     continue
-            if base is None:
-                base = self.base_local()
-            rule = exec_rule(p, self.root, base)
-            path = (f"/apis/{KWOK_API}/namespaces/{md['namespace']}/execs/{md['name']}"
-                    "?fieldManager=kaic-lab-devices&force=true")
-            try:
-                self.api.request("PATCH", path, rule,
-                                 content_type="application/apply-patch+yaml")
-            except ApiError as e:
+                if same and have.get("spec", {}).get("execs") == exec_rule(
+                        p, self.root, self._base or {})["spec"]["execs"]:
+                    self._ruled.add(md["uid"])
+                    continue
+            self.ensure_rule(p)
+        self._ruled &= live
+
+    def ensure_rule(self, pod: Mapping[str, Any]) -> None:
+        """Create or update the pod's Exec rule (idempotent server-side apply)."""
+        md = pod["metadata"]
+        rule = exec_rule(pod, self.root, self._base or {})
+        path = (f"/apis/{KWOK_API}/namespaces/{md['namespace']}/execs/{md['name']}"
+                "?fieldManager=kaic-lab-devices&force=true")
+        try:
+            self.api.request("PATCH", path, rule, content_type="application/apply-patch+yaml")
+        except ApiError as e:
+            if e.status not in (403, 404):  # a namespace being deleted, a pod gone
                 self.log(f"cannot write Exec rule for {md['namespace']}/{md['name']}: {e}")
+            return
+        self._ruled.add(md["uid"])
+
+    def on_event(self, line: bytes) -> None:
+        """A pod watch event: give a new pod its Exec rule at once (before it is even
+        scheduled), then wake the reconcile loop."""
+        try:
+            ev = json.loads(line)
+            pod = ev.get("object") or {}
+            md = pod.get("metadata") or {}
+            if (ev.get("type") in ("ADDED", "MODIFIED") and md.get("uid")
+                    and md["uid"] not in self._ruled and not md.get("deletionTimestamp")
+                    and self._base is not None):
+                self.ensure_rule(pod)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass
+        self.wake.set()
 
     def _watch(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -597,7 +657,7 @@ class Agent:
                     if stop.is_set():
                         return
                     if line.strip():
-                        self.wake.set()
+                        self.on_event(line)
             except (ApiError, OSError, ValueError, KeyError) as e:
                 self.log(f"pod watch ended: {e}")
                 stop.wait(1.0)

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Build the lab's node autoscaler: Karpenter (sigs.k8s.io/karpenter) with its kwok
+# cloud provider (the `kwok/` main package of the module), from the Go module proxy.
+#
+# Usage: lab/extras/karpenter.sh [KUBE_VERSION]   (the argument is accepted for
+# build-extras.sh; one Karpenter release serves every lab version)
+# Output: $KAIC_CACHE/karpenter-<version>/bin/karpenter-kwok and its CRDs in
+# .../crds (default ~/.cache/kaic), built only when missing.
+# NOTE: kubernetes/autoscaler's cluster-autoscaler (with its kwok provider) is not
+# served by the module proxy this project can reach, so the lab uses Karpenter, the
+# other upstream node autoscaler with a kwok provider. Karpenter's go.mod needs Go
+# >= 1.26.9: the go command fetches that toolchain from the module proxy.
+set -euo pipefail
+VERSION=${KAIC_KARPENTER_VERSION:-v1.15.0}
+CACHE=${KAIC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kaic}
+OUT="$CACHE/karpenter-$VERSION"
+export GOTOOLCHAIN=${KAIC_KARPENTER_GOTOOLCHAIN:-go1.27.3} CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
+if [ -x "$OUT/bin/karpenter-kwok" ] && [ "$(cat "$OUT/bin/.version" 2>/dev/null)" = "$VERSION" ]; then
+  echo "karpenter $VERSION is up to date in $OUT"
+  exit 0
+fi
+mkdir -p "$OUT/bin" "$OUT/src" "$OUT/crds"
+cd "$OUT/src"
+rm -f go.mod go.sum
+go mod init kaic.invalid/lab/karpenter >/dev/null
+go get "sigs.k8s.io/karpenter@$VERSION"
+start=$(date +%s)
+go build -trimpath -ldflags "-s -w" -o "$OUT/bin/karpenter-kwok" sigs.k8s.io/karpenter/kwok
+moddir=$(go list -m -f '{{.Dir}}' sigs.k8s.io/karpenter)
+cp "$moddir"/kwok/charts/crds/*.yaml "$OUT/crds/"
+chmod u+w "$OUT/crds/"*.yaml
+echo "$VERSION" > "$OUT/bin/.version"
+echo "built karpenter $VERSION (kwok provider) in $(( $(date +%s) - start ))s into $OUT"

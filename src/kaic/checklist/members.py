@@ -1,0 +1,59 @@
+"""CNCF member names from a local copy of the CNCF landscape (``landscape.yml``).
+
+Owns: reading the items of the ``CNCF Members`` category, with the `` (member)`` and
+`` (supporter)`` suffixes stripped, as the official validator does. Must not fetch
+anything: the file is given by the user (``--members``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kaic.errors import InputError
+
+_SUFFIXES = (" (member)", " (supporter)")
+MAX_LANDSCAPE_BYTES = 64 << 20
+
+
+def parse_members(text: str, source: str = "landscape") -> frozenset[str]:
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise InputError(f"{source}: not valid YAML: {' '.join(str(e).split())}") from e
+    categories = data.get("landscape") if isinstance(data, dict) else None
+    if not isinstance(categories, list):
+        raise InputError(f"{source}: no 'landscape' list (is this the CNCF landscape.yml?)")
+    for cat in categories:
+        if not isinstance(cat, dict) or cat.get("name") != "CNCF Members":
+            continue
+        names: set[str] = set()
+        for sub in cat.get("subcategories") or []:
+            if not isinstance(sub, dict):
+                continue
+            for item in sub.get("items") or []:
+                name = item.get("name") if isinstance(item, dict) else None
+                if not isinstance(name, str):
+                    continue
+                for suffix in _SUFFIXES:
+                    name = name.removesuffix(suffix)
+                name = name.strip()
+                if name:
+                    names.add(name)
+        return frozenset(names)
+    raise InputError(f"{source}: could not find 'CNCF Members' category in landscape data")
+
+
+def load_members(path: Path) -> frozenset[str]:
+    """The CNCF member names in the landscape file at ``path``."""
+    try:
+        if path.stat().st_size > MAX_LANDSCAPE_BYTES:
+            raise InputError(f"{path}: larger than {MAX_LANDSCAPE_BYTES} bytes")
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text") from e
+    return parse_members(text, str(path))

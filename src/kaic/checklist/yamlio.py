@@ -1,0 +1,424 @@
+"""Safe reading and round-trip writing of checklist YAML.
+
+Owns: the input limits (size, depth, aliases, nodes), turning any unreadable input into
+findings with a position, locating keys and items (1-based line/column), and writing a
+document back with ruamel.yaml so comments, key order and quoting survive. Must not
+decide whether a checklist is valid.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import yaml as pyyaml
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError as RuamelYAMLError
+
+from kaic.checklist.findings import Finding, Severity
+
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 64
+MAX_ALIASES = 100
+MAX_NODES = 100_000
+
+Pos = tuple[int, int]
+
+# NOTE: validation reads with libyaml (PyYAML's C parser) into dicts and lists that carry
+# positions, which is two orders of magnitude faster than ruamel.yaml's round-trip loader;
+# editing (fill, upgrade, init) reads with ruamel.yaml so comments and quoting survive.
+_Loader: Any = getattr(pyyaml, "CSafeLoader", pyyaml.SafeLoader)
+
+
+class PMap(dict[Any, Any]):
+    """A mapping read for validation, with the positions of its keys and values."""
+
+    pos: Pos = (1, 1)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kpos: dict[Any, Pos] = {}
+        self.vpos: dict[Any, Pos] = {}
+
+
+class PList(list[Any]):
+    """A sequence read for validation, with the positions of its items."""
+
+    pos: Pos = (1, 1)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ipos: list[Pos] = []
+
+
+@dataclass
+class Loaded:
+    """A parsed document (or None) and the findings reading it produced."""
+
+    path: str
+    doc: Any = None
+    text: str = ""
+    findings: list[Finding] = field(default_factory=list)
+    unreadable: bool = False
+    """True when the input could not be read as YAML at all (exit code 2)."""
+
+
+def _yaml() -> YAML:
+    y = YAML(typ="rt")
+    y.preserve_quotes = True
+    y.width = 1_000_000
+    y.indent(mapping=2, sequence=4, offset=2)
+    return y
+
+
+def _finding(path: str, rule: str, message: str, pos: Pos = (1, 1), hint: str = "") -> Finding:
+    return Finding(rule, Severity.ERROR, message, path, pos[0], pos[1], hint)
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _mark(mark: Any) -> Pos:
+    if mark is None:
+        return (1, 1)
+    return (int(getattr(mark, "line", 0)) + 1, int(getattr(mark, "column", 0)) + 1)
+
+
+def load_bytes(data: bytes, path: str, roundtrip: bool = True) -> Loaded:
+    """Parse ``data`` within the limits; never raises for bad input.
+
+    ``roundtrip`` gives ruamel.yaml objects (for editing); otherwise ``PMap``/``PList``.
+    """
+    out = Loaded(path=path)
+    if len(data) > MAX_BYTES:
+        out.findings.append(_finding(
+            path, "input.too-large",
+            f"file is {len(data)} bytes or more; the limit is {MAX_BYTES} bytes (1 MiB)",
+            hint="a PRODUCT.yaml is a few KiB; check that this is the right file"))
+        out.unreadable = True
+        return out
+    if b"\x00" in data:
+        nul = data.index(b"\x00")
+        line = data.count(b"\n", 0, nul) + 1
+        out.findings.append(_finding(path, "input.binary",
+                                     "file contains NUL bytes; it is not a YAML text file",
+                                     (line, 1), hint="give the path of PRODUCT.yaml"))
+        out.unreadable = True
+        return out
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        out.findings.append(_finding(path, "input.binary",
+                                     f"file is not UTF-8 text (bad byte at offset {e.start})",
+                                     (line, 1), hint="save the file as UTF-8"))
+        out.unreadable = True
+        return out
+    out.text = text
+    if not _scan(out):
+        out.unreadable = True
+        return out
+    if roundtrip:
+        return _load_roundtrip(out)
+    return _load_positioned(out)
+
+
+def _syntax_finding(path: str, text: str, e: BaseException) -> Finding:
+    problem = getattr(e, "problem", None)
+    context = getattr(e, "context", None)
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    if problem or context:
+        msg = f"YAML syntax error: {_one_line(problem or context)}"
+        if problem and context:
+            msg += f" ({_one_line(context)})"
+        pos = _mark(mark)
+    else:
+        msg = f"YAML syntax error: {_one_line(e) or type(e).__name__}"
+        position = getattr(e, "position", None)
+        pos = _mark(mark)
+        if isinstance(position, int):
+            pos = (text.count("\n", 0, position) + 1, 1)
+    hint = ("each key may appear once per mapping; remove or merge the duplicate"
+            if "duplicate key" in msg else
+            "fix the YAML syntax at this position (check indentation and quotes)")
+    return _finding(path, "input.yaml-syntax", msg, pos, hint)
+
+
+def _scan(out: Loaded) -> bool:
+    """Walk the event stream (libyaml, no recursion) to enforce the limits."""
+    depth = aliases = nodes = docs = 0
+    try:
+        for ev in pyyaml.parse(out.text, Loader=_Loader):
+            if isinstance(ev, pyyaml.MappingStartEvent | pyyaml.SequenceStartEvent):
+                depth += 1
+                nodes += 1
+                if depth > MAX_DEPTH:
+                    out.findings.append(_finding(
+                        out.path, "input.too-deep",
+                        f"nesting deeper than {MAX_DEPTH} levels", _mark(ev.start_mark),
+                        hint="a checklist nests four levels deep; this is not a checklist"))
+                    return False
+            elif isinstance(ev, pyyaml.MappingEndEvent | pyyaml.SequenceEndEvent):
+                depth -= 1
+            elif isinstance(ev, pyyaml.ScalarEvent):
+                nodes += 1
+            elif isinstance(ev, pyyaml.AliasEvent):
+                aliases += 1
+                if aliases > MAX_ALIASES:
+                    out.findings.append(_finding(
+                        out.path, "input.too-many-aliases",
+                        f"more than {MAX_ALIASES} YAML aliases", _mark(ev.start_mark),
+                        hint="write values out instead of using anchors and aliases"))
+                    return False
+            elif isinstance(ev, pyyaml.DocumentStartEvent):
+                docs += 1
+                if docs > 1:
+                    out.findings.append(_finding(
+                        out.path, "input.yaml-syntax",
+                        "more than one YAML document in the file", _mark(ev.start_mark),
+                        hint="a PRODUCT.yaml holds exactly one document; remove '---'"))
+                    return False
+            if nodes > MAX_NODES:
+                out.findings.append(_finding(
+                    out.path, "input.too-many-nodes", f"more than {MAX_NODES} YAML nodes",
+                    _mark(ev.start_mark), hint="a PRODUCT.yaml has a few hundred nodes"))
+                return False
+    except pyyaml.YAMLError as e:
+        if "maximum nesting depth" in str(e):  # libyaml's own limit, hit while scanning ahead
+            out.findings.append(_finding(
+                out.path, "input.too-deep", f"nesting deeper than {MAX_DEPTH} levels",
+                _mark(getattr(e, "problem_mark", None)),
+                hint="a checklist nests four levels deep; this is not a checklist"))
+        else:
+            out.findings.append(_syntax_finding(out.path, out.text, e))
+        return False
+    return True
+
+
+def _load_roundtrip(out: Loaded) -> Loaded:
+    try:
+        out.doc = _yaml().load(out.text)
+    except RuamelYAMLError as e:
+        out.findings.append(_syntax_finding(out.path, out.text, e))
+        out.unreadable = True
+    except (RecursionError, ValueError, TypeError, OverflowError) as e:
+        out.findings.append(_finding(out.path, "input.yaml-syntax",
+                                     f"cannot read YAML: {_one_line(e) or type(e).__name__}"))
+        out.unreadable = True
+    return out
+
+
+_STR = "tag:yaml.org,2002:str"
+
+
+def _scalar(node: Any) -> Any:
+    value: str = node.value
+    if node.style in ("'", '"', "|", ">") or node.tag == _STR:
+        return value
+    tag = node.tag
+    if tag == "tag:yaml.org,2002:null":
+        return None
+    if tag == "tag:yaml.org,2002:bool":
+        # NOTE: YAML 1.2, as the official validator reads it: yes/no/on/off stay strings.
+        low = value.lower()
+        return low == "true" if low in ("true", "false") else value
+    if tag == "tag:yaml.org,2002:int":
+        try:
+            return int(value.replace("_", ""), 0)
+        except ValueError:
+            return value
+    if tag == "tag:yaml.org,2002:float":
+        try:
+            return float(value.replace("_", ""))
+        except ValueError:
+            return value
+    return value
+
+
+def _load_positioned(out: Loaded) -> Loaded:
+    try:
+        root = pyyaml.compose(out.text, Loader=_Loader)
+    except pyyaml.YAMLError as e:
+        out.findings.append(_syntax_finding(out.path, out.text, e))
+        out.unreadable = True
+        return out
+    memo: dict[int, Any] = {}
+
+    def convert(node: Any) -> Any:
+        if id(node) in memo:
+            return memo[id(node)]
+        if isinstance(node, pyyaml.MappingNode):
+            m = PMap()
+            m.pos = _mark(node.start_mark)
+            memo[id(node)] = m
+            for knode, vnode in node.value:
+                key = convert(knode)
+                if isinstance(key, dict | list):
+                    key = _one_line(repr(key))
+                kpos = _mark(knode.start_mark)
+                if key in m.kpos:
+                    out.findings.append(_finding(
+                        out.path, "input.yaml-syntax",
+                        f"YAML syntax error: duplicate key {key!r} (first at line "
+                        f"{m.kpos[key][0]})", kpos,
+                        "each key may appear once per mapping; remove or merge the duplicate"))
+                m[key] = convert(vnode)
+                m.kpos[key] = kpos
+                m.vpos[key] = _mark(vnode.start_mark)
+            return m
+        if isinstance(node, pyyaml.SequenceNode):
+            seq = PList()
+            seq.pos = _mark(node.start_mark)
+            memo[id(node)] = seq
+            for inode in node.value:
+                seq.append(convert(inode))
+                seq.ipos.append(_mark(inode.start_mark))
+            return seq
+        value = _scalar(node)
+        memo[id(node)] = value
+        return value
+
+    out.doc = None if root is None else convert(root)
+    return out
+
+
+def load_text(text: str, path: str, roundtrip: bool = True) -> Loaded:
+    """Parse ``text`` (already decoded) within the limits; never raises for bad input."""
+    return load_bytes(text.encode("utf-8", errors="surrogatepass"), path, roundtrip)
+
+
+def load_file(path: Path, roundtrip: bool = True) -> Loaded:
+    """Read and parse ``path`` within the limits; never raises for bad input."""
+    shown = str(path)
+    try:
+        if path.is_dir():
+            return Loaded(path=shown, unreadable=True, findings=[_finding(
+                shown, "input.unreadable", "is a directory, not a file",
+                hint="give the path of PRODUCT.yaml")])
+        with path.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)
+    except OSError as e:
+        return Loaded(path=shown, unreadable=True, findings=[_finding(
+            shown, "input.unreadable", f"cannot read file: {e.strerror or e}",
+            hint="check the path and its permissions")])
+    return load_bytes(data, shown, roundtrip)
+
+
+# --- positions ---------------------------------------------------------------------------
+
+def _pos(lc: Any, method: str, arg: Any) -> Pos | None:
+    try:
+        line, col = getattr(lc, method)(arg)
+        return (int(line) + 1, int(col) + 1)
+    except (KeyError, AttributeError, TypeError, IndexError, ValueError):
+        return None
+
+
+def node_pos(node: Any, default: Pos = (1, 1)) -> Pos:
+    if isinstance(node, PMap | PList):
+        return node.pos
+    lc = getattr(node, "lc", None)
+    if lc is None or getattr(lc, "line", None) is None:
+        return default
+    return (int(lc.line) + 1, int(lc.col) + 1)
+
+
+def key_pos(mapping: Any, key: Any, default: Pos = (1, 1)) -> Pos:
+    if isinstance(mapping, PMap):
+        return mapping.kpos.get(key, mapping.pos)
+    if isinstance(mapping, CommentedMap):
+        p = _pos(mapping.lc, "key", key)
+        if p:
+            return p
+    return node_pos(mapping, default)
+
+
+def value_pos(mapping: Any, key: Any, default: Pos = (1, 1)) -> Pos:
+    if isinstance(mapping, PMap):
+        return mapping.vpos.get(key) or mapping.kpos.get(key) or mapping.pos
+    if isinstance(mapping, CommentedMap):
+        p = _pos(mapping.lc, "value", key)
+        if p:
+            return p
+    return key_pos(mapping, key, default)
+
+
+def item_pos(seq: Any, index: int, default: Pos = (1, 1)) -> Pos:
+    if isinstance(seq, PList):
+        return seq.ipos[index] if 0 <= index < len(seq.ipos) else seq.pos
+    if isinstance(seq, CommentedSeq):
+        p = _pos(seq.lc, "item", index)
+        if p:
+            return p
+    return node_pos(seq, default)
+
+
+# --- writing -----------------------------------------------------------------------------
+
+def set_key(mapping: CommentedMap, key: str, value: Any) -> None:
+    """Set ``mapping[key]``; a new key goes last and takes over the blank lines that
+    followed the old last key, so the layout of the block stays as it was."""
+    if key in mapping or not mapping:
+        mapping[key] = value
+        return
+    last = list(mapping)[-1]
+    mapping[key] = value
+    tokens = mapping.ca.items.get(last)
+    if tokens and len(tokens) > 2 and tokens[2] is not None \
+            and not str(tokens[2].value).strip():
+        mapping.ca.items[key] = [None, None, tokens[2], None]
+        tokens[2] = None
+
+
+
+def guess_indent(text: str) -> tuple[int, int, int]:
+    """(mapping, sequence, offset) indentation of a block-style document."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        stripped = line.lstrip(" ")
+        if stripped.startswith("- ") and i > 0:
+            prev = lines[i - 1]
+            prev_indent = len(prev) - len(prev.lstrip(" "))
+            if prev.rstrip().endswith(":") and not prev.lstrip().startswith("#"):
+                offset = (len(line) - len(stripped)) - prev_indent
+                sequence = offset + 2
+                return (2, max(sequence, 2), max(offset, 0))
+    return (2, 4, 2)
+
+
+def dump(doc: Any, indent: tuple[int, int, int] = (2, 4, 2)) -> str:
+    y = _yaml()
+    y.indent(mapping=indent[0], sequence=indent[1], offset=indent[2])
+    buf = StringIO()
+    y.dump(doc, buf)
+    return buf.getvalue()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def backup(path: Path) -> Path:
+    """Copy ``path`` to ``path.bak`` (or ``.bak.1``, ``.bak.2`` … if taken); return it."""
+    candidate = path.with_name(path.name + ".bak")
+    n = 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.bak.{n}")
+    candidate.write_bytes(path.read_bytes())
+    return candidate

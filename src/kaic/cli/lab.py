@@ -1,0 +1,156 @@
+"""``kaic lab …``: the local lab cluster (docs/lab.md)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kaic.cli.output import OUTPUT_CHOICE, emit_structured, emit_table
+from kaic.errors import ExitCode
+from kaic.lab import Lab, LabOptions, all_components
+from kaic.lab.options import ACCELERATOR_MODES, DEFAULT_KUBE_VERSION, default_version
+
+
+def _names(values: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(n.strip() for v in values for n in v.split(",") if n.strip())
+
+
+def _say(message: str) -> None:
+    click.echo(f"kaic: {message}", err=True)
+
+
+_name_option = click.option("--name", default="default", show_default=True,
+                            help="Lab name; labs with different names run side by side.")
+_state_option = click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+                             help="State directory [default: ~/.cache/kaic/lab/NAME].")
+
+
+def _load(name: str, state_dir: Path | None) -> Lab:
+    return Lab.load(name, state_dir)
+
+
+@click.group("lab")
+def lab_group() -> None:
+    """A local Kubernetes cluster of real upstream binaries with simulated GPUs."""
+
+
+@lab_group.command("up")
+@_name_option
+@click.option("--version", "version", default=None,
+              help=f"Kubernetes version of the binaries [default: $KAIC_KUBE_VERSION or "
+                   f"{DEFAULT_KUBE_VERSION}].")
+@click.option("--nodes", type=int, default=2, show_default=True, help="GPU nodes.")
+@click.option("--cpu-nodes", type=int, default=1, show_default=True,
+              help="Nodes without accelerators.")
+@click.option("--gpus-per-node", type=int, default=8, show_default=True)
+@click.option("--accelerators", type=click.Choice(ACCELERATOR_MODES), default="both",
+              show_default=True,
+              help="How GPUs are offered: DRA ResourceSlices, device-plugin extended "
+                   "resources, both, or none.")
+@click.option("--without", "without", multiple=True, metavar="NAME[,NAME…]",
+              help="Leave out optional components (see `kaic lab components`).")
+@click.option("--with", "with_", multiple=True, metavar="NAME[,NAME…]",
+              help="Add optional components that are off by default.")
+@_state_option
+@click.option("--build/--no-build", default=False, show_default=True,
+              help="Build missing binaries first (needs the source tree and Go).")
+def up_cmd(name: str, version: str | None, nodes: int, cpu_nodes: int, gpus_per_node: int,
+           accelerators: str, without: tuple[str, ...], with_: tuple[str, ...],
+           state_dir: Path | None, build: bool) -> None:
+    """Start a lab (or repair a running one) and wait until it is ready."""
+    opts = LabOptions(name=name, version=version or default_version(), nodes=nodes,
+                      cpu_nodes=cpu_nodes, gpus_per_node=gpus_per_node,
+                      accelerators=accelerators, without=_names(without),
+                      with_=_names(with_), state_dir=state_dir)
+    lab = Lab(opts)
+    took = lab.up(build=build, progress=_say)
+    _say(f"lab {name!r} ({opts.version}) ready in {took:.1f}s at {lab.server}")
+    _say(f"export KUBECONFIG={lab.kubeconfig}")
+
+
+@lab_group.command("down")
+@_name_option
+@_state_option
+def down_cmd(name: str, state_dir: Path | None) -> None:
+    """Stop every process of a lab and remove its state directory."""
+    if not Lab.exists(name, state_dir):
+        _say(f"no lab named {name!r}; nothing to do")
+        return
+    t = time.monotonic()
+    _load(name, state_dir).down()
+    _say(f"lab {name!r} is down ({time.monotonic() - t:.1f}s)")
+
+
+@lab_group.command("status")
+@_name_option
+@_state_option
+@click.option("-o", "--output", "fmt", type=OUTPUT_CHOICE, default="text", show_default=True)
+def status_cmd(name: str, state_dir: Path | None, fmt: str) -> None:
+    """Show the components of a lab; exit 1 if any is not healthy."""
+    lab = _load(name, state_dir)
+    summary = lab.summary()
+    if fmt == "text":
+        click.echo(f"lab {name!r} {summary['version']} at {summary['server']}  "
+                   f"kubeconfig: {summary['kubeconfig']}")
+        rows = [[c["name"], "ok" if c["healthy"] else "NOT READY",
+                 ",".join(str(p) for p in c["pids"]) or "-",
+                 f"{c['rss_bytes'] / 2**20:.0f} MiB" if c["pids"] else "-"]
+                for c in summary["components"]]
+        emit_table(["COMPONENT", "STATE", "PID", "RSS"], rows)
+    else:
+        emit_structured(summary, fmt)
+    if not summary["ready"]:
+        sys.exit(int(ExitCode.NOT_MET))
+
+
+@lab_group.command("kubeconfig")
+@_name_option
+@_state_option
+def kubeconfig_cmd(name: str, state_dir: Path | None) -> None:
+    """Print the path of the lab's admin kubeconfig."""
+    click.echo(str(_load(name, state_dir).kubeconfig))
+
+
+@lab_group.command("logs")
+@click.argument("component")
+@_name_option
+@_state_option
+@click.option("-n", "--lines", type=int, default=0, help="Only the last N lines.")
+@click.option("--path", "path_only", is_flag=True, help="Print the log file's path only.")
+def logs_cmd(component: str, name: str, state_dir: Path | None, lines: int,
+             path_only: bool) -> None:
+    """Print the log of a lab component (e.g. kube-apiserver, kwok)."""
+    path = _load(name, state_dir).log_path(component)
+    if path_only:
+        click.echo(str(path))
+        return
+    if not path.is_file():
+        _say(f"{component} has not written a log yet ({path})")
+        return
+    text = path.read_text(errors="replace")
+    if lines > 0:
+        text = "\n".join(text.splitlines()[-lines:]) + "\n"
+    click.echo(text, nl=False)
+
+
+@lab_group.command("components")
+@click.option("-o", "--output", "fmt", type=OUTPUT_CHOICE, default="text", show_default=True)
+def components_cmd(fmt: str) -> None:
+    """List the lab's components and which ones --without/--with accept."""
+    rows: list[dict[str, Any]] = [
+        {"name": c.name, "order": c.order,
+         "kind": "core" if not c.optional else ("default" if c.default else "opt-in"),
+         "description": c.description} for c in all_components()]
+    if fmt == "text":
+        emit_table(["NAME", "KIND", "DESCRIPTION"],
+                   [[r["name"], r["kind"], r["description"]] for r in rows])
+    else:
+        emit_structured({"components": rows}, fmt)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(lab_group)

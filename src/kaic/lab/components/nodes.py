@@ -1,0 +1,161 @@
+"""Fake nodes and simulated accelerators.
+
+Owns: the lab's Node objects (a GPU pool and a CPU pool, run by kwok), their
+``nvidia.com/gpu`` capacity (device-plugin mode) and the simulated DRA driver's
+DeviceClass and per-node ResourceSlices (DRA mode). Must not start processes.
+
+Only the hardware is simulated: the nodes, their GPUs and the GPU driver's published
+attributes. Scheduling, claim allocation and pod lifecycle are done by the real
+kube-scheduler, kube-controller-manager and kwok.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from kaic.lab.component import Component, register
+from kaic.lab.components.core import KWOK_NODE_ANNOTATION
+from kaic.lab.context import LabContext
+
+DRIVER = "gpu.nvidia.com"
+DEVICE_CLASS = "gpu.nvidia.com"
+POOL_LABEL = "kaic.io/accelerator-pool"
+GPU_RESOURCE = "nvidia.com/gpu"
+PRODUCT = "NVIDIA H100 80GB HBM3"
+PRODUCT_LABEL = "NVIDIA-H100-80GB-HBM3"
+DRIVER_VERSION = "580.82.7"
+CUDA_DRIVER_VERSION = "13.0.0"
+GPU_MEMORY = "80Gi"
+
+
+def gpu_node_name(i: int) -> str:
+    return f"kaic-gpu-{i}"
+
+
+def cpu_node_name(i: int) -> str:
+    return f"kaic-cpu-{i}"
+
+
+def gpu_uuid(lab: str, node: str, index: int) -> str:
+    """A stable, realistic-looking GPU UUID (``GPU-xxxxxxxx-…``)."""
+    return "GPU-" + str(uuid.uuid5(uuid.NAMESPACE_URL, f"kaic-lab/{lab}/{node}/{index}"))
+
+
+def node_object(ctx: LabContext, name: str, gpu: bool) -> dict[str, Any]:
+    labels = {
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "type": "kwok",
+        POOL_LABEL: "gpu" if gpu and ctx.options.accelerators != "none" else "cpu",
+        "node.kubernetes.io/instance-type": "kaic-lab-h100x8" if gpu else "kaic-lab-cpu",
+    }
+    if gpu and ctx.options.accelerators != "none":
+        g = ctx.options.gpus_per_node
+        labels |= {
+            "nvidia.com/gpu.present": "true",
+            "nvidia.com/gpu.product": PRODUCT_LABEL,
+            "nvidia.com/gpu.count": str(g),
+            "nvidia.com/gpu.memory": "81559",
+            "nvidia.com/gpu.family": "hopper",
+            "nvidia.com/cuda.driver.major": DRIVER_VERSION.split(".")[0],
+            "nvidia.com/gpu.deploy.device-plugin": str(ctx.options.device_plugin).lower(),
+            "nvidia.com/gpu.deploy.dra-driver": str(ctx.options.dra).lower(),
+        }
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": labels, "annotations": {
+                KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"}},
+            "spec": {}}
+
+
+def node_capacity(ctx: LabContext, gpu: bool) -> dict[str, str]:
+    cap = {"cpu": "96", "memory": "1536Gi", "pods": "110",
+           "ephemeral-storage": "3Ti"} if gpu else {
+        "cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "500Gi"}
+    if gpu and ctx.options.device_plugin and ctx.options.accelerators != "none":
+        cap[GPU_RESOURCE] = str(ctx.options.gpus_per_node)
+    return cap
+
+
+def device_class() -> dict[str, Any]:
+    return {"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
+            "metadata": {"name": DEVICE_CLASS},
+            "spec": {"selectors": [{"cel": {"expression": (
+                f"device.driver == '{DRIVER}' && "
+                f"device.attributes['{DRIVER}'].type == 'gpu'")}}]}}
+
+
+def resource_slice(ctx: LabContext, node: str, node_uid: str) -> dict[str, Any]:
+    """One ResourceSlice with every GPU of ``node``, shaped like NVIDIA's DRA driver's."""
+    devices = []
+    for i in range(ctx.options.gpus_per_node):
+        root = f"pci0000:{0x10 + (i // 2) * 0x20:02x}"
+        bus = f"0000:{0x18 + i * 0x10 % 0x100:02x}:00.0"
+        devices.append({
+            "name": f"gpu-{i}",
+            "attributes": {
+                "type": {"string": "gpu"},
+                "index": {"int": i},
+                "minor": {"int": i},
+                "uuid": {"string": gpu_uuid(ctx.name, node, i)},
+                "productName": {"string": PRODUCT},
+                "brand": {"string": "Nvidia"},
+                "architecture": {"string": "Hopper"},
+                "cudaComputeCapability": {"version": "9.0.0"},
+                "driverVersion": {"version": DRIVER_VERSION},
+                "cudaDriverVersion": {"version": CUDA_DRIVER_VERSION},
+                "pcieBusID": {"string": bus},
+                "resource.kubernetes.io/pcieRoot": {"string": root},
+                "resource.kubernetes.io/pciBusID": {"string": bus},
+            },
+            "capacity": {"memory": {"value": GPU_MEMORY}},
+        })
+    return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
+            "metadata": {"name": f"{node}-{DRIVER}",
+                         "labels": {"app.kubernetes.io/managed-by": "kaic-lab"},
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "Node",
+                                              "name": node, "uid": node_uid}]},
+            "spec": {"driver": DRIVER, "nodeName": node,
+                     "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
+                     "devices": devices}}
+
+
+@register
+class Nodes(Component):
+    name = "nodes"
+    description = ("kwok nodes: a GPU pool (simulated H100s via device plugin and/or DRA) "
+                   "and a CPU pool")
+    order = 70
+    optional = False
+
+    def names(self, ctx: LabContext) -> list[tuple[str, bool]]:
+        return ([(gpu_node_name(i), True) for i in range(ctx.options.nodes)]
+                + [(cpu_node_name(i), False) for i in range(ctx.options.cpu_nodes)])
+
+    def start(self, ctx: LabContext) -> None:
+        nodes = self.names(ctx)
+        ctx.apply(node_object(ctx, n, gpu) for n, gpu in nodes)
+        for n, gpu in nodes:
+            cap = node_capacity(ctx, gpu)
+            ctx.patch_status(f"/api/v1/nodes/{n}", {"capacity": cap, "allocatable": cap})
+        if ctx.options.dra and ctx.options.accelerators != "none":
+            ctx.apply([device_class()])
+            slices = []
+            for n, gpu in nodes:
+                if gpu:
+                    uid = ctx.get(f"/api/v1/nodes/{n}")["metadata"]["uid"]
+                    slices.append(resource_slice(ctx, n, uid))
+            ctx.apply(slices)
+        ctx.wait(f"{len(nodes)} nodes to be Ready", lambda: self._all_ready(ctx, nodes),
+                 timeout=60, alive="kwok")
+
+    def _all_ready(self, ctx: LabContext, nodes: list[tuple[str, bool]]) -> bool:
+        items = ctx.get("/api/v1/nodes")["items"]
+        ready = {n["metadata"]["name"] for n in items
+                 if any(c["type"] == "Ready" and c["status"] == "True"
+                        for c in n.get("status", {}).get("conditions", []))}
+        return all(n in ready for n, _ in nodes)
+
+    def healthy(self, ctx: LabContext) -> bool:
+        return self._all_ready(ctx, self.names(ctx))

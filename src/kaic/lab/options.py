@@ -1,0 +1,127 @@
+"""What a lab is made of: the options of ``kaic lab up`` and where its state lives.
+
+Owns: option validation and defaults. Must not start anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kaic.errors import UsageError
+
+DEFAULT_KUBE_VERSION = "v1.36.2"
+ACCELERATOR_MODES = ("dra", "device-plugin", "both", "none")
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+_VERSION = re.compile(r"^v1\.(\d+)\.(\d+)$")
+
+
+def cache_root() -> Path:
+    """``$KAIC_CACHE`` or ``$XDG_CACHE_HOME/kaic`` or ``~/.cache/kaic``."""
+    if os.environ.get("KAIC_CACHE"):
+        return Path(os.environ["KAIC_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kaic"
+
+
+def default_state_dir(name: str) -> Path:
+    return cache_root() / "lab" / name
+
+
+def default_version() -> str:
+    return os.environ.get("KAIC_KUBE_VERSION") or DEFAULT_KUBE_VERSION
+
+
+@dataclass(frozen=True)
+class LabOptions:
+    """The shape of one lab. Two labs with different names can run side by side."""
+
+    name: str = "default"
+    version: str = field(default_factory=default_version)
+    nodes: int = 2
+    """Number of GPU nodes (the accelerator pool)."""
+    cpu_nodes: int = 1
+    """Number of nodes without accelerators."""
+    gpus_per_node: int = 8
+    accelerators: str = "both"
+    without: frozenset[str] = frozenset()
+    with_: frozenset[str] = frozenset()
+    """Optional components that are off by default and asked for."""
+    state_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise UsageError(f"invalid lab name {self.name!r}: use lower-case letters, digits "
+                             "and '-', at most 40 characters")
+        if not _VERSION.match(self.version):
+            raise UsageError(f"invalid Kubernetes version {self.version!r}: expected vMAJOR."
+                             "MINOR.PATCH, e.g. v1.36.2")
+        if self.minor < 34:
+            raise UsageError(f"Kubernetes {self.version} is too old for the lab: resource.k8s.io"
+                             "/v1 needs v1.34 or newer")
+        if self.accelerators not in ACCELERATOR_MODES:
+            raise UsageError(f"invalid --accelerators {self.accelerators!r}: choose one of "
+                             + ", ".join(ACCELERATOR_MODES))
+        if not 0 <= self.nodes <= 100:
+            raise UsageError(f"--nodes must be between 0 and 100, got {self.nodes}")
+        if not 0 <= self.cpu_nodes <= 100:
+            raise UsageError(f"--cpu-nodes must be between 0 and 100, got {self.cpu_nodes}")
+        if not 1 <= self.gpus_per_node <= 64:
+            raise UsageError(f"--gpus-per-node must be between 1 and 64, got "
+                             f"{self.gpus_per_node}")
+
+    @property
+    def minor(self) -> int:
+        m = _VERSION.match(self.version)
+        assert m is not None
+        return int(m.group(1))
+
+    @property
+    def state(self) -> Path:
+        return self.state_dir if self.state_dir is not None else default_state_dir(self.name)
+
+    @property
+    def device_plugin(self) -> bool:
+        return self.accelerators in ("device-plugin", "both")
+
+    @property
+    def dra(self) -> bool:
+        return self.accelerators in ("dra", "both")
+
+    @property
+    def _slot(self) -> int:
+        return int(hashlib.sha256(self.name.encode()).hexdigest(), 16) % 64
+
+    @property
+    def pod_cidr(self) -> str:
+        """Pod IPs kwok hands out: a /16 in 127.0.0.0/8, distinct per lab name."""
+        return f"127.{64 + self._slot}.0.0/16"
+
+    @property
+    def service_cidr(self) -> str:
+        """ClusterIPs: a /16 in 127.0.0.0/8 (never dialled: the lab runs no kube-proxy)."""
+        return f"127.{128 + self._slot}.0.0/16"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["without"] = sorted(self.without)
+        d["with_"] = sorted(self.with_)
+        d["state_dir"] = str(self.state)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> LabOptions:
+        d = dict(d)
+        d["without"] = frozenset(d.get("without", ()))
+        d["with_"] = frozenset(d.get("with_", ()))
+        d["state_dir"] = Path(d["state_dir"]) if d.get("state_dir") else None
+        return cls(**d)
+
+    def same_shape(self, other: LabOptions) -> bool:
+        """True if ``other`` describes the same lab (what ``up`` may reuse)."""
+        a, b = self.to_json(), other.to_json()
+        return a == b

@@ -1,0 +1,154 @@
+"""``kaic checklist …``: formats, exit codes 0/1/2 and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from checklist_helpers import edit, requirement, write_bundle, write_valid
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString as DQ
+
+from kaic.cli.main import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return int(e.value.code or 0), out, err
+
+
+def test_validate_a_valid_checklist_exits_0(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    p = write_valid(tmp_path)
+    code, out, err = run(capsys, "checklist", "validate", "--offline", str(p))
+    assert code == 0
+    assert f"{p}:25:15: not-checked: not checked: https://acme.example (--offline)" in out
+    assert err.strip().endswith("valid: 0 error(s), 0 warning(s), 6 not checked")
+
+
+def test_validate_an_invalid_checklist_exits_1_with_file_line_column(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = write_valid(tmp_path)
+    edit(p, lambda d: requirement(d, "ai_inference").__setitem__("status",
+                                                                DQ("Not Applicable")))
+    code, out, _ = run(capsys, "checklist", "validate", "--offline", str(p))
+    assert code == 1
+    line = next(n for n, t in enumerate(p.read_text().splitlines(), 1) if "Not Applicable" in t)
+    assert (f"{p}:{line}:15: error: Invalid status 'Not Applicable' for 'ai_inference'. Must be"
+            " one of [Implemented Not Implemented Partially Implemented N/A] "
+            "[status.non-canonical]\n    hint: did you mean 'N/A'?") in out
+
+
+def test_validate_json_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = write_valid(tmp_path)
+    code, out, _ = run(capsys, "checklist", "validate", "--offline", "--format", "json",
+                       str(p.parent))  # a product directory stands for its PRODUCT.yaml
+    data = json.loads(out)
+    assert code == 0 and data["valid"] is True
+    assert data["summary"] == {"error": 0, "warning": 0, "not-checked": 6}
+    f = data["files"][0]
+    assert f["version"] == "1.37" and f["path"] == str(p)
+    assert set(f["findings"][0]) == {"path", "line", "column", "severity", "rule", "message",
+                                     "hint"}
+
+
+def test_validate_github_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = write_valid(tmp_path)
+    edit(p, lambda d: d["metadata"].__setitem__("vendorName", DQ("[Vendor Name]")))
+    code, out, _ = run(capsys, "checklist", "validate", "--offline", "--format", "github",
+                       str(p))
+    assert code == 1
+    lines = out.splitlines()
+    assert (f"::error file={p},line=24,col=15,title=metadata.placeholder::Metadata field "
+            "vendorName has placeholder value: [Vendor Name] (hint: replace the template "
+            "placeholder with the real value)") in lines
+    assert any(x.startswith("::notice ") and "url.not-checked" in x for x in lines)
+
+
+def test_validate_with_members(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = write_valid(tmp_path)
+    landscape = tmp_path / "landscape.yml"
+    landscape.write_text("landscape:\n  - category:\n    name: CNCF Members\n    subcategories:\n"
+                         "      - subcategory:\n        name: Silver\n        items:\n"
+                         "          - item:\n            name: Acme Corp (member)\n")
+    code, out, _ = run(capsys, "checklist", "validate", "--offline", "--members",
+                       str(landscape), str(p))
+    assert code == 0 and "metadata.vendor-member" not in out
+    landscape.write_text("landscape: []\n")
+    code, _, err = run(capsys, "checklist", "validate", "--offline", "--members",
+                       str(landscape), str(p))
+    assert code == 2
+    assert err == ("kaic: error: " + str(landscape)
+                   + ": could not find 'CNCF Members' category in landscape data\n")
+
+
+def test_validate_unreadable_input_exits_2(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "v1.37" / "acme" / "PRODUCT.yaml"
+    p.parent.mkdir(parents=True)
+    p.write_bytes(b"\x00\x01binary")
+    code, out, _ = run(capsys, "checklist", "validate", str(p))
+    assert code == 2 and "[input.binary]" in out
+
+
+def test_validate_strict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = write_valid(tmp_path)
+
+    def na(d: object) -> None:
+        r = requirement(d, "pod_autoscaling")
+        r["status"], r["notes"] = DQ("N/A"), DQ("The platform offers no HPA custom metrics.")
+    edit(p, na)
+    assert run(capsys, "checklist", "validate", "--offline", str(p))[0] == 0
+    assert run(capsys, "checklist", "validate", "--offline", "--strict", str(p))[0] == 1
+
+
+def test_init_fill_status_upgrade_round(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "v1.36" / "acme"
+    code, _, err = run(capsys, "checklist", "init", "--dir", str(d), "--vendor", "Acme Corp")
+    assert code == 0 and "template v1.36" in err
+    code, _, err = run(capsys, "checklist", "init", "--dir", str(d))
+    assert code == 2 and err.startswith("kaic: error: ") and "--force" in err
+    bundle = write_bundle(tmp_path / "run", [{"requirement_id": "gang_scheduling",
+                                             "test_name": "TestGangScheduling",
+                                             "outcome": "PASS"}], catalog_version="1.36")
+    code, _, err = run(capsys, "checklist", "fill", str(d / "PRODUCT.yaml"), "--results",
+                       str(bundle))
+    assert code == 0 and "set       gang_scheduling: Implemented" in err
+    code, out, _ = run(capsys, "checklist", "status", str(d / "PRODUCT.yaml"),
+                       "--certified-on", "2026-06-30", "--today", "2026-11-28")
+    assert code == 0
+    assert "valid until:      2027-06-30 (214 day(s) left)" in out
+    assert "v1.37  workload_sandboxing: consider the new SHOULD requirement" in out
+    code, out, _ = run(capsys, "checklist", "status", str(d / "PRODUCT.yaml"),
+                       "--certified-on", "2025-06-30", "--today", "2026-11-28", "-o", "json")
+    assert code == 1 and json.loads(out)["expired"] is True
+    code, _, err = run(capsys, "checklist", "status", str(d / "PRODUCT.yaml"),
+                       "--certified-on", "June 30")
+    assert code == 2 and "is not a date like" in err
+    code, out, _ = run(capsys, "checklist", "upgrade", str(d / "PRODUCT.yaml"), "--to", "1.37",
+                       "--dry-run")
+    assert code == 0 and "added    workload_sandboxing (new: fill it in)" in out
+
+
+def test_fill_without_a_bundle_is_a_one_line_error(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    p = write_valid(tmp_path)
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "checklist", "fill", str(p), "--results", str(tmp_path / "empty"))
+    assert code == 2
+    assert err == f"kaic: error: {tmp_path / 'empty'} is not a kaic run bundle (no run.json)\n"
+
+
+def test_the_installed_command_validates_without_a_traceback(tmp_path: Path) -> None:
+    p = tmp_path / "v1.37" / "acme" / "PRODUCT.yaml"
+    p.parent.mkdir(parents=True)
+    p.write_text("a: &a [*a]\n")
+    r = subprocess.run([sys.executable, "-m", "kaic", "checklist", "validate", "--offline",
+                        str(p)], capture_output=True, text=True, check=False)
+    assert r.returncode in (1, 2)
+    assert "Traceback" not in r.stderr + r.stdout
