@@ -495,6 +495,10 @@ def gang_scheduling(ctx: CheckContext) -> None:
         waits.save(ctx)
 
 
+def _suffix(ctx: CheckContext) -> str:
+    return "".join(c for c in ctx.run_id.lower() if c.isalnum())[-8:]
+
+
 def _phase(pod: KubeObject) -> str:
     return str(pod.get("status", {}).get("phase", ""))
 
@@ -505,7 +509,7 @@ def _pods(ctx: CheckContext, gang: Gang) -> list[KubeObject]:
 
 def _positive(ctx: CheckContext, backend: Backend, gangs: list[Gang], waits: Waits) -> None:
     with ctx.subtest("PositiveGangScheduling") as t:
-        gang = Gang(f"kaic-gang-ok-{ctx.run_id[:8]}".lower(), backend.namespace, POSITIVE_SIZE,
+        gang = Gang(f"kaic-gang-ok-{_suffix(ctx)}", backend.namespace, POSITIVE_SIZE,
                     POSITIVE_CPU)
         gangs.append(gang)
         backend.submit(gang)
@@ -560,7 +564,7 @@ def _negative(ctx: CheckContext, backend: Backend, gangs: list[Gang], waits: Wai
         shape = negative_shape(ctx)
         t.log(shape.detail)
         ctx.evidence("negative-shape.txt", shape.detail + "\n")
-        gang = Gang(f"kaic-gang-big-{ctx.run_id[:8]}".lower(), backend.namespace, shape.size,
+        gang = Gang(f"kaic-gang-big-{_suffix(ctx)}", backend.namespace, shape.size,
                     f"{shape.cpu_millis}m")
         gangs.append(gang)
         backend.submit(gang)

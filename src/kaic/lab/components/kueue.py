@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import yaml
 
 from kaic.errors import LabError
+from kaic.lab import proc
 from kaic.lab.binaries import module_dir
 from kaic.lab.component import ProcessComponent, register
 from kaic.lab.context import LabContext, probe
@@ -144,9 +145,44 @@ class KueueController(ProcessComponent):
                     "metadata": {"name": NAMESPACE, "labels": LABELS}}])
 
     def argv(self, ctx: LabContext) -> list[str]:
-        return [str(binary(ctx.options.version)),
-                f"--config={ctx.dir('kueue') / 'config.yaml'}",
-                f"--kubeconfig={ctx.kubeconfig}", "--zap-log-level=info"]
+        kueue = [str(binary(ctx.options.version)),
+                 f"--config={ctx.dir('kueue') / 'config.yaml'}",
+                 f"--kubeconfig={ctx.kubeconfig}", "--zap-log-level=info"]
+        # NOTE: with its own certificate rotation off, Kueue reads its metrics serving
+        # certificate from the fixed path /etc/kueue/metrics/certs. The lab does not
+        # write to the host's /etc: Kueue runs in a private mount namespace where /etc
+        # is an overlay whose writable layer lives in the lab's state directory.
+        d = ctx.dir("kueue")
+        (d / "etc-upper").mkdir(exist_ok=True)
+        (d / "etc-work").mkdir(exist_ok=True)
+        certs = self.cert_dir(ctx)
+        script = (f"mount -t overlay kaic-kueue-etc -o lowerdir=/etc,upperdir={d}/etc-upper,"
+                  f"workdir={d}/etc-work /etc && mkdir -p /etc/kueue/metrics/certs && "
+                  f"cp {certs}/tls.crt {certs}/tls.key /etc/kueue/metrics/certs/ && "
+                  'exec "$@"')
+        return ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script,
+                "kueue-in-namespace", *kueue]
+
+    def start(self, ctx: LabContext) -> None:
+        self.before_start(ctx)
+        if ctx.pid(self.name) is None:
+            for key in self.port_keys():
+                if proc.port_in_use(ctx.port(key)):
+                    raise LabError(f"port {ctx.port(key)} of {self.name} is taken; run "
+                                   f"`kaic lab down --name {ctx.name}` and start again")
+            pid = ctx.spawn(self.name, self.argv(ctx), self.env(ctx))
+            exe = str(binary(ctx.options.version))
+            # The pid becomes Kueue's own once the namespace wrapper has exec'd it;
+            # record Kueue's path so liveness checks recognise the process.
+            ctx.wait("kueue to start in its mount namespace",
+                     lambda: _cmd(pid) == exe or _stat(pid) in (None, "Z"), timeout=15)
+            if _cmd(pid) != exe:
+                raise LabError("kueue-controller did not start; last log lines:\n"
+                               + ctx.log_tail(self.name))
+            ctx.pid_path(self.name).write_text(f"{pid}\n{exe}\n")
+        ctx.wait(f"{self.name} to be ready", lambda: self.ready(ctx),
+                 timeout=self.ready_timeout, alive=self.name)
+        self.after_start(ctx)
 
     def ready(self, ctx: LabContext) -> bool:
         return probe(f"http://127.0.0.1:{ctx.port('kueue-health')}/readyz")
@@ -159,6 +195,20 @@ class KueueController(ProcessComponent):
 
     def healthy(self, ctx: LabContext) -> bool:
         return ctx.pid(self.name) is not None and self.ready(ctx)
+
+
+def _cmd(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    except OSError:
+        return None
+
+
+def _stat(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def _quantity(text: str) -> Decimal:
