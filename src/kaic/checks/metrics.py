@@ -36,6 +36,7 @@ from kaic.checks._metric_names import (
     classify,
     device_of,
     host_of,
+    priority,
 )
 from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
 from kaic.cluster.api import (
@@ -445,9 +446,11 @@ def collect(samples_by_endpoint: Iterable[tuple[Endpoint, list[Sample]]],
             cs.names.add(s.name)
             host = host_of(s.labels)
             node = host if host in pool_nodes else ep.node
-            # NOTE: the first series of a concept per device wins (e.g. GPU_UTIL before
-            # GR_ENGINE_ACTIVE); all names are kept for the evidence.
-            cs.by_node[node].setdefault(dev.key, (dev, s.value * m.factor, m))
+            # NOTE: per device, the series listed first in KNOWN_METRICS wins (GPU_UTIL
+            # before GR_ENGINE_ACTIVE, GPU_TEMP before MEMORY_TEMP); all names are kept.
+            old = cs.by_node[node].get(dev.key)
+            if old is None or priority(m.name) < priority(old[2].name):
+                cs.by_node[node][dev.key] = (dev, s.value * m.factor, m)
     return seen
 
 
@@ -1094,7 +1097,7 @@ def ai_service_metrics(ctx: CheckContext) -> None:
                            + (f"; last query error: {last_error}" if last_error else ""))
                 time.sleep(2.0)
             ctx.evidence("query-results.json", json.dumps(
-                {"token": sample.token, "expected": expected, "queried": got}, indent=2),
+                {"kaic_run": sample.token, "expected": expected, "queried": got}, indent=2),
                 "application/json")
             wrong = [f"{m}={got[m]} (served {v})" for m, v in expected.items() if got[m] != v]
             if wrong:
