@@ -234,6 +234,9 @@ class FakePrometheus:
                                                              "droppedTargets": []}})
         assert url.path == "/api/v1/query", path
         q = urllib.parse.parse_qs(url.query)["query"][0]
+        if q == "vector(1)":
+            return json.dumps({"status": "success", "data": {
+                "resultType": "vector", "result": [{"metric": {}, "value": [1.0, "1"]}]}})
         self.queries.append(q)
         metric, token = q.split("{")[0], q.split('"')[1]
         for pod in self.fc.list("v1", "Pod"):
@@ -418,3 +421,16 @@ def test_metric_names_are_classified_with_units_and_lookalikes_are_ignored() -> 
     assert classify("acme_npu_memory_total_bytes") is None
     given = classify("acme_busy", utilization="acme_busy")
     assert given is not None and given.vendor == "given"
+
+
+def test_ai_service_metrics_is_an_error_when_the_query_api_does_not_answer() -> None:
+    fc, _ = _prom_cluster()
+
+    def down(ns: str, pod: str, port: int, path: str) -> str:
+        raise ClusterError("port-forward failed: connection refused")
+
+    fc.http_handler = down
+    result = run_check(_ctx(fc, "ai_service_metrics"))
+    assert result.outcome is Outcome.ERROR
+    assert "does not answer" in result.reason
+    assert [c for c in fc.calls if c[0] == "create"] == []

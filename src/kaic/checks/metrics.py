@@ -102,15 +102,15 @@ def find_accelerators(ctx: CheckContext) -> tuple[dict[str, list[Accelerator]], 
     A node's devices come from ResourceSlices that name it (DRA: each device with its
     index and UUID) or else from its allocatable count of an accelerator resource."""
     notes: list[str] = []
-    resource_opt = ctx.option("accelerator-resource")
+    resource_opt = ctx.option("metrics-accelerator-resource")
     resources = (resource_opt,) if resource_opt else ACCELERATOR_RESOURCES
-    selector = ctx.option("accelerator-nodes") or None
+    selector = ctx.option("metrics-accelerator-nodes") or None
     nodes = ctx.cluster.list("v1", "Node", label_selector=selector)
     node_names = {name_of(n) for n in nodes}
     pool: dict[str, list[Accelerator]] = {}
 
     if any(r.kind == "ResourceSlice" for r in ctx.cluster.api_resources("resource.k8s.io/v1")):
-        driver_opt = ctx.option("accelerator-driver")
+        driver_opt = ctx.option("metrics-accelerator-driver")
         drivers = (driver_opt,) if driver_opt else ACCELERATOR_DRA_DRIVERS
         skipped_shared = 0
         for s in ctx.cluster.list("resource.k8s.io/v1", "ResourceSlice"):
@@ -553,14 +553,15 @@ def _must_subtest(ctx: CheckContext, name: str, concept: Concept,
         CheckOption("metrics-utilization-metric",
                     "exact name of the per-accelerator utilization metric"),
         CheckOption("metrics-memory-metric", "exact name of the per-accelerator memory metric"),
-        CheckOption("accelerator-resource",
+        CheckOption("metrics-accelerator-resource",
                     "extended resource that counts accelerators (default: nvidia.com/gpu, "
                     "amd.com/gpu, habana.ai/gaudi, gpu.intel.com/*, aws.amazon.com/neuron, "
                     "google.com/tpu)"),
-        CheckOption("accelerator-driver",
+        CheckOption("metrics-accelerator-driver",
                     "DRA driver whose ResourceSlices list the accelerators "
                     "(default: known GPU/TPU/Neuron drivers)"),
-        CheckOption("accelerator-nodes", "label selector of the accelerator nodes to check"),
+        CheckOption("metrics-accelerator-nodes",
+                    "label selector of the accelerator nodes to check"),
     ),
     permissions=(
         Permission("list", "nodes", namespaced=False),
@@ -921,7 +922,7 @@ def sample_objects(ctx: CheckContext, sample: SampleMetrics, mon: Monitoring,
     sel = {SAMPLE_LABEL: name}
     annotations = ({"prometheus.io/scrape": "true", "prometheus.io/port": str(SAMPLE_PORT),
                     "prometheus.io/path": "/metrics"} if mon.method == "annotations" else {})
-    image = ctx.option("sample-image") or SAMPLE_IMAGE
+    image = ctx.option("service-metrics-image") or SAMPLE_IMAGE
     pod: KubeObject = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": ns,
@@ -1019,7 +1020,7 @@ def _target_diagnosis(ctx: CheckContext, mon: Monitoring, pod: str) -> str:
                     "how to configure collection: " + "|".join(METHODS), default="auto"),
         CheckOption("service-metrics-timeout",
                     "seconds to wait for the sample metrics to be collected", default="300"),
-        CheckOption("sample-image",
+        CheckOption("service-metrics-image",
                     "image of the sample workload (must behave like agnhost porter)",
                     default=SAMPLE_IMAGE),
     ),
@@ -1041,8 +1042,16 @@ def ai_service_metrics(ctx: CheckContext) -> None:
         for n in mon.notes:
             t.log(n)
         t.log(f"{mon.system}; collection by {mon.method}; queried at {mon.describe_query()}")
-        build = prom_get(ctx, mon, "/api/v1/status/buildinfo", timeout=15.0)
-        t.log(f"query API answers: version {(build or {}).get('version', '?')}")
+        try:
+            prom_get(ctx, mon, "/api/v1/query?query=vector%281%29", timeout=15.0)
+        except KaicError as e:
+            t.error(f"{mon.system} found, but its query API at {mon.describe_query()} does "
+                    f"not answer: {e}")
+        try:
+            build = prom_get(ctx, mon, "/api/v1/status/buildinfo", timeout=15.0)
+            t.log(f"query API answers: version {(build or {}).get('version', '?')}")
+        except KaicError as e:
+            t.log(f"query API answers (no build info: {e})")
         try:
             cfg = prom_get(ctx, mon, "/api/v1/status/config", timeout=15.0)
             ctx.evidence("monitoring-config.yaml", str((cfg or {}).get("yaml", "")))
