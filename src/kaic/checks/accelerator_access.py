@@ -775,13 +775,16 @@ def negative_pods(acc: AcceleratorType) -> list[ProbePod]:
     ),
     permissions=(
         Permission("list", "nodes", namespaced=False),
+        Permission("list", "pods", namespaced=False),
         Permission("create", "pods"),
         Permission("get", "pods"),
         Permission("delete", "pods"),
         Permission("create", "pods", subresource="exec"),
         Permission("list", "resourceslices", "resource.k8s.io", namespaced=False),
         Permission("list", "resourceclaims", "resource.k8s.io", namespaced=False),
+        Permission("list", "deviceclasses", "resource.k8s.io", namespaced=False),
         Permission("create", "resourceclaimtemplates", "resource.k8s.io"),
+        Permission("list", "events"),
     ),
     timeout_s=900.0,
 )

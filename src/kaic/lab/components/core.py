@@ -6,6 +6,7 @@ Owns: their flags and readiness probes. Must not create workload objects.
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 from kaic.lab.binaries import load_manifests, module_dir
@@ -19,6 +20,8 @@ KWOK_CRDS = ("Stage", "Exec", "ClusterExec", "PortForward", "ClusterPortForward"
              "ClusterLogs", "Attach", "ClusterAttach", "Metric", "ResourceUsage",
              "ClusterResourceUsage")
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+EXEC_BIN = "exec-bin"
+"""Data directory put first on kwok's PATH (see ``Kwok.env``)."""
 COMPLETE_AFTER_ANNOTATION = "kaic.io/complete-after"
 """On a pod owned by a Job: how long it stays Running before it Succeeds (e.g. ``30s``)."""
 
@@ -237,6 +240,13 @@ class Kwok(ProcessComponent):
                 f"--server-address=127.0.0.1:{port}", f"--cidr={ctx.options.pod_cidr}",
                 "--node-lease-duration-seconds=40",
                 f"--enable-crds={','.join(KWOK_CRDS)}"]
+
+    def env(self, ctx: LabContext) -> dict[str, str]:
+        # NOTE: kwok resolves argv[0] of `kubectl exec` commands with its own PATH;
+        # components put programs into exec-bin to stand in for them (e.g. the `sh` of
+        # simulated device visibility, docs/lab.md).
+        path = os.environ.get("PATH", os.defpath)
+        return {"PATH": f"{ctx.dir(EXEC_BIN)}{os.pathsep}{path}"}
 
     def ready(self, ctx: LabContext) -> bool:
         return probe(f"http://127.0.0.1:{ctx.port('kwok')}/healthz")
