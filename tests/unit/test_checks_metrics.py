@@ -86,8 +86,8 @@ class GpuCluster(FakeCluster):
 
     def text(self, node: str) -> str:
         gpus = [dcgm.Gpu(i, _uuid(node, i)) for i in range(self.gpus)]
-        return dcgm.render(node, gpus, faults=dcgm.Faults(
-            omit_memory=frozenset(self.omit_memory.get(node, set()))), now=100.0)
+        return dcgm.render(node, gpus, faults=dcgm.Faults(omit_memory=frozenset(
+            f"{node}/{i}" for i in self.omit_memory.get(node, set()))), now=100.0)
 
     def _serve(self, ns: str, pod: str, port: int, path: str) -> str:
         self.scrapes.append((ns, pod, port, path))
@@ -234,6 +234,9 @@ class FakePrometheus:
                                                              "droppedTargets": []}})
         assert url.path == "/api/v1/query", path
         q = urllib.parse.parse_qs(url.query)["query"][0]
+        if q == "vector(1)":
+            return json.dumps({"status": "success", "data": {
+                "resultType": "vector", "result": [{"metric": {}, "value": [1.0, "1"]}]}})
         self.queries.append(q)
         metric, token = q.split("{")[0], q.split('"')[1]
         for pod in self.fc.list("v1", "Pod"):
@@ -400,3 +403,34 @@ def test_ai_service_metrics_rejects_an_unknown_collection_method() -> None:
                             {"service-metrics-collection": "carrier-pigeon"}))
     assert result.outcome is Outcome.ERROR
     assert "--service-metrics-collection" in result.reason
+
+
+def test_metric_names_are_classified_with_units_and_lookalikes_are_ignored() -> None:
+    from kaic.checks._metric_names import Concept, classify
+
+    util = classify("DCGM_FI_DEV_GPU_UTIL")
+    assert util is not None and util.concept is Concept.UTILIZATION and util.factor == 0.01
+    mem = classify("DCGM_FI_DEV_FB_USED")
+    assert mem is not None and mem.factor == 1024 * 1024
+    gaudi = classify("habanalabs_power_mW")
+    assert gaudi is not None and gaudi.concept is Concept.POWER and gaudi.factor == 1e-3
+    assert classify("DCGM_FI_DEV_MEM_COPY_UTIL") is None
+    assert classify("DCGM_FI_DEV_FB_FREE") is None
+    other = classify("acme_npu_hbm_used_bytes")
+    assert other is not None and other.concept is Concept.MEMORY_USED and other.vendor == "unknown"
+    assert classify("acme_npu_memory_total_bytes") is None
+    given = classify("acme_busy", utilization="acme_busy")
+    assert given is not None and given.vendor == "given"
+
+
+def test_ai_service_metrics_is_an_error_when_the_query_api_does_not_answer() -> None:
+    fc, _ = _prom_cluster()
+
+    def down(ns: str, pod: str, port: int, path: str) -> str:
+        raise ClusterError("port-forward failed: connection refused")
+
+    fc.http_handler = down
+    result = run_check(_ctx(fc, "ai_service_metrics"))
+    assert result.outcome is Outcome.ERROR
+    assert "does not answer" in result.reason
+    assert [c for c in fc.calls if c[0] == "create"] == []
