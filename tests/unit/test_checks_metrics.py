@@ -474,3 +474,26 @@ def test_accelerator_metrics_scrapes_every_pod_behind_a_given_service() -> None:
     result = run_check(_ctx(fc, "accelerator_metrics",
                             {"metrics-endpoint": "service/gpu-operator/gpu-mon:scrape"}))
     assert result.outcome is Outcome.PASS, result.reason
+
+
+def test_ai_service_metrics_uses_a_servicemonitor_in_the_prometheus_namespace() -> None:
+    fc, _ = _operator_cluster()
+    prom = fc.get(m.PROM_OPERATOR, "Prometheus", "k8s", "monitoring")
+    assert prom is not None
+    # only ServiceMonitors are selected, and only from the Prometheus' own namespace
+    prom["spec"] = {"serviceMonitorSelector": {"matchLabels": {"team": "ml"}}}
+    fc.add(prom)
+
+    def selected(pod: KubeObject) -> bool:
+        for sm in fc.list(m.PROM_OPERATOR, "ServiceMonitor", "monitoring"):
+            if sm["metadata"]["labels"].get("team") == "ml" and sm["spec"][
+                    "namespaceSelector"] == {"matchNames": [pod["metadata"]["namespace"]]}:
+                return True
+        return False
+
+    fc.http_handler = lambda ns, pod, port, path: FakePrometheus(fc, selected).handle(path)
+    result = run_check(_ctx(fc, "ai_service_metrics"))
+    assert result.outcome is Outcome.PASS, result.reason
+    kinds = [c[1][0] for c in fc.calls if c[0] == "create"]
+    assert kinds == ["Pod", "Service", "ServiceMonitor"]
+    assert fc.list(m.PROM_OPERATOR, "ServiceMonitor") == []  # cleaned up
