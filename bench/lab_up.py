@@ -56,8 +56,8 @@ def _pods(lab: Lab, n: int) -> float:
     return time.monotonic() - t
 
 
-def run_once(i: int, pods: int) -> dict[str, Any]:
-    opts = LabOptions(name=f"bench-{os.getpid()}-{i}")
+def run_once(i: int, pods: int, without: frozenset[str]) -> dict[str, Any]:
+    opts = LabOptions(name=f"bench-{os.getpid()}-{i}", without=without)
     lab = Lab(opts)
     sampler = Sampler(lab)
     sampler.start()
@@ -85,9 +85,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--pods", type=int, default=32)
+    ap.add_argument("--without", default="", help="components to leave out, comma-separated")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    results = [run_once(i, a.pods) for i in range(a.runs)]
+    without = frozenset(n for n in a.without.split(",") if n)
+    results = [run_once(i, a.pods, without) for i in range(a.runs)]
     load = os.getloadavg()[0]
     if a.json:
         print(json.dumps({"runs": results, "loadavg_1m": load}, indent=2))

@@ -23,7 +23,7 @@ def applied_from(ctx: LabContext, stamp: str) -> set[str]:
     items = ctx.request(
         "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
         accept="application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1")
-    return {c["metadata"]["name"] for c in items.get("items", [])
+    return {c["metadata"]["name"] for c in items.get("items") or []
             if (c["metadata"].get("annotations") or {}).get(SOURCE_ANNOTATION) == stamp}
 
 
