@@ -64,18 +64,24 @@ def test_dra_and_gateway_checks_pass_on_a_full_lab(lab: Lab, tmp_path: Path) -> 
     assert find_leftovers(connect(str(lab.kubeconfig)), doc["run_id"]) == []
 
 
-def test_ai_inference_fails_with_a_clear_reason_on_a_lab_without_gateway_api(
+def test_both_checks_fail_with_a_clear_reason_on_a_lab_without_their_api_groups(
         lab_factory: LabFactory, tmp_path: Path) -> None:
-    bare = lab_factory(without={"gateway-api"}, accelerators="none")
+    bare = lab_factory(without={"gateway-api", "dra-api"}, accelerators="none")
     out = tmp_path / "bundle"
-    r = kaic("run", "--kubeconfig", str(bare.kubeconfig), "--version", "1.36",
-             "--focus", "^ai_inference$", "-o", str(out))
+    r = kaic("run", "--kubeconfig", str(bare.kubeconfig), "--version", "1.35",
+             "--focus", BOTH, "-o", str(out))
     assert r.returncode == 1, r.stderr
-    result = _run_json(out)["results"][0]
-    assert result["outcome"] == "FAIL"
-    assert result["reason"].startswith(
+    results = {x["requirement_id"]: x for x in _run_json(out)["results"]}
+    assert {k: v["outcome"] for k, v in results.items()} == {
+        "dra_support": "FAIL", "ai_inference": "FAIL"}
+    assert results["ai_inference"]["reason"].startswith(
         "GatewayAPIServed: the API server does not serve gateway.networking.k8s.io/v1")
-    assert "--- FAIL: TestGatewayAPIInference" in (out / "e2e.log").read_text()
+    assert results["dra_support"]["reason"].startswith(
+        "APIServed: the API server does not serve resource.k8s.io/v1"
+        " (no resource.k8s.io version is served)")
+    log = (out / "e2e.log").read_text()
+    assert "--- FAIL: TestGatewayAPIInference" in log and "--- FAIL: TestDRASupport" in log
+    assert find_leftovers(connect(str(bare.kubeconfig)), _run_json(out)["run_id"]) == []
 
 
 def _run_checks(cluster: Cluster, focus: str, version: str = "1.36") -> Any:

@@ -86,8 +86,8 @@ class GpuCluster(FakeCluster):
 
     def text(self, node: str) -> str:
         gpus = [dcgm.Gpu(i, _uuid(node, i)) for i in range(self.gpus)]
-        return dcgm.render(node, gpus, faults=dcgm.Faults(
-            omit_memory=frozenset(self.omit_memory.get(node, set()))), now=100.0)
+        return dcgm.render(node, gpus, faults=dcgm.Faults(omit_memory=frozenset(
+            f"{node}/{i}" for i in self.omit_memory.get(node, set()))), now=100.0)
 
     def _serve(self, ns: str, pod: str, port: int, path: str) -> str:
         self.scrapes.append((ns, pod, port, path))
@@ -234,6 +234,9 @@ class FakePrometheus:
                                                              "droppedTargets": []}})
         assert url.path == "/api/v1/query", path
         q = urllib.parse.parse_qs(url.query)["query"][0]
+        if q == "vector(1)":
+            return json.dumps({"status": "success", "data": {
+                "resultType": "vector", "result": [{"metric": {}, "value": [1.0, "1"]}]}})
         self.queries.append(q)
         metric, token = q.split("{")[0], q.split('"')[1]
         for pod in self.fc.list("v1", "Pod"):
@@ -400,3 +403,97 @@ def test_ai_service_metrics_rejects_an_unknown_collection_method() -> None:
                             {"service-metrics-collection": "carrier-pigeon"}))
     assert result.outcome is Outcome.ERROR
     assert "--service-metrics-collection" in result.reason
+
+
+def test_metric_names_are_classified_with_units_and_lookalikes_are_ignored() -> None:
+    from kaic.checks._metric_names import Concept, classify
+
+    util = classify("DCGM_FI_DEV_GPU_UTIL")
+    assert util is not None and util.concept is Concept.UTILIZATION and util.factor == 0.01
+    mem = classify("DCGM_FI_DEV_FB_USED")
+    assert mem is not None and mem.factor == 1024 * 1024
+    gaudi = classify("habanalabs_power_mW")
+    assert gaudi is not None and gaudi.concept is Concept.POWER and gaudi.factor == 1e-3
+    assert classify("DCGM_FI_DEV_MEM_COPY_UTIL") is None
+    assert classify("DCGM_FI_DEV_FB_FREE") is None
+    other = classify("acme_npu_hbm_used_bytes")
+    assert other is not None and other.concept is Concept.MEMORY_USED and other.vendor == "unknown"
+    assert classify("acme_npu_memory_total_bytes") is None
+    given = classify("acme_busy", utilization="acme_busy")
+    assert given is not None and given.vendor == "given"
+
+
+def test_ai_service_metrics_is_an_error_when_the_query_api_does_not_answer() -> None:
+    fc, _ = _prom_cluster()
+
+    def down(ns: str, pod: str, port: int, path: str) -> str:
+        raise ClusterError("port-forward failed: connection refused")
+
+    fc.http_handler = down
+    result = run_check(_ctx(fc, "ai_service_metrics"))
+    assert result.outcome is Outcome.ERROR
+    assert "does not answer" in result.reason
+    assert [c for c in fc.calls if c[0] == "create"] == []
+
+
+def test_accelerator_metrics_scrapes_a_given_url_and_attributes_series_by_hostname() -> None:
+    fc = GpuCluster(exporters=False)
+    servers = []
+    try:
+        for node in ("gpu-0", "gpu-1"):
+            gpus = [dcgm.Gpu(i, _uuid(node, i)) for i in range(4)]
+            srv = dcgm.make_server(node, gpus, "127.0.0.1", 0, None)
+            threading.Thread(target=srv.serve_forever, daemon=True).start()
+            servers.append(srv)
+        urls = ",".join(f"http://127.0.0.1:{s.server_address[1]}/metrics" for s in servers)
+        result = run_check(_ctx(fc, "accelerator_metrics", {"metrics-endpoint": urls}))
+        assert result.outcome is Outcome.PASS, result.reason
+        # only one node's exporter: the other node's four GPUs are named as missing
+        result = run_check(_ctx(fc, "accelerator_metrics", {"metrics-endpoint": urls.split(
+            ",")[0]}))
+        util = _sub(result, "PerAcceleratorUtilizationMetric")
+        assert util.outcome is Outcome.FAIL and "4 of 8" in util.reason and "gpu-1/" in util.reason
+    finally:
+        for s in servers:
+            s.shutdown()
+
+
+def test_accelerator_metrics_scrapes_every_pod_behind_a_given_service() -> None:
+    fc = GpuCluster(exporters=False)
+    for node in ("gpu-0", "gpu-1"):
+        pod = _exporter_pod(node)
+        pod["metadata"]["labels"] = {"app": "gpu-mon"}
+        pod["metadata"]["name"] = f"mon-{node}"
+        fc.add(pod)
+    fc.add({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "gpu-mon", "namespace": "gpu-operator"},
+            "spec": {"selector": {"app": "gpu-mon"},
+                     "ports": [{"name": "scrape", "port": 80, "targetPort": "metrics"}]}})
+    fc.http_handler = lambda ns, pod, port, path: fc.text(pod.removeprefix("mon-")) if (
+        port, path) == (9400, "/metrics") else ""
+    result = run_check(_ctx(fc, "accelerator_metrics",
+                            {"metrics-endpoint": "service/gpu-operator/gpu-mon:scrape"}))
+    assert result.outcome is Outcome.PASS, result.reason
+
+
+def test_ai_service_metrics_uses_a_servicemonitor_in_the_prometheus_namespace() -> None:
+    fc, _ = _operator_cluster()
+    prom = fc.get(m.PROM_OPERATOR, "Prometheus", "k8s", "monitoring")
+    assert prom is not None
+    # only ServiceMonitors are selected, and only from the Prometheus' own namespace
+    prom["spec"] = {"serviceMonitorSelector": {"matchLabels": {"team": "ml"}}}
+    fc.add(prom)
+
+    def selected(pod: KubeObject) -> bool:
+        for sm in fc.list(m.PROM_OPERATOR, "ServiceMonitor", "monitoring"):
+            if sm["metadata"]["labels"].get("team") == "ml" and sm["spec"][
+                    "namespaceSelector"] == {"matchNames": [pod["metadata"]["namespace"]]}:
+                return True
+        return False
+
+    fc.http_handler = lambda ns, pod, port, path: FakePrometheus(fc, selected).handle(path)
+    result = run_check(_ctx(fc, "ai_service_metrics"))
+    assert result.outcome is Outcome.PASS, result.reason
+    kinds = [c[1][0] for c in fc.calls if c[0] == "create"]
+    assert kinds == ["Pod", "Service", "ServiceMonitor"]
+    assert fc.list(m.PROM_OPERATOR, "ServiceMonitor") == []  # cleaned up

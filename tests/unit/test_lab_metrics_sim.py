@@ -55,12 +55,15 @@ def test_dcgm_memory_adds_up_to_the_card_and_utilization_is_a_percentage() -> No
 
 def test_dcgm_fault_omits_memory_of_exactly_one_gpu(tmp_path: Path) -> None:
     faults = tmp_path / "faults.json"
-    dcgm.write_faults(faults, omit_memory=[2])
+    dcgm.write_faults(faults, omit_memory=["n/2"])
     samples = _samples(dcgm.render("n", GPUS, faults=dcgm.Faults.load(faults)))
     used = {lbl["gpu"] for n, lbl, _ in samples if n == "DCGM_FI_DEV_FB_USED"}
     util = {lbl["gpu"] for n, lbl, _ in samples if n == "DCGM_FI_DEV_GPU_UTIL"}
     assert used == {"0", "1", "3"}
     assert util == {"0", "1", "2", "3"}
+    other = _samples(dcgm.render("m", GPUS, faults=dcgm.Faults.load(faults)))
+    assert {lbl["gpu"] for n, lbl, _ in other if n == "DCGM_FI_DEV_FB_USED"} == {
+        "0", "1", "2", "3"}
     dcgm.write_faults(faults)
     assert dcgm.Faults.load(faults) == dcgm.Faults()
 

@@ -115,6 +115,18 @@ KNOWN_METRICS: tuple[MetricName, ...] = (
 )
 
 _BY_NAME = {m.name: m for m in KNOWN_METRICS}
+_PRIORITY = {m.name: i for i, m in enumerate(KNOWN_METRICS)}
+
+# Series whose names look like a concept but measure something else.
+_NOT_ACCELERATOR_CONCEPT = frozenset({
+    "DCGM_FI_DEV_MEM_COPY_UTIL", "DCGM_FI_DEV_ENC_UTIL", "DCGM_FI_DEV_DEC_UTIL",
+    "gpu_umc_activity", "memory_bandwidth_utilization",
+})
+
+
+def priority(name: str) -> int:
+    """Which of several series of one concept to show (lower first)."""
+    return _PRIORITY.get(name, len(_PRIORITY))
 
 # What the OpenTelemetry hardware conventions call each concept (name, Prometheus name).
 OTEL_NAMES = {
@@ -165,6 +177,8 @@ def classify(name: str, *, utilization: str | None = None,
     known = _BY_NAME.get(name)
     if known is not None:
         return known
+    if name in _NOT_ACCELERATOR_CONCEPT:
+        return None
     if name.endswith(("_created", "_bucket", "_count", "_sum", "_info")):
         return None
     for concept, pattern in _FALLBACK:

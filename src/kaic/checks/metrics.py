@@ -36,6 +36,7 @@ from kaic.checks._metric_names import (
     classify,
     device_of,
     host_of,
+    priority,
 )
 from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
 from kaic.cluster.api import (
@@ -101,15 +102,15 @@ def find_accelerators(ctx: CheckContext) -> tuple[dict[str, list[Accelerator]], 
     A node's devices come from ResourceSlices that name it (DRA: each device with its
     index and UUID) or else from its allocatable count of an accelerator resource."""
     notes: list[str] = []
-    resource_opt = ctx.option("accelerator-resource")
+    resource_opt = ctx.option("metrics-accelerator-resource")
     resources = (resource_opt,) if resource_opt else ACCELERATOR_RESOURCES
-    selector = ctx.option("accelerator-nodes") or None
+    selector = ctx.option("metrics-accelerator-nodes") or None
     nodes = ctx.cluster.list("v1", "Node", label_selector=selector)
     node_names = {name_of(n) for n in nodes}
     pool: dict[str, list[Accelerator]] = {}
 
     if any(r.kind == "ResourceSlice" for r in ctx.cluster.api_resources("resource.k8s.io/v1")):
-        driver_opt = ctx.option("accelerator-driver")
+        driver_opt = ctx.option("metrics-accelerator-driver")
         drivers = (driver_opt,) if driver_opt else ACCELERATOR_DRA_DRIVERS
         skipped_shared = 0
         for s in ctx.cluster.list("resource.k8s.io/v1", "ResourceSlice"):
@@ -445,9 +446,11 @@ def collect(samples_by_endpoint: Iterable[tuple[Endpoint, list[Sample]]],
             cs.names.add(s.name)
             host = host_of(s.labels)
             node = host if host in pool_nodes else ep.node
-            # NOTE: the first series of a concept per device wins (e.g. GPU_UTIL before
-            # GR_ENGINE_ACTIVE); all names are kept for the evidence.
-            cs.by_node[node].setdefault(dev.key, (dev, s.value * m.factor, m))
+            # NOTE: per device, the series listed first in KNOWN_METRICS wins (GPU_UTIL
+            # before GR_ENGINE_ACTIVE, GPU_TEMP before MEMORY_TEMP); all names are kept.
+            old = cs.by_node[node].get(dev.key)
+            if old is None or priority(m.name) < priority(old[2].name):
+                cs.by_node[node][dev.key] = (dev, s.value * m.factor, m)
     return seen
 
 
@@ -550,14 +553,15 @@ def _must_subtest(ctx: CheckContext, name: str, concept: Concept,
         CheckOption("metrics-utilization-metric",
                     "exact name of the per-accelerator utilization metric"),
         CheckOption("metrics-memory-metric", "exact name of the per-accelerator memory metric"),
-        CheckOption("accelerator-resource",
+        CheckOption("metrics-accelerator-resource",
                     "extended resource that counts accelerators (default: nvidia.com/gpu, "
                     "amd.com/gpu, habana.ai/gaudi, gpu.intel.com/*, aws.amazon.com/neuron, "
                     "google.com/tpu)"),
-        CheckOption("accelerator-driver",
+        CheckOption("metrics-accelerator-driver",
                     "DRA driver whose ResourceSlices list the accelerators "
                     "(default: known GPU/TPU/Neuron drivers)"),
-        CheckOption("accelerator-nodes", "label selector of the accelerator nodes to check"),
+        CheckOption("metrics-accelerator-nodes",
+                    "label selector of the accelerator nodes to check"),
     ),
     permissions=(
         Permission("list", "nodes", namespaced=False),
@@ -918,7 +922,7 @@ def sample_objects(ctx: CheckContext, sample: SampleMetrics, mon: Monitoring,
     sel = {SAMPLE_LABEL: name}
     annotations = ({"prometheus.io/scrape": "true", "prometheus.io/port": str(SAMPLE_PORT),
                     "prometheus.io/path": "/metrics"} if mon.method == "annotations" else {})
-    image = ctx.option("sample-image") or SAMPLE_IMAGE
+    image = ctx.option("service-metrics-image") or SAMPLE_IMAGE
     pod: KubeObject = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": ns,
@@ -1016,7 +1020,7 @@ def _target_diagnosis(ctx: CheckContext, mon: Monitoring, pod: str) -> str:
                     "how to configure collection: " + "|".join(METHODS), default="auto"),
         CheckOption("service-metrics-timeout",
                     "seconds to wait for the sample metrics to be collected", default="300"),
-        CheckOption("sample-image",
+        CheckOption("service-metrics-image",
                     "image of the sample workload (must behave like agnhost porter)",
                     default=SAMPLE_IMAGE),
     ),
@@ -1038,8 +1042,16 @@ def ai_service_metrics(ctx: CheckContext) -> None:
         for n in mon.notes:
             t.log(n)
         t.log(f"{mon.system}; collection by {mon.method}; queried at {mon.describe_query()}")
-        build = prom_get(ctx, mon, "/api/v1/status/buildinfo", timeout=15.0)
-        t.log(f"query API answers: version {(build or {}).get('version', '?')}")
+        try:
+            prom_get(ctx, mon, "/api/v1/query?query=vector%281%29", timeout=15.0)
+        except KaicError as e:
+            t.error(f"{mon.system} found, but its query API at {mon.describe_query()} does "
+                    f"not answer: {e}")
+        try:
+            build = prom_get(ctx, mon, "/api/v1/status/buildinfo", timeout=15.0)
+            t.log(f"query API answers: version {(build or {}).get('version', '?')}")
+        except KaicError as e:
+            t.log(f"query API answers (no build info: {e})")
         try:
             cfg = prom_get(ctx, mon, "/api/v1/status/config", timeout=15.0)
             ctx.evidence("monitoring-config.yaml", str((cfg or {}).get("yaml", "")))
@@ -1094,7 +1106,7 @@ def ai_service_metrics(ctx: CheckContext) -> None:
                            + (f"; last query error: {last_error}" if last_error else ""))
                 time.sleep(2.0)
             ctx.evidence("query-results.json", json.dumps(
-                {"token": sample.token, "expected": expected, "queried": got}, indent=2),
+                {"kaic_run": sample.token, "expected": expected, "queried": got}, indent=2),
                 "application/json")
             wrong = [f"{m}={got[m]} (served {v})" for m, v in expected.items() if got[m] != v]
             if wrong:

@@ -1,7 +1,7 @@
 """A simulated NVIDIA DCGM exporter for the lab's simulated GPUs (the metrics are made up).
 
 Owns: the DCGM-style Prometheus text for a list of GPUs (``render``) and a tiny HTTP
-server that serves it on 127.0.0.1 for one node (``python -m kaic.lab.dcgm``). The
+server per GPU node on 127.0.0.1, all in one process (``python -m kaic.lab.dcgm``). The
 series names, label names and units follow NVIDIA's dcgm-exporter
 (``DCGM_FI_DEV_GPU_UTIL`` in %, ``DCGM_FI_DEV_FB_USED``/``FREE`` in MiB, temperature in
 °C, power in W, ``DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL`` as a counter; labels ``gpu``,
@@ -9,7 +9,8 @@ series names, label names and units follow NVIDIA's dcgm-exporter
 deterministic functions of the GPU index and the time, not measurements.
 
 Faults (read on every request from a JSON file, so tests can switch them at run time):
-``{"omit_memory": [3]}`` leaves out the memory series of GPU index 3.
+``{"omit_memory": ["kaic-gpu-1/3"]}`` leaves out the memory series of GPU 3 of node
+``kaic-gpu-1`` (a bare ``"3"`` means GPU 3 of every node).
 
 Must not listen on anything but loopback.
 """
@@ -21,6 +22,7 @@ import ipaddress
 import json
 import math
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -48,9 +50,13 @@ class Gpu:
 
 @dataclass(frozen=True)
 class Faults:
-    """What the simulated exporter leaves out."""
+    """What the simulated exporter leaves out: GPUs as ``"<node>/<index>"`` (one GPU) or
+    ``"<index>"`` (that index on every node)."""
 
-    omit_memory: frozenset[int] = frozenset()
+    omit_memory: frozenset[str] = frozenset()
+
+    def omits_memory(self, node: str, index: int) -> bool:
+        return f"{node}/{index}" in self.omit_memory or str(index) in self.omit_memory
 
     @classmethod
     def load(cls, path: Path | None) -> Faults:
@@ -60,14 +66,15 @@ class Faults:
             doc = json.loads(path.read_text() or "{}")
         except (OSError, json.JSONDecodeError):
             return cls()
-        return cls(omit_memory=frozenset(int(i) for i in doc.get("omit_memory", [])))
+        return cls(omit_memory=frozenset(str(i) for i in doc.get("omit_memory", [])))
 
 
-def write_faults(path: Path, *, omit_memory: Iterable[int] = ()) -> None:
-    """Switch the exporter's faults (an empty call clears them)."""
+def write_faults(path: Path, *, omit_memory: Iterable[str | int] = ()) -> None:
+    """Switch the exporter's faults (an empty call clears them); ``omit_memory`` takes
+    ``"<node>/<index>"`` or an index for every node."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"omit_memory": sorted(set(omit_memory))}))
+    tmp.write_text(json.dumps({"omit_memory": sorted({str(i) for i in omit_memory})}))
     tmp.replace(path)
 
 
@@ -129,7 +136,7 @@ def render(node: str, gpus: Sequence[Gpu], *, faults: Faults = Faults(),
         out.append(f"# HELP {name} {help_}")
         out.append(f"# TYPE {name} {typ}")
         for g in gpus:
-            if name in MEMORY_FIELDS and g.index in faults.omit_memory:
+            if name in MEMORY_FIELDS and faults.omits_memory(node, g.index):
                 continue
             labels = (f'gpu="{g.index}",UUID="{g.uuid}",pci_bus_id="{g.bus_id}",'
                       f'device="nvidia{g.index}",modelName="{g.model}",Hostname="{node}",'
@@ -145,8 +152,9 @@ def _check_loopback(host: str) -> None:
         raise SystemExit(f"kaic.lab.dcgm: refusing to listen on non-loopback {host}")
 
 
-def serve(node: str, gpus: Sequence[Gpu], host: str, port: int,
-          fault_file: Path | None) -> None:
+def make_server(node: str, gpus: Sequence[Gpu], host: str, port: int,
+                fault_file: Path | None) -> ThreadingHTTPServer:
+    """An HTTP server for one node's exporter (not started)."""
     _check_loopback(host)
 
     class Handler(BaseHTTPRequestHandler):
@@ -164,28 +172,51 @@ def serve(node: str, gpus: Sequence[Gpu], host: str, port: int,
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    print(f"dcgm simulator for {node}: {len(gpus)} GPUs on http://{host}:{port}/metrics",
-          flush=True)
-    server.serve_forever()
+    return ThreadingHTTPServer((host, port), Handler)
 
 
-def write_spec(path: Path, node: str, gpus: Sequence[Gpu]) -> None:
+def serve(node: str, gpus: Sequence[Gpu], host: str, port: int,
+          fault_file: Path | None) -> None:
+    make_server(node, gpus, host, port, fault_file).serve_forever()
+
+
+@dataclass(frozen=True)
+class NodeExporter:
+    """One node's simulated exporter: where it listens and which GPUs it reports."""
+
+    node: str
+    port: int
+    gpus: tuple[Gpu, ...]
+
+
+def write_spec(path: Path, exporters: Sequence[NodeExporter]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"node": node, "gpus": [asdict(g) for g in gpus]}, indent=2))
+    path.write_text(json.dumps([{"node": e.node, "port": e.port,
+                                 "gpus": [asdict(g) for g in e.gpus]} for e in exporters],
+                               indent=2))
+
+
+def read_spec(path: Path) -> list[NodeExporter]:
+    return [NodeExporter(d["node"], int(d["port"]), tuple(Gpu(**g) for g in d["gpus"]))
+            for d in json.loads(path.read_text())]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m kaic.lab.dcgm",
-                                 description="simulated DCGM exporter for one lab node")
-    ap.add_argument("--spec", type=Path, required=True, help="JSON: node and GPUs")
+    ap = argparse.ArgumentParser(
+        prog="python -m kaic.lab.dcgm",
+        description="simulated DCGM exporters: one loopback listener per lab GPU node")
+    ap.add_argument("--spec", type=Path, required=True,
+                    help="JSON list of {node, port, gpus}")
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--fault-file", type=Path)
     a = ap.parse_args(argv)
-    doc = json.loads(a.spec.read_text())
-    gpus = [Gpu(**g) for g in doc["gpus"]]
-    serve(doc["node"], gpus, a.host, a.port, a.fault_file)
+    servers = [make_server(e.node, e.gpus, a.host, e.port, a.fault_file)
+               for e in read_spec(a.spec)]
+    for e, srv in zip(read_spec(a.spec), servers, strict=True):
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        print(f"dcgm simulator for {e.node}: {len(e.gpus)} GPUs on "
+              f"http://{a.host}:{e.port}/metrics", flush=True)
+    threading.Event().wait()
 
 
 if __name__ == "__main__":

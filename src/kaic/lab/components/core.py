@@ -74,7 +74,7 @@ class KubeApiserver(ProcessComponent):
             f"--cert-dir={ctx.dir('kube-apiserver')}",
             f"--tls-cert-file={p.apiserver_crt}", f"--tls-private-key-file={p.apiserver_key}",
             f"--client-ca-file={p.ca_crt}",
-            "--authorization-mode=Node,RBAC", "--allow-privileged=true",
+            f"--authorization-mode={authorization_modes(ctx)}", "--allow-privileged=true",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={p.sa_pub}",
             f"--service-account-signing-key-file={p.sa_key}",
@@ -90,10 +90,25 @@ class KubeApiserver(ProcessComponent):
             f"--proxy-client-key-file={p.front_proxy_client_key}",
             "--enable-aggregator-routing=false",
             "--profiling=false", "--v=1",
+            *dra_api_flags(ctx),
         ]
 
     def ready(self, ctx: LabContext) -> bool:
         return bool(ctx.request("GET", "/readyz", timeout=3) == "ok")
+
+
+def authorization_modes(ctx: LabContext) -> str:
+    """Node,RBAC; only RBAC without the DRA API, since the Node authorizer's graph waits
+    for ResourceSlices (and the lab's kwok nodes use no node credentials)."""
+    return "RBAC" if "dra-api" in ctx.options.without else "Node,RBAC"
+
+
+def dra_api_flags(ctx: LabContext) -> list[str]:
+    """Turn the DRA API groups off when the lab is started ``--without dra-api``."""
+    if "dra-api" not in ctx.options.without:
+        return []
+    return ["--runtime-config=resource.k8s.io/v1=false,resource.k8s.io/v1beta1=false,"
+            "resource.k8s.io/v1beta2=false"]
 
 
 class _Controller(ProcessComponent):
