@@ -434,3 +434,66 @@ def test_ai_service_metrics_is_an_error_when_the_query_api_does_not_answer() -> 
     assert result.outcome is Outcome.ERROR
     assert "does not answer" in result.reason
     assert [c for c in fc.calls if c[0] == "create"] == []
+
+
+def test_accelerator_metrics_scrapes_a_given_url_and_attributes_series_by_hostname() -> None:
+    fc = GpuCluster(exporters=False)
+    servers = []
+    try:
+        for node in ("gpu-0", "gpu-1"):
+            gpus = [dcgm.Gpu(i, _uuid(node, i)) for i in range(4)]
+            srv = dcgm.make_server(node, gpus, "127.0.0.1", 0, None)
+            threading.Thread(target=srv.serve_forever, daemon=True).start()
+            servers.append(srv)
+        urls = ",".join(f"http://127.0.0.1:{s.server_address[1]}/metrics" for s in servers)
+        result = run_check(_ctx(fc, "accelerator_metrics", {"metrics-endpoint": urls}))
+        assert result.outcome is Outcome.PASS, result.reason
+        # only one node's exporter: the other node's four GPUs are named as missing
+        result = run_check(_ctx(fc, "accelerator_metrics", {"metrics-endpoint": urls.split(
+            ",")[0]}))
+        util = _sub(result, "PerAcceleratorUtilizationMetric")
+        assert util.outcome is Outcome.FAIL and "4 of 8" in util.reason and "gpu-1/" in util.reason
+    finally:
+        for s in servers:
+            s.shutdown()
+
+
+def test_accelerator_metrics_scrapes_every_pod_behind_a_given_service() -> None:
+    fc = GpuCluster(exporters=False)
+    for node in ("gpu-0", "gpu-1"):
+        pod = _exporter_pod(node)
+        pod["metadata"]["labels"] = {"app": "gpu-mon"}
+        pod["metadata"]["name"] = f"mon-{node}"
+        fc.add(pod)
+    fc.add({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "gpu-mon", "namespace": "gpu-operator"},
+            "spec": {"selector": {"app": "gpu-mon"},
+                     "ports": [{"name": "scrape", "port": 80, "targetPort": "metrics"}]}})
+    fc.http_handler = lambda ns, pod, port, path: fc.text(pod.removeprefix("mon-")) if (
+        port, path) == (9400, "/metrics") else ""
+    result = run_check(_ctx(fc, "accelerator_metrics",
+                            {"metrics-endpoint": "service/gpu-operator/gpu-mon:scrape"}))
+    assert result.outcome is Outcome.PASS, result.reason
+
+
+def test_ai_service_metrics_uses_a_servicemonitor_in_the_prometheus_namespace() -> None:
+    fc, _ = _operator_cluster()
+    prom = fc.get(m.PROM_OPERATOR, "Prometheus", "k8s", "monitoring")
+    assert prom is not None
+    # only ServiceMonitors are selected, and only from the Prometheus' own namespace
+    prom["spec"] = {"serviceMonitorSelector": {"matchLabels": {"team": "ml"}}}
+    fc.add(prom)
+
+    def selected(pod: KubeObject) -> bool:
+        for sm in fc.list(m.PROM_OPERATOR, "ServiceMonitor", "monitoring"):
+            if sm["metadata"]["labels"].get("team") == "ml" and sm["spec"][
+                    "namespaceSelector"] == {"matchNames": [pod["metadata"]["namespace"]]}:
+                return True
+        return False
+
+    fc.http_handler = lambda ns, pod, port, path: FakePrometheus(fc, selected).handle(path)
+    result = run_check(_ctx(fc, "ai_service_metrics"))
+    assert result.outcome is Outcome.PASS, result.reason
+    kinds = [c[1][0] for c in fc.calls if c[0] == "create"]
+    assert kinds == ["Pod", "Service", "ServiceMonitor"]
+    assert fc.list(m.PROM_OPERATOR, "ServiceMonitor") == []  # cleaned up
