@@ -27,7 +27,7 @@ go get "sigs.k8s.io/karpenter@$VERSION"
 start=$(date +%s)
 go build -trimpath -ldflags "-s -w" -o "$OUT/bin/karpenter-kwok" sigs.k8s.io/karpenter/kwok
 moddir=$(go list -m -f '{{.Dir}}' sigs.k8s.io/karpenter)
-cp "$moddir"/kwok/charts/crds/*.yaml "$OUT/crds/"
+cp "$moddir"/kwok/charts/crds/*.yaml "$moddir"/kwok/apis/crds/*.yaml "$OUT/crds/"
 chmod u+w "$OUT/crds/"*.yaml
 echo "$VERSION" > "$OUT/bin/.version"
 echo "built karpenter $VERSION (kwok provider) in $(( $(date +%s) - start ))s into $OUT"

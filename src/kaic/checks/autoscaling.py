@@ -247,25 +247,26 @@ class _ClusterAutoscaling:
         t.log(f"baseline: {len(self.baseline)} node(s): {', '.join(self.baseline)}")
 
     def _wait_stable(self, timeout: float, ok: Callable[[KubeList], bool]) -> KubeList | None:
-        """The pool once it kept the same set of nodes (all ``ok``) for the window."""
-        since: float | None = None
-        last: list[str] | None = None
-        current: KubeList = []
-        for current in self.c.watch_list("v1", "Node", None, timeout=timeout,
-                                         label_selector=self.selector):
-            names = self.names(current)
-            now = time.monotonic()
-            if not ok(current):
-                since, last = None, None
-                continue
-            if names != last:
-                since, last = now, names
-            if since is not None and now - since >= self.window:
+        """The pool once it kept the same set of nodes (all ``ok``) for a whole window
+        (one watch per window, restarted after every change)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left < self.window:
+                return None
+            first: list[str] | None = None
+            current: KubeList = []
+            steady = True
+            for current in self.c.watch_list("v1", "Node", None, timeout=self.window,
+                                             label_selector=self.selector):
+                if first is None:
+                    first = self.names(current)
+                if self.names(current) != first or not ok(current):
+                    steady = False
+                    break
+            if steady and first is not None:
                 return current
-        if last is not None and since is not None and \
-                time.monotonic() - since >= self.window and ok(current):
-            return current
-        return None
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
     def pin_baseline(self, t: Subtest) -> None:
         """Fill every baseline node's free accelerators with one pinned pod each."""
