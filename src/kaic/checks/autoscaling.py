@@ -699,17 +699,25 @@ class _PodAutoscaling:
                 if not p.get("metadata", {}).get("deletionTimestamp")]
 
     def wait_replicas(self, count: int, timeout: float, what: str) -> KubeList:
-        """Wait until exactly ``count`` pods run, each on a node (so its accelerator
-        request was granted), and the Deployment reports them ready."""
-        def ok(pods: KubeList) -> bool:
-            live = [p for p in pods if not p.get("metadata", {}).get("deletionTimestamp")]
-            if len(live) != count or not all(_pod_running(p) and p["spec"].get("nodeName")
-                                             for p in live):
-                return False
-            dep = self.c.get("apps/v1", "Deployment", self.name, self.ns) or {}
-            return int(dep.get("status", {}).get("readyReplicas") or 0) == count
-        return self.c.wait_list("v1", "Pod", self.ns, ok, timeout=timeout, what=what,
-                                label_selector=self.selector)
+        """Wait until the Deployment has exactly ``count`` ready pods, then return them
+        (each Running on a node, so its accelerator request was granted)."""
+        deadline = time.monotonic() + timeout
+
+        def ready(dep: KubeObject | None) -> bool:
+            st = (dep or {}).get("status", {})
+            return (int((dep or {}).get("spec", {}).get("replicas") or 0) == count
+                    and int(st.get("replicas") or 0) == count
+                    and int(st.get("readyReplicas") or 0) == count)
+
+        self.c.wait_for("apps/v1", "Deployment", self.name, self.ns, ready,
+                        timeout=timeout, what=what)
+        left = max(deadline - time.monotonic(), 1.0)
+        return self.c.wait_list(
+            "v1", "Pod", self.ns,
+            lambda ps: len([p for p in ps if not p["metadata"].get("deletionTimestamp")])
+            == count and all(_pod_running(p) and p["spec"].get("nodeName") for p in ps
+                             if not p["metadata"].get("deletionTimestamp")),
+            timeout=left, what=what, label_selector=self.selector)
 
     def deploy(self, t: Subtest) -> None:
         self.c.create(self.deployment())
