@@ -183,3 +183,112 @@ def test_the_wrapper_gives_up_when_the_agent_never_marks_the_container_ready(
     r = subprocess.run(["sh", "-c", "echo never"], env=env, capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 126 and "not ready" in r.stderr
+
+
+class FakeApi:
+    """Answers the agent's REST calls from dicts; records what it writes."""
+
+    def __init__(self, objects: dict[str, list[dict[str, Any]]], mode: str | None = None
+                 ) -> None:
+        self.objects = objects
+        self.mode = mode
+        self.writes: list[tuple[str, str, Any]] = []
+
+    def request(self, method: str, path: str, body: Any = None, *,
+                content_type: str = "application/json", timeout: float = 30.0) -> Any:
+        if method != "GET":
+            self.writes.append((method, path, body))
+            return body
+        if path.endswith(f"/configmaps/{d.CONFIGMAP_NAME}"):
+            if self.mode is None:
+                raise d.ApiError(404, "not found")
+            return {"data": {"mode": self.mode}}
+        for suffix, items in self.objects.items():
+            if path.endswith(suffix):
+                return {"items": items}
+        raise d.ApiError(404, f"no {path}")
+
+
+def test_agent_writes_rules_and_views_and_leaves_foreign_exec_rules_alone(
+        tmp_path: Path) -> None:
+    g = pod("g", [{"name": "c", "resources": {"claims": [{"name": "gpu"}]}}],
+            claims={"gpu": "g-gpu"})
+    other = pod("other", [{"name": "c"}])
+    base = {"workDir": "/w", "envs": [{"name": "KAIC_LAB", "value": "x"},
+                                      {"name": "KAIC_DEVICE_DIR", "value": "/r/no-rule"}]}
+    api = FakeApi({
+        "/pods": [g, other], "/nodes": [], "/resourceslices": [SLICE],
+        "/resourceclaims": [claim("g-gpu", ("r", "gpu-3"))],
+        "/clusterexecs": [{"spec": {"execs": [{"local": base}]}}],
+        "/execs": [{"metadata": {"name": "other", "namespace": "ns"}, "spec": {}}],
+    }, mode="leak-unrequested")
+    agent = d.Agent(api, tmp_path, "lab", log=lambda m: None)  # type: ignore[arg-type]
+    agent.reconcile()
+    assert [w[1].split("?")[0] for w in api.writes] == [
+        "/apis/kwok.x-k8s.io/v1alpha1/namespaces/ns/execs/g"]
+    rule = api.writes[0][2]
+    assert rule["spec"]["execs"][0]["local"]["envs"] == [
+        {"name": "KAIC_LAB", "value": "x"},
+        {"name": "KAIC_DEVICE_DIR", "value": str(tmp_path / "pods" / "uid-g" / "c")}]
+    assert (d.container_dir(tmp_path, "uid-g", "c") / "devices").read_text() == "nvidia3\n"
+    # leak-unrequested: the pod without a grant sees the whole node
+    assert (d.container_dir(tmp_path, "uid-other", "c") / "devices").read_text().split() == [
+        "nvidia0", "nvidia1", "nvidia2", "nvidia3"]
+    assert (tmp_path / d.ALIVE_FILE).exists()
+
+
+def test_agent_gives_a_new_pod_its_rule_from_the_watch_event_at_once(tmp_path: Path) -> None:
+    api = FakeApi({})
+    agent = d.Agent(api, tmp_path, "lab", log=lambda m: None)  # type: ignore[arg-type]
+    agent._base = {"workDir": "/w"}
+    p = pod("new", [{"name": "c"}], node="")
+    agent.on_event(json_line({"type": "ADDED", "object": p}))
+    assert api.writes and api.writes[0][1].startswith(
+        "/apis/kwok.x-k8s.io/v1alpha1/namespaces/ns/execs/new?")
+    agent.on_event(json_line({"type": "MODIFIED", "object": p}))
+    assert len(api.writes) == 1
+
+
+def test_the_default_cluster_exec_gets_the_no_rule_marker(tmp_path: Path) -> None:
+    ce = {"kind": "ClusterExec", "spec": {"execs": [{"local": {"envs": [
+        {"name": "KAIC_LAB", "value": "x"}]}}]}}
+    out = d.with_no_rule_marker(ce, tmp_path)
+    assert out["spec"]["execs"][0]["local"]["envs"][-1] == {
+        "name": "KAIC_DEVICE_DIR", "value": str(tmp_path / "no-rule")}
+    assert ce["spec"]["execs"][0]["local"]["envs"] == [{"name": "KAIC_LAB", "value": "x"}]
+
+
+def test_the_wrapper_refuses_an_exec_that_matched_no_per_pod_rule(tmp_path: Path) -> None:
+    root, exec_bin = tmp_path / "devices", tmp_path / "exec-bin"
+    d.install_programs(root, exec_bin)
+    env = dict(os.environ, PATH=f"{exec_bin}:{os.environ['PATH']}",
+               KAIC_DEVICE_DIR=str(root / d.NO_RULE))
+    r = subprocess.run(["sh", "-c", "ls /dev"], env=env, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 126 and "no device view for this pod yet" in r.stderr
+
+
+def json_line(obj: Any) -> bytes:
+    import json
+
+    return json.dumps(obj).encode() + b"\n"
+
+
+def test_the_components_are_registered_with_the_leak_off_by_default() -> None:
+    from kaic.lab.component import all_components
+
+    comps = {c.name: c for c in all_components()}
+    vis, leak = comps["device-visibility"], comps["device-leak"]
+    assert vis.optional and vis.default and vis.order > comps["nodes"].order
+    assert leak.optional and not leak.default and leak.order > vis.order
+
+
+def test_kwok_resolves_exec_commands_in_exec_bin_first(tmp_path: Path) -> None:
+    from kaic.lab.components.core import Kwok
+    from kaic.lab.context import LabContext
+    from kaic.lab.options import LabOptions
+
+    ctx = LabContext(options=LabOptions(name="unit", state_dir=tmp_path), bin=tmp_path)
+    env = Kwok().env(ctx)
+    assert env is not None
+    assert env["PATH"].split(os.pathsep)[0] == str(tmp_path / "data" / "exec-bin")

@@ -187,6 +187,8 @@ def upgrade_checklist(path: Path, to: str, output: Path | None = None,
                 if isinstance(item, dict) and isinstance(item.get("id"), str):
                     old_entries.setdefault(item["id"], item)
     old_cat, new_cat = cat.load(old_v), cat.load(new_v)
+    product = path.absolute().parent.name
+    old_prefix, new_prefix = f"v{old_v}/{product}/", f"v{new_v}/{product}/"
     for items in new_doc["spec"].values():
         for item in items:
             rid = item["id"]
@@ -197,6 +199,12 @@ def upgrade_checklist(path: Path, to: str, output: Path | None = None,
             for k in ("status", "evidence", "notes"):
                 if k in old:
                     item[k] = old[k]
+            ev = item.get("evidence")
+            for i, e in enumerate(ev if isinstance(ev, list) else []):
+                # repo-root style links name the version folder; point them at the new one
+                if isinstance(e, str) and e.removeprefix("file://").startswith(old_prefix):
+                    ev[i] = type(e)(e.replace(old_prefix, new_prefix, 1))
+                    res.notes.append(f"{rid}: evidence {e} now {ev[i]}")
             res.kept.append(rid)
             if rid in old_cat and old_cat.get(rid).level != new_cat.get(rid).level:
                 res.review.append(f"{rid}: level {old_cat.get(rid).level.value} -> "

@@ -775,13 +775,16 @@ def negative_pods(acc: AcceleratorType) -> list[ProbePod]:
     ),
     permissions=(
         Permission("list", "nodes", namespaced=False),
+        Permission("list", "pods", namespaced=False),
         Permission("create", "pods"),
         Permission("get", "pods"),
         Permission("delete", "pods"),
         Permission("create", "pods", subresource="exec"),
         Permission("list", "resourceslices", "resource.k8s.io", namespaced=False),
         Permission("list", "resourceclaims", "resource.k8s.io", namespaced=False),
+        Permission("list", "deviceclasses", "resource.k8s.io", namespaced=False),
         Permission("create", "resourceclaimtemplates", "resource.k8s.io"),
+        Permission("list", "events"),
     ),
     timeout_s=900.0,
 )
@@ -896,8 +899,8 @@ def _multi_container(ctx: CheckContext, probes: Probes) -> None:
         auth = probes.probe(t, MULTI.name, "authorized")
         unauth = probes.probe(t, MULTI.name, "unauthorized")
         if unauth.count:
-            t.fail(f"pod {MULTI.name} container unauthorized (the claim is granted to "
-                   f"container authorized only) sees {unauth.count} accelerator(s): "
+            t.fail(f"pod {MULTI.name} container unauthorized (only container authorized "
+                   f"was granted an accelerator) sees {unauth.count} accelerator(s): "
                    f"{unauth.describe()}")
         t.require(auth.count == 1, f"pod {MULTI.name} container authorized was granted one "
                   f"accelerator but sees {auth.count}: {auth.describe()}")

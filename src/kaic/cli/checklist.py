@@ -52,7 +52,11 @@ def init_cmd(version: str | None, directory: Path, force: bool, **values: str | 
             version = cat.versions()[-1]
     meta = {cl.METADATA_OPTIONS[k]: v for k, v in values.items() if v is not None}
     target = cl.init_checklist(directory, version, meta, force=force)
-    click.echo(f"wrote {target} (template v{cat.normalize_version(version)})", err=True)
+    key = cat.normalize_version(version)
+    click.echo(f"wrote {target} (template v{key})", err=True)
+    if directory.absolute().parent.name != f"v{key}":
+        click.echo(f"kaic: warning: submissions live in v{key}/<product>/; the validator reads "
+                   "the version from that folder", err=True)
 
 
 def _render_text(report: cl.Report) -> None:

@@ -216,12 +216,11 @@ def _run(kubeconfig: str | None, context: str | None, version: str | None, level
     pre = preflight(cluster, plan)
     server = server or pre.server_version
     if not pre.ok:
-        err = Console(file=sys.stderr, highlight=False, no_color=not sys.stderr.isatty())
-        err.print(f"preflight: the credentials of context {cluster.context!r} lack"
-                  " these permissions:")
+        click.echo(f"preflight: the credentials of context {cluster.context!r} lack"
+                   " these permissions:", err=True)
         for m in pre.missing:
             where = f" in namespace {m.namespace}" if m.namespace else " (cluster-wide)"
-            err.print(f"  {m.requirement_id}: {m.permission}{where}")
+            click.echo(f"  {m.requirement_id}: {m.permission}{where}", err=True)
         raise PermissionDeniedError(
             f"preflight failed: {len(pre.missing)} permission(s) missing (listed above);"
             " nothing was run")

@@ -136,6 +136,18 @@ def test_upgrade_keeps_answers_drops_removed_and_adds_new(tmp_path: Path) -> Non
     assert errors == []
 
 
+def test_upgrade_points_repo_root_style_evidence_at_the_new_folder(tmp_path: Path) -> None:
+    p = write_valid(tmp_path, "1.36")
+    edit(p, lambda d: requirement(d, "gang_scheduling")["evidence"].__setitem__(
+        1, DQ("file://v1.36/acme/junit.xml#TestGangScheduling")))
+    out = tmp_path / "v1.37" / "acme" / "PRODUCT.yaml"
+    res = upgrade_checklist(p, "1.37", output=out)
+    ev = list(requirement(yamlio.load_file(out).doc, "gang_scheduling")["evidence"])
+    assert ev[1] == "file://v1.37/acme/junit.xml#TestGangScheduling"
+    assert '"file://v1.37/acme/junit.xml#TestGangScheduling"' in out.read_text()
+    assert any("now file://v1.37/acme/junit.xml" in n for n in res.notes)
+
+
 def test_upgrade_in_place_keeps_a_backup_and_flags_level_changes(tmp_path: Path) -> None:
     p = write_valid(tmp_path, "1.33")
     before = p.read_bytes()

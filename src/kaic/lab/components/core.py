@@ -6,6 +6,7 @@ Owns: their flags and readiness probes. Must not create workload objects.
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 from kaic.lab.binaries import load_manifests, module_dir
@@ -19,6 +20,8 @@ KWOK_CRDS = ("Stage", "Exec", "ClusterExec", "PortForward", "ClusterPortForward"
              "ClusterLogs", "Attach", "ClusterAttach", "Metric", "ResourceUsage",
              "ClusterResourceUsage")
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+EXEC_BIN = "exec-bin"
+"""Data directory put first on kwok's PATH (see ``Kwok.env``)."""
 COMPLETE_AFTER_ANNOTATION = "kaic.io/complete-after"
 """On a pod owned by a Job: how long it stays Running before it Succeeds (e.g. ``30s``)."""
 
@@ -71,7 +74,7 @@ class KubeApiserver(ProcessComponent):
             f"--cert-dir={ctx.dir('kube-apiserver')}",
             f"--tls-cert-file={p.apiserver_crt}", f"--tls-private-key-file={p.apiserver_key}",
             f"--client-ca-file={p.ca_crt}",
-            "--authorization-mode=Node,RBAC", "--allow-privileged=true",
+            f"--authorization-mode={authorization_modes(ctx)}", "--allow-privileged=true",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={p.sa_pub}",
             f"--service-account-signing-key-file={p.sa_key}",
@@ -87,10 +90,25 @@ class KubeApiserver(ProcessComponent):
             f"--proxy-client-key-file={p.front_proxy_client_key}",
             "--enable-aggregator-routing=false",
             "--profiling=false", "--v=1",
+            *dra_api_flags(ctx),
         ]
 
     def ready(self, ctx: LabContext) -> bool:
         return bool(ctx.request("GET", "/readyz", timeout=3) == "ok")
+
+
+def authorization_modes(ctx: LabContext) -> str:
+    """Node,RBAC; only RBAC without the DRA API, since the Node authorizer's graph waits
+    for ResourceSlices (and the lab's kwok nodes use no node credentials)."""
+    return "RBAC" if "dra-api" in ctx.options.without else "Node,RBAC"
+
+
+def dra_api_flags(ctx: LabContext) -> list[str]:
+    """Turn the DRA API groups off when the lab is started ``--without dra-api``."""
+    if "dra-api" not in ctx.options.without:
+        return []
+    return ["--runtime-config=resource.k8s.io/v1=false,resource.k8s.io/v1beta1=false,"
+            "resource.k8s.io/v1beta2=false"]
 
 
 class _Controller(ProcessComponent):
@@ -222,6 +240,13 @@ class Kwok(ProcessComponent):
                 f"--server-address=127.0.0.1:{port}", f"--cidr={ctx.options.pod_cidr}",
                 "--node-lease-duration-seconds=40",
                 f"--enable-crds={','.join(KWOK_CRDS)}"]
+
+    def env(self, ctx: LabContext) -> dict[str, str]:
+        # NOTE: kwok resolves argv[0] of `kubectl exec` commands with its own PATH;
+        # components put programs into exec-bin to stand in for them (e.g. the `sh` of
+        # simulated device visibility, docs/lab.md).
+        path = os.environ.get("PATH", os.defpath)
+        return {"PATH": f"{ctx.dir(EXEC_BIN)}{os.pathsep}{path}"}
 
     def ready(self, ctx: LabContext) -> bool:
         return probe(f"http://127.0.0.1:{ctx.port('kwok')}/healthz")

@@ -15,6 +15,17 @@ from kaic.lab.component import Component, register
 from kaic.lab.components.core import wait_established
 from kaic.lab.context import LabContext
 
+SOURCE_ANNOTATION = "kaic.io/lab-source"
+
+
+def applied_from(ctx: LabContext, stamp: str) -> set[str]:
+    """Names of the CRDs in the lab whose source annotation is ``stamp``."""
+    items = ctx.request(
+        "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        accept="application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1")
+    return {c["metadata"]["name"] for c in items.get("items") or []
+            if (c["metadata"].get("annotations") or {}).get(SOURCE_ANNOTATION) == stamp}
+
 
 class CrdSet(Component):
     """CRDs (and companion objects) read from a Go module's source tree."""
@@ -37,11 +48,19 @@ class CrdSet(Component):
 
     def start(self, ctx: LabContext) -> None:
         docs = self.documents(ctx)
-        names = [d["metadata"]["name"] for d in docs if d.get("kind") == "CustomResourceDefinition"]
         if not docs:
             raise RuntimeError(f"no manifests found for {self.name} in {self.module}"
                                f"@{self.version}")
-        ctx.apply(docs)
+        names = [d["metadata"]["name"] for d in docs
+                 if d.get("kind") == "CustomResourceDefinition"]
+        stamp = f"{self.module}@{self.version}"
+        for d in docs:
+            d.setdefault("metadata", {}).setdefault("annotations", {})[SOURCE_ANNOTATION] = stamp
+        # On a running lab, objects already applied from the same module version are
+        # left alone (re-applying megabytes of CRD schema costs seconds).
+        present = applied_from(ctx, stamp)
+        ctx.apply([d for d in docs if not (d.get("kind") == "CustomResourceDefinition"
+                                           and d["metadata"]["name"] in present)])
         wait_established(ctx, names)
 
     def healthy(self, ctx: LabContext) -> bool:

@@ -1,0 +1,155 @@
+"""The lab's stand-in for one container program: ``agnhost porter``, served at the pod's IP.
+
+kwok runs no containers. For pods whose container runs
+``registry.k8s.io/e2e-test-images/agnhost`` with the ``porter`` subcommand (as the
+ai_service_metrics sample workload does), this process does what that container would
+do: for each ``SERVE_PORT_<N>`` environment variable with a literal value it serves the
+value over HTTP on ``<pod IP>:<N>``. The lab's kwok hands out pod IPs inside
+127.0.0.0/8, so the listeners are loopback addresses, and a Prometheus that discovers
+the pod through the apiserver can scrape it exactly as it would in a real cluster.
+
+Owns: the pod watch loop (plain HTTPS polling of the lab's apiserver as the admin) and the
+listeners. Must never bind to or dial anything but loopback: pods whose IP is not in
+127.0.0.0/8 are ignored, and the apiserver address must be loopback too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import ssl
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+PORT_PREFIXES = ("SERVE_PORT_", "SERVE_TCP_PORT_")
+
+Key = tuple[str, str, int]  # (pod uid, ip, port)
+
+
+def porter_ports(pod: dict[str, Any]) -> dict[int, str]:
+    """``{port: body}`` that agnhost porter in ``pod`` would serve (empty if not porter)."""
+    out: dict[int, str] = {}
+    for c in pod.get("spec", {}).get("containers") or []:
+        image = str(c.get("image", ""))
+        argv = [*(c.get("command") or []), *(c.get("args") or [])]
+        if "agnhost" not in image.rsplit("/", 1)[-1] or "porter" not in argv:
+            continue
+        for env in c.get("env") or []:
+            name, value = str(env.get("name", "")), env.get("value")
+            for prefix in PORT_PREFIXES:
+                if name.startswith(prefix) and name[len(prefix):].isdigit() and value is not None:
+                    out[int(name[len(prefix):])] = str(value)
+    return out
+
+
+def loopback_ip(pod: dict[str, Any]) -> str | None:
+    ip = pod.get("status", {}).get("podIP")
+    if not ip:
+        return None
+    try:
+        return ip if ipaddress.ip_address(ip).is_loopback else None
+    except ValueError:
+        return None
+
+
+def _server(ip: str, port: int, body: str) -> ThreadingHTTPServer:
+    data = body.encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    srv = ThreadingHTTPServer((ip, port), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+class Porter:
+    """Keeps one listener per (running porter pod, port) and nothing else."""
+
+    def __init__(self) -> None:
+        self.servers: dict[Key, ThreadingHTTPServer] = {}
+
+    def sync(self, pods: Sequence[dict[str, Any]]) -> None:
+        wanted: dict[Key, str] = {}
+        names: dict[Key, str] = {}
+        for pod in pods:
+            if pod.get("status", {}).get("phase") != "Running" or pod.get("metadata", {}).get(
+                    "deletionTimestamp"):
+                continue
+            ip = loopback_ip(pod)
+            if ip is None:
+                continue
+            md = pod.get("metadata", {})
+            for port, body in porter_ports(pod).items():
+                key = (str(md.get("uid", "")), ip, port)
+                wanted[key] = body
+                names[key] = f"{md.get('namespace')}/{md.get('name')}"
+        for key in [k for k in self.servers if k not in wanted]:
+            self.servers.pop(key).shutdown()
+            print(f"stopped {key[1]}:{key[2]}", flush=True)
+        for key, body in wanted.items():
+            if key in self.servers:
+                continue
+            try:
+                self.servers[key] = _server(key[1], key[2], body)
+                print(f"serving {names[key]} on {key[1]}:{key[2]}", flush=True)
+            except OSError as e:
+                print(f"cannot serve {names[key]} on {key[1]}:{key[2]}: {e}", flush=True)
+
+    def close(self) -> None:
+        for srv in self.servers.values():
+            srv.shutdown()
+        self.servers.clear()
+
+
+def _client(server: str, ca: Path, cert: Path, key: Path) -> urllib.request.OpenerDirector:
+    host = urllib.parse.urlsplit(server).hostname or ""
+    if not ipaddress.ip_address(host).is_loopback:
+        raise SystemExit(f"kaic.lab.porter: apiserver {server} is not on loopback")
+    ctx = ssl.create_default_context(cafile=str(ca))
+    ctx.load_cert_chain(str(cert), str(key))
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                       urllib.request.HTTPSHandler(context=ctx))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m kaic.lab.porter",
+                                 description="serve agnhost-porter pods at their loopback IPs")
+    ap.add_argument("--server", required=True, help="https://127.0.0.1:PORT of the apiserver")
+    ap.add_argument("--ca", type=Path, required=True)
+    ap.add_argument("--cert", type=Path, required=True)
+    ap.add_argument("--key", type=Path, required=True)
+    ap.add_argument("--interval", type=float, default=0.5)
+    a = ap.parse_args(argv)
+    opener = _client(a.server, a.ca, a.cert, a.key)
+    porter = Porter()
+    print("porter simulator running", flush=True)
+    while True:
+        try:
+            with opener.open(a.server + "/api/v1/pods?fieldSelector=status.phase%3DRunning",
+                             timeout=10) as r:
+                pods = json.loads(r.read()).get("items") or []
+            porter.sync(pods)
+        except (OSError, ValueError) as e:
+            print(f"listing pods failed: {e}", flush=True)
+        time.sleep(a.interval)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,150 @@
+"""accelerator_metrics and ai_service_metrics on the lab, through the real cluster adapter.
+
+accelerator_metrics: the lab's simulated DCGM exporter (component ``dcgm-exporter``) is
+found and scraped by port-forward through the apiserver and kwok; PASS, and FAIL naming
+the GPU when the exporter leaves out one GPU's memory series.
+
+ai_service_metrics: a real Prometheus (component ``prometheus``, built from its Go
+module) discovers the sample pod through the apiserver and scrapes it at its loopback
+pod IP (served by the ``porter`` component); PASS, and FAIL when Prometheus collects
+nothing or when the lab has no monitoring system at all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from kaic import catalog
+from kaic.checks import load_builtin_checks
+from kaic.checks.base import CheckContext, run_check
+from kaic.cluster.client import connect
+from kaic.lab import dcgm
+from kaic.lab import prometheus as prom
+from kaic.model import CheckResult, Outcome
+
+try:
+    from kaic.lab import Lab
+    from kaic.lab.components.metrics import dcgm_fault_file, set_prometheus_scraping
+    from kaic.lab.components.nodes import gpu_uuid
+except ImportError:  # pragma: no cover - the lab package without its cluster code
+    pytest.skip("kaic.lab.Lab is not available", allow_module_level=True)
+
+pytestmark = pytest.mark.lab
+
+
+def run(lab: Lab, requirement: str, timeout: float = 240, **options: str) -> CheckResult:
+    """Run one check like ``kaic run`` would: its own namespace, the real adapter."""
+    cluster = connect(str(lab.kubeconfig))
+    ns = f"kaic-obs-{uuid.uuid4().hex[:6]}"
+    cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    spec = load_builtin_checks().find(requirement, "1.36")
+    assert spec is not None
+    ctx = CheckContext(cluster=cluster, requirement=catalog.load("1.36").get(requirement),
+                       spec=spec, catalog_version="1.36", run_id=f"lab-{ns}", namespace=ns,
+                       options=options, timeout_s=timeout)
+    try:
+        return run_check(ctx)
+    finally:
+        cluster.delete("v1", "Namespace", ns)
+
+
+def sub(result: CheckResult, name: str) -> Any:
+    return next(s for s in result.subresults if s.name == name)
+
+
+# -- accelerator_metrics -------------------------------------------------------------------
+
+@pytest.fixture
+def dcgm_faults(lab: Lab) -> Iterator[Any]:
+    path = dcgm_fault_file(lab.ctx)
+    yield lambda *gpus: dcgm.write_faults(path, omit_memory=gpus)
+    dcgm.write_faults(path)
+
+
+def test_accelerator_metrics_passes_with_the_simulated_dcgm_exporter(lab: Lab) -> None:
+    result = run(lab, "accelerator_metrics")
+    assert result.outcome is Outcome.PASS, result.reason
+    expected = lab.options.nodes * lab.options.gpus_per_node
+    assert f"all {expected} accelerators" in " ".join(
+        sub(result, "PerAcceleratorMemoryMetric").log)
+    endpoints = next(e for e in result.evidence if e.name == "endpoints.txt").content
+    assert "gpu-operator/nvidia-dcgm-exporter-kaic-gpu-0:9400/metrics" in endpoints
+
+
+def test_accelerator_metrics_fails_naming_the_gpu_without_memory_metrics(
+        lab: Lab, dcgm_faults: Any) -> None:
+    dcgm_faults("kaic-gpu-1/3")
+    result = run(lab, "accelerator_metrics")
+    assert result.outcome is Outcome.FAIL
+    mem = sub(result, "PerAcceleratorMemoryMetric")
+    total = lab.options.nodes * lab.options.gpus_per_node
+    assert f"1 of {total} accelerators have none" in mem.reason
+    assert "kaic-gpu-1/" in mem.reason and "index 3" in mem.reason
+    if lab.options.dra:
+        assert gpu_uuid(lab.name, "kaic-gpu-1", 3) in mem.reason
+    assert sub(result, "PerAcceleratorUtilizationMetric").outcome is Outcome.PASS
+
+
+# -- ai_service_metrics ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def prometheus_lab(lab_factory: Any) -> Lab:
+    if not prom.binary().exists():
+        pytest.skip(f"Prometheus is not built ({prom.binary()}); run "
+                    "`bash lab/extras/prometheus.sh`")
+    lab: Lab = lab_factory(accelerators="device-plugin", nodes=1, cpu_nodes=1,
+                           gpus_per_node=2, with_={"prometheus"})
+    return lab
+
+
+def _prom_api(lab: Lab, path: str) -> Any:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    url = f"http://127.0.0.1:{lab.ctx.port('prometheus')}{path}"
+    with opener.open(url, timeout=10) as r:
+        return json.loads(r.read())["data"]
+
+
+def test_ai_service_metrics_passes_with_the_lab_prometheus(prometheus_lab: Lab) -> None:
+    result = run(prometheus_lab, "ai_service_metrics")
+    assert result.outcome is Outcome.PASS, result.reason
+    log = " ".join(sub(result, "DetectMonitoringSystem").log)
+    assert "Prometheus server monitoring/prometheus-0" in log and "3.16.0" in log
+    ev = json.loads(next(e for e in result.evidence if e.name == "query-results.json").content)
+    assert ev["expected"] == ev["queried"]
+
+
+def test_lab_prometheus_scrapes_only_loopback_targets(prometheus_lab: Lab) -> None:
+    run(prometheus_lab, "ai_service_metrics")  # leaves at least one target behind in SD
+    data = _prom_api(prometheus_lab, "/api/v1/targets?state=any")
+    for t in data["activeTargets"]:
+        host = urllib.parse.urlsplit(t["scrapeUrl"]).hostname
+        assert host and ipaddress.ip_address(host).is_loopback, t["scrapeUrl"]
+    cfg = _prom_api(prometheus_lab, "/api/v1/status/config")["yaml"]
+    assert prom.LOOPBACK_ADDRESS in cfg
+
+
+def test_ai_service_metrics_fails_when_prometheus_collects_nothing(
+        prometheus_lab: Lab) -> None:
+    set_prometheus_scraping(prometheus_lab.ctx, False)
+    try:
+        result = run(prometheus_lab, "ai_service_metrics", **{"service-metrics-timeout": "10"})
+    finally:
+        set_prometheus_scraping(prometheus_lab.ctx, True)
+    assert result.outcome is Outcome.FAIL
+    reason = sub(result, "MetricsCollected").reason
+    assert "not collected within 10s" in reason and "no active scrape target" in reason
+
+
+def test_ai_service_metrics_fails_on_a_lab_without_a_monitoring_system(lab: Lab) -> None:
+    assert "prometheus" not in lab.ctx.enabled
+    result = run(lab, "ai_service_metrics")
+    assert result.outcome is Outcome.FAIL
+    assert "no monitoring system found" in sub(result, "DetectMonitoringSystem").reason

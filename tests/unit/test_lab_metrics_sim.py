@@ -1,0 +1,140 @@
+"""The lab's simulated DCGM exporter text, the porter stand-in and the Prometheus config."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from kaic.lab import dcgm, porter, prometheus
+
+GPUS = [dcgm.Gpu(i, f"GPU-0000000{i}-aaaa-bbbb-cccc-dddddddddddd") for i in range(4)]
+
+
+def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+    # NOTE: the parser adds ``_total`` to counter samples; report names as exposed.
+    return [(fam.name if fam.type == "counter" and f"{fam.name}_total" not in text else s.name,
+             dict(s.labels), s.value)
+            for fam in text_string_to_metric_families(text) for s in fam.samples]
+
+
+def test_dcgm_text_parses_and_has_every_field_for_every_gpu() -> None:
+    samples = _samples(dcgm.render("kaic-gpu-0", GPUS, now=1000.0))
+    names = {n for n, _, _ in samples}
+    for field in ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE",
+                  "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_POWER_USAGE",
+                  "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL"):
+        assert field in names
+        gpus = {lbl["gpu"] for n, lbl, _ in samples if n == field}
+        assert gpus == {"0", "1", "2", "3"}
+
+
+def test_dcgm_labels_are_those_of_dcgm_exporter() -> None:
+    samples = _samples(dcgm.render("kaic-gpu-1", GPUS[:1], now=0.0))
+    _, labels, _ = next(s for s in samples if s[0] == "DCGM_FI_DEV_GPU_UTIL")
+    assert labels["gpu"] == "0"
+    assert labels["UUID"] == GPUS[0].uuid
+    assert labels["device"] == "nvidia0"
+    assert labels["Hostname"] == "kaic-gpu-1"
+    assert labels["modelName"] == "NVIDIA H100 80GB HBM3"
+    assert re.fullmatch(r"[0-9A-F]{8}:[0-9A-F]{2}:00\.0", labels["pci_bus_id"])
+
+
+def test_dcgm_memory_adds_up_to_the_card_and_utilization_is_a_percentage() -> None:
+    for now in (0.0, 17.0, 123.5):
+        samples = _samples(dcgm.render("n", GPUS, now=now))
+        for g in GPUS:
+            get = {n: v for n, lbl, v in samples if lbl["gpu"] == str(g.index)}
+            assert get["DCGM_FI_DEV_FB_USED"] + get["DCGM_FI_DEV_FB_FREE"] \
+                + get["DCGM_FI_DEV_FB_RESERVED"] == dcgm.FB_TOTAL_MIB
+            assert 0 <= get["DCGM_FI_DEV_GPU_UTIL"] <= 100
+
+
+def test_dcgm_fault_omits_memory_of_exactly_one_gpu(tmp_path: Path) -> None:
+    faults = tmp_path / "faults.json"
+    dcgm.write_faults(faults, omit_memory=["n/2"])
+    samples = _samples(dcgm.render("n", GPUS, faults=dcgm.Faults.load(faults)))
+    used = {lbl["gpu"] for n, lbl, _ in samples if n == "DCGM_FI_DEV_FB_USED"}
+    util = {lbl["gpu"] for n, lbl, _ in samples if n == "DCGM_FI_DEV_GPU_UTIL"}
+    assert used == {"0", "1", "3"}
+    assert util == {"0", "1", "2", "3"}
+    other = _samples(dcgm.render("m", GPUS, faults=dcgm.Faults.load(faults)))
+    assert {lbl["gpu"] for n, lbl, _ in other if n == "DCGM_FI_DEV_FB_USED"} == {
+        "0", "1", "2", "3"}
+    dcgm.write_faults(faults)
+    assert dcgm.Faults.load(faults) == dcgm.Faults()
+
+
+def test_dcgm_server_serves_on_loopback_only() -> None:
+    with pytest.raises(SystemExit, match="non-loopback"):
+        dcgm.serve("n", GPUS, "0.0.0.0", 0, None)
+
+
+def _porter_pod(ip: str = "127.70.0.5", image: str = "registry.k8s.io/e2e-test-images/"
+                "agnhost:2.53", args: tuple[str, ...] = ("porter",)) -> dict[str, object]:
+    return {"metadata": {"uid": "u1", "namespace": "ns", "name": "p"},
+            "spec": {"containers": [{"image": image, "args": list(args), "env": [
+                {"name": "SERVE_PORT_18080", "value": "hello 1\n"},
+                {"name": "OTHER", "value": "x"}]}]},
+            "status": {"phase": "Running", "podIP": ip}}
+
+
+def test_porter_reads_serve_port_variables_of_agnhost_porter_only() -> None:
+    assert porter.porter_ports(_porter_pod()) == {18080: "hello 1\n"}
+    assert porter.porter_ports(_porter_pod(args=("netexec",))) == {}
+    assert porter.porter_ports(_porter_pod(image="busybox")) == {}
+
+
+def test_porter_ignores_pods_whose_ip_is_not_loopback() -> None:
+    p = porter.Porter()
+    try:
+        p.sync([_porter_pod(ip="10.0.0.5")])  # type: ignore[list-item]
+        assert p.servers == {}
+    finally:
+        p.close()
+
+
+def test_porter_serves_the_value_at_the_pod_ip_and_stops_when_the_pod_goes() -> None:
+    p = porter.Porter()
+    pod = _porter_pod(ip="127.0.0.1")
+    pod["spec"]["containers"][0]["env"][0]["name"] = "SERVE_PORT_0"  # type: ignore[index]
+    try:
+        # port 0 is not how porter is used, so pick a free one the way the pod would
+        import socket
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        pod["spec"]["containers"][0]["env"][0]["name"] = f"SERVE_PORT_{port}"  # type: ignore[index]
+        p.sync([pod])  # type: ignore[list-item]
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            assert r.read() == b"hello 1\n"
+            assert r.headers["Content-Type"].startswith("text/plain")
+        p.sync([])
+        assert p.servers == {}
+    finally:
+        p.close()
+
+
+def test_prometheus_config_keeps_only_loopback_targets_as_its_last_address_step() -> None:
+    cfg = prometheus.config(Path("/x/kubeconfig"))
+    job = cfg["scrape_configs"][0]  # type: ignore[index]
+    assert job["kubernetes_sd_configs"] == [{"role": "pod", "kubeconfig_file": "/x/kubeconfig"}]
+    steps = job["relabel_configs"]
+    addr = [i for i, s in enumerate(steps) if "__address__" in (s.get("source_labels") or [])
+            or s.get("target_label") == "__address__"]
+    last = steps[addr[-1]]
+    assert last["action"] == "keep" and last["source_labels"] == ["__address__"]
+    rx = re.compile(f"^(?:{last['regex']})$")  # Prometheus anchors relabel regexes
+    assert rx.match("127.70.0.5:8080") and rx.match("127.0.0.1:9400")
+    for bad in ("10.0.0.5:8080", "192.168.1.1:80", "1127.0.0.1:80", "127.0.0.1", "[::1]:80",
+                "172.16.0.1:8080", "example.com:80"):
+        assert not rx.match(bad), bad
+
+
+def test_prometheus_fault_config_collects_nothing() -> None:
+    assert prometheus.config(Path("k"), scrape_pods=False)["scrape_configs"] == []
