@@ -216,6 +216,8 @@ class _ClusterAutoscaling:
                 return
             with ctx.subtest("ScaleUp") as t:
                 self.scale_up(t)
+            if not self.new_node:
+                return
             with ctx.subtest("ScaleDown") as t:
                 self.scale_down(t)
         finally:
