@@ -58,6 +58,8 @@ class Operator:
     valid: Callable[[CheckContext, str], list[Step]] | None = None
     """Objects to create in order, each with the status its controller must reach."""
     api_version: str = ""
+    delete_order: tuple[str, ...] = ()
+    """Kinds in the order their objects are deleted (default: reverse creation)."""
 
 
 def _meta(ctx: CheckContext, name: str, namespace: str | None) -> dict[str, Any]:
@@ -68,7 +70,8 @@ def _meta(ctx: CheckContext, name: str, namespace: str | None) -> dict[str, Any]
 
 
 def _suffix(ctx: CheckContext) -> str:
-    return ctx.run_id[:8].lower()
+    """A short, DNS-safe tail of the run id (cluster-scoped names must not collide)."""
+    return "".join(c for c in ctx.run_id.lower() if c.isalnum())[-8:]
 
 
 # -- Kueue ----------------------------------------------------------------------------------
@@ -169,7 +172,9 @@ OPERATORS: tuple[Operator, ...] = (
              ("clusterqueues.kueue.x-k8s.io", "localqueues.kueue.x-k8s.io",
               "resourceflavors.kueue.x-k8s.io", "workloads.kueue.x-k8s.io"),
              ((None, "app.kubernetes.io/name=kueue,control-plane=controller-manager"),),
-             ("c1f6bfd2.kueue.x-k8s.io",), _kueue_invalid, _kueue_valid, KUEUE_API),
+             ("c1f6bfd2.kueue.x-k8s.io",), _kueue_invalid, _kueue_valid, KUEUE_API,
+             # NOTE: a ResourceFlavor in use keeps its finalizer until its ClusterQueue is gone.
+             ("LocalQueue", "ClusterQueue", "ResourceFlavor")),
     Operator("jobset", "JobSet", "jobset.x-k8s.io", ("jobsets.jobset.x-k8s.io",),
              ((None, "app.kubernetes.io/name=jobset,control-plane=controller-manager"),),
              ("6d4f6a47.jobset.x-k8s.io",), _jobset_invalid, _jobset_valid, JOBSET_API),
@@ -428,7 +433,8 @@ def _reconciles(ctx: CheckContext, op: Operator, waits: Waits) -> None:
                 ctx.evidence(f"reconciled-{len(waits.entries)}-{obj['kind'].lower()}.json",
                              dump(final), "application/json")
         finally:
-            for obj in reversed(created):
+            order = {kind: i for i, kind in enumerate(op.delete_order)}
+            for obj in sorted(reversed(created), key=lambda o: order.get(o["kind"], -1)):
                 _delete_quietly(ctx, obj)
 
 

@@ -1,0 +1,114 @@
+"""gang_scheduling and robust_controller on the lab, against the real Kueue controller
+(``--with kueue-controller``, built by ``lab/extras/kueue.sh``).
+
+* gang_scheduling PASSes with Kueue and FAILs on the default lab, which has Kueue's CRDs
+  but no gang-scheduling controller.
+* robust_controller PASSes with Kueue running and FAILs once Kueue's process is stopped
+  while its webhook configurations stay registered (the webhook is down).
+
+``KAIC_TEST_KUEUE_LAB=NAME`` reuses a running ``kaic lab up --name NAME --with
+kueue-controller`` for the Kueue lab.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from kaic import catalog
+from kaic.checks import load_builtin_checks
+from kaic.checks.base import CheckContext, run_check
+from kaic.cluster.client import connect
+from kaic.lab import Lab, proc
+from kaic.lab.components import kueue
+from kaic.model import CheckResult, Outcome
+
+pytestmark = pytest.mark.lab
+
+
+def run(lab: Lab, requirement: str, **options: str) -> CheckResult:
+    """Run a check like ``kaic run`` would: its own namespace, the real adapter."""
+    cluster = connect(str(lab.kubeconfig))
+    ns = f"kaic-{requirement.replace('_', '-')[:20]}-{uuid.uuid4().hex[:6]}"
+    cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    spec = load_builtin_checks().find(requirement, "1.36")
+    assert spec is not None
+    ctx = CheckContext(cluster=cluster, requirement=catalog.load("1.36").get(requirement),
+                       spec=spec, catalog_version="1.36", run_id=f"lab-{ns}", namespace=ns,
+                       options=options, timeout_s=300)
+    try:
+        return run_check(ctx)
+    finally:
+        cluster.delete("v1", "Namespace", ns)
+
+
+def sub(result: CheckResult, name: str) -> Any:
+    return next(s for s in result.subresults if s.name == name)
+
+
+@pytest.fixture(scope="module")
+def kueue_lab(lab_factory: Any) -> Lab:
+    reuse = os.environ.get("KAIC_TEST_KUEUE_LAB")
+    if reuse:
+        existing = Lab.load(reuse)
+        existing.up()
+        return existing
+    if not os.access(kueue.binary(os.environ.get("KAIC_KUBE_VERSION", "v1.36.2")), os.X_OK):
+        pytest.skip("the Kueue controller is not built (run lab/extras/kueue.sh)")
+    lab: Lab = lab_factory(with_={"kueue-controller"})
+    return lab
+
+
+@pytest.fixture
+def kueue_stopped(kueue_lab: Lab) -> Iterator[Lab]:
+    """The Kueue lab with Kueue's process stopped (webhook configurations stay), then
+    restarted."""
+    assert proc.stop(kueue_lab.ctx.pid_path("kueue-controller"))
+    try:
+        yield kueue_lab
+    finally:
+        kueue_lab.up()
+
+
+def test_gang_scheduling_passes_with_the_real_kueue(kueue_lab: Lab) -> None:
+    result = run(kueue_lab, "gang_scheduling", **{"gang-negative-window": "10"})
+    assert result.outcome is Outcome.PASS, result.reason
+    assert [s.name for s in result.subresults] == [
+        "PositiveGangScheduling", "NegativeGangScheduling", "Cleanup"]
+    log = "\n".join(result.log)
+    assert "testing gang scheduling with Kueue" in log
+    assert "admitted with pod counts [2]" in log
+    assert "2 of 2 pods were seen Running at the same time" in log
+    assert "insufficient quota" in log  # Kueue itself said why the big gang waits
+
+
+def test_gang_scheduling_fails_on_a_lab_without_a_gang_controller(lab: Lab) -> None:
+    result = run(lab, "gang_scheduling", **{"gang-lease-window": "3"})
+    assert result.outcome is Outcome.FAIL
+    assert result.reason.startswith("no gang-scheduling solution is running")
+    assert "Kueue: installed, controller not running" in result.reason
+
+
+def test_robust_controller_passes_with_the_real_kueue(kueue_lab: Lab) -> None:
+    result = run(kueue_lab, "robust_controller")
+    assert result.outcome is Outcome.PASS, result.reason
+    log = "\n".join(result.log)
+    assert 'admission webhook "vclusterqueue.kb.io" denied the request' in log
+    assert "Active=False/FlavorNotFound" in log
+    evidence = {e.name: e.content for e in result.evidence}
+    assert '"version": "v0.19.2"' in evidence["operator.json"]
+
+
+def test_robust_controller_fails_when_the_kueue_webhook_is_down(kueue_stopped: Lab) -> None:
+    result = run(kueue_stopped, "robust_controller", **{"operator-lease-window": "20",
+                                                        "operator-reconcile-timeout": "10"})
+    assert result.outcome is Outcome.FAIL
+    webhook = sub(result, "WebhookRejectsInvalidCR")
+    assert webhook.outcome is Outcome.FAIL
+    assert "could not call the webhook" in webhook.reason
+    assert "clusterqueue.kb.io" in webhook.reason and "connection refused" in webhook.reason
+    assert sub(result, "OperatorPodsRunning").outcome is Outcome.FAIL
