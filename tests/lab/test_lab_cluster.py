@@ -341,3 +341,6 @@ def test_cli_status_and_logs_describe_the_running_lab(lab: Lab) -> None:
     r = subprocess.run([*base, "logs", "no-such-thing", *where], capture_output=True,
                        text=True, check=False)
     assert r.returncode == 2 and r.stderr.startswith("kaic: error: ")
+    r = subprocess.run([*base, "kubectl", *where, "get", "nodes", "-o", "name"],
+                       capture_output=True, text=True, check=True)
+    assert "node/kaic-gpu-0" in r.stdout.split()
