@@ -9,6 +9,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 K8S=${1:-${KAIC_KUBE_VERSION:-v1.36.2}}
 KWOK_VERSION=${KAIC_KWOK_VERSION:-v0.8.0}
+KWOK_K8S_MINOR=36   # kwok v0.8.0 is built on k8s.io/* v0.36
 CACHE=${KAIC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kaic}
 OUT="$CACHE/k8s-$K8S/bin"
 SRC="$CACHE/k8s-$K8S/src"
@@ -50,7 +51,11 @@ else
     "k8s.io/kubernetes/cmd/kubectl@$K8S"
   etcd=$(go list -m -f '{{.Version}}' go.etcd.io/etcd/client/v3)
   go get -tool "go.etcd.io/etcd/server/v3@$etcd"
-  go get -tool "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  # kwok shares the wrapper (and its compile cache) when it needs no newer k8s.io
+  # libraries than this version; otherwise it is built from its own module below.
+  if [ "$minor" -ge "$KWOK_K8S_MINOR" ]; then
+    go get -tool "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  fi
 fi
 
 LD="-s -w"
@@ -60,6 +65,11 @@ done
 LD="$LD -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
 start=$(date +%s)
 GOBIN="$OUT" go install -trimpath -ldflags "$LD" tool
-[ -x "$OUT/server" ] && mv "$OUT/server" "$OUT/etcd"
+if [ -x "$OUT/server" ]; then mv "$OUT/server" "$OUT/etcd"; fi
+if [ ! -x "$OUT/kwok" ]; then
+  GOFLAGS=-buildvcs=false GOBIN="$OUT" go install -trimpath \
+    -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
+    "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+fi
 echo "built lab binaries for $K8S in $(( $(date +%s) - start ))s into $OUT"
 "$OUT/kube-apiserver" --version

@@ -324,3 +324,23 @@ def test_up_is_idempotent_and_down_leaves_no_process_port_or_file(
             assert not lab_proc.alive(p), name
     for port in ports.values():
         assert not lab_proc.port_in_use(port), port
+
+
+def test_cli_status_and_logs_describe_the_running_lab(lab: Lab) -> None:
+    base = [sys.executable, "-m", "kaic", "lab"]
+    where = ["--name", lab.name, "--state-dir", str(lab.options.state)]
+    r = subprocess.run([*base, "status", *where, "-o", "json"], capture_output=True,
+                       text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    status = json.loads(r.stdout)
+    assert status["ready"] and status["version"] == lab.options.version
+    assert status["server"] == lab.server
+    r = subprocess.run([*base, "logs", "kube-apiserver", *where, "-n", "3"],
+                       capture_output=True, text=True, check=True)
+    assert 0 < len(r.stdout.splitlines()) <= 3
+    r = subprocess.run([*base, "logs", "no-such-thing", *where], capture_output=True,
+                       text=True, check=False)
+    assert r.returncode == 2 and r.stderr.startswith("kaic: error: ")
+    r = subprocess.run([*base, "kubectl", *where, "get", "nodes", "-o", "name"],
+                       capture_output=True, text=True, check=True)
+    assert "node/kaic-gpu-0" in r.stdout.split()

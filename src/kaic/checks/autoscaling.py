@@ -216,6 +216,8 @@ class _ClusterAutoscaling:
                 return
             with ctx.subtest("ScaleUp") as t:
                 self.scale_up(t)
+            if not self.new_node:
+                return
             with ctx.subtest("ScaleDown") as t:
                 self.scale_down(t)
         finally:
@@ -247,25 +249,26 @@ class _ClusterAutoscaling:
         t.log(f"baseline: {len(self.baseline)} node(s): {', '.join(self.baseline)}")
 
     def _wait_stable(self, timeout: float, ok: Callable[[KubeList], bool]) -> KubeList | None:
-        """The pool once it kept the same set of nodes (all ``ok``) for the window."""
-        since: float | None = None
-        last: list[str] | None = None
-        current: KubeList = []
-        for current in self.c.watch_list("v1", "Node", None, timeout=timeout,
-                                         label_selector=self.selector):
-            names = self.names(current)
-            now = time.monotonic()
-            if not ok(current):
-                since, last = None, None
-                continue
-            if names != last:
-                since, last = now, names
-            if since is not None and now - since >= self.window:
+        """The pool once it kept the same set of nodes (all ``ok``) for a whole window
+        (one watch per window, restarted after every change)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left < self.window:
+                return None
+            first: list[str] | None = None
+            current: KubeList = []
+            steady = True
+            for current in self.c.watch_list("v1", "Node", None, timeout=self.window,
+                                             label_selector=self.selector):
+                if first is None:
+                    first = self.names(current)
+                if self.names(current) != first or not ok(current):
+                    steady = False
+                    break
+            if steady and first is not None:
                 return current
-        if last is not None and since is not None and \
-                time.monotonic() - since >= self.window and ok(current):
-            return current
-        return None
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
     def pin_baseline(self, t: Subtest) -> None:
         """Fill every baseline node's free accelerators with one pinned pod each."""
@@ -661,6 +664,9 @@ class _PodAutoscaling:
         labels = {"app.kubernetes.io/name": self.name}
         start = (f"d={METRIC_ROOT}/$POD_NAMESPACE/$POD_NAME; mkdir -p $d && "
                  f"printf '# TYPE {self.metric} gauge\\n{self.metric} 0\\n' > $d/metrics && "
+                 # NOTE: busybox httpd sends text/plain for .txt only; Prometheus 3 rejects
+                 # scrapes without a known Content-Type.
+                 f"ln -sf metrics $d/metrics.txt && "
                  f"exec httpd -f -p {METRIC_PORT} -h $d")
         return {
             "apiVersion": "apps/v1", "kind": "Deployment",
@@ -676,7 +682,7 @@ class _PodAutoscaling:
                         # Prometheus + prometheus-adapter pipeline picks the metric up.
                         "annotations": {"prometheus.io/scrape": "true",
                                         "prometheus.io/port": str(METRIC_PORT),
-                                        "prometheus.io/path": "/metrics"}},
+                                        "prometheus.io/path": "/metrics.txt"}},
                     "spec": {
                         "terminationGracePeriodSeconds": 0,
                         "tolerations": _tolerations(self.resource),
@@ -698,17 +704,25 @@ class _PodAutoscaling:
                 if not p.get("metadata", {}).get("deletionTimestamp")]
 
     def wait_replicas(self, count: int, timeout: float, what: str) -> KubeList:
-        """Wait until exactly ``count`` pods run, each on a node (so its accelerator
-        request was granted), and the Deployment reports them ready."""
-        def ok(pods: KubeList) -> bool:
-            live = [p for p in pods if not p.get("metadata", {}).get("deletionTimestamp")]
-            if len(live) != count or not all(_pod_running(p) and p["spec"].get("nodeName")
-                                             for p in live):
-                return False
-            dep = self.c.get("apps/v1", "Deployment", self.name, self.ns) or {}
-            return int(dep.get("status", {}).get("readyReplicas") or 0) == count
-        return self.c.wait_list("v1", "Pod", self.ns, ok, timeout=timeout, what=what,
-                                label_selector=self.selector)
+        """Wait until the Deployment has exactly ``count`` ready pods, then return them
+        (each Running on a node, so its accelerator request was granted)."""
+        deadline = time.monotonic() + timeout
+
+        def ready(dep: KubeObject | None) -> bool:
+            st = (dep or {}).get("status", {})
+            return (int((dep or {}).get("spec", {}).get("replicas") or 0) == count
+                    and int(st.get("replicas") or 0) == count
+                    and int(st.get("readyReplicas") or 0) == count)
+
+        self.c.wait_for("apps/v1", "Deployment", self.name, self.ns, ready,
+                        timeout=timeout, what=what)
+        left = max(deadline - time.monotonic(), 1.0)
+        return self.c.wait_list(
+            "v1", "Pod", self.ns,
+            lambda ps: len([p for p in ps if not p["metadata"].get("deletionTimestamp")])
+            == count and all(_pod_running(p) and p["spec"].get("nodeName") for p in ps
+                             if not p["metadata"].get("deletionTimestamp")),
+            timeout=left, what=what, label_selector=self.selector)
 
     def deploy(self, t: Subtest) -> None:
         self.c.create(self.deployment())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -10,9 +11,10 @@ from typing import Any
 import click
 
 from kaic.cli.output import OUTPUT_CHOICE, emit_structured, emit_table
-from kaic.errors import ExitCode
+from kaic.errors import ExitCode, LabError
 from kaic.lab import Lab, LabOptions, all_components
 from kaic.lab.options import ACCELERATOR_MODES, DEFAULT_KUBE_VERSION, default_version
+from kaic.lab.proc import clean_env
 
 
 def _names(values: tuple[str, ...]) -> frozenset[str]:
@@ -135,6 +137,22 @@ def logs_cmd(component: str, name: str, state_dir: Path | None, lines: int,
     if lines > 0:
         text = "\n".join(text.splitlines()[-lines:]) + "\n"
     click.echo(text, nl=False)
+
+
+@lab_group.command("kubectl", context_settings={"ignore_unknown_options": True,
+                                                 "allow_interspersed_args": False})
+@_name_option
+@_state_option
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def kubectl_cmd(name: str, state_dir: Path | None, args: tuple[str, ...]) -> None:
+    """Run the lab's own kubectl (same version as the lab) against the lab."""
+    lab = _load(name, state_dir)
+    exe = lab.ctx.binary("kubectl")
+    if not exe.is_file():
+        raise LabError(f"kubectl is missing in {exe.parent}; run `make lab-binaries`")
+    sys.stdout.flush()
+    os.execve(str(exe), [str(exe), f"--kubeconfig={lab.kubeconfig}", *args],
+              clean_env())
 
 
 @lab_group.command("components")

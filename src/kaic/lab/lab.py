@@ -7,11 +7,12 @@ the order in which components start and stop. Must not know what a component doe
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,8 +133,13 @@ class Lab:
         """Start every missing piece and wait until the lab is ready; returns seconds.
 
         Idempotent: on a running lab it restarts only what is not running (e.g. after a
-        process was killed) and re-applies the lab's objects.
+        process was killed) and re-applies the lab's objects. Concurrent ``up``/``down``
+        of the same lab wait for each other.
         """
+        with _locked(self.options.state):
+            return self._up(build=build, progress=progress)
+
+    def _up(self, *, build: bool, progress: Progress | None) -> float:
         say = progress or (lambda _m: None)
         t0 = time.monotonic()
         d = self.options.state
@@ -186,6 +192,10 @@ class Lab:
 
     def down(self, *, progress: Progress | None = None) -> None:
         """Stop every process of the lab and remove its state directory."""
+        with _locked(self.options.state):
+            self._down(progress=progress)
+
+    def _down(self, *, progress: Progress | None) -> None:
         say = progress or (lambda _m: None)
         for c in reversed(self._components):
             try:
@@ -203,7 +213,7 @@ class Lab:
             time.sleep(1)
             busy = [p for p in busy if proc.port_in_use(p)]
         d = self.options.state
-        if self.state_file(d).is_file():
+        if self.state_file(d).is_file() or {p.name for p in d.iterdir()} <= {".lock"}:
             shutil.rmtree(d, ignore_errors=True)
         if busy:
             raise LabError(f"lab {self.name!r} is down but port(s) {busy} are still in use")
@@ -243,6 +253,18 @@ class Lab:
         """Listening sockets of every lab process, by component."""
         return {name: [s for p in pids for s in proc.listening_sockets(p)]
                 for name, pids in self.pids().items()}
+
+
+@contextlib.contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    """An exclusive lock on the lab (a file in its state directory)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def list_labs() -> list[Path]:

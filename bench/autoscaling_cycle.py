@@ -1,0 +1,69 @@
+"""Benchmark: one scale-up/scale-down cycle of cluster_autoscaling (Karpenter on the lab)
+and one of pod_autoscaling (the HPA on the lab's custom metrics), phase by phase.
+
+Starts a lab ``bench-autoscaling`` (2 GPU nodes × 1 GPU, ``--with node-autoscaler``)
+unless ``--lab NAME`` names a running one, runs both checks through ``run_check`` with
+the real cluster adapter, prints each phase's duration, and takes its own lab down.
+Run: ``python bench/autoscaling_cycle.py [--lab NAME]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+
+from kaic import catalog
+from kaic.checks import load_builtin_checks
+from kaic.checks.base import CheckContext, run_check
+from kaic.cluster.client import connect
+from kaic.lab import Lab, LabOptions
+from kaic.lab.components.autoscaler import NodeAutoscaler
+
+
+def run(lab: Lab, requirement: str, options: dict[str, str]) -> None:
+    cluster = connect(str(lab.kubeconfig))
+    ns = f"bench-{requirement[:3]}-{uuid.uuid4().hex[:6]}"
+    cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    spec = load_builtin_checks().find(requirement, "1.36")
+    assert spec is not None
+    ctx = CheckContext(cluster=cluster, requirement=catalog.load("1.36").get(requirement),
+                       spec=spec, catalog_version="1.36", run_id=f"bench-{ns}",
+                       namespace=ns, options=options, timeout_s=1200)
+    t = time.monotonic()
+    result = run_check(ctx)
+    wall = time.monotonic() - t
+    cluster.delete("v1", "Namespace", ns)
+    print(f"{requirement}: {result.outcome.value} in {wall:.1f}s {result.reason}")
+    phases = json.loads(next(e.content for e in result.evidence if e.name == "phases.json"))
+    for p in phases:
+        print(f"  {p['phase']:<24} {p['duration_s']:8.2f}s")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lab", help="a running lab with --with node-autoscaler")
+    args = ap.parse_args()
+    if not NodeAutoscaler().binary().is_file():
+        print("skipped: Karpenter is not built (bash lab/extras/karpenter.sh)")
+        return 0
+    own = args.lab is None
+    lab = Lab.load(args.lab) if args.lab else Lab(LabOptions(
+        name="bench-autoscaling", nodes=2, gpus_per_node=1, cpu_nodes=1,
+        accelerators="device-plugin", with_=frozenset({"node-autoscaler"})))
+    try:
+        if own:
+            lab.up()
+        run(lab, "cluster_autoscaling", {
+            "autoscaler-node-pool-label": "kaic.io/accelerator-pool=gpu"})
+        run(lab, "pod_autoscaling", {})
+    finally:
+        if own:
+            lab.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
