@@ -8,13 +8,14 @@
 # .../crds (default ~/.cache/kaic), built only when missing.
 # NOTE: kubernetes/autoscaler's cluster-autoscaler (with its kwok provider) is not
 # served by the module proxy this project can reach, so the lab uses Karpenter, the
-# other upstream node autoscaler with a kwok provider. Karpenter's go.mod needs Go
-# >= 1.26.9: the go command fetches that toolchain from the module proxy.
+# other upstream node autoscaler with a kwok provider. v1.14.1 is the newest release
+# whose go.mod accepts the machine's Go 1.26.8 (v1.15.0 needs 1.26.9): the build uses
+# the local toolchain only (GOTOOLCHAIN=local), no toolchain is downloaded.
 set -euo pipefail
-VERSION=${KAIC_KARPENTER_VERSION:-v1.15.0}
+VERSION=${KAIC_KARPENTER_VERSION:-v1.14.1}
 CACHE=${KAIC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kaic}
 OUT="$CACHE/karpenter-$VERSION"
-export GOTOOLCHAIN=${KAIC_KARPENTER_GOTOOLCHAIN:-go1.27.3} CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
 if [ -x "$OUT/bin/karpenter-kwok" ] && [ "$(cat "$OUT/bin/.version" 2>/dev/null)" = "$VERSION+loopback" ]; then
   echo "karpenter $VERSION is up to date in $OUT"
   exit 0

@@ -112,3 +112,4 @@ def test_robust_controller_fails_when_the_kueue_webhook_is_down(kueue_stopped: L
     assert "could not call the webhook" in webhook.reason
     assert "clusterqueue.kb.io" in webhook.reason and "connection refused" in webhook.reason
     assert sub(result, "OperatorPodsRunning").outcome is Outcome.FAIL
+    assert sub(result, "ControllerReconcilesCR").outcome is Outcome.FAIL

@@ -52,6 +52,8 @@ def test_robust_controller_fails_when_the_webhook_is_down() -> None:
     outcome, reason = sub(result, "WebhookRejectsInvalidCR")
     assert outcome is Outcome.FAIL
     assert "could not call the webhook vclusterqueue.kb.io" in reason
+    outcome, reason = sub(result, "ControllerReconcilesCR")
+    assert outcome is Outcome.FAIL and "could not be created (unreachable" in reason
 
 
 def test_robust_controller_fails_when_no_webhook_is_configured() -> None:

@@ -664,6 +664,9 @@ class _PodAutoscaling:
         labels = {"app.kubernetes.io/name": self.name}
         start = (f"d={METRIC_ROOT}/$POD_NAMESPACE/$POD_NAME; mkdir -p $d && "
                  f"printf '# TYPE {self.metric} gauge\\n{self.metric} 0\\n' > $d/metrics && "
+                 # NOTE: busybox httpd sends text/plain for .txt only; Prometheus 3 rejects
+                 # scrapes without a known Content-Type.
+                 f"ln -sf metrics $d/metrics.txt && "
                  f"exec httpd -f -p {METRIC_PORT} -h $d")
         return {
             "apiVersion": "apps/v1", "kind": "Deployment",
@@ -679,7 +682,7 @@ class _PodAutoscaling:
                         # Prometheus + prometheus-adapter pipeline picks the metric up.
                         "annotations": {"prometheus.io/scrape": "true",
                                         "prometheus.io/port": str(METRIC_PORT),
-                                        "prometheus.io/path": "/metrics"}},
+                                        "prometheus.io/path": "/metrics.txt"}},
                     "spec": {
                         "terminationGracePeriodSeconds": 0,
                         "tolerations": _tolerations(self.resource),

@@ -416,7 +416,14 @@ def _reconciles(ctx: CheckContext, op: Operator, waits: Waits) -> None:
                 exists = any(name_of(c) == name_of(obj) and c["kind"] == obj["kind"]
                              for c in created)
                 if not exists:
-                    created.append(ctx.cluster.create(obj))
+                    admission, made = try_create(ctx.cluster, obj, dry_run=False)
+                    if made is None:
+                        if admission.verdict in ("unreachable", "denied"):
+                            t.fail(f"a valid {obj['kind']} could not be created "
+                                   f"({admission.verdict} by webhook {admission.webhook}): "
+                                   f"{admission.message}")
+                        t.error(f"creating {obj['kind']} {name_of(obj)}: {admission.message}")
+                    created.append(made)
                 if step.done is None:
                     continue
                 ns = obj.get("metadata", {}).get("namespace")

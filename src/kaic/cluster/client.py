@@ -555,8 +555,7 @@ class Cluster:
             return ExecResult(stdout=str(stdout), stderr=str(stderr),
                               exit_code=int(code) if code is not None else -1)
         finally:
-            with contextlib.suppress(Exception):
-                ws.close()
+            _close_websocket(ws)
 
     def _open_forward(self, namespace: str, pod: str, port: int) -> Any:
         what = f"port-forward to pod {namespace}/{pod}:{port}"
@@ -590,8 +589,7 @@ class Cluster:
             finally:
                 with contextlib.suppress(OSError):
                     conn.close()
-                with contextlib.suppress(Exception):
-                    pf.close()
+                _close_forward(pf)
 
         def accept_loop() -> None:
             while not stop.is_set():
@@ -635,8 +633,7 @@ class Cluster:
                     else ClusterError(f"{what}: HTTP {resp.status}")
             return body
         finally:
-            with contextlib.suppress(Exception):
-                pf.close()
+            _close_forward(pf)
 
     def raw_get(self, path: str, *, timeout: float = 30.0) -> str:
         out = self._call("GET", path, timeout=timeout, what=f"GET {path}")
@@ -696,6 +693,25 @@ def _map_ws_error(e: BaseException, what: str) -> ClusterError:
     if isinstance(e, OSError | urllib3.exceptions.HTTPError):
         return ClusterUnreachableError(f"{what}: {_short(e)}")
     return ClusterError(f"{what}: {type(e).__name__}: {_short(e)}")
+
+
+def _close_websocket(ws: Any) -> None:
+    """Close an exec stream and its socket.
+
+    NOTE: WSClient.close() leaves the TLS socket open once the server has closed the
+    stream (websocket-client only closes a socket it still thinks connected)."""
+    with contextlib.suppress(Exception):
+        ws.close()
+    with contextlib.suppress(Exception):
+        ws.sock.shutdown()
+
+
+def _close_forward(pf: Any) -> None:
+    """Close a port-forward's local sockets and its websocket (see _close_websocket)."""
+    with contextlib.suppress(Exception):
+        pf.close()
+    with contextlib.suppress(Exception):
+        pf.websocket.shutdown()
 
 
 def _iter_lines(resp: Any) -> Iterator[str]:

@@ -27,7 +27,7 @@ from kaic.lab.components.nodes import GPU_RESOURCE, POOL_LABEL, PRODUCT_LABEL
 from kaic.lab.context import LabContext, probe
 from kaic.lab.options import cache_root
 
-KARPENTER_VERSION = os.environ.get("KAIC_KARPENTER_VERSION", "v1.15.0")
+KARPENTER_VERSION = os.environ.get("KAIC_KARPENTER_VERSION", "v1.14.1")
 NODEPOOL = "kaic-gpu"
 NODECLASS = "default"
 INSTANCE_TYPE = "kaic-lab-h100x1"
