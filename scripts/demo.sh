@@ -41,8 +41,14 @@ step "the checklist: init, fill from the results, validate offline"
 version=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['catalog_version'])" \
   "$OUT/bundle/run.json")
 product="$OUT/v$version/kaic-lab"
+# The metadata below describes the demo lab; a vendor writes its own.
 "$KAIC" checklist init --version "$version" --dir "$product" --vendor "kaic demo" \
   --platform "kaic lab" --platform-version "$(git describe --always 2>/dev/null || echo dev)" \
+  --website-url "https://kaic.example/lab" --documentation-url "https://kaic.example/lab/docs" \
+  --product-logo-url "https://kaic.example/lab/logo.svg" \
+  --description "A local lab cluster of real Kubernetes binaries with simulated GPUs." \
+  --contact-email "lab@kaic.example" \
+  --k8s-conformance-url "https://github.com/cncf/k8s-conformance/tree/master/v$version/kaic-lab" \
   --force
 "$KAIC" checklist fill "$product/PRODUCT.yaml" --results "$OUT/bundle"
 set +e
