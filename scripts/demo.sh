@@ -44,7 +44,8 @@ product="$OUT/v$version/kaic-lab"
 # The metadata below describes the demo lab; a vendor writes its own.
 "$KAIC" checklist init --version "$version" --dir "$product" --vendor "kaic demo" \
   --platform "kaic lab" --platform-version "$(git describe --always 2>/dev/null || echo dev)" \
-  --website-url "https://kaic.example/lab" --documentation-url "https://kaic.example/lab/docs" \
+  --website-url "https://kaic.example/lab" --repo-url "https://kaic.example/lab/src" \
+  --documentation-url "https://kaic.example/lab/docs" \
   --product-logo-url "https://kaic.example/lab/logo.svg" \
   --description "A local lab cluster of real Kubernetes binaries with simulated GPUs." \
   --contact-email "lab@kaic.example" \
