@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from kaic import catalog
+from kaic.checks import load_builtin_checks
+from kaic.checks.base import CheckContext, run_check
+from kaic.cluster.client import connect
 from kaic.lab import Lab
+from kaic.model import CheckResult, SubResult
 
 LabFactory = Callable[..., Lab]
 
@@ -26,3 +32,26 @@ def wait_for(cond: Callable[[], Any], *, timeout: float = 60.0, what: str = "con
     if not fail:
         return last
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def run_check_on_lab(lab: Lab, requirement: str, *, timeout: float = 300,
+                     options: dict[str, str] | None = None,
+                     catalog_version: str = "1.36") -> CheckResult:
+    """Run one check like ``kaic run`` would: its own namespace, the real adapter."""
+    cluster = connect(str(lab.kubeconfig))
+    ns = f"kaic-{requirement.replace('_', '-')[:20]}-{uuid.uuid4().hex[:6]}"
+    cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    spec = load_builtin_checks().find(requirement, catalog_version)
+    assert spec is not None, f"no check registered for {requirement}"
+    ctx = CheckContext(cluster=cluster, requirement=catalog.load(catalog_version).get(requirement),
+                       spec=spec, catalog_version=catalog_version, run_id=f"lab-{ns}",
+                       namespace=ns, options=options or {}, timeout_s=timeout)
+    try:
+        return run_check(ctx)
+    finally:
+        cluster.delete("v1", "Namespace", ns)
+
+
+def sub(result: CheckResult, name: str) -> SubResult:
+    """The sub-result called ``name`` of a check result."""
+    return next(s for s in result.subresults if s.name == name)

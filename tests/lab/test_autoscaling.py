@@ -10,16 +10,12 @@ or unavailable.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from labtools import run_check_on_lab
 
-from kaic import catalog
-from kaic.checks import load_builtin_checks
-from kaic.checks.base import CheckContext, run_check
-from kaic.cluster.client import connect
 from kaic.model import CheckResult, Outcome
 
 try:
@@ -34,19 +30,7 @@ POOL = "kaic.io/accelerator-pool=gpu"
 
 
 def run(lab: Lab, requirement: str, **options: str) -> CheckResult:
-    """Run the check like ``kaic run`` would: its own namespace, the real adapter."""
-    cluster = connect(str(lab.kubeconfig))
-    ns = f"kaic-{requirement[:3]}-{uuid.uuid4().hex[:6]}"
-    cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    spec = load_builtin_checks().find(requirement, "1.36")
-    assert spec is not None
-    ctx = CheckContext(cluster=cluster, requirement=catalog.load("1.36").get(requirement),
-                       spec=spec, catalog_version="1.36", run_id=f"lab-{ns}", namespace=ns,
-                       options=options, timeout_s=600)
-    try:
-        return run_check(ctx)
-    finally:
-        cluster.delete("v1", "Namespace", ns)
+    return run_check_on_lab(lab, requirement, timeout=600, options=options)
 
 
 @pytest.fixture(scope="module")

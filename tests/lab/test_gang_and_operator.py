@@ -13,16 +13,12 @@ kueue-controller`` for the Kueue lab.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from labtools import run_check_on_lab, sub
 
-from kaic import catalog
-from kaic.checks import load_builtin_checks
-from kaic.checks.base import CheckContext, run_check
-from kaic.cluster.client import connect
 from kaic.lab import Lab, proc
 from kaic.lab.components import kueue
 from kaic.model import CheckResult, Outcome
@@ -31,23 +27,8 @@ pytestmark = pytest.mark.lab
 
 
 def run(lab: Lab, requirement: str, **options: str) -> CheckResult:
-    """Run a check like ``kaic run`` would: its own namespace, the real adapter."""
-    cluster = connect(str(lab.kubeconfig))
-    ns = f"kaic-{requirement.replace('_', '-')[:20]}-{uuid.uuid4().hex[:6]}"
-    cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    spec = load_builtin_checks().find(requirement, "1.36")
-    assert spec is not None
-    ctx = CheckContext(cluster=cluster, requirement=catalog.load("1.36").get(requirement),
-                       spec=spec, catalog_version="1.36", run_id=f"lab-{ns}", namespace=ns,
-                       options=options, timeout_s=300)
-    try:
-        return run_check(ctx)
-    finally:
-        cluster.delete("v1", "Namespace", ns)
+    return run_check_on_lab(lab, requirement, timeout=300, options=options)
 
-
-def sub(result: CheckResult, name: str) -> Any:
-    return next(s for s in result.subresults if s.name == name)
 
 
 @pytest.fixture(scope="module")
