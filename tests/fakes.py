@@ -13,8 +13,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from kaic import catalog
+from kaic.checks import load_builtin_checks
+from kaic.checks.base import CheckContext, run_check
 from kaic.cluster.api import ApiResource, ExecResult, KubeObject
 from kaic.errors import ConflictError, NotFoundError, WaitTimeoutError
+from kaic.model import CheckResult
 
 Key = tuple[str, str, str | None, str]
 
@@ -258,3 +262,16 @@ class FakeCluster:
         if involved_name:
             evs = [e for e in evs if e.get("involvedObject", {}).get("name") == involved_name]
         return copy.deepcopy(evs)
+
+
+def run_fake_check(cluster: FakeCluster, requirement: str, *,
+                   options: dict[str, str] | None = None, timeout: float = 60.0,
+                   catalog_version: str = "1.36", namespace: str = "kaic-t",
+                   run_id: str = "run12345") -> CheckResult:
+    """Run the registered check of ``requirement`` against a fake cluster."""
+    spec = load_builtin_checks().find(requirement, catalog_version)
+    assert spec is not None, f"no check registered for {requirement}"
+    ctx = CheckContext(cluster=cluster, requirement=catalog.load(catalog_version).get(requirement),
+                       spec=spec, catalog_version=catalog_version, run_id=run_id,
+                       namespace=namespace, options=options or {}, timeout_s=timeout)
+    return run_check(ctx)

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 
-from kaic import catalog
-from kaic.checks import load_builtin_checks
-from kaic.checks.base import CheckContext, run_check
 from kaic.model import CheckResult, Outcome
-from tests.fakes import FakeCluster
+from tests.fakes import FakeCluster, run_fake_check
 from tests.unit.kueue_sim import Sim, make_cluster
 
 FAST = {"gang-negative-window": "0.3", "gang-admit-timeout": "5", "gang-cleanup-timeout": "5",
@@ -16,12 +13,7 @@ FAST = {"gang-negative-window": "0.3", "gang-admit-timeout": "5", "gang-cleanup-
 
 
 def run(cluster: FakeCluster, **options: str) -> CheckResult:
-    spec = load_builtin_checks().find("gang_scheduling", "1.36")
-    assert spec is not None
-    ctx = CheckContext(cluster=cluster, requirement=catalog.load("1.36").get("gang_scheduling"),
-                       spec=spec, catalog_version="1.36", run_id="run12345", namespace="kaic-t",
-                       options={**FAST, **options}, timeout_s=60)
-    return run_check(ctx)
+    return run_fake_check(cluster, "gang_scheduling", options={**FAST, **options})
 
 
 def sub(result: CheckResult, name: str) -> tuple[Outcome, str]:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 
-from kaic import catalog
-from kaic.checks import load_builtin_checks
-from kaic.checks.base import CheckContext, run_check
 from kaic.model import CheckResult, Outcome
-from tests.fakes import FakeCluster
+from tests.fakes import FakeCluster, run_fake_check
 from tests.unit.kueue_sim import Sim, make_cluster
 
 FAST = {"operator-reconcile-timeout": "2", "operator-lease-window": "0.3"}
@@ -17,12 +14,7 @@ SUBTESTS = ["OperatorPodsRunning", "CRDRegistered", "WebhookOperational",
 
 
 def run(cluster: FakeCluster, **options: str) -> CheckResult:
-    spec = load_builtin_checks().find("robust_controller", "1.36")
-    assert spec is not None
-    ctx = CheckContext(cluster=cluster, requirement=catalog.load("1.36").get("robust_controller"),
-                       spec=spec, catalog_version="1.36", run_id="run12345", namespace="kaic-t",
-                       options={**FAST, **options}, timeout_s=60)
-    return run_check(ctx)
+    return run_fake_check(cluster, "robust_controller", options={**FAST, **options})
 
 
 def sub(result: CheckResult, name: str) -> tuple[Outcome, str]:
