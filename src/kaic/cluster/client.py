@@ -13,6 +13,7 @@ Must not decide pass or fail, and must not leak a client exception to its caller
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import json
 import math
@@ -704,6 +705,27 @@ def _close_websocket(ws: Any) -> None:
         ws.close()
     with contextlib.suppress(Exception):
         ws.sock.shutdown()
+
+
+_PF_THREAD_PREFIX = "Kubernetes port forward proxy"
+_previous_excepthook = threading.excepthook
+
+
+def _quiet_closed_forward(args: threading.ExceptHookArgs) -> None:
+    """Swallow the client's port-forward proxy thread noticing that we closed its sockets.
+
+    NOTE: ``kubernetes.stream.ws_client.PortForward`` runs a proxy thread that selects on
+    the sockets ``_close_forward`` closes; it then dies with EBADF, which is the normal
+    end of a forward, not an error. Every other thread exception goes to the previous hook.
+    """
+    thread_name = args.thread.name if args.thread else ""
+    if (thread_name.startswith(_PF_THREAD_PREFIX) and isinstance(args.exc_value, OSError)
+            and args.exc_value.errno in (errno.EBADF, errno.ENOTSOCK)):
+        return
+    _previous_excepthook(args)
+
+
+threading.excepthook = _quiet_closed_forward
 
 
 def _close_forward(pf: Any) -> None:
