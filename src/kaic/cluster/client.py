@@ -715,12 +715,15 @@ def _quiet_closed_forward(args: threading.ExceptHookArgs) -> None:
     """Swallow the client's port-forward proxy thread noticing that we closed its sockets.
 
     NOTE: ``kubernetes.stream.ws_client.PortForward`` runs a proxy thread that selects on
-    the sockets ``_close_forward`` closes; it then dies with EBADF, which is the normal
+    the sockets ``_close_forward`` closes; it then dies with EBADF (or a ValueError on a
+    closed socket's fd -1), which is the normal
     end of a forward, not an error. Every other thread exception goes to the previous hook.
     """
     thread_name = args.thread.name if args.thread else ""
-    if (thread_name.startswith(_PF_THREAD_PREFIX) and isinstance(args.exc_value, OSError)
-            and args.exc_value.errno in (errno.EBADF, errno.ENOTSOCK)):
+    exc = args.exc_value
+    closed = (isinstance(exc, OSError) and exc.errno in (errno.EBADF, errno.ENOTSOCK)) or (
+        isinstance(exc, ValueError) and "file descriptor" in str(exc))
+    if thread_name.startswith(_PF_THREAD_PREFIX) and closed:
         return
     _previous_excepthook(args)
 
