@@ -185,7 +185,9 @@ class KueueController(ProcessComponent):
         self.after_start(ctx)
 
     def ready(self, ctx: LabContext) -> bool:
-        return probe(f"http://127.0.0.1:{ctx.port('kueue-health')}/readyz")
+        """Ready, and leader: /readyz answers before the leader election is won, and
+        checks find a controller by its renewed Lease (webhooks, reconcilers run then)."""
+        return probe(f"http://127.0.0.1:{ctx.port('kueue-health')}/readyz") and _is_leader(ctx)
 
     def after_start(self, ctx: LabContext) -> None:
         root = module_dir(KUEUE_MODULE, kueue_version())
@@ -195,6 +197,13 @@ class KueueController(ProcessComponent):
 
     def healthy(self, ctx: LabContext) -> bool:
         return ctx.pid(self.name) is not None and self.ready(ctx)
+
+
+def _is_leader(ctx: LabContext) -> bool:
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/{LEASE}"
+    if not ctx.exists(path):
+        return False
+    return bool((ctx.get(path).get("spec") or {}).get("holderIdentity"))
 
 
 def _cmd(pid: int) -> str | None:
