@@ -7,6 +7,7 @@
 # the repository, and are only built when missing or not stamped with the version.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/staging.sh"
 K8S=${1:-${KAIC_KUBE_VERSION:-v1.36.2}}
 KWOK_VERSION=${KAIC_KWOK_VERSION:-v0.8.0}
 KWOK_K8S_MINOR=36   # kwok v0.8.0 is built on k8s.io/* v0.36
@@ -36,14 +37,7 @@ else
   rm -f go.mod go.sum
   go mod init kaic.invalid/lab/k8s >/dev/null
   go mod edit -go=1.26.0
-  mods="api apiextensions-apiserver apimachinery apiserver cli-runtime client-go
-    cloud-provider cluster-bootstrap code-generator component-base component-helpers
-    controller-manager cri-api cri-client csi-translation-lib dynamic-resource-allocation
-    endpointslice externaljwt kms kube-aggregator kube-controller-manager kube-proxy
-    kube-scheduler kubectl kubelet metrics mount-utils pod-security-admission
-    sample-apiserver sample-cli-plugin sample-controller"
-  if [ "$minor" -ge 36 ]; then mods="$mods cri-streaming streaming"; fi
-  for m in $mods; do go mod edit -replace="k8s.io/$m=k8s.io/$m@$stg"; done
+  replace_staging_modules "$minor" "$stg"
   if [ "$minor" -le 34 ]; then go mod edit -godebug default=go1.24; fi
   go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$K8S" \
     "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S" \

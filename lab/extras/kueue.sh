@@ -11,6 +11,7 @@
 # cache is shared with the control-plane build of lab/build-k8s.sh.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/staging.sh"
 K8S=${1:-${KAIC_KUBE_VERSION:-v1.36.2}}
 KUEUE=${KAIC_KUEUE_VERSION:-v0.19.2}
 CACHE=${KAIC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kaic}
@@ -43,14 +44,7 @@ else
   rm -f go.mod go.sum
   go mod init kaic.invalid/lab/kueue >/dev/null
   go mod edit -go=1.26.0
-  mods="api apiextensions-apiserver apimachinery apiserver cli-runtime client-go
-    cloud-provider cluster-bootstrap code-generator component-base component-helpers
-    controller-manager cri-api cri-client csi-translation-lib dynamic-resource-allocation
-    endpointslice externaljwt kms kube-aggregator kube-controller-manager kube-proxy
-    kube-scheduler kubectl kubelet metrics mount-utils pod-security-admission
-    sample-apiserver sample-cli-plugin sample-controller"
-  if [ "$minor" -ge 36 ]; then mods="$mods cri-streaming streaming"; fi
-  for m in $mods; do go mod edit -replace="k8s.io/$m=k8s.io/$m@$stg"; done
+  replace_staging_modules "$minor" "$stg"
   go get -tool "sigs.k8s.io/kueue/cmd/kueue@$KUEUE"
   # Same k8s.io/kubernetes as the control plane (Kueue asks for an earlier patch).
   go get "k8s.io/kubernetes@$K8S"
