@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from typing import NoReturn
@@ -65,4 +66,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
         _fail("interrupted", ExitCode.INTERRUPTED)
     except BrokenPipeError:
         sys.exit(int(ExitCode.OK))
+    except Exception as e:
+        # NOTE: the last line of defence: a bug must not greet the user with a traceback;
+        # KAIC_DEBUG=1 shows it.
+        if os.environ.get("KAIC_DEBUG"):
+            raise
+        _fail(f"internal error: {type(e).__name__}: {e} (set KAIC_DEBUG=1 for the traceback)",
+              ExitCode.INTERNAL)
     sys.exit(int(rv) if isinstance(rv, int) else int(ExitCode.OK))

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 import urllib3
+import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -130,7 +131,10 @@ def connect(kubeconfig: str | None = None, context: str | None = None, *,
     except ConfigException as e:
         where = path or "in-cluster configuration"
         raise InputError(f"cannot load {where}: {e}") from e
-    except (OSError, ValueError, TypeError, KeyError) as e:
+    except yaml.YAMLError as e:
+        detail = " ".join(str(e).split())
+        raise InputError(f"kubeconfig {path} is not valid YAML: {detail}") from e
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
         raise InputError(f"cannot load kubeconfig {path}: {e}") from e
     # NOTE: kaic retries itself (with backoff and Retry-After); urllib3's own retries
     # would hide dropped connections from that policy and double the waiting.
