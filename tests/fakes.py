@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import itertools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -264,14 +264,24 @@ class FakeCluster:
         return copy.deepcopy(evs)
 
 
+def fake_check_context(cluster: FakeCluster, requirement: str, *,
+                       options: Mapping[str, str | None] | None = None,
+                       timeout: float = 60.0, catalog_version: str = "1.36",
+                       namespace: str = "kaic-t", run_id: str = "run12345") -> CheckContext:
+    """The context the runner would give the registered check of ``requirement``."""
+    spec = load_builtin_checks().find(requirement, catalog_version)
+    assert spec is not None, f"no check registered for {requirement}"
+    return CheckContext(cluster=cluster,
+                        requirement=catalog.load(catalog_version).get(requirement),
+                        spec=spec, catalog_version=catalog_version, run_id=run_id,
+                        namespace=namespace, options=dict(options or {}), timeout_s=timeout)
+
+
 def run_fake_check(cluster: FakeCluster, requirement: str, *,
-                   options: dict[str, str] | None = None, timeout: float = 60.0,
+                   options: Mapping[str, str | None] | None = None, timeout: float = 60.0,
                    catalog_version: str = "1.36", namespace: str = "kaic-t",
                    run_id: str = "run12345") -> CheckResult:
     """Run the registered check of ``requirement`` against a fake cluster."""
-    spec = load_builtin_checks().find(requirement, catalog_version)
-    assert spec is not None, f"no check registered for {requirement}"
-    ctx = CheckContext(cluster=cluster, requirement=catalog.load(catalog_version).get(requirement),
-                       spec=spec, catalog_version=catalog_version, run_id=run_id,
-                       namespace=namespace, options=options or {}, timeout_s=timeout)
-    return run_check(ctx)
+    return run_check(fake_check_context(cluster, requirement, options=options, timeout=timeout,
+                                        catalog_version=catalog_version, namespace=namespace,
+                                        run_id=run_id))

@@ -14,14 +14,12 @@ from typing import Any
 
 import pytest
 
-from kaic import catalog
 from kaic.checks import accelerator_access as aa
-from kaic.checks import load_builtin_checks
 from kaic.checks.base import CheckContext, run_check
 from kaic.cluster.api import ExecResult
 from kaic.lab import devices
 from kaic.model import CheckResult, Outcome
-from tests.fakes import FakeCluster
+from tests.fakes import FakeCluster, fake_check_context
 
 DRA = "resource.k8s.io/v1"
 NVIDIA = aa.ACCELERATORS["nvidia"]
@@ -153,11 +151,8 @@ class Sim:
 
 
 def context(fc: FakeCluster, options: dict[str, str], timeout_s: float = 60) -> CheckContext:
-    spec = load_builtin_checks().find("secure_accelerator_access", "1.36")
-    assert spec is not None
-    return CheckContext(cluster=fc, requirement=catalog.load("1.36").get(
-        "secure_accelerator_access"), spec=spec, catalog_version="1.36", run_id="r1",
-        namespace="kaic-secure", options=options, timeout_s=timeout_s)
+    return fake_check_context(fc, "secure_accelerator_access", options=options,
+                              timeout=timeout_s, run_id="r1", namespace="kaic-secure")
 
 
 def probe_output(seen: Sequence[devices.Gpu], env: str = "<unset>") -> str:

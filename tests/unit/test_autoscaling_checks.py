@@ -12,26 +12,18 @@ from typing import Any
 
 import pytest
 
-from kaic import catalog
-from kaic.checks import load_builtin_checks
 from kaic.checks.autoscaling import identify_adapter, parse_pool_label, set_metric_command
-from kaic.checks.base import CheckContext, run_check
 from kaic.cluster.api import ExecResult, KubeObject, condition
 from kaic.errors import NotFoundError, UsageError
 from kaic.model import CheckResult, Outcome
-from tests.fakes import FakeCluster
+from tests.fakes import FakeCluster, run_fake_check
 
 POOL = "kaic.io/accelerator-pool"
 GPU = "nvidia.com/gpu"
 
 
 def run(requirement: str, cluster: FakeCluster, options: dict[str, str | None]) -> CheckResult:
-    spec = load_builtin_checks().find(requirement, "1.36")
-    assert spec is not None
-    ctx = CheckContext(cluster=cluster, requirement=catalog.load("1.36").get(requirement),
-                       spec=spec, catalog_version="1.36", run_id="run1", namespace="kaic-t",
-                       options=options, timeout_s=60.0)
-    return run_check(ctx)
+    return run_fake_check(cluster, requirement, options=options, run_id="run1")
 
 
 def node(name: str, gpus: int = 1, pool: str = "gpu") -> KubeObject:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kaic import catalog
-from kaic.checks import load_builtin_checks
-from kaic.checks.base import CheckContext, run_check
 from kaic.errors import RejectedError
 from kaic.model import CheckResult, Outcome
-from tests.fakes import FakeCluster
+from tests.fakes import FakeCluster, run_fake_check
 
 DRA = "resource.k8s.io/v1"
 
@@ -22,11 +19,8 @@ def _serve_dra(fake: FakeCluster, version: str = DRA) -> None:
 
 
 def _run(fake: FakeCluster) -> CheckResult:
-    spec = load_builtin_checks().find("dra_support", "1.35")
-    assert spec is not None
-    ctx = CheckContext(cluster=fake, requirement=catalog.load("1.35").get("dra_support"),
-                       spec=spec, catalog_version="1.35", run_id="r1", namespace="kaic-ns")
-    return run_check(ctx)
+    return run_fake_check(fake, "dra_support", catalog_version="1.35", run_id="r1",
+                          namespace="kaic-ns", timeout=300.0)
 
 
 def test_passes_when_every_kind_is_served_and_dry_run_creates_are_accepted() -> None:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kaic import catalog
-from kaic.checks import load_builtin_checks
-from kaic.checks.base import CheckContext, run_check
 from kaic.model import CheckResult, Outcome
-from tests.fakes import FakeCluster
+from tests.fakes import FakeCluster, run_fake_check
 
 GW = "gateway.networking.k8s.io/v1"
 
@@ -30,12 +27,8 @@ def _gateway_class(name: str, accepted: str | None) -> dict[str, Any]:
 
 
 def _run(fake: FakeCluster, options: dict[str, str | None] | None = None) -> CheckResult:
-    spec = load_builtin_checks().find("ai_inference", "1.36")
-    assert spec is not None
-    ctx = CheckContext(cluster=fake, requirement=catalog.load("1.36").get("ai_inference"),
-                       spec=spec, catalog_version="1.36", run_id="r1", namespace="kaic-ns",
-                       options=options or {})
-    return run_check(ctx)
+    return run_fake_check(fake, "ai_inference", options=options, run_id="r1",
+                          namespace="kaic-ns", timeout=300.0)
 
 
 def _sub(result: CheckResult, name: str) -> tuple[Outcome, str]:

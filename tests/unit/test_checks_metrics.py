@@ -11,25 +11,19 @@ from typing import Any
 
 import pytest
 
-from kaic import catalog
-from kaic.checks import load_builtin_checks
 from kaic.checks import metrics as m
 from kaic.checks.base import CheckContext, run_check
 from kaic.cluster.api import KubeObject
 from kaic.errors import ClusterError
 from kaic.lab import dcgm
 from kaic.model import CheckResult, Outcome
-from tests.fakes import FakeCluster
+from tests.fakes import FakeCluster, fake_check_context
 
 
 def _ctx(fc: FakeCluster, req: str, options: dict[str, str | None] | None = None,
          timeout: float = 30.0) -> CheckContext:
-    registry = load_builtin_checks()
-    spec = registry.find(req, "1.36")
-    assert spec is not None
-    return CheckContext(cluster=fc, requirement=catalog.load("1.36").get(req), spec=spec,
-                        catalog_version="1.36", run_id="run1", namespace="kaic-test",
-                        options=options or {}, timeout_s=timeout)
+    return fake_check_context(fc, req, options=options, timeout=timeout, run_id="run1",
+                              namespace="kaic-test")
 
 
 def _sub(result: CheckResult, name: str) -> Any:
