@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -13,10 +14,24 @@ from kaic import catalog
 from kaic.checks import load_builtin_checks
 from kaic.checks.base import CheckContext, run_check
 from kaic.cluster.client import connect
-from kaic.lab import Lab
+from kaic.lab import Lab, programs
+from kaic.lab.options import default_version
 from kaic.model import CheckResult, SubResult
 
 LabFactory = Callable[..., Lab]
+
+
+def require_program(name: str) -> None:
+    """Skip the test when lab program ``name`` is not built, unless the lab's programs
+    are required (``KAIC_REQUIRE_LAB_PROGRAMS=1``, set by ``make test`` after building
+    them all): then a missing binary fails the test instead of hiding it."""
+    path = programs.binary_of(name, default_version())
+    if os.access(path, os.X_OK):
+        return
+    message = f"{name} is not built ({path}): run `kaic lab build --only {name}`"
+    if os.environ.get("KAIC_REQUIRE_LAB_PROGRAMS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def wait_for(cond: Callable[[], Any], *, timeout: float = 60.0, what: str = "condition",

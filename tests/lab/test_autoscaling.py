@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from labtools import run_check_on_lab
+from labtools import require_program, run_check_on_lab
 
 from kaic.model import CheckResult, Outcome
 
@@ -36,8 +36,7 @@ def run(lab: Lab, requirement: str, **options: str) -> CheckResult:
 @pytest.fixture(scope="module")
 def scaling_lab(lab_factory: Any) -> Lab:
     """2 GPU nodes with 1 GPU each, Karpenter on, no custom-metrics adapter."""
-    if not autoscaler.NodeAutoscaler().binary().is_file():
-        pytest.skip("Karpenter is not built (bash lab/extras/karpenter.sh)")
+    require_program("karpenter")
     lab: Lab = lab_factory(nodes=2, gpus_per_node=1, cpu_nodes=1,
                            accelerators="device-plugin", with_={"node-autoscaler"},
                            without={"metrics-adapter"})

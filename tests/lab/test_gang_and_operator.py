@@ -17,10 +17,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from labtools import run_check_on_lab, sub
+from labtools import require_program, run_check_on_lab, sub
 
-from kaic.lab import Lab, proc
-from kaic.lab.components import kueue
+from kaic.lab import Lab, proc, programs
 from kaic.model import CheckResult, Outcome
 
 pytestmark = pytest.mark.lab
@@ -38,8 +37,7 @@ def kueue_lab(lab_factory: Any) -> Lab:
         existing = Lab.load(reuse)
         existing.up()
         return existing
-    if not os.access(kueue.binary(os.environ.get("KAIC_KUBE_VERSION", "v1.36.2")), os.X_OK):
-        pytest.skip("the Kueue controller is not built (run lab/extras/kueue.sh)")
+    require_program("kueue")
     lab: Lab = lab_factory(with_={"kueue-controller"})
     return lab
 
@@ -81,7 +79,7 @@ def test_robust_controller_passes_with_the_real_kueue(kueue_lab: Lab) -> None:
     assert 'admission webhook "vclusterqueue.kb.io" denied the request' in log
     assert "Active=False/FlavorNotFound" in log
     evidence = {e.name: e.content for e in result.evidence}
-    assert '"version": "v0.19.2"' in evidence["operator.json"]
+    assert f'"version": "{programs.version("kueue")}"' in evidence["operator.json"]
 
 
 def test_robust_controller_fails_when_the_kueue_webhook_is_down(kueue_stopped: Lab) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from labtools import run_check_on_lab, sub
+from labtools import require_program, run_check_on_lab, sub
 
 from kaic.lab import dcgm
 from kaic.lab import prometheus as prom
@@ -78,9 +78,7 @@ def test_accelerator_metrics_fails_naming_the_gpu_without_memory_metrics(
 
 @pytest.fixture(scope="module")
 def prometheus_lab(lab_factory: Any) -> Lab:
-    if not prom.binary().exists():
-        pytest.skip(f"Prometheus is not built ({prom.binary()}); run "
-                    "`bash lab/extras/prometheus.sh`")
+    require_program("prometheus")
     lab: Lab = lab_factory(accelerators="device-plugin", nodes=1, cpu_nodes=1,
                            gpus_per_node=2, with_={"prometheus"})
     return lab

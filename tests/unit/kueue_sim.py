@@ -13,11 +13,15 @@ from typing import Any
 from kaic.checks._common import pod_requests, quantity
 from kaic.cluster.api import KubeObject, has_condition
 from kaic.errors import ClusterError
+from kaic.lab import programs
 from tests.fakes import FakeCluster
 
 KUEUE = "kueue.x-k8s.io/v1beta2"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 CA = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0t"
+
+VERSION = programs.version("kueue")
+"""The Kueue release the simulated controller reports (the lab's)."""
 
 
 @dataclass
@@ -69,7 +73,7 @@ def install_kueue(c: FakeCluster, sim: Sim) -> None:
     for plural in ("clusterqueues", "localqueues", "resourceflavors", "workloads"):
         c.add({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
                "metadata": {"name": f"{plural}.kueue.x-k8s.io",
-                            "labels": {"app.kubernetes.io/version": "v0.19.2"}},
+                            "labels": {"app.kubernetes.io/version": VERSION}},
                "spec": {"versions": [{"name": "v1beta2", "served": True}]},
                "status": {"conditions": [_cond("Established", "True")]}})
     c.add({"apiVersion": KUEUE, "kind": "ResourceFlavor", "metadata": {"name": "pool"}})
@@ -83,7 +87,7 @@ def install_kueue(c: FakeCluster, sim: Sim) -> None:
                             "labels": {"app.kubernetes.io/name": "kueue",
                                        "control-plane": "controller-manager"}},
                "spec": {"nodeName": "cpu-0", "containers": [
-                   {"name": "manager", "image": "registry.k8s.io/kueue/kueue:v0.19.2"}]},
+                   {"name": "manager", "image": f"registry.k8s.io/kueue/kueue:{VERSION}"}]},
                "status": {"phase": "Running", "conditions": [_cond("Ready", "True")]}})
         c.controllers.append(_kueue_controller)
     if sim.webhook != "absent":

@@ -52,7 +52,8 @@ webhooks:
 def test_kueue_webhooks_point_at_loopback_with_the_lab_ca(tmp_path: Path) -> None:
     (tmp_path / "config/components/webhook").mkdir(parents=True)
     (tmp_path / "config/components/webhook/manifests.yaml").write_text(MANIFESTS)
-    mutating, validating = webhook_configurations(9443, b"CA PEM", module_root=tmp_path)
+    mutating, validating = webhook_configurations(
+        9443, b"CA PEM", files=[tmp_path / "config/components/webhook/manifests.yaml"])
     assert mutating["metadata"] == {"name": "kueue-mutating-webhook-configuration",
                                     "labels": LABELS}
     assert validating["metadata"]["name"] == "kueue-validating-webhook-configuration"

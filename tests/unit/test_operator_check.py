@@ -6,7 +6,7 @@ import json
 
 from kaic.model import CheckResult, Outcome
 from tests.fakes import FakeCluster, run_fake_check
-from tests.unit.kueue_sim import Sim, make_cluster
+from tests.unit.kueue_sim import VERSION, Sim, make_cluster
 
 FAST = {"operator-reconcile-timeout": "2", "operator-lease-window": "0.3"}
 SUBTESTS = ["OperatorPodsRunning", "CRDRegistered", "WebhookOperational",
@@ -28,7 +28,7 @@ def test_robust_controller_passes_with_a_running_kueue_and_its_webhook() -> None
     assert result.outcome is Outcome.PASS, result.reason
     assert [s.name for s in result.subresults] == SUBTESTS
     evidence = {e.name: e.content for e in result.evidence}
-    assert json.loads(evidence["operator.json"])["version"] == "v0.19.2"
+    assert json.loads(evidence["operator.json"])["version"] == VERSION
     log = "\n".join(result.log)
     assert 'denied by Kueue\'s webhook vclusterqueue.kb.io' in log
     assert "Active=False/FlavorNotFound" in log

@@ -13,7 +13,7 @@ import click
 from kaic.cli.output import OUTPUT_CHOICE, emit_structured, emit_table
 from kaic.errors import ExitCode, LabError
 from kaic.lab import Lab, LabOptions, all_components
-from kaic.lab.options import ACCELERATOR_MODES, DEFAULT_KUBE_VERSION, default_version
+from kaic.lab.options import ACCELERATOR_MODES, default_version
 from kaic.lab.proc import clean_env
 
 
@@ -43,8 +43,8 @@ def lab_group() -> None:
 @lab_group.command("up")
 @_name_option
 @click.option("--version", "version", default=None,
-              help=f"Kubernetes version of the binaries [default: $KAIC_KUBE_VERSION or "
-                   f"{DEFAULT_KUBE_VERSION}].")
+              help="Kubernetes version of the binaries [default: $KAIC_KUBE_VERSION or "
+                   "the default of programs.toml].")
 @click.option("--nodes", type=int, default=2, show_default=True, help="GPU nodes.")
 @click.option("--cpu-nodes", type=int, default=1, show_default=True,
               help="Nodes without accelerators.")
@@ -153,6 +153,41 @@ def kubectl_cmd(name: str, state_dir: Path | None, args: tuple[str, ...]) -> Non
     sys.stdout.flush()
     os.execve(str(exe), [str(exe), f"--kubeconfig={lab.kubeconfig}", *args],
               clean_env())
+
+
+@lab_group.command("build")
+@click.option("--version", "version", default=None,
+              help="Kubernetes version to build for [default: $KAIC_KUBE_VERSION or the "
+                   "default of programs.toml].")
+@click.option("--only", "only", multiple=True, metavar="PROGRAM[,PROGRAM…]",
+              help="Build only these programs (see --list).")
+@click.option("--pin", is_flag=True,
+              help="Also write the resolved module graphs into lab/versions/ (source tree).")
+@click.option("--list", "list_only", is_flag=True,
+              help="List the programs of programs.toml and whether each is built.")
+@click.option("-o", "--output", "fmt", type=OUTPUT_CHOICE, default="text", show_default=True,
+              help="Output of --list.")
+def build_cmd(version: str | None, only: tuple[str, ...], pin: bool, list_only: bool,
+              fmt: str) -> None:
+    """Build the lab's upstream programs from the Go module proxy (only what is missing)."""
+    from kaic.lab.build import Builder
+
+    builder = Builder(version or default_version(), say=_say)
+    if list_only:
+        rows = builder.inventory()
+        if fmt == "text":
+            emit_table(["PROGRAM", "MODULE", "VERSION", "GROUP", "BINARIES", "STATE"],
+                       [[r["name"], r["module"], r["version"], r["group"],
+                         ",".join(r["binaries"]) or "-", r["state"]] for r in rows])
+        else:
+            emit_structured({"kubernetes": builder.kube, "programs": rows}, fmt)
+        return
+    t = time.monotonic()
+    result = builder.build(sorted(_names(only)) or None, pin=pin)
+    for prog, seconds in result.built.items():
+        _say(f"  {prog}: {seconds:.0f} s")
+    _say(f"lab programs for {builder.kube} ready in {builder.bin} "
+         f"({time.monotonic() - t:.0f} s)")
 
 
 @lab_group.command("components")

@@ -9,10 +9,9 @@ and with the ``kubectl`` it built. See docs/lab.md.
 from kaic.lab.component import Component, ProcessComponent, all_components, register
 from kaic.lab.context import LabContext
 from kaic.lab.lab import ComponentStatus, Lab, list_labs
-from kaic.lab.options import DEFAULT_KUBE_VERSION, LabOptions
+from kaic.lab.options import LabOptions
 
 __all__ = [
-    "DEFAULT_KUBE_VERSION",
     "Component",
     "ComponentStatus",
     "Lab",

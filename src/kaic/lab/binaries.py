@@ -1,7 +1,8 @@
-"""Where the lab's upstream binaries and Go module sources are, and how they are built.
+"""Where the lab's upstream binaries and Go module sources are, and building them on demand.
 
-Owns: the binary cache layout (``<cache>/k8s-<version>/bin``), calls to
-``lab/build-k8s.sh`` and ``go mod download``. Must not start lab processes.
+Owns: the binary directory of a Kubernetes version (``kaic.lab.programs``), module
+sources (``go mod download``), parsed manifests, and ``ensure`` (build what is missing
+through ``kaic.lab.build``). Must not start lab processes.
 """
 
 from __future__ import annotations
@@ -18,60 +19,50 @@ from typing import Any
 import yaml
 
 from kaic.errors import LabError
+from kaic.lab import programs
 from kaic.lab.options import cache_root
 
-CORE_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-                 "kubectl", "kwok")
+CORE = ("kubernetes", "etcd", "kwok")
+"""The programs every lab runs (the control plane and the node agent)."""
+
+
+def core_binaries() -> tuple[str, ...]:
+    return tuple(b for name in CORE for b in programs.program(name).binary_names())
 
 
 def bin_dir(version: str) -> Path:
     """``$KAIC_LAB_BIN_DIR`` if set (a directory of prebuilt binaries), else the cache."""
-    if os.environ.get("KAIC_LAB_BIN_DIR"):
-        return Path(os.environ["KAIC_LAB_BIN_DIR"])
-    return cache_root() / f"k8s-{version}" / "bin"
+    return programs.bin_dir(version)
 
 
-def missing(version: str, names: tuple[str, ...] = CORE_BINARIES) -> list[str]:
+def missing(version: str, names: tuple[str, ...] | None = None) -> list[str]:
     d = bin_dir(version)
-    return [n for n in names if not os.access(d / n, os.X_OK)]
-
-
-def build_script() -> Path | None:
-    """``lab/build-k8s.sh`` of the source tree kaic runs from, if there is one."""
-    env = os.environ.get("KAIC_LAB_BUILD_SCRIPT")
-    if env:
-        return Path(env)
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "lab" / "build-k8s.sh"
-        if candidate.is_file():
-            return candidate
-    return None
+    return [n for n in (names or core_binaries()) if not os.access(d / n, os.X_OK)]
 
 
 def can_build() -> bool:
-    return build_script() is not None and shutil.which("go") is not None
+    return shutil.which("go") is not None
 
 
 def ensure(version: str, *, build: bool = False) -> Path:
-    """The binary directory for ``version``; builds it first when ``build`` is true.
+    """The binary directory for ``version``; builds the core programs first when
+    ``build`` is true and any is missing.
 
     Raises LabError naming the missing binaries and the command that builds them.
     """
     lacking = missing(version)
     if lacking and build:
-        script = build_script()
-        if script is None or shutil.which("go") is None:
-            raise LabError(f"lab binaries for {version} are missing ({', '.join(lacking)}) and "
-                           "cannot be built here: needs the kaic source tree and Go")
-        r = subprocess.run(["bash", str(script), version], check=False)
-        if r.returncode != 0:
-            raise LabError(f"building the lab binaries for {version} failed "
-                           f"(bash {script} {version} exited {r.returncode})")
+        from kaic.lab.build import Builder  # the build is needed only here
+
+        if not can_build():
+            raise LabError(f"lab binaries for {version} are missing ({', '.join(lacking)}) "
+                           "and cannot be built here: needs Go")
+        Builder(version).build(CORE)
         lacking = missing(version)
     if lacking:
         raise LabError(f"lab binaries for {version} are missing in {bin_dir(version)} "
-                       f"({', '.join(lacking)}); build them with `make lab-binaries "
-                       f"KUBE_VERSION={version}` or `kaic lab up --build`")
+                       f"({', '.join(lacking)}); build them with `kaic lab build --version "
+                       f"{version}` (or `make lab-binaries`), or `kaic lab up --build`")
     return bin_dir(version)
 
 
@@ -83,19 +74,17 @@ def module_dir(module: str, version: str) -> Path:
     key = f"{module}@{version}"
     if key in _module_dirs:
         return _module_dirs[key]
-    gomodcache = _gomodcache()
-    if gomodcache is not None:
-        d = gomodcache / f"{_escape(module)}@{version}"
-        if d.is_dir() and (d / "go.mod").is_file():
-            _module_dirs[key] = d
-            return d
+    cached = gomodcache() / f"{_escape(module)}@{version}"
+    if cached.is_dir() and (cached / "go.mod").is_file():
+        _module_dirs[key] = cached
+        return cached
     if shutil.which("go") is None:
-        raise LabError(f"Go is needed to download {key} (CRDs/stages for the lab)")
+        raise LabError(f"Go is needed to download {key} (manifests for the lab)")
     env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="")
+    env.pop("GOWORK", None)
     try:
         r = subprocess.run(["go", "mod", "download", "-json", key], capture_output=True,
-                           text=True, env=env, cwd=cache_root() if cache_root().is_dir()
-                           else None, timeout=600, check=False)
+                           text=True, env=env, cwd="/", timeout=900, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise LabError(f"go mod download {key} failed: {e}") from e
     try:
@@ -103,14 +92,29 @@ def module_dir(module: str, version: str) -> Path:
     except json.JSONDecodeError:
         info = {}
     if r.returncode != 0 or "Dir" not in info:
-        msg = info.get("Error") or r.stderr.strip().splitlines()[-1:] or ["unknown error"]
-        raise LabError(f"go mod download {key} failed: {msg if isinstance(msg, str) else msg[0]}")
-    d = Path(info["Dir"])
-    _module_dirs[key] = d
-    return d
+        lines = r.stderr.strip().splitlines()
+        msg = info.get("Error") or (lines[-1] if lines else "unknown error")
+        raise LabError(f"go mod download {key} failed: {msg}")
+    _module_dirs[key] = Path(info["Dir"])
+    return _module_dirs[key]
 
 
-def _gomodcache() -> Path | None:
+def manifest_files(program_name: str, key: str, kube: str) -> list[Path]:
+    """The files of manifest list ``key`` of a program (``programs.toml``), in order."""
+    p = programs.program(program_name)
+    patterns = p.manifests.get(key)
+    if not patterns:
+        raise LabError(f"lab program {program_name!r} lists no manifests {key!r}")
+    root = module_dir(p.module, p.resolved_version(kube))
+    return [f for pattern in patterns for f in sorted(root.glob(pattern))]
+
+
+def manifests(program_name: str, key: str, kube: str) -> list[dict[str, Any]]:
+    """The YAML documents of manifest list ``key`` of a program."""
+    return load_manifests(manifest_files(program_name, key, kube))
+
+
+def gomodcache() -> Path:
     if os.environ.get("GOMODCACHE"):
         return Path(os.environ["GOMODCACHE"])
     gopath = os.environ.get("GOPATH") or str(Path.home() / "go")

@@ -14,7 +14,6 @@ from typing import Any
 
 from kaic.errors import UsageError
 
-DEFAULT_KUBE_VERSION = "v1.36.2"
 ACCELERATOR_MODES = ("dra", "device-plugin", "both", "none")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 _VERSION = re.compile(r"^v1\.(\d+)\.(\d+)$")
@@ -33,7 +32,12 @@ def default_state_dir(name: str) -> Path:
 
 
 def default_version() -> str:
-    return os.environ.get("KAIC_KUBE_VERSION") or DEFAULT_KUBE_VERSION
+    """``$KAIC_KUBE_VERSION``, else the default of ``programs.toml``."""
+    if os.environ.get("KAIC_KUBE_VERSION"):
+        return os.environ["KAIC_KUBE_VERSION"]
+    from kaic.lab.programs import catalog  # programs.py imports this module
+
+    return catalog().default_kube
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class LabOptions:
                              "and '-', at most 40 characters")
         if not _VERSION.match(self.version):
             raise UsageError(f"invalid Kubernetes version {self.version!r}: expected vMAJOR."
-                             "MINOR.PATCH, e.g. v1.36.2")
+                             "MINOR.PATCH, e.g. v1.36.0")
         if self.minor < 34:
             raise UsageError(f"Kubernetes {self.version} is too old for the lab: resource.k8s.io"
                              "/v1 needs v1.34 or newer")

@@ -1,4 +1,5 @@
-"""The lab's real Prometheus server: its configuration and how to find its binary.
+"""The lab's real Prometheus server: its configuration (the binary is program ``prometheus``
+of ``programs.toml``).
 
 Prometheus (built from ``github.com/prometheus/prometheus/cmd/prometheus`` by
 ``lab/extras/prometheus.sh``) runs as a local process on 127.0.0.1. It discovers pods
@@ -11,33 +12,18 @@ Network rule: the last relabel step keeps only targets whose ``__address__`` is 
 if a pod had another IP. The lab's kwok hands out pod IPs inside 127.0.0.0/8, and
 ``kaic.lab.porter`` serves the sample workload at its pod IP.
 
-Owns: the configuration text and the binary's path. Must not start anything.
+Owns: the configuration text and the command line. Must not start anything.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import yaml
 
-PROMETHEUS_VERSION = "v0.316.0"  # Go module version of Prometheus 3.16.0
 SCRAPE_INTERVAL = "2s"
 LOOPBACK_ADDRESS = r"127(\.[0-9]{1,3}){3}:[0-9]+"
 """Relabel regex (anchored by Prometheus) a target address must match to be scraped."""
-
-
-def cache_root() -> Path:
-    if os.environ.get("KAIC_CACHE"):
-        return Path(os.environ["KAIC_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kaic"
-
-
-def binary(version: str | None = None) -> Path:
-    """Where ``lab/extras/prometheus.sh`` puts the binary for ``version``."""
-    v = version or os.environ.get("KAIC_PROMETHEUS_VERSION") or PROMETHEUS_VERSION
-    return cache_root() / f"prometheus-{v}" / "bin" / "prometheus"
 
 
 def config(kubeconfig: Path, *, scrape_pods: bool = True) -> dict[str, object]:

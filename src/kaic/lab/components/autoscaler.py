@@ -6,8 +6,8 @@ the GPU pool label and one simulated ``nvidia.com/gpu``), the instance-type file
 the process. Off by default (``kaic lab up --with node-autoscaler``): with it, any
 Pending GPU pod of any test would make the pool grow.
 
-Karpenter is built by ``lab/extras/karpenter.sh`` into
-``<cache>/karpenter-<version>/``. kubernetes/autoscaler's cluster-autoscaler is not
+Karpenter is built by ``kaic lab build`` (program ``karpenter`` of ``programs.toml``).
+kubernetes/autoscaler's cluster-autoscaler is not
 served by the module proxy this project can reach, so the lab uses Karpenter, the
 other upstream node autoscaler with a kwok provider (docs/lab.md).
 """
@@ -15,29 +15,23 @@ other upstream node autoscaler with a kwok provider (docs/lab.md).
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-from kaic.errors import LabError
+from kaic.lab import programs
+from kaic.lab.binaries import manifests
 from kaic.lab.component import ProcessComponent, register
 from kaic.lab.components.core import wait_established
 from kaic.lab.components.nodes import GPU_RESOURCE, POOL_LABEL, PRODUCT_LABEL
 from kaic.lab.context import LabContext, probe
-from kaic.lab.options import cache_root
 
-KARPENTER_VERSION = os.environ.get("KAIC_KARPENTER_VERSION", "v1.14.1")
 NODEPOOL = "kaic-gpu"
 NODECLASS = "default"
 INSTANCE_TYPE = "kaic-lab-h100x1"
 DEFAULT_GPU_LIMIT = 4
 """Most GPUs (= nodes, one GPU each) the NodePool may add; patch ``spec.limits`` of
 NodePool ``kaic-gpu`` to change it at run time (``0`` = the pool cannot grow)."""
-
-
-def karpenter_dir() -> Path:
-    return cache_root() / f"karpenter-{KARPENTER_VERSION}"
 
 
 def instance_types() -> list[dict[str, Any]]:
@@ -85,20 +79,15 @@ class NodeAutoscaler(ProcessComponent):
     default = False
     ready_timeout = 90.0
 
-    def binary(self) -> Path:
-        return karpenter_dir() / "bin" / "karpenter-kwok"
+    def binary(self, ctx: LabContext) -> Path:
+        return programs.binary_of("karpenter", ctx.options.version)
 
     def port_keys(self) -> tuple[str, ...]:
         return ("karpenter-metrics", "karpenter-health")
 
     def before_start(self, ctx: LabContext) -> None:
-        if not self.binary().is_file():
-            raise LabError(f"Karpenter is not built ({self.binary()} is missing): run "
-                           "`bash lab/extras/karpenter.sh` (or `make lab-binaries`)")
-        crds = sorted((karpenter_dir() / "crds").glob("*.yaml"))
-        import yaml
-
-        docs = [d for f in crds for d in yaml.safe_load_all(f.read_text()) if d]
+        programs.require_binary("karpenter", ctx.options.version)
+        docs = manifests("karpenter", "crds", ctx.options.version)
         ctx.apply(docs)
         wait_established(ctx, [d["metadata"]["name"] for d in docs])
         d = ctx.dir("node-autoscaler")
@@ -118,7 +107,7 @@ class NodeAutoscaler(ProcessComponent):
             ctx.apply([nodepool()])
 
     def argv(self, ctx: LabContext) -> list[str]:
-        return [str(self.binary())]
+        return [str(self.binary(ctx))]
 
     def env(self, ctx: LabContext) -> dict[str, str]:
         return {

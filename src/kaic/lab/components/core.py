@@ -9,13 +9,11 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
-from kaic.lab.binaries import load_manifests, module_dir
+from kaic.lab.binaries import manifests
 from kaic.lab.component import ProcessComponent, register
 from kaic.lab.context import LabContext, probe
 from kaic.lab.pki import write_kubeconfig
 
-KWOK_MODULE = "sigs.k8s.io/kwok"
-KWOK_VERSION = "v0.8.0"
 KWOK_CRDS = ("Stage", "Exec", "ClusterExec", "PortForward", "ClusterPortForward", "Logs",
              "ClusterLogs", "Attach", "ClusterAttach", "Metric", "ResourceUsage",
              "ClusterResourceUsage")
@@ -176,11 +174,6 @@ class KubeScheduler(_Controller):
         return self.common(ctx)
 
 
-def kwok_manifest(ctx: LabContext, *parts: str) -> list[dict[str, Any]]:
-    """YAML documents of a file in the kwok module (``go mod download``)."""
-    return load_manifests([module_dir(KWOK_MODULE, KWOK_VERSION).joinpath(*parts)])
-
-
 def kwok_stages(ctx: LabContext) -> list[dict[str, Any]]:
     """kwok's fast node and pod stages; Job pods may stay Running for a while.
 
@@ -189,13 +182,7 @@ def kwok_stages(ctx: LabContext) -> list[dict[str, Any]]:
     ``30s``, or an RFC 3339 time), so gang-scheduled or long-running Jobs can be
     observed while Running; without the annotation they still complete immediately.
     """
-    docs: list[dict[str, Any]] = []
-    for parts in (("stage", "node", "fast", "node-initialize.yaml"),
-                  ("stage", "node", "heartbeat-with-lease", "node-heartbeat-with-lease.yaml"),
-                  ("stage", "pod", "fast", "pod-ready.yaml"),
-                  ("stage", "pod", "fast", "pod-complete.yaml"),
-                  ("stage", "pod", "fast", "pod-delete.yaml")):
-        docs += kwok_manifest(ctx, "kustomize", *parts)
+    docs = manifests("kwok", "stages", ctx.options.version)
     for d in docs:
         if d["metadata"]["name"] == "pod-complete":
             d["spec"]["delay"] = {
@@ -219,8 +206,7 @@ class Kwok(ProcessComponent):
         return ("kwok",)
 
     def before_start(self, ctx: LabContext) -> None:
-        crds = load_manifests(sorted((module_dir(KWOK_MODULE, KWOK_VERSION) / "kustomize"
-                                      / "crd" / "bases").glob("*.yaml")))
+        crds = manifests("kwok", "crds", ctx.options.version)
         ctx.apply(crds)
         wait_established(ctx, [c["metadata"]["name"] for c in crds])
         ctx.apply(kwok_stages(ctx))

@@ -1,7 +1,7 @@
 """API extensions installed from Go module downloads: Gateway API (standard channel),
 JobSet, Kueue and the Gateway API Inference Extension.
 
-Owns: which module, version and files each CRD set comes from. Must not run their
+Owns: which program of ``programs.toml`` each CRD set comes from. Must not run their
 controllers (operators are separate components). Each set can be left out with
 ``--without NAME`` to build a lab where a requirement does not hold.
 """
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from kaic.lab.binaries import load_manifests, module_dir
+from kaic.lab import programs
+from kaic.lab.binaries import manifests
 from kaic.lab.component import Component, register
 from kaic.lab.components.core import wait_established
 from kaic.lab.context import LabContext
@@ -28,19 +29,19 @@ def applied_from(ctx: LabContext, stamp: str) -> set[str]:
 
 
 class CrdSet(Component):
-    """CRDs (and companion objects) read from a Go module's source tree."""
+    """CRDs (and companion objects) read from a Go module's source tree: the ``crds``
+    manifests of program ``program`` in ``programs.toml``."""
 
-    module: ClassVar[str] = ""
-    version: ClassVar[str] = ""
-    files: ClassVar[tuple[str, ...]] = ()
-    """Glob patterns relative to the module root."""
+    program: ClassVar[str] = ""
     group: ClassVar[str] = ""
     order = 60
 
     def documents(self, ctx: LabContext) -> list[dict[str, Any]]:
-        root = module_dir(self.module, self.version)
-        files = [f for pattern in self.files for f in sorted(root.glob(pattern))]
-        return load_manifests(files)
+        return manifests(self.program, "crds", ctx.options.version)
+
+    def source(self, ctx: LabContext) -> str:
+        p = programs.program(self.program)
+        return f"{p.module}@{p.resolved_version(ctx.options.version)}"
 
     def crd_names(self, ctx: LabContext) -> list[str]:
         return [d["metadata"]["name"] for d in self.documents(ctx)
@@ -49,11 +50,10 @@ class CrdSet(Component):
     def start(self, ctx: LabContext) -> None:
         docs = self.documents(ctx)
         if not docs:
-            raise RuntimeError(f"no manifests found for {self.name} in {self.module}"
-                               f"@{self.version}")
+            raise RuntimeError(f"no manifests found for {self.name} in {self.source(ctx)}")
         names = [d["metadata"]["name"] for d in docs
                  if d.get("kind") == "CustomResourceDefinition"]
-        stamp = f"{self.module}@{self.version}"
+        stamp = self.source(ctx)
         for d in docs:
             d.setdefault("metadata", {}).setdefault("annotations", {})[SOURCE_ANNOTATION] = stamp
         # On a running lab, objects already applied from the same module version are
@@ -70,39 +70,31 @@ class CrdSet(Component):
 @register
 class GatewayApi(CrdSet):
     name = "gateway-api"
+    program = "gateway-api"
     description = "Gateway API standard channel CRDs (gateway.networking.k8s.io/v1)"
-    module = "sigs.k8s.io/gateway-api"
-    version = "v1.6.3"
-    files = ("config/crd/standard/*.yaml",)
     group = "gateway.networking.k8s.io"
 
 
 @register
 class JobSet(CrdSet):
     name = "jobset"
+    program = "jobset"
     description = "JobSet CRD (jobset.x-k8s.io/v1alpha2)"
-    module = "sigs.k8s.io/jobset"
-    version = "v0.12.0"
-    files = ("config/components/crd/bases/*.yaml",)
     group = "jobset.x-k8s.io"
 
 
 @register
 class Kueue(CrdSet):
     name = "kueue"
+    program = "kueue"
     description = "Kueue CRDs (kueue.x-k8s.io v1beta1/v1beta2, no conversion webhook)"
-    module = "sigs.k8s.io/kueue"
-    version = "v0.19.2"
-    files = ("config/components/crd/bases/*.yaml",)
     group = "kueue.x-k8s.io"
 
 
 @register
 class InferenceExtension(CrdSet):
     name = "inference-extension"
+    program = "inference-extension"
     description = ("Gateway API Inference Extension CRDs (InferencePool, "
                    "inference.networking.k8s.io/v1)")
-    module = "sigs.k8s.io/gateway-api-inference-extension"
-    version = "v1.6.0"
-    files = ("config/crd/bases/*.yaml",)
     group = "inference.networking.k8s.io"

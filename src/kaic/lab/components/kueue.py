@@ -21,7 +21,6 @@ build anything (the binary comes from the cache).
 from __future__ import annotations
 
 import base64
-import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,15 +28,13 @@ from typing import Any, ClassVar
 import yaml
 
 from kaic.errors import LabError
-from kaic.lab import proc
-from kaic.lab.binaries import module_dir
+from kaic.lab import proc, programs
+from kaic.lab.binaries import manifest_files
 from kaic.lab.component import ProcessComponent, register
 from kaic.lab.context import LabContext, probe
-from kaic.lab.options import cache_root
 from kaic.lab.pki import issue_serving_cert
 
-KUEUE_VERSION = "v0.19.2"
-KUEUE_MODULE = "sigs.k8s.io/kueue"
+KUEUE_VERSION = programs.version("kueue")
 NAMESPACE = "kueue-system"
 LEASE = "c1f6bfd2.kueue.x-k8s.io"
 CLUSTER_QUEUE = "kaic-lab"
@@ -52,20 +49,16 @@ LABELS = {"app.kubernetes.io/name": "kueue", "app.kubernetes.io/version": KUEUE_
 KUEUE_API = "kueue.x-k8s.io/v1beta2"
 
 
-def kueue_version() -> str:
-    return os.environ.get("KAIC_KUEUE_VERSION") or KUEUE_VERSION
-
-
 def binary(kube_version: str) -> Path:
-    """Where ``lab/extras/kueue.sh`` puts the controller for this lab version."""
-    return cache_root() / f"kueue-{kueue_version()}-k8s-{kube_version}" / "bin" / "kueue"
+    """Where ``kaic lab build`` puts the controller for this lab version."""
+    return programs.binary_of("kueue", kube_version)
 
 
-def webhook_configurations(port: int, ca_pem: bytes, *, module_root: Path
+def webhook_configurations(port: int, ca_pem: bytes, *, files: list[Path]
                            ) -> list[dict[str, Any]]:
-    """Kueue's webhook configurations, pointed at ``https://127.0.0.1:port``."""
-    docs = [d for d in yaml.safe_load_all(
-        (module_root / "config/components/webhook/manifests.yaml").read_text()) if d]
+    """Kueue's webhook configurations (``files``: the module's webhook manifests),
+    pointed at ``https://127.0.0.1:port``."""
+    docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
     ca = base64.b64encode(ca_pem).decode()
     out = []
     for doc in docs:
@@ -110,7 +103,7 @@ def config(ctx: LabContext, cert_dir: Path) -> dict[str, Any]:
 @register
 class KueueController(ProcessComponent):
     name = "kueue-controller"
-    description = (f"the real Kueue {KUEUE_VERSION} controller (lab/extras/kueue.sh), webhooks "
+    description = (f"the real Kueue {KUEUE_VERSION} controller (built from its module), webhooks "
                    "on 127.0.0.1, a ClusterQueue for the GPU pool")
     order = 110
     optional = True
@@ -126,11 +119,7 @@ class KueueController(ProcessComponent):
     def before_start(self, ctx: LabContext) -> None:
         if "kueue" not in ctx.enabled:
             raise LabError("kueue-controller needs the kueue CRDs; do not leave out kueue")
-        exe = binary(ctx.options.version)
-        if not os.access(exe, os.X_OK):
-            raise LabError(f"the Kueue controller is not built ({exe}); run "
-                           f"`lab/extras/kueue.sh {ctx.options.version}` (or "
-                           "`make lab-binaries`)")
+        programs.require_binary("kueue", ctx.options.version)
         certs = self.cert_dir(ctx)
         if not (certs / "tls.crt").exists():
             crt, key = issue_serving_cert(ctx.pki, ctx.dir("kueue") / "pki", "kueue-webhook",
@@ -190,9 +179,9 @@ class KueueController(ProcessComponent):
         return probe(f"http://127.0.0.1:{ctx.port('kueue-health')}/readyz") and _is_leader(ctx)
 
     def after_start(self, ctx: LabContext) -> None:
-        root = module_dir(KUEUE_MODULE, kueue_version())
+        files = manifest_files("kueue", "webhooks", ctx.options.version)
         ctx.apply(webhook_configurations(ctx.port("kueue-webhook"),
-                                         ctx.pki.ca_crt.read_bytes(), module_root=root))
+                                         ctx.pki.ca_crt.read_bytes(), files=files))
         ctx.apply(queues(ctx))
 
     def healthy(self, ctx: LabContext) -> bool:

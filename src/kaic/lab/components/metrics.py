@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from kaic.errors import LabError
-from kaic.lab import dcgm, proc
+from kaic.lab import dcgm, proc, programs
 from kaic.lab import prometheus as prom
 from kaic.lab.component import Component, ProcessComponent, register
 from kaic.lab.components.nodes import PRODUCT, gpu_node_name, gpu_uuid
@@ -210,15 +210,14 @@ class Prometheus(ProcessComponent):
         return ("prometheus",)
 
     def before_start(self, ctx: LabContext) -> None:
-        if not prom.binary().exists():
-            raise LabError(f"Prometheus is not built ({prom.binary()}); run "
-                           "`bash lab/extras/prometheus.sh` (or `make lab-binaries`)")
+        programs.require_binary("prometheus", ctx.options.version)
         cfg = prometheus_config_file(ctx)
         if not cfg.exists():
             cfg.write_text(prom.config_text(ctx.kubeconfig))
 
     def argv(self, ctx: LabContext) -> list[str]:
-        return prom.argv(prom.binary(), prometheus_config_file(ctx),
+        return prom.argv(programs.binary_of("prometheus", ctx.options.version),
+                         prometheus_config_file(ctx),
                          ctx.dir("prometheus") / "data", ctx.port("prometheus"))
 
     def ready(self, ctx: LabContext) -> bool:
