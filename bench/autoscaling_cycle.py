@@ -47,7 +47,7 @@ def main() -> int:
     ap.add_argument("--lab", help="a running lab with --with node-autoscaler")
     args = ap.parse_args()
     if not NodeAutoscaler().binary().is_file():
-        print("skipped: Karpenter is not built (bash lab/extras/karpenter.sh)")
+        print("skipped: Karpenter is not built (kaic lab build --only karpenter)")
         return 0
     own = args.lab is None
     lab = Lab.load(args.lab) if args.lab else Lab(LabOptions(

@@ -2,7 +2,7 @@
 of ``programs.toml``).
 
 Prometheus (built from ``github.com/prometheus/prometheus/cmd/prometheus`` by
-``lab/extras/prometheus.sh``) runs as a local process on 127.0.0.1. It discovers pods
+``kaic lab build``) runs as a local process on 127.0.0.1. It discovers pods
 through the lab's apiserver (``kubernetes_sd_configs``, role ``pod``, with the lab's
 admin kubeconfig) and keeps the usual annotation convention (``prometheus.io/scrape``,
 ``prometheus.io/port``, ``prometheus.io/path``).

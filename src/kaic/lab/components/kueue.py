@@ -1,6 +1,6 @@
 """The real Kueue controller (gang scheduling, an AI operator with admission webhooks).
 
-Kueue is built from its Go module by ``lab/extras/kueue.sh`` and runs as a local process
+Kueue is built from its Go module by ``kaic lab build`` and runs as a local process
 with the lab's admin kubeconfig. Its webhook server listens on 127.0.0.1 with a serving
 certificate from the lab CA; the lab writes Kueue's Mutating/ValidatingWebhookConfigurations
 itself (from the module's ``config/components/webhook/manifests.yaml``) with

@@ -12,7 +12,7 @@ and a real Prometheus.
 * ``porter`` (default on): serves pods running ``agnhost porter`` at their (loopback) pod
   IPs (``kaic.lab.porter``), so that a monitoring system can scrape workloads.
 * ``prometheus`` (off by default, ``--with prometheus``; needs
-  ``lab/extras/prometheus.sh``): the real Prometheus server on 127.0.0.1, discovering
+  ``kaic lab build``): the real Prometheus server on 127.0.0.1, discovering
   pods through the apiserver and scraping only loopback targets (``kaic.lab.prometheus``),
   represented by a pod ``monitoring/prometheus-0`` (``app.kubernetes.io/name=prometheus``,
   port 9090 ``web``) with a kwok ``PortForward`` to it, and a Service ``prometheus``.
