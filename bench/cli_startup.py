@@ -3,9 +3,11 @@
 Times each command as a fresh process (``python -m kaic …`` with this interpreter),
 ``--repeat`` times, interleaved with ``python -c pass`` so that the machine's load hits
 all of them alike, and prints the median and best wall time and the median CPU time
-(user + system) of each, with its ratio to ``python -c pass``. Also asserts that ``kaic catalog list`` imports no ``kubernetes``
-module (``python -X importtime``). Exits 1 when a command's median is over
-``--limit-ms``. Run: ``python bench/cli_startup.py [--repeat 21] [--limit-ms 150]``.
+(user + system) of each, with its ratio to ``python -c pass``. Also asserts that
+``kaic catalog list`` imports no ``kubernetes`` module (``python -X importtime``).
+Exits 1 when a command's median is over ``--limit-ms``.
+
+Run: ``python bench/cli_startup.py [--repeat 21] [--limit-ms 150]``.
 """
 
 from __future__ import annotations

@@ -167,7 +167,7 @@ class RunRecord:
             started_at=_text(doc, "started_at", source, required=True),
             catalog_version=_text(doc, "catalog_version", source, required=True),
             cluster=_scalars(doc, "cluster", source),
-            options=_object(doc.get("options") or {}, f"{source}: options"),
+            options=_member(doc, "options", source),
             finished_at=finished, interrupted=_flag(doc, "interrupted", source),
             results=results, cleanup=_cleanup(doc, source),
         )
@@ -243,6 +243,12 @@ def _object(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+def _member(d: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    """An optional object member (absent or null: empty)."""
+    value = d.get(key)
+    return {} if value is None else _object(value, f"{where}: {key}")
+
+
 def _list(d: dict[str, Any], key: str, where: str) -> list[Any]:
     value = d.get(key)
     if value is None:
@@ -286,7 +292,7 @@ def _seconds(d: dict[str, Any], key: str, where: str) -> float:
 
 
 def _scalars(d: dict[str, Any], key: str, where: str) -> dict[str, Any]:
-    value = _object(d.get(key) or {}, f"{where}: {key}")
+    value = _member(d, key, where)
     for k, v in value.items():
         if v is not None and not isinstance(v, str | int | float | bool):
             raise InputError(f"{where}: {key}.{k} must be a plain value, got {_kind(v)}")
@@ -294,7 +300,7 @@ def _scalars(d: dict[str, Any], key: str, where: str) -> dict[str, Any]:
 
 
 def _cleanup(doc: dict[str, Any], source: str) -> tuple[dict[str, str], ...]:
-    cleanup = _object(doc.get("cleanup") or {}, f"{source}: cleanup")
+    cleanup = _member(doc, "cleanup", source)
     failed = []
     for i, c in enumerate(_list(cleanup, "failed", f"{source}: cleanup")):
         where = f"{source}: cleanup.failed[{i}]"
