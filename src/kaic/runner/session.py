@@ -6,6 +6,16 @@ call), the catalog version (with its warning as a value), the plan, preflight, t
 output directory, and the execution. Must not render anything, and must not write
 files itself: the caller passes the bundle writer (``kaic.report.BundleWriter``) as a
 factory of the output directory.
+
+Library use (what ``kaic run`` does, without the console)::
+
+    from kaic.report import BundleWriter
+    from kaic.runner import RunRequest, RunSession
+
+    session = RunSession(RunRequest(kubeconfig="kc", level="must"))
+    prepared = session.prepare()          # prepared.catalog_warning, prepared.plan
+    done = session.run(prepared, writer=BundleWriter)
+    done.record, done.output_dir, done.exit_code
 """
 
 from __future__ import annotations
