@@ -221,9 +221,9 @@ class Deadline:
     runner's watchdog) and the clock are seen by all three alike.
     """
 
-    def __init__(self, timeout_s: float, *, start: float | None = None) -> None:
+    def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        self.started = time.monotonic() if start is None else start
+        self.started = time.monotonic()
         self.ends = self.started + timeout_s
         self._cancel = threading.Event()
 
@@ -241,6 +241,11 @@ class Deadline:
 
     def cancel(self) -> None:
         self._cancel.set()
+
+    @property
+    def event(self) -> threading.Event:
+        """The cancellation as an event, for code that waits on one."""
+        return self._cancel
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds`` (capped by what is left); True when cancelled."""
@@ -315,6 +320,11 @@ class CheckContext:
     @property
     def started(self) -> float:
         return self.clock.started
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        """Set when the check is cancelled (the deadline's event, not a copy)."""
+        return self.clock.event
 
     # -- time and cancellation -------------------------------------------------------
     def remaining(self) -> float:
