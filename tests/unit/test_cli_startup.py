@@ -39,3 +39,12 @@ def test_help_lists_every_command_without_importing_them() -> None:
     assert r.returncode == 0
     for name in ("catalog", "checklist", "cleanup", "lab", "report", "run"):
         assert f"  {name} " in r.stdout
+
+
+def test_the_help_listing_says_what_each_command_says_of_itself() -> None:
+    from kaic.cli import main
+
+    for name, (load, summary) in main._COMMANDS.items():
+        command = load()
+        assert command.name == name
+        assert (command.help or "").startswith(summary), name

@@ -50,6 +50,9 @@ def _cleanup() -> click.Command:
     return cleanup_cmd
 
 
+# NOTE: each summary is the first sentence of the command's own help
+# (tests/unit/test_cli_startup.py keeps them equal), so that ``kaic --help`` need not
+# import every command.
 _COMMANDS: dict[str, tuple[Callable[[], click.Command], str]] = {
     "catalog": (_catalog, "Browse the versioned requirement catalog."),
     "checklist": (_checklist, "Write, fill and validate the self-assessment checklist"
