@@ -214,15 +214,18 @@ def passed_for_exit(entry: ResultEntry) -> bool:
     return r.outcome is Outcome.PASS or (r.outcome is Outcome.SKIP and r.not_applicable)
 
 
+def unmet(record: RunRecord) -> list[ResultEntry]:
+    """The selected MUST requirements that keep the run from exiting 0."""
+    return [e for e in record.results if e.level is Level.MUST and not passed_for_exit(e)]
+
+
 def exit_code(record: RunRecord) -> ExitCode:
     """The exit rule, the one place it is written: 130 when interrupted; 0 when every
     selected MUST passed (or does not apply); 1 otherwise. SHOULD results never fail a
     run."""
     if record.interrupted:
         return ExitCode.INTERRUPTED
-    if any(e.level is Level.MUST and not passed_for_exit(e) for e in record.results):
-        return ExitCode.NOT_MET
-    return ExitCode.OK
+    return ExitCode.NOT_MET if unmet(record) else ExitCode.OK
 
 
 # -- schema helpers ----------------------------------------------------------------------
