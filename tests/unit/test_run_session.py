@@ -87,6 +87,14 @@ def test_a_session_asks_the_server_version_once_and_records_the_request(
                               "server": "https://127.0.0.1:1"}
 
 
+def test_the_recorded_options_give_back_the_request() -> None:
+    request = RunRequest(level="should", focus="gang", parallel=3, timeout_scale=1.5,
+                         keep_resources=True, check_options={"gang-image": "busybox"})
+    assert RunRequest.from_json(request.to_json()) == request
+    with pytest.raises(UsageError, match="--parallel"):
+        RunRequest.from_json({"parallel": "many"})
+
+
 def test_a_server_newer_than_the_catalog_gives_the_warning_as_a_value(
         tmp_path: Path) -> None:
     session, _ = _session(tmp_path, CountingCluster("v1.99.0"))

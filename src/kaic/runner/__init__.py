@@ -43,6 +43,7 @@ from kaic.runner.record import (
     evidence_path,
     exit_code,
     read_record,
+    unmet,
 )
 from kaic.runner.request import RunRequest
 from kaic.runner.session import PreflightFailed, Prepared, RunSession, SessionResult, run
@@ -80,4 +81,5 @@ __all__ = [
     "preflight",
     "read_record",
     "run",
+    "unmet",
 ]
