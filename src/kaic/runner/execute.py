@@ -178,13 +178,13 @@ class _Running:
     deadline: Deadline | None = None
     """Set when the check starts; until then the check has not begun."""
     started_at: str = ""
-    cancelled_early: bool = False
+    cancel_requested: bool = False
     cleaned: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def cancel(self) -> None:
         with self.lock:
-            self.cancelled_early = True
+            self.cancel_requested = True
             if self.deadline is not None:
                 self.deadline.cancel()
 
@@ -278,7 +278,7 @@ class _Execution:
         deadline = Deadline(item.spec.timeout_s * self.request.timeout_scale)
         with run.lock:
             run.deadline, run.started_at = deadline, utc_now()
-            if run.cancelled_early:
+            if run.cancel_requested:
                 deadline.cancel()
         try:
             if deadline.cancelled:
