@@ -103,3 +103,11 @@ def test_checklist_fill_on_a_malformed_run_json_exits_2_with_one_line(tmp_path: 
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("kaic: error: ") and len(r.stderr.splitlines()) == 1
     assert "Traceback" not in r.stderr
+
+
+def test_report_into_a_folder_that_does_not_exist_exits_2_with_one_line(tmp_path: Path
+                                                                        ) -> None:
+    r = kaic("report", str(GOLDEN), "-o", str(tmp_path / "nonexistent" / "x.md"))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("kaic: error: cannot write ")
+    assert len(r.stderr.splitlines()) == 1

@@ -37,7 +37,10 @@ def report_cmd(bundle: str, fmt: str, output: str | None) -> int:
     else:
         text = render_markdown(record) if fmt == "md" else render_html(record)
     if output:
-        Path(output).write_text(text, encoding="utf-8")
+        try:
+            Path(output).write_text(text, encoding="utf-8")
+        except OSError as e:
+            raise InputError(f"cannot write {output}: {e.strerror or e}") from e
     else:
         click.echo(text, nl=False)
     return int(record.exit_code)
