@@ -21,7 +21,7 @@ install: $(STAMP)
 
 lint: install
 	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench || true
+	$(BIN)/ruff format --check src tests bench
 
 typecheck: install
 	$(BIN)/mypy
@@ -42,6 +42,7 @@ lab-test: install lab-binaries
 
 test: install lab-binaries
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	KAIC_REQUIRE_LAB_PROGRAMS=1 $(BIN)/pytest -q tests

@@ -7,6 +7,7 @@ Regenerate the golden files after an intended change with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -86,9 +87,10 @@ def _write(tmp: Path) -> Path:
         req = cat.get(result.requirement_id)
         entry = ResultEntry(result, req.level, req.category, started,
                             tuple(evidence_path(req.id, e.name) for e in result.evidence))
-        record.results = sorted([*record.results, entry], key=lambda e: order[e.id])
-        writer(CheckDone(PlanItem(req, None), entry, result))
-    record.finished_at = "2026-11-28T10:16:00.000Z"
+        record = dataclasses.replace(record, results=tuple(
+            sorted([*record.results, entry], key=lambda e: order[e.id])))
+        writer(CheckDone(PlanItem(req, None), entry, record))
+    record = dataclasses.replace(record, finished_at="2026-11-28T10:16:00.000Z")
     writer(RunFinished(record))
     return out
 

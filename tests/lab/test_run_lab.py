@@ -27,7 +27,7 @@ from kaic.cluster.client import Cluster, connect
 from kaic.cluster.tracking import find_leftovers
 from kaic.lab import Lab
 from kaic.model import Outcome
-from kaic.runner import RunOptions, execute, make_plan
+from kaic.runner import RunRequest, execute, make_plan
 from kaic.runner.record import exit_code
 
 pytestmark = pytest.mark.lab
@@ -89,7 +89,7 @@ def _run_checks(cluster: Cluster, focus: str, version: str = "1.36") -> Any:
     from kaic.checks import load_builtin_checks
 
     plan = make_plan(load(version), load_builtin_checks(), focus=focus)
-    return execute(cluster, plan, options=RunOptions())
+    return execute(cluster, plan, request=RunRequest())
 
 
 def test_gateway_class_acceptance_is_judged_from_its_status(lab: Lab) -> None:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 GOLDEN = Path(__file__).parents[1] / "golden" / "bundle"
 
 
@@ -73,3 +75,44 @@ def test_report_re_renders_a_bundle_and_exits_with_the_run_code() -> None:
 def test_report_on_something_that_is_not_a_bundle_is_a_usage_error(tmp_path: Path) -> None:
     r = kaic("report", str(tmp_path))
     assert r.returncode == 2 and "a kaic result bundle?" in r.stderr
+
+
+def _unreachable_kubeconfig(tmp_path: Path) -> Path:
+    kc = tmp_path / "kubeconfig"
+    kc.write_text("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:"
+                  " {server: 'http://127.0.0.1:9'}\nusers:\n- name: u\n  user: {token: t}\n"
+                  "contexts:\n- name: x\n  context: {cluster: c, user: u}\n"
+                  "current-context: x\n")
+    return kc
+
+
+@pytest.mark.parametrize("scale", ["nan", "inf", "-inf", "0", "-2"])
+def test_a_timeout_scale_that_is_not_positive_and_finite_exits_2(tmp_path: Path,
+                                                                  scale: str) -> None:
+    r = kaic("run", "--kubeconfig", str(_unreachable_kubeconfig(tmp_path)),
+             "--timeout-scale", scale, "-o", str(tmp_path / "out"))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("kaic: error: --timeout-scale must be a positive number")
+    assert len(r.stderr.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--gang-negative-size", "abc"),
+                                             ("--gang-negative-size", "0"),
+                                             ("--gang-admit-timeout", "soon"),
+                                             ("--probe-pod-timeout", "nan")])
+def test_a_malformed_check_option_exits_2_before_anything_runs(tmp_path: Path, flag: str,
+                                                               value: str) -> None:
+    # The cluster is unreachable: exit 2 (not 3) shows the value was judged first.
+    r = kaic("run", "--kubeconfig", str(_unreachable_kubeconfig(tmp_path)), flag, value,
+             "-o", str(tmp_path / "out"))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(f"kaic: error: {flag} must be ")
+    assert len(r.stderr.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_level_is_accepted_in_upper_case_like_catalog_list() -> None:
+    r = kaic("run", "--version", "1.35", "--list", "--level", "MUST")
+    assert r.returncode == 0, r.stderr
+    assert not any("gpu_sharing" in line for line in r.stdout.splitlines())

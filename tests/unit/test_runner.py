@@ -21,7 +21,7 @@ from kaic.runner import (
     CleanupDone,
     Event,
     RunFinished,
-    RunOptions,
+    RunRequest,
     RunStarted,
     execute,
     exit_code,
@@ -62,7 +62,7 @@ def _run(reg: Registry, fake: FakeCluster | None = None, events: list[Event] | N
     plan = _plan(reg, focus=kw.pop("focus", "^(ai_inference|gpu_sharing|gang_scheduling)$"))
     sink = events if events is not None else []
     return execute(fake or FakeCluster(), plan, run_id="r1", observers=[sink.append],
-                   options=RunOptions(**kw))
+                   request=RunRequest(**kw))
 
 
 def _result(record: Any, rid: str) -> Any:

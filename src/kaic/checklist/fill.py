@@ -9,7 +9,6 @@ keeping a backup. Must not run checks or talk to a cluster.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +21,11 @@ from kaic import catalog as cat
 from kaic.checklist import yamlio
 from kaic.checklist.validate import folder_version, metadata_value
 from kaic.errors import InputError, UsageError
+from kaic.runner.record import read_record
 
 __all__ = ["FillChange", "FillResult", "RunResult", "fill_checklist", "read_bundle"]
 
-RUN_SCHEMA = "kaic.io/run/v1"
-MAX_RUN_JSON_BYTES = 64 << 20
 ARTIFACTS = ("junit.xml", "e2e.log", "results.json")
-_OUTCOMES = {"PASS", "FAIL", "SKIP", "ERROR", "MANUAL"}
 
 
 @dataclass(frozen=True)
@@ -71,42 +68,13 @@ class FillResult:
 
 
 def read_bundle(bundle: Path) -> Bundle:
-    """Read ``run.json`` of a bundle; every problem is an InputError (exit code 2)."""
-    run_json = bundle / "run.json"
-    try:
-        if run_json.stat().st_size > MAX_RUN_JSON_BYTES:
-            raise InputError(f"{run_json} is larger than {MAX_RUN_JSON_BYTES} bytes")
-        doc: Any = json.loads(run_json.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise InputError(f"{bundle} is not a kaic run bundle (no run.json)") from e
-    except OSError as e:
-        raise InputError(f"cannot read {run_json}: {e.strerror or e}") from e
-    except (UnicodeDecodeError, ValueError) as e:
-        raise InputError(f"{run_json} is not valid JSON: {e}") from e
-    if not isinstance(doc, dict) or doc.get("schema") != RUN_SCHEMA:
-        raise InputError(f"{run_json}: schema must be {RUN_SCHEMA!r}")
-    raw = doc.get("results")
-    if not isinstance(raw, list):
-        raise InputError(f"{run_json}: 'results' must be a list")
-    results: list[RunResult] = []
-    for i, r in enumerate(raw):
-        if not isinstance(r, dict):
-            raise InputError(f"{run_json}: results[{i}] is not an object")
-        rid, outcome = r.get("requirement_id"), r.get("outcome")
-        if not isinstance(rid, str) or not rid:
-            raise InputError(f"{run_json}: results[{i}] has no requirement_id")
-        if outcome not in _OUTCOMES:
-            raise InputError(f"{run_json}: results[{i}] ({rid}) has outcome {outcome!r};"
-                             f" expected one of {', '.join(sorted(_OUTCOMES))}")
-        reason = r.get("reason") or ""
-        test = r.get("test_name") or ""
-        if not isinstance(reason, str) or not isinstance(test, str):
-            raise InputError(f"{run_json}: results[{i}] ({rid}) reason/test_name must be text")
-        results.append(RunResult(rid, test, str(outcome), " ".join(reason.split()),
-                                 r.get("not_applicable") is True))
-    cv = doc.get("catalog_version")
-    return Bundle(bundle, str(doc.get("run_id") or ""), str(cv) if cv else None,
-                  tuple(results))
+    """Read ``run.json`` of a bundle with the one strict reader (``kaic.runner``); every
+    problem is an InputError (exit code 2)."""
+    record = read_record(bundle)
+    results = tuple(RunResult(e.id, e.result.test_name, e.result.outcome.value,
+                              " ".join(e.result.reason.split()), e.result.not_applicable)
+                    for e in record.results)
+    return Bundle(bundle, record.run_id, record.catalog_version or None, results)
 
 
 def _entries(doc: Any) -> dict[str, CommentedMap]:

@@ -19,6 +19,7 @@ an ERROR, never a PASS.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -42,10 +43,42 @@ class CheckOption:
     name: str
     help: str
     default: str | None = None
+    kind: str | None = None
+    """``number`` (finite, not negative), ``integer`` (a whole number above 0) or
+    ``text``; by default ``number`` when the default value is one, else ``text``."""
 
     def __post_init__(self) -> None:
         if not _OPTION_NAME.match(self.name):
             raise ValueError(f"option name {self.name!r} must be lower-case-with-dashes")
+        if self.kind is None:
+            numeric = self.default is not None and _number(self.default) is not None
+            object.__setattr__(self, "kind", "number" if numeric else "text")
+        if self.kind not in _KINDS:
+            raise ValueError(f"option kind {self.kind!r} must be one of {', '.join(_KINDS)}")
+
+    def problem(self, value: str) -> str | None:
+        """Why ``value`` is not acceptable for this option (None: it is); the runner asks
+        before anything runs."""
+        if self.kind == "number":
+            n = _number(value)
+            if n is None or n < 0:
+                return f"--{self.name} must be a number of 0 or more, got {value!r}"
+        elif self.kind == "integer" and not (value.strip().isdecimal()
+                                             and value.strip().isascii() and int(value) > 0):
+            return f"--{self.name} must be a whole number above 0, got {value!r}"
+        return None
+
+
+_KINDS = ("text", "number", "integer")
+
+
+def _number(text: str) -> float | None:
+    """``text`` as a finite number, or None."""
+    try:
+        n = float(text)
+    except ValueError:
+        return None
+    return n if math.isfinite(n) else None
 
 
 @dataclass(frozen=True)
@@ -180,6 +213,53 @@ class Cancelled(KaicError):
     """The run was interrupted or the check ran past its timeout."""
 
 
+class Deadline:
+    """One check's time limit and its cancellation, in one place.
+
+    The runner creates one per check and shares it with the check's ``CheckContext``
+    and the guarded cluster the check talks to; ``cancel()`` (Ctrl-C, SIGTERM, the
+    runner's watchdog) and the clock are seen by all three alike.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.started = time.monotonic()
+        self.ends = self.started + timeout_s
+        self._cancel = threading.Event()
+
+    def remaining(self) -> float:
+        """Seconds left before the timeout (never negative)."""
+        return max(0.0, self.ends - time.monotonic())
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() >= self.ends
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def event(self) -> threading.Event:
+        """The cancellation as an event, for code that waits on one."""
+        return self._cancel
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds`` (capped by what is left); True when cancelled."""
+        return self._cancel.wait(max(0.0, min(seconds, self.remaining())))
+
+    def check(self) -> None:
+        """Raise ``Cancelled`` once past the timeout or cancelled (the watchdog also
+        cancels a check past its timeout, so the time is asked first)."""
+        if self.expired:
+            raise Cancelled(f"check timed out after {self.timeout_s:g}s")
+        if self._cancel.is_set():
+            raise Cancelled("interrupted")
+
+
 @dataclass
 class Subtest:
     """A running sub-test; ``fail``/``skip``/``error`` end it with that outcome."""
@@ -219,18 +299,37 @@ class CheckContext:
     namespace: str
     options: Mapping[str, str | None] = field(default_factory=dict)
     timeout_s: float = 300.0
-    cancel_event: threading.Event = field(default_factory=threading.Event)
+    deadline: Deadline | None = None
+    """The runner's deadline of this check; without one, ``timeout_s`` from now."""
     on_log: Callable[[str], None] | None = None
     on_subtest: Callable[[SubResult], None] | None = None
-    started: float = field(default_factory=time.monotonic)
     subresults: list[SubResult] = field(default_factory=list)
     evidence_items: list[Evidence] = field(default_factory=list)
     log_lines: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.deadline is None:
+            self.deadline = Deadline(self.timeout_s)
+        self.timeout_s = self.deadline.timeout_s
+
+    @property
+    def clock(self) -> Deadline:
+        assert self.deadline is not None  # set by __post_init__
+        return self.deadline
+
+    @property
+    def started(self) -> float:
+        return self.clock.started
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        """Set when the check is cancelled (the deadline's event, not a copy)."""
+        return self.clock.event
+
     # -- time and cancellation -------------------------------------------------------
     def remaining(self) -> float:
         """Seconds left before the check's timeout (never negative)."""
-        return max(0.0, self.timeout_s - (time.monotonic() - self.started))
+        return self.clock.remaining()
 
     def budget(self, wanted: float) -> float:
         """``wanted`` seconds, capped by what is left of the check's timeout."""
@@ -238,10 +337,7 @@ class CheckContext:
         return min(wanted, self.remaining())
 
     def check_cancelled(self) -> None:
-        if self.cancel_event.is_set():
-            raise Cancelled("interrupted")
-        if self.remaining() <= 0:
-            raise Cancelled(f"check timed out after {self.timeout_s:.0f}s")
+        self.clock.check()
 
     # -- options -----------------------------------------------------------------------
     def option(self, name: str) -> str | None:

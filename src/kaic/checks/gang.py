@@ -440,7 +440,7 @@ OPTIONS = (
                 "(default per solution)", default=None),
     CheckOption("gang-image", "image of the gang pods", default="busybox:1.36"),
     CheckOption("gang-negative-size", "pods in the gang that must not fit (default: one "
-                "more than the cluster holds)", default=None),
+                "more than the cluster holds)", default=None, kind="integer"),
     CheckOption("gang-negative-window", "seconds the oversized gang must stay without any "
                 "bound or running pod", default="30"),
     CheckOption("gang-admit-timeout", "seconds for the gang of 2 to be admitted and "

@@ -223,7 +223,3 @@ def upgrade_cmd(product: Path, to: str, output: Path | None, dry_run: bool) -> i
         click.echo(f"wrote {res.path}" + (f" (backup: {res.backup})" if res.backup else ""),
                    err=True)
     return int(ExitCode.OK)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(checklist_group)

@@ -203,7 +203,3 @@ def components_cmd(fmt: str) -> None:
                    [[r["name"], r["kind"], r["description"]] for r in rows])
     else:
         emit_structured({"components": rows}, fmt)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(lab_group)

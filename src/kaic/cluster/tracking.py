@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +21,9 @@ from kaic.cluster.api import (
     RUN_ID_LABEL,
     ApiResource,
     ClusterAPI,
-    ExecResult,
-    KubeList,
     KubeObject,
 )
+from kaic.cluster.forwarding import ForwardingCluster
 from kaic.errors import ClusterError, WaitTimeoutError
 
 __all__ = [
@@ -92,15 +90,16 @@ def stamp(obj: KubeObject, run_id: str, check: str | None = None) -> KubeObject:
     return out
 
 
-class TrackingCluster:
+class TrackingCluster(ForwardingCluster):
     """A ``ClusterAPI`` that labels and records everything created through it.
 
-    Reads pass straight through. ``cleanup()`` deletes what was recorded, newest first
-    (namespaces last, since deleting one deletes its content), and is idempotent.
+    Every other call passes straight through (``ForwardingCluster``). ``cleanup()``
+    deletes what was recorded, newest first (namespaces last, since deleting one deletes
+    its content), and is idempotent.
     """
 
     def __init__(self, inner: ClusterAPI, run_id: str, check: str | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.run_id = run_id
         self.check = check
         self._created: list[ObjectRef] = []
@@ -171,72 +170,6 @@ class TrackingCluster:
             except ClusterError as e:
                 report.failed.append((ref, str(e)))
         return report
-
-    # -- everything else passes through -----------------------------------------------
-    def server_version(self) -> str:
-        return self.inner.server_version()
-
-    def api_versions(self) -> Sequence[str]:
-        return self.inner.api_versions()
-
-    def api_resources(self, api_version: str) -> Sequence[ApiResource]:
-        return self.inner.api_resources(api_version)
-
-    def get(self, api_version: str, kind: str, name: str,
-            namespace: str | None = None) -> KubeObject | None:
-        return self.inner.get(api_version, kind, name, namespace)
-
-    def list(self, api_version: str, kind: str, namespace: str | None = None, *,
-             label_selector: str | None = None,
-             field_selector: str | None = None) -> KubeList:
-        return self.inner.list(api_version, kind, namespace, label_selector=label_selector,
-                               field_selector=field_selector)
-
-    def patch(self, api_version: str, kind: str, name: str, patch: KubeObject,
-              namespace: str | None = None, *, subresource: str | None = None) -> KubeObject:
-        return self.inner.patch(api_version, kind, name, patch, namespace,
-                                subresource=subresource)
-
-    def wait_for(self, api_version: str, kind: str, name: str, namespace: str | None,
-                 condition: Callable[[KubeObject | None], bool], *, timeout: float,
-                 what: str) -> KubeObject | None:
-        return self.inner.wait_for(api_version, kind, name, namespace, condition,
-                                   timeout=timeout, what=what)
-
-    def wait_list(self, api_version: str, kind: str, namespace: str | None,
-                  condition: Callable[[KubeList], bool], *, timeout: float,
-                  what: str, label_selector: str | None = None) -> KubeList:
-        return self.inner.wait_list(api_version, kind, namespace, condition, timeout=timeout,
-                                    what=what, label_selector=label_selector)
-
-    def watch_list(self, api_version: str, kind: str, namespace: str | None, *,
-                   timeout: float, label_selector: str | None = None
-                   ) -> Iterator[KubeList]:
-        return self.inner.watch_list(api_version, kind, namespace, timeout=timeout,
-                                     label_selector=label_selector)
-
-    def exec(self, namespace: str, pod: str, command: Sequence[str], *,
-             container: str | None = None, timeout: float = 60.0) -> ExecResult:
-        return self.inner.exec(namespace, pod, command, container=container, timeout=timeout)
-
-    def port_forward(self, namespace: str, pod: str,
-                     port: int) -> AbstractContextManager[int]:
-        return self.inner.port_forward(namespace, pod, port)
-
-    def http_get(self, namespace: str, pod: str, port: int, path: str, *,
-                 timeout: float = 30.0) -> str:
-        return self.inner.http_get(namespace, pod, port, path, timeout=timeout)
-
-    def raw_get(self, path: str, *, timeout: float = 30.0) -> str:
-        return self.inner.raw_get(path, timeout=timeout)
-
-    def can_i(self, verb: str, resource: str, *, group: str = "",
-              namespace: str | None = None, subresource: str | None = None) -> bool:
-        return self.inner.can_i(verb, resource, group=group, namespace=namespace,
-                                subresource=subresource)
-
-    def events(self, namespace: str, involved_name: str | None = None) -> KubeList:
-        return self.inner.events(namespace, involved_name)
 
 
 def _why_stuck(cluster: ClusterAPI, ref: ObjectRef, waited: float) -> str:

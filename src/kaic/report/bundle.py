@@ -2,19 +2,18 @@
 
 Owns: ``BundleWriter`` (a runner observer: evidence files and ``e2e.log``/
 ``results.json`` appended as each check finishes; ``run.json``, ``junit.xml``,
-``report.md`` and ``report.html`` rewritten atomically after each), redaction of
-everything written, and ``load_record`` for re-rendering. Must not run checks.
+``report.md`` and ``report.html`` rewritten atomically after each, from the snapshot
+the event carries), redaction of everything written. ``load_record`` re-reads a bundle
+through ``kaic.runner.read_record``, the one reader of ``run.json``. Must not run checks.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import threading
 from pathlib import Path
 
-from kaic.errors import InputError
 from kaic.model import CheckResult
 from kaic.report.gotest import (
     e2e_block,
@@ -26,7 +25,15 @@ from kaic.report.gotest import (
 from kaic.report.human import render_html, render_markdown
 from kaic.report.junit import render_junit
 from kaic.report.redact import redact_evidence, redact_text
-from kaic.runner import CheckDone, CleanupDone, Event, RunFinished, RunStarted, evidence_path
+from kaic.runner import (
+    CheckDone,
+    CleanupDone,
+    Event,
+    RunFinished,
+    RunStarted,
+    evidence_path,
+    read_record,
+)
 from kaic.runner.record import ResultEntry, RunRecord
 
 __all__ = ["BundleWriter", "load_record", "redact_result"]
@@ -54,13 +61,13 @@ def redact_result(r: CheckResult) -> CheckResult:
 
 
 class BundleWriter:
-    """Writes one run's bundle into ``directory`` while the run goes."""
+    """Writes one run's bundle into ``directory`` while the run goes.
+
+    Keeps no copy of the results: every event carries a snapshot of the run so far
+    (``record``), and each rewrite renders that snapshot, redacted."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = Path(directory)
-        self._record: RunRecord | None = None
-        self._entries: dict[str, ResultEntry] = {}
-        self._order: list[str] = []
         self._lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:
@@ -68,70 +75,54 @@ class BundleWriter:
             if isinstance(event, RunStarted):
                 self._start(event.record)
             elif isinstance(event, CheckDone):
-                self._check_done(event.entry, event.result)
+                self._check_done(event.entry, event.record)
             elif isinstance(event, CleanupDone):
-                self._rewrite()
+                self._rewrite(event.record)
             elif isinstance(event, RunFinished):
                 self._finish(event.record)
 
-    def view(self) -> RunRecord:
-        """The record as written: redacted entries in catalog order."""
-        assert self._record is not None
-        ids = [e.id for e in self._record.results]
-        entries = [self._entries[i] for i in ids if i in self._entries]
-        entries += [self._entries[i] for i in self._order if i not in ids]
-        return dataclasses.replace(self._record, results=entries,
-                                   cleanup=list(self._record.cleanup))
-
     def _start(self, record: RunRecord) -> None:
-        self._record = record
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "evidence").mkdir(exist_ok=True)
         _atomic_write(self.dir / "results.json", start_events(record))
         _atomic_write(self.dir / "e2e.log", "")
-        self._rewrite()
+        self._rewrite(record)
 
-    def _check_done(self, entry: ResultEntry, result: CheckResult) -> None:
+    def _check_done(self, entry: ResultEntry, record: RunRecord) -> None:
+        result = entry.result
         for ev in result.evidence:
             path = self.dir / evidence_path(result.requirement_id, ev.name)
             path.parent.mkdir(parents=True, exist_ok=True)
             _atomic_write(path, redact_evidence(ev.content, ev.media_type))
-        clean = dataclasses.replace(entry, result=redact_result(entry.result))
-        self._entries[entry.id] = clean
-        self._order.append(entry.id)
+        clean = redact_entry(entry)
         _append(self.dir / "results.json", test_events(clean))
         _append(self.dir / "e2e.log", e2e_block(clean))
-        self._rewrite()
+        self._rewrite(record)
 
-    def _rewrite(self) -> None:
-        if self._record is None:
-            return
-        view = self.view()
+    def _rewrite(self, record: RunRecord) -> None:
+        view = redact_record(record)
         _atomic_write(self.dir / "run.json", view.dumps())
         _atomic_write(self.dir / "junit.xml", render_junit(view))
         _atomic_write(self.dir / "report.md", render_markdown(view))
         _atomic_write(self.dir / "report.html", render_html(view))
 
     def _finish(self, record: RunRecord) -> None:
-        self._record = record
-        view = self.view()
+        view = redact_record(record)
         _append(self.dir / "results.json", end_events(view))
         _append(self.dir / "e2e.log", e2e_footer(view))
-        self._rewrite()
+        self._rewrite(record)
+
+
+def redact_entry(entry: ResultEntry) -> ResultEntry:
+    return dataclasses.replace(entry, result=redact_result(entry.result))
+
+
+def redact_record(record: RunRecord) -> RunRecord:
+    """The record as the bundle shows it: every result redacted."""
+    return dataclasses.replace(record, results=tuple(redact_entry(e) for e in record.results))
 
 
 def load_record(bundle: Path) -> RunRecord:
-    """The run record of a bundle directory (or of a ``run.json`` path)."""
-    path = Path(bundle)
-    if path.is_dir():
-        path = path / "run.json"
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path} does not exist (is {bundle} a kaic result bundle?)") \
-            from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read {path}: {e}") from e
-    return RunRecord.from_json(doc, str(path))
-
-
+    """The run record of a bundle directory (or of a ``run.json`` path), read by the one
+    strict reader (``kaic.runner.read_record``)."""
+    return read_record(bundle)

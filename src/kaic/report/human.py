@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import html
 
-from kaic.model import Outcome
-from kaic.runner.record import RunRecord, exit_code
+from kaic.runner.record import RunRecord, exit_code, unmet
 
 _ICON = {"PASS": "✅", "FAIL": "❌", "ERROR": "⚠️", "SKIP": "⏭️", "MANUAL": "📝"}
 
@@ -20,9 +19,7 @@ def verdict(record: RunRecord) -> str:
         return "INTERRUPTED: the run was stopped before it finished (cleanup ran)"
     if code == 0:
         return "PASS: every selected MUST requirement passed or does not apply"
-    bad = [e.id for e in record.results if e.level.value == "MUST"
-           and e.result.outcome is not Outcome.PASS
-           and not (e.result.outcome is Outcome.SKIP and e.result.not_applicable)]
+    bad = [e.id for e in unmet(record)]
     return f"NOT MET: MUST requirements without a pass: {', '.join(bad)}"
 
 

@@ -1,14 +1,18 @@
 """Executing a plan: preflight, a namespace and cleanup per check, a thread pool,
 timeouts, interruption, and progress events for observers.
 
-Owns: ``preflight``, ``execute`` and the event types. Cleanup always runs — after a
-pass, a failure, a timeout, Ctrl-C or SIGTERM — unless ``keep_resources`` is set.
-Must not know any requirement's details and must not write files (observers do).
+Owns: ``preflight``, ``execute`` and the event types. Observers get frozen events whose
+``record`` is a snapshot of the run so far. Each check has one ``Deadline`` (its timeout
+and cancellation), shared by its context, its guarded cluster and the watchdog here.
+Cleanup always runs — after a pass, a failure, a timeout, Ctrl-C or SIGTERM — unless
+``keep_resources`` is set. Must not know any requirement's details and must not write
+files (observers do).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import secrets
 import signal
 import threading
@@ -21,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kaic import __version__
-from kaic.checks.base import CheckContext, Permission, run_check
+from kaic.checks.base import CheckContext, Deadline, Permission, run_check
 from kaic.cluster.api import ClusterAPI
 from kaic.cluster.tracking import CHECK_LABEL, CleanupReport, TrackingCluster
 from kaic.errors import ClusterError, ClusterUnreachableError, PermissionDeniedError
@@ -29,6 +33,7 @@ from kaic.model import CheckResult, Outcome, SubResult
 from kaic.runner.guard import GuardedCluster
 from kaic.runner.plan import Plan, PlanItem
 from kaic.runner.record import ResultEntry, RunRecord, evidence_path
+from kaic.runner.request import RunRequest
 
 GRACE_S = 10.0
 """How long a cancelled or timed-out check may take to notice before it is abandoned."""
@@ -74,14 +79,21 @@ class SubtestDone:
 class CheckDone:
     item: PlanItem
     entry: ResultEntry
-    result: CheckResult
-    """The full result, evidence content included (``entry`` holds only the paths)."""
+    """The verdict; ``entry.result`` carries the evidence content too."""
+    record: RunRecord
+    """The run so far, this result included."""
+
+    @property
+    def result(self) -> CheckResult:
+        return self.entry.result
 
 
 @dataclass(frozen=True)
 class CleanupDone:
     item: PlanItem | None
     report: CleanupReport
+    record: RunRecord
+    """The run so far, this cleanup's failures included."""
 
 
 @dataclass(frozen=True)
@@ -123,11 +135,12 @@ RUNNER_PERMISSIONS = (
 )
 
 
-def preflight(cluster: ClusterAPI, plan: Plan) -> Preflight:
-    """Reachability (the server version) and, with SelfSubjectAccessReview, every
-    permission the runner and the selected checks declare. Raises
-    ``ClusterUnreachableError`` when the server cannot be reached."""
-    version = cluster.server_version()
+def preflight(cluster: ClusterAPI, plan: Plan, server_version: str | None = None
+              ) -> Preflight:
+    """Reachability (the server version, unless the caller already asked for it) and,
+    with SelfSubjectAccessReview, every permission the runner and the selected checks
+    declare. Raises ``ClusterUnreachableError`` when the server cannot be reached."""
+    version = server_version if server_version is not None else check_reachable(cluster)
     missing: list[MissingPermission] = []
     asked: dict[tuple[str, str, str, str | None, str | None], bool] = {}
 
@@ -157,24 +170,23 @@ def preflight(cluster: ClusterAPI, plan: Plan) -> Preflight:
 
 
 @dataclass
-class RunOptions:
-    parallel: int = 1
-    keep_resources: bool = False
-    check_options: Mapping[str, str | None] = field(default_factory=dict)
-    timeout_scale: float = 1.0
-    cleanup_timeout_s: float = 60.0
-
-
-@dataclass
 class _Running:
+    """One automated check while it runs."""
+
     item: PlanItem
     tracker: TrackingCluster
-    cancel: threading.Event
-    started: float = 0.0
-    deadline: float = 0.0
+    deadline: Deadline | None = None
+    """Set when the check starts; until then the check has not begun."""
     started_at: str = ""
+    cancel_requested: bool = False
     cleaned: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def cancel(self) -> None:
+        with self.lock:
+            self.cancel_requested = True
+            if self.deadline is not None:
+                self.deadline.cancel()
 
 
 class _Interrupt(BaseException):
@@ -197,169 +209,199 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-class _Emitter:
-    def __init__(self, observers: list[Observer]) -> None:
+class _Execution:
+    """The state of one ``execute`` call: the record so far (replaced, never changed,
+    so that every event carries a snapshot), the running checks and the observers."""
+
+    def __init__(self, cluster: ClusterAPI, plan: Plan, request: RunRequest, run_id: str,
+                 cluster_info: Mapping[str, Any], observers: list[Observer]) -> None:
+        self.cluster = cluster
+        self.plan = plan
+        self.request = request
         self.observers = observers
+        self.record = RunRecord(
+            run_id=run_id, kaic_version=__version__, started_at=utc_now(),
+            catalog_version=plan.catalog_version, cluster=dict(cluster_info),
+            options=request.to_json(),
+        )
+        self.order = {item.id: n for n, item in enumerate(plan.items)}
+        self.running: dict[str, _Running] = {}
         self.lock = threading.RLock()
 
-    def __call__(self, event: Event) -> None:
+    def emit(self, event: Event) -> None:
         with self.lock:
             for obs in self.observers:
                 obs(event)
 
-
-def execute(cluster: ClusterAPI, plan: Plan, *, run_id: str | None = None,
-            options: RunOptions | None = None, observers: list[Observer] | None = None,
-            cluster_info: Mapping[str, Any] | None = None,
-            run_options: Mapping[str, Any] | None = None) -> RunRecord:
-    """Run every item of ``plan`` and return the record; never raises for a check's
-    failure. Ctrl-C or SIGTERM cancel the run, clean up, and mark it interrupted."""
-    opts = options or RunOptions()
-    emit = _Emitter(list(observers or []))
-    record = RunRecord(
-        run_id=run_id or new_run_id(), kaic_version=__version__, started_at=utc_now(),
-        catalog_version=plan.catalog_version, cluster=dict(cluster_info or {}),
-        options=dict(run_options or {}),
-    )
-    order = {item.id: n for n, item in enumerate(plan.items)}
-    results: dict[str, ResultEntry] = {}
-    results_lock = threading.Lock()
-    run_cancel = threading.Event()
-
-    def finish(item: PlanItem, result: CheckResult, started_at: str) -> None:
+    # -- results and cleanup -----------------------------------------------------------
+    def finish(self, item: PlanItem, result: CheckResult, started_at: str) -> None:
+        """Record one verdict (the first one wins: a late result after a timeout is
+        dropped) and tell the observers."""
         paths = tuple(dict.fromkeys(evidence_path(item.id, ev.name) for ev in result.evidence))
         entry = ResultEntry(result=result, level=item.requirement.level,
                             category=item.requirement.category, started_at=started_at,
                             evidence_paths=paths)
-        with results_lock:
-            if item.id in results:
-                return  # abandoned after a timeout; the late result is dropped
-            results[item.id] = entry
-            record.results = sorted(results.values(), key=lambda e: order[e.id])
-        emit(CheckDone(item, entry, result))
+        with self.lock:
+            if any(e.id == item.id for e in self.record.results):
+                return
+            results = sorted([*self.record.results, entry], key=lambda e: self.order[e.id])
+            self.record = dataclasses.replace(self.record, results=tuple(results))
+            self.emit(CheckDone(item, entry, self.record))
 
-    emit(RunStarted(record, plan))
+    def finished(self, item: PlanItem) -> bool:
+        with self.lock:
+            return any(e.id == item.id for e in self.record.results)
 
-    for item in plan.items:
-        if item.spec is None:
-            reason = (f"kaic has no automated check for {item.id} in catalog"
-                      f" v{plan.catalog_version}; provide evidence by hand")
-            finish(item, CheckResult(item.id, item.test_name, Outcome.MANUAL, reason),
-                   utc_now())
-
-    running: dict[str, _Running] = {}
-
-    def cleanup(run: _Running) -> None:
+    def cleanup(self, run: _Running) -> None:
         with run.lock:
             if run.cleaned:
                 return
             run.cleaned = True
-        if opts.keep_resources:
+        if self.request.keep_resources:
             return
-        report = run.tracker.cleanup(wait_timeout=opts.cleanup_timeout_s)
-        for ref, why in report.failed:
-            record.cleanup.append({"object": str(ref), "reason": why})
-        emit(CleanupDone(run.item, report))
+        report = run.tracker.cleanup(wait_timeout=self.request.cleanup_timeout_s)
+        with self.lock:
+            failed = tuple({"object": str(ref), "reason": why} for ref, why in report.failed)
+            self.record = dataclasses.replace(self.record,
+                                              cleanup=(*self.record.cleanup, *failed))
+            self.emit(CleanupDone(run.item, report, self.record))
 
-    def work(run: _Running) -> None:
+    # -- one check ---------------------------------------------------------------------
+    def _error(self, item: PlanItem, reason: str, started_at: str, **kw: Any) -> None:
+        self.finish(item, CheckResult(item.id, item.test_name, Outcome.ERROR, reason, **kw),
+                    started_at)
+
+    def work(self, run: _Running) -> None:
+        """Run one check in its own namespace (a pool thread); always cleans up."""
         item = run.item
         assert item.spec is not None
-        timeout = item.spec.timeout_s * opts.timeout_scale
-        run.started, run.started_at = time.monotonic(), utc_now()
-        run.deadline = run.started + timeout
-        namespace: str | None = None
+        deadline = Deadline(item.spec.timeout_s * self.request.timeout_scale)
+        with run.lock:
+            run.deadline, run.started_at = deadline, utc_now()
+            if run.cancel_requested:
+                deadline.cancel()
         try:
-            if run.cancel.is_set():
-                finish(item, CheckResult(item.id, item.test_name, Outcome.ERROR,
-                                         "not run: the run was interrupted"), run.started_at)
+            if deadline.cancelled:
+                self._error(item, "not run: the run was interrupted", run.started_at)
                 return
-            try:
-                ns = run.tracker.create({
-                    "apiVersion": "v1", "kind": "Namespace",
-                    "metadata": {"generateName": f"{item.namespace_prefix}-",
-                                 "labels": {CHECK_LABEL: item.id.replace("_", "-")}},
-                })
-                namespace = str(ns["metadata"]["name"])
-            except ClusterError as e:
-                emit(CheckStarted(item, None))
-                finish(item, CheckResult(item.id, item.test_name, Outcome.ERROR,
-                                         f"could not create the check's namespace: {e}",
-                                         duration_s=time.monotonic() - run.started),
-                       run.started_at)
+            namespace = self._namespace(run)
+            if namespace is None:
                 return
-            emit(CheckStarted(item, namespace))
+            self.emit(CheckStarted(item, namespace))
             ctx = CheckContext(
-                cluster=GuardedCluster(run.tracker, run.cancel, run.deadline, timeout),
-                requirement=item.requirement, spec=item.spec,
-                catalog_version=plan.catalog_version, run_id=record.run_id,
-                namespace=namespace, options=dict(opts.check_options), timeout_s=timeout,
-                cancel_event=run.cancel, on_log=lambda m: emit(CheckLog(item, m)),
-                on_subtest=lambda s: emit(SubtestDone(item, s)), started=run.started,
+                cluster=GuardedCluster(run.tracker, deadline), requirement=item.requirement,
+                spec=item.spec, catalog_version=self.plan.catalog_version,
+                run_id=self.record.run_id, namespace=namespace,
+                options=dict(self.request.check_options), deadline=deadline,
+                on_log=lambda m: self.emit(CheckLog(item, m)),
+                on_subtest=lambda s: self.emit(SubtestDone(item, s)),
             )
-            finish(item, run_check(ctx), run.started_at)
+            self.finish(item, run_check(ctx), run.started_at)
         except Exception as e:  # run_check never raises; this is a runner bug
-            finish(item, CheckResult(item.id, item.test_name, Outcome.ERROR,
-                                     f"internal error in the runner: {type(e).__name__}: {e}",
-                                     log=tuple(traceback.format_exc().splitlines())),
-                   run.started_at or utc_now())
+            self._error(item, f"internal error in the runner: {type(e).__name__}: {e}",
+                        run.started_at or utc_now(),
+                        log=tuple(traceback.format_exc().splitlines()))
         finally:
-            cleanup(run)
+            self.cleanup(run)
 
-    interrupted = False
-    pool = ThreadPoolExecutor(max_workers=max(1, opts.parallel),
-                              thread_name_prefix="kaic-check")
-    futures: dict[Future[None], _Running] = {}
-    try:
-        with _sigterm_raises():
-            try:
-                for item in plan.automated:
-                    run = _Running(item, TrackingCluster(cluster, record.run_id, item.id),
-                                   threading.Event())
-                    running[item.id] = run
-                    futures[pool.submit(work, run)] = run
-                pending = set(futures)
-                while pending:
-                    _, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-                    now = time.monotonic()
-                    for fut in list(pending):
-                        run = futures[fut]
-                        if run.deadline and now > run.deadline:
-                            run.cancel.set()
-                        if run.deadline and now > run.deadline + GRACE_S:
-                            assert run.item.spec is not None
-                            finish(run.item, CheckResult(
-                                run.item.id, run.item.test_name, Outcome.ERROR,
-                                f"check timed out after {run.deadline - run.started:.0f}s"
-                                " and did not stop", duration_s=now - run.started),
-                                run.started_at)
-                            cleanup(run)
-                            pending.discard(fut)
-            except (KeyboardInterrupt, _Interrupt):
-                interrupted = True
-                run_cancel.set()
-                for run in running.values():
-                    run.cancel.set()
-                end = time.monotonic() + GRACE_S
-                for fut in futures:
-                    with contextlib.suppress(Exception):
-                        fut.result(timeout=max(0.0, end - time.monotonic()))
-                for run in running.values():
-                    if run.item.id not in results:
-                        finish(run.item, CheckResult(run.item.id, run.item.test_name,
-                                                     Outcome.ERROR,
-                                                     "interrupted before it finished"),
-                               run.started_at or utc_now())
-                    cleanup(run)
-    finally:
-        for run in running.values():
-            run.cancel.set()
-            if run.started:
-                cleanup(run)
-        pool.shutdown(wait=False, cancel_futures=True)
-        record.interrupted = interrupted
-        record.finished_at = utc_now()
-        emit(RunFinished(record))
-    return record
+    def _namespace(self, run: _Running) -> str | None:
+        """The check's own labelled namespace; None (and an ERROR) when it cannot be made."""
+        item, deadline = run.item, run.deadline
+        assert deadline is not None
+        try:
+            ns = run.tracker.create({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"generateName": f"{item.namespace_prefix}-",
+                             "labels": {CHECK_LABEL: item.id.replace("_", "-")}},
+            })
+        except ClusterError as e:
+            self.emit(CheckStarted(item, None))
+            self._error(item, f"could not create the check's namespace: {e}", run.started_at,
+                        duration_s=time.monotonic() - deadline.started)
+            return None
+        return str(ns["metadata"]["name"])
+
+    # -- the whole run -----------------------------------------------------------------
+    def run(self) -> RunRecord:
+        self.emit(RunStarted(self.record, self.plan))
+        for item in self.plan.items:
+            if item.spec is None:
+                reason = (f"kaic has no automated check for {item.id} in catalog"
+                          f" v{self.plan.catalog_version}; provide evidence by hand")
+                self.finish(item, CheckResult(item.id, item.test_name, Outcome.MANUAL,
+                                              reason), utc_now())
+        interrupted = False
+        pool = ThreadPoolExecutor(max_workers=self.request.parallel,
+                                  thread_name_prefix="kaic-check")
+        futures: dict[Future[None], _Running] = {}
+        try:
+            with _sigterm_raises():
+                try:
+                    for item in self.plan.automated:
+                        run = _Running(item, TrackingCluster(self.cluster, self.record.run_id,
+                                                             item.id))
+                        self.running[item.id] = run
+                        futures[pool.submit(self.work, run)] = run
+                    self._watch(futures)
+                except (KeyboardInterrupt, _Interrupt):
+                    interrupted = True
+                    self._interrupt(futures)
+        finally:
+            for run in self.running.values():
+                run.cancel()
+                if run.deadline is not None:
+                    self.cleanup(run)
+            pool.shutdown(wait=False, cancel_futures=True)
+            with self.lock:
+                self.record = dataclasses.replace(self.record, interrupted=interrupted,
+                                                  finished_at=utc_now())
+                self.emit(RunFinished(self.record))
+        return self.record
+
+    def _watch(self, futures: dict[Future[None], _Running]) -> None:
+        """Wait for the checks; cancel one past its deadline and abandon it (an ERROR,
+        cleaned up) once it has not stopped within ``GRACE_S``."""
+        pending = set(futures)
+        while pending:
+            _, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            now = time.monotonic()
+            for fut in list(pending):
+                run = futures[fut]
+                deadline = run.deadline
+                if deadline is None or now <= deadline.ends:
+                    continue
+                deadline.cancel()
+                if now > deadline.ends + GRACE_S:
+                    self._error(run.item, f"check timed out after {deadline.timeout_s:.0f}s"
+                                " and did not stop", run.started_at,
+                                duration_s=now - deadline.started)
+                    self.cleanup(run)
+                    pending.discard(fut)
+
+    def _interrupt(self, futures: dict[Future[None], _Running]) -> None:
+        """Ctrl-C or SIGTERM: cancel every check, give them ``GRACE_S`` to stop, record
+        the ones that did not finish, clean up."""
+        for run in self.running.values():
+            run.cancel()
+        end = time.monotonic() + GRACE_S
+        for fut in futures:
+            with contextlib.suppress(Exception):
+                fut.result(timeout=max(0.0, end - time.monotonic()))
+        for run in self.running.values():
+            if not self.finished(run.item):
+                self._error(run.item, "interrupted before it finished",
+                            run.started_at or utc_now())
+            self.cleanup(run)
+
+
+def execute(cluster: ClusterAPI, plan: Plan, *, request: RunRequest | None = None,
+            run_id: str | None = None, observers: list[Observer] | None = None,
+            cluster_info: Mapping[str, Any] | None = None) -> RunRecord:
+    """Run every item of ``plan`` as ``request`` says and return the record; never
+    raises for a check's failure. Ctrl-C or SIGTERM cancel the run, clean up, and mark
+    it interrupted."""
+    return _Execution(cluster, plan, request or RunRequest(), run_id or new_run_id(),
+                      cluster_info or {}, list(observers or [])).run()
 
 
 def check_reachable(cluster: ClusterAPI) -> str:

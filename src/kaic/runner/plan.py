@@ -1,21 +1,24 @@
 """Which requirements a run covers, and with which checks.
 
-Owns: ``Plan``/``PlanItem`` and ``make_plan`` (catalog order, ``--level``, ``--focus``
-and ``--skip`` as regular expressions on the requirement id or the test name).
+Owns: ``Plan``/``PlanItem``, ``make_plan`` (catalog order, ``--level``, ``--focus``
+and ``--skip`` as regular expressions on the requirement id or the test name) and
+``check_option_problems`` (every check option value judged before anything runs).
 Must not run anything.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kaic.catalog import Catalog
 from kaic.checks.base import CheckSpec, Registry
 from kaic.errors import UsageError
 from kaic.model import Level, Requirement
+from kaic.runner.request import LEVELS
 
-LEVELS = ("must", "should", "all")
+__all__ = ["LEVELS", "Plan", "PlanItem", "check_option_problems", "make_plan"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,9 @@ def _compile(pattern: str | None, flag: str) -> re.Pattern[str] | None:
 
 def make_plan(catalog: Catalog, registry: Registry, *, level: str = "all",
               focus: str | None = None, skip: str | None = None) -> Plan:
-    """The requirements of ``catalog`` selected by level, focus and skip, in catalog order."""
+    """The requirements of ``catalog`` selected by level (any case), focus and skip, in
+    catalog order."""
+    level = level.lower()
     if level not in LEVELS:
         raise UsageError(f"--level must be one of {', '.join(LEVELS)}, got {level!r}")
     want = _compile(focus, "--focus")
@@ -87,3 +92,17 @@ def make_plan(catalog: Catalog, registry: Registry, *, level: str = "all",
             continue
         items.append(item)
     return Plan(catalog.version, tuple(items), level, focus, skip)
+
+
+def check_option_problems(registry: Registry, values: Mapping[str, str]) -> list[str]:
+    """One line per check option value that no check declares or that its option
+    rejects (``CheckOption.problem``); empty when all are fine."""
+    known = {o.name: o for o in registry.options()}
+    problems = []
+    for name, value in values.items():
+        opt = known.get(name)
+        if opt is None:
+            problems.append(f"--{name} is not an option of any check")
+        elif (why := opt.problem(value)) is not None:
+            problems.append(why)
+    return problems

@@ -1,21 +1,30 @@
 """The record of one run: what ``run.json`` holds (schema ``kaic.io/run/v1``).
 
-Owns: ``RunRecord``/``ResultEntry``, their JSON form (docs/bundle.md), where evidence
-files go (``evidence_path``) and the exit code a record earns. Must not write files.
+Owns: ``RunRecord``/``ResultEntry`` (frozen: observers get snapshots, never a record
+that changes under them), their JSON form (docs/bundle.md), the one strict reader of
+``run.json`` (``read_record``, used by ``kaic report`` and ``kaic checklist fill``),
+where evidence files go (``evidence_path``) and the exit rule (``exit_code``).
+Must not write files.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kaic.errors import ExitCode, InputError
 from kaic.model import CheckResult, Evidence, Level, Outcome, SubResult
 
 SCHEMA = "kaic.io/run/v1"
+MAX_RUN_JSON_BYTES = 64 << 20
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_OUTCOMES = tuple(o.value for o in Outcome)
+_LEVELS = tuple(lv.value for lv in Level)
 
 
 def evidence_path(requirement_id: str, name: str) -> str:
@@ -61,27 +70,39 @@ class ResultEntry:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> ResultEntry:
-        subs = tuple(
-            SubResult(name=str(s["name"]), outcome=Outcome(s["outcome"]),
-                      reason=str(s.get("reason", "")),
-                      duration_s=float(s.get("duration_s", 0.0)),
-                      log=tuple(s.get("log") or ()))
-            for s in d.get("subresults") or []
-        )
-        result = CheckResult(
-            requirement_id=str(d["requirement_id"]), test_name=str(d["test_name"]),
-            outcome=Outcome(d["outcome"]), reason=str(d.get("reason", "")), subresults=subs,
-            duration_s=float(d.get("duration_s", 0.0)), log=tuple(d.get("log") or ()),
-            not_applicable=bool(d.get("not_applicable", False)),
-            evidence=tuple(Evidence(name=p, content="") for p in d.get("evidence") or ()),
-        )
-        return cls(result=result, level=Level(d["level"]), category=str(d.get("category", "")),
-                   started_at=str(d.get("started_at", "")),
-                   evidence_paths=tuple(d.get("evidence") or ()))
+    def from_json(cls, d: Any, where: str = "result") -> ResultEntry:
+        """One entry of ``results``; an ``InputError`` naming the field when malformed."""
+        d = _object(d, where)
+        rid = d.get("requirement_id")
+        if not isinstance(rid, str) or not rid:
+            raise InputError(f"{where} has no requirement_id")
+        where = f"{where} ({rid})"
+        outcome = d.get("outcome")
+        if not isinstance(outcome, str) or outcome not in _OUTCOMES:
+            raise InputError(f"{where} has outcome {outcome!r};"
+                             f" expected one of {', '.join(sorted(_OUTCOMES))}")
+        level = d.get("level")
+        if not isinstance(level, str) or level not in _LEVELS:
+            raise InputError(f"{where} has level {level!r}; expected MUST or SHOULD")
+        subs = tuple(_subresult(s, f"{where}: subresults[{i}]")
+                     for i, s in enumerate(_list(d, "subresults", where)))
+        paths = tuple(_strings(d, "evidence", where))
+        try:
+            result = CheckResult(
+                requirement_id=rid, test_name=_text(d, "test_name", where),
+                outcome=Outcome(outcome), reason=_text(d, "reason", where), subresults=subs,
+                duration_s=_seconds(d, "duration_s", where),
+                log=tuple(_strings(d, "log", where)),
+                not_applicable=_flag(d, "not_applicable", where),
+                evidence=tuple(Evidence(name=p, content="") for p in paths),
+            )
+        except ValueError as e:  # the model's own rules (every non-PASS has a reason)
+            raise InputError(f"{where}: {e}") from e
+        return cls(result=result, level=Level(level), category=_text(d, "category", where),
+                   started_at=_text(d, "started_at", where), evidence_paths=paths)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunRecord:
     """Everything ``run.json`` says about a run; results in catalog order."""
 
@@ -89,13 +110,18 @@ class RunRecord:
     kaic_version: str
     started_at: str
     catalog_version: str
-    cluster: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
+    cluster: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """The run's request as ``RunRequest.to_json`` wrote it."""
     finished_at: str | None = None
     interrupted: bool = False
-    results: list[ResultEntry] = field(default_factory=list)
-    cleanup: list[dict[str, str]] = field(default_factory=list)
+    results: tuple[ResultEntry, ...] = ()
+    cleanup: tuple[Mapping[str, str], ...] = ()
     """Objects cleanup could not delete: ``{"object": "...", "reason": "..."}``."""
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return exit_code(self)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,11 +131,11 @@ class RunRecord:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "interrupted": self.interrupted,
-            "cluster": self.cluster,
+            "cluster": dict(self.cluster),
             "catalog_version": self.catalog_version,
-            "options": self.options,
+            "options": dict(self.options),
             "results": [e.to_json() for e in self.results],
-            "cleanup": {"failed": self.cleanup},
+            "cleanup": {"failed": [dict(c) for c in self.cleanup]},
             "summary": self.summary(),
             "exit_code": int(exit_code(self)),
         }
@@ -122,22 +148,64 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, doc: Any, source: str = "run.json") -> RunRecord:
+        """A record from parsed ``run.json``; every deviation from the schema
+        (docs/bundle.md) is an ``InputError`` that names the field."""
         if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-            raise InputError(f"{source} is not a kaic run record (schema {SCHEMA})")
-        try:
-            return cls(
-                run_id=str(doc["run_id"]), kaic_version=str(doc.get("kaic_version", "")),
-                started_at=str(doc["started_at"]), catalog_version=str(doc["catalog_version"]),
-                cluster=dict(doc.get("cluster") or {}), options=dict(doc.get("options") or {}),
-                finished_at=doc.get("finished_at"), interrupted=bool(doc.get("interrupted")),
-                results=[ResultEntry.from_json(r) for r in doc.get("results") or []],
-                cleanup=list((doc.get("cleanup") or {}).get("failed") or []),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"{source} is malformed: {e}") from e
+            raise InputError(f"{source}: schema must be {SCHEMA!r}")
+        raw = doc.get("results")
+        if not isinstance(raw, list):
+            raise InputError(f"{source}: 'results' must be a list")
+        results = tuple(ResultEntry.from_json(r, f"{source}: results[{i}]")
+                        for i, r in enumerate(raw))
+        finished = doc.get("finished_at")
+        if finished is not None and not isinstance(finished, str):
+            raise InputError(f"{source}: 'finished_at' must be text or null,"
+                             f" got {_kind(finished)}")
+        return cls(
+            run_id=_text(doc, "run_id", source, required=True),
+            kaic_version=_text(doc, "kaic_version", source),
+            started_at=_text(doc, "started_at", source, required=True),
+            catalog_version=_text(doc, "catalog_version", source, required=True),
+            cluster=_scalars(doc, "cluster", source),
+            options=_member(doc, "options", source),
+            finished_at=finished, interrupted=_flag(doc, "interrupted", source),
+            results=results, cleanup=_cleanup(doc, source),
+        )
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n"
+
+
+class NoRunRecordError(InputError):
+    """The bundle has no ``run.json``."""
+
+
+def read_record(bundle: Path) -> RunRecord:
+    """The run record of a bundle directory (or of a ``run.json`` path); every problem
+    with the file is an ``InputError`` with one line that says what (exit code 2)."""
+    path = Path(bundle)
+    if path.is_dir():
+        path = path / "run.json"
+    try:
+        if path.stat().st_size > MAX_RUN_JSON_BYTES:
+            raise InputError(f"{path} is larger than {MAX_RUN_JSON_BYTES} bytes")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NoRunRecordError(f"{bundle} is not a kaic run bundle (no run.json)") from None
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path} is not valid JSON: {e}") from e
+    try:
+        doc = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise InputError(f"{path} is not valid JSON: nested too deeply") from None
+    except ValueError as e:
+        raise InputError(f"{path} is not valid JSON: {e}") from e
+    try:
+        return RunRecord.from_json(doc, str(path))
+    except RecursionError:
+        raise InputError(f"{path}: nested too deeply") from None
 
 
 def passed_for_exit(entry: ResultEntry) -> bool:
@@ -146,11 +214,116 @@ def passed_for_exit(entry: ResultEntry) -> bool:
     return r.outcome is Outcome.PASS or (r.outcome is Outcome.SKIP and r.not_applicable)
 
 
+def unmet(record: RunRecord) -> list[ResultEntry]:
+    """The selected MUST requirements that keep the run from exiting 0."""
+    return [e for e in record.results if e.level is Level.MUST and not passed_for_exit(e)]
+
+
 def exit_code(record: RunRecord) -> ExitCode:
-    """0 when every selected MUST passed (or does not apply); 130 when interrupted;
-    1 otherwise. SHOULD results never fail a run."""
+    """The exit rule, the one place it is written: 130 when interrupted; 0 when every
+    selected MUST passed (or does not apply); 1 otherwise. SHOULD results never fail a
+    run."""
     if record.interrupted:
         return ExitCode.INTERRUPTED
-    if any(e.level is Level.MUST and not passed_for_exit(e) for e in record.results):
-        return ExitCode.NOT_MET
-    return ExitCode.OK
+    return ExitCode.NOT_MET if unmet(record) else ExitCode.OK
+
+
+# -- schema helpers ----------------------------------------------------------------------
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "text", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InputError(f"{where} must be an object, got {_kind(value)}")
+    return value
+
+
+def _member(d: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    """An optional object member (absent or null: empty)."""
+    value = d.get(key)
+    return {} if value is None else _object(value, f"{where}: {key}")
+
+
+def _list(d: dict[str, Any], key: str, where: str) -> list[Any]:
+    value = d.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InputError(f"{where}: '{key}' must be a list, got {_kind(value)}")
+    return value
+
+
+def _text(d: dict[str, Any], key: str, where: str, *, required: bool = False) -> str:
+    value = d.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        what = "is missing" if value is None else f"must be text, got {_kind(value)}"
+        raise InputError(f"{where}: '{key}' {what}")
+    return value
+
+
+def _strings(d: dict[str, Any], key: str, where: str) -> list[str]:
+    items = _list(d, key, where)
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise InputError(f"{where}: {key}[{i}] must be text, got {_kind(item)}")
+    return items
+
+
+def _flag(d: dict[str, Any], key: str, where: str) -> bool:
+    value = d.get(key, False)
+    if not isinstance(value, bool):
+        raise InputError(f"{where}: '{key}' must be true or false, got {_kind(value)}")
+    return value
+
+
+def _seconds(d: dict[str, Any], key: str, where: str) -> float:
+    value = d.get(key, 0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not math.isfinite(value) or value < 0:
+        raise InputError(f"{where}: '{key}' must be a number of seconds, got {value!r}")
+    return float(value)
+
+
+def _scalars(d: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = _member(d, key, where)
+    for k, v in value.items():
+        if v is not None and not isinstance(v, str | int | float | bool):
+            raise InputError(f"{where}: {key}.{k} must be a plain value, got {_kind(v)}")
+    return value
+
+
+def _cleanup(doc: dict[str, Any], source: str) -> tuple[dict[str, str], ...]:
+    cleanup = _member(doc, "cleanup", source)
+    failed = []
+    for i, c in enumerate(_list(cleanup, "failed", f"{source}: cleanup")):
+        where = f"{source}: cleanup.failed[{i}]"
+        c = _object(c, where)
+        failed.append({"object": _text(c, "object", where, required=True),
+                       "reason": _text(c, "reason", where, required=True)})
+    return tuple(failed)
+
+
+def _subresult(s: Any, where: str) -> SubResult:
+    s = _object(s, where)
+    name = _text(s, "name", where, required=True)
+    outcome = s.get("outcome")
+    if not isinstance(outcome, str) or outcome not in _OUTCOMES:
+        raise InputError(f"{where} ({name}) has outcome {outcome!r};"
+                         f" expected one of {', '.join(sorted(_OUTCOMES))}")
+    try:
+        return SubResult(name=name, outcome=Outcome(outcome),
+                         reason=_text(s, "reason", where),
+                         duration_s=_seconds(s, "duration_s", where),
+                         log=tuple(_strings(s, "log", where)))
+    except ValueError as e:  # the model's own rules (every non-PASS has a reason)
+        raise InputError(f"{where}: {e}") from e
