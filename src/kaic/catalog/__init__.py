@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 _VERSIONS: tuple[str, ...] = ("1.33", "1.34", "1.35", "1.36", "1.37")
-_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+].*)?$")
+_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+].*)?$", re.ASCII)
 
 
 class NewerThanCatalogWarning(UserWarning):

@@ -18,8 +18,8 @@ from pathlib import Path, PurePosixPath
 
 MAX_ARTIFACT_BYTES = 64 << 20
 CANONICAL = {"junit.xml": "junit", "results.json": "gotest-json", "e2e.log": "e2e-log"}
-_PRODUCT_PREFIX = re.compile(r"^v\d+\.\d+/[^/]+/")
-_E2E_LINE = re.compile(r"^\s*--- (PASS|FAIL|SKIP): (\S+)")
+_PRODUCT_PREFIX = re.compile(r"^v\d+\.\d+/[^/]+/", re.ASCII)
+_E2E_LINE = re.compile(r"^\s*--- (PASS|FAIL|SKIP): (\S+)", re.ASCII)  # RE2: ASCII classes
 
 
 class EvidencePathError(ValueError):
@@ -32,24 +32,31 @@ class EvidenceRef:
     fragment: str
 
 
-def resolve_evidence(product_dir: Path, link: str) -> EvidenceRef:
+def resolve_evidence(product_dir: Path, link: str, literal: bool = False) -> EvidenceRef:
     """Resolve a local evidence link to a path inside ``product_dir``.
 
     A leading ``file://`` and a ``#Fragment`` are split off; a repo-root style
     ``vX.Y/<dir>/`` prefix naming this product's own directory is stripped; any other
     ``vX.Y/<dir>/`` prefix, and any path leaving the product dir, is an error.
+    ``literal`` resolves as the official validator did before hybrid verification (revision
+    b2c8969): the link is a file name as written, ``file://`` and ``#`` included.
     """
-    raw = link.strip()
-    raw = raw.removeprefix("file://")
     fragment = ""
-    if "#" in raw:
-        raw, fragment = raw.split("#", 1)
-    raw = raw.strip().lstrip("/")
+    if literal:
+        raw = link.lstrip("/")
+    else:
+        raw = link.strip()
+        raw = raw.removeprefix("file://")
+        if "#" in raw:
+            raw, fragment = raw.split("#", 1)
+        raw = raw.strip().lstrip("/")
     if not raw:
         raise EvidencePathError("empty file path")
     clean = product_dir.resolve() if product_dir.exists() else product_dir.absolute()
     own = f"{product_dir.absolute().parent.name}/{product_dir.absolute().name}/"
-    if raw.startswith(own):
+    if literal:
+        pass
+    elif raw.startswith(own):
         raw = raw[len(own):]
     elif _PRODUCT_PREFIX.match(raw):
         raise EvidencePathError(

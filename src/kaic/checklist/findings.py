@@ -129,13 +129,15 @@ RULES: dict[str, Rule] = {
              "Invalid status '<status>' for '<id>'. Must be one of [...]"),
         Rule("status.non-canonical", "a near-miss status (e.g. 'Not Applicable') gets a "
              "did-you-mean", "Invalid status '<status>' for '<id>'. Must be one of [...]"),
-        Rule("status.must-implemented", "a MUST is Implemented",
+        Rule("status.must-implemented", "a MUST is Implemented (newest revision: "
+             "cluster_autoscaling may also be N/A with notes)",
              "Requirement '<id>' is MUST level but status is '<status>'. "
-             "It must be 'Implemented'."),
-        Rule("status.conditional-must-na", "a conditional MUST (cluster_autoscaling, "
-             "pod_autoscaling) may be N/A with a justification: a warning; an error "
-             "under --strict", "Requirement '<id>' is MUST level and marked N/A; review the "
-             "justification in notes (validator PR #146)"),
+             "It must be 'Implemented'. / … It must be 'Implemented', or 'N/A' with a "
+             "justification in notes."),
+        Rule("status.conditional-must-na", "newest revision: cluster_autoscaling answered "
+             "N/A with notes is a warning (revision b2c8969: an error)",
+             "Requirement '<id>' is MUST level and marked N/A; review the justification in "
+             "notes"),
         Rule("notes.required", "N/A has non-empty notes",
              "Notes required for '<id>' when status is N/A"),
         Rule("evidence.empty-must", "an Implemented or Partially Implemented MUST has "
@@ -146,6 +148,9 @@ RULES: dict[str, Rule] = {
              "never passed silently", _NONE),
         Rule("evidence.file-missing", "local evidence exists relative to the product dir",
              "Invalid evidence file for '<id>': <path> (not found at <full path>)"),
+        Rule("evidence.revision-differs", "before v1.37: local evidence the newest revision "
+             "finds (file://, #Test, vX.Y/<dir>/) that revision b2c8969 looks up literally "
+             "and rejects (warning)", _NONE),
         Rule("evidence.path-escape", "local evidence stays inside the product dir and does "
              "not point into another product or version",
              "Invalid evidence file for '<id>': <link> (path … escapes the product directory"

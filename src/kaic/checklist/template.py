@@ -65,8 +65,8 @@ def init_checklist(directory: Path, version: str, values: Mapping[str, str],
     key = cat.normalize_version(version)
     cat.load(key)  # unknown versions fail here with a clear message
     folder = directory.absolute().parent.name
-    if folder.startswith("v") and folder[1:] and folder[1:].replace(".", "").isdigit() \
-            and folder[1:] != key:
+    digits = folder[1:].replace(".", "")
+    if folder.startswith("v") and digits.isascii() and digits.isdigit() and folder[1:] != key:
         raise UsageError(f"--dir is under {folder} but --version is {key}; the folder must be"
                          f" v{key}/<product>")
     target = directory / "PRODUCT.yaml"

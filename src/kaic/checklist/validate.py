@@ -9,11 +9,14 @@ access is limited to the URL reachability checks, which ``offline`` turns off.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from kaic import catalog as cat
 from kaic.checklist.artifacts import (
@@ -29,7 +32,16 @@ from kaic.checklist.artifacts import (
 )
 from kaic.checklist.findings import Finding, Severity
 from kaic.checklist.urls import UrlChecker, UrlResult
-from kaic.checklist.yamlio import Loaded, Pos, item_pos, key_pos, load_file, value_pos
+from kaic.checklist.yamlio import (
+    Loaded,
+    PList,
+    PMap,
+    Pos,
+    item_pos,
+    key_pos,
+    load_file,
+    value_pos,
+)
 from kaic.errors import UsageError
 from kaic.model import Level
 
@@ -38,6 +50,9 @@ __all__ = [
     "STATUSES",
     "FileReport",
     "Report",
+    "CONDITIONAL_MUST",
+    "NEWEST",
+    "Revision",
     "ValidateOptions",
     "folder_version",
     "metadata_value",
@@ -72,10 +87,11 @@ OFFICIAL_AUTO_TESTED: dict[str, str] = {
 HYBRID_MIN = (1, 37)
 
 K8S_CONFORMANCE_URL = re.compile(
-    r"^https://github\.com/cncf/k8s-conformance/tree/(master|main)/v\d+\.\d+/[^/]+/?$")
-_FOLDER_RE = re.compile(r"(?:^|/)(v\d+\.\d+)/")
-_FOLDER_NAME = re.compile(r"^v\d+\.\d+$")
-_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?$")
+    r"^https://github\.com/cncf/k8s-conformance/tree/(master|main)/v\d+\.\d+/[^/]+/?$", re.ASCII)
+# NOTE: re.ASCII: Go's \d is [0-9]; Python's would accept other scripts' digits (v١.٣٦).
+_FOLDER_RE = re.compile(r"(?:^|/)(v\d+\.\d+)/", re.ASCII)
+_FOLDER_NAME = re.compile(r"^v\d+\.\d+$", re.ASCII)
+_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?$", re.ASCII)
 
 # Near misses seen in submissions, mapped to the canonical status.
 _STATUS_SYNONYMS: dict[str, str] = {
@@ -138,14 +154,36 @@ def suggest_status(status: str) -> str | None:
     return close[0] if close else None
 
 
+class Revision(StrEnum):
+    """The revisions of the official validator (cncf/k8s-ai-conformance
+    ``scripts/validate.go``) whose verdict kaic reproduces."""
+
+    B2C8969 = "b2c8969"
+    """HEAD of 2026-08-19 (PRs #46, #57, #73): evidence is a file of that literal name next
+    to PRODUCT.yaml, no test artifact is parsed, every MUST must be Implemented."""
+    HYBRID = "hybrid"
+    """PR #141 (hybrid verification: ``file://``/``#Test`` evidence resolved and test
+    artifacts parsed, in every version folder; the artifact recommendation from v1.37)
+    with PR #146 (``cluster_autoscaling`` may be N/A with notes, as a warning)."""
+
+
+NEWEST = Revision.HYBRID
+REVISION_NAMES = {Revision.B2C8969: "b2c8969 (before hybrid verification)",
+                  Revision.HYBRID: "hybrid verification (PRs #141 and #146)"}
+# Requirements the newest revision lets be N/A with a justification (PR #146).
+CONDITIONAL_MUST: frozenset[str] = frozenset({"cluster_autoscaling"})
+
+
 @dataclass(frozen=True)
 class ValidateOptions:
     offline: bool = False
     members: frozenset[str] | None = None
     """CNCF member names (from ``--members landscape.yml``); None: not checked."""
     strict: bool = False
-    """Apply the official validator's current rule: every MUST must be Implemented."""
+    """Kept for compatibility: the newest revision's rule, which is the default."""
     url_checker: UrlChecker | None = None
+    revision: Revision = NEWEST
+    """The official validator revision whose verdict is reproduced."""
 
 
 @dataclass
@@ -327,8 +365,8 @@ class _FileValidator:
             elif name == "k8sConformanceUrl":
                 self.check_k8s_url(value, pos)
             elif value.startswith("http"):
-                if name == "productLogoUrl" and not value.lower().endswith((".svg", ".eps",
-                                                                          ".ai")):
+                if name == "productLogoUrl" and not urlsplit(value).path.lower().endswith(
+                        (".svg", ".eps", ".ai")):
                     self.add("metadata.logo-format",
                              f"productLogoUrl must link to an SVG, EPS, or AI file: {value}",
                              pos, "link the logo as SVG (not PNG), naming the product")
@@ -463,7 +501,9 @@ class _FileValidator:
     def check_requirement(self, req: Any, item: Any, ipos: Pos, version: str) -> None:
         rid = req.id
         desc = item.get("description")
-        if desc != req.description:
+        # NOTE: a block scalar (``description: |``) ends in a newline the template's quoted
+        # text does not have; that one trailing newline is all that is forgiven.
+        if not (isinstance(desc, str) and desc.removesuffix("\n") == req.description):
             self.add("spec.description-changed", f"description of '{rid}' differs from the "
                      f"v{version} template", value_pos(item, "description", ipos),
                      f"restore the official text (kaic catalog show {rid} --version {version})")
@@ -490,23 +530,7 @@ class _FileValidator:
                 self.add("status.invalid", msg, spos,
                          "use Implemented, Not Implemented, Partially Implemented or N/A")
         if req.level is Level.MUST and status != "Implemented":
-            conditional = req.conditional and not self.opts.strict
-            if status == "N/A" and conditional:
-                self.add("status.conditional-must-na", f"Requirement '{rid}' is MUST level and"
-                         " marked N/A; review the justification in notes", spos,
-                         "allowed by the program FAQ for conditional MUSTs; the official "
-                         "validator may still reject it (--strict applies its rule)",
-                         Severity.WARNING)
-            elif conditional:
-                self.add("status.must-implemented", f"Requirement '{rid}' is MUST level but "
-                         f"status is '{status}'. It must be 'Implemented', or 'N/A' with a "
-                         "justification in notes.", spos,
-                         "implement it, or answer N/A and say why it does not apply")
-            else:
-                hint = ("the official validator accepts only Implemented for MUSTs"
-                        if req.conditional else "a MUST must be implemented to certify")
-                self.add("status.must-implemented", f"Requirement '{rid}' is MUST level but "
-                         f"status is '{status}'. It must be 'Implemented'.", spos, hint)
+            self.check_must_status(rid, status, spos)
         if status == "N/A" and (notes is None or not notes.strip()):
             self.add("notes.required", f"Notes required for '{rid}' when status is N/A",
                      value_pos(item, "notes", ipos),
@@ -515,11 +539,34 @@ class _FileValidator:
         if evidence is None:
             return
         if req.level is Level.MUST and status in ("Implemented", "Partially Implemented") \
-                and not any(e for e in evidence):
+                and not any(text.strip() for text, _ in evidence):
             self.add("evidence.empty-must", f"'{rid}' is a MUST answered {status} but has no "
                      "evidence", value_pos(item, "evidence", ipos),
                      "add documentation URLs or test artifacts (kaic checklist fill)")
         self.check_evidence(req, item, evidence, status, ipos, version)
+
+    def check_must_status(self, rid: str, status: str, spos: Pos) -> None:
+        """A MUST that is not Implemented, as the chosen official revision decides it."""
+        newest = self.opts.revision is Revision.HYBRID
+        conditional = rid in CONDITIONAL_MUST
+        if newest and conditional and status == "N/A":
+            self.add("status.conditional-must-na", f"Requirement '{rid}' is MUST level and"
+                     " marked N/A; review the justification in notes", spos,
+                     "accepted with this warning by the newest official validator (PR "
+                     "#146); revision b2c8969 rejects it (--official-revision b2c8969)",
+                     Severity.WARNING)
+        elif newest and conditional:
+            self.add("status.must-implemented", f"Requirement '{rid}' is MUST level but "
+                     f"status is '{status}'. It must be 'Implemented', or 'N/A' with a "
+                     "justification in notes.", spos,
+                     "implement it, or answer N/A and say why it does not apply")
+        else:
+            hint = "a MUST must be implemented to certify"
+            if conditional and status == "N/A":
+                hint = ("revision b2c8969 accepts only Implemented; the newest official "
+                        "validator accepts N/A with notes, with a warning")
+            self.add("status.must-implemented", f"Requirement '{rid}' is MUST level but "
+                     f"status is '{status}'. It must be 'Implemented'.", spos, hint)
 
     def _text_field(self, item: Any, key: str, rid: str, ipos: Pos) -> str | None:
         value = item.get(key)
@@ -527,8 +574,10 @@ class _FileValidator:
             return ""
         if isinstance(value, str):
             return value
-        if isinstance(value, bool | int | float):
-            return str(value).lower() if isinstance(value, bool) else str(value)
+        if not isinstance(value, dict | list):
+            # NOTE: yaml.v3 decodes any scalar into a string field as its source text.
+            raw = item.raw.get(key) if isinstance(item, PMap) else None
+            return raw if raw is not None else str(value)
         self.add("spec.field-type", f"{key} of '{rid}' must be a string, found a {_kind(value)}",
                  value_pos(item, key, ipos), f"write {key}: \"…\"")
         return None
@@ -543,12 +592,16 @@ class _FileValidator:
                      f"{_kind(value)}", vpos, "write evidence as a list: evidence: [\"…\"]")
             return None
         out: list[tuple[str, Pos]] = []
+        raws = value.iraw if isinstance(value, PList) else [None] * len(value)
         for i, e in enumerate(value):
             epos = item_pos(value, i, vpos)
             if isinstance(e, str):
                 out.append((e, epos))
-            elif isinstance(e, int | float) and not isinstance(e, bool):
-                out.append((str(e), epos))
+            elif e is None:
+                out.append(("", epos))
+            elif not isinstance(e, dict | list):
+                raw = raws[i] if i < len(raws) else None
+                out.append((raw if raw is not None else str(e), epos))
             else:
                 self.add("spec.field-type", f"evidence item {i + 1} of '{rid}' must be a "
                          f"string, found a {_kind(e)}", epos, "quote the URL or path")
@@ -559,6 +612,7 @@ class _FileValidator:
         rid = req.id
         has_artifact = False
         product_dir = self.path.absolute().parent
+        hybrid = self.opts.revision is Revision.HYBRID
         for link, epos in evidence:
             if link == "":
                 continue
@@ -568,7 +622,7 @@ class _FileValidator:
                          "make the page public or fix the link")
                 continue
             try:
-                ref = resolve_evidence(product_dir, link)
+                ref = resolve_evidence(product_dir, link, literal=not hybrid)
             except EvidencePathError as e:
                 self.add("evidence.path-escape",
                          f"Invalid evidence file for '{rid}': {link} ({e})", epos,
@@ -576,17 +630,28 @@ class _FileValidator:
                 continue
             if not exists(ref.path):
                 self.add("evidence.file-missing", f"Invalid evidence file for '{rid}': {link} "
-                         f"(not found at {ref.path})", epos,
+                         f"(not found at {self.shown_path(link, literal=not hybrid)})", epos,
                          "add the file next to PRODUCT.yaml or fix the path")
                 continue
+            if hybrid and _key(version) < HYBRID_MIN and ref.path != _literal(product_dir,
+                                                                               link):
+                literal = self.shown_path(link, literal=True)
+                if not exists(Path(_literal(product_dir, link))):
+                    self.add("evidence.revision-differs",
+                             f"evidence '{link}' of '{rid}' is found by the newest official "
+                             f"validator, but revision b2c8969 looks for a file of that "
+                             f"literal name and rejects it (not found at {literal})", epos,
+                             "write the plain relative path (e.g. junit.xml) to satisfy "
+                             "both", Severity.WARNING)
+            if not hybrid:
+                continue  # b2c8969 parses no test artifact
             kind = artifact_kind(ref.path)
             if kind is None or not is_file(ref.path):
                 continue
             has_artifact = True
             self.check_artifact(ref.path, ref.fragment, kind, link, rid, status, epos)
         auto = OFFICIAL_AUTO_TESTED.get(rid)
-        major, minor = (int(p) for p in version.split("."))
-        if auto and (major, minor) >= HYBRID_MIN and status == "Implemented" \
+        if hybrid and auto and _key(version) >= HYBRID_MIN and status == "Implemented" \
                 and not has_artifact:
             self.add("artifact.recommended", f"Requirement '{rid}' is covered by automated "
                      f"test '{auto}'; including test artifacts (e2e.log, junit.xml, or "
@@ -594,6 +659,18 @@ class _FileValidator:
                      value_pos(item, "evidence", ipos),
                      "run kaic run and kaic checklist fill --results <bundle>",
                      Severity.WARNING)
+
+    def shown_path(self, link: str, literal: bool) -> str:
+        """The path the official validator prints: the product directory as given on the
+        command line, joined with the link (the newest revision strips ``file://``,
+        ``#Fragment`` and the own ``vX.Y/<dir>/`` prefix first)."""
+        given = os.path.dirname(str(self.path)) or "."
+        raw = link
+        if not literal:
+            raw = link.strip().removeprefix("file://").split("#", 1)[0].strip().lstrip("/")
+            own = f"{self.path.absolute().parent.parent.name}/{self.path.absolute().parent.name}/"
+            raw = raw.removeprefix(own)
+        return os.path.normpath(os.path.join(given, raw))
 
     def check_artifact(self, path: Path, fragment: str, kind: str, link: str, rid: str,
                        status: str, pos: Pos) -> None:
@@ -630,6 +707,16 @@ class _FileValidator:
             self.add("artifact.test-skipped", f"Requirement '{rid}' is Implemented but test "
                      f"'{test}' was skipped in {name}", pos,
                      "run the test with its flags set, or answer N/A with notes")
+
+
+def _key(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")
+    return int(major), int(minor)
+
+
+def _literal(product_dir: Path, link: str) -> Path:
+    """Where revision b2c8969 looks for local evidence: ``filepath.Join(dir, link)``."""
+    return Path(os.path.normpath(os.path.join(str(product_dir.resolve()), link)))
 
 
 def _kind(value: Any) -> str:

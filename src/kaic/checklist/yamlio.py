@@ -8,7 +8,11 @@ decide whether a checklist is valid.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from io import StringIO
@@ -44,6 +48,8 @@ class PMap(dict[Any, Any]):
         super().__init__()
         self.kpos: dict[Any, Pos] = {}
         self.vpos: dict[Any, Pos] = {}
+        self.raw: dict[Any, str] = {}
+        """The source text of each scalar value (what yaml.v3 puts in a string field)."""
 
 
 class PList(list[Any]):
@@ -54,6 +60,8 @@ class PList(list[Any]):
     def __init__(self) -> None:
         super().__init__()
         self.ipos: list[Pos] = []
+        self.iraw: list[str | None] = []
+        """The source text of each scalar item; None for a mapping or list."""
 
 
 @dataclass
@@ -216,29 +224,99 @@ def _load_roundtrip(out: Loaded) -> Loaded:
 
 _STR = "tag:yaml.org,2002:str"
 
+# yaml.v3's resolution of plain scalars (resolve.go), which is how the official validator
+# types metadata values: YAML 1.2 core schema, plus 1.1 octals (017) and timestamps.
+_V3_MAP: dict[str, Any] = {
+    **dict.fromkeys(("true", "True", "TRUE"), True),
+    **dict.fromkeys(("false", "False", "FALSE"), False),
+    **dict.fromkeys(("", "~", "null", "Null", "NULL"), None),
+    **dict.fromkeys((".nan", ".NaN", ".NAN"), math.nan),
+    **dict.fromkeys((".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF"), math.inf),
+    **dict.fromkeys(("-.inf", "-.Inf", "-.INF"), -math.inf),
+}
+_V3_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
+_GO_INT = re.compile(r"^[-+]?(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0-7]*|[1-9][0-9]*)$")
+_V3_TS = re.compile(
+    r"^([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})"
+    r"(?:(?:[Tt]([0-9]{1,2}):([0-9]{1,2}):([0-9]{1,2})(?:\.([0-9]{1,9}))?"
+    r"(?:Z|[-+][0-9]{2}:[0-9]{2}))|(?: ([0-9]{1,2}):([0-9]{1,2}):([0-9]{1,2})"
+    r"(?:\.([0-9]{1,9}))?))?$")
+
+
+def _go_int(text: str) -> int | None:
+    if not _GO_INT.match(text):
+        return None
+    sign = -1 if text.startswith("-") else 1
+    body = text.lstrip("+-")
+    low = body[:2].lower()
+    base = {"0x": 16, "0o": 8, "0b": 2}.get(low)
+    if base is not None:
+        value = int(body[2:], base)
+    elif len(body) > 1 and body.startswith("0"):
+        value = int(body[1:], 8)
+    else:
+        value = int(body)
+    value *= sign
+    if not -(1 << 63) <= value < (1 << 64):
+        return None  # strconv.ParseInt/ParseUint range
+    return value
+
+
+def _timestamp(text: str) -> dt.date | None:
+    m = _V3_TS.match(text)
+    if not m:
+        return None
+    try:
+        day = dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        hms = [g for g in (m.group(4), m.group(5), m.group(6)) if g] or \
+            [g for g in (m.group(8), m.group(9), m.group(10)) if g]
+        if hms:
+            return dt.datetime(day.year, day.month, day.day, *(int(x) for x in hms))
+    except ValueError:
+        return None
+    return day
+
+
+def v3_resolve(value: str) -> Any:
+    """The Go value yaml.v3 decodes an untagged plain scalar to, as a Python value:
+    None, bool, int, float, a date/datetime for timestamps, or the text itself."""
+    if value in _V3_MAP:
+        return _V3_MAP[value]
+    if not value:
+        return value
+    first = value[0]
+    if first == ".":
+        with contextlib.suppress(ValueError):
+            f = float(value)
+            if math.isfinite(f):
+                return f
+        return value
+    if not (first.isascii() and (first.isdigit() or first in "+-")):
+        return value
+    ts = _timestamp(value)
+    if ts is not None:
+        return ts
+    plain = value.replace("_", "")
+    iv = _go_int(plain)
+    if iv is not None:
+        return iv
+    if _V3_FLOAT.match(plain):
+        f = float(plain)
+        return f if math.isfinite(f) else value  # ParseFloat fails on overflow
+    return value
+
 
 def _scalar(node: Any) -> Any:
     value: str = node.value
-    if node.style in ("'", '"', "|", ">") or node.tag == _STR:
+    if node.style in ("'", '"', "|", ">"):
         return value
-    tag = node.tag
-    if tag == "tag:yaml.org,2002:null":
-        return None
-    if tag == "tag:yaml.org,2002:bool":
-        # NOTE: YAML 1.2, as the official validator reads it: yes/no/on/off stay strings.
-        low = value.lower()
-        return low == "true" if low in ("true", "false") else value
-    if tag == "tag:yaml.org,2002:int":
-        try:
-            return int(value.replace("_", ""), 0)
-        except ValueError:
-            return value
-    if tag == "tag:yaml.org,2002:float":
-        try:
-            return float(value.replace("_", ""))
-        except ValueError:
-            return value
-    return value
+    if node.tag not in _IMPLICIT_TAGS:
+        return value  # an explicit tag such as !!binary: keep the text
+    return v3_resolve(value)
+
+
+_IMPLICIT_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in (
+    "str", "null", "bool", "int", "float", "timestamp", "merge", "value", "yaml"))
 
 
 def _load_positioned(out: Loaded) -> Loaded:
@@ -269,6 +347,8 @@ def _load_positioned(out: Loaded) -> Loaded:
                         f"{m.kpos[key][0]})", kpos,
                         "each key may appear once per mapping; remove or merge the duplicate"))
                 m[key] = convert(vnode)
+                if isinstance(vnode, pyyaml.ScalarNode):
+                    m.raw[key] = vnode.value
                 m.kpos[key] = kpos
                 m.vpos[key] = _mark(vnode.start_mark)
             return m
@@ -279,6 +359,7 @@ def _load_positioned(out: Loaded) -> Loaded:
             for inode in node.value:
                 seq.append(convert(inode))
                 seq.ipos.append(_mark(inode.start_mark))
+                seq.iraw.append(inode.value if isinstance(inode, pyyaml.ScalarNode) else None)
             return seq
         value = _scalar(node)
         memo[id(node)] = value

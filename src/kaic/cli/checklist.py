@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import click
@@ -59,24 +60,36 @@ def init_cmd(version: str | None, directory: Path, force: bool, **values: str | 
                    "the version from that folder", err=True)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(text: str) -> str:
+    """``text`` with terminal control characters (ESC, BEL, CR, C1, bidi overrides, …)
+    written as ``\\xNN``/``\\uNNNN`` escapes, so a checklist cannot drive the terminal."""
+    def esc(m: re.Match[str]) -> str:
+        c = ord(m.group(0))
+        return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+    return _CONTROL.sub(esc, text)
+
+
 def _render_text(report: cl.Report) -> None:
     for f in report.files:
         for x in f.findings:
-            click.echo(f"{x.path}:{x.line}:{x.column}: {x.severity.value}: {x.message} "
-                       f"[{x.rule}]")
+            click.echo(safe(f"{x.path}:{x.line}:{x.column}: {x.severity.value}: {x.message} "
+                            f"[{x.rule}]"))
             if x.hint:
-                click.echo(f"    hint: {x.hint}")
+                click.echo(safe(f"    hint: {x.hint}"))
     for f in report.files:
         counts = {s: sum(1 for x in f.findings if x.severity is s) for s in Severity}
         verdict = "valid" if f.valid else ("unreadable" if f.unreadable else "invalid")
         version = f" (v{f.version})" if f.version else ""
-        click.echo(f"{f.path}{version}: {verdict}: {counts[Severity.ERROR]} error(s), "
-                   f"{counts[Severity.WARNING]} warning(s), "
-                   f"{counts[Severity.NOT_CHECKED]} not checked", err=True)
+        click.echo(safe(f"{f.path}{version}: {verdict}: {counts[Severity.ERROR]} error(s), "
+                        f"{counts[Severity.WARNING]} warning(s), "
+                        f"{counts[Severity.NOT_CHECKED]} not checked"), err=True)
 
 
 def _gh_escape(text: str, prop: bool = False) -> str:
-    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    text = safe(text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
     if prop:
         text = text.replace(":", "%3A").replace(",", "%2C")
     return text
@@ -102,18 +115,23 @@ def _finding_line(x: Finding) -> str:
               help="Do not check URLs; they are reported as not checked.")
 @click.option("--members", "members_file", type=click.Path(path_type=Path, dir_okay=False),
               default=None, help="A copy of the CNCF landscape.yml to check vendorName.")
-@click.option("--strict", is_flag=True,
-              help="Apply the official validator's rule: every MUST must be Implemented.")
+@click.option("--official-revision", "revision",
+              type=click.Choice([r.value for r in cl.Revision]), default=cl.NEWEST.value,
+              show_default=True,
+              help="The official validator revision whose verdict to reproduce.")
+@click.option("--strict", is_flag=True, hidden=True,
+              help="Kept for compatibility: the newest official revision, the default.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]),
               default="text", show_default=True)
 @click.option("--timeout", type=click.FloatRange(0.1, 300), default=DEFAULT_TIMEOUT_S,
               show_default=True, help="Seconds per URL request.")
 def validate_cmd(paths: tuple[Path, ...], offline: bool, members_file: Path | None,
-                 strict: bool, fmt: str, timeout: float) -> int:
+                 revision: str, strict: bool, fmt: str, timeout: float) -> int:
     """Validate PRODUCT.yaml files: exit 0 valid, 1 invalid, 2 unreadable input."""
     members = cl.load_members(members_file) if members_file else None
     opts = cl.ValidateOptions(offline=offline, members=members, strict=strict,
-                              url_checker=cl.UrlChecker(timeout=timeout))
+                              url_checker=cl.UrlChecker(timeout=timeout),
+                              revision=cl.Revision(revision))
     # NOTE: a product directory stands for the PRODUCT.yaml inside it.
     files = [p / "PRODUCT.yaml" if p.is_dir() and (p / "PRODUCT.yaml").is_file() else p
              for p in paths]
@@ -141,7 +159,7 @@ def fill_cmd(product: Path, bundle: Path, force: bool, dry_run: bool) -> int:
     err = stderr_console()
     for c in res.changes:
         err.print(f"  {c.action:<9} {c.requirement_id}: {c.detail}", markup=False,
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     for w in res.warnings:
         click.echo(f"kaic: warning: {w}", err=True)
     for p in res.copied:

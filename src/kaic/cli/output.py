@@ -23,7 +23,9 @@ def stdout_console() -> Console:
 
 
 def stderr_console() -> Console:
-    return Console(file=sys.stderr, highlight=False, no_color=not sys.stderr.isatty())
+    """A console on stderr; no colour or wrapping when stderr is not a terminal."""
+    tty = sys.stderr.isatty()
+    return Console(file=sys.stderr, highlight=False, no_color=not tty, soft_wrap=not tty)
 
 
 def emit_structured(data: Any, fmt: str) -> None:

@@ -95,15 +95,39 @@ def test_validate_unreadable_input_exits_2(tmp_path: Path,
     assert code == 2 and "[input.binary]" in out
 
 
-def test_validate_strict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_pod_autoscaling_na_fails_as_in_the_newest_official_validator(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = write_valid(tmp_path)
 
     def na(d: object) -> None:
         r = requirement(d, "pod_autoscaling")
         r["status"], r["notes"] = DQ("N/A"), DQ("The platform offers no HPA custom metrics.")
     edit(p, na)
-    assert run(capsys, "checklist", "validate", "--offline", str(p))[0] == 0
+    code, out, _ = run(capsys, "checklist", "validate", "--offline", str(p))
+    assert code == 1
+    assert "Requirement 'pod_autoscaling' is MUST level but status is 'N/A'. It must be " \
+        "'Implemented'." in out
     assert run(capsys, "checklist", "validate", "--offline", "--strict", str(p))[0] == 1
+
+
+def test_cluster_autoscaling_na_is_decided_per_official_revision(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = write_valid(tmp_path)
+
+    def na(d: object) -> None:
+        r = requirement(d, "cluster_autoscaling")
+        r["status"], r["notes"] = DQ("N/A"), DQ("Bare metal: fixed node pools.")
+        r["evidence"].clear()
+    edit(p, na)
+    for flags in ([], ["--strict"], ["--official-revision", "hybrid"]):
+        code, out, _ = run(capsys, "checklist", "validate", "--offline", *flags, str(p))
+        assert code == 0, flags
+        assert "warning: Requirement 'cluster_autoscaling' is MUST level and marked N/A; " \
+            "review the justification in notes" in out
+        assert "may still reject" not in out
+    code, out, _ = run(capsys, "checklist", "validate", "--offline", "--official-revision",
+                       "b2c8969", str(p))
+    assert code == 1 and "It must be 'Implemented'. [status.must-implemented]" in out
 
 
 def test_init_fill_status_upgrade_round(tmp_path: Path,

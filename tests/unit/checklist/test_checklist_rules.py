@@ -19,7 +19,7 @@ from checklist_helpers import (
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString as DQ
 
 from kaic.checklist.findings import RULES, Finding, Severity
-from kaic.checklist.validate import ValidateOptions, validate_paths
+from kaic.checklist.validate import Revision, ValidateOptions, validate_paths
 
 
 @pytest.fixture
@@ -390,11 +390,18 @@ def test_a_conditional_must_may_be_na_with_a_justification_as_a_warning(valid: P
     assert errors(findings) == []
 
 
-def test_strict_applies_the_official_rule_to_a_conditional_must(valid: Path) -> None:
+def test_revision_b2c8969_rejects_a_conditional_must_answered_na(valid: Path) -> None:
     edit(valid, _conditional_na)
-    expect(validate(valid, strict=True), "status.must-implemented", "Requirement "
-           "'cluster_autoscaling' is MUST level but status is 'N/A'. It must be 'Implemented'.",
-           line_of(valid, '"N/A"'))
+    expect(validate(valid, revision=Revision.B2C8969), "status.must-implemented",
+           "Requirement 'cluster_autoscaling' is MUST level but status is 'N/A'. It must be "
+           "'Implemented'.", line_of(valid, '"N/A"'))
+
+
+def test_strict_is_the_newest_rule_and_accepts_cluster_autoscaling_na(valid: Path) -> None:
+    edit(valid, _conditional_na)
+    findings = validate(valid, strict=True)
+    assert errors(findings) == []
+    assert "b2c8969 rejects it" in of_rule(findings, "status.conditional-must-na")[0].hint
 
 
 def test_a_non_conditional_must_may_not_be_na(valid: Path) -> None:
@@ -408,11 +415,32 @@ def test_a_non_conditional_must_may_not_be_na(valid: Path) -> None:
     assert of_rule(findings, "status.conditional-must-na") == []
 
 
-def test_a_conditional_must_not_implemented_mentions_na(valid: Path) -> None:
-    edit(valid, lambda d: requirement(d, "pod_autoscaling").__setitem__(
+def test_pod_autoscaling_is_not_a_conditional_must_in_the_newest_revision(valid: Path) -> None:
+    def na(d: Any) -> None:
+        r = requirement(d, "pod_autoscaling")
+        r["status"], r["notes"] = DQ("N/A"), DQ("no HPA on this platform")
+    edit(valid, na)
+    findings = validate(valid)
+    expect(findings, "status.must-implemented", "Requirement 'pod_autoscaling' is MUST level "
+           "but status is 'N/A'. It must be 'Implemented'.", line_of(valid, '"N/A"'))
+    assert of_rule(findings, "status.conditional-must-na") == []
+
+
+def test_cluster_autoscaling_not_implemented_mentions_na(valid: Path) -> None:
+    edit(valid, lambda d: requirement(d, "cluster_autoscaling").__setitem__(
         "status", DQ("Not Implemented")))
-    expect(validate(valid), "status.must-implemented", "It must be 'Implemented', or 'N/A' "
-           "with a justification in notes.", line_of(valid, '"Not Implemented"'))
+    for strict in (False, True):
+        expect(validate(valid, strict=strict), "status.must-implemented", "Requirement "
+               "'cluster_autoscaling' is MUST level but status is 'Not Implemented'. It must "
+               "be 'Implemented', or 'N/A' with a justification in notes.",
+               line_of(valid, '"Not Implemented"'))
+
+
+def test_a_conditional_must_na_without_notes_is_an_error(valid: Path) -> None:
+    edit(valid, lambda d: _conditional_na(d, ""))
+    findings = validate(valid)
+    expect(findings, "notes.required", "Notes required for 'cluster_autoscaling' when status "
+           "is N/A", None)
 
 
 def test_na_needs_notes(valid: Path) -> None:
@@ -583,3 +611,104 @@ def test_rule_table_entries_name_the_official_counterpart_or_none() -> None:
     for r in RULES.values():
         assert r.checks and r.official
         assert re.fullmatch(r"[a-z0-9]+(\.[a-z0-9-]+)+", r.id)
+
+
+# --- agreement with the official validator's revisions (issue 16, B1–B9) -------------------
+
+def test_an_empty_string_is_no_evidence_for_an_implemented_must(valid: Path) -> None:
+    edit(valid, lambda d: requirement(d, "robust_controller").__setitem__("evidence", [""]))
+    expect(validate(valid), "evidence.empty-must", "'robust_controller' is a MUST answered "
+           "Implemented but has no evidence", None)
+
+
+@pytest.mark.parametrize("raw", ["2026-01-01", "1e3", "0o17", "017", "0x1F", "1_000", ".5",
+                                 "true", "2026-1-2 10:00:00"])
+def test_metadata_is_typed_as_yaml_v3_types_it(valid: Path, raw: str) -> None:
+    text = valid.read_text()
+    valid.write_text(re.sub(r'platformVersion: .*', f"platformVersion: {raw}", text, count=1))
+    expect(validate(valid), "metadata.not-string", "Metadata field platformVersion is not a "
+           "string", None)
+
+
+@pytest.mark.parametrize("raw", ["2.1.0", "v2", "1e309", "yes", "2026-13-01", "1.2.3-rc1"])
+def test_metadata_yaml_v3_reads_as_a_string_passes(valid: Path, raw: str) -> None:
+    text = valid.read_text()
+    valid.write_text(re.sub(r'platformVersion: .*', f"platformVersion: {raw}", text, count=1))
+    assert of_rule(validate(valid), "metadata.not-string") == []
+
+
+def test_a_plain_scalar_status_is_read_as_its_text(valid: Path) -> None:
+    text = valid.read_text()
+    valid.write_text(text.replace('status: "Implemented"', "status: 1e3", 1))
+    expect(validate(valid), "status.invalid", "Invalid status '1e3'", None)
+
+
+def _pre_hybrid(tmp_path: Path, version: str = "1.35") -> Path:
+    return write_valid(tmp_path, version)
+
+
+def test_a_ginkgo_e2e_log_before_v1_37_only_has_to_exist_in_revision_b2c8969(
+        tmp_path: Path) -> None:
+    p = _pre_hybrid(tmp_path, "1.34")
+    (p.parent / "e2e.log").write_text("Ran 11 of 7000 Specs\nSUCCESS! -- 11 Passed | 0 Failed\n")
+    edit(p, lambda d: requirement(d, "robust_controller")["evidence"].append(DQ("e2e.log")))
+    assert errors(validate(p, revision=Revision.B2C8969)) == []
+    # the newest revision parses canonical artifact names in every version folder
+    expect(validate(p), "artifact.invalid", "Invalid test artifact for 'robust_controller': "
+           "e2e.log", None)
+
+
+@pytest.mark.parametrize("link", ["gateway.md#weighted-routing", "file://gateway.md",
+                                  "v1.36/acme/gateway.md"])
+def test_hybrid_style_evidence_before_v1_37_is_decided_per_revision(
+        tmp_path: Path, link: str) -> None:
+    p = _pre_hybrid(tmp_path, "1.36")
+    (p.parent / "gateway.md").write_text("# gateway\n")
+    edit(p, lambda d: requirement(d, "ai_inference")["evidence"].append(DQ(link)))
+    old = validate(p, revision=Revision.B2C8969)
+    expect(old, "evidence.file-missing", f"Invalid evidence file for 'ai_inference': {link} "
+           "(not found at ", None)
+    new = validate(p)
+    assert errors(new) == []
+    expect(new, "evidence.revision-differs", f"evidence '{link}' of 'ai_inference'", None,
+           Severity.WARNING)
+
+
+def test_a_logo_url_with_a_query_is_judged_by_its_path(valid: Path) -> None:
+    text = valid.read_text()
+    valid.write_text(text.replace("https://acme.example/logo.svg",
+                                  "https://github.com/acme/brand/blob/main/logo.svg?raw=true"))
+    assert of_rule(validate(valid), "metadata.logo-format") == []
+    valid.write_text(text.replace("https://acme.example/logo.svg",
+                                  "https://acme.example/logo.png?x=.svg"))
+    expect(validate(valid), "metadata.logo-format", "productLogoUrl must link", None)
+
+
+def test_a_block_description_with_its_trailing_newline_is_the_template_text(
+        valid: Path) -> None:
+    def block(d: Any) -> None:
+        from ruamel.yaml.scalarstring import LiteralScalarString
+        r = requirement(d, "gang_scheduling")
+        r["description"] = LiteralScalarString(str(r["description"]) + "\n")
+    edit(valid, block)
+    assert "description: |" in valid.read_text()
+    assert of_rule(validate(valid), "spec.description-changed") == []
+
+    def two(d: Any) -> None:
+        from ruamel.yaml.scalarstring import LiteralScalarString
+        r = requirement(d, "gang_scheduling")
+        r["description"] = LiteralScalarString(str(r["description"]) + "\n\n")
+    edit(valid, two)
+    expect(validate(valid), "spec.description-changed", "gang_scheduling", None)
+
+
+def test_a_missing_evidence_file_is_shown_relative_as_the_official_validator_prints_it(
+        valid: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = valid.parent.parent.parent
+    monkeypatch.chdir(root)
+    rel = valid.relative_to(root)
+    edit(valid, lambda d: requirement(d, "robust_controller")["evidence"].append(
+        DQ("missing.md")))
+    findings = validate_paths([rel], ValidateOptions(offline=True)).files[0].findings
+    expect(findings, "evidence.file-missing", "Invalid evidence file for 'robust_controller': "
+           "missing.md (not found at v1.37/acme/missing.md)", None)
