@@ -46,12 +46,12 @@ from kaic.errors import UsageError
 from kaic.model import Level
 
 __all__ = [
+    "CONDITIONAL_MUST",
+    "NEWEST",
     "OFFICIAL_AUTO_TESTED",
     "STATUSES",
     "FileReport",
     "Report",
-    "CONDITIONAL_MUST",
-    "NEWEST",
     "Revision",
     "ValidateOptions",
     "folder_version",

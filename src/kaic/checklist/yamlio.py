@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import math
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from io import StringIO
@@ -270,8 +272,9 @@ def _timestamp(text: str) -> dt.date | None:
         day = dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
         hms = [g for g in (m.group(4), m.group(5), m.group(6)) if g] or \
             [g for g in (m.group(8), m.group(9), m.group(10)) if g]
-        if hms:
-            return dt.datetime(day.year, day.month, day.day, *(int(x) for x in hms))
+        if len(hms) == 3:
+            return dt.datetime(day.year, day.month, day.day, int(hms[0]), int(hms[1]),
+                               int(hms[2]))
     except ValueError:
         return None
     return day
@@ -481,25 +484,62 @@ def dump(doc: Any, indent: tuple[int, int, int] = (2, 4, 2)) -> str:
     return buf.getvalue()
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` through a temporary file in the same directory.
+
+    An existing file keeps its permission bits (a read-only one is refused, not replaced);
+    a new file gets ``0666`` less the umask, as ``open()`` would give it. A symbolic link
+    is never replaced: the caller resolves it first.
+    """
+    if path.is_symlink():
+        raise OSError(errno.ELOOP, f"{path} is a symbolic link")
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if not os.access(path, os.W_OK) or not mode & stat.S_IWUSR:
+            raise OSError(errno.EACCES, "the file is read-only")
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
         raise
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8, line endings as given) to ``path``; see ``write_atomic_bytes``."""
+    write_atomic_bytes(path, text.encode("utf-8", errors="surrogatepass"))
+
+
 def backup(path: Path) -> Path:
-    """Copy ``path`` to ``path.bak`` (or ``.bak.1``, ``.bak.2`` … if taken); return it."""
-    candidate = path.with_name(path.name + ".bak")
+    """Copy ``path`` to ``path.bak`` (or ``.bak.1``, ``.bak.2`` … if taken); return it.
+
+    The copy has the original's permission bits; an existing name, a link included, is
+    never written through.
+    """
+    data = path.read_bytes()
+    mode = stat.S_IMODE(path.stat().st_mode)
     n = 0
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.name}.bak.{n}")
-    candidate.write_bytes(path.read_bytes())
-    return candidate
+    candidate = path.with_name(path.name + ".bak")
+    while True:
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode | stat.S_IRUSR)
+        except FileExistsError:
+            n += 1
+            candidate = path.with_name(f"{path.name}.bak.{n}")
+            continue
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(candidate, mode | stat.S_IRUSR)
+        return candidate

@@ -260,3 +260,134 @@ def test_fill_keeps_a_two_space_sequence_indent(tmp_path: Path) -> None:
     changed = [a for a, b in zip(text.splitlines(), out.splitlines(), strict=False) if a != b]
     assert changed[0] == '    status: ""'
     assert read_bundle(tmp_path / "run").run_id == "20261128-101500-ab12cd"
+
+
+# --- data safety (issue 16, D4–D8) -----------------------------------------------------------
+
+PASS_GANG = [{"requirement_id": "gang_scheduling", "test_name": "TestGangScheduling",
+              "outcome": "PASS"}]
+
+
+def test_fill_never_writes_an_artifact_through_a_link_out_of_the_product_folder(
+        tmp_path: Path) -> None:
+    p = _product(tmp_path)
+    outside = tmp_path / "outside.xml"
+    outside.write_text("precious")
+    (p.parent / "junit.xml").symlink_to(outside)
+    bundle = write_bundle(tmp_path / "run", PASS_GANG)
+    before = p.read_bytes()
+    for force in (False, True):
+        with pytest.raises(UsageError, match="symbolic link"):
+            fill_checklist(p, bundle, force=force)
+    assert outside.read_text() == "precious" and p.read_bytes() == before
+
+
+def test_fill_keeps_evidence_a_person_wrote(tmp_path: Path) -> None:
+    p = _product(tmp_path)
+    mine = "file://junit.xml#TestGangScheduling/PositiveGangScheduling"
+
+    def person(d: Any) -> None:
+        requirement(d, "gang_scheduling")["evidence"].append(DQ(mine))
+        requirement(d, "cluster_autoscaling")["evidence"].append(DQ("file://e2e.log"))
+    edit(p, person)
+    res = fill_checklist(p, write_bundle(tmp_path / "run", RESULTS))
+    doc = _doc(p)
+    assert list(requirement(doc, "gang_scheduling")["evidence"]) == [
+        mine, "file://junit.xml#TestGangScheduling", "file://e2e.log"]
+    assert list(requirement(doc, "cluster_autoscaling")["evidence"]) == ["file://e2e.log"]
+    detail = {c.requirement_id: c.detail for c in res.changes}["gang_scheduling"]
+    assert detail == ("Implemented: status '' -> 'Implemented'; evidence "
+                      "+file://junit.xml#TestGangScheduling; evidence +file://e2e.log")
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o664])
+def test_fill_keeps_the_mode_of_the_file(tmp_path: Path, mode: int) -> None:
+    p = _product(tmp_path)
+    p.chmod(mode)
+    fill_checklist(p, write_bundle(tmp_path / "run", PASS_GANG))
+    assert p.stat().st_mode & 0o777 == mode
+    assert p.with_name("PRODUCT.yaml.bak").stat().st_mode & 0o777 == mode
+
+
+def test_fill_refuses_a_read_only_file(tmp_path: Path) -> None:
+    p = _product(tmp_path)
+    p.chmod(0o444)
+    with pytest.raises(InputError, match="read-only"):
+        fill_checklist(p, write_bundle(tmp_path / "run", PASS_GANG))
+
+
+def test_new_files_follow_the_umask(tmp_path: Path) -> None:
+    import os
+    p = _product(tmp_path)
+    old = os.umask(0o027)
+    try:
+        fill_checklist(p, write_bundle(tmp_path / "run", PASS_GANG))
+    finally:
+        os.umask(old)
+    assert (p.parent / "junit.xml").stat().st_mode & 0o777 == 0o640
+
+
+def _only_answer_lines_changed(before: str, after: str) -> None:
+    import difflib
+    for line in difflib.ndiff(before.splitlines(keepends=True), after.splitlines(keepends=True)):
+        if line.startswith("- "):
+            assert line[2:].strip().startswith(("status:", "evidence:")), line
+        elif line.startswith("+ "):
+            assert line[2:].strip().startswith(("status:", "evidence:", "- \"file://")), line
+
+
+def test_fill_on_crlf_with_a_bom_changes_only_the_answered_lines(tmp_path: Path) -> None:
+    p = _product(tmp_path)
+    text = p.read_text().replace(
+        'platformName: "Acme AI"', "platformName: Acme\n    AI Platform").replace(
+        'platformVersion: "2.1.0"', "platformVersion: 1e309").replace(
+        'repoUrl: "https://github.com/acme/ai"', "repoUrl: null")
+    raw = ("\ufeff" + text.replace("\n", "\r\n")).encode()
+    p.write_bytes(raw)
+    fill_checklist(p, write_bundle(tmp_path / "run", PASS_GANG))
+    out = p.read_bytes()
+    assert out.startswith("\ufeff".encode())
+    assert b"\n" not in out.replace(b"\r\n", b"")
+    decoded = out.decode()[1:].replace("\r\n", "\n")
+    assert "platformName: Acme\n    AI Platform" in decoded
+    assert "platformVersion: 1e309" in decoded and "repoUrl: null" in decoded
+    _only_answer_lines_changed(text, decoded)
+
+
+def test_fill_keeps_a_flow_style_document_as_it_is_apart_from_the_answers(
+        tmp_path: Path) -> None:
+    import yaml as pyyaml
+    p = _product(tmp_path)
+    data = pyyaml.safe_load(p.read_text())
+    text = pyyaml.safe_dump(data, default_flow_style=True, width=100_000, sort_keys=False)
+    assert text.count("\n") == 1
+    p.write_text(text)
+    fill_checklist(p, write_bundle(tmp_path / "run", PASS_GANG))
+    out = p.read_text()
+    assert out.count("\n") == 1
+    gang = requirement(_doc(p), "gang_scheduling")
+    assert gang["status"] == "Implemented"
+    assert list(gang["evidence"]) == ["file://junit.xml#TestGangScheduling", "file://e2e.log"]
+    assert out.replace('"Implemented"', "''", 1).replace(
+        '["file://junit.xml#TestGangScheduling", "file://e2e.log"]', "[]", 1) == text
+
+
+def test_fill_edits_the_target_of_a_link_inside_the_product_folder(tmp_path: Path) -> None:
+    p = _product(tmp_path)
+    real = p.parent / "PRODUCT.real.yaml"
+    p.rename(real)
+    p.symlink_to(real.name)
+    fill_checklist(p, write_bundle(tmp_path / "run", PASS_GANG))
+    assert p.is_symlink()
+    assert requirement(_doc(real), "gang_scheduling")["status"] == "Implemented"
+
+
+def test_fill_refuses_a_link_to_a_file_outside_the_product_folder(tmp_path: Path) -> None:
+    p = _product(tmp_path)
+    outside = tmp_path / "elsewhere.yaml"
+    p.rename(outside)
+    p.symlink_to(outside)
+    before = outside.read_bytes()
+    with pytest.raises(UsageError, match="outside the product folder"):
+        fill_checklist(p, write_bundle(tmp_path / "run", PASS_GANG))
+    assert outside.read_bytes() == before
