@@ -197,8 +197,9 @@ def fill_checklist(product: Path, bundle_dir: Path, force: bool = False,
                                f"checklist is v{version}; only shared requirements are filled")
     plain = version is not None and _vkey(version) < (1, 37)
     any_pass = any(r.outcome == "PASS" and r.requirement_id in entries for r in bundle.results)
-    refs = _artifact_refs(product.parent, bundle.path, force, result,
-                          copy=any_pass and not dry_run, plain=plain)
+    # NOTE: artifacts are evidence of a pass only; without one nothing is copied or checked.
+    refs = _artifact_refs(product.parent, bundle.path, force, result, copy=not dry_run,
+                          plain=plain) if any_pass else {}
     if any_pass and "junit.xml" not in refs and "results.json" not in refs:
         result.warnings.append("the bundle has no junit.xml or results.json; passed tests get"
                                " no test artifact as evidence")
@@ -224,8 +225,7 @@ def fill_checklist(product: Path, bundle_dir: Path, force: bool = False,
         raise InputError(f"{product}: editing would break the YAML ({check.findings[0].message});"
                          " nothing written")
     try:
-        result.backup = yamlio.backup(target)
-        yamlio.write_atomic(target, out)
+        result.backup = yamlio.replace_file(target, out, force=True)  # its own input
     except OSError as e:
         raise InputError(f"cannot write {product}: {e.strerror or e}") from e
     result.written = True

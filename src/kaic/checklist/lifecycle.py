@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from kaic import catalog as cat
 from kaic.checklist import yamlio
+from kaic.checklist.artifacts import EvidencePathError, resolve_evidence
 from kaic.checklist.validate import folder_version, metadata_value, to_snake
 from kaic.errors import InputError, UsageError
 
@@ -97,6 +99,9 @@ def certification_status(path: Path, certified_on: dt.date,
     today = today or dt.date.today()
     if certified_on > today:
         raise UsageError(f"--certified-on {certified_on} is in the future")
+    if certified_on.year >= dt.MAXYEAR:
+        raise UsageError(f"--certified-on {certified_on}: one year later is past the last "
+                         "date kaic can represent (9999-12-31)")
     _, kv = metadata_value(doc.get("metadata"), "kubernetesVersion")
     st = CertificationStatus(path, version, kv if isinstance(kv, str) else f"v{version}",
                              certified_on, add_one_year(certified_on), today)
@@ -156,8 +161,11 @@ class UpgradeResult:
 
 
 def upgrade_checklist(path: Path, to: str, output: Path | None = None,
-                      dry_run: bool = False) -> UpgradeResult:
-    """Move a filled checklist onto the template of ``to`` (newer than its own)."""
+                      dry_run: bool = False, force: bool = False) -> UpgradeResult:
+    """Move a filled checklist onto the template of ``to`` (newer than its own).
+
+    In place the file is replaced after a backup; ``output`` naming another existing
+    file is replaced only with ``force`` (the rule of ``init``), after a backup too."""
     doc, _ = _load_doc(path)
     old_v = checklist_version(path, doc)
     new_v = cat.normalize_version(to)
@@ -179,6 +187,9 @@ def upgrade_checklist(path: Path, to: str, output: Path | None = None,
                 continue
             yamlio.set_key(new_meta, key, value)
     new_meta["kubernetesVersion"] = f"v{new_v}"
+    if not isinstance(old_meta, dict) or not any(
+            str(k) in ("repoUrl", "repo_url") for k in old_meta):
+        new_meta["repoUrl"] = DoubleQuotedScalarString("")  # optional; no failing placeholder
     old_entries: dict[str, Any] = {}
     spec = doc.get("spec")
     if isinstance(spec, dict):
@@ -216,14 +227,47 @@ def upgrade_checklist(path: Path, to: str, output: Path | None = None,
     if output is None and folder:
         res.notes.append(f"the file is still in {folder}/; move it to v{new_v}/"
                          f"{path.absolute().parent.name}/ for the submission")
+    target = output or path
+    in_place = output is None or (output.exists() and output.resolve() == path.resolve())
+    if not in_place:
+        res.notes += _evidence_to_copy(new_doc, path.absolute().parent, target.absolute().parent)
     if dry_run:
         return res
-    target = output or path
+    if not in_place and target.exists() and not force:
+        raise UsageError(f"{target} exists; pass --force to replace it (a backup is kept)")
     try:
-        if target.exists():
-            res.backup = yamlio.backup(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        yamlio.write_atomic(target, yamlio.dump(new_doc))
+        res.backup = yamlio.replace_file(target.resolve() if in_place else target,
+                                  yamlio.dump(new_doc), force=True)
     except OSError as e:
         raise InputError(f"cannot write {target}: {e.strerror or e}") from e
     return res
+
+
+def _evidence_to_copy(doc: Any, old_dir: Path, new_dir: Path) -> list[str]:
+    """Notes for local evidence (test artifacts included) that the new folder lacks."""
+    if old_dir.resolve() == new_dir.resolve():
+        return []
+    notes: list[str] = []
+    seen: set[str] = set()
+    spec = doc.get("spec") if isinstance(doc, dict) else None
+    for items in spec.values() if isinstance(spec, dict) else []:
+        for item in items if isinstance(items, list) else []:
+            ev = item.get("evidence") if isinstance(item, dict) else None
+            for e in ev if isinstance(ev, list) else []:
+                if not isinstance(e, str) or not e or e.startswith(("http://", "https://")):
+                    continue
+                try:
+                    new_ref = resolve_evidence(new_dir, e)
+                    old_ref = resolve_evidence(old_dir, e)
+                except EvidencePathError:
+                    continue
+                name = new_ref.path.relative_to(new_dir.resolve()).as_posix() \
+                    if new_ref.path.is_relative_to(new_dir.resolve()) else str(new_ref.path)
+                if name in seen or new_ref.path.exists():
+                    continue
+                seen.add(name)
+                where = f" from {old_ref.path}" if old_ref.path.exists() else ""
+                notes.append(f"copy {name}{where} to {new_dir}/ (evidence of {item.get('id')});"
+                             " validation reports it missing until then")
+    return notes

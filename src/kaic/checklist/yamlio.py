@@ -27,6 +27,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError as RuamelYAMLError
 
 from kaic.checklist.findings import Finding, Severity
+from kaic.errors import UsageError
 
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 64
@@ -543,3 +544,18 @@ def backup(path: Path) -> Path:
             f.write(data)
         os.chmod(candidate, mode | stat.S_IRUSR)
         return candidate
+
+
+def replace_file(target: Path, text: str, *, force: bool) -> Path | None:
+    """The one overwrite rule of ``init``, ``upgrade --output`` and ``fill``: an existing
+    file is replaced only with ``force`` (a command editing its own input counts as
+    forced), never through a symbolic link, and always after a backup, which is returned."""
+    if target.is_symlink():
+        raise UsageError(f"{target} is a symbolic link; kaic does not write through links")
+    saved = None
+    if target.exists():
+        if not force:
+            raise UsageError(f"{target} exists; pass --force to replace it (a backup is kept)")
+        saved = backup(target)
+    write_atomic(target, text)
+    return saved

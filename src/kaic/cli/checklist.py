@@ -40,7 +40,8 @@ def checklist_group() -> None:
 @click.option("--contact-email", help="contactEmailAddress.")
 @click.option("--k8s-conformance-url",
               help="k8sConformanceUrl: the product's cncf/k8s-conformance folder.")
-@click.option("--force", is_flag=True, help="Overwrite an existing PRODUCT.yaml.")
+@click.option("--force", is_flag=True,
+              help="Replace an existing PRODUCT.yaml (a backup is kept).")
 def init_cmd(version: str | None, directory: Path, force: bool, **values: str | None) -> None:
     """Write PRODUCT.yaml from the official template of a version."""
     if version is None:
@@ -52,9 +53,12 @@ def init_cmd(version: str | None, directory: Path, force: bool, **values: str | 
         if version not in cat.versions():
             version = cat.versions()[-1]
     meta = {cl.METADATA_OPTIONS[k]: v for k, v in values.items() if v is not None}
+    before = set(directory.glob("PRODUCT.yaml.bak*"))
     target = cl.init_checklist(directory, version, meta, force=force)
     key = cat.normalize_version(version)
-    click.echo(f"wrote {target} (template v{key})", err=True)
+    saved = sorted(set(directory.glob("PRODUCT.yaml.bak*")) - before)
+    click.echo(f"wrote {target} (template v{key})"
+               + (f" (backup: {saved[0]})" if saved else ""), err=True)
     if directory.absolute().parent.name != f"v{key}":
         click.echo(f"kaic: warning: submissions live in v{key}/<product>/; the validator reads "
                    "the version from that folder", err=True)
@@ -221,9 +225,12 @@ def status_cmd(product: Path, certified_on: dt.date, today: dt.date | None, fmt:
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write here instead of in place (in place keeps a backup).")
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
-def upgrade_cmd(product: Path, to: str, output: Path | None, dry_run: bool) -> int:
+@click.option("--force", is_flag=True,
+              help="Replace an existing --output file (a backup is kept).")
+def upgrade_cmd(product: Path, to: str, output: Path | None, dry_run: bool,
+                force: bool) -> int:
     """Move a filled checklist to a newer template, keeping unchanged answers."""
-    res = cl.upgrade_checklist(product, to, output, dry_run=dry_run)
+    res = cl.upgrade_checklist(product, to, output, dry_run=dry_run, force=force)
     click.echo(f"v{res.from_version} -> v{res.to_version}")
     for rid in res.kept:
         click.echo(f"  kept     {rid}")

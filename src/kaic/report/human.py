@@ -42,7 +42,8 @@ def _facts(record: RunRecord) -> list[tuple[str, str]]:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """``text`` safe inside a Markdown table cell: ``|`` escaped, line breaks as spaces."""
+    return " ".join(text.replace("|", "\\|").splitlines()) if text else text
 
 
 def _outcome(entry_outcome: str, na: bool) -> str:
@@ -58,7 +59,7 @@ def render_markdown(record: RunRecord) -> str:
             "|---|---|---|---|---|---|"]
     for e in record.results:
         r = e.result
-        out.append(f"| [{e.id}](#{e.id}) | {e.level.value} | {r.test_name} | "
+        out.append(f"| [{e.id}](#{e.id}) | {e.level.value} | {_cell(r.test_name)} | "
                    f"{_outcome(r.outcome.value, r.not_applicable)} | {r.duration_s:.1f}s | "
                    f"{_cell(r.reason)} |")
     out += ["", "## Requirements"]
@@ -66,12 +67,13 @@ def render_markdown(record: RunRecord) -> str:
         r = e.result
         out += ["", f"### {e.id}", "",
                 f"{_outcome(r.outcome.value, r.not_applicable)} · {e.level.value} · "
-                f"{e.category} · `{r.test_name}` · {r.duration_s:.2f}s"]
+                f"{e.category} · `{_cell(r.test_name)}` · {r.duration_s:.2f}s"]
         if r.reason:
             out += ["", f"**Reason:** {r.reason}"]
         if r.subresults:
             out += ["", "| Sub-test | Outcome | Duration | Reason |", "|---|---|---|---|"]
-            out += [f"| `{r.test_name}/{s.name}` | {_outcome(s.outcome.value, False)} | "
+            out += [f"| `{_cell(r.test_name)}/{_cell(s.name)}` | "
+                    f"{_outcome(s.outcome.value, False)} | "
                     f"{s.duration_s:.2f}s | {_cell(s.reason)} |" for s in r.subresults]
         if e.evidence_paths:
             out += ["", "Evidence: " + ", ".join(f"[{p.rsplit('/', 1)[-1]}]({p})"

@@ -176,3 +176,67 @@ def test_the_installed_command_validates_without_a_traceback(tmp_path: Path) -> 
                         str(p)], capture_output=True, text=True, check=False)
     assert r.returncode in (1, 2)
     assert "Traceback" not in r.stderr + r.stdout
+
+
+# --- issue 16: output safety and one-line errors --------------------------------------------
+
+def test_validate_escapes_terminal_control_characters(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    p = write_valid(tmp_path)
+    edit(p, lambda d: requirement(d, "ai_inference").__setitem__(
+        "status", DQ("\x1b]0;pwned\x07\u202e")))
+    for fmt in ("text", "github"):
+        code, out, err = run(capsys, "checklist", "validate", "--offline", "--format", fmt,
+                             str(p))
+        assert code == 1
+        assert "\x1b" not in out + err and "\x07" not in out + err and "\u202e" not in out
+        assert "\\x1b]0;pwned\\x07\\u202e" in out
+
+
+def test_fill_change_lines_are_not_wrapped_when_stderr_is_not_a_terminal(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = write_valid(tmp_path)
+    long_reason = "the reason is long " * 12
+    bundle = write_bundle(tmp_path / "run", [
+        {"requirement_id": "robust_controller", "test_name": "TestRobustCRDControllerOperation",
+         "outcome": "ERROR", "reason": long_reason}])
+    code, _, err = run(capsys, "checklist", "fill", str(p), "--results", str(bundle))
+    assert code == 0
+    line = next(x for x in err.splitlines() if "robust_controller" in x)
+    assert line.strip().endswith(" ".join(long_reason.split()))
+
+
+def test_a_landscape_with_a_malformed_members_category_is_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = write_valid(tmp_path)
+    landscape = tmp_path / "landscape.yml"
+    landscape.write_text("landscape:\n  - name: CNCF Members\n    subcategories: 5\n")
+    code, out, err = run(capsys, "checklist", "validate", "--offline", "--members",
+                         str(landscape), str(p))
+    assert code == 2 and "Traceback" not in err
+    assert "'subcategories' of 'CNCF Members' is a int, not a list" in err
+
+
+def test_status_on_the_last_day_of_year_9999_is_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = write_valid(tmp_path)
+    code, _, err = run(capsys, "checklist", "status", str(p), "--certified-on", "9999-12-31",
+                       "--today", "9999-12-31")
+    assert code == 2 and "Traceback" not in err and "9999-12-31" in err
+
+
+def test_init_names_the_option_whose_value_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "v1.37" / "acme"
+    code, _, err = run(capsys, "checklist", "init", "--dir", str(d), "--platform", "a\nb")
+    assert code == 2 and "--platform: the value must be one line" in err
+    code, _, err = run(capsys, "checklist", "init", "--dir", str(d), "--vendor", "\udcff")
+    assert code == 2 and "--vendor: the value is not valid UTF-8 text" in err
+    assert not (d / "PRODUCT.yaml").exists()
+
+
+def test_versions_in_other_scripts_digits_are_refused_by_init(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "checklist", "init", "--dir", str(tmp_path / "x"),
+                       "--version", "\u0661.\u0663\u0666")
+    assert code == 2 and "not a version" in err
