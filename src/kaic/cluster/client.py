@@ -16,18 +16,21 @@ import contextlib
 import errno
 import http.client
 import json
+import logging
 import math
 import os
 import random
 import select
 import socket
+import ssl
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import urllib3
 import yaml
@@ -100,28 +103,74 @@ def _kubeconfig_path(kubeconfig: str | None) -> str | None:
     return str(default) if default.is_file() else None
 
 
+class _Captured(logging.Handler):
+    """Collects the client library's log records (it reports exec-plugin failures with
+    ``logging.error`` on the root logger and carries on)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(" ".join(record.getMessage().split()))
+
+
+@contextlib.contextmanager
+def _quiet_library() -> Iterator[_Captured]:
+    """No log line or warning of the client library reaches the terminal meanwhile."""
+    captured = _Captured()
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [captured]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield captured
+    finally:
+        root.handlers = saved
+
+
+def _known_contexts(path: str) -> list[str]:
+    with contextlib.suppress(Exception):
+        contexts, _ = k8s_config.list_kube_config_contexts(config_file=path)
+        return [str(c.get("name")) for c in contexts or [] if isinstance(c, dict)]
+    return []
+
+
 def connect(kubeconfig: str | None = None, context: str | None = None, *,
             retry: RetryPolicy | None = None, timeout_s: float = 30.0) -> Cluster:
     """A ``Cluster`` for the kubeconfig and context kubectl would use with the same flags.
 
     Does not talk to the server yet (``server_version()`` is the cheapest reachability
-    probe). Raises ``InputError`` for an unreadable kubeconfig or unknown context and
-    ``ClusterUnreachableError`` when no configuration can be found at all.
+    probe). Raises ``InputError`` for an unreadable kubeconfig, an unknown context (naming
+    the known ones), a server address that is not a URL, or a failing exec credential
+    plugin, and ``ClusterUnreachableError`` when no configuration can be found at all.
     """
     cfg = k8s_client.Configuration()
     path = _kubeconfig_path(kubeconfig)
     context_name: str | None = context
     try:
         if path is not None:
-            k8s_config.load_kube_config(config_file=path, context=context,
-                                        client_configuration=cfg, persist_config=False)
+            if context is not None:
+                known = _known_contexts(path)
+                if known and context not in known:
+                    raise InputError(f"--context {context}: no such context in {path}; "
+                                     f"known contexts: {', '.join(known)}")
+            with _quiet_library() as log:
+                k8s_config.load_kube_config(config_file=path, context=context,
+                                            client_configuration=cfg, persist_config=False)
+            plugin = [m for m in log.messages if m]
+            if plugin:
+                raise InputError(f"kubeconfig {path}: the user's credentials could not be "
+                                 f"obtained: {plugin[0]}")
             if context_name is None:
                 _, active = k8s_config.list_kube_config_contexts(config_file=path)
                 context_name = str(active.get("name")) if active else None
         elif os.environ.get("KUBERNETES_SERVICE_HOST"):
             if context:
                 raise InputError(f"--context {context} given, but no kubeconfig was found")
-            k8s_config.load_incluster_config(client_configuration=cfg)
+            with _quiet_library():
+                k8s_config.load_incluster_config(client_configuration=cfg)
             context_name = "in-cluster"
         else:
             raise ClusterUnreachableError(
@@ -130,12 +179,17 @@ def connect(kubeconfig: str | None = None, context: str | None = None, *,
             )
     except ConfigException as e:
         where = path or "in-cluster configuration"
-        raise InputError(f"cannot load {where}: {e}") from e
+        raise InputError(f"cannot load {where}: {' '.join(str(e).split())}") from e
     except yaml.YAMLError as e:
         detail = " ".join(str(e).split())
         raise InputError(f"kubeconfig {path} is not valid YAML: {detail}") from e
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
-        raise InputError(f"cannot load kubeconfig {path}: {e}") from e
+        raise InputError(f"cannot load kubeconfig {path}: {' '.join(str(e).split())}") from e
+    host = str(cfg.host or "")
+    url = urlsplit(host)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise InputError(f"kubeconfig {path}: context '{context_name}' has no usable server "
+                         f"address ({host!r}); set the cluster's server to https://HOST:PORT")
     # NOTE: kaic retries itself (with backoff and Retry-After); urllib3's own retries
     # would hide dropped connections from that policy and double the waiting.
     cfg.retries = urllib3.util.Retry(total=0, connect=0, read=0, redirect=0, status=0,
@@ -206,8 +260,10 @@ class Cluster:
     def _call(self, method: str, path: str, *, query: list[tuple[str, Any]] | None = None,
               body: Any = None, content_type: str | None = None,
               timeout: float | tuple[float, float] | None = None, stream: bool = False,
-              what: str | None = None) -> Any:
-        """One request with retries; returns parsed JSON, text, or the raw response."""
+              what: str | None = None, probe: bool = False) -> Any:
+        """One request with retries; returns parsed JSON, text, or the raw response.
+
+        ``probe``: a reachability check, which gives up at the first timeout."""
         what = what or f"{method} {path}"
         headers = {"Accept": "application/json"}
         if content_type:
@@ -240,6 +296,15 @@ class Cluster:
                     continue
                 raise _map_api_error(e, what) from e
             except _CONNECTION_ERRORS as e:
+                tls = _tls_problem(e, self.server)
+                if tls is not None:  # NOTE: a certificate does not get better by retrying
+                    raise ClusterUnreachableError(
+                        f"cannot reach the cluster at {self.server}: {tls}") from e
+                if probe and _is_timeout(e):
+                    read = timeout[1] if isinstance(timeout, tuple) else timeout
+                    raise ClusterUnreachableError(
+                        f"cannot reach the cluster at {self.server}: no answer within "
+                        f"{read:.0f}s ({what})") from e
                 # NOTE: a create whose connection dropped may have reached the server;
                 # retrying it can answer 409, which the caller sees as ConflictError.
                 if attempt + 1 < self.retry.attempts:
@@ -252,7 +317,10 @@ class Cluster:
 
     # -- discovery ------------------------------------------------------------------------
     def server_version(self) -> str:
-        doc = self._call("GET", "/version", what="reading the server version")
+        """The server's gitVersion; also the reachability probe, so it fails within about
+        ten seconds when the address accepts connections but does not answer."""
+        doc = self._call("GET", "/version", what="reading the server version",
+                         timeout=_PROBE_TIMEOUT, probe=True)
         if not isinstance(doc, dict) or "gitVersion" not in doc:
             raise ClusterError(f"the server at {self.server} answered /version without a"
                                " gitVersion; is this a Kubernetes apiserver?")
@@ -679,6 +747,73 @@ def _ref(name: str, namespace: str | None) -> str:
 def _key(obj: KubeObject) -> tuple[str, str]:
     md = obj.get("metadata") or {}
     return (str(md.get("namespace", "")), str(md.get("name", "")))
+
+
+_PROBE_TIMEOUT = (5.0, 8.0)
+# OpenSSL verify codes (x509_vfy.h)
+_UNTRUSTED = {2, 18, 19, 20, 21, 27, 30}
+_EXPIRED, _NOT_YET_VALID, _HOSTNAME = 10, 9, 62
+
+
+def _causes(e: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [e]
+    while stack:
+        x = stack.pop()
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        yield x
+        reason = getattr(x, "reason", None)
+        stack += [x.__cause__, x.__context__,
+                  reason if isinstance(reason, BaseException) else None,
+                  *(a for a in x.args if isinstance(a, BaseException))]
+
+
+def _is_timeout(e: BaseException) -> bool:
+    return any(isinstance(x, TimeoutError | socket.timeout | urllib3.exceptions.TimeoutError)
+               for x in _causes(e))
+
+
+def _cert_dates(server: str) -> tuple[str, str] | None:
+    """(not before, not after) of the server's certificate, read without verifying it."""
+    url = urlsplit(server)
+    if not url.hostname:
+        return None
+    try:
+        pem = ssl.get_server_certificate((url.hostname, url.port or 443), timeout=5)
+        from cryptography import x509
+
+        cert = x509.load_pem_x509_certificate(pem.encode())
+    except (OSError, ValueError, ImportError):
+        return None
+    fmt = "%Y-%m-%d %H:%M:%S UTC"
+    return (cert.not_valid_before_utc.strftime(fmt), cert.not_valid_after_utc.strftime(fmt))
+
+
+def _tls_problem(e: BaseException, server: str) -> str | None:
+    """Why TLS failed, in words, or None when it is not a TLS failure."""
+    for x in _causes(e):
+        if isinstance(x, ssl.SSLCertVerificationError):
+            code, msg = x.verify_code, str(x.verify_message or x.reason or x)
+            if code == _EXPIRED:
+                dates = _cert_dates(server)
+                return (f"the server certificate expired on {dates[1]}" if dates
+                        else "the server certificate has expired")
+            if code == _NOT_YET_VALID:
+                dates = _cert_dates(server)
+                return (f"the server certificate is not valid before {dates[0]}" if dates
+                        else "the server certificate is not valid yet")
+            if code in _UNTRUSTED:
+                return ("the server certificate is not signed by the kubeconfig's certificate"
+                        f" authority ({msg})")
+            if code == _HOSTNAME:
+                return f"the server certificate does not name {urlsplit(server).hostname} " \
+                       f"({msg})"
+            return f"TLS verification failed: {msg}"
+        if isinstance(x, ssl.SSLError):
+            return f"TLS handshake failed: {x.reason or x.strerror or x}"
+    return None
 
 
 def _short(e: BaseException) -> str:

@@ -211,7 +211,7 @@ def test_a_landscape_with_a_malformed_members_category_is_a_usage_error(
     p = write_valid(tmp_path)
     landscape = tmp_path / "landscape.yml"
     landscape.write_text("landscape:\n  - name: CNCF Members\n    subcategories: 5\n")
-    code, out, err = run(capsys, "checklist", "validate", "--offline", "--members",
+    code, _, err = run(capsys, "checklist", "validate", "--offline", "--members",
                          str(landscape), str(p))
     assert code == 2 and "Traceback" not in err
     assert "'subcategories' of 'CNCF Members' is a int, not a list" in err
