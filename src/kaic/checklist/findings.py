@@ -93,8 +93,8 @@ RULES: dict[str, Rule] = {
              "Metadata field <field> has placeholder value: <value>"),
         Rule("metadata.unknown-key", "metadata keys are known (typos get a did-you-mean)",
              _NONE),
-        Rule("metadata.logo-format", "productLogoUrl links to an SVG, EPS or AI file",
-             "productLogoUrl must link to an SVG, EPS, or AI file: <url>"),
+        Rule("metadata.logo-format", "productLogoUrl links to an SVG, EPS or AI file "
+             "(instructions.md and the PR template ask for it; no revision checks it)", _NONE),
         Rule("metadata.k8s-conformance-url", "k8sConformanceUrl matches "
              "https://github.com/cncf/k8s-conformance/tree/(master|main)/vX.Y/<product>",
              "Invalid k8sConformanceUrl format: <url>. Expected format: …"),
@@ -140,6 +140,8 @@ RULES: dict[str, Rule] = {
              "notes"),
         Rule("notes.required", "N/A has non-empty notes",
              "Notes required for '<id>' when status is N/A"),
+        Rule("notes.blank", "revision b2c8969: N/A notes that are only blanks (that "
+             "revision accepts them; the newest refuses them as notes.required)", _NONE),
         Rule("evidence.empty-must", "an Implemented or Partially Implemented MUST has "
              "evidence", _NONE),
         Rule("evidence.url-unreachable", "evidence URLs answer HEAD or GET with a status "

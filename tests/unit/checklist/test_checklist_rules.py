@@ -712,3 +712,12 @@ def test_a_missing_evidence_file_is_shown_relative_as_the_official_validator_pri
     findings = validate_paths([rel], ValidateOptions(offline=True)).files[0].findings
     expect(findings, "evidence.file-missing", "Invalid evidence file for 'robust_controller': "
            "missing.md (not found at v1.37/acme/missing.md)", None)
+
+
+def test_blank_na_notes_are_notes_required_in_the_newest_and_notes_blank_in_b2c8969(
+        valid: Path) -> None:
+    edit(valid, lambda d: _conditional_na(d, "   "))
+    expect(validate(valid), "notes.required", "Notes required for 'cluster_autoscaling'", None)
+    old = validate(valid, revision=Revision.B2C8969)
+    expect(old, "notes.blank", "Notes of 'cluster_autoscaling' are blank", None)
+    assert of_rule(old, "notes.required") == []
