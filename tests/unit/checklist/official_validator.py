@@ -97,11 +97,10 @@ def validate(model: Model, path: str, version: str, template: str, revision: str
                 errors.append(f"Metadata field {f} is empty")
         elif s.startswith("[") and s.endswith("]"):
             errors.append(f"Metadata field {f} has placeholder value: {s}")
-        elif f == "k8sConformanceUrl":
-            if not K8S_URL.match(s):
-                errors.append(f"Invalid k8sConformanceUrl format: {s}. Expected format: "
-                              "https://github.com/cncf/k8s-conformance/tree/master/v{version}/"
-                              "{product}")
+        elif f == "k8sConformanceUrl" and not K8S_URL.match(s):
+            errors.append(f"Invalid k8sConformanceUrl format: {s}. Expected format: "
+                          "https://github.com/cncf/k8s-conformance/tree/master/v{version}/"
+                          "{product}")
     vendor = meta.get("vendorName") if "vendorName" in meta else meta.get("vendor_name")
     name = vendor.value.strip() if vendor is not None and vendor.go == "string" else ""
     if name and name not in members:
