@@ -10,6 +10,7 @@ the official validator. Must not decide findings' wording or severity.
 from __future__ import annotations
 
 import json
+import os
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ class EvidenceRef:
     fragment: str
 
 
-def resolve_evidence(product_dir: Path, link: str, literal: bool = False) -> EvidenceRef:
+def resolve_evidence(product_dir: Path, link: str, literal: bool = False,
+                     clean: Path | None = None) -> EvidenceRef:
     """Resolve a local evidence link to a path inside ``product_dir``.
 
     A leading ``file://`` and a ``#Fragment`` are split off; a repo-root style
@@ -40,6 +42,7 @@ def resolve_evidence(product_dir: Path, link: str, literal: bool = False) -> Evi
     ``vX.Y/<dir>/`` prefix, and any path leaving the product dir, is an error.
     ``literal`` resolves as the official validator did before hybrid verification (revision
     b2c8969): the link is a file name as written, ``file://`` and ``#`` included.
+    ``clean`` is ``product_dir`` already resolved (a caller resolving many links passes it).
     """
     fragment = ""
     if literal:
@@ -52,7 +55,8 @@ def resolve_evidence(product_dir: Path, link: str, literal: bool = False) -> Evi
         raw = raw.strip().lstrip("/")
     if not raw:
         raise EvidencePathError("empty file path")
-    clean = product_dir.resolve() if product_dir.exists() else product_dir.absolute()
+    if clean is None:
+        clean = product_dir.resolve() if product_dir.exists() else product_dir.absolute()
     own = f"{product_dir.absolute().parent.name}/{product_dir.absolute().name}/"
     if literal:
         pass
@@ -80,8 +84,8 @@ def resolve_evidence(product_dir: Path, link: str, literal: bool = False) -> Evi
     full = clean.joinpath(*parts)
     # A symlink inside the product dir must not lead outside it either.
     try:
-        real = full.resolve()
-        inside = real.is_relative_to(clean)
+        real = os.path.realpath(full)
+        inside = real == str(clean) or real.startswith(str(clean).rstrip(os.sep) + os.sep)
         if not inside and exists(full):
             raise EvidencePathError(
                 f"path {link!r} escapes the product directory {product_dir} (symlink)")

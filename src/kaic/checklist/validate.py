@@ -251,6 +251,7 @@ class _FileValidator:
                                  unreadable=loaded.unreadable)
         self.url_jobs: list[_UrlJob] = []
         self.artifacts: dict[Path, ArtifactReport | None] = {}
+        self._clean: Path | None = None
 
     # -- helpers --------------------------------------------------------------------------
     def add(self, rule: str, message: str, pos: Pos = (1, 1), hint: str = "",
@@ -617,6 +618,7 @@ class _FileValidator:
         rid = req.id
         has_artifact = False
         product_dir = self.path.absolute().parent
+        clean = self.clean_dir()
         hybrid = self.opts.revision is Revision.HYBRID
         for link, epos in evidence:
             if link == "":
@@ -627,7 +629,7 @@ class _FileValidator:
                          "make the page public or fix the link")
                 continue
             try:
-                ref = resolve_evidence(product_dir, link, literal=not hybrid)
+                ref = resolve_evidence(product_dir, link, literal=not hybrid, clean=clean)
             except EvidencePathError as e:
                 self.add("evidence.path-escape",
                          f"Invalid evidence file for '{rid}': {link} ({e})", epos,
@@ -638,10 +640,9 @@ class _FileValidator:
                          f"(not found at {self.shown_path(link, literal=not hybrid)})", epos,
                          "add the file next to PRODUCT.yaml or fix the path")
                 continue
-            if hybrid and _key(version) < HYBRID_MIN and ref.path != _literal(product_dir,
-                                                                               link):
+            if hybrid and _key(version) < HYBRID_MIN and ref.path != _literal(clean, link):
                 literal = self.shown_path(link, literal=True)
-                if not exists(Path(_literal(product_dir, link))):
+                if not exists(_literal(clean, link)):
                     self.add("evidence.revision-differs",
                              f"evidence '{link}' of '{rid}' is found by the newest official "
                              f"validator, but revision b2c8969 looks for a file of that "
@@ -664,6 +665,13 @@ class _FileValidator:
                      value_pos(item, "evidence", ipos),
                      "run kaic run and kaic checklist fill --results <bundle>",
                      Severity.WARNING)
+
+    def clean_dir(self) -> Path:
+        """The product directory, resolved once per file."""
+        if self._clean is None:
+            d = self.path.absolute().parent
+            self._clean = d.resolve() if exists(d) else d
+        return self._clean
 
     def shown_path(self, link: str, literal: bool) -> str:
         """The path the official validator prints: the product directory as given on the
@@ -719,9 +727,10 @@ def _key(version: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def _literal(product_dir: Path, link: str) -> Path:
-    """Where revision b2c8969 looks for local evidence: ``filepath.Join(dir, link)``."""
-    return Path(os.path.normpath(os.path.join(str(product_dir.resolve()), link)))
+def _literal(clean: Path, link: str) -> Path:
+    """Where revision b2c8969 looks for local evidence: ``filepath.Join(dir, link)``
+    (``clean``: the resolved product directory)."""
+    return Path(os.path.normpath(os.path.join(str(clean), link)))
 
 
 def _kind(value: Any) -> str:
