@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml.comments import CommentedMap
-
 from kaic import catalog as cat
 from kaic.checklist import yamlio
 from kaic.checklist.textedit import Entry, TextDoc
@@ -174,7 +172,7 @@ def fill_checklist(product: Path, bundle_dir: Path, force: bool = False,
     bundle = read_bundle(bundle_dir)
     target = _target(product)
     loaded = yamlio.load_file(target)
-    if loaded.unreadable or not isinstance(loaded.doc, CommentedMap):
+    if loaded.unreadable or not isinstance(loaded.doc, dict):
         first = loaded.findings[0].message if loaded.findings else "not a mapping"
         raise InputError(f"{product}: cannot fill: {first}")
     try:

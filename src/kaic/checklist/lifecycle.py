@@ -13,9 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.scalarstring import DoubleQuotedScalarString
-
 from kaic import catalog as cat
 from kaic.checklist import yamlio
 from kaic.checklist.artifacts import EvidencePathError, resolve_evidence
@@ -25,9 +22,9 @@ from kaic.errors import InputError, UsageError
 __all__ = ["CertificationStatus", "UpgradeResult", "certification_status", "upgrade_checklist"]
 
 
-def _load_doc(path: Path) -> tuple[CommentedMap, str]:
+def _load_doc(path: Path) -> tuple[Any, str]:
     loaded = yamlio.load_file(path)
-    if loaded.unreadable or not isinstance(loaded.doc, CommentedMap):
+    if loaded.unreadable or not isinstance(loaded.doc, dict):
         first = loaded.findings[0].message if loaded.findings else "not a mapping"
         raise InputError(f"{path}: {first}")
     return loaded.doc, loaded.text
@@ -174,7 +171,7 @@ def upgrade_checklist(path: Path, to: str, output: Path | None = None,
         raise UsageError(f"--to {new_v} is not newer than the checklist's v{old_v}")
     res = UpgradeResult(output or path, old_v, new_v)
     new_doc = yamlio.load_text(cat.template_text(new_v), f"template {new_v}").doc
-    assert isinstance(new_doc, CommentedMap)
+    assert isinstance(new_doc, dict)
     old_meta = doc.get("metadata")
     new_meta = new_doc["metadata"]
     if isinstance(old_meta, dict):
@@ -189,6 +186,8 @@ def upgrade_checklist(path: Path, to: str, output: Path | None = None,
     new_meta["kubernetesVersion"] = f"v{new_v}"
     if not isinstance(old_meta, dict) or not any(
             str(k) in ("repoUrl", "repo_url") for k in old_meta):
+        from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
         new_meta["repoUrl"] = DoubleQuotedScalarString("")  # optional; no failing placeholder
     old_entries: dict[str, Any] = {}
     spec = doc.get("spec")

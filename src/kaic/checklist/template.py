@@ -10,9 +10,6 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.scalarstring import DoubleQuotedScalarString
-
 from kaic import catalog as cat
 from kaic.checklist import yamlio
 from kaic.errors import InputError, UsageError
@@ -56,9 +53,11 @@ def render_template(version: str, values: Mapping[str, str]) -> str:
         return text
     loaded = yamlio.load_text(text, f"template {version}")
     doc = loaded.doc
-    if not isinstance(doc, CommentedMap) or not isinstance(doc.get("metadata"), CommentedMap):
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict):
         raise InputError(f"the v{version} template has no metadata mapping")  # pragma: no cover
-    meta: CommentedMap = doc["metadata"]
+    meta = doc["metadata"]
     for key, value in given.items():
         yamlio.set_key(meta, key, DoubleQuotedScalarString(value))
     return yamlio.dump(doc)

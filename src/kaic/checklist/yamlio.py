@@ -19,12 +19,13 @@ import tempfile
 from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml as pyyaml
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError as RuamelYAMLError
+
+if TYPE_CHECKING:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
 
 from kaic.checklist.findings import Finding, Severity
 from kaic.errors import UsageError
@@ -80,6 +81,9 @@ class Loaded:
 
 
 def _yaml() -> YAML:
+    # NOTE: imported here: validation never needs ruamel.yaml, only editing does.
+    from ruamel.yaml import YAML
+
     y = YAML(typ="rt")
     y.preserve_quotes = True
     y.width = 1_000_000
@@ -213,6 +217,8 @@ def _scan(out: Loaded) -> bool:
 
 
 def _load_roundtrip(out: Loaded) -> Loaded:
+    from ruamel.yaml.error import YAMLError as RuamelYAMLError
+
     try:
         out.doc = _yaml().load(out.text)
     except RuamelYAMLError as e:
@@ -417,7 +423,7 @@ def node_pos(node: Any, default: Pos = (1, 1)) -> Pos:
 def key_pos(mapping: Any, key: Any, default: Pos = (1, 1)) -> Pos:
     if isinstance(mapping, PMap):
         return mapping.kpos.get(key, mapping.pos)
-    if isinstance(mapping, CommentedMap):
+    if hasattr(mapping, "lc"):  # a ruamel.yaml CommentedMap
         p = _pos(mapping.lc, "key", key)
         if p:
             return p
@@ -427,7 +433,7 @@ def key_pos(mapping: Any, key: Any, default: Pos = (1, 1)) -> Pos:
 def value_pos(mapping: Any, key: Any, default: Pos = (1, 1)) -> Pos:
     if isinstance(mapping, PMap):
         return mapping.vpos.get(key) or mapping.kpos.get(key) or mapping.pos
-    if isinstance(mapping, CommentedMap):
+    if hasattr(mapping, "lc"):
         p = _pos(mapping.lc, "value", key)
         if p:
             return p
@@ -437,7 +443,7 @@ def value_pos(mapping: Any, key: Any, default: Pos = (1, 1)) -> Pos:
 def item_pos(seq: Any, index: int, default: Pos = (1, 1)) -> Pos:
     if isinstance(seq, PList):
         return seq.ipos[index] if 0 <= index < len(seq.ipos) else seq.pos
-    if isinstance(seq, CommentedSeq):
+    if hasattr(seq, "lc"):  # a ruamel.yaml CommentedSeq
         p = _pos(seq.lc, "item", index)
         if p:
             return p
