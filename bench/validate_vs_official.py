@@ -182,6 +182,13 @@ def main() -> int:
         o_wall, o_cpu, o_code = _time([*kaic_cmd[:3], "--offline", *kaic_cmd[3:]], tree, env,
                                       args.repeat)
         s_wall, s_cpu, _ = _time([str(kaic), "--version"], tree, env, args.repeat)
+        from kaic.checklist import ValidateOptions, validate_paths
+
+        inproc = []
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            validate_paths(paths, ValidateOptions(offline=True, members=frozenset({VENDOR})))
+            inproc.append(time.perf_counter() - start)
         size = sum(p.stat().st_size for p in paths)
         print(f"{args.count} submissions (v{versions[0]}..v{versions[-1]}), "
               f"{size // args.count} bytes of PRODUCT.yaml each, best of {args.repeat}")
@@ -191,6 +198,7 @@ def main() -> int:
         print(f"kaic checklist validate --offline: wall {o_wall:.3f} s, CPU {o_cpu:.3f} s "
               f"(exit {o_code})")
         print(f"kaic --version (start-up alone): wall {s_wall:.3f} s, CPU {s_cpu:.3f} s")
+        print(f"kaic validate_paths in-process, offline (no start-up): wall {min(inproc):.3f} s")
         print(f"ratio (kaic / official, URLs checked): wall {k_wall / go_wall:.2f}x, CPU "
               f"{k_cpu / max(go_cpu, 1e-9):.2f}x; --offline: wall {o_wall / go_wall:.2f}x")
     server.shutdown()
