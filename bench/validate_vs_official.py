@@ -38,8 +38,10 @@ from typing import Any
 import yaml
 
 VENDOR = "Bench Inc"
-LANDSCAPE = (f"landscape:\n  - name: CNCF Members\n    subcategories:\n"
-             f"      - name: Silver\n        items:\n          - name: {VENDOR} (member)\n")
+LANDSCAPE = (
+    f"landscape:\n  - name: CNCF Members\n    subcategories:\n"
+    f"      - name: Silver\n        items:\n          - name: {VENDOR} (member)\n"
+)
 
 
 class _Stub(BaseHTTPRequestHandler):
@@ -72,19 +74,28 @@ def _submission(root: Path, version: str, n: int, base: str) -> Path:
     d.mkdir(parents=True)
     doc = yaml.safe_load(cat.template_text(version))
     meta = doc["metadata"]
-    meta.update({
-        "kubernetesVersion": f"v{version}", "platformName": f"Bench Platform {n}",
-        "platformVersion": f"{n}.0.0", "vendorName": VENDOR, "websiteUrl": f"{base}/{product}",
-        "repoUrl": f"{base}/{product}/repo", "documentationUrl": f"{base}/{product}/docs",
-        "productLogoUrl": f"{base}/{product}/logo.svg",
-        "description": f"Bench platform {n} for AI workloads.",
-        "contactEmailAddress": f"ai@{product}.example",
-        "k8sConformanceUrl": "https://github.com/cncf/k8s-conformance/tree/master/"
-                             f"v{version}/{product}"})
+    meta.update(
+        {
+            "kubernetesVersion": f"v{version}",
+            "platformName": f"Bench Platform {n}",
+            "platformVersion": f"{n}.0.0",
+            "vendorName": VENDOR,
+            "websiteUrl": f"{base}/{product}",
+            "repoUrl": f"{base}/{product}/repo",
+            "documentationUrl": f"{base}/{product}/docs",
+            "productLogoUrl": f"{base}/{product}/logo.svg",
+            "description": f"Bench platform {n} for AI workloads.",
+            "contactEmailAddress": f"ai@{product}.example",
+            "k8sConformanceUrl": "https://github.com/cncf/k8s-conformance/tree/master/"
+            f"v{version}/{product}",
+        }
+    )
     hybrid = tuple(int(x) for x in version.split(".")) >= (1, 37)
-    auto = {"secure_accelerator_access": "TestSecureAcceleratorAccess",
-            "gang_scheduling": "TestGangScheduling",
-            "cluster_autoscaling": "TestAcceleratorClusterAutoscaling"}
+    auto = {
+        "secure_accelerator_access": "TestSecureAcceleratorAccess",
+        "gang_scheduling": "TestGangScheduling",
+        "cluster_autoscaling": "TestAcceleratorClusterAutoscaling",
+    }
     cases = []
     for items in doc["spec"].values():
         for i, item in enumerate(items):
@@ -99,10 +110,14 @@ def _submission(root: Path, version: str, n: int, base: str) -> Path:
             elif (n + i) % 3 == 1:
                 item["status"], item["notes"] = "N/A", "No such hardware on this platform."
     if hybrid:
-        (d / "junit.xml").write_text("<testsuites><testsuite>" + "".join(
-            f'<testcase name="{c}"/>' for c in cases) + "</testsuite></testsuites>\n")
-        (d / "e2e.log").write_text("".join(f"=== RUN   {c}\n--- PASS: {c} (1.00s)\n"
-                                           for c in cases) + "PASS\nok\n")
+        (d / "junit.xml").write_text(
+            "<testsuites><testsuite>"
+            + "".join(f'<testcase name="{c}"/>' for c in cases)
+            + "</testsuite></testsuites>\n"
+        )
+        (d / "e2e.log").write_text(
+            "".join(f"=== RUN   {c}\n--- PASS: {c} (1.00s)\n" for c in cases) + "PASS\nok\n"
+        )
     path = d / "PRODUCT.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False, width=1000))
     return path
@@ -125,19 +140,23 @@ def _build(src: Path, work: Path, port: int) -> tuple[Path, Path]:
             t.write_text(cat.template_text(v))
     binary = work / "validate"
     env = dict(os.environ, GOFLAGS="-mod=mod", GOPROXY="off", CGO_ENABLED="0")
-    subprocess.run(["go", "build", "-tags", "validate", "-o", str(binary),
-                    "./scripts/validate.go"], cwd=tree, env=env, check=True)
+    subprocess.run(
+        ["go", "build", "-tags", "validate", "-o", str(binary), "./scripts/validate.go"],
+        cwd=tree,
+        env=env,
+        check=True,
+    )
     return binary, tree
 
 
-def _time(cmd: list[str], cwd: Path, env: dict[str, str], repeat: int) -> tuple[float, float,
-                                                                                   int]:
+def _time(cmd: list[str], cwd: Path, env: dict[str, str], repeat: int) -> tuple[float, float, int]:
     walls, cpus, code = [], [], 0
     for _ in range(repeat):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        code = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL).returncode
+        code = subprocess.run(
+            cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        ).returncode
         walls.append(time.perf_counter() - start)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -164,23 +183,22 @@ def main() -> int:
         binary, tree = _build(args.official_src, work, port)
         subs = work / "submissions"
         versions = cat.versions()
-        paths = [_submission(subs, versions[i % len(versions)], i, base)
-                 for i in range(args.count)]
+        paths = [_submission(subs, versions[i % len(versions)], i, base) for i in range(args.count)]
         members = work / "landscape.yml"
         members.write_text(LANDSCAPE)
         env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
         go_env = dict(env, HTTPS_PROXY=base, https_proxy=base)
         kaic = Path(sys.executable).with_name("kaic")
         go_cmd = [str(binary), *map(str, paths)]
-        kaic_cmd = [str(kaic), "checklist", "validate", "--members", str(members),
-                    *map(str, paths)]
+        kaic_cmd = [str(kaic), "checklist", "validate", "--members", str(members), *map(str, paths)]
         if os.environ.get("BENCH_SHOW"):
             out = subprocess.run(go_cmd, cwd=tree, env=go_env, capture_output=True, text=True)
             print(out.stdout[-3000:])
         go_wall, go_cpu, go_code = _time(go_cmd, tree, go_env, args.repeat)
         k_wall, k_cpu, k_code = _time(kaic_cmd, tree, go_env, args.repeat)
-        o_wall, o_cpu, o_code = _time([*kaic_cmd[:3], "--offline", *kaic_cmd[3:]], tree, env,
-                                      args.repeat)
+        o_wall, o_cpu, o_code = _time(
+            [*kaic_cmd[:3], "--offline", *kaic_cmd[3:]], tree, env, args.repeat
+        )
         s_wall, s_cpu, _ = _time([str(kaic), "--version"], tree, env, args.repeat)
         from kaic.checklist import ValidateOptions, validate_paths
 
@@ -190,17 +208,25 @@ def main() -> int:
             validate_paths(paths, ValidateOptions(offline=True, members=frozenset({VENDOR})))
             inproc.append(time.perf_counter() - start)
         size = sum(p.stat().st_size for p in paths)
-        print(f"{args.count} submissions (v{versions[0]}..v{versions[-1]}), "
-              f"{size // args.count} bytes of PRODUCT.yaml each, best of {args.repeat}")
+        print(
+            f"{args.count} submissions (v{versions[0]}..v{versions[-1]}), "
+            f"{size // args.count} bytes of PRODUCT.yaml each, best of {args.repeat}"
+        )
         print(f"official Go validator: wall {go_wall:.3f} s, CPU {go_cpu:.3f} s (exit {go_code})")
-        print(f"kaic checklist validate (URLs checked, same stub): wall {k_wall:.3f} s, CPU "
-              f"{k_cpu:.3f} s (exit {k_code})")
-        print(f"kaic checklist validate --offline: wall {o_wall:.3f} s, CPU {o_cpu:.3f} s "
-              f"(exit {o_code})")
+        print(
+            f"kaic checklist validate (URLs checked, same stub): wall {k_wall:.3f} s, CPU "
+            f"{k_cpu:.3f} s (exit {k_code})"
+        )
+        print(
+            f"kaic checklist validate --offline: wall {o_wall:.3f} s, CPU {o_cpu:.3f} s "
+            f"(exit {o_code})"
+        )
         print(f"kaic --version (start-up alone): wall {s_wall:.3f} s, CPU {s_cpu:.3f} s")
         print(f"kaic validate_paths in-process, offline (no start-up): wall {min(inproc):.3f} s")
-        print(f"ratio (kaic / official, URLs checked): wall {k_wall / go_wall:.2f}x, CPU "
-              f"{k_cpu / max(go_cpu, 1e-9):.2f}x; --offline: wall {o_wall / go_wall:.2f}x")
+        print(
+            f"ratio (kaic / official, URLs checked): wall {k_wall / go_wall:.2f}x, CPU "
+            f"{k_cpu / max(go_cpu, 1e-9):.2f}x; --offline: wall {o_wall / go_wall:.2f}x"
+        )
     server.shutdown()
     return 0
 

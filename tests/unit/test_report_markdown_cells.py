@@ -10,10 +10,21 @@ from kaic.runner.record import ResultEntry, RunRecord
 
 def _record(test: str, sub: str) -> RunRecord:
     req = catalog.load("1.37").get("gang_scheduling")
-    result = CheckResult("gang_scheduling", test, Outcome.FAIL, "a | b\nc",
-                         subresults=(SubResult(sub, Outcome.FAIL, "x\ny|z"),))
-    record = RunRecord(run_id="r", kaic_version="0", started_at="2026-11-28T10:15:00.000Z",
-                       catalog_version="1.37", cluster={}, options={})
+    result = CheckResult(
+        "gang_scheduling",
+        test,
+        Outcome.FAIL,
+        "a | b\nc",
+        subresults=(SubResult(sub, Outcome.FAIL, "x\ny|z"),),
+    )
+    record = RunRecord(
+        run_id="r",
+        kaic_version="0",
+        started_at="2026-11-28T10:15:00.000Z",
+        catalog_version="1.37",
+        cluster={},
+        options={},
+    )
     record.results = [ResultEntry(result, req.level, req.category, "2026-11-28T10:15:00Z", ())]
     return record
 

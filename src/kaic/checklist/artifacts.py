@@ -33,8 +33,9 @@ class EvidenceRef:
     fragment: str
 
 
-def resolve_evidence(product_dir: Path, link: str, literal: bool = False,
-                     clean: Path | None = None) -> EvidenceRef:
+def resolve_evidence(
+    product_dir: Path, link: str, literal: bool = False, clean: Path | None = None
+) -> EvidenceRef:
     """Resolve a local evidence link to a path inside ``product_dir``.
 
     A leading ``file://`` and a ``#Fragment`` are split off; a repo-root style
@@ -61,11 +62,12 @@ def resolve_evidence(product_dir: Path, link: str, literal: bool = False,
     if literal:
         pass
     elif raw.startswith(own):
-        raw = raw[len(own):]
+        raw = raw[len(own) :]
     elif _PRODUCT_PREFIX.match(raw):
         raise EvidencePathError(
             f"path {link!r} references a different product directory;"
-            f" evidence must live in {product_dir}")
+            f" evidence must live in {product_dir}"
+        )
     parts: list[str] = []
     for part in PurePosixPath(raw.replace("\\", "/")).parts:
         if part in ("", "."):
@@ -73,7 +75,8 @@ def resolve_evidence(product_dir: Path, link: str, literal: bool = False,
         if part == "..":
             if not parts:
                 raise EvidencePathError(
-                    f"path {link!r} escapes the product directory {product_dir}")
+                    f"path {link!r} escapes the product directory {product_dir}"
+                )
             parts.pop()
         else:
             parts.append(part)
@@ -88,7 +91,8 @@ def resolve_evidence(product_dir: Path, link: str, literal: bool = False,
         inside = real == str(clean) or real.startswith(str(clean).rstrip(os.sep) + os.sep)
         if not inside and exists(full):
             raise EvidencePathError(
-                f"path {link!r} escapes the product directory {product_dir} (symlink)")
+                f"path {link!r} escapes the product directory {product_dir} (symlink)"
+            )
     except (OSError, RuntimeError, ValueError) as e:
         raise EvidencePathError(f"path {link!r} cannot be resolved: {e}") from e
     return EvidenceRef(full, fragment)
@@ -207,8 +211,11 @@ def parse_go_test_json(text: str) -> ArtifactReport:
             raise ArtifactError(f"parsing go test JSON at line {n}: {e}") from e
         if not isinstance(ev, dict):
             raise ArtifactError(f"parsing go test JSON at line {n}: not an object")
-        outcome = {"pass": TestOutcome.PASS, "fail": TestOutcome.FAIL,
-                   "skip": TestOutcome.SKIP}.get(str(ev.get("Action", "")))
+        outcome = {
+            "pass": TestOutcome.PASS,
+            "fail": TestOutcome.FAIL,
+            "skip": TestOutcome.SKIP,
+        }.get(str(ev.get("Action", "")))
         if outcome is None:
             continue
         test = ev.get("Test") or ""

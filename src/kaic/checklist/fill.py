@@ -94,17 +94,21 @@ def read_bundle(bundle: Path) -> Bundle:
         if not isinstance(rid, str) or not rid:
             raise InputError(f"{run_json}: results[{i}] has no requirement_id")
         if outcome not in _OUTCOMES:
-            raise InputError(f"{run_json}: results[{i}] ({rid}) has outcome {outcome!r};"
-                             f" expected one of {', '.join(sorted(_OUTCOMES))}")
+            raise InputError(
+                f"{run_json}: results[{i}] ({rid}) has outcome {outcome!r};"
+                f" expected one of {', '.join(sorted(_OUTCOMES))}"
+            )
         reason = r.get("reason") or ""
         test = r.get("test_name") or ""
         if not isinstance(reason, str) or not isinstance(test, str):
             raise InputError(f"{run_json}: results[{i}] ({rid}) reason/test_name must be text")
-        results.append(RunResult(rid, test, str(outcome), " ".join(reason.split()),
-                                 r.get("not_applicable") is True))
+        results.append(
+            RunResult(
+                rid, test, str(outcome), " ".join(reason.split()), r.get("not_applicable") is True
+            )
+        )
     cv = doc.get("catalog_version")
-    return Bundle(bundle, str(doc.get("run_id") or ""), str(cv) if cv else None,
-                  tuple(results))
+    return Bundle(bundle, str(doc.get("run_id") or ""), str(cv) if cv else None, tuple(results))
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -117,13 +121,16 @@ def _inside(path: Path, folder: Path) -> bool:
 def _safe_dest(dest: Path, product_dir: Path) -> None:
     """Refuse to write through a link, or anywhere outside the product folder."""
     if dest.is_symlink() or (dest.exists() and not _inside(dest, product_dir)):
-        raise UsageError(f"{dest} is a symbolic link; kaic does not write through links "
-                         "(it could change a file outside the product folder): replace it "
-                         "with a regular file or remove it")
+        raise UsageError(
+            f"{dest} is a symbolic link; kaic does not write through links "
+            "(it could change a file outside the product folder): replace it "
+            "with a regular file or remove it"
+        )
 
 
-def _artifact_refs(product_dir: Path, bundle: Path, force: bool, result: FillResult,
-                   copy: bool, plain: bool) -> dict[str, str]:
+def _artifact_refs(
+    product_dir: Path, bundle: Path, force: bool, result: FillResult, copy: bool, plain: bool
+) -> dict[str, str]:
     """Evidence prefixes (``file://junit.xml``…) for the bundle's artifacts.
 
     Artifacts must live inside the product directory (the official validator rejects
@@ -144,8 +151,10 @@ def _artifact_refs(product_dir: Path, bundle: Path, force: bool, result: FillRes
         _safe_dest(dest, product_dir)
         if dest.exists() and dest.read_bytes() != src.read_bytes():
             if not force:
-                raise UsageError(f"{dest} exists and differs from the bundle's {n}; pass "
-                                 "--force to replace it (a backup is kept)")
+                raise UsageError(
+                    f"{dest} exists and differs from the bundle's {n}; pass "
+                    "--force to replace it (a backup is kept)"
+                )
             if copy:
                 result.warnings.append(f"replaced {dest} (backup: {yamlio.backup(dest)})")
         if copy and (not dest.exists() or dest.read_bytes() != src.read_bytes()):
@@ -161,13 +170,16 @@ def _target(product: Path) -> Path:
         return product
     target = product.resolve()
     if not _inside(target, product.parent):
-        raise UsageError(f"{product} is a symbolic link to {target}, outside the product "
-                         "folder; kaic edits only files inside it")
+        raise UsageError(
+            f"{product} is a symbolic link to {target}, outside the product "
+            "folder; kaic edits only files inside it"
+        )
     return target
 
 
-def fill_checklist(product: Path, bundle_dir: Path, force: bool = False,
-                   dry_run: bool = False) -> FillResult:
+def fill_checklist(
+    product: Path, bundle_dir: Path, force: bool = False, dry_run: bool = False
+) -> FillResult:
     """Answer ``product`` from the run bundle at ``bundle_dir`` (see module docstring)."""
     bundle = read_bundle(bundle_dir)
     target = _target(product)
@@ -191,28 +203,37 @@ def fill_checklist(product: Path, bundle_dir: Path, force: bool = False,
         except UsageError:  # reported by validate, not here
             version = None
     if bundle.catalog_version and version and bundle.catalog_version != version:
-        result.warnings.append(f"the run used catalog v{bundle.catalog_version} but the "
-                               f"checklist is v{version}; only shared requirements are filled")
+        result.warnings.append(
+            f"the run used catalog v{bundle.catalog_version} but the "
+            f"checklist is v{version}; only shared requirements are filled"
+        )
     plain = version is not None and _vkey(version) < (1, 37)
     any_pass = any(r.outcome == "PASS" and r.requirement_id in entries for r in bundle.results)
     # NOTE: artifacts are evidence of a pass only; without one nothing is copied or checked.
-    refs = _artifact_refs(product.parent, bundle.path, force, result, copy=not dry_run,
-                          plain=plain) if any_pass else {}
+    refs = (
+        _artifact_refs(product.parent, bundle.path, force, result, copy=not dry_run, plain=plain)
+        if any_pass
+        else {}
+    )
     if any_pass and "junit.xml" not in refs and "results.json" not in refs:
-        result.warnings.append("the bundle has no junit.xml or results.json; passed tests get"
-                               " no test artifact as evidence")
-    failed = sorted(r.test_name or r.requirement_id for r in bundle.results
-                    if r.outcome == "FAIL")
+        result.warnings.append(
+            "the bundle has no junit.xml or results.json; passed tests get"
+            " no test artifact as evidence"
+        )
+    failed = sorted(r.test_name or r.requirement_id for r in bundle.results if r.outcome == "FAIL")
     if failed and any_pass and refs:
-        result.warnings.append(f"the run has failing tests ({', '.join(failed)}); the official"
-                               " validator rejects test artifacts that contain failures")
+        result.warnings.append(
+            f"the run has failing tests ({', '.join(failed)}); the official"
+            " validator rejects test artifacts that contain failures"
+        )
     ours = set(refs.values())
     offset = yamlio.guess_indent(text_doc.text)[2]
     for r in bundle.results:
         entry = entries.get(r.requirement_id)
         if entry is None:
-            result.changes.append(FillChange(r.requirement_id, "absent",
-                                             "not in this checklist version"))
+            result.changes.append(
+                FillChange(r.requirement_id, "absent", "not in this checklist version")
+            )
             continue
         result.changes.append(_apply(text_doc, entry, r, refs, ours, force, plain, offset))
     if dry_run or not any(c.action == "set" for c in result.changes):
@@ -220,8 +241,10 @@ def fill_checklist(product: Path, bundle_dir: Path, force: bool = False,
     out = text_doc.render()
     check = yamlio.load_text(out, str(product))
     if check.unreadable:  # pragma: no cover - a bug in the text editing
-        raise InputError(f"{product}: editing would break the YAML ({check.findings[0].message});"
-                         " nothing written")
+        raise InputError(
+            f"{product}: editing would break the YAML ({check.findings[0].message});"
+            " nothing written"
+        )
     try:
         result.backup = yamlio.replace_file(target, out, force=True)  # its own input
     except OSError as e:
@@ -235,8 +258,16 @@ def _vkey(version: str) -> tuple[int, int]:
     return int(a), int(b)
 
 
-def _apply(doc: TextDoc, entry: Entry, r: RunResult, refs: dict[str, str], ours: set[str],
-           force: bool, plain: bool, offset: int) -> FillChange:
+def _apply(
+    doc: TextDoc,
+    entry: Entry,
+    r: RunResult,
+    refs: dict[str, str],
+    ours: set[str],
+    force: bool,
+    plain: bool,
+    offset: int,
+) -> FillChange:
     test = r.test_name or r.requirement_id
     if r.outcome == "PASS":
         status, notes = "Implemented", None
@@ -256,8 +287,11 @@ def _apply(doc: TextDoc, entry: Entry, r: RunResult, refs: dict[str, str], ours:
         return FillChange(r.requirement_id, "left", f"{r.outcome}: {why}")
     current = entry.text("status")
     if current not in ("", status) and not force:
-        return FillChange(r.requirement_id, "conflict", f"status is '{current}', the run says "
-                          f"'{status}'; kept (pass --force to overwrite)")
+        return FillChange(
+            r.requirement_id,
+            "conflict",
+            f"status is '{current}', the run says '{status}'; kept (pass --force to overwrite)",
+        )
     done: list[str] = []
     if current != status:
         doc.set_scalar(entry, "status", status)
@@ -283,6 +317,9 @@ def _apply(doc: TextDoc, entry: Entry, r: RunResult, refs: dict[str, str], ours:
                 done.append("notes set" if not cur_notes.strip() else "notes replaced")
         elif cur_notes != notes:
             kept_notes = True
-    detail = status + (f": {'; '.join(done)}" if done else "") + (
-        " (kept your notes)" if kept_notes else "")
+    detail = (
+        status
+        + (f": {'; '.join(done)}" if done else "")
+        + (" (kept your notes)" if kept_notes else "")
+    )
     return FillChange(r.requirement_id, "set" if done else "unchanged", detail)

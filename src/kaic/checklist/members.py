@@ -31,16 +31,20 @@ def parse_members(text: str, source: str = "landscape") -> frozenset[str]:
             continue
         subs = cat.get("subcategories") or []
         if not isinstance(subs, list):
-            raise InputError(f"{source}: 'subcategories' of 'CNCF Members' is a "
-                             f"{type(subs).__name__}, not a list")
+            raise InputError(
+                f"{source}: 'subcategories' of 'CNCF Members' is a "
+                f"{type(subs).__name__}, not a list"
+            )
         names: set[str] = set()
         for sub in subs:
             if not isinstance(sub, dict):
                 continue
             items = sub.get("items") or []
             if not isinstance(items, list):
-                raise InputError(f"{source}: 'items' of a 'CNCF Members' subcategory is a "
-                                 f"{type(items).__name__}, not a list")
+                raise InputError(
+                    f"{source}: 'items' of a 'CNCF Members' subcategory is a "
+                    f"{type(items).__name__}, not a list"
+                )
             for item in items:
                 name = item.get("name") if isinstance(item, dict) else None
                 if not isinstance(name, str):

@@ -72,26 +72,31 @@ def _check_value(key: str, value: str) -> None:
     """Refuse a value that would not survive as one line of UTF-8 text."""
     option = _OPTION.get(key, key)
     if any("\udc80" <= c <= "\udcff" for c in value):
-        raise UsageError(f"{option}: the value is not valid UTF-8 text (check the terminal's "
-                         "or the script's encoding)")
+        raise UsageError(
+            f"{option}: the value is not valid UTF-8 text (check the terminal's "
+            "or the script's encoding)"
+        )
     if "\n" in value or "\r" in value:
         raise UsageError(f"{option}: the value must be one line")
     bad = _CONTROL.search(value)
     if bad:
-        raise UsageError(f"{option}: the value contains the control character "
-                         f"U+{ord(bad.group(0)):04X}")
+        raise UsageError(
+            f"{option}: the value contains the control character U+{ord(bad.group(0)):04X}"
+        )
 
 
-def init_checklist(directory: Path, version: str, values: Mapping[str, str],
-                   force: bool = False) -> Path:
+def init_checklist(
+    directory: Path, version: str, values: Mapping[str, str], force: bool = False
+) -> Path:
     """Write ``directory/PRODUCT.yaml``; refuse to overwrite unless ``force``."""
     key = cat.normalize_version(version)
     cat.load(key)  # unknown versions fail here with a clear message
     folder = directory.absolute().parent.name
     digits = folder[1:].replace(".", "")
     if folder.startswith("v") and digits.isascii() and digits.isdigit() and folder[1:] != key:
-        raise UsageError(f"--dir is under {folder} but --version is {key}; the folder must be"
-                         f" v{key}/<product>")
+        raise UsageError(
+            f"--dir is under {folder} but --version is {key}; the folder must be v{key}/<product>"
+        )
     target = directory / "PRODUCT.yaml"
     text = render_template(key, values)
     try:

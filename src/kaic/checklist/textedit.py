@@ -118,8 +118,12 @@ class TextDoc:
             self._add_key(entry, "evidence: [" + ", ".join(quote(r) for r in refs) + "]")
             return
         k, v = pair
-        if isinstance(v, pyyaml.SequenceNode) and v.flow_style and not v.value \
-                and not entry.node.flow_style:
+        if (
+            isinstance(v, pyyaml.SequenceNode)
+            and v.flow_style
+            and not v.value
+            and not entry.node.flow_style
+        ):
             # ``evidence: []`` becomes a block list under the key; a trailing comment stays
             start, end = v.start_mark.index, v.end_mark.index
             eol = self._eol(end)
@@ -133,7 +137,7 @@ class TextDoc:
             self.edits.append((eol, eol, lines))
             return
         if isinstance(v, pyyaml.SequenceNode) and v.flow_style:
-            items = [self.text[i.start_mark.index:i.end_mark.index] for i in v.value]
+            items = [self.text[i.start_mark.index : i.end_mark.index] for i in v.value]
             self._replace_node(v, "[" + ", ".join([*items, *(quote(r) for r in refs)]) + "]")
             return
         if isinstance(v, pyyaml.SequenceNode) and v.value:
@@ -151,12 +155,17 @@ class TextDoc:
                 self.edits.append((at, at, lines))
             return
         if isinstance(v, pyyaml.ScalarNode):
-            old = [] if not entry.text("evidence") else [
-                self.text[v.start_mark.index:v.end_mark.index]]
+            old = (
+                []
+                if not entry.text("evidence")
+                else [self.text[v.start_mark.index : v.end_mark.index]]
+            )
             self._replace_node(v, "[" + ", ".join([*old, *(quote(r) for r in refs)]) + "]")
             return
-        raise InputError(f"'{entry.rid}': evidence is neither a list nor a string; fix it by "
-                         "hand first (kaic checklist validate shows where)")
+        raise InputError(
+            f"'{entry.rid}': evidence is neither a list nor a string; fix it by "
+            "hand first (kaic checklist validate shows where)"
+        )
 
     def drop_evidence(self, entry: Entry, drop: set[str]) -> None:
         """Remove block-list evidence lines whose value is in ``drop`` (``--force``)."""
@@ -171,8 +180,13 @@ class TextDoc:
             eol = self._eol(e)
             if self.text[line_start:s].strip() != "-" or self.text[e:eol].strip():
                 continue  # not alone on its line: leave it
-            end = eol + (2 if self.text.startswith("\r\n", eol) else
-                         1 if self.text.startswith("\n", eol) else 0)
+            end = eol + (
+                2
+                if self.text.startswith("\r\n", eol)
+                else 1
+                if self.text.startswith("\n", eol)
+                else 0
+            )
             self.edits.append((line_start, end, ""))
 
     # -- helpers ------------------------------------------------------------------------
@@ -192,7 +206,7 @@ class TextDoc:
     def _replace_node(self, node: Any, new: str) -> None:
         s, e = node.start_mark.index, node.end_mark.index
         old = self.text[s:e]
-        tail = old[len(old.rstrip()):]  # a block scalar's line breaks stay
+        tail = old[len(old.rstrip()) :]  # a block scalar's line breaks stay
         self.edits.append((s, e, new + tail))
 
     def _add_key(self, entry: Entry, line: str) -> None:

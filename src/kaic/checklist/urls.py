@@ -18,8 +18,10 @@ from http.client import HTTPException
 
 from kaic import __version__
 
-USER_AGENT = (f"kaic/{__version__} (Kubernetes AI Conformance checklist validator;"
-              " +https://github.com/cncf/k8s-ai-conformance)")
+USER_AGENT = (
+    f"kaic/{__version__} (Kubernetes AI Conformance checklist validator;"
+    " +https://github.com/cncf/k8s-ai-conformance)"
+)
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_WORKERS = 16
 
@@ -43,11 +45,15 @@ def _opener() -> urllib.request.OpenerDirector:
 
 
 def _request(url: str, method: str, timeout: float) -> int:
-    req = urllib.request.Request(url, method=method, headers={
-        "User-Agent": USER_AGENT,
-        "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-        "Accept-Language": "en-US,en;q=0.5",
-    })
+    req = urllib.request.Request(
+        url,
+        method=method,
+        headers={
+            "User-Agent": USER_AGENT,
+            "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+            "Accept-Language": "en-US,en;q=0.5",
+        },
+    )
     try:
         with _opener().open(req, timeout=timeout) as resp:
             if method == "GET":

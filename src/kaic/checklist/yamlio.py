@@ -112,27 +112,43 @@ def load_bytes(data: bytes, path: str, roundtrip: bool = True) -> Loaded:
     """
     out = Loaded(path=path)
     if len(data) > MAX_BYTES:
-        out.findings.append(_finding(
-            path, "input.too-large",
-            f"file is {len(data)} bytes or more; the limit is {MAX_BYTES} bytes (1 MiB)",
-            hint="a PRODUCT.yaml is a few KiB; check that this is the right file"))
+        out.findings.append(
+            _finding(
+                path,
+                "input.too-large",
+                f"file is {len(data)} bytes or more; the limit is {MAX_BYTES} bytes (1 MiB)",
+                hint="a PRODUCT.yaml is a few KiB; check that this is the right file",
+            )
+        )
         out.unreadable = True
         return out
     if b"\x00" in data:
         nul = data.index(b"\x00")
         line = data.count(b"\n", 0, nul) + 1
-        out.findings.append(_finding(path, "input.binary",
-                                     "file contains NUL bytes; it is not a YAML text file",
-                                     (line, 1), hint="give the path of PRODUCT.yaml"))
+        out.findings.append(
+            _finding(
+                path,
+                "input.binary",
+                "file contains NUL bytes; it is not a YAML text file",
+                (line, 1),
+                hint="give the path of PRODUCT.yaml",
+            )
+        )
         out.unreadable = True
         return out
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        out.findings.append(_finding(path, "input.binary",
-                                     f"file is not UTF-8 text (bad byte at offset {e.start})",
-                                     (line, 1), hint="save the file as UTF-8"))
+        out.findings.append(
+            _finding(
+                path,
+                "input.binary",
+                f"file is not UTF-8 text (bad byte at offset {e.start})",
+                (line, 1),
+                hint="save the file as UTF-8",
+            )
+        )
         out.unreadable = True
         return out
     out.text = text
@@ -159,9 +175,11 @@ def _syntax_finding(path: str, text: str, e: BaseException) -> Finding:
         pos = _mark(mark)
         if isinstance(position, int):
             pos = (text.count("\n", 0, position) + 1, 1)
-    hint = ("each key may appear once per mapping; remove or merge the duplicate"
-            if "duplicate key" in msg else
-            "fix the YAML syntax at this position (check indentation and quotes)")
+    hint = (
+        "each key may appear once per mapping; remove or merge the duplicate"
+        if "duplicate key" in msg
+        else "fix the YAML syntax at this position (check indentation and quotes)"
+    )
     return _finding(path, "input.yaml-syntax", msg, pos, hint)
 
 
@@ -174,10 +192,15 @@ def _scan(out: Loaded) -> bool:
                 depth += 1
                 nodes += 1
                 if depth > MAX_DEPTH:
-                    out.findings.append(_finding(
-                        out.path, "input.too-deep",
-                        f"nesting deeper than {MAX_DEPTH} levels", _mark(ev.start_mark),
-                        hint="a checklist nests four levels deep; this is not a checklist"))
+                    out.findings.append(
+                        _finding(
+                            out.path,
+                            "input.too-deep",
+                            f"nesting deeper than {MAX_DEPTH} levels",
+                            _mark(ev.start_mark),
+                            hint="a checklist nests four levels deep; this is not a checklist",
+                        )
+                    )
                     return False
             elif isinstance(ev, pyyaml.MappingEndEvent | pyyaml.SequenceEndEvent):
                 depth -= 1
@@ -186,30 +209,51 @@ def _scan(out: Loaded) -> bool:
             elif isinstance(ev, pyyaml.AliasEvent):
                 aliases += 1
                 if aliases > MAX_ALIASES:
-                    out.findings.append(_finding(
-                        out.path, "input.too-many-aliases",
-                        f"more than {MAX_ALIASES} YAML aliases", _mark(ev.start_mark),
-                        hint="write values out instead of using anchors and aliases"))
+                    out.findings.append(
+                        _finding(
+                            out.path,
+                            "input.too-many-aliases",
+                            f"more than {MAX_ALIASES} YAML aliases",
+                            _mark(ev.start_mark),
+                            hint="write values out instead of using anchors and aliases",
+                        )
+                    )
                     return False
             elif isinstance(ev, pyyaml.DocumentStartEvent):
                 docs += 1
                 if docs > 1:
-                    out.findings.append(_finding(
-                        out.path, "input.yaml-syntax",
-                        "more than one YAML document in the file", _mark(ev.start_mark),
-                        hint="a PRODUCT.yaml holds exactly one document; remove '---'"))
+                    out.findings.append(
+                        _finding(
+                            out.path,
+                            "input.yaml-syntax",
+                            "more than one YAML document in the file",
+                            _mark(ev.start_mark),
+                            hint="a PRODUCT.yaml holds exactly one document; remove '---'",
+                        )
+                    )
                     return False
             if nodes > MAX_NODES:
-                out.findings.append(_finding(
-                    out.path, "input.too-many-nodes", f"more than {MAX_NODES} YAML nodes",
-                    _mark(ev.start_mark), hint="a PRODUCT.yaml has a few hundred nodes"))
+                out.findings.append(
+                    _finding(
+                        out.path,
+                        "input.too-many-nodes",
+                        f"more than {MAX_NODES} YAML nodes",
+                        _mark(ev.start_mark),
+                        hint="a PRODUCT.yaml has a few hundred nodes",
+                    )
+                )
                 return False
     except pyyaml.YAMLError as e:
         if "maximum nesting depth" in str(e):  # libyaml's own limit, hit while scanning ahead
-            out.findings.append(_finding(
-                out.path, "input.too-deep", f"nesting deeper than {MAX_DEPTH} levels",
-                _mark(getattr(e, "problem_mark", None)),
-                hint="a checklist nests four levels deep; this is not a checklist"))
+            out.findings.append(
+                _finding(
+                    out.path,
+                    "input.too-deep",
+                    f"nesting deeper than {MAX_DEPTH} levels",
+                    _mark(getattr(e, "problem_mark", None)),
+                    hint="a checklist nests four levels deep; this is not a checklist",
+                )
+            )
         else:
             out.findings.append(_syntax_finding(out.path, out.text, e))
         return False
@@ -225,8 +269,13 @@ def _load_roundtrip(out: Loaded) -> Loaded:
         out.findings.append(_syntax_finding(out.path, out.text, e))
         out.unreadable = True
     except (RecursionError, ValueError, TypeError, OverflowError) as e:
-        out.findings.append(_finding(out.path, "input.yaml-syntax",
-                                     f"cannot read YAML: {_one_line(e) or type(e).__name__}"))
+        out.findings.append(
+            _finding(
+                out.path,
+                "input.yaml-syntax",
+                f"cannot read YAML: {_one_line(e) or type(e).__name__}",
+            )
+        )
         out.unreadable = True
     return out
 
@@ -249,7 +298,8 @@ _V3_TS = re.compile(
     r"^([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})"
     r"(?:(?:[Tt]([0-9]{1,2}):([0-9]{1,2}):([0-9]{1,2})(?:\.([0-9]{1,9}))?"
     r"(?:Z|[-+][0-9]{2}:[0-9]{2}))|(?: ([0-9]{1,2}):([0-9]{1,2}):([0-9]{1,2})"
-    r"(?:\.([0-9]{1,9}))?))?$")
+    r"(?:\.([0-9]{1,9}))?))?$"
+)
 
 
 def _go_int(text: str) -> int | None:
@@ -277,11 +327,11 @@ def _timestamp(text: str) -> dt.date | None:
         return None
     try:
         day = dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
-        hms = [g for g in (m.group(4), m.group(5), m.group(6)) if g] or \
-            [g for g in (m.group(8), m.group(9), m.group(10)) if g]
+        hms = [g for g in (m.group(4), m.group(5), m.group(6)) if g] or [
+            g for g in (m.group(8), m.group(9), m.group(10)) if g
+        ]
         if len(hms) == 3:
-            return dt.datetime(day.year, day.month, day.day, int(hms[0]), int(hms[1]),
-                               int(hms[2]))
+            return dt.datetime(day.year, day.month, day.day, int(hms[0]), int(hms[1]), int(hms[2]))
     except ValueError:
         return None
     return day
@@ -325,8 +375,10 @@ def _scalar(node: Any) -> Any:
     return v3_resolve(value)
 
 
-_IMPLICIT_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in (
-    "str", "null", "bool", "int", "float", "timestamp", "merge", "value", "yaml"))
+_IMPLICIT_TAGS = frozenset(
+    f"tag:yaml.org,2002:{t}"
+    for t in ("str", "null", "bool", "int", "float", "timestamp", "merge", "value", "yaml")
+)
 
 
 def _load_positioned(out: Loaded) -> Loaded:
@@ -351,11 +403,16 @@ def _load_positioned(out: Loaded) -> Loaded:
                     key = _one_line(repr(key))
                 kpos = _mark(knode.start_mark)
                 if key in m.kpos:
-                    out.findings.append(_finding(
-                        out.path, "input.yaml-syntax",
-                        f"YAML syntax error: duplicate key {key!r} (first at line "
-                        f"{m.kpos[key][0]})", kpos,
-                        "each key may appear once per mapping; remove or merge the duplicate"))
+                    out.findings.append(
+                        _finding(
+                            out.path,
+                            "input.yaml-syntax",
+                            f"YAML syntax error: duplicate key {key!r} (first at line "
+                            f"{m.kpos[key][0]})",
+                            kpos,
+                            "each key may appear once per mapping; remove or merge the duplicate",
+                        )
+                    )
                 m[key] = convert(vnode)
                 if isinstance(vnode, pyyaml.ScalarNode):
                     m.raw[key] = vnode.value
@@ -389,19 +446,38 @@ def load_file(path: Path, roundtrip: bool = True) -> Loaded:
     shown = str(path)
     try:
         if path.is_dir():
-            return Loaded(path=shown, unreadable=True, findings=[_finding(
-                shown, "input.unreadable", "is a directory, not a file",
-                hint="give the path of PRODUCT.yaml")])
+            return Loaded(
+                path=shown,
+                unreadable=True,
+                findings=[
+                    _finding(
+                        shown,
+                        "input.unreadable",
+                        "is a directory, not a file",
+                        hint="give the path of PRODUCT.yaml",
+                    )
+                ],
+            )
         with path.open("rb") as f:
             data = f.read(MAX_BYTES + 1)
     except OSError as e:
-        return Loaded(path=shown, unreadable=True, findings=[_finding(
-            shown, "input.unreadable", f"cannot read file: {e.strerror or e}",
-            hint="check the path and its permissions")])
+        return Loaded(
+            path=shown,
+            unreadable=True,
+            findings=[
+                _finding(
+                    shown,
+                    "input.unreadable",
+                    f"cannot read file: {e.strerror or e}",
+                    hint="check the path and its permissions",
+                )
+            ],
+        )
     return load_bytes(data, shown, roundtrip)
 
 
 # --- positions ---------------------------------------------------------------------------
+
 
 def _pos(lc: Any, method: str, arg: Any) -> Pos | None:
     try:
@@ -452,6 +528,7 @@ def item_pos(seq: Any, index: int, default: Pos = (1, 1)) -> Pos:
 
 # --- writing -----------------------------------------------------------------------------
 
+
 def set_key(mapping: CommentedMap, key: str, value: Any) -> None:
     """Set ``mapping[key]``; a new key goes last and takes over the blank lines that
     followed the old last key, so the layout of the block stays as it was."""
@@ -461,11 +538,9 @@ def set_key(mapping: CommentedMap, key: str, value: Any) -> None:
     last = list(mapping)[-1]
     mapping[key] = value
     tokens = mapping.ca.items.get(last)
-    if tokens and len(tokens) > 2 and tokens[2] is not None \
-            and not str(tokens[2].value).strip():
+    if tokens and len(tokens) > 2 and tokens[2] is not None and not str(tokens[2].value).strip():
         mapping.ca.items[key] = [None, None, tokens[2], None]
         tokens[2] = None
-
 
 
 def guess_indent(text: str) -> tuple[int, int, int]:

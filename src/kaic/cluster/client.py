@@ -137,8 +137,13 @@ def _known_contexts(path: str) -> list[str]:
     return []
 
 
-def connect(kubeconfig: str | None = None, context: str | None = None, *,
-            retry: RetryPolicy | None = None, timeout_s: float = 30.0) -> Cluster:
+def connect(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    *,
+    retry: RetryPolicy | None = None,
+    timeout_s: float = 30.0,
+) -> Cluster:
     """A ``Cluster`` for the kubeconfig and context kubectl would use with the same flags.
 
     Does not talk to the server yet (``server_version()`` is the cheapest reachability
@@ -154,15 +159,22 @@ def connect(kubeconfig: str | None = None, context: str | None = None, *,
             if context is not None:
                 known = _known_contexts(path)
                 if known and context not in known:
-                    raise InputError(f"--context {context}: no such context in {path}; "
-                                     f"known contexts: {', '.join(known)}")
+                    raise InputError(
+                        f"--context {context}: no such context in {path}; "
+                        f"known contexts: {', '.join(known)}"
+                    )
             with _quiet_library() as log:
-                k8s_config.load_kube_config(config_file=path, context=context,
-                                            client_configuration=cfg, persist_config=False)
+                k8s_config.load_kube_config(
+                    config_file=path,
+                    context=context,
+                    client_configuration=cfg,
+                    persist_config=False,
+                )
             plugin = [m for m in log.messages if m]
             if plugin:
-                raise InputError(f"kubeconfig {path}: the user's credentials could not be "
-                                 f"obtained: {plugin[0]}")
+                raise InputError(
+                    f"kubeconfig {path}: the user's credentials could not be obtained: {plugin[0]}"
+                )
             if context_name is None:
                 _, active = k8s_config.list_kube_config_contexts(config_file=path)
                 context_name = str(active.get("name")) if active else None
@@ -188,14 +200,16 @@ def connect(kubeconfig: str | None = None, context: str | None = None, *,
     host = str(cfg.host or "")
     url = urlsplit(host)
     if url.scheme not in ("http", "https") or not url.hostname:
-        raise InputError(f"kubeconfig {path}: context '{context_name}' has no usable server "
-                         f"address ({host!r}); set the cluster's server to https://HOST:PORT")
+        raise InputError(
+            f"kubeconfig {path}: context '{context_name}' has no usable server "
+            f"address ({host!r}); set the cluster's server to https://HOST:PORT"
+        )
     # NOTE: kaic retries itself (with backoff and Retry-After); urllib3's own retries
     # would hide dropped connections from that policy and double the waiting.
-    cfg.retries = urllib3.util.Retry(total=0, connect=0, read=0, redirect=0, status=0,
-                                     raise_on_status=False)
-    return Cluster(cfg, context=context_name, retry=retry or RetryPolicy(),
-                   timeout_s=timeout_s)
+    cfg.retries = urllib3.util.Retry(
+        total=0, connect=0, read=0, redirect=0, status=0, raise_on_status=False
+    )
+    return Cluster(cfg, context=context_name, retry=retry or RetryPolicy(), timeout_s=timeout_s)
 
 
 # -- error mapping -----------------------------------------------------------------------
@@ -217,8 +231,9 @@ def _map_api_error(e: ApiException, what: str) -> ClusterError:
     if status == 0:
         return ClusterUnreachableError(f"{what}: {msg.splitlines()[0] if msg else 'TLS error'}")
     if status == 401:
-        return ClusterUnreachableError(f"{what}: the cluster refused the credentials"
-                                       f" (401 Unauthorized)")
+        return ClusterUnreachableError(
+            f"{what}: the cluster refused the credentials (401 Unauthorized)"
+        )
     if status == 403:
         if "admission webhook" in msg or "denied the request" in msg:
             return RejectedError(f"{what}: {msg}")
@@ -242,8 +257,14 @@ def _retryable_status(status: int) -> bool:
 class Cluster:
     """The real ``ClusterAPI`` over one kubeconfig context. Thread-safe."""
 
-    def __init__(self, configuration: Any, *, context: str | None = None,
-                 retry: RetryPolicy | None = None, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        configuration: Any,
+        *,
+        context: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
         self._cfg = configuration
         self._api = k8s_client.ApiClient(configuration)
         self.context = context
@@ -257,10 +278,19 @@ class Cluster:
         return f"Cluster(context={self.context!r}, server={self.server!r})"
 
     # -- HTTP ---------------------------------------------------------------------------
-    def _call(self, method: str, path: str, *, query: list[tuple[str, Any]] | None = None,
-              body: Any = None, content_type: str | None = None,
-              timeout: float | tuple[float, float] | None = None, stream: bool = False,
-              what: str | None = None, probe: bool = False) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, Any]] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        timeout: float | tuple[float, float] | None = None,
+        stream: bool = False,
+        what: str | None = None,
+        probe: bool = False,
+    ) -> Any:
         """One request with retries; returns parsed JSON, text, or the raw response.
 
         ``probe``: a reachability check, which gives up at the first timeout."""
@@ -272,8 +302,13 @@ class Cluster:
         while True:
             try:
                 resp = self._api.call_api(
-                    path, method, query_params=query or [], header_params=headers,
-                    body=body, auth_settings=["BearerToken"], _preload_content=False,
+                    path,
+                    method,
+                    query_params=query or [],
+                    header_params=headers,
+                    body=body,
+                    auth_settings=["BearerToken"],
+                    _preload_content=False,
                     _return_http_data_only=True,
                     _request_timeout=timeout if timeout is not None else self.timeout_s,
                 )
@@ -299,12 +334,14 @@ class Cluster:
                 tls = _tls_problem(e, self.server)
                 if tls is not None:  # NOTE: a certificate does not get better by retrying
                     raise ClusterUnreachableError(
-                        f"cannot reach the cluster at {self.server}: {tls}") from e
+                        f"cannot reach the cluster at {self.server}: {tls}"
+                    ) from e
                 if probe and _is_timeout(e):
                     read = timeout[1] if isinstance(timeout, tuple) else timeout
                     raise ClusterUnreachableError(
                         f"cannot reach the cluster at {self.server}: no answer within "
-                        f"{read:.0f}s ({what})") from e
+                        f"{read:.0f}s ({what})"
+                    ) from e
                 # NOTE: a create whose connection dropped may have reached the server;
                 # retrying it can answer 409, which the caller sees as ConflictError.
                 if attempt + 1 < self.retry.attempts:
@@ -312,18 +349,21 @@ class Cluster:
                     attempt += 1
                     continue
                 raise ClusterUnreachableError(
-                    f"cannot reach the cluster at {self.server} ({what}):"
-                    f" {_short(e)}") from e
+                    f"cannot reach the cluster at {self.server} ({what}): {_short(e)}"
+                ) from e
 
     # -- discovery ------------------------------------------------------------------------
     def server_version(self) -> str:
         """The server's gitVersion; also the reachability probe, so it fails within about
         ten seconds when the address accepts connections but does not answer."""
-        doc = self._call("GET", "/version", what="reading the server version",
-                         timeout=_PROBE_TIMEOUT, probe=True)
+        doc = self._call(
+            "GET", "/version", what="reading the server version", timeout=_PROBE_TIMEOUT, probe=True
+        )
         if not isinstance(doc, dict) or "gitVersion" not in doc:
-            raise ClusterError(f"the server at {self.server} answered /version without a"
-                               " gitVersion; is this a Kubernetes apiserver?")
+            raise ClusterError(
+                f"the server at {self.server} answered /version without a"
+                " gitVersion; is this a Kubernetes apiserver?"
+            )
         return str(doc["gitVersion"])
 
     def api_versions(self) -> list[str]:
@@ -346,17 +386,21 @@ class Cluster:
         if cached and now - cached[0] < _DISCOVERY_TTL_S:
             return list(cached[1])
         try:
-            doc = self._call("GET", self._base(api_version),
-                             what=f"discovering {api_version}")
+            doc = self._call("GET", self._base(api_version), what=f"discovering {api_version}")
         except NotFoundError:
             with self._lock:
                 self._discovery.pop(api_version, None)
             return []
         group, _, version = api_version.rpartition("/")
         resources = [
-            ApiResource(group=group, version=version, name=str(r["name"]),
-                        kind=str(r["kind"]), namespaced=bool(r.get("namespaced")),
-                        verbs=tuple(r.get("verbs") or ()))
+            ApiResource(
+                group=group,
+                version=version,
+                name=str(r["name"]),
+                kind=str(r["kind"]),
+                namespaced=bool(r.get("namespaced")),
+                verbs=tuple(r.get("verbs") or ()),
+            )
             for r in (doc or {}).get("resources", [])
             if "/" not in str(r["name"])  # subresources (pods/exec, */status) are not kinds
         ]
@@ -375,8 +419,13 @@ class Cluster:
                 return r
         raise NotFoundError(f"the server does not serve {kind} in {api_version}")
 
-    def _path(self, res: ApiResource, namespace: str | None, name: str | None = None,
-              subresource: str | None = None) -> str:
+    def _path(
+        self,
+        res: ApiResource,
+        namespace: str | None,
+        name: str | None = None,
+        subresource: str | None = None,
+    ) -> str:
         path = self._base(res.api_version)
         if res.namespaced and namespace:
             path += f"/namespaces/{quote(namespace, safe='')}"
@@ -388,19 +437,28 @@ class Cluster:
         return path
 
     # -- CRUD ---------------------------------------------------------------------------
-    def get(self, api_version: str, kind: str, name: str,
-            namespace: str | None = None) -> KubeObject | None:
+    def get(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> KubeObject | None:
         res = self._resource(api_version, kind)
         try:
-            obj = self._call("GET", self._path(res, namespace, name),
-                             what=f"getting {kind} {_ref(name, namespace)}")
+            obj = self._call(
+                "GET",
+                self._path(res, namespace, name),
+                what=f"getting {kind} {_ref(name, namespace)}",
+            )
         except NotFoundError:
             return None
         return dict(obj) if isinstance(obj, dict) else None
 
-    def _list_raw(self, res: ApiResource, namespace: str | None,
-                  label_selector: str | None, field_selector: str | None,
-                  what: str) -> tuple[KubeList, str]:
+    def _list_raw(
+        self,
+        res: ApiResource,
+        namespace: str | None,
+        label_selector: str | None,
+        field_selector: str | None,
+        what: str,
+    ) -> tuple[KubeList, str]:
         items: KubeList = []
         cont: str | None = None
         rv = ""
@@ -423,13 +481,24 @@ class Cluster:
             if not cont:
                 return items, rv
 
-    def list(self, api_version: str, kind: str, namespace: str | None = None, *,
-             label_selector: str | None = None,
-             field_selector: str | None = None) -> KubeList:
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> KubeList:
         res = self._resource(api_version, kind)
         where = f" in namespace {namespace}" if namespace else ""
-        items, _ = self._list_raw(res, namespace, label_selector, field_selector,
-                                  f"listing {res.name}.{res.group or 'core'}{where}")
+        items, _ = self._list_raw(
+            res,
+            namespace,
+            label_selector,
+            field_selector,
+            f"listing {res.name}.{res.group or 'core'}{where}",
+        )
         return items
 
     def create(self, obj: KubeObject, *, dry_run: bool = False) -> KubeObject:
@@ -444,8 +513,13 @@ class Cluster:
             query.append(("dryRun", "All"))
         verb = "dry-run creating" if dry_run else "creating"
         name = md.get("name") or f"{md.get('generateName', '')}*"
-        out = self._call("POST", self._path(res, namespace), query=query, body=obj,
-                         what=f"{verb} {kind} {_ref(name, namespace)}")
+        out = self._call(
+            "POST",
+            self._path(res, namespace),
+            query=query,
+            body=obj,
+            what=f"{verb} {kind} {_ref(name, namespace)}",
+        )
         return dict(out) if isinstance(out, dict) else {}
 
     def apply(self, obj: KubeObject) -> KubeObject:
@@ -454,40 +528,81 @@ class Cluster:
         md = obj.get("metadata") or {}
         namespace = md.get("namespace") if res.namespaced else None
         out = self._call(
-            "PATCH", self._path(res, namespace, str(md.get("name", ""))),
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")], body=obj,
+            "PATCH",
+            self._path(res, namespace, str(md.get("name", ""))),
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            body=obj,
             content_type="application/apply-patch+yaml",
-            what=f"applying {kind} {_ref(str(md.get('name', '')), namespace)}")
+            what=f"applying {kind} {_ref(str(md.get('name', '')), namespace)}",
+        )
         return dict(out) if isinstance(out, dict) else {}
 
-    def patch(self, api_version: str, kind: str, name: str, patch: KubeObject,
-              namespace: str | None = None, *, subresource: str | None = None) -> KubeObject:
+    def patch(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        patch: KubeObject,
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+    ) -> KubeObject:
         res = self._resource(api_version, kind)
-        out = self._call("PATCH", self._path(res, namespace, name, subresource),
-                         query=[("fieldManager", FIELD_MANAGER)], body=patch,
-                         content_type="application/merge-patch+json",
-                         what=f"patching {kind} {_ref(name, namespace)}")
+        out = self._call(
+            "PATCH",
+            self._path(res, namespace, name, subresource),
+            query=[("fieldManager", FIELD_MANAGER)],
+            body=patch,
+            content_type="application/merge-patch+json",
+            what=f"patching {kind} {_ref(name, namespace)}",
+        )
         return dict(out) if isinstance(out, dict) else {}
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
-               *, wait_timeout: float | None = None) -> bool:
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        *,
+        wait_timeout: float | None = None,
+    ) -> bool:
         res = self._resource(api_version, kind)
         try:
-            self._call("DELETE", self._path(res, namespace, name),
-                       body={"kind": "DeleteOptions", "apiVersion": "v1",
-                             "propagationPolicy": "Foreground"},
-                       what=f"deleting {kind} {_ref(name, namespace)}")
+            self._call(
+                "DELETE",
+                self._path(res, namespace, name),
+                body={
+                    "kind": "DeleteOptions",
+                    "apiVersion": "v1",
+                    "propagationPolicy": "Foreground",
+                },
+                what=f"deleting {kind} {_ref(name, namespace)}",
+            )
         except NotFoundError:
             return False
         if wait_timeout is not None:
-            self.wait_for(api_version, kind, name, namespace, lambda o: o is None,
-                          timeout=wait_timeout, what=f"{kind} {_ref(name, namespace)} to go")
+            self.wait_for(
+                api_version,
+                kind,
+                name,
+                namespace,
+                lambda o: o is None,
+                timeout=wait_timeout,
+                what=f"{kind} {_ref(name, namespace)} to go",
+            )
         return True
 
     # -- watches and waits ---------------------------------------------------------------
-    def _watch_events(self, res: ApiResource, namespace: str | None, resource_version: str,
-                      deadline: float, label_selector: str | None,
-                      field_selector: str | None) -> Iterator[dict[str, Any]]:
+    def _watch_events(
+        self,
+        res: ApiResource,
+        namespace: str | None,
+        resource_version: str,
+        deadline: float,
+        label_selector: str | None,
+        field_selector: str | None,
+    ) -> Iterator[dict[str, Any]]:
         """Watch events from ``resource_version`` until the deadline or the stream ends.
 
         Ends quietly on a dropped stream (the caller relists); raises ``_Expired`` on 410.
@@ -496,7 +611,8 @@ class Cluster:
         if remaining <= 0:
             return
         query: list[tuple[str, Any]] = [
-            ("watch", "true"), ("allowWatchBookmarks", "true"),
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
             ("timeoutSeconds", max(1, math.ceil(remaining))),
         ]
         if resource_version:
@@ -506,9 +622,14 @@ class Cluster:
         if field_selector:
             query.append(("fieldSelector", field_selector))
         try:
-            resp = self._call("GET", self._path(res, namespace), query=query, stream=True,
-                              timeout=(10.0, remaining + 10.0),
-                              what=f"watching {res.name}")
+            resp = self._call(
+                "GET",
+                self._path(res, namespace),
+                query=query,
+                stream=True,
+                timeout=(10.0, remaining + 10.0),
+                what=f"watching {res.name}",
+            )
         except ClusterUnreachableError:
             return
         try:
@@ -532,9 +653,15 @@ class Cluster:
                 resp.release_conn()
                 resp.close()
 
-    def _observe(self, api_version: str, kind: str, namespace: str | None, timeout: float,
-                 label_selector: str | None = None, field_selector: str | None = None,
-                 ) -> Iterator[KubeList]:
+    def _observe(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        timeout: float,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> Iterator[KubeList]:
         """The current list at start and after every change, until ``timeout`` seconds."""
         res = self._resource(api_version, kind)
         deadline = time.monotonic() + timeout
@@ -546,8 +673,9 @@ class Cluster:
             try:
                 while time.monotonic() < deadline:
                     changed = False
-                    for event in self._watch_events(res, namespace, rv, deadline,
-                                                    label_selector, field_selector):
+                    for event in self._watch_events(
+                        res, namespace, rv, deadline, label_selector, field_selector
+                    ):
                         obj = event.get("object") or {}
                         rv = str((obj.get("metadata") or {}).get("resourceVersion", rv))
                         if event.get("type") == "BOOKMARK":
@@ -568,31 +696,56 @@ class Cluster:
                 continue  # 410 Gone: relist
             return
 
-    def wait_for(self, api_version: str, kind: str, name: str, namespace: str | None,
-                 condition: Callable[[KubeObject | None], bool], *, timeout: float,
-                 what: str) -> KubeObject | None:
+    def wait_for(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        condition: Callable[[KubeObject | None], bool],
+        *,
+        timeout: float,
+        what: str,
+    ) -> KubeObject | None:
         last: KubeObject | None = None
-        for objs in self._observe(api_version, kind, namespace, timeout,
-                                  field_selector=f"metadata.name={name}"):
+        for objs in self._observe(
+            api_version, kind, namespace, timeout, field_selector=f"metadata.name={name}"
+        ):
             last = objs[0] if objs else None
             if condition(last):
                 return last
         raise WaitTimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
-    def wait_list(self, api_version: str, kind: str, namespace: str | None,
-                  condition: Callable[[KubeList], bool], *, timeout: float,
-                  what: str, label_selector: str | None = None) -> KubeList:
-        for objs in self._observe(api_version, kind, namespace, timeout,
-                                  label_selector=label_selector):
+    def wait_list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        condition: Callable[[KubeList], bool],
+        *,
+        timeout: float,
+        what: str,
+        label_selector: str | None = None,
+    ) -> KubeList:
+        for objs in self._observe(
+            api_version, kind, namespace, timeout, label_selector=label_selector
+        ):
             if condition(objs):
                 return objs
         raise WaitTimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
-    def watch_list(self, api_version: str, kind: str, namespace: str | None, *,
-                   timeout: float, label_selector: str | None = None
-                   ) -> Iterator[KubeList]:
-        yield from self._observe(api_version, kind, namespace, timeout,
-                                 label_selector=label_selector)
+    def watch_list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        *,
+        timeout: float,
+        label_selector: str | None = None,
+    ) -> Iterator[KubeList]:
+        yield from self._observe(
+            api_version, kind, namespace, timeout, label_selector=label_selector
+        )
 
     # -- exec, port-forward, scraping -------------------------------------------------------
     def _stream_core(self) -> Any:
@@ -600,16 +753,30 @@ class Cluster:
         # ApiClient per call keeps concurrent requests of other threads unaffected.
         return k8s_client.CoreV1Api(k8s_client.ApiClient(self._cfg))
 
-    def exec(self, namespace: str, pod: str, command: Sequence[str], *,
-             container: str | None = None, timeout: float = 60.0) -> ExecResult:
-        kwargs: dict[str, Any] = {"command": list(command), "stderr": True, "stdin": False,
-                                  "stdout": True, "tty": False, "_preload_content": False}
+    def exec(
+        self,
+        namespace: str,
+        pod: str,
+        command: Sequence[str],
+        *,
+        container: str | None = None,
+        timeout: float = 60.0,
+    ) -> ExecResult:
+        kwargs: dict[str, Any] = {
+            "command": list(command),
+            "stderr": True,
+            "stdin": False,
+            "stdout": True,
+            "tty": False,
+            "_preload_content": False,
+        }
         if container:
             kwargs["container"] = container
         what = f"exec in pod {namespace}/{pod}"
         try:
-            ws = k8s_stream(self._stream_core().connect_get_namespaced_pod_exec, pod,
-                            namespace, **kwargs)
+            ws = k8s_stream(
+                self._stream_core().connect_get_namespaced_pod_exec, pod, namespace, **kwargs
+            )
         except ApiException as e:
             raise _map_api_error(e, what) from e
         except Exception as e:  # websocket handshake failures are not ApiExceptions
@@ -617,24 +784,30 @@ class Cluster:
         try:
             ws.run_forever(timeout=timeout)
             if ws.is_open():
-                raise WaitTimeoutError(f"{what}: the command did not finish within"
-                                       f" {timeout:.0f}s")
+                raise WaitTimeoutError(f"{what}: the command did not finish within {timeout:.0f}s")
             stdout = ws.read_stdout(timeout=0) or ""
             stderr = ws.read_stderr(timeout=0) or ""
             try:
                 code = ws.returncode
             except (KeyError, IndexError, TypeError, ValueError) as e:
                 raise ClusterError(f"{what}: unreadable exit status: {e}") from e
-            return ExecResult(stdout=str(stdout), stderr=str(stderr),
-                              exit_code=int(code) if code is not None else -1)
+            return ExecResult(
+                stdout=str(stdout),
+                stderr=str(stderr),
+                exit_code=int(code) if code is not None else -1,
+            )
         finally:
             _close_websocket(ws)
 
     def _open_forward(self, namespace: str, pod: str, port: int) -> Any:
         what = f"port-forward to pod {namespace}/{pod}:{port}"
         try:
-            return k8s_portforward(self._stream_core().connect_get_namespaced_pod_portforward,
-                                   pod, namespace, ports=str(port))
+            return k8s_portforward(
+                self._stream_core().connect_get_namespaced_pod_portforward,
+                pod,
+                namespace,
+                ports=str(port),
+            )
         except ApiException as e:
             raise _map_api_error(e, what) from e
         except Exception as e:
@@ -673,8 +846,9 @@ class Cluster:
                     conn, _ = listener.accept()
                 except OSError:
                     return
-                threading.Thread(target=pump, args=(conn,), daemon=True,
-                                 name=f"kaic-port-forward-{pod}-{port}").start()
+                threading.Thread(
+                    target=pump, args=(conn,), daemon=True, name=f"kaic-port-forward-{pod}-{port}"
+                ).start()
 
         t = threading.Thread(target=accept_loop, daemon=True, name="kaic-port-forward")
         t.start()
@@ -685,8 +859,9 @@ class Cluster:
             t.join(timeout=2)
             listener.close()
 
-    def http_get(self, namespace: str, pod: str, port: int, path: str, *,
-                 timeout: float = 30.0) -> str:
+    def http_get(
+        self, namespace: str, pod: str, port: int, path: str, *, timeout: float = 30.0
+    ) -> str:
         what = f"GET {path} from pod {namespace}/{pod}:{port}"
         pf = self._open_forward(namespace, pod, port)
         try:
@@ -702,8 +877,11 @@ class Cluster:
                 err = pf.error(port)
                 raise ClusterError(f"{what}: {err or _short(e)}") from e
             if resp.status >= 400:
-                raise NotFoundError(f"{what}: HTTP {resp.status}") if resp.status == 404 \
+                raise (
+                    NotFoundError(f"{what}: HTTP {resp.status}")
+                    if resp.status == 404
                     else ClusterError(f"{what}: HTTP {resp.status}")
+                )
             return body
         finally:
             _close_forward(pf)
@@ -715,17 +893,31 @@ class Cluster:
         return out if isinstance(out, str) else json.dumps(out)
 
     # -- authorization, events -----------------------------------------------------------------
-    def can_i(self, verb: str, resource: str, *, group: str = "",
-              namespace: str | None = None, subresource: str | None = None) -> bool:
+    def can_i(
+        self,
+        verb: str,
+        resource: str,
+        *,
+        group: str = "",
+        namespace: str | None = None,
+        subresource: str | None = None,
+    ) -> bool:
         attrs: dict[str, Any] = {"verb": verb, "resource": resource, "group": group}
         if namespace:
             attrs["namespace"] = namespace
         if subresource:
             attrs["subresource"] = subresource
-        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-                  "spec": {"resourceAttributes": attrs}}
-        out = self._call("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-                         body=review, what=f"asking whether we may {verb} {resource}")
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attrs},
+        }
+        out = self._call(
+            "POST",
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            body=review,
+            what=f"asking whether we may {verb} {resource}",
+        )
         return bool(((out or {}).get("status") or {}).get("allowed"))
 
     def events(self, namespace: str, involved_name: str | None = None) -> KubeList:
@@ -765,14 +957,19 @@ def _causes(e: BaseException) -> Iterator[BaseException]:
         seen.add(id(x))
         yield x
         reason = getattr(x, "reason", None)
-        stack += [x.__cause__, x.__context__,
-                  reason if isinstance(reason, BaseException) else None,
-                  *(a for a in x.args if isinstance(a, BaseException))]
+        stack += [
+            x.__cause__,
+            x.__context__,
+            reason if isinstance(reason, BaseException) else None,
+            *(a for a in x.args if isinstance(a, BaseException)),
+        ]
 
 
 def _is_timeout(e: BaseException) -> bool:
-    return any(isinstance(x, TimeoutError | socket.timeout | urllib3.exceptions.TimeoutError)
-               for x in _causes(e))
+    return any(
+        isinstance(x, TimeoutError | socket.timeout | urllib3.exceptions.TimeoutError)
+        for x in _causes(e)
+    )
 
 
 def _cert_dates(server: str) -> tuple[str, str] | None:
@@ -798,18 +995,25 @@ def _tls_problem(e: BaseException, server: str) -> str | None:
             code, msg = x.verify_code, str(x.verify_message or x.reason or x)
             if code == _EXPIRED:
                 dates = _cert_dates(server)
-                return (f"the server certificate expired on {dates[1]}" if dates
-                        else "the server certificate has expired")
+                return (
+                    f"the server certificate expired on {dates[1]}"
+                    if dates
+                    else "the server certificate has expired"
+                )
             if code == _NOT_YET_VALID:
                 dates = _cert_dates(server)
-                return (f"the server certificate is not valid before {dates[0]}" if dates
-                        else "the server certificate is not valid yet")
+                return (
+                    f"the server certificate is not valid before {dates[0]}"
+                    if dates
+                    else "the server certificate is not valid yet"
+                )
             if code in _UNTRUSTED:
-                return ("the server certificate is not signed by the kubeconfig's certificate"
-                        f" authority ({msg})")
+                return (
+                    "the server certificate is not signed by the kubeconfig's certificate"
+                    f" authority ({msg})"
+                )
             if code == _HOSTNAME:
-                return f"the server certificate does not name {urlsplit(server).hostname} " \
-                       f"({msg})"
+                return f"the server certificate does not name {urlsplit(server).hostname} ({msg})"
             return f"TLS verification failed: {msg}"
         if isinstance(x, ssl.SSLError):
             return f"TLS handshake failed: {x.reason or x.strerror or x}"
@@ -861,7 +1065,8 @@ def _quiet_closed_forward(args: threading.ExceptHookArgs) -> None:
     thread_name = args.thread.name if args.thread else ""
     exc = args.exc_value
     closed = (isinstance(exc, OSError) and exc.errno in (errno.EBADF, errno.ENOTSOCK)) or (
-        isinstance(exc, ValueError) and "file descriptor" in str(exc))
+        isinstance(exc, ValueError) and "file descriptor" in str(exc)
+    )
     if thread_name.startswith(_PF_THREAD_PREFIX) and closed:
         return
     _previous_excepthook(args)

@@ -22,15 +22,28 @@ from tests.golden.official_rules import FAIL, PARSERS, SKIP, UNKNOWN
 STATUSES = ["Implemented", "Not Implemented", "Partially Implemented", "N/A"]
 # kaic prints Go's keys(validStatuses) in this fixed order (Go's map order is random)
 STATUS_LIST = "[" + " ".join(STATUSES) + "]"
-FIELDS = {"kubernetesVersion": True, "platformName": True, "platformVersion": True,
-          "vendorName": True, "websiteUrl": True, "repoUrl": False, "documentationUrl": True,
-          "productLogoUrl": True, "description": True, "contactEmailAddress": True,
-          "k8sConformanceUrl": True}
-K8S_URL = re.compile(r"^https://github\.com/cncf/k8s-conformance/tree/(master|main)/"
-                     r"v[0-9]+\.[0-9]+/[^/]+/?$")
-AUTO = {"secure_accelerator_access": "TestSecureAcceleratorAccess",
-        "gang_scheduling": "TestGangScheduling",
-        "cluster_autoscaling": "TestAcceleratorClusterAutoscaling"}
+FIELDS = {
+    "kubernetesVersion": True,
+    "platformName": True,
+    "platformVersion": True,
+    "vendorName": True,
+    "websiteUrl": True,
+    "repoUrl": False,
+    "documentationUrl": True,
+    "productLogoUrl": True,
+    "description": True,
+    "contactEmailAddress": True,
+    "k8sConformanceUrl": True,
+}
+K8S_URL = re.compile(
+    r"^https://github\.com/cncf/k8s-conformance/tree/(master|main)/"
+    r"v[0-9]+\.[0-9]+/[^/]+/?$"
+)
+AUTO = {
+    "secure_accelerator_access": "TestSecureAcceleratorAccess",
+    "gang_scheduling": "TestGangScheduling",
+    "cluster_autoscaling": "TestAcceleratorClusterAutoscaling",
+}
 CONDITIONAL = {"cluster_autoscaling"}
 
 
@@ -75,8 +88,9 @@ def schema(text: str) -> dict[str, list[dict[str, Any]]]:
     return yaml.safe_load(text)["spec"]
 
 
-def validate(model: Model, path: str, version: str, template: str, revision: str,
-             members: set[str]) -> tuple[list[str], list[str]]:
+def validate(
+    model: Model, path: str, version: str, template: str, revision: str, members: set[str]
+) -> tuple[list[str], list[str]]:
     """(errors, warnings), as the official validator of ``revision`` would print them."""
     errors: list[str] = []
     warnings: list[str] = []
@@ -98,15 +112,19 @@ def validate(model: Model, path: str, version: str, template: str, revision: str
         elif s.startswith("[") and s.endswith("]"):
             errors.append(f"Metadata field {f} has placeholder value: {s}")
         elif f == "k8sConformanceUrl" and not K8S_URL.match(s):
-            errors.append(f"Invalid k8sConformanceUrl format: {s}. Expected format: "
-                          "https://github.com/cncf/k8s-conformance/tree/master/v{version}/"
-                          "{product}")
+            errors.append(
+                f"Invalid k8sConformanceUrl format: {s}. Expected format: "
+                "https://github.com/cncf/k8s-conformance/tree/master/v{version}/"
+                "{product}"
+            )
     vendor = meta.get("vendorName") if "vendorName" in meta else meta.get("vendor_name")
     name = vendor.value.strip() if vendor is not None and vendor.go == "string" else ""
     if name and name not in members:
-        errors.append(f"vendorName '{name}' does not match any CNCF member in the CNCF "
-                      "Landscape. The vendorName must exactly match the organization name "
-                      "listed at https://landscape.cncf.io/members")
+        errors.append(
+            f"vendorName '{name}' does not match any CNCF member in the CNCF "
+            "Landscape. The vendorName must exactly match the organization name "
+            "listed at https://landscape.cncf.io/members"
+        )
     product_dir = os.path.dirname(path)
     reports: dict[str, Any] = {}
     hybrid = revision == "hybrid"
@@ -127,19 +145,26 @@ def validate(model: Model, path: str, version: str, template: str, revision: str
             if sreq["level"] == "SHOULD" and status == "" and len(evidence) == 0:
                 continue
             if status not in STATUSES:
-                errors.append(f"Invalid status '{status}' for '{rid}'. Must be one of "
-                              f"{STATUS_LIST}")
+                errors.append(
+                    f"Invalid status '{status}' for '{rid}'. Must be one of {STATUS_LIST}"
+                )
             if sreq["level"] == "MUST" and status != "Implemented":
                 if hybrid and status == "N/A" and rid in CONDITIONAL:
-                    warnings.append(f"Requirement '{rid}' is MUST level and marked N/A; "
-                                    "review the justification in notes")
+                    warnings.append(
+                        f"Requirement '{rid}' is MUST level and marked N/A; "
+                        "review the justification in notes"
+                    )
                 elif hybrid and rid in CONDITIONAL:
-                    errors.append(f"Requirement '{rid}' is MUST level but status is "
-                                  f"'{status}'. It must be 'Implemented', or 'N/A' with a "
-                                  "justification in notes.")
+                    errors.append(
+                        f"Requirement '{rid}' is MUST level but status is "
+                        f"'{status}'. It must be 'Implemented', or 'N/A' with a "
+                        "justification in notes."
+                    )
                 else:
-                    errors.append(f"Requirement '{rid}' is MUST level but status is "
-                                  f"'{status}'. It must be 'Implemented'.")
+                    errors.append(
+                        f"Requirement '{rid}' is MUST level but status is "
+                        f"'{status}'. It must be 'Implemented'."
+                    )
             if status == "N/A" and (notes.strip() == "" if hybrid else notes == ""):
                 errors.append(f"Notes required for '{rid}' when status is N/A")
             has_artifact = False
@@ -149,8 +174,9 @@ def validate(model: Model, path: str, version: str, template: str, revision: str
                 if not hybrid:
                     full = os.path.normpath(os.path.join(product_dir, link))
                     if not os.path.exists(full):
-                        errors.append(f"Invalid evidence file for '{rid}': {link} (not found "
-                                      f"at {full})")
+                        errors.append(
+                            f"Invalid evidence file for '{rid}': {link} (not found at {full})"
+                        )
                     continue
                 raw, frag = link.strip().removeprefix("file://"), ""
                 if "#" in raw:
@@ -160,8 +186,9 @@ def validate(model: Model, path: str, version: str, template: str, revision: str
                 raw = raw.removeprefix(own)
                 full = os.path.normpath(os.path.join(product_dir, raw))
                 if not os.path.exists(full):
-                    errors.append(f"Invalid evidence file for '{rid}': {link} (not found at "
-                                  f"{full})")
+                    errors.append(
+                        f"Invalid evidence file for '{rid}': {link} (not found at {full})"
+                    )
                     continue
                 base = os.path.basename(full).lower()
                 if base not in PARSERS:
@@ -172,8 +199,10 @@ def validate(model: Model, path: str, version: str, template: str, revision: str
                     rep = PARSERS[base](Path(full))
                     reports[full] = rep
                     if rep.failures:
-                        errors.append(f"Test artifact {name} contains failing tests: "
-                                      f"{', '.join(sorted(rep.failures))}")
+                        errors.append(
+                            f"Test artifact {name} contains failing tests: "
+                            f"{', '.join(sorted(rep.failures))}"
+                        )
                 rep = reports[full]
                 test = frag or AUTO.get(rid, "")
                 if not test:
@@ -184,13 +213,22 @@ def validate(model: Model, path: str, version: str, template: str, revision: str
                 elif outcome == FAIL:
                     errors.append(f"Test '{test}' referenced by '{rid}' failed in {name}")
                 elif outcome == SKIP and status == "Implemented":
-                    errors.append(f"Requirement '{rid}' is Implemented but test '{test}' was "
-                                  f"skipped in {name}")
+                    errors.append(
+                        f"Requirement '{rid}' is Implemented but test '{test}' was "
+                        f"skipped in {name}"
+                    )
             major, minor = (int(x) for x in version.split("."))
-            if hybrid and rid in AUTO and (major, minor) >= (1, 37) and \
-                    status == "Implemented" and not has_artifact:
-                warnings.append(f"Requirement '{rid}' is covered by automated test "
-                                f"'{AUTO[rid]}'; including test artifacts (e2e.log, junit.xml, "
-                                f"or results.json) as evidence is recommended for v{version}+ "
-                                "submissions")
+            if (
+                hybrid
+                and rid in AUTO
+                and (major, minor) >= (1, 37)
+                and status == "Implemented"
+                and not has_artifact
+            ):
+                warnings.append(
+                    f"Requirement '{rid}' is covered by automated test "
+                    f"'{AUTO[rid]}'; including test artifacts (e2e.log, junit.xml, "
+                    f"or results.json) as evidence is recommended for v{version}+ "
+                    "submissions"
+                )
     return errors, warnings

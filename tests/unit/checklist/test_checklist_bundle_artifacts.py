@@ -17,14 +17,20 @@ from kaic.checklist.findings import RULES, Severity
 from kaic.checklist.validate import Revision, ValidateOptions, validate_paths
 
 GOLDEN = Path(__file__).parents[2] / "golden" / "bundle"
-AUTO = {"secure_accelerator_access": "TestSecureAcceleratorAccess",
-        "gang_scheduling": "TestGangScheduling",
-        "cluster_autoscaling": "TestAcceleratorClusterAutoscaling"}
+AUTO = {
+    "secure_accelerator_access": "TestSecureAcceleratorAccess",
+    "gang_scheduling": "TestGangScheduling",
+    "cluster_autoscaling": "TestAcceleratorClusterAutoscaling",
+}
 
 
 def _model(version: str, artifact: str, status: str, fragment: bool) -> Model:
-    m = Model(metadata=[("kubernetesVersion", Value.s(f"v{version}")),
-                        ("vendorName", Value.s("Acme Corp"))])
+    m = Model(
+        metadata=[
+            ("kubernetesVersion", Value.s(f"v{version}")),
+            ("vendorName", Value.s("Acme Corp")),
+        ]
+    )
     template = __import__("yaml").safe_load(cat.template_text(version))["spec"]
     for category, reqs in template.items():
         m.spec[category] = []
@@ -32,9 +38,16 @@ def _model(version: str, artifact: str, status: str, fragment: bool) -> Model:
             ev = []
             if r["id"] in AUTO:
                 ev = [f"file://{artifact}#{AUTO[r['id']]}" if fragment else artifact]
-            m.spec[category].append({"id": r["id"], "description": r["description"],
-                                     "level": r["level"], "status": status,
-                                     "notes": "n/a here", "evidence": ev})
+            m.spec[category].append(
+                {
+                    "id": r["id"],
+                    "description": r["description"],
+                    "level": r["level"],
+                    "status": status,
+                    "notes": "n/a here",
+                    "evidence": ev,
+                }
+            )
     return m
 
 
@@ -42,22 +55,34 @@ def _model(version: str, artifact: str, status: str, fragment: bool) -> Model:
 @pytest.mark.parametrize("status", ["Implemented", "N/A"])
 @pytest.mark.parametrize("fragment", [True, False])
 def test_kaic_bundle_artifacts_are_judged_as_the_official_validator_judges_them(
-        tmp_path: Path, artifact: str, status: str, fragment: bool) -> None:
+    tmp_path: Path, artifact: str, status: str, fragment: bool
+) -> None:
     d = tmp_path / "v1.37" / "acme"
     d.mkdir(parents=True)
     shutil.copyfile(GOLDEN / artifact, d / artifact)
     model = _model("1.37", artifact, status, fragment)
     path = d / "PRODUCT.yaml"
     path.write_text(model.render())
-    errors, _ = official(model, str(path), "1.37", cat.template_text("1.37"), "hybrid",
-                         {"Acme Corp"})
-    rep = validate_paths([path], ValidateOptions(offline=True, members=frozenset({"Acme Corp"}),
-                                                 revision=Revision.HYBRID))
-    mine = sorted(f.message for f in rep.files[0].findings
-                  if f.severity is Severity.ERROR and RULES[f.rule].official != "—"
-                  and f.rule.startswith("artifact."))
-    theirs = sorted(e for e in errors if e.startswith(
-        ("Test artifact ", "Test '", "Invalid test artifact")) or " is Implemented but test " in e)
+    errors, _ = official(
+        model, str(path), "1.37", cat.template_text("1.37"), "hybrid", {"Acme Corp"}
+    )
+    rep = validate_paths(
+        [path],
+        ValidateOptions(offline=True, members=frozenset({"Acme Corp"}), revision=Revision.HYBRID),
+    )
+    mine = sorted(
+        f.message
+        for f in rep.files[0].findings
+        if f.severity is Severity.ERROR
+        and RULES[f.rule].official != "—"
+        and f.rule.startswith("artifact.")
+    )
+    theirs = sorted(
+        e
+        for e in errors
+        if e.startswith(("Test artifact ", "Test '", "Invalid test artifact"))
+        or " is Implemented but test " in e
+    )
     assert mine == theirs
     # the golden run has a failing gang scheduling test: both reject the artifact
     assert any("contains failing tests" in e for e in mine)

@@ -18,12 +18,51 @@ from kaic.cli.main import main
 
 SEED = 20261201
 ROUNDS = 40
-TOKENS = ['""', "null", "~", "1e309", "0o17", "2026-01-01", "[", "]", "{", "}", '"', "'",
-          "|", ">", "- ", ": ", "#", "&a", "*a", "!!binary", "\x1b]0;x\x07", "\u202e",
-          "日本", "\t", "\r\n", "N/A", "Implemented", "file://junit.xml#T|x", "../../x",
-          "v1.36/other/x.md", "/etc/passwd", "junit.xml", "e2e.log", "results.json"]
-IDS = ["gang_scheduling", "secure_accelerator_access", "cluster_autoscaling",
-       "pod_autoscaling", "robust_controller", "ai_inference", "workload_sandboxing"]
+TOKENS = [
+    '""',
+    "null",
+    "~",
+    "1e309",
+    "0o17",
+    "2026-01-01",
+    "[",
+    "]",
+    "{",
+    "}",
+    '"',
+    "'",
+    "|",
+    ">",
+    "- ",
+    ": ",
+    "#",
+    "&a",
+    "*a",
+    "!!binary",
+    "\x1b]0;x\x07",
+    "\u202e",
+    "日本",
+    "\t",
+    "\r\n",
+    "N/A",
+    "Implemented",
+    "file://junit.xml#T|x",
+    "../../x",
+    "v1.36/other/x.md",
+    "/etc/passwd",
+    "junit.xml",
+    "e2e.log",
+    "results.json",
+]
+IDS = [
+    "gang_scheduling",
+    "secure_accelerator_access",
+    "cluster_autoscaling",
+    "pod_autoscaling",
+    "robust_controller",
+    "ai_inference",
+    "workload_sandboxing",
+]
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -85,14 +124,20 @@ def _answers(text: str) -> dict[str, tuple[str, str, list[str]]] | None:
         for it in items if isinstance(items, list) else []:
             if isinstance(it, dict) and isinstance(it.get("id"), str):
                 ev = it.get("evidence")
-                out.setdefault(it["id"], (
-                    str(it.get("status") or ""), str(it.get("notes") or ""),
-                    [str(e) for e in ev] if isinstance(ev, list) else []))
+                out.setdefault(
+                    it["id"],
+                    (
+                        str(it.get("status") or ""),
+                        str(it.get("notes") or ""),
+                        [str(e) for e in ev] if isinstance(ev, list) else [],
+                    ),
+                )
     return out
 
 
 def test_validate_fill_and_report_survive_seeded_random_input(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rng = random.Random(SEED)
     for n in range(ROUNDS):
         root = tmp_path / str(n)
@@ -108,20 +153,27 @@ def test_validate_fill_and_report_survive_seeded_random_input(
         text = _mutate(rng, product.read_text())
         product.write_bytes(text.encode("utf-8", "surrogatepass"))
         before = _tree(root, product.parent)
-        results = [{"requirement_id": rng.choice(IDS), "test_name": rng.choice(
-            ["TestGangScheduling", "TestX|y", "TestNew\nline", ""]),
-            "outcome": rng.choice(["PASS", "FAIL", "SKIP", "ERROR", "MANUAL"]),
-            "reason": rng.choice(TOKENS), "not_applicable": rng.random() < 0.5}
-            for _ in range(rng.randint(0, 4))]
+        results = [
+            {
+                "requirement_id": rng.choice(IDS),
+                "test_name": rng.choice(["TestGangScheduling", "TestX|y", "TestNew\nline", ""]),
+                "outcome": rng.choice(["PASS", "FAIL", "SKIP", "ERROR", "MANUAL"]),
+                "reason": rng.choice(TOKENS),
+                "not_applicable": rng.random() < 0.5,
+            }
+            for _ in range(rng.randint(0, 4))
+        ]
         bundle = write_bundle(root / "bundle", results, catalog_version=version)
         before.update(_tree(bundle, product.parent))
         person = _answers(text)
-        for args in (["checklist", "validate", "--offline", str(product)],
-                     ["checklist", "validate", "--offline", "--format", "json", str(product)],
-                     ["checklist", "fill", str(product), "--results", str(bundle)],
-                     ["checklist", "fill", str(product), "--results", str(bundle), "--dry-run"],
-                     ["checklist", "fill", str(product), "--results", str(bundle), "--force"],
-                     ["report", str(bundle)]):
+        for args in (
+            ["checklist", "validate", "--offline", str(product)],
+            ["checklist", "validate", "--offline", "--format", "json", str(product)],
+            ["checklist", "fill", str(product), "--results", str(bundle)],
+            ["checklist", "fill", str(product), "--results", str(bundle), "--dry-run"],
+            ["checklist", "fill", str(product), "--results", str(bundle), "--force"],
+            ["report", str(bundle)],
+        ):
             code, output = _run(capsys, *args)
             assert code != 4 and "Traceback" not in output, (n, args, output[-2000:])
             if args[1] == "fill" and "--force" not in args and code == 0 and person is not None:
