@@ -215,3 +215,22 @@ def test_a_certificate_of_another_ca_says_so(tmp_path: Path, tls_server: Any) ->
     ) as e:
         c.server_version()
     assert "\n" not in str(e.value) and "urllib3" not in str(e.value)
+
+
+def test_insecure_skip_tls_verify_does_not_print_a_warning_per_request(
+    tmp_path: Path, tls_server: Any
+) -> None:
+    other, _ = _cert("other-ca", None, (-1, 300), ca=True)
+    cert, key = _cert("server", None, (-1, 30))
+    port = tls_server(cert, key)
+    kc = _kubeconfig(tmp_path, f"https://127.0.0.1:{port}")
+    kc.write_text(
+        kc.read_text().replace(
+            "cluster: {server:", "cluster: {insecure-skip-tls-verify: true, server:"
+        )
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        c = connect(str(kc), retry=SLOW)
+        with pytest.raises(Exception, match="gitVersion"):
+            c.server_version()
+    assert [w for w in caught if "Unverified HTTPS" in str(w.message)] == []

@@ -926,12 +926,17 @@ class _FileValidator:
             try:
                 rep: ArtifactReport | None = parse_artifact(path, kind)
             except ArtifactError as e:
+                hint = (
+                    "only go test artifacts may be named junit.xml, results.json "
+                    "or e2e.log; rename other logs (e.g. a Ginkgo log to e2e-ginkgo.log)"
+                )
+                if self.report.version and _key(self.report.version) < HYBRID_MIN:
+                    hint += "; revision b2c8969 only checks that the file exists"
                 self.add(
                     "artifact.invalid",
                     f"Invalid test artifact for '{rid}': {name} ({e})",
                     pos,
-                    "only go test artifacts may be named junit.xml, results.json "
-                    "or e2e.log; rename other logs",
+                    hint,
                 )
                 self.artifacts[path] = None
                 return

@@ -204,6 +204,10 @@ def connect(
             f"kubeconfig {path}: context '{context_name}' has no usable server "
             f"address ({host!r}); set the cluster's server to https://HOST:PORT"
         )
+    if not cfg.verify_ssl:
+        # NOTE: the kubeconfig asked for it (insecure-skip-tls-verify); one warning per
+        # request from urllib3 would only bury kaic's output.
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     # NOTE: kaic retries itself (with backoff and Retry-After); urllib3's own retries
     # would hide dropped connections from that policy and double the waiting.
     cfg.retries = urllib3.util.Retry(
