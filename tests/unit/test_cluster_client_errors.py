@@ -220,8 +220,7 @@ def test_a_certificate_of_another_ca_says_so(tmp_path: Path, tls_server: Any) ->
 def test_insecure_skip_tls_verify_does_not_print_a_warning_per_request(
     tmp_path: Path, tls_server: Any
 ) -> None:
-    other, _ = _cert("other-ca", None, (-1, 300), ca=True)
-    cert, key = _cert("server", None, (-1, 30))
+    cert, key = _cert("server", None, (-1, 30))  # self-signed
     port = tls_server(cert, key)
     kc = _kubeconfig(tmp_path, f"https://127.0.0.1:{port}")
     kc.write_text(
