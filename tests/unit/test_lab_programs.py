@@ -21,7 +21,7 @@ def test_the_shipped_description_parses_and_names_every_lab_program() -> None:
     assert {"kubernetes", "etcd", "kwok", "kueue", "karpenter", "prometheus"} <= set(cat.programs)
     assert cat.programs["etcd"].binary_names() == ["etcd"]
     assert cat.programs["karpenter"].binary_names() == ["karpenter-kwok"]
-    assert cat.programs["kubernetes"].resolved_version("v1.34.3") == "v1.34.3"
+    assert cat.programs["kubernetes"].resolved_version("v1.30.1") == "v1.30.1"
 
 
 def test_every_crd_set_component_reads_a_described_program() -> None:
@@ -42,7 +42,7 @@ def test_every_crd_set_component_reads_a_described_program() -> None:
     ],
 )
 def test_a_malformed_description_is_one_error(snippet: str, message: str) -> None:
-    text = '[kubernetes]\ndefault = "v1.36.2"\n' + snippet
+    text = '[kubernetes]\ndefault = "v1.30.1"\n' + snippet
     with pytest.raises(LabError, match=message):
         programs.parse(tomllib.loads(text))
 
@@ -53,14 +53,14 @@ def test_a_missing_binary_says_how_to_build_it(
     monkeypatch.setenv("KAIC_CACHE", str(tmp_path))
     monkeypatch.delenv("KAIC_LAB_BIN_DIR", raising=False)
     with pytest.raises(LabError, match=r"kueue is not built .*`kaic lab build --only kueue"):
-        programs.require_binary("kueue", "v1.36.2")
+        programs.require_binary("kueue", programs.catalog().default_kube)
 
 
 def test_each_upstream_version_is_written_in_one_file_only() -> None:
     """Bumping a version is one edit: apart from programs.toml, only pinned module
     graphs (lab/versions), docs and benchmark notes may name it. (The lab's default
     Kubernetes version is looked for where the lab is made and tested; elsewhere a
-    version such as v1.36.2 is only an example of the format.)"""
+    version such as v1.30.1 is only an example of the format.)"""
     cat = programs.catalog()
     versions = {p.version for p in cat.programs.values() if p.version not in ("kube", "graph")}
     lab_scope = (

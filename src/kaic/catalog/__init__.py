@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 _VERSIONS: tuple[str, ...] = ("1.33", "1.34", "1.35", "1.36", "1.37")
-_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+].*)?$")
+_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+].*)?$", re.ASCII)
 
 
 class NewerThanCatalogWarning(UserWarning):
@@ -82,9 +82,7 @@ def normalize_version(text: str) -> str:
     """Turn ``v1.36``, ``1.36`` or ``v1.36.2`` into the catalog key ``1.36``; no range check."""
     m = _VERSION_RE.match(text.strip())
     if not m:
-        raise UnknownVersionError(
-            f"not a version: {text!r} (expected e.g. 1.36 or v1.36.2)"
-        )
+        raise UnknownVersionError(f"not a version: {text!r} (expected e.g. 1.36 or v1.36.2)")
     return f"{int(m.group(1))}.{int(m.group(2))}"
 
 

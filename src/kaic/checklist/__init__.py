@@ -16,10 +16,18 @@ from kaic.checklist.lifecycle import (
 from kaic.checklist.members import load_members, parse_members
 from kaic.checklist.template import METADATA_OPTIONS, init_checklist, render_template
 from kaic.checklist.urls import USER_AGENT, UrlChecker
-from kaic.checklist.validate import FileReport, Report, ValidateOptions, validate_paths
+from kaic.checklist.validate import (
+    NEWEST,
+    FileReport,
+    Report,
+    Revision,
+    ValidateOptions,
+    validate_paths,
+)
 
 __all__ = [
     "METADATA_OPTIONS",
+    "NEWEST",
     "RULES",
     "USER_AGENT",
     "CertificationStatus",
@@ -28,6 +36,7 @@ __all__ = [
     "FillResult",
     "Finding",
     "Report",
+    "Revision",
     "Rule",
     "Severity",
     "UpgradeResult",

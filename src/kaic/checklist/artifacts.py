@@ -10,6 +10,7 @@ the official validator. Must not decide findings' wording or severity.
 from __future__ import annotations
 
 import json
+import os
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -18,8 +19,8 @@ from pathlib import Path, PurePosixPath
 
 MAX_ARTIFACT_BYTES = 64 << 20
 CANONICAL = {"junit.xml": "junit", "results.json": "gotest-json", "e2e.log": "e2e-log"}
-_PRODUCT_PREFIX = re.compile(r"^v\d+\.\d+/[^/]+/")
-_E2E_LINE = re.compile(r"^\s*--- (PASS|FAIL|SKIP): (\S+)")
+_PRODUCT_PREFIX = re.compile(r"^v\d+\.\d+/[^/]+/", re.ASCII)
+_E2E_LINE = re.compile(r"^\s*--- (PASS|FAIL|SKIP): (\S+)", re.ASCII)  # RE2: ASCII classes
 
 
 class EvidencePathError(ValueError):
@@ -32,29 +33,41 @@ class EvidenceRef:
     fragment: str
 
 
-def resolve_evidence(product_dir: Path, link: str) -> EvidenceRef:
+def resolve_evidence(
+    product_dir: Path, link: str, literal: bool = False, clean: Path | None = None
+) -> EvidenceRef:
     """Resolve a local evidence link to a path inside ``product_dir``.
 
     A leading ``file://`` and a ``#Fragment`` are split off; a repo-root style
     ``vX.Y/<dir>/`` prefix naming this product's own directory is stripped; any other
     ``vX.Y/<dir>/`` prefix, and any path leaving the product dir, is an error.
+    ``literal`` resolves as the official validator did before hybrid verification (revision
+    b2c8969): the link is a file name as written, ``file://`` and ``#`` included.
+    ``clean`` is ``product_dir`` already resolved (a caller resolving many links passes it).
     """
-    raw = link.strip()
-    raw = raw.removeprefix("file://")
     fragment = ""
-    if "#" in raw:
-        raw, fragment = raw.split("#", 1)
-    raw = raw.strip().lstrip("/")
+    if literal:
+        raw = link.lstrip("/")
+    else:
+        raw = link.strip()
+        raw = raw.removeprefix("file://")
+        if "#" in raw:
+            raw, fragment = raw.split("#", 1)
+        raw = raw.strip().lstrip("/")
     if not raw:
         raise EvidencePathError("empty file path")
-    clean = product_dir.resolve() if product_dir.exists() else product_dir.absolute()
+    if clean is None:
+        clean = product_dir.resolve() if product_dir.exists() else product_dir.absolute()
     own = f"{product_dir.absolute().parent.name}/{product_dir.absolute().name}/"
-    if raw.startswith(own):
-        raw = raw[len(own):]
+    if literal:
+        pass
+    elif raw.startswith(own):
+        raw = raw[len(own) :]
     elif _PRODUCT_PREFIX.match(raw):
         raise EvidencePathError(
             f"path {link!r} references a different product directory;"
-            f" evidence must live in {product_dir}")
+            f" evidence must live in {product_dir}"
+        )
     parts: list[str] = []
     for part in PurePosixPath(raw.replace("\\", "/")).parts:
         if part in ("", "."):
@@ -62,7 +75,8 @@ def resolve_evidence(product_dir: Path, link: str) -> EvidenceRef:
         if part == "..":
             if not parts:
                 raise EvidencePathError(
-                    f"path {link!r} escapes the product directory {product_dir}")
+                    f"path {link!r} escapes the product directory {product_dir}"
+                )
             parts.pop()
         else:
             parts.append(part)
@@ -73,11 +87,12 @@ def resolve_evidence(product_dir: Path, link: str) -> EvidenceRef:
     full = clean.joinpath(*parts)
     # A symlink inside the product dir must not lead outside it either.
     try:
-        real = full.resolve()
-        inside = real.is_relative_to(clean)
+        real = os.path.realpath(full)
+        inside = real == str(clean) or real.startswith(str(clean).rstrip(os.sep) + os.sep)
         if not inside and exists(full):
             raise EvidencePathError(
-                f"path {link!r} escapes the product directory {product_dir} (symlink)")
+                f"path {link!r} escapes the product directory {product_dir} (symlink)"
+            )
     except (OSError, RuntimeError, ValueError) as e:
         raise EvidencePathError(f"path {link!r} cannot be resolved: {e}") from e
     return EvidenceRef(full, fragment)
@@ -196,8 +211,11 @@ def parse_go_test_json(text: str) -> ArtifactReport:
             raise ArtifactError(f"parsing go test JSON at line {n}: {e}") from e
         if not isinstance(ev, dict):
             raise ArtifactError(f"parsing go test JSON at line {n}: not an object")
-        outcome = {"pass": TestOutcome.PASS, "fail": TestOutcome.FAIL,
-                   "skip": TestOutcome.SKIP}.get(str(ev.get("Action", "")))
+        outcome = {
+            "pass": TestOutcome.PASS,
+            "fail": TestOutcome.FAIL,
+            "skip": TestOutcome.SKIP,
+        }.get(str(ev.get("Action", "")))
         if outcome is None:
             continue
         test = ev.get("Test") or ""

@@ -2,23 +2,20 @@
 
 Owns: mapping run results to status/evidence/notes (PASS -> Implemented with the test
 artifacts as evidence; FAIL -> Not Implemented with the reason; a not-applicable SKIP ->
-N/A with the reason; everything else untouched), editing the file round-trip so comments,
-key order and quoting stay, never overwriting a person's answer without ``force``, and
-keeping a backup. Must not run checks or talk to a cluster.
+N/A with the reason; everything else untouched), editing only the answered lines of the
+file (``textedit``), never overwriting or removing a person's answer without ``force``,
+never writing through a link out of the product folder, and keeping a backup. Must not
+run checks or talk to a cluster.
 """
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.scalarstring import DoubleQuotedScalarString as DQ
 
 from kaic import catalog as cat
 from kaic.checklist import yamlio
+from kaic.checklist.textedit import Entry, TextDoc
 from kaic.checklist.validate import folder_version, metadata_value
 from kaic.errors import InputError, UsageError
 from kaic.runner.record import read_record
@@ -77,92 +74,91 @@ def read_bundle(bundle: Path) -> Bundle:
     return Bundle(bundle, record.run_id, record.catalog_version or None, results)
 
 
-def _entries(doc: Any) -> dict[str, CommentedMap]:
-    spec = doc.get("spec") if isinstance(doc, dict) else None
-    if not isinstance(spec, dict):
-        raise InputError("the checklist has no 'spec' mapping; run kaic checklist validate")
-    out: dict[str, CommentedMap] = {}
-    for items in spec.values():
-        if not isinstance(items, list):
-            continue
-        for item in items:
-            if isinstance(item, CommentedMap) and isinstance(item.get("id"), str):
-                out.setdefault(item["id"], item)
-    return out
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):
+        return False
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ("" if value is None else str(value))
+def _safe_dest(dest: Path, product_dir: Path) -> None:
+    """Refuse to write through a link, or anywhere outside the product folder."""
+    if dest.is_symlink() or (dest.exists() and not _inside(dest, product_dir)):
+        raise UsageError(
+            f"{dest} is a symbolic link; kaic does not write through links "
+            "(it could change a file outside the product folder): replace it "
+            "with a regular file or remove it"
+        )
 
 
-def _artifact_refs(product_dir: Path, bundle: Path, force: bool, result: FillResult,
-                   copy: bool) -> dict[str, str]:
+def _artifact_refs(
+    product_dir: Path, bundle: Path, force: bool, result: FillResult, copy: bool, plain: bool
+) -> dict[str, str]:
     """Evidence prefixes (``file://junit.xml``…) for the bundle's artifacts.
 
     Artifacts must live inside the product directory (the official validator rejects
     anything else), so a bundle elsewhere has its artifacts copied next to PRODUCT.yaml.
+    ``plain`` (before v1.37) gives plain relative paths, which every official validator
+    revision accepts.
     """
     present = [n for n in ARTIFACTS if (bundle / n).is_file()]
+    scheme = "" if plain else "file://"
     pdir, bdir = product_dir.resolve(), bundle.resolve()
     if bdir == pdir or bdir.is_relative_to(pdir):
         rel = bdir.relative_to(pdir).as_posix()
         prefix = "" if rel == "." else rel + "/"
-        return {n: f"file://{prefix}{n}" for n in present}
+        return {n: f"{scheme}{prefix}{n}" for n in present}
     refs: dict[str, str] = {}
     for n in present:
         src, dest = bundle / n, product_dir / n
+        _safe_dest(dest, product_dir)
         if dest.exists() and dest.read_bytes() != src.read_bytes():
             if not force:
-                raise UsageError(f"{dest} exists and differs from the bundle's {n}; pass "
-                                 "--force to replace it (a backup is kept)")
+                raise UsageError(
+                    f"{dest} exists and differs from the bundle's {n}; pass "
+                    "--force to replace it (a backup is kept)"
+                )
             if copy:
                 result.warnings.append(f"replaced {dest} (backup: {yamlio.backup(dest)})")
         if copy and (not dest.exists() or dest.read_bytes() != src.read_bytes()):
-            shutil.copyfile(src, dest)
+            yamlio.write_atomic_bytes(dest, src.read_bytes())
             result.copied.append(dest)
-        refs[n] = f"file://{n}"
+        refs[n] = f"{scheme}{n}"
     return refs
 
 
-def _set_evidence(item: CommentedMap, wanted: list[str], drop: set[str]) -> bool:
-    current = item.get("evidence")
-    if not isinstance(current, CommentedSeq):
-        seq = CommentedSeq()
-        if isinstance(current, list):
-            seq.extend(current)
-        elif isinstance(current, str) and current:
-            seq.append(current)  # the pre-2025-10 single-string form: keep what was written
-        item["evidence"] = seq
-        current = seq
-    changed = False
-    for i in reversed(range(len(current))):
-        if str(current[i]) in drop and str(current[i]) not in wanted:
-            del current[i]
-            changed = True
-    for ref in wanted:
-        if ref not in [str(x) for x in current]:
-            current.append(DQ(ref))
-            changed = True
-    if changed and len(current) > 0:
-        current.fa.set_block_style()
-    if len(current) == 0:
-        current.fa.set_flow_style()
-    return changed
+def _target(product: Path) -> Path:
+    """The file to edit: ``product``, or the target of a link inside the product folder."""
+    if not product.is_symlink():
+        return product
+    target = product.resolve()
+    if not _inside(target, product.parent):
+        raise UsageError(
+            f"{product} is a symbolic link to {target}, outside the product "
+            "folder; kaic edits only files inside it"
+        )
+    return target
 
 
-def fill_checklist(product: Path, bundle_dir: Path, force: bool = False,
-                   dry_run: bool = False) -> FillResult:
+def fill_checklist(
+    product: Path, bundle_dir: Path, force: bool = False, dry_run: bool = False
+) -> FillResult:
     """Answer ``product`` from the run bundle at ``bundle_dir`` (see module docstring)."""
     bundle = read_bundle(bundle_dir)
-    loaded = yamlio.load_file(product)
-    if loaded.unreadable or not isinstance(loaded.doc, CommentedMap):
+    target = _target(product)
+    loaded = yamlio.load_file(target)
+    if loaded.unreadable or not isinstance(loaded.doc, dict):
         first = loaded.findings[0].message if loaded.findings else "not a mapping"
         raise InputError(f"{product}: cannot fill: {first}")
-    doc = loaded.doc
-    entries = _entries(doc)
+    try:
+        raw = target.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:  # pragma: no cover - load_file read it
+        raise InputError(f"{product}: cannot fill: {e}") from e
+    text_doc = TextDoc(raw)
+    entries = text_doc.entries
     result = FillResult(path=product)
     folder = folder_version(product)
-    _, meta_version = metadata_value(doc.get("metadata"), "kubernetesVersion")
+    _, meta_version = metadata_value(loaded.doc.get("metadata"), "kubernetesVersion")
     version = folder[1:] if folder else None
     if version is None and isinstance(meta_version, str):
         try:
@@ -170,50 +166,79 @@ def fill_checklist(product: Path, bundle_dir: Path, force: bool = False,
         except UsageError:  # reported by validate, not here
             version = None
     if bundle.catalog_version and version and bundle.catalog_version != version:
-        result.warnings.append(f"the run used catalog v{bundle.catalog_version} but the "
-                               f"checklist is v{version}; only shared requirements are filled")
+        result.warnings.append(
+            f"the run used catalog v{bundle.catalog_version} but the "
+            f"checklist is v{version}; only shared requirements are filled"
+        )
+    plain = version is not None and _vkey(version) < (1, 37)
     any_pass = any(r.outcome == "PASS" and r.requirement_id in entries for r in bundle.results)
-    refs = _artifact_refs(product.parent, bundle.path, force, result,
-                          copy=any_pass and not dry_run)
+    # NOTE: artifacts are evidence of a pass only; without one nothing is copied or checked.
+    refs = (
+        _artifact_refs(product.parent, bundle.path, force, result, copy=not dry_run, plain=plain)
+        if any_pass
+        else {}
+    )
     if any_pass and "junit.xml" not in refs and "results.json" not in refs:
-        result.warnings.append("the bundle has no junit.xml or results.json; passed tests get"
-                               " no test artifact as evidence")
-    failed = sorted(r.test_name or r.requirement_id for r in bundle.results
-                    if r.outcome == "FAIL")
+        result.warnings.append(
+            "the bundle has no junit.xml or results.json; passed tests get"
+            " no test artifact as evidence"
+        )
+    failed = sorted(r.test_name or r.requirement_id for r in bundle.results if r.outcome == "FAIL")
     if failed and any_pass and refs:
-        result.warnings.append(f"the run has failing tests ({', '.join(failed)}); the official"
-                               " validator rejects test artifacts that contain failures")
+        result.warnings.append(
+            f"the run has failing tests ({', '.join(failed)}); the official"
+            " validator rejects test artifacts that contain failures"
+        )
     ours = set(refs.values())
+    offset = yamlio.guess_indent(text_doc.text)[2]
     for r in bundle.results:
-        item = entries.get(r.requirement_id)
-        if item is None:
-            result.changes.append(FillChange(r.requirement_id, "absent",
-                                             "not in this checklist version"))
+        entry = entries.get(r.requirement_id)
+        if entry is None:
+            result.changes.append(
+                FillChange(r.requirement_id, "absent", "not in this checklist version")
+            )
             continue
-        result.changes.append(_apply(item, r, refs, ours, force))
+        result.changes.append(_apply(text_doc, entry, r, refs, ours, force, plain, offset))
     if dry_run or not any(c.action == "set" for c in result.changes):
         return result
-    indent = yamlio.guess_indent(loaded.text)
-    text = yamlio.dump(doc, indent)
+    out = text_doc.render()
+    check = yamlio.load_text(out, str(product))
+    if check.unreadable:  # pragma: no cover - a bug in the text editing
+        raise InputError(
+            f"{product}: editing would break the YAML ({check.findings[0].message});"
+            " nothing written"
+        )
     try:
-        result.backup = yamlio.backup(product)
-        yamlio.write_atomic(product, text)
+        result.backup = yamlio.replace_file(target, out, force=True)  # its own input
     except OSError as e:
         raise InputError(f"cannot write {product}: {e.strerror or e}") from e
     result.written = True
     return result
 
 
-def _apply(item: CommentedMap, r: RunResult, refs: dict[str, str], ours: set[str],
-           force: bool) -> FillChange:
+def _vkey(version: str) -> tuple[int, int]:
+    a, b = version.split(".")
+    return int(a), int(b)
+
+
+def _apply(
+    doc: TextDoc,
+    entry: Entry,
+    r: RunResult,
+    refs: dict[str, str],
+    ours: set[str],
+    force: bool,
+    plain: bool,
+    offset: int,
+) -> FillChange:
     test = r.test_name or r.requirement_id
     if r.outcome == "PASS":
         status, notes = "Implemented", None
         wanted = []
         if "junit.xml" in refs:
-            wanted.append(f"{refs['junit.xml']}#{test}")
+            wanted.append(refs["junit.xml"] if plain else f"{refs['junit.xml']}#{test}")
         elif "results.json" in refs:
-            wanted.append(f"{refs['results.json']}#{test}")
+            wanted.append(refs["results.json"] if plain else f"{refs['results.json']}#{test}")
         if "e2e.log" in refs:
             wanted.append(refs["e2e.log"])
     elif r.outcome == "FAIL":
@@ -223,30 +248,41 @@ def _apply(item: CommentedMap, r: RunResult, refs: dict[str, str], ours: set[str
     else:
         why = r.reason or "needs a person's answer"
         return FillChange(r.requirement_id, "left", f"{r.outcome}: {why}")
-    current = _text(item.get("status"))
+    current = entry.text("status")
     if current not in ("", status) and not force:
-        return FillChange(r.requirement_id, "conflict", f"status is '{current}', the run says "
-                          f"'{status}'; kept (pass --force to overwrite)")
-    changed = False
+        return FillChange(
+            r.requirement_id,
+            "conflict",
+            f"status is '{current}', the run says '{status}'; kept (pass --force to overwrite)",
+        )
+    done: list[str] = []
     if current != status:
-        item["status"] = DQ(status)
-        changed = True
-    drop = {e for e in _evidence_strings(item) if e.split("#", 1)[0] in ours}
-    if _set_evidence(item, wanted, drop):
-        changed = True
+        doc.set_scalar(entry, "status", status)
+        done.append(f"status '{current}' -> '{status}'")
+    have = entry.evidence()
+    # NOTE: evidence is only appended to; with --force, references to this bundle's own
+    # artifacts that the run no longer gives (a test that now fails) are removed.
+    if force:
+        drop = {e for e in have if e.split("#", 1)[0] in ours and e not in wanted}
+        if drop:
+            doc.drop_evidence(entry, drop)
+            done += [f"evidence -{e}" for e in sorted(drop)]
+    add = [w for w in wanted if w not in have]
+    if add:
+        doc.append_evidence(entry, add, offset)
+        done += [f"evidence +{e}" for e in add]
     kept_notes = False
     if notes is not None:
-        cur_notes = _text(item.get("notes"))
+        cur_notes = entry.text("notes")
         if cur_notes.strip() == "" or force:
             if cur_notes != notes:
-                item["notes"] = DQ(notes)
-                changed = True
+                doc.set_scalar(entry, "notes", notes)
+                done.append("notes set" if not cur_notes.strip() else "notes replaced")
         elif cur_notes != notes:
             kept_notes = True
-    detail = f"{status}" + (" (kept your notes)" if kept_notes else "")
-    return FillChange(r.requirement_id, "set" if changed else "unchanged", detail)
-
-
-def _evidence_strings(item: CommentedMap) -> list[str]:
-    ev = item.get("evidence")
-    return [str(e) for e in ev] if isinstance(ev, list) else []
+    detail = (
+        status
+        + (f": {'; '.join(done)}" if done else "")
+        + (" (kept your notes)" if kept_notes else "")
+    )
+    return FillChange(r.requirement_id, "set" if done else "unchanged", detail)

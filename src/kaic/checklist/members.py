@@ -29,11 +29,23 @@ def parse_members(text: str, source: str = "landscape") -> frozenset[str]:
     for cat in categories:
         if not isinstance(cat, dict) or cat.get("name") != "CNCF Members":
             continue
+        subs = cat.get("subcategories") or []
+        if not isinstance(subs, list):
+            raise InputError(
+                f"{source}: 'subcategories' of 'CNCF Members' is a "
+                f"{type(subs).__name__}, not a list"
+            )
         names: set[str] = set()
-        for sub in cat.get("subcategories") or []:
+        for sub in subs:
             if not isinstance(sub, dict):
                 continue
-            for item in sub.get("items") or []:
+            items = sub.get("items") or []
+            if not isinstance(items, list):
+                raise InputError(
+                    f"{source}: 'items' of a 'CNCF Members' subcategory is a "
+                    f"{type(items).__name__}, not a list"
+                )
+            for item in items:
                 name = item.get("name") if isinstance(item, dict) else None
                 if not isinstance(name, str):
                     continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import click
@@ -24,10 +25,19 @@ def checklist_group() -> None:
 
 
 @checklist_group.command("init")
-@click.option("--version", "version", default=None,
-              help="Template version, e.g. 1.36 (default: from --dir's vX.Y, else newest).")
-@click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
-              required=True, help="The product directory, vX.Y/<product>.")
+@click.option(
+    "--version",
+    "version",
+    default=None,
+    help="Template version, e.g. 1.36 (default: from --dir's vX.Y, else newest).",
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="The product directory, vX.Y/<product>.",
+)
 @click.option("--vendor", help="vendorName: the CNCF member name, exactly.")
 @click.option("--platform", help="platformName.")
 @click.option("--platform-version", help="platformVersion (not the Kubernetes version).")
@@ -37,9 +47,10 @@ def checklist_group() -> None:
 @click.option("--product-logo-url", help="productLogoUrl (SVG, EPS or AI).")
 @click.option("--description", help="description: one sentence.")
 @click.option("--contact-email", help="contactEmailAddress.")
-@click.option("--k8s-conformance-url",
-              help="k8sConformanceUrl: the product's cncf/k8s-conformance folder.")
-@click.option("--force", is_flag=True, help="Overwrite an existing PRODUCT.yaml.")
+@click.option(
+    "--k8s-conformance-url", help="k8sConformanceUrl: the product's cncf/k8s-conformance folder."
+)
+@click.option("--force", is_flag=True, help="Replace an existing PRODUCT.yaml (a backup is kept).")
 def init_cmd(version: str | None, directory: Path, force: bool, **values: str | None) -> None:
     """Write PRODUCT.yaml from the official template of a version."""
     if version is None:
@@ -51,45 +62,73 @@ def init_cmd(version: str | None, directory: Path, force: bool, **values: str | 
         if version not in cat.versions():
             version = cat.versions()[-1]
     meta = {cl.METADATA_OPTIONS[k]: v for k, v in values.items() if v is not None}
+    before = set(directory.glob("PRODUCT.yaml.bak*"))
     target = cl.init_checklist(directory, version, meta, force=force)
     key = cat.normalize_version(version)
-    click.echo(f"wrote {target} (template v{key})", err=True)
+    saved = sorted(set(directory.glob("PRODUCT.yaml.bak*")) - before)
+    click.echo(
+        f"wrote {target} (template v{key})" + (f" (backup: {saved[0]})" if saved else ""), err=True
+    )
     if directory.absolute().parent.name != f"v{key}":
-        click.echo(f"kaic: warning: submissions live in v{key}/<product>/; the validator reads "
-                   "the version from that folder", err=True)
+        click.echo(
+            f"kaic: warning: submissions live in v{key}/<product>/; the validator reads "
+            "the version from that folder",
+            err=True,
+        )
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(text: str) -> str:
+    """``text`` with terminal control characters (ESC, BEL, CR, C1, bidi overrides, …)
+    written as ``\\xNN``/``\\uNNNN`` escapes, so a checklist cannot drive the terminal."""
+
+    def esc(m: re.Match[str]) -> str:
+        c = ord(m.group(0))
+        return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+    return _CONTROL.sub(esc, text)
 
 
 def _render_text(report: cl.Report) -> None:
     for f in report.files:
         for x in f.findings:
-            click.echo(f"{x.path}:{x.line}:{x.column}: {x.severity.value}: {x.message} "
-                       f"[{x.rule}]")
+            click.echo(
+                safe(f"{x.path}:{x.line}:{x.column}: {x.severity.value}: {x.message} [{x.rule}]")
+            )
             if x.hint:
-                click.echo(f"    hint: {x.hint}")
+                click.echo(safe(f"    hint: {x.hint}"))
     for f in report.files:
         counts = {s: sum(1 for x in f.findings if x.severity is s) for s in Severity}
         verdict = "valid" if f.valid else ("unreadable" if f.unreadable else "invalid")
         version = f" (v{f.version})" if f.version else ""
-        click.echo(f"{f.path}{version}: {verdict}: {counts[Severity.ERROR]} error(s), "
-                   f"{counts[Severity.WARNING]} warning(s), "
-                   f"{counts[Severity.NOT_CHECKED]} not checked", err=True)
+        click.echo(
+            safe(
+                f"{f.path}{version}: {verdict}: {counts[Severity.ERROR]} error(s), "
+                f"{counts[Severity.WARNING]} warning(s), "
+                f"{counts[Severity.NOT_CHECKED]} not checked"
+            ),
+            err=True,
+        )
 
 
 def _gh_escape(text: str, prop: bool = False) -> str:
-    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    text = safe(text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
     if prop:
         text = text.replace(":", "%3A").replace(",", "%2C")
     return text
 
 
 def _render_github(report: cl.Report) -> None:
-    kinds = {Severity.ERROR: "error", Severity.WARNING: "warning",
-             Severity.NOT_CHECKED: "notice"}
+    kinds = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.NOT_CHECKED: "notice"}
     for f in report.files:
         for x in f.findings:
             msg = x.message + (f" (hint: {x.hint})" if x.hint else "")
-            click.echo(f"::{kinds[x.severity]} file={_gh_escape(x.path, True)},line={x.line},"
-                       f"col={x.column},title={_gh_escape(x.rule, True)}::{_gh_escape(msg)}")
+            click.echo(
+                f"::{kinds[x.severity]} file={_gh_escape(x.path, True)},line={x.line},"
+                f"col={x.column},title={_gh_escape(x.rule, True)}::{_gh_escape(msg)}"
+            )
 
 
 def _finding_line(x: Finding) -> str:
@@ -98,25 +137,66 @@ def _finding_line(x: Finding) -> str:
 
 @checklist_group.command("validate")
 @click.argument("paths", nargs=-1, required=True, type=PATH)
-@click.option("--offline", is_flag=True,
-              help="Do not check URLs; they are reported as not checked.")
-@click.option("--members", "members_file", type=click.Path(path_type=Path, dir_okay=False),
-              default=None, help="A copy of the CNCF landscape.yml to check vendorName.")
-@click.option("--strict", is_flag=True,
-              help="Apply the official validator's rule: every MUST must be Implemented.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]),
-              default="text", show_default=True)
-@click.option("--timeout", type=click.FloatRange(0.1, 300), default=DEFAULT_TIMEOUT_S,
-              show_default=True, help="Seconds per URL request.")
-def validate_cmd(paths: tuple[Path, ...], offline: bool, members_file: Path | None,
-                 strict: bool, fmt: str, timeout: float) -> int:
+@click.option(
+    "--offline", is_flag=True, help="Do not check URLs; they are reported as not checked."
+)
+@click.option(
+    "--members",
+    "members_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="A copy of the CNCF landscape.yml to check vendorName.",
+)
+@click.option(
+    "--official-revision",
+    "revision",
+    type=click.Choice([r.value for r in cl.Revision]),
+    default=cl.NEWEST.value,
+    show_default=True,
+    help="The official validator revision whose verdict to reproduce.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    hidden=True,
+    help="Kept for compatibility: the newest official revision, the default.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "github"]),
+    default="text",
+    show_default=True,
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 300),
+    default=DEFAULT_TIMEOUT_S,
+    show_default=True,
+    help="Seconds per URL request.",
+)
+def validate_cmd(
+    paths: tuple[Path, ...],
+    offline: bool,
+    members_file: Path | None,
+    revision: str,
+    strict: bool,
+    fmt: str,
+    timeout: float,
+) -> int:
     """Validate PRODUCT.yaml files: exit 0 valid, 1 invalid, 2 unreadable input."""
     members = cl.load_members(members_file) if members_file else None
-    opts = cl.ValidateOptions(offline=offline, members=members, strict=strict,
-                              url_checker=cl.UrlChecker(timeout=timeout))
+    opts = cl.ValidateOptions(
+        offline=offline,
+        members=members,
+        strict=strict,
+        url_checker=cl.UrlChecker(timeout=timeout),
+        revision=cl.Revision(revision),
+    )
     # NOTE: a product directory stands for the PRODUCT.yaml inside it.
-    files = [p / "PRODUCT.yaml" if p.is_dir() and (p / "PRODUCT.yaml").is_file() else p
-             for p in paths]
+    files = [
+        p / "PRODUCT.yaml" if p.is_dir() and (p / "PRODUCT.yaml").is_file() else p for p in paths
+    ]
     report = cl.validate_paths(files, opts)
     if fmt == "json":
         click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
@@ -129,19 +209,26 @@ def validate_cmd(paths: tuple[Path, ...], offline: bool, members_file: Path | No
 
 @checklist_group.command("fill")
 @click.argument("product", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--results", "bundle", required=True,
-              type=click.Path(path_type=Path, file_okay=False),
-              help="A kaic run bundle directory (with run.json).")
-@click.option("--force", is_flag=True,
-              help="Overwrite answers a person wrote (a backup is kept).")
+@click.option(
+    "--results",
+    "bundle",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="A kaic run bundle directory (with run.json).",
+)
+@click.option("--force", is_flag=True, help="Overwrite answers a person wrote (a backup is kept).")
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 def fill_cmd(product: Path, bundle: Path, force: bool, dry_run: bool) -> int:
     """Answer PRODUCT.yaml from a kaic run: status, evidence and notes."""
     res = cl.fill_checklist(product, bundle, force=force, dry_run=dry_run)
     err = stderr_console()
     for c in res.changes:
-        err.print(f"  {c.action:<9} {c.requirement_id}: {c.detail}", markup=False,
-                  highlight=False)
+        err.print(
+            f"  {c.action:<9} {c.requirement_id}: {c.detail}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     for w in res.warnings:
         click.echo(f"kaic: warning: {w}", err=True)
     for p in res.copied:
@@ -153,13 +240,14 @@ def fill_cmd(product: Path, bundle: Path, force: bool, dry_run: bool) -> int:
     else:
         click.echo(f"{product}: nothing to change", err=True)
     if res.conflicts:
-        click.echo(f"kaic: warning: {len(res.conflicts)} answer(s) kept; pass --force to "
-                   "overwrite them", err=True)
+        click.echo(
+            f"kaic: warning: {len(res.conflicts)} answer(s) kept; pass --force to overwrite them",
+            err=True,
+        )
     return int(ExitCode.OK)
 
 
-def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None
-                ) -> dt.date | None:
+def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
     if value is None:
         return None
     try:
@@ -170,19 +258,25 @@ def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None
 
 @checklist_group.command("status")
 @click.argument("product", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--certified-on", required=True, callback=_parse_date,
-              help="The date the submission was merged (YYYY-MM-DD).")
+@click.option(
+    "--certified-on",
+    required=True,
+    callback=_parse_date,
+    help="The date the submission was merged (YYYY-MM-DD).",
+)
 @click.option("--today", callback=_parse_date, default=None, hidden=True)
-@click.option("-o", "--output", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@click.option(
+    "-o", "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 def status_cmd(product: Path, certified_on: dt.date, today: dt.date | None, fmt: str) -> int:
     """Validity of a certification (one year) and the renewal to-do list."""
     st = cl.certification_status(product, certified_on, today)
     if fmt == "json":
         click.echo(json.dumps(st.as_dict(), indent=2))
     else:
-        state = (f"expired {-st.days_left} day(s) ago" if st.expired
-                 else f"{st.days_left} day(s) left")
+        state = (
+            f"expired {-st.days_left} day(s) ago" if st.expired else f"{st.days_left} day(s) left"
+        )
         click.echo(f"checklist:        {st.path} (template v{st.version})")
         click.echo(f"anchored to:      Kubernetes {st.kubernetes_version}")
         click.echo(f"certified on:     {st.certified_on.isoformat()}")
@@ -200,12 +294,17 @@ def status_cmd(product: Path, certified_on: dt.date, today: dt.date | None, fmt:
 @checklist_group.command("upgrade")
 @click.argument("product", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--to", "to", required=True, help="The newer template version, e.g. 1.37.")
-@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Write here instead of in place (in place keeps a backup).")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write here instead of in place (in place keeps a backup).",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
-def upgrade_cmd(product: Path, to: str, output: Path | None, dry_run: bool) -> int:
+@click.option("--force", is_flag=True, help="Replace an existing --output file (a backup is kept).")
+def upgrade_cmd(product: Path, to: str, output: Path | None, dry_run: bool, force: bool) -> int:
     """Move a filled checklist to a newer template, keeping unchanged answers."""
-    res = cl.upgrade_checklist(product, to, output, dry_run=dry_run)
+    res = cl.upgrade_checklist(product, to, output, dry_run=dry_run, force=force)
     click.echo(f"v{res.from_version} -> v{res.to_version}")
     for rid in res.kept:
         click.echo(f"  kept     {rid}")
@@ -220,6 +319,7 @@ def upgrade_cmd(product: Path, to: str, output: Path | None, dry_run: bool) -> i
     if dry_run:
         click.echo("dry run: nothing written", err=True)
     else:
-        click.echo(f"wrote {res.path}" + (f" (backup: {res.backup})" if res.backup else ""),
-                   err=True)
+        click.echo(
+            f"wrote {res.path}" + (f" (backup: {res.backup})" if res.backup else ""), err=True
+        )
     return int(ExitCode.OK)

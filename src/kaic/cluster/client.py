@@ -16,18 +16,21 @@ import contextlib
 import errno
 import http.client
 import json
+import logging
 import math
 import os
 import random
 import select
 import socket
+import ssl
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import urllib3
 import yaml
@@ -100,28 +103,86 @@ def _kubeconfig_path(kubeconfig: str | None) -> str | None:
     return str(default) if default.is_file() else None
 
 
-def connect(kubeconfig: str | None = None, context: str | None = None, *,
-            retry: RetryPolicy | None = None, timeout_s: float = 30.0) -> Cluster:
+class _Captured(logging.Handler):
+    """Collects the client library's log records (it reports exec-plugin failures with
+    ``logging.error`` on the root logger and carries on)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(" ".join(record.getMessage().split()))
+
+
+@contextlib.contextmanager
+def _quiet_library() -> Iterator[_Captured]:
+    """No log line or warning of the client library reaches the terminal meanwhile."""
+    captured = _Captured()
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [captured]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield captured
+    finally:
+        root.handlers = saved
+
+
+def _known_contexts(path: str) -> list[str]:
+    with contextlib.suppress(Exception):
+        contexts, _ = k8s_config.list_kube_config_contexts(config_file=path)
+        return [str(c.get("name")) for c in contexts or [] if isinstance(c, dict)]
+    return []
+
+
+def connect(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    *,
+    retry: RetryPolicy | None = None,
+    timeout_s: float = 30.0,
+) -> Cluster:
     """A ``Cluster`` for the kubeconfig and context kubectl would use with the same flags.
 
     Does not talk to the server yet (``server_version()`` is the cheapest reachability
-    probe). Raises ``InputError`` for an unreadable kubeconfig or unknown context and
-    ``ClusterUnreachableError`` when no configuration can be found at all.
+    probe). Raises ``InputError`` for an unreadable kubeconfig, an unknown context (naming
+    the known ones), a server address that is not a URL, or a failing exec credential
+    plugin, and ``ClusterUnreachableError`` when no configuration can be found at all.
     """
     cfg = k8s_client.Configuration()
     path = _kubeconfig_path(kubeconfig)
     context_name: str | None = context
     try:
         if path is not None:
-            k8s_config.load_kube_config(config_file=path, context=context,
-                                        client_configuration=cfg, persist_config=False)
+            if context is not None:
+                known = _known_contexts(path)
+                if known and context not in known:
+                    raise InputError(
+                        f"--context {context}: no such context in {path}; "
+                        f"known contexts: {', '.join(known)}"
+                    )
+            with _quiet_library() as log:
+                k8s_config.load_kube_config(
+                    config_file=path,
+                    context=context,
+                    client_configuration=cfg,
+                    persist_config=False,
+                )
+            plugin = [m for m in log.messages if m]
+            if plugin:
+                raise InputError(
+                    f"kubeconfig {path}: the user's credentials could not be obtained: {plugin[0]}"
+                )
             if context_name is None:
                 _, active = k8s_config.list_kube_config_contexts(config_file=path)
                 context_name = str(active.get("name")) if active else None
         elif os.environ.get("KUBERNETES_SERVICE_HOST"):
             if context:
                 raise InputError(f"--context {context} given, but no kubeconfig was found")
-            k8s_config.load_incluster_config(client_configuration=cfg)
+            with _quiet_library():
+                k8s_config.load_incluster_config(client_configuration=cfg)
             context_name = "in-cluster"
         else:
             raise ClusterUnreachableError(
@@ -130,18 +191,29 @@ def connect(kubeconfig: str | None = None, context: str | None = None, *,
             )
     except ConfigException as e:
         where = path or "in-cluster configuration"
-        raise InputError(f"cannot load {where}: {e}") from e
+        raise InputError(f"cannot load {where}: {' '.join(str(e).split())}") from e
     except yaml.YAMLError as e:
         detail = " ".join(str(e).split())
         raise InputError(f"kubeconfig {path} is not valid YAML: {detail}") from e
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
-        raise InputError(f"cannot load kubeconfig {path}: {e}") from e
+        raise InputError(f"cannot load kubeconfig {path}: {' '.join(str(e).split())}") from e
+    host = str(cfg.host or "")
+    url = urlsplit(host)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise InputError(
+            f"kubeconfig {path}: context '{context_name}' has no usable server "
+            f"address ({host!r}); set the cluster's server to https://HOST:PORT"
+        )
+    if not cfg.verify_ssl:
+        # NOTE: the kubeconfig asked for it (insecure-skip-tls-verify); one warning per
+        # request from urllib3 would only bury kaic's output.
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     # NOTE: kaic retries itself (with backoff and Retry-After); urllib3's own retries
     # would hide dropped connections from that policy and double the waiting.
-    cfg.retries = urllib3.util.Retry(total=0, connect=0, read=0, redirect=0, status=0,
-                                     raise_on_status=False)
-    return Cluster(cfg, context=context_name, retry=retry or RetryPolicy(),
-                   timeout_s=timeout_s)
+    cfg.retries = urllib3.util.Retry(
+        total=0, connect=0, read=0, redirect=0, status=0, raise_on_status=False
+    )
+    return Cluster(cfg, context=context_name, retry=retry or RetryPolicy(), timeout_s=timeout_s)
 
 
 # -- error mapping -----------------------------------------------------------------------
@@ -163,8 +235,9 @@ def _map_api_error(e: ApiException, what: str) -> ClusterError:
     if status == 0:
         return ClusterUnreachableError(f"{what}: {msg.splitlines()[0] if msg else 'TLS error'}")
     if status == 401:
-        return ClusterUnreachableError(f"{what}: the cluster refused the credentials"
-                                       f" (401 Unauthorized)")
+        return ClusterUnreachableError(
+            f"{what}: the cluster refused the credentials (401 Unauthorized)"
+        )
     if status == 403:
         if "admission webhook" in msg or "denied the request" in msg:
             return RejectedError(f"{what}: {msg}")
@@ -188,8 +261,14 @@ def _retryable_status(status: int) -> bool:
 class Cluster:
     """The real ``ClusterAPI`` over one kubeconfig context. Thread-safe."""
 
-    def __init__(self, configuration: Any, *, context: str | None = None,
-                 retry: RetryPolicy | None = None, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        configuration: Any,
+        *,
+        context: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
         self._cfg = configuration
         self._api = k8s_client.ApiClient(configuration)
         self.context = context
@@ -203,11 +282,22 @@ class Cluster:
         return f"Cluster(context={self.context!r}, server={self.server!r})"
 
     # -- HTTP ---------------------------------------------------------------------------
-    def _call(self, method: str, path: str, *, query: list[tuple[str, Any]] | None = None,
-              body: Any = None, content_type: str | None = None,
-              timeout: float | tuple[float, float] | None = None, stream: bool = False,
-              what: str | None = None) -> Any:
-        """One request with retries; returns parsed JSON, text, or the raw response."""
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, Any]] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        timeout: float | tuple[float, float] | None = None,
+        stream: bool = False,
+        what: str | None = None,
+        probe: bool = False,
+    ) -> Any:
+        """One request with retries; returns parsed JSON, text, or the raw response.
+
+        ``probe``: a reachability check, which gives up at the first timeout."""
         what = what or f"{method} {path}"
         headers = {"Accept": "application/json"}
         if content_type:
@@ -216,8 +306,13 @@ class Cluster:
         while True:
             try:
                 resp = self._api.call_api(
-                    path, method, query_params=query or [], header_params=headers,
-                    body=body, auth_settings=["BearerToken"], _preload_content=False,
+                    path,
+                    method,
+                    query_params=query or [],
+                    header_params=headers,
+                    body=body,
+                    auth_settings=["BearerToken"],
+                    _preload_content=False,
                     _return_http_data_only=True,
                     _request_timeout=timeout if timeout is not None else self.timeout_s,
                 )
@@ -240,6 +335,17 @@ class Cluster:
                     continue
                 raise _map_api_error(e, what) from e
             except _CONNECTION_ERRORS as e:
+                tls = _tls_problem(e, self.server)
+                if tls is not None:  # NOTE: a certificate does not get better by retrying
+                    raise ClusterUnreachableError(
+                        f"cannot reach the cluster at {self.server}: {tls}"
+                    ) from e
+                if probe and _is_timeout(e):
+                    read = timeout[1] if isinstance(timeout, tuple) else timeout
+                    raise ClusterUnreachableError(
+                        f"cannot reach the cluster at {self.server}: no answer within "
+                        f"{read:.0f}s ({what})"
+                    ) from e
                 # NOTE: a create whose connection dropped may have reached the server;
                 # retrying it can answer 409, which the caller sees as ConflictError.
                 if attempt + 1 < self.retry.attempts:
@@ -247,15 +353,21 @@ class Cluster:
                     attempt += 1
                     continue
                 raise ClusterUnreachableError(
-                    f"cannot reach the cluster at {self.server} ({what}):"
-                    f" {_short(e)}") from e
+                    f"cannot reach the cluster at {self.server} ({what}): {_short(e)}"
+                ) from e
 
     # -- discovery ------------------------------------------------------------------------
     def server_version(self) -> str:
-        doc = self._call("GET", "/version", what="reading the server version")
+        """The server's gitVersion; also the reachability probe, so it fails within about
+        ten seconds when the address accepts connections but does not answer."""
+        doc = self._call(
+            "GET", "/version", what="reading the server version", timeout=_PROBE_TIMEOUT, probe=True
+        )
         if not isinstance(doc, dict) or "gitVersion" not in doc:
-            raise ClusterError(f"the server at {self.server} answered /version without a"
-                               " gitVersion; is this a Kubernetes apiserver?")
+            raise ClusterError(
+                f"the server at {self.server} answered /version without a"
+                " gitVersion; is this a Kubernetes apiserver?"
+            )
         return str(doc["gitVersion"])
 
     def api_versions(self) -> list[str]:
@@ -278,17 +390,21 @@ class Cluster:
         if cached and now - cached[0] < _DISCOVERY_TTL_S:
             return list(cached[1])
         try:
-            doc = self._call("GET", self._base(api_version),
-                             what=f"discovering {api_version}")
+            doc = self._call("GET", self._base(api_version), what=f"discovering {api_version}")
         except NotFoundError:
             with self._lock:
                 self._discovery.pop(api_version, None)
             return []
         group, _, version = api_version.rpartition("/")
         resources = [
-            ApiResource(group=group, version=version, name=str(r["name"]),
-                        kind=str(r["kind"]), namespaced=bool(r.get("namespaced")),
-                        verbs=tuple(r.get("verbs") or ()))
+            ApiResource(
+                group=group,
+                version=version,
+                name=str(r["name"]),
+                kind=str(r["kind"]),
+                namespaced=bool(r.get("namespaced")),
+                verbs=tuple(r.get("verbs") or ()),
+            )
             for r in (doc or {}).get("resources", [])
             if "/" not in str(r["name"])  # subresources (pods/exec, */status) are not kinds
         ]
@@ -307,8 +423,13 @@ class Cluster:
                 return r
         raise NotFoundError(f"the server does not serve {kind} in {api_version}")
 
-    def _path(self, res: ApiResource, namespace: str | None, name: str | None = None,
-              subresource: str | None = None) -> str:
+    def _path(
+        self,
+        res: ApiResource,
+        namespace: str | None,
+        name: str | None = None,
+        subresource: str | None = None,
+    ) -> str:
         path = self._base(res.api_version)
         if res.namespaced and namespace:
             path += f"/namespaces/{quote(namespace, safe='')}"
@@ -320,19 +441,28 @@ class Cluster:
         return path
 
     # -- CRUD ---------------------------------------------------------------------------
-    def get(self, api_version: str, kind: str, name: str,
-            namespace: str | None = None) -> KubeObject | None:
+    def get(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> KubeObject | None:
         res = self._resource(api_version, kind)
         try:
-            obj = self._call("GET", self._path(res, namespace, name),
-                             what=f"getting {kind} {_ref(name, namespace)}")
+            obj = self._call(
+                "GET",
+                self._path(res, namespace, name),
+                what=f"getting {kind} {_ref(name, namespace)}",
+            )
         except NotFoundError:
             return None
         return dict(obj) if isinstance(obj, dict) else None
 
-    def _list_raw(self, res: ApiResource, namespace: str | None,
-                  label_selector: str | None, field_selector: str | None,
-                  what: str) -> tuple[KubeList, str]:
+    def _list_raw(
+        self,
+        res: ApiResource,
+        namespace: str | None,
+        label_selector: str | None,
+        field_selector: str | None,
+        what: str,
+    ) -> tuple[KubeList, str]:
         items: KubeList = []
         cont: str | None = None
         rv = ""
@@ -355,13 +485,24 @@ class Cluster:
             if not cont:
                 return items, rv
 
-    def list(self, api_version: str, kind: str, namespace: str | None = None, *,
-             label_selector: str | None = None,
-             field_selector: str | None = None) -> KubeList:
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> KubeList:
         res = self._resource(api_version, kind)
         where = f" in namespace {namespace}" if namespace else ""
-        items, _ = self._list_raw(res, namespace, label_selector, field_selector,
-                                  f"listing {res.name}.{res.group or 'core'}{where}")
+        items, _ = self._list_raw(
+            res,
+            namespace,
+            label_selector,
+            field_selector,
+            f"listing {res.name}.{res.group or 'core'}{where}",
+        )
         return items
 
     def create(self, obj: KubeObject, *, dry_run: bool = False) -> KubeObject:
@@ -376,8 +517,13 @@ class Cluster:
             query.append(("dryRun", "All"))
         verb = "dry-run creating" if dry_run else "creating"
         name = md.get("name") or f"{md.get('generateName', '')}*"
-        out = self._call("POST", self._path(res, namespace), query=query, body=obj,
-                         what=f"{verb} {kind} {_ref(name, namespace)}")
+        out = self._call(
+            "POST",
+            self._path(res, namespace),
+            query=query,
+            body=obj,
+            what=f"{verb} {kind} {_ref(name, namespace)}",
+        )
         return dict(out) if isinstance(out, dict) else {}
 
     def apply(self, obj: KubeObject) -> KubeObject:
@@ -386,40 +532,81 @@ class Cluster:
         md = obj.get("metadata") or {}
         namespace = md.get("namespace") if res.namespaced else None
         out = self._call(
-            "PATCH", self._path(res, namespace, str(md.get("name", ""))),
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")], body=obj,
+            "PATCH",
+            self._path(res, namespace, str(md.get("name", ""))),
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            body=obj,
             content_type="application/apply-patch+yaml",
-            what=f"applying {kind} {_ref(str(md.get('name', '')), namespace)}")
+            what=f"applying {kind} {_ref(str(md.get('name', '')), namespace)}",
+        )
         return dict(out) if isinstance(out, dict) else {}
 
-    def patch(self, api_version: str, kind: str, name: str, patch: KubeObject,
-              namespace: str | None = None, *, subresource: str | None = None) -> KubeObject:
+    def patch(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        patch: KubeObject,
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+    ) -> KubeObject:
         res = self._resource(api_version, kind)
-        out = self._call("PATCH", self._path(res, namespace, name, subresource),
-                         query=[("fieldManager", FIELD_MANAGER)], body=patch,
-                         content_type="application/merge-patch+json",
-                         what=f"patching {kind} {_ref(name, namespace)}")
+        out = self._call(
+            "PATCH",
+            self._path(res, namespace, name, subresource),
+            query=[("fieldManager", FIELD_MANAGER)],
+            body=patch,
+            content_type="application/merge-patch+json",
+            what=f"patching {kind} {_ref(name, namespace)}",
+        )
         return dict(out) if isinstance(out, dict) else {}
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
-               *, wait_timeout: float | None = None) -> bool:
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        *,
+        wait_timeout: float | None = None,
+    ) -> bool:
         res = self._resource(api_version, kind)
         try:
-            self._call("DELETE", self._path(res, namespace, name),
-                       body={"kind": "DeleteOptions", "apiVersion": "v1",
-                             "propagationPolicy": "Foreground"},
-                       what=f"deleting {kind} {_ref(name, namespace)}")
+            self._call(
+                "DELETE",
+                self._path(res, namespace, name),
+                body={
+                    "kind": "DeleteOptions",
+                    "apiVersion": "v1",
+                    "propagationPolicy": "Foreground",
+                },
+                what=f"deleting {kind} {_ref(name, namespace)}",
+            )
         except NotFoundError:
             return False
         if wait_timeout is not None:
-            self.wait_for(api_version, kind, name, namespace, lambda o: o is None,
-                          timeout=wait_timeout, what=f"{kind} {_ref(name, namespace)} to go")
+            self.wait_for(
+                api_version,
+                kind,
+                name,
+                namespace,
+                lambda o: o is None,
+                timeout=wait_timeout,
+                what=f"{kind} {_ref(name, namespace)} to go",
+            )
         return True
 
     # -- watches and waits ---------------------------------------------------------------
-    def _watch_events(self, res: ApiResource, namespace: str | None, resource_version: str,
-                      deadline: float, label_selector: str | None,
-                      field_selector: str | None) -> Iterator[dict[str, Any]]:
+    def _watch_events(
+        self,
+        res: ApiResource,
+        namespace: str | None,
+        resource_version: str,
+        deadline: float,
+        label_selector: str | None,
+        field_selector: str | None,
+    ) -> Iterator[dict[str, Any]]:
         """Watch events from ``resource_version`` until the deadline or the stream ends.
 
         Ends quietly on a dropped stream (the caller relists); raises ``_Expired`` on 410.
@@ -428,7 +615,8 @@ class Cluster:
         if remaining <= 0:
             return
         query: list[tuple[str, Any]] = [
-            ("watch", "true"), ("allowWatchBookmarks", "true"),
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
             ("timeoutSeconds", max(1, math.ceil(remaining))),
         ]
         if resource_version:
@@ -438,9 +626,14 @@ class Cluster:
         if field_selector:
             query.append(("fieldSelector", field_selector))
         try:
-            resp = self._call("GET", self._path(res, namespace), query=query, stream=True,
-                              timeout=(10.0, remaining + 10.0),
-                              what=f"watching {res.name}")
+            resp = self._call(
+                "GET",
+                self._path(res, namespace),
+                query=query,
+                stream=True,
+                timeout=(10.0, remaining + 10.0),
+                what=f"watching {res.name}",
+            )
         except ClusterUnreachableError:
             return
         try:
@@ -464,9 +657,15 @@ class Cluster:
                 resp.release_conn()
                 resp.close()
 
-    def _observe(self, api_version: str, kind: str, namespace: str | None, timeout: float,
-                 label_selector: str | None = None, field_selector: str | None = None,
-                 ) -> Iterator[KubeList]:
+    def _observe(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        timeout: float,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> Iterator[KubeList]:
         """The current list at start and after every change, until ``timeout`` seconds."""
         res = self._resource(api_version, kind)
         deadline = time.monotonic() + timeout
@@ -478,8 +677,9 @@ class Cluster:
             try:
                 while time.monotonic() < deadline:
                     changed = False
-                    for event in self._watch_events(res, namespace, rv, deadline,
-                                                    label_selector, field_selector):
+                    for event in self._watch_events(
+                        res, namespace, rv, deadline, label_selector, field_selector
+                    ):
                         obj = event.get("object") or {}
                         rv = str((obj.get("metadata") or {}).get("resourceVersion", rv))
                         if event.get("type") == "BOOKMARK":
@@ -500,31 +700,56 @@ class Cluster:
                 continue  # 410 Gone: relist
             return
 
-    def wait_for(self, api_version: str, kind: str, name: str, namespace: str | None,
-                 condition: Callable[[KubeObject | None], bool], *, timeout: float,
-                 what: str) -> KubeObject | None:
+    def wait_for(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        condition: Callable[[KubeObject | None], bool],
+        *,
+        timeout: float,
+        what: str,
+    ) -> KubeObject | None:
         last: KubeObject | None = None
-        for objs in self._observe(api_version, kind, namespace, timeout,
-                                  field_selector=f"metadata.name={name}"):
+        for objs in self._observe(
+            api_version, kind, namespace, timeout, field_selector=f"metadata.name={name}"
+        ):
             last = objs[0] if objs else None
             if condition(last):
                 return last
         raise WaitTimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
-    def wait_list(self, api_version: str, kind: str, namespace: str | None,
-                  condition: Callable[[KubeList], bool], *, timeout: float,
-                  what: str, label_selector: str | None = None) -> KubeList:
-        for objs in self._observe(api_version, kind, namespace, timeout,
-                                  label_selector=label_selector):
+    def wait_list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        condition: Callable[[KubeList], bool],
+        *,
+        timeout: float,
+        what: str,
+        label_selector: str | None = None,
+    ) -> KubeList:
+        for objs in self._observe(
+            api_version, kind, namespace, timeout, label_selector=label_selector
+        ):
             if condition(objs):
                 return objs
         raise WaitTimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
-    def watch_list(self, api_version: str, kind: str, namespace: str | None, *,
-                   timeout: float, label_selector: str | None = None
-                   ) -> Iterator[KubeList]:
-        yield from self._observe(api_version, kind, namespace, timeout,
-                                 label_selector=label_selector)
+    def watch_list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        *,
+        timeout: float,
+        label_selector: str | None = None,
+    ) -> Iterator[KubeList]:
+        yield from self._observe(
+            api_version, kind, namespace, timeout, label_selector=label_selector
+        )
 
     # -- exec, port-forward, scraping -------------------------------------------------------
     def _stream_core(self) -> Any:
@@ -532,16 +757,30 @@ class Cluster:
         # ApiClient per call keeps concurrent requests of other threads unaffected.
         return k8s_client.CoreV1Api(k8s_client.ApiClient(self._cfg))
 
-    def exec(self, namespace: str, pod: str, command: Sequence[str], *,
-             container: str | None = None, timeout: float = 60.0) -> ExecResult:
-        kwargs: dict[str, Any] = {"command": list(command), "stderr": True, "stdin": False,
-                                  "stdout": True, "tty": False, "_preload_content": False}
+    def exec(
+        self,
+        namespace: str,
+        pod: str,
+        command: Sequence[str],
+        *,
+        container: str | None = None,
+        timeout: float = 60.0,
+    ) -> ExecResult:
+        kwargs: dict[str, Any] = {
+            "command": list(command),
+            "stderr": True,
+            "stdin": False,
+            "stdout": True,
+            "tty": False,
+            "_preload_content": False,
+        }
         if container:
             kwargs["container"] = container
         what = f"exec in pod {namespace}/{pod}"
         try:
-            ws = k8s_stream(self._stream_core().connect_get_namespaced_pod_exec, pod,
-                            namespace, **kwargs)
+            ws = k8s_stream(
+                self._stream_core().connect_get_namespaced_pod_exec, pod, namespace, **kwargs
+            )
         except ApiException as e:
             raise _map_api_error(e, what) from e
         except Exception as e:  # websocket handshake failures are not ApiExceptions
@@ -549,24 +788,30 @@ class Cluster:
         try:
             ws.run_forever(timeout=timeout)
             if ws.is_open():
-                raise WaitTimeoutError(f"{what}: the command did not finish within"
-                                       f" {timeout:.0f}s")
+                raise WaitTimeoutError(f"{what}: the command did not finish within {timeout:.0f}s")
             stdout = ws.read_stdout(timeout=0) or ""
             stderr = ws.read_stderr(timeout=0) or ""
             try:
                 code = ws.returncode
             except (KeyError, IndexError, TypeError, ValueError) as e:
                 raise ClusterError(f"{what}: unreadable exit status: {e}") from e
-            return ExecResult(stdout=str(stdout), stderr=str(stderr),
-                              exit_code=int(code) if code is not None else -1)
+            return ExecResult(
+                stdout=str(stdout),
+                stderr=str(stderr),
+                exit_code=int(code) if code is not None else -1,
+            )
         finally:
             _close_websocket(ws)
 
     def _open_forward(self, namespace: str, pod: str, port: int) -> Any:
         what = f"port-forward to pod {namespace}/{pod}:{port}"
         try:
-            return k8s_portforward(self._stream_core().connect_get_namespaced_pod_portforward,
-                                   pod, namespace, ports=str(port))
+            return k8s_portforward(
+                self._stream_core().connect_get_namespaced_pod_portforward,
+                pod,
+                namespace,
+                ports=str(port),
+            )
         except ApiException as e:
             raise _map_api_error(e, what) from e
         except Exception as e:
@@ -605,8 +850,9 @@ class Cluster:
                     conn, _ = listener.accept()
                 except OSError:
                     return
-                threading.Thread(target=pump, args=(conn,), daemon=True,
-                                 name=f"kaic-port-forward-{pod}-{port}").start()
+                threading.Thread(
+                    target=pump, args=(conn,), daemon=True, name=f"kaic-port-forward-{pod}-{port}"
+                ).start()
 
         t = threading.Thread(target=accept_loop, daemon=True, name="kaic-port-forward")
         t.start()
@@ -617,8 +863,9 @@ class Cluster:
             t.join(timeout=2)
             listener.close()
 
-    def http_get(self, namespace: str, pod: str, port: int, path: str, *,
-                 timeout: float = 30.0) -> str:
+    def http_get(
+        self, namespace: str, pod: str, port: int, path: str, *, timeout: float = 30.0
+    ) -> str:
         what = f"GET {path} from pod {namespace}/{pod}:{port}"
         pf = self._open_forward(namespace, pod, port)
         try:
@@ -634,8 +881,11 @@ class Cluster:
                 err = pf.error(port)
                 raise ClusterError(f"{what}: {err or _short(e)}") from e
             if resp.status >= 400:
-                raise NotFoundError(f"{what}: HTTP {resp.status}") if resp.status == 404 \
+                raise (
+                    NotFoundError(f"{what}: HTTP {resp.status}")
+                    if resp.status == 404
                     else ClusterError(f"{what}: HTTP {resp.status}")
+                )
             return body
         finally:
             _close_forward(pf)
@@ -647,17 +897,31 @@ class Cluster:
         return out if isinstance(out, str) else json.dumps(out)
 
     # -- authorization, events -----------------------------------------------------------------
-    def can_i(self, verb: str, resource: str, *, group: str = "",
-              namespace: str | None = None, subresource: str | None = None) -> bool:
+    def can_i(
+        self,
+        verb: str,
+        resource: str,
+        *,
+        group: str = "",
+        namespace: str | None = None,
+        subresource: str | None = None,
+    ) -> bool:
         attrs: dict[str, Any] = {"verb": verb, "resource": resource, "group": group}
         if namespace:
             attrs["namespace"] = namespace
         if subresource:
             attrs["subresource"] = subresource
-        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-                  "spec": {"resourceAttributes": attrs}}
-        out = self._call("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-                         body=review, what=f"asking whether we may {verb} {resource}")
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attrs},
+        }
+        out = self._call(
+            "POST",
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            body=review,
+            what=f"asking whether we may {verb} {resource}",
+        )
         return bool(((out or {}).get("status") or {}).get("allowed"))
 
     def events(self, namespace: str, involved_name: str | None = None) -> KubeList:
@@ -679,6 +943,85 @@ def _ref(name: str, namespace: str | None) -> str:
 def _key(obj: KubeObject) -> tuple[str, str]:
     md = obj.get("metadata") or {}
     return (str(md.get("namespace", "")), str(md.get("name", "")))
+
+
+_PROBE_TIMEOUT = (5.0, 8.0)
+# OpenSSL verify codes (x509_vfy.h)
+_UNTRUSTED = {2, 18, 19, 20, 21, 27, 30}
+_EXPIRED, _NOT_YET_VALID, _HOSTNAME = 10, 9, 62
+
+
+def _causes(e: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [e]
+    while stack:
+        x = stack.pop()
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        yield x
+        reason = getattr(x, "reason", None)
+        stack += [
+            x.__cause__,
+            x.__context__,
+            reason if isinstance(reason, BaseException) else None,
+            *(a for a in x.args if isinstance(a, BaseException)),
+        ]
+
+
+def _is_timeout(e: BaseException) -> bool:
+    return any(
+        isinstance(x, TimeoutError | socket.timeout | urllib3.exceptions.TimeoutError)
+        for x in _causes(e)
+    )
+
+
+def _cert_dates(server: str) -> tuple[str, str] | None:
+    """(not before, not after) of the server's certificate, read without verifying it."""
+    url = urlsplit(server)
+    if not url.hostname:
+        return None
+    try:
+        pem = ssl.get_server_certificate((url.hostname, url.port or 443), timeout=5)
+        from cryptography import x509
+
+        cert = x509.load_pem_x509_certificate(pem.encode())
+    except (OSError, ValueError, ImportError):
+        return None
+    fmt = "%Y-%m-%d %H:%M:%S UTC"
+    return (cert.not_valid_before_utc.strftime(fmt), cert.not_valid_after_utc.strftime(fmt))
+
+
+def _tls_problem(e: BaseException, server: str) -> str | None:
+    """Why TLS failed, in words, or None when it is not a TLS failure."""
+    for x in _causes(e):
+        if isinstance(x, ssl.SSLCertVerificationError):
+            code, msg = x.verify_code, str(x.verify_message or x.reason or x)
+            if code == _EXPIRED:
+                dates = _cert_dates(server)
+                return (
+                    f"the server certificate expired on {dates[1]}"
+                    if dates
+                    else "the server certificate has expired"
+                )
+            if code == _NOT_YET_VALID:
+                dates = _cert_dates(server)
+                return (
+                    f"the server certificate is not valid before {dates[0]}"
+                    if dates
+                    else "the server certificate is not valid yet"
+                )
+            if code in _UNTRUSTED:
+                return (
+                    "the server certificate is not signed by the kubeconfig's certificate"
+                    f" authority ({msg})"
+                )
+            if code == _HOSTNAME:
+                return f"the server certificate does not name {urlsplit(server).hostname} ({msg})"
+            return f"TLS verification failed: {msg}"
+        if isinstance(x, ssl.SSLError):
+            return f"TLS handshake failed: {x.reason or x.strerror or x}"
+    return None
 
 
 def _short(e: BaseException) -> str:
@@ -726,7 +1069,8 @@ def _quiet_closed_forward(args: threading.ExceptHookArgs) -> None:
     thread_name = args.thread.name if args.thread else ""
     exc = args.exc_value
     closed = (isinstance(exc, OSError) and exc.errno in (errno.EBADF, errno.ENOTSOCK)) or (
-        isinstance(exc, ValueError) and "file descriptor" in str(exc))
+        isinstance(exc, ValueError) and "file descriptor" in str(exc)
+    )
     if thread_name.startswith(_PF_THREAD_PREFIX) and closed:
         return
     _previous_excepthook(args)

@@ -144,7 +144,7 @@ def parse(data: dict[str, Any]) -> Catalog:
     kube = data.get("kubernetes") or {}
     default = kube.get("default")
     if not isinstance(default, str) or not _KUBE.match(default):
-        raise LabError("programs.toml: [kubernetes] default must be a version like v1.36.2")
+        raise LabError("programs.toml: [kubernetes] default must be a version like v1.36.0")
     programs: dict[str, Program] = {}
     for name, p in (data.get("program") or {}).items():
         where = f"[program.{name}]"

@@ -33,12 +33,17 @@ def junit_xml(tests: dict[str, str]) -> str:
     """JUnit XML with one testcase per name; outcome PASS, FAIL or SKIP."""
     cases = []
     for name, outcome in tests.items():
-        body = {"FAIL": "<failure message=\"boom\">boom</failure>",
-                "SKIP": "<skipped message=\"n/a\"/>"}.get(outcome, "")
+        body = {
+            "FAIL": '<failure message="boom">boom</failure>',
+            "SKIP": '<skipped message="n/a"/>',
+        }.get(outcome, "")
         cases.append(f'    <testcase classname="ai" name="{name}" time="1.0">{body}</testcase>')
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites>\n'
-            f'  <testsuite name="ai" tests="{len(tests)}">\n' + "\n".join(cases)
-            + "\n  </testsuite>\n</testsuites>\n")
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<testsuites>\n'
+        f'  <testsuite name="ai" tests="{len(tests)}">\n'
+        + "\n".join(cases)
+        + "\n  </testsuite>\n</testsuites>\n"
+    )
 
 
 def e2e_log(tests: dict[str, str]) -> str:
@@ -51,8 +56,10 @@ def e2e_log(tests: dict[str, str]) -> str:
 
 def results_json(tests: dict[str, str]) -> str:
     action = {"PASS": "pass", "FAIL": "fail", "SKIP": "skip"}
-    return "".join(json.dumps({"Action": action[o], "Package": "ai", "Test": n}) + "\n"
-                   for n, o in tests.items())
+    return "".join(
+        json.dumps({"Action": action[o], "Package": "ai", "Test": n}) + "\n"
+        for n, o in tests.items()
+    )
 
 
 _CACHE: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}
@@ -89,7 +96,14 @@ def _build_valid(version: str, product: str) -> tuple[str, dict[str, str]]:
             item["evidence"].append(DQ(f"{rid}.md"))
             if rid in OFFICIAL_AUTO_TESTED:
                 tests[OFFICIAL_AUTO_TESTED[rid]] = "PASS"
-                item["evidence"].append(DQ(f"file://junit.xml#{OFFICIAL_AUTO_TESTED[rid]}"))
+                # before v1.37 the plain name, which every official revision accepts
+                item["evidence"].append(
+                    DQ(
+                        f"file://junit.xml#{OFFICIAL_AUTO_TESTED[rid]}"
+                        if version >= "1.37"
+                        else "junit.xml"
+                    )
+                )
             item["evidence"].fa.set_block_style()
     files["junit.xml"] = junit_xml(tests)
     return yamlio.dump(doc), files
@@ -131,29 +145,51 @@ def line_of(path: Path, needle: str, nth: int = 1) -> tuple[int, int]:
     raise AssertionError(f"{needle!r} not in {path}")
 
 
-def write_bundle(bundle: Path, results: list[dict[str, Any]], catalog_version: str = "1.37",
-                 artifacts: bool = True) -> Path:
+def write_bundle(
+    bundle: Path,
+    results: list[dict[str, Any]],
+    catalog_version: str = "1.37",
+    artifacts: bool = True,
+) -> Path:
     """A run bundle in the documented format (docs/bundle.md)."""
     bundle.mkdir(parents=True, exist_ok=True)
     full = []
     for r in results:
-        entry = {"requirement_id": r["requirement_id"], "test_name": r.get("test_name", ""),
-                 "level": r.get("level", "MUST"), "outcome": r["outcome"],
-                 "reason": r.get("reason", ""), "not_applicable": r.get("not_applicable", False),
-                 "duration_s": 1.0, "subresults": [], "evidence": []}
+        entry = {
+            "requirement_id": r["requirement_id"],
+            "test_name": r.get("test_name", ""),
+            "level": r.get("level", "MUST"),
+            "outcome": r["outcome"],
+            "reason": r.get("reason", ""),
+            "not_applicable": r.get("not_applicable", False),
+            "duration_s": 1.0,
+            "subresults": [],
+            "evidence": [],
+        }
         full.append(entry)
-    run = {"schema": "kaic.io/run/v1", "run_id": "20261128-101500-ab12cd",
-           "kaic_version": "0.1.0", "started_at": "2026-11-28T10:15:00Z",
-           "finished_at": "2026-11-28T10:19:12Z", "interrupted": False,
-           "cluster": {"server_version": "v1.37.0", "context": "kaic-lab",
-                       "server": "https://127.0.0.1:6443"},
-           "catalog_version": catalog_version,
-           "options": {"level": "all", "focus": None, "skip": None, "parallel": 2},
-           "results": full}
+    run = {
+        "schema": "kaic.io/run/v1",
+        "run_id": "20261128-101500-ab12cd",
+        "kaic_version": "0.1.0",
+        "started_at": "2026-11-28T10:15:00Z",
+        "finished_at": "2026-11-28T10:19:12Z",
+        "interrupted": False,
+        "cluster": {
+            "server_version": "v1.37.0",
+            "context": "kaic-lab",
+            "server": "https://127.0.0.1:6443",
+        },
+        "catalog_version": catalog_version,
+        "options": {"level": "all", "focus": None, "skip": None, "parallel": 2},
+        "results": full,
+    }
     (bundle / "run.json").write_text(json.dumps(run, indent=2))
     if artifacts:
-        tests = {r["test_name"]: r["outcome"] for r in full
-                 if r["test_name"] and r["outcome"] in ("PASS", "FAIL", "SKIP")}
+        tests = {
+            r["test_name"]: r["outcome"]
+            for r in full
+            if r["test_name"] and r["outcome"] in ("PASS", "FAIL", "SKIP")
+        }
         (bundle / "junit.xml").write_text(junit_xml(tests))
         (bundle / "e2e.log").write_text(e2e_log(tests))
         (bundle / "results.json").write_text(results_json(tests))

@@ -19,25 +19,34 @@ from kaic.errors import InputError, UnknownVersionError, UsageError
 
 
 @pytest.mark.parametrize("version", cat.versions())
-def test_init_without_values_writes_the_official_template_byte_for_byte(
-        tmp_path: Path, version: str) -> None:
+def test_init_without_values_writes_the_official_template_but_an_empty_repo_url(
+    tmp_path: Path, version: str
+) -> None:
     # the shipped templates equal the official ones byte for byte (tests/unit/test_catalog.py)
     target = init_checklist(tmp_path / f"v{version}" / "acme", version, {})
-    assert target.read_text() == cat.template_text(version)
+    template = cat.template_text(version)
+    assert target.read_text() == template.replace('repoUrl: "[Repository URL]"', 'repoUrl: ""')
+    assert 'repoUrl: "[Repository URL]"' in template
 
 
 def test_init_changes_only_the_given_metadata_lines(tmp_path: Path) -> None:
-    target = init_checklist(tmp_path / "v1.36" / "acme", "1.36", {
-        "vendorName": "Acme Corp", "k8sConformanceUrl":
-        "https://github.com/cncf/k8s-conformance/tree/master/v1.36/acme"})
+    target = init_checklist(
+        tmp_path / "v1.36" / "acme",
+        "1.36",
+        {
+            "vendorName": "Acme Corp",
+            "k8sConformanceUrl": "https://github.com/cncf/k8s-conformance/tree/master/v1.36/acme",
+        },
+    )
     before = cat.template_text("1.36").splitlines()
     after = target.read_text().splitlines()
     assert len(after) == len(before) + 1
     changed = [(a, b) for a, b in zip(before, after, strict=False) if a != b]
     assert changed[0] == ('  vendorName: "[Vendor Name]"', '  vendorName: "Acme Corp"')
     i = after.index('  contactEmailAddress: "[Contact Email Address]"')
-    assert after[i + 1] == ('  k8sConformanceUrl: '
-                            '"https://github.com/cncf/k8s-conformance/tree/master/v1.36/acme"')
+    assert after[i + 1] == (
+        '  k8sConformanceUrl: "https://github.com/cncf/k8s-conformance/tree/master/v1.36/acme"'
+    )
     assert after[i + 2] == ""
 
 
@@ -50,6 +59,7 @@ def test_init_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     assert (d / "PRODUCT.yaml").read_text() == "mine\n"
     init_checklist(d, "1.37", {}, force=True)
     assert (d / "PRODUCT.yaml").read_text() != "mine\n"
+    assert (d / "PRODUCT.yaml.bak").read_text() == "mine\n"
 
 
 def test_init_refuses_a_folder_of_another_version(tmp_path: Path) -> None:
@@ -92,8 +102,9 @@ def test_status_flags_a_should_that_became_must(tmp_path: Path) -> None:
     p = write_valid(tmp_path, "1.33")
     st = certification_status(p, dt.date(2026, 1, 1), today=dt.date(2026, 2, 1))
     todo = {(t["version"], t["requirement_id"]): t["todo"] for t in st.renewal}
-    assert todo[("1.34", "dra_support")] == ("now MUST in v1.34: it must be Implemented "
-                                             "(today: '')")
+    assert todo[("1.34", "dra_support")] == (
+        "now MUST in v1.34: it must be Implemented (today: '')"
+    )
 
 
 def test_status_refuses_a_future_date_and_an_unknown_version(tmp_path: Path) -> None:
@@ -114,23 +125,38 @@ def test_upgrade_keeps_answers_drops_removed_and_adds_new(tmp_path: Path) -> Non
         r = requirement(d, "gpu_sharing")
         r["status"], r["notes"] = DQ("Implemented"), DQ("MIG and time-slicing")
         r["evidence"].append(DQ("https://docs.acme.example/gpu-sharing"))
+
     edit(p, answer)
     out = tmp_path / "v1.36" / "acme" / "PRODUCT.yaml"
     res = upgrade_checklist(p, "1.36", output=out)
     assert res.removed == ["dra_support"]
-    assert res.added == ["advanced_inference_ingress", "high_performance_networking",
-                         "disaggregated_inference"]
+    assert res.added == [
+        "advanced_inference_ingress",
+        "high_performance_networking",
+        "disaggregated_inference",
+    ]
     assert "gang_scheduling" in res.kept and "gpu_sharing" in res.kept
     doc = yamlio.load_file(out).doc
     assert doc["metadata"]["kubernetesVersion"] == "v1.36"
     assert doc["metadata"]["k8sConformanceUrl"].endswith("/v1.37/acme")
     gpu = requirement(doc, "gpu_sharing")
     assert (gpu["status"], gpu["notes"], list(gpu["evidence"])) == (
-        "Implemented", "MIG and time-slicing", ["https://docs.acme.example/gpu-sharing"])
+        "Implemented",
+        "MIG and time-slicing",
+        ["https://docs.acme.example/gpu-sharing"],
+    )
     assert out.read_text().startswith(cat.template_text("1.36").split("metadata:")[0])
-    for name in ("gang_scheduling.md", "ai_inference.md", "accelerator_metrics.md",
-                 "ai_service_metrics.md", "pod_autoscaling.md", "robust_controller.md",
-                 "secure_accelerator_access.md", "cluster_autoscaling.md", "junit.xml"):
+    for name in (
+        "gang_scheduling.md",
+        "ai_inference.md",
+        "accelerator_metrics.md",
+        "ai_service_metrics.md",
+        "pod_autoscaling.md",
+        "robust_controller.md",
+        "secure_accelerator_access.md",
+        "cluster_autoscaling.md",
+        "junit.xml",
+    ):
         (out.parent / name).write_bytes((p.parent / name).read_bytes())
     errors = [f for f in validate(out) if f.severity is Severity.ERROR]
     assert errors == []
@@ -138,8 +164,12 @@ def test_upgrade_keeps_answers_drops_removed_and_adds_new(tmp_path: Path) -> Non
 
 def test_upgrade_points_repo_root_style_evidence_at_the_new_folder(tmp_path: Path) -> None:
     p = write_valid(tmp_path, "1.36")
-    edit(p, lambda d: requirement(d, "gang_scheduling")["evidence"].__setitem__(
-        1, DQ("file://v1.36/acme/junit.xml#TestGangScheduling")))
+    edit(
+        p,
+        lambda d: requirement(d, "gang_scheduling")["evidence"].__setitem__(
+            1, DQ("file://v1.36/acme/junit.xml#TestGangScheduling")
+        ),
+    )
     out = tmp_path / "v1.37" / "acme" / "PRODUCT.yaml"
     res = upgrade_checklist(p, "1.37", output=out)
     ev = list(requirement(yamlio.load_file(out).doc, "gang_scheduling")["evidence"])
@@ -171,3 +201,77 @@ def test_upgrade_refuses_to_go_back_or_stay(tmp_path: Path) -> None:
     for to in ("1.35", "1.36"):
         with pytest.raises(UsageError, match="is not newer"):
             upgrade_checklist(p, to)
+
+
+# --- issue 16: init, upgrade and status -----------------------------------------------------
+
+
+def test_init_without_repo_url_leaves_no_placeholder_the_validators_reject(tmp_path: Path) -> None:
+    meta = {
+        "platformName": "P",
+        "platformVersion": "1",
+        "vendorName": "V",
+        "websiteUrl": "https://v.example",
+        "documentationUrl": "https://v.example/d",
+        "productLogoUrl": "https://v.example/l.svg",
+        "description": "d.",
+        "contactEmailAddress": "a@v.example",
+        "k8sConformanceUrl": "https://github.com/cncf/k8s-conformance/tree/master/v1.37/acme",
+    }
+    for values in ({}, meta):
+        d = tmp_path / str(len(values)) / "v1.37" / "acme"
+        target = init_checklist(d, "1.37", values)
+        rules = {f.rule for f in validate(target) if "repoUrl" in f.message}
+        assert rules == set(), rules
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("vendorName", "\udcff", "--vendor: the value is not valid UTF-8"),
+        ("platformName", "a\nb", "--platform: the value must be one line"),
+        ("contactEmailAddress", "a\x1b[31m", "--contact-email: the value contains the control"),
+    ],
+)
+def test_init_refuses_values_that_are_not_one_line_of_text(
+    key: str, value: str, message: str
+) -> None:
+    with pytest.raises(UsageError, match=message.replace("[", r"\[")):
+        render_template("1.37", {key: value})
+
+
+def test_upgrade_to_another_folder_says_which_evidence_files_to_copy(tmp_path: Path) -> None:
+    p = write_valid(tmp_path, "1.36")
+    out = tmp_path / "v1.37" / "acme" / "PRODUCT.yaml"
+    res = upgrade_checklist(p, "1.37", out)
+    copies = [n for n in res.notes if n.startswith("copy ")]
+    assert any(n.startswith("copy junit.xml from ") for n in copies), res.notes
+    assert any(n.startswith("copy gang_scheduling.md from ") for n in copies)
+
+
+def test_upgrade_output_over_an_existing_file_needs_force_and_keeps_a_backup(
+    tmp_path: Path,
+) -> None:
+    p = write_valid(tmp_path, "1.36")
+    other = tmp_path / "v1.37" / "other" / "PRODUCT.yaml"
+    other.parent.mkdir(parents=True)
+    other.write_text("another product\n")
+    with pytest.raises(UsageError, match="exists; pass --force"):
+        upgrade_checklist(p, "1.37", other)
+    assert other.read_text() == "another product\n"
+    res = upgrade_checklist(p, "1.37", other, force=True)
+    assert res.backup is not None and res.backup.read_text() == "another product\n"
+
+
+def test_status_on_the_last_representable_day_is_a_usage_error(tmp_path: Path) -> None:
+    p = write_valid(tmp_path, "1.35")
+    with pytest.raises(UsageError, match="9999-12-31"):
+        certification_status(p, dt.date(9999, 12, 31), today=dt.date(9999, 12, 31))
+
+
+def test_versions_in_other_scripts_digits_are_refused() -> None:
+    with pytest.raises(UnknownVersionError):
+        cat.normalize_version("\u0661.\u0663\u0666")
+    from kaic.checklist.validate import folder_version
+
+    assert folder_version(Path("v\u0661.\u0663\u0666/acme/PRODUCT.yaml")) is None
