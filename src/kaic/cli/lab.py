@@ -184,6 +184,8 @@ def build_cmd(version: str | None, only: tuple[str, ...], pin: bool, list_only: 
         return
     t = time.monotonic()
     result = builder.build(sorted(_names(only)) or None, pin=pin)
+    if not result.built:
+        return
     for prog, seconds in result.built.items():
         _say(f"  {prog}: {seconds:.0f} s")
     _say(f"lab programs for {builder.kube} ready in {builder.bin} "
