@@ -1,9 +1,10 @@
 """The check contract: registration, options, permissions, and the context a check runs in.
 
 Owns: ``@check`` and the ``Registry``, ``CheckOption``, ``Permission``, ``CheckSpec``,
-``CheckContext`` (sub-tests, evidence, logging, cancellation) and how a check's
-sub-tests fold into one ``CheckResult``. Must not run anything by itself: the runner
-creates contexts, calls checks and writes what they collected.
+``CheckContext`` (sub-tests, gated steps, evidence, logging, cancellation and
+cancellable sleeps) and how a check's sub-tests fold into one ``CheckResult``. Must not
+run anything by itself: the runner creates contexts, calls checks and writes what they
+collected.
 
 A check is a plain synchronous function ``def check(ctx: CheckContext) -> None``.
 It proves its requirement through named sub-tests::
@@ -12,7 +13,14 @@ It proves its requirement through named sub-tests::
         ...
         t.fail("pod saw 2 devices, expected 1")
 
-or ends the whole check with ``ctx.fail(...)``, ``ctx.skip(...)``,
+A sequence of sub-tests where each builds on the ones before is written as gated
+steps: a step runs only when the steps it ``needs`` passed, otherwise it is recorded as
+SKIP naming the step that did not pass::
+
+    ctx.step("StableBaseline", run.stable_baseline)
+    ctx.step("ScaleUp", run.scale_up, needs=("StableBaseline",))
+
+A check ends the whole check with ``ctx.fail(...)``, ``ctx.skip(...)``,
 ``ctx.not_applicable(...)`` or ``ctx.manual(...)``. A check that records nothing is
 an ERROR, never a PASS.
 """
@@ -22,7 +30,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NoReturn
@@ -243,6 +251,15 @@ class CheckContext:
         if self.remaining() <= 0:
             raise Cancelled(f"check timed out after {self.timeout_s:.0f}s")
 
+    def sleep(self, seconds: float) -> None:
+        """Pause a poll for ``seconds`` (at most what is left of the timeout); raises
+        ``Cancelled`` as soon as the run is interrupted, and when the timeout has passed.
+        Checks never call ``time.sleep``."""
+        self.check_cancelled()
+        if self.cancel_event.wait(max(0.0, min(seconds, self.remaining()))):
+            raise Cancelled("interrupted")
+        self.check_cancelled()
+
     # -- options -----------------------------------------------------------------------
     def option(self, name: str) -> str | None:
         """The value of a check option (``--<name>``), or its default."""
@@ -291,6 +308,34 @@ class CheckContext:
             outcome, reason = Outcome.ERROR, str(e)
         self._record(SubResult(name, outcome, reason, time.monotonic() - start,
                                tuple(t.log_lines)))
+
+    def step(self, name: str, func: Callable[[Subtest], None], *,
+             needs: Iterable[str] = ()) -> bool:
+        """Run ``func`` as sub-test ``name`` when every sub-test named in ``needs`` has
+        passed; otherwise record ``name`` as SKIP with the step it needed. Returns whether
+        the step passed."""
+        for need in needs:
+            done = self.result_of(need)
+            if done is None or done.outcome is not Outcome.PASS:
+                how = ("did not run" if done is None else
+                       {Outcome.FAIL: "failed", Outcome.ERROR: "could not be decided",
+                        Outcome.SKIP: "was skipped"}.get(done.outcome,
+                                                         done.outcome.value.lower()))
+                self._record(SubResult(name, Outcome.SKIP, f"needs {need}, which {how}",
+                                       0.0, ()))
+                return False
+        with self.subtest(name) as t:
+            func(t)
+        return self.passed(name)
+
+    def result_of(self, name: str) -> SubResult | None:
+        """The newest recorded result of sub-test ``name``, if it ran."""
+        return next((s for s in reversed(self.subresults) if s.name == name), None)
+
+    def passed(self, name: str) -> bool:
+        """Whether sub-test ``name`` ran and passed."""
+        done = self.result_of(name)
+        return done is not None and done.outcome is Outcome.PASS
 
     def _record(self, sub: SubResult) -> None:
         self.subresults.append(sub)

@@ -16,20 +16,17 @@ from decimal import ROUND_FLOOR, Decimal
 from functools import partial
 from typing import Any
 
-from kaic.checks._common import (
-    ControllerFinding,
-    Waits,
-    dump,
-    find_controller,
-    managed_labels,
-    node_schedulable,
-    pod_active,
-    pod_bound,
-    pod_requests,
-    pod_running,
-    quantity,
-)
 from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.controllers import ControllerFinding, find_controller
+from kaic.checks.predicates import (
+    node_has_blocking_taint,
+    node_schedulable,
+    pod_bound,
+    pod_phase,
+    pod_running,
+)
+from kaic.checks.resources import allocatable, requests_by_node
+from kaic.checks.waits import Waits, dump
 from kaic.cluster.api import KubeObject, has_condition, name_of, namespace_of
 from kaic.errors import ClusterError, UsageError
 
@@ -163,12 +160,11 @@ def _job(ctx: CheckContext, gang: Gang, *, labels: dict[str, str],
     return {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": gang.name, "namespace": gang.namespace,
-                     "labels": managed_labels(ctx, **{GANG_LABEL: gang.name}, **labels)},
+                     "labels": {GANG_LABEL: gang.name, **labels}},
         "spec": {
             "parallelism": gang.size, "completions": gang.size, "backoffLimit": 0,
             "template": {
-                "metadata": {"labels": managed_labels(ctx, **{GANG_LABEL: gang.name},
-                                                      **pod_labels),
+                "metadata": {"labels": {GANG_LABEL: gang.name, **pod_labels},
                              # NOTE: a simulated node (the kaic lab's kwok) keeps the pod
                              # Running as long as the real container's ``sleep 5`` would.
                              "annotations": {COMPLETE_AFTER: "5s", **annotations}},
@@ -246,8 +242,7 @@ class KueueBackend(Backend):
             raise UsageError(f"--gang-cluster-queue {cq}: no such ClusterQueue")
         self.cluster_queue = cq
         lq = {"apiVersion": self.api_version, "kind": "LocalQueue",
-              "metadata": {"name": self.queue, "namespace": self.namespace,
-                           "labels": managed_labels(ctx)},
+              "metadata": {"name": self.queue, "namespace": self.namespace},
               "spec": {"clusterQueue": cq}}
         self._create(None, lq)
         timeout = ctx.budget(ctx.float_option("gang-admit-timeout"))
@@ -314,8 +309,7 @@ class PodGroupBackend(Backend):
 
     def submit(self, gang: Gang) -> None:
         pg = self.podgroup(gang)
-        pg.setdefault("metadata", {}).update(
-            {"name": gang.name, "namespace": gang.namespace, "labels": managed_labels(self.ctx)})
+        pg.setdefault("metadata", {}).update({"name": gang.name, "namespace": gang.namespace})
         self._create(gang, pg)
         labels, annotations, extra = self.join(gang)
         sched = self.scheduler()
@@ -393,16 +387,13 @@ def negative_shape(ctx: CheckContext) -> Shape:
     pod more than the nodes where one fits. Without gang semantics some of its pods
     would be bound, so the negative case can fail."""
     cluster = ctx.cluster
-    nodes = [n for n in cluster.list("v1", "Node") if node_schedulable(n)]
+    nodes = [n for n in cluster.list("v1", "Node")
+             if node_schedulable(n) and not node_has_blocking_taint(n)]
     if not nodes:
         raise ClusterError("no Ready, schedulable node without NoSchedule taints")
-    used: dict[str, Decimal] = {name_of(n): Decimal(0) for n in nodes}
-    for pod in cluster.list("v1", "Pod"):
-        node = pod.get("spec", {}).get("nodeName")
-        if node in used and pod_active(pod):
-            used[node] += pod_requests(pod, "cpu")
-    free = {name_of(n): quantity(n.get("status", {}).get("allocatable", {}).get("cpu")) -
-            used[name_of(n)] for n in nodes}
+    used = requests_by_node(cluster.list("v1", "Pod"), "cpu")
+    free = {name_of(n): allocatable(n, "cpu") - used.get(name_of(n), Decimal(0))
+            for n in nodes}
     slot = max(free.values())
     millis = int((slot * 1000).to_integral_value(rounding=ROUND_FLOOR))
     if millis <= 0:
@@ -499,10 +490,6 @@ def _suffix(ctx: CheckContext) -> str:
     return "".join(c for c in ctx.run_id.lower() if c.isalnum())[-8:]
 
 
-def _phase(pod: KubeObject) -> str:
-    return str(pod.get("status", {}).get("phase", ""))
-
-
 def _pods(ctx: CheckContext, gang: Gang) -> list[KubeObject]:
     return ctx.cluster.list("v1", "Pod", gang.namespace, label_selector=gang.selector)
 
@@ -523,7 +510,7 @@ def _positive(ctx: CheckContext, backend: Backend, gangs: list[Gang], waits: Wai
                                            label_selector=gang.selector):
             most_running = max(most_running, sum(1 for p in pods
                                                  if pod_bound(p) and pod_running(p)))
-            if sum(1 for p in pods if _phase(p) == "Succeeded") >= gang.size:
+            if sum(1 for p in pods if pod_phase(p) == "Succeeded") >= gang.size:
                 break
         else:
             waits.record(f"positive gang {gang.name}: all pods Succeeded", timeout,
@@ -550,7 +537,7 @@ def _positive(ctx: CheckContext, backend: Backend, gangs: list[Gang], waits: Wai
         pods = _pods(ctx, gang)
         ctx.evidence("positive-pods.json", dump(pods), "application/json")
         bound = [p for p in pods if pod_bound(p)]
-        succeeded = [p for p in pods if _phase(p) == "Succeeded"]
+        succeeded = [p for p in pods if pod_phase(p) == "Succeeded"]
         t.log("pods: " + ", ".join(f"{name_of(p)} on {p['spec'].get('nodeName')} "
                                    f"({p.get('status', {}).get('phase')})" for p in pods))
         t.require(len(bound) >= gang.size, f"only {len(bound)} of {gang.size} gang pods were "

@@ -1,9 +1,9 @@
 """secure_accelerator_access: accelerators are reachable only by the containers granted them.
 
-Owns: the accelerator table (per vendor: DeviceClass/driver, extended resource, taint,
-device nodes, listing tool), the choice between DRA and device-plugin allocation, the
-probe that runs inside pods, and the four sub-tests of ``TestSecureAcceleratorAccess``.
-Must not import the Kubernetes client or know anything about the lab.
+Owns: the choice between DRA and device-plugin allocation (on the accelerator table and
+inventory of ``kaic.checks.accelerators``), the probe that runs inside pods, and the
+four sub-tests of ``TestSecureAcceleratorAccess``. Must not import the Kubernetes client
+or know anything about the lab.
 
 Procedure (upstream ``kubernetes-sigs/ai-conformance`` ``TestSecureAcceleratorAccess``
 plus KAR-0049's cross-pod case): pick one Ready accelerator node, run probe pods pinned
@@ -17,91 +17,33 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
-from kaic.cluster.api import (
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
-    RUN_ID_LABEL,
-    ClusterAPI,
-    KubeObject,
-    has_condition,
-    name_of,
+from kaic.checks.accelerators import (
+    ACCELERATORS,
+    AcceleratorType,
+    SliceDevice,
+    allocated_devices,
+    dra_pools,
+    dra_version,
 )
+from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.predicates import node_schedulable, pod_started
+from kaic.checks.resources import allocatable, requests_by_node
+from kaic.cluster.api import ClusterAPI, KubeObject, name_of
 from kaic.errors import ClusterError, UsageError
 
-CHECK_LABEL = "kaic.io/check"
-CHECK_NAME = "secure-accelerator-access"
 CLAIM_TEMPLATE = "accelerator-claim-template"
 CLAIM_REQUEST = "single-accelerator"
 POD_CLAIM = "accelerator"
-DRA_VERSIONS = ("resource.k8s.io/v1", "resource.k8s.io/v1beta2")
-"""DRA API versions with the v1 object shape (``exactly`` requests, flat device fields),
-in order of preference. A cluster serving only v1beta1 is treated as having no DRA."""
-
 MODES = ("auto", "dra", "device-plugin")
+PROBED = {name: acc for name, acc in ACCELERATORS.items() if acc.probeable}
+"""The vendors of the accelerator table whose devices the probe knows how to see."""
 PROBE_ATTEMPTS = 3
-
-
-# ---------------------------------------------------------------------------------------
-# The accelerator table
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AcceleratorType:
-    """How one vendor's accelerators are requested and how a container sees them."""
-
-    name: str
-    device_class: str
-    """The DeviceClass a DRA claim asks for."""
-    driver: str
-    """The DRA driver name on ResourceSlices."""
-    extended_resource: str
-    """The device plugin's extended resource."""
-    taint_key: str
-    """Taint key accelerator nodes commonly carry (tolerated by the probe pods)."""
-    device_glob: str
-    """Shell glob of the per-device nodes a granted container sees."""
-    dra_device_type: str | None = None
-    """Value of the driver's ``type`` attribute for whole devices (others are ignored)."""
-    visible_env: str | None = None
-    """Env var a runtime may trust to expose devices (the common leak)."""
-    list_tool: str | None = None
-    """A listing tool the runtime injects into granted containers, if any."""
-    list_args: str = ""
-    list_prefix: str = ""
-    """How each device line the listing tool prints begins."""
-    uuid_pattern: str = ""
-    """Regex with one group: a device identity in a listed line."""
-    uuid_attribute: str = "uuid"
-    """The ResourceSlice attribute holding that identity."""
-
-
-ACCELERATORS: dict[str, AcceleratorType] = {
-    # NOTE: add other vendors here (the names must match what their device plugin and
-    # DRA driver publish); probe-details.md §5.1 lists their device paths.
-    "nvidia": AcceleratorType(
-        name="nvidia",
-        device_class="gpu.nvidia.com",
-        driver="gpu.nvidia.com",
-        extended_resource="nvidia.com/gpu",
-        taint_key="nvidia.com/gpu",
-        device_glob="/dev/nvidia[0-9]*",
-        dra_device_type="gpu",
-        visible_env="NVIDIA_VISIBLE_DEVICES",
-        list_tool="nvidia-smi",
-        list_args="-L",
-        list_prefix="GPU ",
-        uuid_pattern=r"\(UUID: ([^)]+)\)",
-    ),
-}
 
 
 def probe_script(acc: AcceleratorType) -> str:
@@ -184,174 +126,6 @@ def parse_probe(stdout: str, acc: AcceleratorType) -> ProbeResult | None:
 # ---------------------------------------------------------------------------------------
 
 
-def node_ready(node: KubeObject) -> bool:
-    return has_condition(node, "Ready") and not node.get("spec", {}).get("unschedulable")
-
-
-def _requirement_matches(expr: Mapping[str, Any], value: str | None) -> bool:
-    op = expr.get("operator")
-    values = [str(v) for v in expr.get("values") or []]
-    if op == "In":
-        return value is not None and value in values
-    if op == "NotIn":
-        return value is None or value not in values
-    if op == "Exists":
-        return value is not None
-    if op == "DoesNotExist":
-        return value is None
-    if op in ("Gt", "Lt") and value is not None and values:
-        try:
-            a, b = int(value), int(values[0])
-        except ValueError:
-            return False
-        return a > b if op == "Gt" else a < b
-    return False
-
-
-def node_selector_matches(selector: Mapping[str, Any] | None, node: KubeObject) -> bool:
-    """Whether a core/v1 ``NodeSelector`` (ORed terms of ANDed requirements) selects
-    ``node``. An empty term selects nothing, as in Kubernetes."""
-    if not selector:
-        return False
-    labels = node.get("metadata", {}).get("labels") or {}
-    fields = {"metadata.name": name_of(node)}
-    for term in selector.get("nodeSelectorTerms") or []:
-        exprs = term.get("matchExpressions") or []
-        flds = term.get("matchFields") or []
-        if not exprs and not flds:
-            continue
-        if all(_requirement_matches(e, labels.get(e.get("key", ""))) for e in exprs) and all(
-            _requirement_matches(f, fields.get(f.get("key", ""))) for f in flds
-        ):
-            return True
-    return False
-
-
-def _placement_nodes(spec: Mapping[str, Any], nodes: Sequence[KubeObject]) -> set[str] | None:
-    """Nodes a slice (or a device with per-device placement) is available on; None when
-    ``spec`` names no placement."""
-    if spec.get("nodeName"):
-        return {str(spec["nodeName"])}
-    if spec.get("allNodes"):
-        return {name_of(n) for n in nodes}
-    if spec.get("nodeSelector"):
-        return {name_of(n) for n in nodes if node_selector_matches(spec["nodeSelector"], n)}
-    return None
-
-
-@dataclass(frozen=True)
-class SliceDevice:
-    """One device published in a ResourceSlice, with the nodes it can be used from."""
-
-    driver: str
-    pool: str
-    name: str
-    attributes: Mapping[str, Any]
-    nodes: frozenset[str]
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.driver, self.pool, self.name)
-
-    def attribute(self, name: str) -> Any:
-        for k in (name, f"{self.driver}/{name}"):
-            v = self.attributes.get(k)
-            if isinstance(v, Mapping):
-                for t in ("string", "int", "bool", "version"):
-                    if t in v:
-                        return v[t]
-        return None
-
-
-@dataclass
-class Pool:
-    """A ResourceSlice pool of one driver at its newest generation."""
-
-    driver: str
-    name: str
-    generation: int
-    expected_slices: int
-    slices: list[str] = field(default_factory=list)
-    devices: list[SliceDevice] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        return len(self.slices) >= self.expected_slices
-
-    def describe(self) -> str:
-        state = "complete" if self.complete else "INCOMPLETE"
-        nodes = sorted({n for d in self.devices for n in d.nodes})
-        return (f"pool {self.name} (driver {self.driver}, generation {self.generation}): "
-                f"{len(self.slices)}/{self.expected_slices} slices, {state}, "
-                f"{len(self.devices)} devices, nodes {', '.join(nodes) or 'none'}")
-
-
-def dra_pools(slices: Iterable[KubeObject], acc: AcceleratorType,
-              nodes: Sequence[KubeObject]) -> list[Pool]:
-    """The driver's pools at their newest generation, with the devices the DeviceClass
-    would consider and the nodes each is available on (``nodeName``, ``allNodes``,
-    ``nodeSelector`` or per-device placement)."""
-    newest: dict[str, int] = {}
-    mine = [s for s in slices if s.get("spec", {}).get("driver") == acc.driver]
-    for s in mine:
-        p = s["spec"].get("pool") or {}
-        newest[p.get("name", "")] = max(newest.get(p.get("name", ""), 0),
-                                        int(p.get("generation", 0)))
-    pools: dict[str, Pool] = {}
-    for s in mine:
-        spec = s["spec"]
-        p = spec.get("pool") or {}
-        pname = p.get("name", "")
-        if int(p.get("generation", 0)) != newest[pname]:
-            continue
-        pool = pools.setdefault(pname, Pool(acc.driver, pname, newest[pname],
-                                            int(p.get("resourceSliceCount", 1) or 1)))
-        pool.slices.append(name_of(s))
-        slice_nodes = _placement_nodes(spec, nodes)
-        for d in spec.get("devices") or []:
-            dev_nodes = _placement_nodes(d, nodes)
-            where = dev_nodes if dev_nodes is not None else (slice_nodes or set())
-            dev = SliceDevice(acc.driver, pname, str(d.get("name", "")),
-                              d.get("attributes") or {}, frozenset(where))
-            dtype = dev.attribute("type")
-            if acc.dra_device_type and dtype is not None and dtype != acc.dra_device_type:
-                continue
-            pool.devices.append(dev)
-    return sorted(pools.values(), key=lambda p: p.name)
-
-
-def allocated_devices(claims: Iterable[KubeObject]) -> set[tuple[str, str, str]]:
-    """(driver, pool, device) of every device some ResourceClaim holds."""
-    out = set()
-    for c in claims:
-        alloc = (c.get("status") or {}).get("allocation") or {}
-        for r in (alloc.get("devices") or {}).get("results") or []:
-            out.add((str(r.get("driver")), str(r.get("pool")), str(r.get("device"))))
-    return out
-
-
-def _quantity_int(value: Any) -> int:
-    try:
-        return int(str(value))
-    except ValueError:
-        return 0
-
-
-def extended_resource_use(pods: Iterable[KubeObject], resource: str) -> dict[str, int]:
-    """How many units of ``resource`` the non-terminal pods hold, per node."""
-    used: dict[str, int] = {}
-    for p in pods:
-        node = p.get("spec", {}).get("nodeName")
-        if not node or p.get("status", {}).get("phase") in ("Succeeded", "Failed"):
-            continue
-        for c in p["spec"].get("containers") or []:
-            res = c.get("resources") or {}
-            n = (res.get("limits") or {}).get(resource, (res.get("requests") or {}).get(resource))
-            if n is not None:
-                used[node] = used.get(node, 0) + _quantity_int(n)
-    return used
-
-
 @dataclass
 class Placement:
     """The allocation mode chosen and the node the probe pods are pinned to."""
@@ -372,14 +146,6 @@ class NoAccelerators(Exception):
     """No usable accelerators for the mode asked for (the message says why)."""
 
 
-def _dra_version(cluster: ClusterAPI) -> str | None:
-    for av in DRA_VERSIONS:
-        kinds = {r.kind for r in cluster.api_resources(av)}
-        if {"ResourceSlice", "ResourceClaim", "ResourceClaimTemplate", "DeviceClass"} <= kinds:
-            return av
-    return None
-
-
 def _best(free: Mapping[str, int]) -> tuple[str, int] | None:
     """The node with the most free accelerators (ties: the first name), if any has one."""
     usable = sorted((-n, name) for name, n in free.items() if n > 0)
@@ -389,7 +155,7 @@ def _best(free: Mapping[str, int]) -> tuple[str, int] | None:
 def dra_placement(cluster: ClusterAPI, acc: AcceleratorType, nodes: list[KubeObject],
                   notes: list[str]) -> Placement | None:
     """A Ready node with free devices in a complete pool of the driver, or None."""
-    av = _dra_version(cluster)
+    av = dra_version(cluster)
     if av is None:
         notes.append("DRA: resource.k8s.io/v1 (or v1beta2) is not served")
         return None
@@ -397,7 +163,7 @@ def dra_placement(cluster: ClusterAPI, acc: AcceleratorType, nodes: list[KubeObj
     if dc is None:
         notes.append(f"DRA: no DeviceClass {acc.device_class}")
         return None
-    ready = [n for n in nodes if node_ready(n)]
+    ready = [n for n in nodes if node_schedulable(n)]
     pools = dra_pools(cluster.list(av, "ResourceSlice"), acc, ready)
     if not pools:
         notes.append(f"DRA: no ResourceSlice of driver {acc.driver}")
@@ -431,18 +197,16 @@ def dra_placement(cluster: ClusterAPI, acc: AcceleratorType, nodes: list[KubeObj
 
 def device_plugin_placement(cluster: ClusterAPI, acc: AcceleratorType, nodes: list[KubeObject],
                             notes: list[str]) -> Placement | None:
-    ready = {name_of(n): n for n in nodes if node_ready(n)}
-    alloc = {name: _quantity_int((n.get("status", {}).get("allocatable") or {})
-                                 .get(acc.extended_resource, 0))
-             for name, n in ready.items()}
+    ready = {name_of(n): n for n in nodes if node_schedulable(n)}
+    alloc = {name: int(allocatable(n, acc.extended_resource)) for name, n in ready.items()}
     alloc = {k: v for k, v in alloc.items() if v > 0}
     if not alloc:
         notes.append(f"device plugin: no Ready node has {acc.extended_resource} allocatable")
         return None
     for name, v in sorted(alloc.items()):
         notes.append(f"device plugin: node {name} allocatable {acc.extended_resource}={v}")
-    used = extended_resource_use(cluster.list("v1", "Pod"), acc.extended_resource)
-    free = {k: v - used.get(k, 0) for k, v in alloc.items()}
+    used = requests_by_node(cluster.list("v1", "Pod"), acc.extended_resource)
+    free = {k: v - int(used.get(k, 0)) for k, v in alloc.items()}
     best = _best(free)
     if best is None:
         notes.append(f"device plugin: every {acc.extended_resource} is in use")
@@ -464,7 +228,7 @@ def choose_placement(cluster: ClusterAPI, acc: AcceleratorType, mode: str) -> Pl
         if mode == "dra":
             raise NoAccelerators("; ".join(notes))
     if mode == "device-plugin":
-        av = _dra_version(cluster)
+        av = dra_version(cluster)
         if av is not None:
             for dc in cluster.list(av, "DeviceClass"):
                 if (dc.get("spec") or {}).get("extendedResourceName") == acc.extended_resource:
@@ -519,15 +283,10 @@ class Probes:
         """The newest copy of every probe pod seen (for evidence after deletion)."""
 
     # -- objects -------------------------------------------------------------------------
-    def labels(self) -> dict[str, str]:
-        return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, RUN_ID_LABEL: self.ctx.run_id,
-                CHECK_LABEL: CHECK_NAME}
-
     def claim_template(self) -> KubeObject:
         return {
             "apiVersion": self.placement.dra_version, "kind": "ResourceClaimTemplate",
-            "metadata": {"name": CLAIM_TEMPLATE, "namespace": self.ctx.namespace,
-                         "labels": self.labels()},
+            "metadata": {"name": CLAIM_TEMPLATE, "namespace": self.ctx.namespace},
             "spec": {"spec": {"devices": {"requests": [{
                 "name": CLAIM_REQUEST,
                 "exactly": {"deviceClassName": self.acc.device_class,
@@ -568,7 +327,7 @@ class Probes:
         obj: KubeObject = {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": pod.name, "namespace": self.ctx.namespace,
-                         "labels": self.labels() | {"kaic.io/probe": pod.name}},
+                         "labels": {"kaic.io/probe": pod.name}},
             "spec": {
                 "restartPolicy": "Never",
                 "terminationGracePeriodSeconds": 1,
@@ -607,8 +366,7 @@ class Probes:
             try:
                 obj = self.cluster.wait_for(
                     "v1", "Pod", p.name, self.ctx.namespace,
-                    lambda o: o is not None and o.get("status", {}).get("phase") in (
-                        "Running", "Succeeded", "Failed"),
+                    pod_started,
                     timeout=self.ctx.budget(self.pod_timeout), what=f"pod {p.name} to run")
             except ClusterError as e:
                 self.keep_pod(p.name)
@@ -641,7 +399,7 @@ class Probes:
         problem = ""
         for attempt in range(PROBE_ATTEMPTS):
             if attempt:
-                time.sleep(min(float(attempt), self.ctx.budget(float(attempt))))
+                self.ctx.sleep(float(attempt))
             try:
                 r = self.cluster.exec(self.ctx.namespace, pod, cmd, container=container,
                                       timeout=self.ctx.budget(60.0))
@@ -766,7 +524,7 @@ def negative_pods(acc: AcceleratorType) -> list[ProbePod]:
         CheckOption("allocation-mode", "how accelerators are requested: auto (DRA when a "
                     "complete ResourceSlice pool of the driver is on a Ready node, else the "
                     "device plugin), dra or device-plugin", default="auto"),
-        CheckOption("accelerator-type", "accelerator vendor: " + ", ".join(ACCELERATORS),
+        CheckOption("accelerator-type", "accelerator vendor: " + ", ".join(PROBED),
                     default="nvidia"),
         CheckOption("probe-image", "image of the probe pods (needs a POSIX sh)",
                     default="ubuntu:22.04"),
@@ -795,9 +553,9 @@ def secure_accelerator_access(ctx: CheckContext) -> None:
     if mode not in MODES:
         raise UsageError(f"--allocation-mode must be one of {', '.join(MODES)}, got {mode!r}")
     acc_name = (ctx.option("accelerator-type") or "nvidia").lower()
-    acc = ACCELERATORS.get(acc_name)
+    acc = PROBED.get(acc_name)
     if acc is None:
-        raise UsageError(f"--accelerator-type must be one of {', '.join(ACCELERATORS)}, "
+        raise UsageError(f"--accelerator-type must be one of {', '.join(PROBED)}, "
                          f"got {acc_name!r}")
     image = ctx.option("probe-image") or "ubuntu:22.04"
     pod_timeout = ctx.float_option("probe-pod-timeout") or 300.0

@@ -1,140 +1,24 @@
-"""Helpers shared by several checks: labels for created objects, timed waits, finding a
-controller (pods or a live leader-election Lease), reading admission errors, quantities.
+"""Finding a controller and reading what its admission webhooks said.
 
-Must not decide pass or fail of any requirement; checks do that with what these return.
+Owns: ``find_controller`` (a controller is running when its pods are Running and
+Ready, or, for one that runs outside the cluster's pods, when its leader-election Lease
+is renewed while we watch), ``version_of`` (an operator's version from labels or image
+tags), and ``try_create`` with ``classify_admission`` (accepted, denied by which
+webhook, webhook unreachable, or rejected by something else). Must not decide pass or
+fail of any requirement; checks do that with what these return.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from typing import Any, TypeVar
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from kaic.checks.base import CheckContext
-from kaic.cluster.api import (
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
-    RUN_ID_LABEL,
-    ClusterAPI,
-    KubeObject,
-    has_condition,
-    labels_of,
-    name_of,
-    namespace_of,
-)
+from kaic.checks.predicates import pod_ready
+from kaic.cluster.api import ClusterAPI, KubeObject, labels_of, name_of, namespace_of
 from kaic.errors import ClusterError, ClusterUnreachableError, WaitTimeoutError
 
-T = TypeVar("T")
-
-
-def managed_labels(ctx: CheckContext, **extra: str) -> dict[str, str]:
-    """Labels every object a check creates carries (``kaic cleanup`` finds them)."""
-    return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, RUN_ID_LABEL: ctx.run_id, **extra}
-
-
-@dataclass
-class Waits:
-    """Every wait of a check with its timeout and measured duration (kept as evidence)."""
-
-    entries: list[dict[str, Any]] = field(default_factory=list)
-
-    def timed(self, what: str, timeout: float, func: Callable[[], T]) -> T:
-        """Run ``func`` (a wait bounded by ``timeout``) and record how long it took."""
-        start = time.monotonic()
-        outcome = "error"
-        try:
-            value = func()
-            outcome = "ok"
-            return value
-        except ClusterError as e:
-            outcome = f"{type(e).__name__}: {e}"
-            raise
-        finally:
-            self.entries.append({"wait": what, "timeout_s": round(timeout, 1),
-                                 "took_s": round(time.monotonic() - start, 3),
-                                 "result": outcome})
-
-    def record(self, what: str, timeout: float, took: float, result: str) -> None:
-        self.entries.append({"wait": what, "timeout_s": round(timeout, 1),
-                             "took_s": round(took, 3), "result": result})
-
-    def save(self, ctx: CheckContext, name: str = "waits.json") -> None:
-        ctx.evidence(name, json.dumps(self.entries, indent=2), "application/json")
-
-
-def dump(obj: Any) -> str:
-    """JSON text of an object for evidence (stable key order)."""
-    return json.dumps(obj, indent=2, sort_keys=True, default=str)
-
-
-# -- quantities -------------------------------------------------------------------------
-
-_SUFFIX = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
-           "k": Decimal(10**3), "M": Decimal(10**6), "G": Decimal(10**9), "T": Decimal(10**12),
-           "P": Decimal(10**15), "E": Decimal(10**18), "Ki": Decimal(2**10),
-           "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40),
-           "Pi": Decimal(2**50), "Ei": Decimal(2**60)}
-
-
-def quantity(value: str | int | float | None) -> Decimal:
-    """A Kubernetes quantity (``500m``, ``64Gi``, ``1e3``) as a Decimal; 0 when absent."""
-    if value is None or value == "":
-        return Decimal(0)
-    text = str(value).strip()
-    for suffix in sorted(_SUFFIX, key=len, reverse=True):
-        if suffix and text.endswith(suffix):
-            number = text[: -len(suffix)]
-            try:
-                return Decimal(number) * _SUFFIX[suffix]
-            except InvalidOperation:
-                break
-    try:
-        return Decimal(text)
-    except InvalidOperation:
-        raise ValueError(f"not a Kubernetes quantity: {value!r}") from None
-
-
-def pod_requests(pod: KubeObject, resource: str) -> Decimal:
-    """What a pod requests of ``resource`` (sum over containers; max with init containers)."""
-    spec = pod.get("spec", {})
-    total = sum((quantity((c.get("resources") or {}).get("requests", {}).get(resource))
-                 for c in spec.get("containers") or []), Decimal(0))
-    init = max((quantity((c.get("resources") or {}).get("requests", {}).get(resource))
-                for c in spec.get("initContainers") or []), default=Decimal(0))
-    return max(total, init)
-
-
-def node_schedulable(node: KubeObject) -> bool:
-    """Ready, not cordoned, and without NoSchedule/NoExecute taints."""
-    if node.get("spec", {}).get("unschedulable"):
-        return False
-    if not has_condition(node, "Ready"):
-        return False
-    taints: list[dict[str, Any]] = node.get("spec", {}).get("taints") or []
-    return all(t.get("effect") not in ("NoSchedule", "NoExecute") for t in taints)
-
-
-def pod_bound(pod: KubeObject) -> bool:
-    return bool(pod.get("spec", {}).get("nodeName"))
-
-
-def pod_running(pod: KubeObject) -> bool:
-    return bool(pod.get("status", {}).get("phase") == "Running")
-
-
-def pod_ready(pod: KubeObject) -> bool:
-    return pod_running(pod) and has_condition(pod, "Ready")
-
-
-def pod_active(pod: KubeObject) -> bool:
-    """Not finished: its requests still count against its node."""
-    return pod.get("status", {}).get("phase") not in ("Succeeded", "Failed")
-
-
 # -- finding a controller ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ControllerFinding:
@@ -226,6 +110,7 @@ def version_of(objects: Iterable[KubeObject]) -> str | None:
 
 
 # -- admission errors -----------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Admission:

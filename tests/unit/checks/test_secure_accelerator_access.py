@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
-from kaic.checks import accelerator_access as aa
+from kaic.checks import predicates
+from kaic.checks import secure_accelerator_access as aa
 from kaic.checks.base import CheckContext, run_check
+from kaic.checks.resources import requests_by_node
 from kaic.cluster.api import ExecResult
 from kaic.lab import devices
 from kaic.model import CheckResult, Outcome
@@ -120,7 +122,7 @@ class Sim:
             if want:
                 cap = int(fc.get("v1", "Node", node)["status"]["allocatable"].get(
                     "nvidia.com/gpu", 0))
-                used = aa.extended_resource_use(fc.list("v1", "Pod"), "nvidia.com/gpu")
+                used = requests_by_node(fc.list("v1", "Pod"), "nvidia.com/gpu")
                 if used.get(node, 0) + want > cap:
                     continue
             fc.patch("v1", "Pod", md["name"], {
@@ -414,7 +416,7 @@ def test_node_selector_slices_are_matched_against_node_labels_and_fields() -> No
 
 
 def test_an_empty_node_selector_term_selects_nothing() -> None:
-    assert not aa.node_selector_matches({"nodeSelectorTerms": [{}]}, _nodes()[0])
+    assert not predicates.node_selector_matches({"nodeSelectorTerms": [{}]}, _nodes()[0])
 
 
 def test_per_device_placement_overrides_the_slice() -> None:

@@ -16,16 +16,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from kaic.checks._common import (
-    ControllerFinding,
-    Waits,
-    dump,
-    find_controller,
-    managed_labels,
-    try_create,
-    version_of,
-)
 from kaic.checks.base import CheckContext, CheckOption, Permission, check
+from kaic.checks.controllers import ControllerFinding, find_controller, try_create, version_of
+from kaic.checks.waits import Waits, dump
 from kaic.cluster.api import KubeObject, condition, has_condition, name_of
 from kaic.errors import ClusterError, UsageError, WaitTimeoutError
 
@@ -62,8 +55,8 @@ class Operator:
     """Kinds in the order their objects are deleted (default: reverse creation)."""
 
 
-def _meta(ctx: CheckContext, name: str, namespace: str | None) -> dict[str, Any]:
-    md: dict[str, Any] = {"name": name, "labels": managed_labels(ctx)}
+def _meta(name: str, namespace: str | None) -> dict[str, Any]:
+    md: dict[str, Any] = {"name": name}
     if namespace:
         md["namespace"] = namespace
     return md
@@ -83,7 +76,7 @@ def _kueue_invalid(ctx: CheckContext, namespace: str) -> KubeObject:
     # NOTE: a negative nominalQuota passes the CRD's quantity pattern; only Kueue's
     # validating webhook refuses it ("must be greater than or equal to 0").
     return {"apiVersion": KUEUE_API, "kind": "ClusterQueue",
-            "metadata": _meta(ctx, f"kaic-invalid-{_suffix(ctx)}", None),
+            "metadata": _meta(f"kaic-invalid-{_suffix(ctx)}", None),
             "spec": {"namespaceSelector": {}, "resourceGroups": [{
                 "coveredResources": ["cpu"],
                 "flavors": [{"name": f"kaic-rf-{_suffix(ctx)}",
@@ -102,7 +95,7 @@ def _kueue_valid(ctx: CheckContext, namespace: str) -> list[Step]:
     rf, cq, lq = (f"kaic-rf-{_suffix(ctx)}", f"kaic-cq-{_suffix(ctx)}",
                   f"kaic-lq-{_suffix(ctx)}")
     return [
-        Step({"apiVersion": KUEUE_API, "kind": "ClusterQueue", "metadata": _meta(ctx, cq, None),
+        Step({"apiVersion": KUEUE_API, "kind": "ClusterQueue", "metadata": _meta(cq, None),
               "spec": {"namespaceSelector": {}, "resourceGroups": [{
                   "coveredResources": ["cpu"],
                   "flavors": [{"name": rf, "resources": [{"name": "cpu",
@@ -110,10 +103,10 @@ def _kueue_valid(ctx: CheckContext, namespace: str) -> list[Step]:
              _active_is("False", "FlavorNotFound"),
              "ClusterQueue whose ResourceFlavor is missing: Active=False/FlavorNotFound"),
         Step({"apiVersion": KUEUE_API, "kind": "ResourceFlavor",
-              "metadata": _meta(ctx, rf, None), "spec": {}}),
+              "metadata": _meta(rf, None), "spec": {}}),
         Step({"apiVersion": KUEUE_API, "kind": "ClusterQueue", "metadata": {"name": cq}},
              _active_is("True"), "the same ClusterQueue once its flavor exists: Active=True"),
-        Step({"apiVersion": KUEUE_API, "kind": "LocalQueue", "metadata": _meta(ctx, lq, namespace),
+        Step({"apiVersion": KUEUE_API, "kind": "LocalQueue", "metadata": _meta(lq, namespace),
               "spec": {"clusterQueue": cq}},
              _active_is("True"), "LocalQueue pointing at it: Active=True"),
     ]
@@ -125,7 +118,7 @@ JOBSET_API = "jobset.x-k8s.io/v1alpha2"
 
 
 def _jobset(ctx: CheckContext, name: str, namespace: str) -> KubeObject:
-    return {"apiVersion": JOBSET_API, "kind": "JobSet", "metadata": _meta(ctx, name, namespace),
+    return {"apiVersion": JOBSET_API, "kind": "JobSet", "metadata": _meta(name, namespace),
             "spec": {"replicatedJobs": [{"name": "worker", "replicas": 1, "template": {"spec": {
                 "parallelism": 1, "completions": 1, "backoffLimit": 0,
                 "template": {"spec": {"restartPolicy": "Never", "containers": [{
@@ -152,7 +145,7 @@ TRAINER_API = "trainer.kubeflow.org/v1alpha1"
 
 def _trainjob(ctx: CheckContext, name: str, namespace: str, runtime: str) -> KubeObject:
     return {"apiVersion": TRAINER_API, "kind": "TrainJob",
-            "metadata": _meta(ctx, name, namespace),
+            "metadata": _meta(name, namespace),
             "spec": {"runtimeRef": {"name": runtime, "apiGroup": "trainer.kubeflow.org",
                                     "kind": "ClusterTrainingRuntime"}}}
 
