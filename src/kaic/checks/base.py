@@ -254,7 +254,7 @@ class CheckContext:
     def sleep(self, seconds: float) -> None:
         """Pause a poll for ``seconds`` (at most what is left of the timeout); raises
         ``Cancelled`` as soon as the run is interrupted, and when the timeout has passed.
-        Checks never call ``time.sleep``."""
+        Checks poll with this, never with a plain sleep."""
         self.check_cancelled()
         if self.cancel_event.wait(max(0.0, min(seconds, self.remaining()))):
             raise Cancelled("interrupted")

@@ -75,3 +75,54 @@ def test_option_falls_back_to_its_default() -> None:
     _run(body)
     _run(body, {"gang-solution": "kueue"})
     assert seen == ["auto", "kueue"]
+
+
+def test_a_step_whose_needed_step_failed_is_skipped_naming_it() -> None:
+    ran: list[str] = []
+
+    def body(ctx: CheckContext) -> None:
+        ctx.step("First", lambda t: t.fail("no baseline"))
+        ctx.step("Second", lambda t: ran.append("Second"), needs=("First",))
+        ctx.step("Third", lambda t: ran.append("Third"), needs=("Second",))
+
+    result = _run(body)
+    assert ran == []
+    assert result.outcome is Outcome.FAIL and result.reason == "First: no baseline"
+    assert [(s.name, s.outcome, s.reason) for s in result.subresults] == [
+        ("First", Outcome.FAIL, "no baseline"),
+        ("Second", Outcome.SKIP, "needs First, which failed"),
+        ("Third", Outcome.SKIP, "needs Second, which was skipped")]
+
+
+def test_steps_whose_needs_passed_run_in_order() -> None:
+    ran: list[str] = []
+
+    def body(ctx: CheckContext) -> None:
+        assert ctx.step("First", lambda t: ran.append("First"))
+        assert ctx.step("Second", lambda t: ran.append("Second"), needs=("First",))
+
+    result = _run(body)
+    assert result.outcome is Outcome.PASS and ran == ["First", "Second"]
+
+
+def test_a_step_needing_one_that_never_ran_is_skipped() -> None:
+    result = _run(lambda ctx: ctx.step("Late", lambda t: None, needs=("Never",)))
+    assert result.outcome is Outcome.SKIP
+    assert result.reason == "Late: needs Never, which did not run"
+
+
+def test_sleep_ends_at_once_when_the_run_is_cancelled() -> None:
+    import threading
+    import time
+
+    def body(ctx: CheckContext) -> None:
+        threading.Timer(0.05, ctx.cancel_event.set).start()
+        start = time.monotonic()
+        with ctx.subtest("Poll"):
+            ctx.sleep(30.0)
+        raise AssertionError(f"sleep returned after {time.monotonic() - start:.1f}s")
+
+    started = time.monotonic()
+    result = _run(body)
+    assert time.monotonic() - started < 5
+    assert result.outcome is Outcome.ERROR and result.reason == "interrupted"
