@@ -53,15 +53,19 @@ from kaic.checks.base import REGISTRY, Registry
 
 __all__ = ["HELPER_MODULES", "REGISTRY", "load_builtin_checks", "requirement_modules"]
 
-HELPER_MODULES = frozenset({"base", "predicates", "resources", "accelerators", "waits",
-                            "controllers", "endpoints"})
+HELPER_MODULES = frozenset(
+    {"base", "predicates", "resources", "accelerators", "waits", "controllers", "endpoints"}
+)
 """Modules of the shared floor; every other public module is a requirement module."""
 
 
 def requirement_modules() -> list[str]:
     """The names of the requirement modules of this package (each a requirement id)."""
-    return sorted(info.name for info in pkgutil.iter_modules(__path__)
-                  if not info.name.startswith("_") and info.name not in HELPER_MODULES)
+    return sorted(
+        info.name
+        for info in pkgutil.iter_modules(__path__)
+        if not info.name.startswith("_") and info.name not in HELPER_MODULES
+    )
 
 
 def load_builtin_checks() -> Registry:

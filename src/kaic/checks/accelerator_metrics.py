@@ -50,8 +50,10 @@ from kaic.errors import ClusterError, KaicError, UsageError
 def find_accelerators(ctx: CheckContext) -> tuple[dict[str, list[Accelerator]], list[str]]:
     """Accelerators per node of the pool (``--metrics-accelerator-nodes``), and how they
     were counted (for the log), from the one inventory of ``kaic.checks.accelerators``."""
-    acc = any_accelerator(ctx.option("metrics-accelerator-resource") or None,
-                          ctx.option("metrics-accelerator-driver") or None)
+    acc = any_accelerator(
+        ctx.option("metrics-accelerator-resource") or None,
+        ctx.option("metrics-accelerator-driver") or None,
+    )
     selector = ctx.option("metrics-accelerator-nodes") or None
     nodes = ctx.cluster.list("v1", "Node", label_selector=selector)
     return node_accelerators(ctx.cluster, acc, nodes)
@@ -60,6 +62,7 @@ def find_accelerators(ctx: CheckContext) -> tuple[dict[str, list[Accelerator]], 
 # ---------------------------------------------------------------------------------------
 # Finding and scraping metrics endpoints
 # ---------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ExporterKind:
@@ -70,17 +73,27 @@ class ExporterKind:
 
 
 EXPORTERS = (
-    ExporterKind("nvidia-dcgm", ("dcgm-exporter", "dcgm_exporter"), 9400,
-                 ("gpu-metrics", "metrics", "http-metrics")),
-    ExporterKind("amd", ("device-metrics-exporter", "amd-metrics-exporter",
-                         "amdgpu-metrics", "amd-gpu-metrics"), 5000),
+    ExporterKind(
+        "nvidia-dcgm",
+        ("dcgm-exporter", "dcgm_exporter"),
+        9400,
+        ("gpu-metrics", "metrics", "http-metrics"),
+    ),
+    ExporterKind(
+        "amd",
+        ("device-metrics-exporter", "amd-metrics-exporter", "amdgpu-metrics", "amd-gpu-metrics"),
+        5000,
+    ),
     ExporterKind("intel-gaudi", ("habana", "gaudi-metric", "habanalabs"), 41611),
     ExporterKind("intel-xpum", ("xpumanager", "xpumd", "xpum-exporter", "xpum"), 29999),
     ExporterKind("aws-neuron", ("neuron-monitor",), 8000),
     ExporterKind("google-tpu", ("tpu-device-plugin", "tpu-metrics-exporter"), 2112),
-    ExporterKind("opentelemetry", ("gpu-metrics", "accelerator-metrics", "hw-metrics",
-                                   "otel-gpu", "opentelemetry-gpu"), 8889,
-                 ("metrics", "prometheus", "otlp-metrics")),
+    ExporterKind(
+        "opentelemetry",
+        ("gpu-metrics", "accelerator-metrics", "hw-metrics", "otel-gpu", "opentelemetry-gpu"),
+        8889,
+        ("metrics", "prometheus", "otlp-metrics"),
+    ),
 )
 _EXPORTER_PORTS = {e.port: e for e in EXPORTERS}
 
@@ -119,13 +132,19 @@ def _pick_port(pod: KubeObject, kind: ExporterKind) -> int:
     return kind.port
 
 
-def _endpoint_for_pod(pod: KubeObject, kind: ExporterKind, source: str,
-                      port: int | None = None) -> Endpoint:
+def _endpoint_for_pod(
+    pod: KubeObject, kind: ExporterKind, source: str, port: int | None = None
+) -> Endpoint:
     ann = pod.get("metadata", {}).get("annotations") or {}
-    return Endpoint(source=source, vendor=kind.vendor, namespace=namespace_of(pod),
-                    pod=name_of(pod), port=port or _pick_port(pod, kind),
-                    path=ann.get("prometheus.io/path") or "/metrics",
-                    node=pod.get("spec", {}).get("nodeName"))
+    return Endpoint(
+        source=source,
+        vendor=kind.vendor,
+        namespace=namespace_of(pod),
+        pod=name_of(pod),
+        port=port or _pick_port(pod, kind),
+        path=ann.get("prometheus.io/path") or "/metrics",
+        node=pod.get("spec", {}).get("nodeName"),
+    )
 
 
 def discover_endpoints(ctx: CheckContext, t: Subtest) -> list[Endpoint]:
@@ -155,8 +174,11 @@ def discover_endpoints(ctx: CheckContext, t: Subtest) -> list[Endpoint]:
             kind = next((k for k in EXPORTERS if any(p in words for p in k.patterns)), None)
             if kind is None and sp.get("name") == "gpu-metrics":
                 kind = EXPORTERS[0]
-            if kind is None and sp.get("port") in _EXPORTER_PORTS and any(
-                    w in words for w in ("gpu", "accelerator", "exporter", "metrics")):
+            if (
+                kind is None
+                and sp.get("port") in _EXPORTER_PORTS
+                and any(w in words for w in ("gpu", "accelerator", "exporter", "metrics"))
+            ):
                 kind = _EXPORTER_PORTS[sp["port"]]
             if kind is None:
                 continue
@@ -166,18 +188,21 @@ def discover_endpoints(ctx: CheckContext, t: Subtest) -> list[Endpoint]:
                     continue
                 if all(labels_of(pod).get(k) == v for k, v in sel.items()):
                     port = resolve_target_port(pod, target)
-                    ep = _endpoint_for_pod(pod, kind, f"behind Service {ns}/{name_of(svc)}",
-                                           port)
+                    ep = _endpoint_for_pod(pod, kind, f"behind Service {ns}/{name_of(svc)}", port)
                     found.setdefault((ep.namespace, ep.pod, ep.port), ep)
     if not_running:
         t.log(f"exporter pods not Running (not scraped): {', '.join(sorted(not_running))}")
     return sorted(found.values(), key=lambda e: (e.node or "", str(e)))
 
 
-_POD_FORM = re.compile(r"^(?:pod/)?(?P<ns>[a-z0-9][-a-z0-9.]*)/(?P<name>[a-z0-9][-a-z0-9.]*)"
-                       r":(?P<port>\d+)(?P<path>/\S*)?$")
-_SVC_FORM = re.compile(r"^(?:service|svc)/(?P<ns>[a-z0-9][-a-z0-9.]*)/"
-                       r"(?P<name>[a-z0-9][-a-z0-9.]*):(?P<port>[-a-z0-9]+)(?P<path>/\S*)?$")
+_POD_FORM = re.compile(
+    r"^(?:pod/)?(?P<ns>[a-z0-9][-a-z0-9.]*)/(?P<name>[a-z0-9][-a-z0-9.]*)"
+    r":(?P<port>\d+)(?P<path>/\S*)?$"
+)
+_SVC_FORM = re.compile(
+    r"^(?:service|svc)/(?P<ns>[a-z0-9][-a-z0-9.]*)/"
+    r"(?P<name>[a-z0-9][-a-z0-9.]*):(?P<port>[-a-z0-9]+)(?P<path>/\S*)?$"
+)
 
 
 def parse_endpoint_option(ctx: CheckContext, value: str) -> list[Endpoint]:
@@ -197,30 +222,48 @@ def parse_endpoint_option(ctx: CheckContext, value: str) -> list[Endpoint]:
             continue
         m = _SVC_FORM.match(item)
         if m:
-            out += _service_endpoints(ctx, m.group("ns"), m.group("name"), m.group("port"),
-                                      m.group("path") or "/metrics")
+            out += _service_endpoints(
+                ctx, m.group("ns"), m.group("name"), m.group("port"), m.group("path") or "/metrics"
+            )
             continue
         m = _POD_FORM.match(item)
         if m:
             pod = ctx.cluster.get("v1", "Pod", m.group("name"), m.group("ns"))
             node = pod.get("spec", {}).get("nodeName") if pod else None
-            out.append(Endpoint(source="--metrics-endpoint", vendor="given",
-                                namespace=m.group("ns"), pod=m.group("name"),
-                                port=int(m.group("port")), path=m.group("path") or "/metrics",
-                                node=node))
+            out.append(
+                Endpoint(
+                    source="--metrics-endpoint",
+                    vendor="given",
+                    namespace=m.group("ns"),
+                    pod=m.group("name"),
+                    port=int(m.group("port")),
+                    path=m.group("path") or "/metrics",
+                    node=node,
+                )
+            )
             continue
-        raise UsageError(f"--metrics-endpoint {item!r}: expected URL, NAMESPACE/POD:PORT[/PATH] "
-                         "or service/NAMESPACE/NAME:PORT[/PATH]")
+        raise UsageError(
+            f"--metrics-endpoint {item!r}: expected URL, NAMESPACE/POD:PORT[/PATH] "
+            "or service/NAMESPACE/NAME:PORT[/PATH]"
+        )
     return out
 
 
-def _service_endpoints(ctx: CheckContext, ns: str, name: str, port: str,
-                       path: str) -> list[Endpoint]:
-    return [Endpoint(source=f"--metrics-endpoint service {ns}/{name}", vendor="given",
-                     namespace=ns, pod=name_of(pod), port=target, path=path,
-                     node=pod.get("spec", {}).get("nodeName"))
-            for pod, target in service_pods(ctx.cluster, ns, name, port,
-                                            option="--metrics-endpoint")]
+def _service_endpoints(
+    ctx: CheckContext, ns: str, name: str, port: str, path: str
+) -> list[Endpoint]:
+    return [
+        Endpoint(
+            source=f"--metrics-endpoint service {ns}/{name}",
+            vendor="given",
+            namespace=ns,
+            pod=name_of(pod),
+            port=target,
+            path=path,
+            node=pod.get("spec", {}).get("nodeName"),
+        )
+        for pod, target in service_pods(ctx.cluster, ns, name, port, option="--metrics-endpoint")
+    ]
 
 
 def scrape(ctx: CheckContext, ep: Endpoint) -> str:
@@ -256,23 +299,30 @@ def parse_samples(text: str) -> list[Sample]:
 # Matching series to accelerators
 # ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class ConceptSeries:
     """What was seen for one concept: series per node, unlabelled series, names used."""
 
     by_node: dict[str | None, dict[str, tuple[DeviceId, float, MetricName]]] = field(
-        default_factory=lambda: defaultdict(dict))
+        default_factory=lambda: defaultdict(dict)
+    )
     names: set[str] = field(default_factory=set)
     unlabelled: set[str] = field(default_factory=set)
 
     def uuids(self) -> set[str]:
-        return {d.uuid.lower() for devs in self.by_node.values() for d, _, _ in devs.values()
-                if d.uuid}
+        return {
+            d.uuid.lower() for devs in self.by_node.values() for d, _, _ in devs.values() if d.uuid
+        }
 
 
-def collect(samples_by_endpoint: Iterable[tuple[Endpoint, list[Sample]]],
-            pool_nodes: set[str], *, utilization: str | None,
-            memory: str | None) -> dict[Concept, ConceptSeries]:
+def collect(
+    samples_by_endpoint: Iterable[tuple[Endpoint, list[Sample]]],
+    pool_nodes: set[str],
+    *,
+    utilization: str | None,
+    memory: str | None,
+) -> dict[Concept, ConceptSeries]:
     seen: dict[Concept, ConceptSeries] = {c: ConceptSeries() for c in Concept}
     for ep, samples in samples_by_endpoint:
         for s in samples:
@@ -295,8 +345,9 @@ def collect(samples_by_endpoint: Iterable[tuple[Endpoint, list[Sample]]],
     return seen
 
 
-def match_series(pool: dict[str, list[Accelerator]], cs: ConceptSeries
-                 ) -> dict[Accelerator, tuple[DeviceId, float, MetricName] | str]:
+def match_series(
+    pool: dict[str, list[Accelerator]], cs: ConceptSeries
+) -> dict[Accelerator, tuple[DeviceId, float, MetricName] | str]:
     """For each accelerator of the pool, its series of this concept, or why there is none.
 
     By UUID when both sides have UUIDs (they are unique across nodes), else by index on
@@ -309,7 +360,8 @@ def match_series(pool: dict[str, list[Accelerator]], cs: ConceptSeries
         if len(pool) == 1:
             series.update(unattributed)
         by_index: dict[int | None, tuple[DeviceId, float, MetricName]] = {
-            v[0].index: v for v in series.values() if v[0].index is not None}
+            v[0].index: v for v in series.values() if v[0].index is not None
+        }
         have_uuids = any(v[0].uuid for v in all_series.values())
         if any(a.uuid for a in accels) and have_uuids:
             for a in accels:
@@ -321,13 +373,17 @@ def match_series(pool: dict[str, list[Accelerator]], cs: ConceptSeries
         else:
             ordered = [series[k] for k in sorted(series)]
             for i, a in enumerate(accels):
-                out[a] = ordered[i] if i < len(ordered) else (
-                    f"only {len(ordered)} of {len(accels)} devices on {node} have series")
+                out[a] = (
+                    ordered[i]
+                    if i < len(ordered)
+                    else (f"only {len(ordered)} of {len(accels)} devices on {node} have series")
+                )
     return out
 
 
-def missing_accelerators(pool: dict[str, list[Accelerator]],
-                         cs: ConceptSeries) -> list[tuple[Accelerator, str]]:
+def missing_accelerators(
+    pool: dict[str, list[Accelerator]], cs: ConceptSeries
+) -> list[tuple[Accelerator, str]]:
     """Accelerators of the pool without a series of this concept, with why."""
     return [(a, v) for a, v in match_series(pool, cs).items() if isinstance(v, str)]
 
@@ -338,29 +394,32 @@ def _describe_missing(missing: list[tuple[Accelerator, str]], total: int) -> str
     return f"{len(missing)} of {total} accelerators have none: {names}{more}"
 
 
-def _values_table(pool: dict[str, list[Accelerator]],
-                  seen: dict[Concept, ConceptSeries]) -> str:
+def _values_table(pool: dict[str, list[Accelerator]], seen: dict[Concept, ConceptSeries]) -> str:
     matched = {c: match_series(pool, seen[c]) for c in Concept}
-    lines = ["| node | accelerator | " + " | ".join(f"{c.value} ({c.unit})" for c in Concept)
-             + " |", "|---|---|" + "---|" * len(Concept)]
+    lines = [
+        "| node | accelerator | " + " | ".join(f"{c.value} ({c.unit})" for c in Concept) + " |",
+        "|---|---|" + "---|" * len(Concept),
+    ]
     for node, accels in sorted(pool.items()):
         for a in accels:
             cells = []
             for c in Concept:
                 hit = matched[c].get(a)
-                cells.append(f"{hit[1]:.4g} ({hit[2].name})" if isinstance(hit, tuple)
-                             else "—")
+                cells.append(f"{hit[1]:.4g} ({hit[2].name})" if isinstance(hit, tuple) else "—")
             lines.append(f"| {node} | {a.name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _must_metric(t: Subtest, concept: Concept, pool: dict[str, list[Accelerator]],
-                 cs: ConceptSeries, total: int) -> None:
+def _must_metric(
+    t: Subtest, concept: Concept, pool: dict[str, list[Accelerator]], cs: ConceptSeries, total: int
+) -> None:
     """Every accelerator of the pool has a series of ``concept`` (a MUST)."""
     if not cs.names:
         if cs.unlabelled:
-            t.fail(f"{concept.value} series {', '.join(sorted(cs.unlabelled))} carry no "
-                   f"device label (one of {', '.join(DEVICE_LABELS)})")
+            t.fail(
+                f"{concept.value} series {', '.join(sorted(cs.unlabelled))} carry no "
+                f"device label (one of {', '.join(DEVICE_LABELS)})"
+            )
         t.fail(f"no per-accelerator {concept.value} series in the scraped metrics")
     t.log(f"{concept.value} series: {', '.join(sorted(cs.names))}")
     missing = missing_accelerators(pool, cs)
@@ -368,34 +427,47 @@ def _must_metric(t: Subtest, concept: Concept, pool: dict[str, list[Accelerator]
         t.fail(f"{concept.value}: {_describe_missing(missing, total)}")
     t.log(f"all {total} accelerators have a {concept.value} series")
     if concept is Concept.UTILIZATION:
-        bad = [f"{node}/{d}={v:.3g}" for node, devs in cs.by_node.items()
-               for d, v, _ in devs.values() if not -1e-9 <= v <= 1.0 + 1e-9]
+        bad = [
+            f"{node}/{d}={v:.3g}"
+            for node, devs in cs.by_node.items()
+            for d, v, _ in devs.values()
+            if not -1e-9 <= v <= 1.0 + 1e-9
+        ]
         if bad:
-            t.log(f"WARNING: utilization outside 0..1 after unit normalisation: "
-                  f"{', '.join(bad[:8])}")
+            t.log(
+                f"WARNING: utilization outside 0..1 after unit normalisation: {', '.join(bad[:8])}"
+            )
 
 
 @check(
     "accelerator_metrics",
     test="TestAcceleratorPerformanceMetrics",
     options=(
-        CheckOption("metrics-endpoint",
-                    "accelerator metrics endpoint(s), comma-separated: URL, "
-                    "[pod/]NAMESPACE/POD:PORT[/PATH] or service/NAMESPACE/NAME:PORT[/PATH] "
-                    "(default: discover DCGM, AMD, Gaudi, XPU, Neuron, TPU and "
-                    "OpenTelemetry exporters)"),
-        CheckOption("metrics-utilization-metric",
-                    "exact name of the per-accelerator utilization metric"),
+        CheckOption(
+            "metrics-endpoint",
+            "accelerator metrics endpoint(s), comma-separated: URL, "
+            "[pod/]NAMESPACE/POD:PORT[/PATH] or service/NAMESPACE/NAME:PORT[/PATH] "
+            "(default: discover DCGM, AMD, Gaudi, XPU, Neuron, TPU and "
+            "OpenTelemetry exporters)",
+        ),
+        CheckOption(
+            "metrics-utilization-metric", "exact name of the per-accelerator utilization metric"
+        ),
         CheckOption("metrics-memory-metric", "exact name of the per-accelerator memory metric"),
-        CheckOption("metrics-accelerator-resource",
-                    "extended resource that counts accelerators (default: nvidia.com/gpu, "
-                    "amd.com/gpu, habana.ai/gaudi, gpu.intel.com/*, aws.amazon.com/neuron, "
-                    "google.com/tpu)"),
-        CheckOption("metrics-accelerator-driver",
-                    "DRA driver whose ResourceSlices list the accelerators "
-                    "(default: known GPU/TPU/Neuron drivers)"),
-        CheckOption("metrics-accelerator-nodes",
-                    "label selector of the accelerator nodes to check"),
+        CheckOption(
+            "metrics-accelerator-resource",
+            "extended resource that counts accelerators (default: nvidia.com/gpu, "
+            "amd.com/gpu, habana.ai/gaudi, gpu.intel.com/*, aws.amazon.com/neuron, "
+            "google.com/tpu)",
+        ),
+        CheckOption(
+            "metrics-accelerator-driver",
+            "DRA driver whose ResourceSlices list the accelerators "
+            "(default: known GPU/TPU/Neuron drivers)",
+        ),
+        CheckOption(
+            "metrics-accelerator-nodes", "label selector of the accelerator nodes to check"
+        ),
     ),
     permissions=(
         Permission("list", "nodes", namespaced=False),
@@ -414,11 +486,15 @@ def accelerator_metrics(ctx: CheckContext) -> None:
         ctx.log(n)
     total = sum(len(v) for v in pool.values())
     if not pool:
-        ctx.not_applicable("no node advertises accelerators (no accelerator resource in "
-                           "allocatable, no ResourceSlice of an accelerator driver)")
-    ctx.evidence("accelerators.json", json.dumps(
-        {n: [a.__dict__ for a in v] for n, v in sorted(pool.items())}, indent=2),
-        "application/json")
+        ctx.not_applicable(
+            "no node advertises accelerators (no accelerator resource in "
+            "allocatable, no ResourceSlice of an accelerator driver)"
+        )
+    ctx.evidence(
+        "accelerators.json",
+        json.dumps({n: [a.__dict__ for a in v] for n, v in sorted(pool.items())}, indent=2),
+        "application/json",
+    )
 
     scraped: list[tuple[Endpoint, list[Sample]]] = []
     given = ctx.option("metrics-endpoint")
@@ -429,9 +505,11 @@ def accelerator_metrics(ctx: CheckContext) -> None:
         if not given:
             endpoints = discover_endpoints(ctx, t)
         if not endpoints:
-            t.fail("no accelerator metrics endpoint found (looked for DCGM, AMD, Gaudi, XPU "
-                   "Manager, Neuron, TPU and OpenTelemetry exporter pods and Services); "
-                   "give one with --metrics-endpoint")
+            t.fail(
+                "no accelerator metrics endpoint found (looked for DCGM, AMD, Gaudi, XPU "
+                "Manager, Neuron, TPU and OpenTelemetry exporter pods and Services); "
+                "give one with --metrics-endpoint"
+            )
         errors: list[str] = []
         lines = []
         for ep in endpoints:
@@ -447,11 +525,19 @@ def accelerator_metrics(ctx: CheckContext) -> None:
                 errors.append(f"{ep}: not Prometheus text format: {e}")
                 lines.append(f"{ep}\tvia {ep.source}\tunparseable")
                 continue
-            accel = [s for s in samples if classify(
-                s.name, utilization=ctx.option("metrics-utilization-metric"),
-                memory=ctx.option("metrics-memory-metric")) is not None]
-            lines.append(f"{ep}\tvia {ep.source}\t{len(samples)} samples, "
-                         f"{len(accel)} accelerator samples")
+            accel = [
+                s
+                for s in samples
+                if classify(
+                    s.name,
+                    utilization=ctx.option("metrics-utilization-metric"),
+                    memory=ctx.option("metrics-memory-metric"),
+                )
+                is not None
+            ]
+            lines.append(
+                f"{ep}\tvia {ep.source}\t{len(samples)} samples, {len(accel)} accelerator samples"
+            )
             safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(ep).split(" on ")[0]).strip("_")
             ctx.evidence(f"scrape-{safe}.txt", text[:500_000])
             if accel:
@@ -460,17 +546,27 @@ def accelerator_metrics(ctx: CheckContext) -> None:
         for err in errors:
             t.log(f"scrape failed: {err}")
         if not scraped:
-            t.fail("no endpoint served accelerator metrics: "
-                   + ("; ".join(errors) if errors else
-                      f"{len(endpoints)} endpoint(s) scraped, none with accelerator series"))
-        t.log(f"{len(scraped)} of {len(endpoints)} endpoint(s) serve accelerator metrics: "
-              + ", ".join(str(ep) for ep, _ in scraped))
+            t.fail(
+                "no endpoint served accelerator metrics: "
+                + (
+                    "; ".join(errors)
+                    if errors
+                    else f"{len(endpoints)} endpoint(s) scraped, none with accelerator series"
+                )
+            )
+        t.log(
+            f"{len(scraped)} of {len(endpoints)} endpoint(s) serve accelerator metrics: "
+            + ", ".join(str(ep) for ep, _ in scraped)
+        )
 
     seen: dict[Concept, ConceptSeries] = {c: ConceptSeries() for c in Concept}
     if ctx.step("MetricsEndpointReachable", reachable):
-        seen = collect(scraped, set(pool),
-                       utilization=ctx.option("metrics-utilization-metric"),
-                       memory=ctx.option("metrics-memory-metric"))
+        seen = collect(
+            scraped,
+            set(pool),
+            utilization=ctx.option("metrics-utilization-metric"),
+            memory=ctx.option("metrics-memory-metric"),
+        )
         ctx.evidence("per-accelerator.md", _values_table(pool, seen), "text/markdown")
 
     def optional(t: Subtest) -> None:
@@ -486,8 +582,7 @@ def accelerator_metrics(ctx: CheckContext) -> None:
             if missing:
                 absent.append(f"{c.value}: {_describe_missing(missing, total)}")
             else:
-                t.log(f"{c.value}: {', '.join(sorted(cs.names))} for all {total} "
-                      "accelerators")
+                t.log(f"{c.value}: {', '.join(sorted(cs.names))} for all {total} accelerators")
         if absent:
             t.skip("SHOULD metrics incomplete: " + "; ".join(absent))
 
@@ -496,19 +591,32 @@ def accelerator_metrics(ctx: CheckContext) -> None:
         otel = sorted(n for n in names if n.startswith("hw_"))
         if otel:
             t.log(f"OpenTelemetry hardware names in use: {', '.join(otel)}")
-        vendor = {c: sorted(n for n in seen[c].names if not n.startswith("hw_"))
-                  for c in (*MUST_CONCEPTS, *SHOULD_CONCEPTS)}
+        vendor = {
+            c: sorted(n for n in seen[c].names if not n.startswith("hw_"))
+            for c in (*MUST_CONCEPTS, *SHOULD_CONCEPTS)
+        }
         must_otel = all(any(n.startswith("hw_") for n in seen[c].names) for c in MUST_CONCEPTS)
         if not must_otel:
-            hints = "; ".join(f"{', '.join(vendor[c])} ↔ {OTEL_NAMES[c][0]} "
-                              f"({OTEL_NAMES[c][1]})" for c in MUST_CONCEPTS if vendor[c])
-            t.skip(f"vendor-specific metric names, not the OpenTelemetry hardware "
-                   f"conventions (SHOULD): {hints}")
+            hints = "; ".join(
+                f"{', '.join(vendor[c])} ↔ {OTEL_NAMES[c][0]} ({OTEL_NAMES[c][1]})"
+                for c in MUST_CONCEPTS
+                if vendor[c]
+            )
+            t.skip(
+                f"vendor-specific metric names, not the OpenTelemetry hardware "
+                f"conventions (SHOULD): {hints}"
+            )
 
     reached = ("MetricsEndpointReachable",)
-    ctx.step("PerAcceleratorUtilizationMetric", lambda t: _must_metric(
-        t, Concept.UTILIZATION, pool, seen[Concept.UTILIZATION], total), needs=reached)
-    ctx.step("PerAcceleratorMemoryMetric", lambda t: _must_metric(
-        t, Concept.MEMORY_USED, pool, seen[Concept.MEMORY_USED], total), needs=reached)
+    ctx.step(
+        "PerAcceleratorUtilizationMetric",
+        lambda t: _must_metric(t, Concept.UTILIZATION, pool, seen[Concept.UTILIZATION], total),
+        needs=reached,
+    )
+    ctx.step(
+        "PerAcceleratorMemoryMetric",
+        lambda t: _must_metric(t, Concept.MEMORY_USED, pool, seen[Concept.MEMORY_USED], total),
+        needs=reached,
+    )
     ctx.step("OptionalMetrics", optional, needs=reached)
     ctx.step("OpenTelemetryNaming", otel_naming, needs=reached)

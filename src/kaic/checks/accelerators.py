@@ -89,13 +89,16 @@ ACCELERATORS: dict[str, AcceleratorType] = {
     ),
     "amd": AcceleratorType("amd", ("amd.com/gpu",), ("gpu.amd.com",), ("gpu",)),
     "intel-gaudi": AcceleratorType("intel-gaudi", ("habana.ai/gaudi",)),
-    "intel-gpu": AcceleratorType("intel-gpu", ("gpu.intel.com/i915", "gpu.intel.com/xe"),
-                                 ("gpu.intel.com",), ("gpu",)),
-    "aws-neuron": AcceleratorType("aws-neuron",
-                                  ("aws.amazon.com/neuron", "aws.amazon.com/neurondevice"),
-                                  ("neuron.aws.com",), ("neuron",)),
-    "google-tpu": AcceleratorType("google-tpu", ("google.com/tpu",), ("tpu.google.com",),
-                                  ("tpu",)),
+    "intel-gpu": AcceleratorType(
+        "intel-gpu", ("gpu.intel.com/i915", "gpu.intel.com/xe"), ("gpu.intel.com",), ("gpu",)
+    ),
+    "aws-neuron": AcceleratorType(
+        "aws-neuron",
+        ("aws.amazon.com/neuron", "aws.amazon.com/neurondevice"),
+        ("neuron.aws.com",),
+        ("neuron",),
+    ),
+    "google-tpu": AcceleratorType("google-tpu", ("google.com/tpu",), ("tpu.google.com",), ("tpu",)),
     # NOTE: the DRA example driver (kubernetes-sigs/dra-example-driver) publishes GPUs too.
     "dra-example": AcceleratorType("dra-example", (), ("gpu.example.com",), ("gpu",)),
 }
@@ -103,14 +106,17 @@ ACCELERATORS: dict[str, AcceleratorType] = {
 ANY_DEVICE_TYPES = ("gpu", "accelerator", "tpu", "neuron")
 
 
-def any_accelerator(resource: str | None = None, driver: str | None = None
-                    ) -> AcceleratorType:
+def any_accelerator(resource: str | None = None, driver: str | None = None) -> AcceleratorType:
     """Every vendor of the table at once, for counting accelerators of any kind; or only
     the extended resource and/or DRA driver given."""
     resources = tuple(r for a in ACCELERATORS.values() for r in a.extended_resources)
     drivers = tuple(d for a in ACCELERATORS.values() for d in a.drivers)
-    return AcceleratorType("any", (resource,) if resource else resources,
-                           (driver,) if driver else drivers, ANY_DEVICE_TYPES)
+    return AcceleratorType(
+        "any",
+        (resource,) if resource else resources,
+        (driver,) if driver else drivers,
+        ANY_DEVICE_TYPES,
+    )
 
 
 def accelerator_taint_tolerations(resource: str) -> list[KubeObject]:
@@ -197,13 +203,16 @@ class Pool:
     def describe(self) -> str:
         state = "complete" if self.complete else "INCOMPLETE"
         nodes = sorted({n for d in self.devices for n in d.nodes})
-        return (f"pool {self.name} (driver {self.driver}, generation {self.generation}): "
-                f"{len(self.slices)}/{self.expected_slices} slices, {state}, "
-                f"{len(self.devices)} devices, nodes {', '.join(nodes) or 'none'}")
+        return (
+            f"pool {self.name} (driver {self.driver}, generation {self.generation}): "
+            f"{len(self.slices)}/{self.expected_slices} slices, {state}, "
+            f"{len(self.devices)} devices, nodes {', '.join(nodes) or 'none'}"
+        )
 
 
-def dra_pools(slices: Iterable[KubeObject], acc: AcceleratorType,
-              nodes: Sequence[KubeObject]) -> list[Pool]:
+def dra_pools(
+    slices: Iterable[KubeObject], acc: AcceleratorType, nodes: Sequence[KubeObject]
+) -> list[Pool]:
     """The pools of ``acc``'s drivers at their newest generation, with the devices of the
     vendor's device types and the nodes each is available on (``nodeName``,
     ``allNodes``, ``nodeSelector`` or per-device placement)."""
@@ -221,17 +230,23 @@ def dra_pools(slices: Iterable[KubeObject], acc: AcceleratorType,
         key = (driver, str(p.get("name", "")))
         if int(p.get("generation", 0)) != newest[key]:
             continue
-        pool = pools.setdefault(key, Pool(driver, key[1], newest[key],
-                                          int(p.get("resourceSliceCount", 1) or 1)))
+        pool = pools.setdefault(
+            key, Pool(driver, key[1], newest[key], int(p.get("resourceSliceCount", 1) or 1))
+        )
         pool.slices.append(name_of(s))
         slice_nodes = _placement_nodes(spec, nodes)
         for d in spec.get("devices") or []:
             dev_nodes = _placement_nodes(d, nodes)
             where = dev_nodes if dev_nodes is not None else (slice_nodes or set())
             one = d.get("nodeName") if dev_nodes is not None else spec.get("nodeName")
-            dev = SliceDevice(driver, key[1], str(d.get("name", "")),
-                              d.get("attributes") or {}, frozenset(where),
-                              str(one) if one else None)
+            dev = SliceDevice(
+                driver,
+                key[1],
+                str(d.get("name", "")),
+                d.get("attributes") or {},
+                frozenset(where),
+                str(one) if one else None,
+            )
             dtype = dev.attribute("type")
             if acc.device_types and dtype is not None and dtype not in acc.device_types:
                 continue
@@ -270,8 +285,9 @@ class Accelerator:
         return f"{self.node}/{self.name}" + (f" ({', '.join(extra)})" if extra else "")
 
 
-def node_accelerators(cluster: ClusterAPI, acc: AcceleratorType, nodes: Sequence[KubeObject]
-                      ) -> tuple[dict[str, list[Accelerator]], list[str]]:
+def node_accelerators(
+    cluster: ClusterAPI, acc: AcceleratorType, nodes: Sequence[KubeObject]
+) -> tuple[dict[str, list[Accelerator]], list[str]]:
     """The accelerators of each of ``nodes`` and how they were counted (for the log).
 
     A node's devices come from ResourceSlices of ``acc``'s drivers that place them on
@@ -285,8 +301,12 @@ def node_accelerators(cluster: ClusterAPI, acc: AcceleratorType, nodes: Sequence
     av = dra_version(cluster, ("ResourceSlice",))
     if av is not None:
         slices = cluster.list(av, "ResourceSlice")
-        shared = sum(1 for s in slices if s.get("spec", {}).get("driver") in acc.drivers
-                     and not s.get("spec", {}).get("nodeName"))
+        shared = sum(
+            1
+            for s in slices
+            if s.get("spec", {}).get("driver") in acc.drivers
+            and not s.get("spec", {}).get("nodeName")
+        )
         for pool in dra_pools(slices, acc, nodes):
             for d in pool.devices:
                 if d.node_name is None or d.node_name not in node_names:
@@ -295,15 +315,24 @@ def node_accelerators(cluster: ClusterAPI, acc: AcceleratorType, nodes: Sequence
                 if idx is None:
                     idx = d.attribute("minor")
                 uuid = d.attribute(acc.uuid_attribute)
-                found.setdefault(d.node_name, []).append(Accelerator(
-                    d.node_name, d.name, int(idx) if idx is not None else None,
-                    str(uuid) if uuid else None))
+                found.setdefault(d.node_name, []).append(
+                    Accelerator(
+                        d.node_name,
+                        d.name,
+                        int(idx) if idx is not None else None,
+                        str(uuid) if uuid else None,
+                    )
+                )
         if found:
-            notes.append(f"counted from ResourceSlices of {', '.join(acc.drivers)}: "
-                         + ", ".join(f"{n}={len(v)}" for n, v in sorted(found.items())))
+            notes.append(
+                f"counted from ResourceSlices of {', '.join(acc.drivers)}: "
+                + ", ".join(f"{n}={len(v)}" for n, v in sorted(found.items()))
+            )
         if shared:
-            notes.append(f"{shared} ResourceSlice(s) with allNodes/nodeSelector were "
-                         "not counted (they do not name one node)")
+            notes.append(
+                f"{shared} ResourceSlice(s) with allNodes/nodeSelector were "
+                "not counted (they do not name one node)"
+            )
 
     for n in nodes:
         name = name_of(n)

@@ -105,9 +105,7 @@ class Registry:
 
     def add(self, spec: CheckSpec) -> None:
         for other in self._specs.get(spec.requirement_id, []):
-            if other.versions is None or spec.versions is None or (
-                other.versions & spec.versions
-            ):
+            if other.versions is None or spec.versions is None or (other.versions & spec.versions):
                 raise ValueError(f"two checks for {spec.requirement_id} overlap in versions")
         self._specs.setdefault(spec.requirement_id, []).append(spec)
 
@@ -301,28 +299,39 @@ class CheckContext:
         except SubtestEnded as e:
             outcome, reason = e.outcome, e.reason
         except (CheckEnded, Cancelled):
-            self._record(SubResult(name, Outcome.ERROR, "check ended during this sub-test",
-                                   time.monotonic() - start, tuple(t.log_lines)))
+            self._record(
+                SubResult(
+                    name,
+                    Outcome.ERROR,
+                    "check ended during this sub-test",
+                    time.monotonic() - start,
+                    tuple(t.log_lines),
+                )
+            )
             raise
         except KaicError as e:
             outcome, reason = Outcome.ERROR, str(e)
-        self._record(SubResult(name, outcome, reason, time.monotonic() - start,
-                               tuple(t.log_lines)))
+        self._record(SubResult(name, outcome, reason, time.monotonic() - start, tuple(t.log_lines)))
 
-    def step(self, name: str, func: Callable[[Subtest], None], *,
-             needs: Iterable[str] = ()) -> bool:
+    def step(
+        self, name: str, func: Callable[[Subtest], None], *, needs: Iterable[str] = ()
+    ) -> bool:
         """Run ``func`` as sub-test ``name`` when every sub-test named in ``needs`` has
         passed; otherwise record ``name`` as SKIP with the step it needed. Returns whether
         the step passed."""
         for need in needs:
             done = self.result_of(need)
             if done is None or done.outcome is not Outcome.PASS:
-                how = ("did not run" if done is None else
-                       {Outcome.FAIL: "failed", Outcome.ERROR: "could not be decided",
-                        Outcome.SKIP: "was skipped"}.get(done.outcome,
-                                                         done.outcome.value.lower()))
-                self._record(SubResult(name, Outcome.SKIP, f"needs {need}, which {how}",
-                                       0.0, ()))
+                how = (
+                    "did not run"
+                    if done is None
+                    else {
+                        Outcome.FAIL: "failed",
+                        Outcome.ERROR: "could not be decided",
+                        Outcome.SKIP: "was skipped",
+                    }.get(done.outcome, done.outcome.value.lower())
+                )
+                self._record(SubResult(name, Outcome.SKIP, f"needs {need}, which {how}", 0.0, ()))
                 return False
         with self.subtest(name) as t:
             func(t)

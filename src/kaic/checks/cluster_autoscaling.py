@@ -28,25 +28,40 @@ PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 
 
 CA_OPTIONS = (
-    CheckOption("autoscaler-node-pool-label",
-                "key=value selecting the autoscaled accelerator node pool; without it the "
-                "requirement is reported not applicable"),
-    CheckOption("autoscaler-resource",
-                "extended resource of the pool's accelerators", DEFAULT_RESOURCE),
-    CheckOption("autoscaler-baseline-timeout",
-                "seconds to wait for a stable, Ready baseline pool", "300"),
-    CheckOption("autoscaler-pending-timeout",
-                "seconds for the trigger pod to become Unschedulable", "120"),
-    CheckOption("autoscaler-scale-up-timeout",
-                "seconds for the pool to grow and the trigger pod to run on a new node",
-                "1200"),
-    CheckOption("autoscaler-scale-down-timeout",
-                "seconds for the pool to return to its baseline size", "1800"),
-    CheckOption("autoscaler-stability-window",
-                "seconds the pool size must stay unchanged (baseline and after scale-down)",
-                "30"),
-    CheckOption("autoscaler-pod-image",
-                "image of the filler and trigger pods (they only sleep)", PAUSE_IMAGE),
+    CheckOption(
+        "autoscaler-node-pool-label",
+        "key=value selecting the autoscaled accelerator node pool; without it the "
+        "requirement is reported not applicable",
+    ),
+    CheckOption(
+        "autoscaler-resource", "extended resource of the pool's accelerators", DEFAULT_RESOURCE
+    ),
+    CheckOption(
+        "autoscaler-baseline-timeout", "seconds to wait for a stable, Ready baseline pool", "300"
+    ),
+    CheckOption(
+        "autoscaler-pending-timeout", "seconds for the trigger pod to become Unschedulable", "120"
+    ),
+    CheckOption(
+        "autoscaler-scale-up-timeout",
+        "seconds for the pool to grow and the trigger pod to run on a new node",
+        "1200",
+    ),
+    CheckOption(
+        "autoscaler-scale-down-timeout",
+        "seconds for the pool to return to its baseline size",
+        "1800",
+    ),
+    CheckOption(
+        "autoscaler-stability-window",
+        "seconds the pool size must stay unchanged (baseline and after scale-down)",
+        "30",
+    ),
+    CheckOption(
+        "autoscaler-pod-image",
+        "image of the filler and trigger pods (they only sleep)",
+        PAUSE_IMAGE,
+    ),
 )
 
 
@@ -82,7 +97,8 @@ def cluster_autoscaling(ctx: CheckContext) -> None:
         ctx.not_applicable(
             "no autoscaled accelerator node pool was named (--autoscaler-node-pool-label "
             "key=value); a platform without a cluster autoscaler for accelerators is "
-            "not required to pass this check")
+            "not required to pass this check"
+        )
     key, value = parse_pool_label(raw)
     _ClusterAutoscaling(ctx, f"{key}={value}").run()
 
@@ -118,8 +134,9 @@ class _ClusterAutoscaling:
         try:
             ctx.step("StableBaseline", self.stable_baseline)
             ctx.step("PinBaselineWorkload", self.pin_baseline, needs=("StableBaseline",))
-            ctx.step("TriggerPodUnschedulable", self.trigger_pending,
-                     needs=("PinBaselineWorkload",))
+            ctx.step(
+                "TriggerPodUnschedulable", self.trigger_pending, needs=("PinBaselineWorkload",)
+            )
             ctx.step("ScaleUp", self.scale_up, needs=("TriggerPodUnschedulable",))
             ctx.step("ScaleDown", self.scale_down, needs=("ScaleUp",))
         finally:
@@ -133,11 +150,14 @@ class _ClusterAutoscaling:
             nodes = self.pool()
             if not nodes:
                 t.fail(f"no node carries the pool label {self.selector}")
-            stable = self._wait_stable(timeout, lambda ns: bool(ns) and all(
-                node_ready(n) for n in ns))
+            stable = self._wait_stable(
+                timeout, lambda ns: bool(ns) and all(node_ready(n) for n in ns)
+            )
             if stable is None:
-                t.fail(f"the pool {self.selector} did not keep a constant size of Ready "
-                       f"nodes for {self.window:.0f}s within {timeout:.0f}s")
+                t.fail(
+                    f"the pool {self.selector} did not keep a constant size of Ready "
+                    f"nodes for {self.window:.0f}s within {timeout:.0f}s"
+                )
             ph["nodes"] = self.names(stable)
         no_acc = [name_of(n) for n in stable if allocatable(n, self.resource) < 1]
         self.ctx.evidence("baseline-nodes.json", dump(stable), "application/json")
@@ -158,8 +178,9 @@ class _ClusterAutoscaling:
             first: list[str] | None = None
             current: KubeList = []
             steady = True
-            for current in self.c.watch_list("v1", "Node", None, timeout=self.window,
-                                             label_selector=self.selector):
+            for current in self.c.watch_list(
+                "v1", "Node", None, timeout=self.window, label_selector=self.selector
+            ):
                 if first is None:
                     first = self.names(current)
                 if self.names(current) != first or not ok(current):
@@ -174,10 +195,14 @@ class _ClusterAutoscaling:
         pods = self.c.list("v1", "Pod", None)
         used = requests_by_node(pods, self.resource)
         app = {"app.kubernetes.io/name": "kaic-ca-filler"}
-        self.c.create({
-            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-            "metadata": {"name": "kaic-ca-fillers", "namespace": self.ctx.namespace},
-            "spec": {"maxUnavailable": 0, "selector": {"matchLabels": app}}})
+        self.c.create(
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": {"name": "kaic-ca-fillers", "namespace": self.ctx.namespace},
+                "spec": {"maxUnavailable": 0, "selector": {"matchLabels": app}},
+            }
+        )
         for i, node in enumerate(self.baseline):
             free = int(self.allocatable[node] - used.get(node, Decimal(0)))
             if free <= 0:
@@ -190,57 +215,94 @@ class _ClusterAutoscaling:
         timeout = self.timeout("autoscaler-pending-timeout")
         with self.phases.timed("pin-baseline", timeout):
             try:
-                self.c.wait_list("v1", "Pod", self.ctx.namespace,
-                                 lambda ps: all(pod_running(p) for p in ps
-                                                if name_of(p) in self.fillers),
-                                 timeout=timeout, what="the filler pods to run",
-                                 label_selector="app.kubernetes.io/name=kaic-ca-filler")
+                self.c.wait_list(
+                    "v1",
+                    "Pod",
+                    self.ctx.namespace,
+                    lambda ps: all(pod_running(p) for p in ps if name_of(p) in self.fillers),
+                    timeout=timeout,
+                    what="the filler pods to run",
+                    label_selector="app.kubernetes.io/name=kaic-ca-filler",
+                )
             except WaitTimeoutError:
-                t.error(f"the filler pods pinned to the baseline nodes were not all Running "
-                        f"within {timeout:.0f}s; the pool is not idle or not schedulable")
+                t.error(
+                    f"the filler pods pinned to the baseline nodes were not all Running "
+                    f"within {timeout:.0f}s; the pool is not idle or not schedulable"
+                )
 
-    def pod(self, name: str, count: int, labels: dict[str, str],
-            pin: str | None = None) -> KubeObject:
+    def pod(
+        self, name: str, count: int, labels: dict[str, str], pin: str | None = None
+    ) -> KubeObject:
         key, _, value = self.selector.partition("=")
         spec: KubeObject = {
             "terminationGracePeriodSeconds": 0,
             "nodeSelector": {key: value},
             "tolerations": accelerator_taint_tolerations(self.resource),
-            "containers": [{"name": "main", "image": self.image, "resources": {
-                "requests": {self.resource: str(count)},
-                "limits": {self.resource: str(count)}}}]}
+            "containers": [
+                {
+                    "name": "main",
+                    "image": self.image,
+                    "resources": {
+                        "requests": {self.resource: str(count)},
+                        "limits": {self.resource: str(count)},
+                    },
+                }
+            ],
+        }
         if pin:
-            spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchFields": [
-                    {"key": "metadata.name", "operator": "In", "values": [pin]}]}]}}}
-        return {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name, "namespace": self.ctx.namespace,
-                             "labels": dict(labels),
-                             # NOTE: cluster-autoscaler must not evict the fillers when
-                             # it looks for removable nodes.
-                             "annotations": {
-                                 "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
-                                 "karpenter.sh/do-not-disrupt": "true"}},
-                "spec": spec}
+            spec["affinity"] = {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchFields": [
+                                    {"key": "metadata.name", "operator": "In", "values": [pin]}
+                                ]
+                            }
+                        ]
+                    }
+                }
+            }
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": self.ctx.namespace,
+                "labels": dict(labels),
+                # NOTE: cluster-autoscaler must not evict the fillers when
+                # it looks for removable nodes.
+                "annotations": {
+                    "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
+                    "karpenter.sh/do-not-disrupt": "true",
+                },
+            },
+            "spec": spec,
+        }
 
     def trigger_pending(self, t: Subtest) -> None:
-        self.c.create(self.pod(self.trigger, 1,
-                               {"app.kubernetes.io/name": "kaic-ca-trigger"}))
+        self.c.create(self.pod(self.trigger, 1, {"app.kubernetes.io/name": "kaic-ca-trigger"}))
         self.trigger_created = time.monotonic()
         timeout = self.timeout("autoscaler-pending-timeout")
         with self.phases.timed("trigger-unschedulable", timeout) as ph:
             try:
-                pod = self.c.wait_for("v1", "Pod", self.trigger, self.ctx.namespace,
-                                      lambda p: pod_unschedulable(p)
-                                      or bool(p and p.get("spec", {}).get("nodeName")),
-                                      timeout=timeout,
-                                      what="the trigger pod to become Unschedulable")
+                pod = self.c.wait_for(
+                    "v1",
+                    "Pod",
+                    self.trigger,
+                    self.ctx.namespace,
+                    lambda p: pod_unschedulable(p) or bool(p and p.get("spec", {}).get("nodeName")),
+                    timeout=timeout,
+                    what="the trigger pod to become Unschedulable",
+                )
             except WaitTimeoutError:
                 t.fail(f"the trigger pod did not become Unschedulable within {timeout:.0f}s")
             node = (pod or {}).get("spec", {}).get("nodeName")
             if node and node in self.baseline:
-                t.error(f"the trigger pod was scheduled on baseline node {node}: the pool "
-                        f"had a free {self.resource}, so the test cannot force a scale-up")
+                t.error(
+                    f"the trigger pod was scheduled on baseline node {node}: the pool "
+                    f"had a free {self.resource}, so the test cannot force a scale-up"
+                )
             ph["message"] = (condition(pod, "PodScheduled") or {}).get("message", "")
         t.log(f"trigger pod Unschedulable: {ph['message']}")
 
@@ -260,24 +322,33 @@ class _ClusterAutoscaling:
 
         with self.phases.timed("scale-up", timeout) as ph:
             try:
-                self.c.wait_list("v1", "Pod", self.ctx.namespace, grown, timeout=timeout,
-                                 what="the pool to grow",
-                                 label_selector="app.kubernetes.io/name=kaic-ca-trigger")
+                self.c.wait_list(
+                    "v1",
+                    "Pod",
+                    self.ctx.namespace,
+                    grown,
+                    timeout=timeout,
+                    what="the pool to grow",
+                    label_selector="app.kubernetes.io/name=kaic-ca-trigger",
+                )
             except WaitTimeoutError:
                 nodes = self.names(self.pool())
                 msg = (condition(state.get("trigger"), "PodScheduled") or {}).get("message")
                 self.evidence_events("trigger-events.json")
-                t.fail(f"the pool did not scale up within {timeout:.0f}s: it has "
-                       f"{len(nodes)} node(s) (baseline {n}) and the trigger pod is "
-                       f"{self.describe(state.get('trigger'))}"
-                       + (f" ({msg})" if msg else ""))
+                t.fail(
+                    f"the pool did not scale up within {timeout:.0f}s: it has "
+                    f"{len(nodes)} node(s) (baseline {n}) and the trigger pod is "
+                    f"{self.describe(state.get('trigger'))}" + (f" ({msg})" if msg else "")
+                )
             self.new_node = state["trigger"]["spec"]["nodeName"]
             ph["new_node"] = self.new_node
             ph["nodes"] = state["nodes"]
             ph["since_trigger_created_s"] = round(time.monotonic() - self.trigger_created, 3)
         self.evidence_events("trigger-events.json")
-        t.log(f"pool grew to {len(state['nodes'])} node(s); the trigger pod runs on new "
-              f"node {self.new_node}")
+        t.log(
+            f"pool grew to {len(state['nodes'])} node(s); the trigger pod runs on new "
+            f"node {self.new_node}"
+        )
 
     def describe(self, pod: KubeObject | None) -> str:
         if not pod:
@@ -287,35 +358,46 @@ class _ClusterAutoscaling:
         return f"{phase}" + (f" on {node}" if node else "")
 
     def scale_down(self, t: Subtest) -> None:
-        self.c.delete("v1", "Pod", self.trigger, self.ctx.namespace,
-                      wait_timeout=self.ctx.budget(120.0))
+        self.c.delete(
+            "v1", "Pod", self.trigger, self.ctx.namespace, wait_timeout=self.ctx.budget(120.0)
+        )
         timeout = self.timeout("autoscaler-scale-down-timeout")
         n = len(self.baseline)
         with self.phases.timed("scale-down", timeout) as ph:
             try:
-                nodes = self.c.wait_list("v1", "Node", None, lambda ns: len(ns) <= n,
-                                         timeout=timeout, what="the pool to shrink",
-                                         label_selector=self.selector)
+                nodes = self.c.wait_list(
+                    "v1",
+                    "Node",
+                    None,
+                    lambda ns: len(ns) <= n,
+                    timeout=timeout,
+                    what="the pool to shrink",
+                    label_selector=self.selector,
+                )
             except WaitTimeoutError:
                 left = self.names(self.pool())
-                t.fail(f"the pool did not scale down within {timeout:.0f}s: it still has "
-                       f"{len(left)} node(s) (baseline {n}): {', '.join(left)}")
+                t.fail(
+                    f"the pool did not scale down within {timeout:.0f}s: it still has "
+                    f"{len(left)} node(s) (baseline {n}): {', '.join(left)}"
+                )
             ph["nodes"] = self.names(nodes)
         if len(nodes) < n:
             t.fail(f"the pool shrank below its baseline: {len(nodes)} node(s), baseline {n}")
         window = self.window
         with self.phases.timed("stability-window", window) as ph:
             changed: list[str] | None = None
-            for current in self.c.watch_list("v1", "Node", None,
-                                             timeout=self.ctx.budget(window),
-                                             label_selector=self.selector):
+            for current in self.c.watch_list(
+                "v1", "Node", None, timeout=self.ctx.budget(window), label_selector=self.selector
+            ):
                 if len(current) != n:
                     changed = self.names(current)
                     break
             if changed is not None:
                 ph["changed_to"] = changed
-                t.fail(f"the pool did not stay at {n} node(s) for {window:.0f}s after "
-                       f"scaling down: {len(changed)} node(s)")
+                t.fail(
+                    f"the pool did not stay at {n} node(s) for {window:.0f}s after "
+                    f"scaling down: {len(changed)} node(s)"
+                )
         t.log(f"pool back to {n} node(s) and stable for {window:.0f}s")
 
     def evidence_events(self, name: str) -> None:
@@ -323,10 +405,27 @@ class _ClusterAutoscaling:
             events = self.c.events(self.ctx.namespace, self.trigger)
         except KaicError:
             return
-        self.ctx.evidence(name, dump([{k: e.get(k) for k in
-                                        ("type", "reason", "message", "source",
-                                         "reportingComponent", "firstTimestamp", "eventTime")}
-                                       for e in events]), "application/json")
+        self.ctx.evidence(
+            name,
+            dump(
+                [
+                    {
+                        k: e.get(k)
+                        for k in (
+                            "type",
+                            "reason",
+                            "message",
+                            "source",
+                            "reportingComponent",
+                            "firstTimestamp",
+                            "eventTime",
+                        )
+                    }
+                    for e in events
+                ]
+            ),
+            "application/json",
+        )
 
     def cleanup(self) -> None:
         for name in [self.trigger, *self.fillers]:
@@ -335,8 +434,7 @@ class _ClusterAutoscaling:
             except KaicError as e:
                 self.ctx.log(f"cleanup of pod {name}: {e}")
         try:
-            self.c.delete("policy/v1", "PodDisruptionBudget", "kaic-ca-fillers",
-                          self.ctx.namespace)
+            self.c.delete("policy/v1", "PodDisruptionBudget", "kaic-ca-fillers", self.ctx.namespace)
         except KaicError as e:
             self.ctx.log(f"cleanup of the PodDisruptionBudget: {e}")
 

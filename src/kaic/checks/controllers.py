@@ -32,8 +32,7 @@ class ControllerFinding:
     ready: bool = False
 
 
-def find_pods(cluster: ClusterAPI, selectors: Sequence[tuple[str | None, str]]
-              ) -> list[KubeObject]:
+def find_pods(cluster: ClusterAPI, selectors: Sequence[tuple[str | None, str]]) -> list[KubeObject]:
     """Pods matching any ``(namespace or None for all, label selector)``; first hit wins."""
     for namespace, selector in selectors:
         pods = cluster.list("v1", "Pod", namespace, label_selector=selector)
@@ -46,8 +45,11 @@ def find_leases(cluster: ClusterAPI, names: Iterable[str]) -> list[KubeObject]:
     wanted = set(names)
     if not wanted or not cluster.api_resources("coordination.k8s.io/v1"):
         return []
-    return [lease for lease in cluster.list("coordination.k8s.io/v1", "Lease")
-            if name_of(lease) in wanted]
+    return [
+        lease
+        for lease in cluster.list("coordination.k8s.io/v1", "Lease")
+        if name_of(lease) in wanted
+    ]
 
 
 def lease_renewed(cluster: ClusterAPI, lease: KubeObject, window: float) -> bool:
@@ -63,35 +65,62 @@ def lease_renewed(cluster: ClusterAPI, lease: KubeObject, window: float) -> bool
     return False
 
 
-def find_controller(cluster: ClusterAPI, *, pod_selectors: Sequence[tuple[str | None, str]],
-                    lease_names: Sequence[str], lease_window: float) -> ControllerFinding:
+def find_controller(
+    cluster: ClusterAPI,
+    *,
+    pod_selectors: Sequence[tuple[str | None, str]],
+    lease_names: Sequence[str],
+    lease_window: float,
+) -> ControllerFinding:
     """A controller is running when its pods are all Running and Ready, or (for a
     controller that runs outside the cluster's pods) when its leader-election Lease is
     renewed while we watch."""
     pods = find_pods(cluster, pod_selectors)
     if pods:
-        not_ready = [f"{namespace_of(p)}/{name_of(p)} "
-                     f"({p.get('status', {}).get('phase', 'Unknown')})"
-                     for p in pods if not pod_ready(p)]
+        not_ready = [
+            f"{namespace_of(p)}/{name_of(p)} ({p.get('status', {}).get('phase', 'Unknown')})"
+            for p in pods
+            if not pod_ready(p)
+        ]
         names = ", ".join(f"{namespace_of(p)}/{name_of(p)}" for p in pods)
         if not_ready:
-            return ControllerFinding(True, "pods", f"controller pods not Ready: "
-                                     f"{', '.join(not_ready)}", tuple(pods), ready=False)
-        return ControllerFinding(True, "pods", f"controller pods Running and Ready: {names}",
-                                 tuple(pods), ready=True)
+            return ControllerFinding(
+                True,
+                "pods",
+                f"controller pods not Ready: {', '.join(not_ready)}",
+                tuple(pods),
+                ready=False,
+            )
+        return ControllerFinding(
+            True, "pods", f"controller pods Running and Ready: {names}", tuple(pods), ready=True
+        )
     for lease in find_leases(cluster, lease_names):
         holder = lease.get("spec", {}).get("holderIdentity") or "nobody"
         where = f"{namespace_of(lease)}/{name_of(lease)}"
         if lease_renewed(cluster, lease, lease_window):
-            return ControllerFinding(True, "lease", f"no controller pods; leader-election "
-                                     f"Lease {where} held by {holder} is renewed (the "
-                                     "controller runs outside the cluster's pods)", ready=True)
-        return ControllerFinding(True, "lease", f"no controller pods; leader-election Lease "
-                                 f"{where} (holder {holder}) was not renewed within "
-                                 f"{lease_window:.0f}s", ready=False)
+            return ControllerFinding(
+                True,
+                "lease",
+                f"no controller pods; leader-election "
+                f"Lease {where} held by {holder} is renewed (the "
+                "controller runs outside the cluster's pods)",
+                ready=True,
+            )
+        return ControllerFinding(
+            True,
+            "lease",
+            f"no controller pods; leader-election Lease "
+            f"{where} (holder {holder}) was not renewed within "
+            f"{lease_window:.0f}s",
+            ready=False,
+        )
     sel = "; ".join(f"{ns or 'all namespaces'}: {s}" for ns, s in pod_selectors)
-    return ControllerFinding(False, "none", f"no controller pods ({sel}) and no "
-                             f"leader-election Lease ({', '.join(lease_names) or 'none known'})")
+    return ControllerFinding(
+        False,
+        "none",
+        f"no controller pods ({sel}) and no "
+        f"leader-election Lease ({', '.join(lease_names) or 'none known'})",
+    )
 
 
 def version_of(objects: Iterable[KubeObject]) -> str | None:
@@ -131,19 +160,20 @@ def classify_admission(error: ClusterError | None) -> Admission:
     marker = 'admission webhook "'
     if marker in lowered and "denied the request" in lowered:
         start = lowered.index(marker) + len(marker)
-        return Admission("denied", message[start:message.index('"', start)], message)
+        return Admission("denied", message[start : message.index('"', start)], message)
     if "failed calling webhook" in lowered:
         start = lowered.find('webhook "')
         name = None
         if start >= 0:
             start += len('webhook "')
-            name = message[start:message.index('"', start)]
+            name = message[start : message.index('"', start)]
         return Admission("unreachable", name, message)
     return Admission("rejected", None, message)
 
 
-def try_create(cluster: ClusterAPI, obj: KubeObject, *, dry_run: bool
-               ) -> tuple[Admission, KubeObject | None]:
+def try_create(
+    cluster: ClusterAPI, obj: KubeObject, *, dry_run: bool
+) -> tuple[Admission, KubeObject | None]:
     """Create (or server-side dry-run) ``obj`` and classify what admission said."""
     try:
         created = cluster.create(obj, dry_run=dry_run)

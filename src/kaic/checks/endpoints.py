@@ -18,8 +18,15 @@ from kaic.checks.predicates import pod_running
 from kaic.cluster.api import ClusterAPI, KubeObject, labels_of
 from kaic.errors import ClusterError, UsageError
 
-_NAME_LABELS = ("app", "app.kubernetes.io/name", "app.kubernetes.io/component",
-                "app.kubernetes.io/instance", "k8s-app", "name", "component")
+_NAME_LABELS = (
+    "app",
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/instance",
+    "k8s-app",
+    "name",
+    "component",
+)
 
 
 def pod_words(pod: KubeObject) -> str:
@@ -34,8 +41,7 @@ def pod_words(pod: KubeObject) -> str:
 
 def container_ports(pod: KubeObject) -> list[dict[str, Any]]:
     """Every port every container of the pod declares."""
-    return [p for c in pod.get("spec", {}).get("containers") or []
-            for p in c.get("ports") or []]
+    return [p for c in pod.get("spec", {}).get("containers") or [] for p in c.get("ports") or []]
 
 
 def resolve_target_port(pod: KubeObject, target: Any) -> int | None:
@@ -50,8 +56,9 @@ def resolve_target_port(pod: KubeObject, target: Any) -> int | None:
     return None
 
 
-def service_pods(cluster: ClusterAPI, namespace: str, name: str, port: str, *,
-                 option: str) -> list[tuple[KubeObject, int | None]]:
+def service_pods(
+    cluster: ClusterAPI, namespace: str, name: str, port: str, *, option: str
+) -> list[tuple[KubeObject, int | None]]:
     """The Running pods behind port ``port`` (number or name) of a Service, each with
     the pod port it targets; a ``UsageError`` naming ``option`` when the Service or its
     port does not exist."""
@@ -59,15 +66,19 @@ def service_pods(cluster: ClusterAPI, namespace: str, name: str, port: str, *,
     if svc is None:
         raise UsageError(f"{option}: Service {namespace}/{name} not found")
     spec = svc.get("spec", {})
-    sp = next((p for p in spec.get("ports") or []
-               if str(p.get("port")) == port or p.get("name") == port), None)
+    sp = next(
+        (p for p in spec.get("ports") or [] if str(p.get("port")) == port or p.get("name") == port),
+        None,
+    )
     if sp is None:
         raise UsageError(f"{option}: Service {namespace}/{name} has no port {port}")
     sel = spec.get("selector") or {}
     selector = ",".join(f"{k}={v}" for k, v in sel.items())
-    return [(pod, resolve_target_port(pod, sp.get("targetPort", sp.get("port"))))
-            for pod in cluster.list("v1", "Pod", namespace, label_selector=selector or None)
-            if pod_running(pod)]
+    return [
+        (pod, resolve_target_port(pod, sp.get("targetPort", sp.get("port"))))
+        for pod in cluster.list("v1", "Pod", namespace, label_selector=selector or None)
+        if pod_running(pod)
+    ]
 
 
 def http_get_url(url: str, timeout: float) -> str:

@@ -31,10 +31,11 @@ def container_request(container: KubeObject, resource: str) -> Decimal:
 def pod_requests(pod: KubeObject, resource: str) -> Decimal:
     """What a pod requests of ``resource`` (sum over containers; max with init containers)."""
     spec = pod.get("spec", {})
-    total = sum((container_request(c, resource) for c in spec.get("containers") or []),
-                Decimal(0))
-    init = max((container_request(c, resource) for c in spec.get("initContainers") or []),
-               default=Decimal(0))
+    total = sum((container_request(c, resource) for c in spec.get("containers") or []), Decimal(0))
+    init = max(
+        (container_request(c, resource) for c in spec.get("initContainers") or []),
+        default=Decimal(0),
+    )
     return max(total, init)
 
 

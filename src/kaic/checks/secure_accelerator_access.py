@@ -111,9 +111,9 @@ def parse_probe(stdout: str, acc: AcceleratorType) -> ProbeResult | None:
     uuid_re = re.compile(acc.uuid_pattern) if acc.uuid_pattern else None
     for line in stdout.splitlines():
         if line.startswith("DEVICE: "):
-            devices.append(line[len("DEVICE: "):].strip())
+            devices.append(line[len("DEVICE: ") :].strip())
         elif line.startswith("LIST: "):
-            text = line[len("LIST: "):].strip()
+            text = line[len("LIST: ") :].strip()
             listed.append(text)
             u = uuid_re.search(text) if uuid_re else None
             if u:
@@ -152,8 +152,9 @@ def _best(free: Mapping[str, int]) -> tuple[str, int] | None:
     return (usable[0][1], -usable[0][0]) if usable else None
 
 
-def dra_placement(cluster: ClusterAPI, acc: AcceleratorType, nodes: list[KubeObject],
-                  notes: list[str]) -> Placement | None:
+def dra_placement(
+    cluster: ClusterAPI, acc: AcceleratorType, nodes: list[KubeObject], notes: list[str]
+) -> Placement | None:
     """A Ready node with free devices in a complete pool of the driver, or None."""
     av = dra_version(cluster)
     if av is None:
@@ -195,8 +196,9 @@ def dra_placement(cluster: ClusterAPI, acc: AcceleratorType, nodes: list[KubeObj
     return Placement("dra", by_name[name], n, av, devices, notes)
 
 
-def device_plugin_placement(cluster: ClusterAPI, acc: AcceleratorType, nodes: list[KubeObject],
-                            notes: list[str]) -> Placement | None:
+def device_plugin_placement(
+    cluster: ClusterAPI, acc: AcceleratorType, nodes: list[KubeObject], notes: list[str]
+) -> Placement | None:
     ready = {name_of(n): n for n in nodes if node_schedulable(n)}
     alloc = {name: int(allocatable(n, acc.extended_resource)) for name, n in ready.items()}
     alloc = {k: v for k, v in alloc.items() if v > 0}
@@ -234,7 +236,8 @@ def choose_placement(cluster: ClusterAPI, acc: AcceleratorType, mode: str) -> Pl
                 if (dc.get("spec") or {}).get("extendedResourceName") == acc.extended_resource:
                     raise NoAccelerators(
                         f"{acc.extended_resource} is backed by DRA (DeviceClass {name_of(dc)} "
-                        "sets extendedResourceName); test it with --allocation-mode=dra")
+                        "sets extendedResourceName); test it with --allocation-mode=dra"
+                    )
     p = device_plugin_placement(cluster, acc, nodes, notes)
     if p is not None:
         return p
@@ -267,8 +270,14 @@ class ProbePod:
 class Probes:
     """Creates probe pods, waits for them, runs the probe and keeps the transcript."""
 
-    def __init__(self, ctx: CheckContext, acc: AcceleratorType, placement: Placement,
-                 image: str, pod_timeout: float) -> None:
+    def __init__(
+        self,
+        ctx: CheckContext,
+        acc: AcceleratorType,
+        placement: Placement,
+        image: str,
+        pod_timeout: float,
+    ) -> None:
         self.ctx = ctx
         self.cluster = ctx.cluster
         self.acc = acc
@@ -285,20 +294,34 @@ class Probes:
     # -- objects -------------------------------------------------------------------------
     def claim_template(self) -> KubeObject:
         return {
-            "apiVersion": self.placement.dra_version, "kind": "ResourceClaimTemplate",
+            "apiVersion": self.placement.dra_version,
+            "kind": "ResourceClaimTemplate",
             "metadata": {"name": CLAIM_TEMPLATE, "namespace": self.ctx.namespace},
-            "spec": {"spec": {"devices": {"requests": [{
-                "name": CLAIM_REQUEST,
-                "exactly": {"deviceClassName": self.acc.device_class,
-                            "allocationMode": "ExactCount", "count": 1},
-            }]}}},
+            "spec": {
+                "spec": {
+                    "devices": {
+                        "requests": [
+                            {
+                                "name": CLAIM_REQUEST,
+                                "exactly": {
+                                    "deviceClassName": self.acc.device_class,
+                                    "allocationMode": "ExactCount",
+                                    "count": 1,
+                                },
+                            }
+                        ]
+                    }
+                }
+            },
         }
 
     def tolerations(self) -> list[dict[str, Any]]:
         tols: list[dict[str, Any]] = [{"key": self.acc.taint_key, "operator": "Exists"}]
         for t in self.placement.node.get("spec", {}).get("taints") or []:
             if t.get("key") != self.acc.taint_key and t.get("effect") in (
-                    "NoSchedule", "NoExecute"):
+                "NoSchedule",
+                "NoExecute",
+            ):
                 tol = {"key": t.get("key"), "operator": "Exists", "effect": t.get("effect")}
                 if tol not in tols:
                     tols.append(tol)
@@ -308,7 +331,8 @@ class Probes:
         containers = []
         for c in pod.containers:
             spec: dict[str, Any] = {
-                "name": c.name, "image": self.image,
+                "name": c.name,
+                "image": self.image,
                 "command": ["sh", "-c", "sleep 3600"],
                 # NOTE: the probe reads the container's view of /dev; workingDir is fixed
                 # so the listing does not depend on the image's WORKDIR.
@@ -321,13 +345,19 @@ class Probes:
                 if self.placement.mode == "dra":
                     spec["resources"] = {"claims": [{"name": POD_CLAIM}]}
                 else:
-                    spec["resources"] = {"limits": {self.acc.extended_resource: "1"},
-                                         "requests": {self.acc.extended_resource: "1"}}
+                    spec["resources"] = {
+                        "limits": {self.acc.extended_resource: "1"},
+                        "requests": {self.acc.extended_resource: "1"},
+                    }
             containers.append(spec)
         obj: KubeObject = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod.name, "namespace": self.ctx.namespace,
-                         "labels": {"kaic.io/probe": pod.name}},
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod.name,
+                "namespace": self.ctx.namespace,
+                "labels": {"kaic.io/probe": pod.name},
+            },
             "spec": {
                 "restartPolicy": "Never",
                 "terminationGracePeriodSeconds": 1,
@@ -335,15 +365,29 @@ class Probes:
                 "activeDeadlineSeconds": int(self.ctx.timeout_s) + 120,
                 "containers": containers,
                 "tolerations": self.tolerations(),
-                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [{"matchFields": [{
-                        "key": "metadata.name", "operator": "In",
-                        "values": [self.placement.node_name]}]}]}}},
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchFields": [
+                                        {
+                                            "key": "metadata.name",
+                                            "operator": "In",
+                                            "values": [self.placement.node_name],
+                                        }
+                                    ]
+                                }
+                            ]
+                        }
+                    }
+                },
             },
         }
         if self.placement.mode == "dra" and pod.devices_needed:
-            obj["spec"]["resourceClaims"] = [{"name": POD_CLAIM,
-                                              "resourceClaimTemplateName": CLAIM_TEMPLATE}]
+            obj["spec"]["resourceClaims"] = [
+                {"name": POD_CLAIM, "resourceClaimTemplateName": CLAIM_TEMPLATE}
+            ]
         return obj
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -365,9 +409,14 @@ class Probes:
                 continue
             try:
                 obj = self.cluster.wait_for(
-                    "v1", "Pod", p.name, self.ctx.namespace,
+                    "v1",
+                    "Pod",
+                    p.name,
+                    self.ctx.namespace,
                     pod_started,
-                    timeout=self.ctx.budget(self.pod_timeout), what=f"pod {p.name} to run")
+                    timeout=self.ctx.budget(self.pod_timeout),
+                    what=f"pod {p.name} to run",
+                )
             except ClusterError as e:
                 self.keep_pod(p.name)
                 t.error(f"pod {p.name} did not start: {e}{self._why_pending(p.name)}")
@@ -386,38 +435,45 @@ class Probes:
             evs = self.cluster.events(self.ctx.namespace, pod)
         except ClusterError:
             return ""
-        msgs = [f"{e.get('reason')}: {e.get('message')}" for e in evs
-                if e.get("type") == "Warning"]
+        msgs = [f"{e.get('reason')}: {e.get('message')}" for e in evs if e.get("type") == "Warning"]
         return f" ({msgs[-1]})" if msgs else ""
 
     def probe(self, t: Subtest, pod: str, container: str) -> ProbeResult:
         """Run the probe in one container. An exec that fails or prints no ``RESULT`` line
         is retried (a container may not accept exec at once); ERROR after three tries."""
         cmd = ["sh", "-c", self.script]
-        shown = f"kubectl exec -n {self.ctx.namespace} {pod} -c {container} -- " \
-                f"sh -c {shlex.quote(self.script)}"
+        shown = (
+            f"kubectl exec -n {self.ctx.namespace} {pod} -c {container} -- "
+            f"sh -c {shlex.quote(self.script)}"
+        )
         problem = ""
         for attempt in range(PROBE_ATTEMPTS):
             if attempt:
                 self.ctx.sleep(float(attempt))
             try:
-                r = self.cluster.exec(self.ctx.namespace, pod, cmd, container=container,
-                                      timeout=self.ctx.budget(60.0))
+                r = self.cluster.exec(
+                    self.ctx.namespace, pod, cmd, container=container, timeout=self.ctx.budget(60.0)
+                )
             except ClusterError as e:
                 self.transcript.append(f"$ {shown}\n(exec failed: {e})\n")
                 problem = f"exec into pod {pod} container {container} failed: {e}"
                 continue
             self.transcript.append(
-                f"$ {shown}\n{r.stdout}" + (f"[stderr]\n{r.stderr}" if r.stderr else "")
-                + f"[exit code {r.exit_code}]\n")
+                f"$ {shown}\n{r.stdout}"
+                + (f"[stderr]\n{r.stderr}" if r.stderr else "")
+                + f"[exit code {r.exit_code}]\n"
+            )
             res = parse_probe(r.stdout, self.acc)
             if res is not None:
-                t.log(f"pod {pod} container {container}: {res.count} accelerator(s): "
-                      f"{res.describe()}")
+                t.log(
+                    f"pod {pod} container {container}: {res.count} accelerator(s): {res.describe()}"
+                )
                 return res
-            problem = (f"the probe in pod {pod} container {container} printed no RESULT "
-                       f"line (exit code {r.exit_code}; the image needs a POSIX sh): "
-                       f"{(r.stderr or r.stdout).strip()[:200]}")
+            problem = (
+                f"the probe in pod {pod} container {container} printed no RESULT "
+                f"line (exit code {r.exit_code}; the image needs a POSIX sh): "
+                f"{(r.stderr or r.stdout).strip()[:200]}"
+            )
         t.error(f"{problem} (tried {PROBE_ATTEMPTS} times)")
 
     def keep_pod(self, name: str) -> None:
@@ -440,8 +496,12 @@ class Probes:
             claim_name = st.get("resourceClaimName")
             if not claim_name:
                 continue
-            claim = self.cluster.get(self.placement.dra_version, "ResourceClaim", claim_name,
-                                     self.ctx.namespace) or {}
+            claim = (
+                self.cluster.get(
+                    self.placement.dra_version, "ResourceClaim", claim_name, self.ctx.namespace
+                )
+                or {}
+            )
             alloc = (claim.get("status") or {}).get("allocation") or {}
             for r in (alloc.get("devices") or {}).get("results") or []:
                 key = (str(r.get("driver")), str(r.get("pool")), str(r.get("device")))
@@ -468,17 +528,19 @@ class Probes:
             except ClusterError:
                 obj = None
             pods.append(_trim(obj or self.last.get(name) or {"metadata": {"name": name}}))
-        ctx.evidence("pods.yaml", yaml.safe_dump_all(pods, sort_keys=False),
-                     "application/yaml")
+        ctx.evidence("pods.yaml", yaml.safe_dump_all(pods, sort_keys=False), "application/yaml")
         if self.placement.mode == "dra" and self.placement.dra_version:
             try:
-                claims = self.cluster.list(self.placement.dra_version, "ResourceClaim",
-                                           ctx.namespace)
+                claims = self.cluster.list(
+                    self.placement.dra_version, "ResourceClaim", ctx.namespace
+                )
             except ClusterError as e:
                 claims = [{"error": str(e)}]
-            ctx.evidence("resourceclaims.yaml",
-                         yaml.safe_dump_all([_trim(c) for c in claims], sort_keys=False),
-                         "application/yaml")
+            ctx.evidence(
+                "resourceclaims.yaml",
+                yaml.safe_dump_all([_trim(c) for c in claims], sort_keys=False),
+                "application/yaml",
+            )
 
     def delete_all(self) -> None:
         for name in list(self.created):
@@ -499,11 +561,12 @@ def _trim(obj: KubeObject) -> KubeObject:
 # The check
 # ---------------------------------------------------------------------------------------
 
-POSITIVE = ProbePod("accel-positive", (ProbeContainer("probe", True),),
-                    "granted one accelerator")
-MULTI = ProbePod("accel-multi", (ProbeContainer("authorized", True),
-                                 ProbeContainer("unauthorized", False)),
-                 "claim granted to container authorized only")
+POSITIVE = ProbePod("accel-positive", (ProbeContainer("probe", True),), "granted one accelerator")
+MULTI = ProbePod(
+    "accel-multi",
+    (ProbeContainer("authorized", True), ProbeContainer("unauthorized", False)),
+    "claim granted to container authorized only",
+)
 CROSS_A = ProbePod("accel-cross-a", (ProbeContainer("probe", True),), "granted one accelerator")
 CROSS_B = ProbePod("accel-cross-b", (ProbeContainer("probe", True),), "granted one accelerator")
 
@@ -511,9 +574,13 @@ CROSS_B = ProbePod("accel-cross-b", (ProbeContainer("probe", True),), "granted o
 def negative_pods(acc: AcceleratorType) -> list[ProbePod]:
     pods = [ProbePod("accel-negative", (ProbeContainer("probe", False),), "no request")]
     if acc.visible_env:
-        pods.append(ProbePod("accel-negative-envvar",
-                             (ProbeContainer("probe", False, {acc.visible_env: "all"}),),
-                             f"no request, {acc.visible_env}=all"))
+        pods.append(
+            ProbePod(
+                "accel-negative-envvar",
+                (ProbeContainer("probe", False, {acc.visible_env: "all"}),),
+                f"no request, {acc.visible_env}=all",
+            )
+        )
     return pods
 
 
@@ -521,15 +588,20 @@ def negative_pods(acc: AcceleratorType) -> list[ProbePod]:
     "secure_accelerator_access",
     test="TestSecureAcceleratorAccess",
     options=(
-        CheckOption("allocation-mode", "how accelerators are requested: auto (DRA when a "
-                    "complete ResourceSlice pool of the driver is on a Ready node, else the "
-                    "device plugin), dra or device-plugin", default="auto"),
-        CheckOption("accelerator-type", "accelerator vendor: " + ", ".join(PROBED),
-                    default="nvidia"),
-        CheckOption("probe-image", "image of the probe pods (needs a POSIX sh)",
-                    default="ubuntu:22.04"),
-        CheckOption("probe-pod-timeout", "seconds to wait for a probe pod to run",
-                    default="300"),
+        CheckOption(
+            "allocation-mode",
+            "how accelerators are requested: auto (DRA when a "
+            "complete ResourceSlice pool of the driver is on a Ready node, else the "
+            "device plugin), dra or device-plugin",
+            default="auto",
+        ),
+        CheckOption(
+            "accelerator-type", "accelerator vendor: " + ", ".join(PROBED), default="nvidia"
+        ),
+        CheckOption(
+            "probe-image", "image of the probe pods (needs a POSIX sh)", default="ubuntu:22.04"
+        ),
+        CheckOption("probe-pod-timeout", "seconds to wait for a probe pod to run", default="300"),
     ),
     permissions=(
         Permission("list", "nodes", namespaced=False),
@@ -555,8 +627,7 @@ def secure_accelerator_access(ctx: CheckContext) -> None:
     acc_name = (ctx.option("accelerator-type") or "nvidia").lower()
     acc = PROBED.get(acc_name)
     if acc is None:
-        raise UsageError(f"--accelerator-type must be one of {', '.join(PROBED)}, "
-                         f"got {acc_name!r}")
+        raise UsageError(f"--accelerator-type must be one of {', '.join(PROBED)}, got {acc_name!r}")
     image = ctx.option("probe-image") or "ubuntu:22.04"
     pod_timeout = ctx.float_option("probe-pod-timeout") or 300.0
 
@@ -565,22 +636,31 @@ def secure_accelerator_access(ctx: CheckContext) -> None:
     except NoAccelerators as e:
         ctx.evidence("allocation.txt", f"allocation mode asked: {mode}\n{e}\n")
         if mode == "auto":
-            ctx.skip(f"no free {acc.name} accelerator on a Ready node, by DRA or device "
-                     f"plugin: {e}")
+            ctx.skip(
+                f"no free {acc.name} accelerator on a Ready node, by DRA or device plugin: {e}"
+            )
         ctx.error(f"--allocation-mode={mode}: {e}")
-    ctx.log(f"allocation mode {placement.mode} (asked: {mode}); node {placement.node_name} "
-            f"with {placement.free} free accelerator(s)")
+    ctx.log(
+        f"allocation mode {placement.mode} (asked: {mode}); node {placement.node_name} "
+        f"with {placement.free} free accelerator(s)"
+    )
     node_alloc = (placement.node.get("status") or {}).get("allocatable") or {}
-    ctx.evidence("allocation.txt", "\n".join([
-        f"allocation mode asked: {mode}",
-        f"allocation mode used: {placement.mode}"
-        + (f" ({placement.dra_version})" if placement.dra_version else ""),
-        f"accelerator type: {acc.name} (DeviceClass {acc.device_class}, extended resource "
-        f"{acc.extended_resource}, devices {acc.device_glob})",
-        f"node: {placement.node_name} ({placement.free} free)",
-        f"node allocatable: {json.dumps(node_alloc, sort_keys=True)}",
-        *placement.notes,
-    ]) + "\n")
+    ctx.evidence(
+        "allocation.txt",
+        "\n".join(
+            [
+                f"allocation mode asked: {mode}",
+                f"allocation mode used: {placement.mode}"
+                + (f" ({placement.dra_version})" if placement.dra_version else ""),
+                f"accelerator type: {acc.name} (DeviceClass {acc.device_class}, extended resource "
+                f"{acc.extended_resource}, devices {acc.device_glob})",
+                f"node: {placement.node_name} ({placement.free} free)",
+                f"node allocatable: {json.dumps(node_alloc, sort_keys=True)}",
+                *placement.notes,
+            ]
+        )
+        + "\n",
+    )
 
     probes = Probes(ctx, acc, placement, image, pod_timeout)
     try:
@@ -611,8 +691,9 @@ def _release(probes: Probes, pods: Sequence[ProbePod]) -> None:
         if p.name in probes.created:
             probes.keep_pod(p.name)
             try:
-                probes.cluster.delete("v1", "Pod", p.name, probes.ctx.namespace,
-                                      wait_timeout=probes.ctx.budget(120.0))
+                probes.cluster.delete(
+                    "v1", "Pod", p.name, probes.ctx.namespace, wait_timeout=probes.ctx.budget(120.0)
+                )
             except ClusterError as e:
                 probes.ctx.log(f"could not delete pod {p.name}: {e}")
             probes.running.pop(p.name, None)
@@ -622,8 +703,11 @@ def _positive(ctx: CheckContext, probes: Probes) -> None:
     with ctx.subtest("PositiveAccessTest") as t:
         probes.wait_running(t, [POSITIVE])
         res = probes.probe(t, POSITIVE.name, "probe")
-        t.require(res.count == 1, f"pod {POSITIVE.name} was granted one accelerator but sees "
-                  f"{res.count}: {res.describe()}")
+        t.require(
+            res.count == 1,
+            f"pod {POSITIVE.name} was granted one accelerator but sees "
+            f"{res.count}: {res.describe()}",
+        )
         _match_allocation(t, probes, POSITIVE.name, res)
 
 
@@ -634,8 +718,7 @@ def _match_allocation(t: Subtest, probes: Probes, pod: str, res: ProbeResult) ->
         t.log(f"pod {pod} was allocated {', '.join(sorted(want))}")
     if want and res.uuids and not set(res.uuids) <= want:
         other = sorted(set(res.uuids) - want)
-        t.fail(f"pod {pod} sees {', '.join(other)} but was allocated "
-               f"{', '.join(sorted(want))}")
+        t.fail(f"pod {pod} sees {', '.join(other)} but was allocated {', '.join(sorted(want))}")
 
 
 def _negative(ctx: CheckContext, probes: Probes, negatives: Sequence[ProbePod]) -> None:
@@ -645,8 +728,10 @@ def _negative(ctx: CheckContext, probes: Probes, negatives: Sequence[ProbePod]) 
         for p in negatives:
             res = probes.probe(t, p.name, "probe")
             if res.count:
-                leaks.append(f"pod {p.name} ({p.purpose}) sees {res.count} accelerator(s) "
-                             f"on node {probes.placement.node_name}: {res.describe()}")
+                leaks.append(
+                    f"pod {p.name} ({p.purpose}) sees {res.count} accelerator(s) "
+                    f"on node {probes.placement.node_name}: {res.describe()}"
+                )
         if leaks:
             t.fail("; ".join(leaks))
 
@@ -657,18 +742,25 @@ def _multi_container(ctx: CheckContext, probes: Probes) -> None:
         auth = probes.probe(t, MULTI.name, "authorized")
         unauth = probes.probe(t, MULTI.name, "unauthorized")
         if unauth.count:
-            t.fail(f"pod {MULTI.name} container unauthorized (only container authorized "
-                   f"was granted an accelerator) sees {unauth.count} accelerator(s): "
-                   f"{unauth.describe()}")
-        t.require(auth.count == 1, f"pod {MULTI.name} container authorized was granted one "
-                  f"accelerator but sees {auth.count}: {auth.describe()}")
+            t.fail(
+                f"pod {MULTI.name} container unauthorized (only container authorized "
+                f"was granted an accelerator) sees {unauth.count} accelerator(s): "
+                f"{unauth.describe()}"
+            )
+        t.require(
+            auth.count == 1,
+            f"pod {MULTI.name} container authorized was granted one "
+            f"accelerator but sees {auth.count}: {auth.describe()}",
+        )
 
 
 def _cross_pod(ctx: CheckContext, probes: Probes) -> None:
     with ctx.subtest("CrossPodIsolationTest") as t:
         if probes.placement.free < 2:
-            t.skip(f"needs two free accelerators on one node; {probes.placement.node_name} "
-                   f"has {probes.placement.free}")
+            t.skip(
+                f"needs two free accelerators on one node; {probes.placement.node_name} "
+                f"has {probes.placement.free}"
+            )
         probes.wait_running(t, [CROSS_A, CROSS_B])
         a = probes.probe(t, CROSS_A.name, "probe")
         b = probes.probe(t, CROSS_B.name, "probe")
@@ -678,12 +770,12 @@ def _cross_pod(ctx: CheckContext, probes: Probes) -> None:
             if foreign:
                 problems.append(f"pod {me} sees {', '.join(foreign)}, allocated to pod {other}")
             elif mine.count != 1:
-                problems.append(f"pod {me} was granted one accelerator but sees "
-                                f"{mine.count}: {mine.describe()}")
+                problems.append(
+                    f"pod {me} was granted one accelerator but sees {mine.count}: {mine.describe()}"
+                )
         shared = sorted(a.identities() & b.identities())
         if shared and not problems:
-            problems.append(f"pods {CROSS_A.name} and {CROSS_B.name} both see "
-                            f"{', '.join(shared)}")
+            problems.append(f"pods {CROSS_A.name} and {CROSS_B.name} both see {', '.join(shared)}")
         if problems:
             t.fail("; ".join(problems))
         if not a.identities() or not b.identities():

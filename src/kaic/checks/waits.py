@@ -45,13 +45,24 @@ class Waits:
             outcome = f"{type(e).__name__}: {e}"
             raise
         finally:
-            self.entries.append({"wait": what, "timeout_s": round(timeout, 1),
-                                 "took_s": round(time.monotonic() - start, 3),
-                                 "result": outcome})
+            self.entries.append(
+                {
+                    "wait": what,
+                    "timeout_s": round(timeout, 1),
+                    "took_s": round(time.monotonic() - start, 3),
+                    "result": outcome,
+                }
+            )
 
     def record(self, what: str, timeout: float, took: float, result: str) -> None:
-        self.entries.append({"wait": what, "timeout_s": round(timeout, 1),
-                             "took_s": round(took, 3), "result": result})
+        self.entries.append(
+            {
+                "wait": what,
+                "timeout_s": round(timeout, 1),
+                "took_s": round(took, 3),
+                "result": result,
+            }
+        )
 
     def save(self, ctx: CheckContext, name: str = "waits.json") -> None:
         ctx.evidence(name, json.dumps(self.entries, indent=2), "application/json")
@@ -77,10 +88,15 @@ class Phases:
         ctx.evidence(name, dump(self.items), "application/json")
 
 
-def poll(ctx: CheckContext, timeout: float, probe: Callable[[], bool], *,
-         interval: float = 2.0,
-         on_error: Callable[[Exception], None] | None = None,
-         errors: tuple[type[Exception], ...] = (ClusterError, ValueError)) -> bool:
+def poll(
+    ctx: CheckContext,
+    timeout: float,
+    probe: Callable[[], bool],
+    *,
+    interval: float = 2.0,
+    on_error: Callable[[Exception], None] | None = None,
+    errors: tuple[type[Exception], ...] = (ClusterError, ValueError),
+) -> bool:
     """Call ``probe`` every ``interval`` seconds until it returns True (True) or
     ``timeout`` seconds have passed (False). ``errors`` raised by ``probe`` count as
     "not yet" and go to ``on_error``; cancellation or the check's timeout raise

@@ -19,16 +19,16 @@ from kaic.model import CheckResult, Outcome
 from tests.fakes import FakeCluster, fake_check_context
 
 
-def _ctx(fc: FakeCluster, req: str, options: dict[str, str | None] | None = None,
-         timeout: float = 30.0) -> CheckContext:
-    return fake_check_context(fc, req, options=options, timeout=timeout, run_id="run1",
-                              namespace="kaic-test")
+def _ctx(
+    fc: FakeCluster, req: str, options: dict[str, str | None] | None = None, timeout: float = 30.0
+) -> CheckContext:
+    return fake_check_context(
+        fc, req, options=options, timeout=timeout, run_id="run1", namespace="kaic-test"
+    )
 
 
 def _sub(result: CheckResult, name: str) -> Any:
     return next(s for s in result.subresults if s.name == name)
-
-
 
 
 class FakePrometheus:
@@ -46,13 +46,21 @@ class FakePrometheus:
         if url.path == "/api/v1/status/config":
             return json.dumps({"status": "success", "data": {"yaml": "scrape_configs: []"}})
         if url.path == "/api/v1/targets":
-            return json.dumps({"status": "success", "data": {"activeTargets": [],
-                                                             "droppedTargets": []}})
+            return json.dumps(
+                {"status": "success", "data": {"activeTargets": [], "droppedTargets": []}}
+            )
         assert url.path == "/api/v1/query", path
         q = urllib.parse.parse_qs(url.query)["query"][0]
         if q == "vector(1)":
-            return json.dumps({"status": "success", "data": {
-                "resultType": "vector", "result": [{"metric": {}, "value": [1.0, "1"]}]}})
+            return json.dumps(
+                {
+                    "status": "success",
+                    "data": {
+                        "resultType": "vector",
+                        "result": [{"metric": {}, "value": [1.0, "1"]}],
+                    },
+                }
+            )
         self.queries.append(q)
         metric, token = q.split("{")[0], q.split('"')[1]
         for pod in self.fc.list("v1", "Pod"):
@@ -61,10 +69,20 @@ class FakePrometheus:
             env = pod["spec"]["containers"][0]["env"][0]["value"]
             for line in env.splitlines():
                 if line.startswith(metric + "{") and token in line and 'le="' not in line:
-                    return json.dumps({"status": "success", "data": {
-                        "resultType": "vector",
-                        "result": [{"metric": {"__name__": metric},
-                                    "value": [1.0, line.rsplit(" ", 1)[1]]}]}})
+                    return json.dumps(
+                        {
+                            "status": "success",
+                            "data": {
+                                "resultType": "vector",
+                                "result": [
+                                    {
+                                        "metric": {"__name__": metric},
+                                        "value": [1.0, line.rsplit(" ", 1)[1]],
+                                    }
+                                ],
+                            },
+                        }
+                    )
         return json.dumps({"status": "success", "data": {"resultType": "vector", "result": []}})
 
 
@@ -80,12 +98,23 @@ def _annotated(pod: KubeObject) -> bool:
 
 def _prom_cluster(collects: Any = _annotated) -> tuple[FakeCluster, FakePrometheus]:
     fc = FakeCluster()
-    fc.add({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "prometheus-0", "namespace": "monitoring",
-                         "labels": {"app.kubernetes.io/name": "prometheus"}},
-            "spec": {"containers": [{"name": "prometheus", "ports": [
-                {"name": "web", "containerPort": 9090}]}]},
-            "status": {"phase": "Running", "podIP": "127.64.0.2"}})
+    fc.add(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "prometheus-0",
+                "namespace": "monitoring",
+                "labels": {"app.kubernetes.io/name": "prometheus"},
+            },
+            "spec": {
+                "containers": [
+                    {"name": "prometheus", "ports": [{"name": "web", "containerPort": 9090}]}
+                ]
+            },
+            "status": {"phase": "Running", "podIP": "127.64.0.2"},
+        }
+    )
     prom = FakePrometheus(fc, collects)
     fc.controllers.append(_run_pods)
 
@@ -102,7 +131,10 @@ def test_ai_service_metrics_passes_when_annotation_based_prometheus_collects_the
     result = run_check(_ctx(fc, "ai_service_metrics"))
     assert result.outcome is Outcome.PASS, result.reason
     assert [s.name for s in result.subresults] == [
-        "DetectMonitoringSystem", "DeploySampleWorkload", "MetricsCollected"]
+        "DetectMonitoringSystem",
+        "DeploySampleWorkload",
+        "MetricsCollected",
+    ]
     assert any("kaic_sample_inference_requests_total" in q for q in prom.queries)
     # the sample pod and its Service were created with scrape annotations, then removed
     created = [c[1] for c in fc.calls if c[0] == "create"]
@@ -134,6 +166,7 @@ def test_ai_service_metrics_fails_when_collected_values_differ() -> None:
     def wrong(path: str) -> str:
         out = orig(path)
         return out.replace('"value": [1.0, "', '"value": [1.0, "9')
+
     prom.handle = wrong  # type: ignore[method-assign]
     result = run_check(_ctx(fc, "ai_service_metrics"))
     assert result.outcome is Outcome.FAIL
@@ -142,18 +175,40 @@ def test_ai_service_metrics_fails_when_collected_values_differ() -> None:
 
 def _operator_cluster() -> tuple[FakeCluster, FakePrometheus]:
     fc = FakeCluster()
-    fc.serve(m.PROM_OPERATOR, ("podmonitors", "PodMonitor", True),
-             ("servicemonitors", "ServiceMonitor", True), ("prometheuses", "Prometheus", True))
-    fc.add({"apiVersion": m.PROM_OPERATOR, "kind": "Prometheus",
+    fc.serve(
+        m.PROM_OPERATOR,
+        ("podmonitors", "PodMonitor", True),
+        ("servicemonitors", "ServiceMonitor", True),
+        ("prometheuses", "Prometheus", True),
+    )
+    fc.add(
+        {
+            "apiVersion": m.PROM_OPERATOR,
+            "kind": "Prometheus",
             "metadata": {"name": "k8s", "namespace": "monitoring"},
-            "spec": {"podMonitorSelector": {"matchLabels": {"release": "kps"}},
-                     "podMonitorNamespaceSelector": {}}})
-    fc.add({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "prometheus-k8s-0", "namespace": "monitoring",
-                         "labels": {"operator.prometheus.io/name": "k8s"}},
-            "spec": {"containers": [{"name": "prometheus", "ports": [
-                {"name": "web", "containerPort": 9090}]}]},
-            "status": {"phase": "Running"}})
+            "spec": {
+                "podMonitorSelector": {"matchLabels": {"release": "kps"}},
+                "podMonitorNamespaceSelector": {},
+            },
+        }
+    )
+    fc.add(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "prometheus-k8s-0",
+                "namespace": "monitoring",
+                "labels": {"operator.prometheus.io/name": "k8s"},
+            },
+            "spec": {
+                "containers": [
+                    {"name": "prometheus", "ports": [{"name": "web", "containerPort": 9090}]}
+                ]
+            },
+            "status": {"phase": "Running"},
+        }
+    )
 
     def selected(pod: KubeObject) -> bool:
         for pm in fc.list(m.PROM_OPERATOR, "PodMonitor"):
@@ -176,9 +231,15 @@ def test_ai_service_metrics_uses_a_podmonitor_the_operator_selects() -> None:
     assert result.outcome is Outcome.PASS, result.reason
     created = [c[1][0] for c in fc.calls if c[0] == "create"]
     assert created == ["Pod", "PodMonitor"]
-    assert ("delete", ("PodMonitor", created and next(
-        c[1][1] for c in fc.calls if c[0] == "create" and c[1][0] == "PodMonitor"),
-        "kaic-test")) in fc.calls
+    assert (
+        "delete",
+        (
+            "PodMonitor",
+            created
+            and next(c[1][1] for c in fc.calls if c[0] == "create" and c[1][0] == "PodMonitor"),
+            "kaic-test",
+        ),
+    ) in fc.calls
 
 
 @pytest.fixture
@@ -206,7 +267,8 @@ def local_prometheus() -> Iterator[tuple[str, FakePrometheus, FakeCluster]]:
 
 
 def test_ai_service_metrics_queries_a_given_loopback_prometheus_url(
-        local_prometheus: tuple[str, FakePrometheus, FakeCluster]) -> None:
+    local_prometheus: tuple[str, FakePrometheus, FakeCluster],
+) -> None:
     url, prom, fc = local_prometheus
     result = run_check(_ctx(fc, "ai_service_metrics", {"prometheus-url": url}))
     assert result.outcome is Outcome.PASS, result.reason
@@ -215,8 +277,9 @@ def test_ai_service_metrics_queries_a_given_loopback_prometheus_url(
 
 def test_ai_service_metrics_rejects_an_unknown_collection_method() -> None:
     fc, _ = _prom_cluster()
-    result = run_check(_ctx(fc, "ai_service_metrics",
-                            {"service-metrics-collection": "carrier-pigeon"}))
+    result = run_check(
+        _ctx(fc, "ai_service_metrics", {"service-metrics-collection": "carrier-pigeon"})
+    )
     assert result.outcome is Outcome.ERROR
     assert "--service-metrics-collection" in result.reason
 
@@ -244,8 +307,9 @@ def test_ai_service_metrics_uses_a_servicemonitor_in_the_prometheus_namespace() 
 
     def selected(pod: KubeObject) -> bool:
         for sm in fc.list(m.PROM_OPERATOR, "ServiceMonitor", "monitoring"):
-            if sm["metadata"]["labels"].get("team") == "ml" and sm["spec"][
-                    "namespaceSelector"] == {"matchNames": [pod["metadata"]["namespace"]]}:
+            if sm["metadata"]["labels"].get("team") == "ml" and sm["spec"]["namespaceSelector"] == {
+                "matchNames": [pod["metadata"]["namespace"]]
+            }:
                 return True
         return False
 

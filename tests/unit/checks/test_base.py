@@ -10,13 +10,23 @@ from tests.fakes import FakeCluster
 
 def _run(func, options=None):  # type: ignore[no-untyped-def]
     reg = Registry()
-    check("gang_scheduling", test="TestGangScheduling", registry=reg,
-          options=(CheckOption("gang-solution", "which", default="auto"),))(func)
+    check(
+        "gang_scheduling",
+        test="TestGangScheduling",
+        registry=reg,
+        options=(CheckOption("gang-solution", "which", default="auto"),),
+    )(func)
     spec = reg.find("gang_scheduling", "1.36")
     assert spec is not None
-    ctx = CheckContext(cluster=FakeCluster(), requirement=catalog.load("1.36").get(
-        "gang_scheduling"), spec=spec, catalog_version="1.36", run_id="r1",
-        namespace="ns", options=options or {})
+    ctx = CheckContext(
+        cluster=FakeCluster(),
+        requirement=catalog.load("1.36").get("gang_scheduling"),
+        spec=spec,
+        catalog_version="1.36",
+        run_id="r1",
+        namespace="ns",
+        options=options or {},
+    )
     return run_check(ctx)
 
 
@@ -91,7 +101,8 @@ def test_a_step_whose_needed_step_failed_is_skipped_naming_it() -> None:
     assert [(s.name, s.outcome, s.reason) for s in result.subresults] == [
         ("First", Outcome.FAIL, "no baseline"),
         ("Second", Outcome.SKIP, "needs First, which failed"),
-        ("Third", Outcome.SKIP, "needs Second, which was skipped")]
+        ("Third", Outcome.SKIP, "needs Second, which was skipped"),
+    ]
 
 
 def test_steps_whose_needs_passed_run_in_order() -> None:

@@ -24,15 +24,23 @@ def run(requirement: str, cluster: FakeCluster, options: dict[str, str | None]) 
 
 def node(name: str, gpus: int = 1, pool: str = "gpu") -> KubeObject:
     cap = {"cpu": "8", "memory": "64Gi", GPU: str(gpus)}
-    return {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": {POOL: pool}},
-            "status": {"capacity": cap, "allocatable": cap,
-                       "conditions": [{"type": "Ready", "status": "True"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {POOL: pool}},
+        "status": {
+            "capacity": cap,
+            "allocatable": cap,
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
 
 
 def requested(pod: KubeObject) -> int:
-    return sum(int((c.get("resources", {}).get("requests") or {}).get(GPU, 0))
-               for c in pod["spec"]["containers"])
+    return sum(
+        int((c.get("resources", {}).get("requests") or {}).get(GPU, 0))
+        for c in pod["spec"]["containers"]
+    )
 
 
 class FakeNodeAutoscaler:
@@ -64,22 +72,51 @@ class FakeNodeAutoscaler:
             if aff:
                 term = aff["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
                 pin = term["nodeSelectorTerms"][0]["matchFields"][0]["values"][0]
-            fits = [n["metadata"]["name"] for n in nodes
-                    if (pin is None or n["metadata"]["name"] == pin)
-                    and int(n["status"]["allocatable"][GPU])
-                    - used.get(n["metadata"]["name"], 0) >= requested(p)]
+            fits = [
+                n["metadata"]["name"]
+                for n in nodes
+                if (pin is None or n["metadata"]["name"] == pin)
+                and int(n["status"]["allocatable"][GPU]) - used.get(n["metadata"]["name"], 0)
+                >= requested(p)
+            ]
             ns, name = p["metadata"]["namespace"], p["metadata"]["name"]
             if fits:
-                fc.patch("v1", "Pod", name, {"spec": {"nodeName": fits[0]}, "status": {
-                    "phase": "Running",
-                    "conditions": [{"type": "PodScheduled", "status": "True"}]}}, ns)
+                fc.patch(
+                    "v1",
+                    "Pod",
+                    name,
+                    {
+                        "spec": {"nodeName": fits[0]},
+                        "status": {
+                            "phase": "Running",
+                            "conditions": [{"type": "PodScheduled", "status": "True"}],
+                        },
+                    },
+                    ns,
+                )
                 used[fits[0]] = used.get(fits[0], 0) + requested(p)
             else:
                 unschedulable = True
-                fc.patch("v1", "Pod", name, {"status": {"phase": "Pending", "conditions": [{
-                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                    "message": f"0/{len(nodes)} nodes are available: insufficient {GPU}"}]}},
-                    ns)
+                fc.patch(
+                    "v1",
+                    "Pod",
+                    name,
+                    {
+                        "status": {
+                            "phase": "Pending",
+                            "conditions": [
+                                {
+                                    "type": "PodScheduled",
+                                    "status": "False",
+                                    "reason": "Unschedulable",
+                                    "message": f"0/{len(nodes)} nodes are available: "
+                                    f"insufficient {GPU}",
+                                }
+                            ],
+                        }
+                    },
+                    ns,
+                )
         self.pending_for = self.pending_for + 1 if unschedulable else 0
         if self.pending_for > self.delay and len(nodes) < self.max_size:
             self.added += 1
@@ -106,9 +143,14 @@ def ca_cluster(nodes: int = 2, gpus: int = 1, **kw: Any) -> FakeCluster:
     return fc
 
 
-FAST = {"autoscaler-node-pool-label": f"{POOL}=gpu", "autoscaler-stability-window": "0.2",
-        "autoscaler-baseline-timeout": "5", "autoscaler-pending-timeout": "5",
-        "autoscaler-scale-up-timeout": "5", "autoscaler-scale-down-timeout": "5"}
+FAST = {
+    "autoscaler-node-pool-label": f"{POOL}=gpu",
+    "autoscaler-stability-window": "0.2",
+    "autoscaler-baseline-timeout": "5",
+    "autoscaler-pending-timeout": "5",
+    "autoscaler-scale-up-timeout": "5",
+    "autoscaler-scale-down-timeout": "5",
+}
 
 
 def test_cluster_autoscaling_is_not_applicable_without_a_pool_label() -> None:
@@ -120,8 +162,7 @@ def test_cluster_autoscaling_is_not_applicable_without_a_pool_label() -> None:
 def test_cluster_autoscaling_rejects_a_pool_label_that_is_not_key_value() -> None:
     with pytest.raises(UsageError, match="key=value"):
         parse_pool_label("gpu")
-    result = run("cluster_autoscaling", ca_cluster(),
-                 {**FAST, "autoscaler-node-pool-label": "gpu"})
+    result = run("cluster_autoscaling", ca_cluster(), {**FAST, "autoscaler-node-pool-label": "gpu"})
     assert result.outcome is Outcome.ERROR and "key=value" in result.reason
 
 
@@ -130,12 +171,21 @@ def test_cluster_autoscaling_passes_when_the_pool_grows_and_shrinks_back() -> No
     result = run("cluster_autoscaling", fc, FAST)
     assert result.outcome is Outcome.PASS, result.reason
     assert [s.name for s in result.subresults] == [
-        "StableBaseline", "PinBaselineWorkload", "TriggerPodUnschedulable", "ScaleUp",
-        "ScaleDown"]
+        "StableBaseline",
+        "PinBaselineWorkload",
+        "TriggerPodUnschedulable",
+        "ScaleUp",
+        "ScaleDown",
+    ]
     phases = json.loads(next(e.content for e in result.evidence if e.name == "phases.json"))
-    assert [p["phase"] for p in phases] == ["baseline", "pin-baseline",
-                                            "trigger-unschedulable", "scale-up", "scale-down",
-                                            "stability-window"]
+    assert [p["phase"] for p in phases] == [
+        "baseline",
+        "pin-baseline",
+        "trigger-unschedulable",
+        "scale-up",
+        "scale-down",
+        "stability-window",
+    ]
     assert all("duration_s" in p and "timeout_s" in p for p in phases)
     scale_up = next(p for p in phases if p["phase"] == "scale-up")
     assert scale_up["new_node"] == "gpu-added-1"
@@ -153,8 +203,11 @@ def test_cluster_autoscaling_fills_nodes_with_several_accelerators() -> None:
 
 
 def test_cluster_autoscaling_fails_when_the_pool_is_at_its_maximum() -> None:
-    result = run("cluster_autoscaling", ca_cluster(nodes=2, max_size=2),
-                 {**FAST, "autoscaler-scale-up-timeout": "1"})
+    result = run(
+        "cluster_autoscaling",
+        ca_cluster(nodes=2, max_size=2),
+        {**FAST, "autoscaler-scale-up-timeout": "1"},
+    )
     assert result.outcome is Outcome.FAIL
     assert "ScaleUp: the pool did not scale up within 1s" in result.reason
     assert "2 node(s) (baseline 2)" in result.reason
@@ -162,22 +215,27 @@ def test_cluster_autoscaling_fails_when_the_pool_is_at_its_maximum() -> None:
 
 
 def test_cluster_autoscaling_fails_when_the_new_node_is_never_removed() -> None:
-    result = run("cluster_autoscaling", ca_cluster(nodes=1, scale_down=False),
-                 {**FAST, "autoscaler-scale-down-timeout": "1"})
+    result = run(
+        "cluster_autoscaling",
+        ca_cluster(nodes=1, scale_down=False),
+        {**FAST, "autoscaler-scale-down-timeout": "1"},
+    )
     assert result.outcome is Outcome.FAIL
     assert "ScaleDown: the pool did not scale down within 1s" in result.reason
     assert "gpu-added-1" in result.reason
 
 
 def test_cluster_autoscaling_fails_when_no_node_has_the_pool_label() -> None:
-    result = run("cluster_autoscaling", ca_cluster(),
-                 {**FAST, "autoscaler-node-pool-label": "pool=none"})
+    result = run(
+        "cluster_autoscaling", ca_cluster(), {**FAST, "autoscaler-node-pool-label": "pool=none"}
+    )
     assert result.outcome is Outcome.FAIL
     assert "no node carries the pool label pool=none" in result.reason
 
 
 def test_cluster_autoscaling_fails_when_pool_nodes_have_no_accelerator() -> None:
-    result = run("cluster_autoscaling", ca_cluster(),
-                 {**FAST, "autoscaler-node-pool-label": f"{POOL}=cpu"})
+    result = run(
+        "cluster_autoscaling", ca_cluster(), {**FAST, "autoscaler-node-pool-label": f"{POOL}=cpu"}
+    )
     assert result.outcome is Outcome.FAIL
     assert "without allocatable nvidia.com/gpu: cpu-0" in result.reason

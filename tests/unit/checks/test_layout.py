@@ -32,8 +32,9 @@ def test_every_requirement_module_has_its_own_unit_test_module() -> None:
     assert missing == []
 
 
-@pytest.mark.parametrize("name", ["node_ready", "pod_running", "parse_quantity",
-                                  "node_selector_matches", "pod_requests"])
+@pytest.mark.parametrize(
+    "name", ["node_ready", "pod_running", "parse_quantity", "node_selector_matches", "pod_requests"]
+)
 def test_a_shared_fact_is_defined_once_in_src(name: str) -> None:
     src = CHECKS_DIR.parent
     pattern = re.compile(rf"^\s*def _?{name}\b", re.M)
@@ -59,13 +60,27 @@ def test_quantities_are_read_like_the_api_server_reads_them() -> None:
 
 def test_requests_default_to_limits_and_finished_pods_free_their_node() -> None:
     pods = [
-        {"spec": {"nodeName": "a", "containers": [
-            {"resources": {"limits": {"nvidia.com/gpu": "2"}}}]}, "status": {}},
-        {"spec": {"nodeName": "a", "containers": [
-            {"resources": {"requests": {"cpu": "1500m"}}}]}, "status": {}},
-        {"spec": {"nodeName": "b", "containers": [
-            {"resources": {"requests": {"nvidia.com/gpu": "1"}}}]},
-         "status": {"phase": "Succeeded"}},
+        {
+            "spec": {
+                "nodeName": "a",
+                "containers": [{"resources": {"limits": {"nvidia.com/gpu": "2"}}}],
+            },
+            "status": {},
+        },
+        {
+            "spec": {
+                "nodeName": "a",
+                "containers": [{"resources": {"requests": {"cpu": "1500m"}}}],
+            },
+            "status": {},
+        },
+        {
+            "spec": {
+                "nodeName": "b",
+                "containers": [{"resources": {"requests": {"nvidia.com/gpu": "1"}}}],
+            },
+            "status": {"phase": "Succeeded"},
+        },
     ]
     assert pod_requests(pods[0], "nvidia.com/gpu") == 2
     assert requests_by_node(pods, "nvidia.com/gpu") == {"a": 2}
@@ -73,8 +88,10 @@ def test_requests_default_to_limits_and_finished_pods_free_their_node() -> None:
 
 
 def test_a_cordoned_node_is_ready_but_not_schedulable() -> None:
-    node = {"spec": {"unschedulable": True},
-            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    node = {
+        "spec": {"unschedulable": True},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
     assert node_ready(node) and not node_schedulable(node)
     assert not pod_running({"status": {"phase": "Pending"}}) and not pod_running(None)
 
@@ -96,4 +113,5 @@ def test_the_import_contracts_name_every_requirement_module_and_helper() -> None
     floor = cfg["importlinter:contract:floor"]
     assert set(floor["forbidden_modules"].split()) == wanted
     assert set(floor["source_modules"].split()) >= {
-        f"kaic.checks.{m}" for m in kaic.checks.HELPER_MODULES}
+        f"kaic.checks.{m}" for m in kaic.checks.HELPER_MODULES
+    }
