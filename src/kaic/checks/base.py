@@ -182,6 +182,16 @@ class SubtestEnded(Exception):
         self.reason = reason
 
 
+_ENDED_AS = {
+    Outcome.PASS: "passed",
+    Outcome.FAIL: "failed",
+    Outcome.ERROR: "could not be decided",
+    Outcome.SKIP: "was skipped",
+    Outcome.MANUAL: "needs manual evidence",
+}
+"""How a needed step ended, for the reason of a step skipped because of it."""
+
+
 class Cancelled(KaicError):
     """The run was interrupted or the check ran past its timeout."""
 
@@ -322,15 +332,7 @@ class CheckContext:
         for need in needs:
             done = self.result_of(need)
             if done is None or done.outcome is not Outcome.PASS:
-                how = (
-                    "did not run"
-                    if done is None
-                    else {
-                        Outcome.FAIL: "failed",
-                        Outcome.ERROR: "could not be decided",
-                        Outcome.SKIP: "was skipped",
-                    }.get(done.outcome, done.outcome.value.lower())
-                )
+                how = "did not run" if done is None else _ENDED_AS[done.outcome]
                 self._record(SubResult(name, Outcome.SKIP, f"needs {need}, which {how}", 0.0, ()))
                 return False
         with self.subtest(name) as t:
