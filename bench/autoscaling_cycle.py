@@ -19,6 +19,7 @@ from kaic import catalog
 from kaic.checks import load_builtin_checks
 from kaic.checks.base import CheckContext, run_check
 from kaic.cluster.client import connect
+from kaic.cluster.tracking import TrackingCluster
 from kaic.lab import Lab, LabOptions
 from kaic.lab.components.autoscaler import NodeAutoscaler
 
@@ -29,7 +30,8 @@ def run(lab: Lab, requirement: str, options: dict[str, str]) -> None:
     cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     spec = load_builtin_checks().find(requirement, "1.36")
     assert spec is not None
-    ctx = CheckContext(cluster=cluster, requirement=catalog.load("1.36").get(requirement),
+    ctx = CheckContext(cluster=TrackingCluster(cluster, f"bench-{ns}", requirement),
+                       requirement=catalog.load("1.36").get(requirement),
                        spec=spec, catalog_version="1.36", run_id=f"bench-{ns}",
                        namespace=ns, options=options, timeout_s=1200)
     t = time.monotonic()

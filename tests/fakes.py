@@ -17,6 +17,7 @@ from kaic import catalog
 from kaic.checks import load_builtin_checks
 from kaic.checks.base import CheckContext, run_check
 from kaic.cluster.api import ApiResource, ExecResult, KubeObject
+from kaic.cluster.tracking import TrackingCluster
 from kaic.errors import ConflictError, NotFoundError, WaitTimeoutError
 from kaic.model import CheckResult
 
@@ -268,10 +269,11 @@ def fake_check_context(cluster: FakeCluster, requirement: str, *,
                        options: Mapping[str, str | None] | None = None,
                        timeout: float = 60.0, catalog_version: str = "1.36",
                        namespace: str = "kaic-t", run_id: str = "run12345") -> CheckContext:
-    """The context the runner would give the registered check of ``requirement``."""
+    """The context the runner would give the registered check of ``requirement``: its
+    cluster is a ``TrackingCluster`` over ``cluster``, which labels what the check creates."""
     spec = load_builtin_checks().find(requirement, catalog_version)
     assert spec is not None, f"no check registered for {requirement}"
-    return CheckContext(cluster=cluster,
+    return CheckContext(cluster=TrackingCluster(cluster, run_id, requirement),
                         requirement=catalog.load(catalog_version).get(requirement),
                         spec=spec, catalog_version=catalog_version, run_id=run_id,
                         namespace=namespace, options=dict(options or {}), timeout_s=timeout)

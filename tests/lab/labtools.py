@@ -14,6 +14,7 @@ from kaic import catalog
 from kaic.checks import load_builtin_checks
 from kaic.checks.base import CheckContext, run_check
 from kaic.cluster.client import connect
+from kaic.cluster.tracking import TrackingCluster
 from kaic.lab import Lab, programs
 from kaic.lab.options import default_version
 from kaic.model import CheckResult, SubResult
@@ -58,7 +59,9 @@ def run_check_on_lab(lab: Lab, requirement: str, *, timeout: float = 300,
     cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     spec = load_builtin_checks().find(requirement, catalog_version)
     assert spec is not None, f"no check registered for {requirement}"
-    ctx = CheckContext(cluster=cluster, requirement=catalog.load(catalog_version).get(requirement),
+    # NOTE: like the runner, a TrackingCluster labels what the check creates.
+    ctx = CheckContext(cluster=TrackingCluster(cluster, f"lab-{ns}", requirement),
+                       requirement=catalog.load(catalog_version).get(requirement),
                        spec=spec, catalog_version=catalog_version, run_id=f"lab-{ns}",
                        namespace=ns, options=options or {}, timeout_s=timeout)
     try:

@@ -20,6 +20,7 @@ from kaic import catalog
 from kaic.checks import load_builtin_checks
 from kaic.checks.base import CheckContext, run_check
 from kaic.cluster.client import connect
+from kaic.cluster.tracking import TrackingCluster
 from kaic.lab import devices
 from kaic.model import CheckResult, Outcome
 
@@ -38,7 +39,8 @@ def run_secure(lab: Lab, **options: str) -> CheckResult:
     cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     spec = load_builtin_checks().find("secure_accelerator_access", "1.36")
     assert spec is not None
-    ctx = CheckContext(cluster=cluster, requirement=catalog.load("1.36").get(
+    ctx = CheckContext(cluster=TrackingCluster(cluster, f"lab-{ns}", "secure_accelerator_access"),
+        requirement=catalog.load("1.36").get(
         "secure_accelerator_access"), spec=spec, catalog_version="1.36",
         run_id=f"lab-{ns}", namespace=ns, options=options, timeout_s=240)
     try:

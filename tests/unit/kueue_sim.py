@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from kaic.checks._common import pod_requests, quantity
+from kaic.checks.resources import pod_requests
+from kaic.cluster import parse_quantity as quantity
 from kaic.cluster.api import KubeObject, has_condition
 from kaic.errors import ClusterError
 from kaic.lab import programs

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kaic.checks.accelerator_access import ACCELERATORS, parse_probe, probe_script
+from kaic.checks.secure_accelerator_access import ACCELERATORS, parse_probe, probe_script
 from kaic.lab import devices as d
 
 SLICE = {"spec": {"driver": d.DRIVER, "nodeName": "n0",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kaic.checks.autoscaling import metric_text
+from kaic.checks.pod_autoscaling import metric_text
 from kaic.lab.metrics_adapter import Adapter, read_metrics
 
 

@@ -1,8 +1,47 @@
-"""Checks: one module per area; a check proves one requirement on a cluster.
+"""Checks: one module per requirement id, on one shared floor of helpers.
 
-Must not import the Kubernetes client; talks to the cluster through
-``kaic.cluster.api.ClusterAPI``. Each module registers its checks with
-``@kaic.checks.base.check``; ``load_builtin_checks()`` imports them all.
+A check proves one requirement on a cluster. Each requirement module is named by the
+requirement id it proves and registers exactly that check with ``@check``:
+
+==============================  =============================================
+module                          proves (upstream test)
+==============================  =============================================
+``dra_support``                 DRA API served and usable (TestDRASupport)
+``ai_inference``                Gateway API for inference (TestGatewayAPIInference)
+``gang_scheduling``             all-or-nothing gangs (TestGangScheduling)
+``cluster_autoscaling``         accelerator node pool scales
+                                (TestAcceleratorClusterAutoscaling)
+``pod_autoscaling``             HPA on a custom metric
+                                (TestAcceleratorHorizontalPodAutoscaling)
+``accelerator_metrics``         per-accelerator metrics
+                                (TestAcceleratorPerformanceMetrics)
+``ai_service_metrics``          workload metrics collected (TestAIServiceMetrics)
+``secure_accelerator_access``   accelerator isolation (TestSecureAcceleratorAccess)
+``robust_controller``           AI operator, CRDs, webhooks
+                                (TestRobustCRDControllerOperation)
+==============================  =============================================
+
+The floor every check builds on (requirement modules import these, never each other):
+
+* ``base`` — the check contract: ``@check``, the registry, options, permissions and
+  ``CheckContext`` (sub-tests, gated ``step``\\ s, evidence, cancellation, ``sleep``).
+* ``predicates`` — what a pod's or node's state means (``node_ready``,
+  ``node_schedulable``, ``pod_running``, ``pod_bound``, …), node selectors.
+* ``resources`` — what pods request and nodes offer, with the one quantity parser
+  (``kaic.cluster.parse_quantity``).
+* ``accelerators`` — the one accelerator vendor table and the one node→accelerator
+  inventory (DRA ResourceSlices or allocatable).
+* ``waits`` — recorded waits and phases, cancellable polling, JSON evidence text.
+* ``controllers`` — finding a controller (pods or a renewed Lease), versions, and
+  ``try_create`` with what admission said.
+* ``endpoints`` — pods' HTTP endpoints, Services' pods, user-given URLs.
+* ``_metric_names`` — accelerator metric names per vendor (data for
+  ``accelerator_metrics``).
+
+No module here imports the Kubernetes client; checks talk to the cluster through
+``kaic.cluster.api.ClusterAPI``. Objects a check creates get kaic's labels from the
+``TrackingCluster`` the runner gives it, not from the check. ``load_builtin_checks()``
+imports every requirement module. Adding a check: docs/checks.md, "Adding a check".
 """
 
 from __future__ import annotations
@@ -12,15 +51,26 @@ import pkgutil
 
 from kaic.checks.base import REGISTRY, Registry
 
-__all__ = ["REGISTRY", "load_builtin_checks"]
+__all__ = ["HELPER_MODULES", "REGISTRY", "load_builtin_checks", "requirement_modules"]
 
-_NOT_CHECKS = {"base"}
+HELPER_MODULES = frozenset(
+    {"base", "predicates", "resources", "accelerators", "waits", "controllers", "endpoints"}
+)
+"""Modules of the shared floor; every other public module is a requirement module."""
+
+
+def requirement_modules() -> list[str]:
+    """The names of the requirement modules of this package (each a requirement id)."""
+    return sorted(
+        info.name
+        for info in pkgutil.iter_modules(__path__)
+        if not info.name.startswith("_") and info.name not in HELPER_MODULES
+    )
 
 
 def load_builtin_checks() -> Registry:
-    """Import every check module of this package (idempotent) and return the registry."""
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_") or info.name in _NOT_CHECKS:
-            continue
-        importlib.import_module(f"{__name__}.{info.name}")
+    """Import every requirement module of this package (idempotent) and return the
+    registry."""
+    for name in requirement_modules():
+        importlib.import_module(f"{__name__}.{name}")
     return REGISTRY

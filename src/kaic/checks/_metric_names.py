@@ -30,8 +30,13 @@ class Concept(StrEnum):
 
     @property
     def unit(self) -> str:
-        return {"utilization": "ratio", "memory_used": "bytes", "temperature": "°C",
-                "power": "W", "interconnect": "bytes"}[self.value]
+        return {
+            "utilization": "ratio",
+            "memory_used": "bytes",
+            "temperature": "°C",
+            "power": "W",
+            "interconnect": "bytes",
+        }[self.value]
 
 
 MUST_CONCEPTS = (Concept.UTILIZATION, Concept.MEMORY_USED)
@@ -84,8 +89,7 @@ KNOWN_METRICS: tuple[MetricName, ...] = (
     MetricName("habanalabs_temperature_onboard", Concept.TEMPERATURE, 1.0, "intel-gaudi"),
     MetricName("habanalabs_power_mW", Concept.POWER, 1e-3, "intel-gaudi"),
     MetricName("habanalabs_pcie_receive_throughput", Concept.INTERCONNECT, 1.0, "intel-gaudi"),
-    MetricName("habanalabs_pcie_transmit_throughput", Concept.INTERCONNECT, 1.0,
-               "intel-gaudi"),
+    MetricName("habanalabs_pcie_transmit_throughput", Concept.INTERCONNECT, 1.0, "intel-gaudi"),
     # Intel GPU, XPU Manager 1.x exporter
     MetricName("xpum_engine_group_compute_all_ratio", Concept.UTILIZATION, 1.0, "intel-xpum"),
     MetricName("xpum_memory_used_bytes", Concept.MEMORY_USED, 1.0, "intel-xpum"),
@@ -118,15 +122,21 @@ _BY_NAME = {m.name: m for m in KNOWN_METRICS}
 _PRIORITY = {m.name: i for i, m in enumerate(KNOWN_METRICS)}
 
 # Series whose names look like a concept but measure something else.
-_NOT_ACCELERATOR_CONCEPT = frozenset({
-    "DCGM_FI_DEV_MEM_COPY_UTIL", "DCGM_FI_DEV_ENC_UTIL", "DCGM_FI_DEV_DEC_UTIL",
-    "gpu_umc_activity", "memory_bandwidth_utilization",
-})
+_NOT_ACCELERATOR_CONCEPT = frozenset(
+    {
+        "DCGM_FI_DEV_MEM_COPY_UTIL",
+        "DCGM_FI_DEV_ENC_UTIL",
+        "DCGM_FI_DEV_DEC_UTIL",
+        "gpu_umc_activity",
+        "memory_bandwidth_utilization",
+    }
+)
 
 
 def priority(name: str) -> int:
     """Which of several series of one concept to show (lower first)."""
     return _PRIORITY.get(name, len(_PRIORITY))
+
 
 # What the OpenTelemetry hardware conventions call each concept (name, Prometheus name).
 OTEL_NAMES = {
@@ -141,8 +151,14 @@ OTEL_NAMES = {
 # mem/memory/fb/vram/hbm); a series must still carry a device label to count.
 _FALLBACK = (
     (Concept.UTILIZATION, re.compile(r"(util|utilization|activity|busy)", re.I)),
-    (Concept.MEMORY_USED, re.compile(r"(mem|memory|fb|vram|hbm).*(used|usage)|"
-                                     r"(used|usage).*(mem|memory|fb|vram|hbm)", re.I)),
+    (
+        Concept.MEMORY_USED,
+        re.compile(
+            r"(mem|memory|fb|vram|hbm).*(used|usage)|"
+            r"(used|usage).*(mem|memory|fb|vram|hbm)",
+            re.I,
+        ),
+    ),
     (Concept.TEMPERATURE, re.compile(r"temp", re.I)),
     (Concept.POWER, re.compile(r"power", re.I)),
     (Concept.INTERCONNECT, re.compile(r"(nvlink|xgmi|pcie|interconnect|fabric|_io_)", re.I)),
@@ -163,17 +179,20 @@ def _fallback_factor(name: str, concept: Concept) -> float:
     return 1.0
 
 
-def classify(name: str, *, utilization: str | None = None,
-             memory: str | None = None) -> MetricName | None:
+def classify(
+    name: str, *, utilization: str | None = None, memory: str | None = None
+) -> MetricName | None:
     """What series ``name`` measures, if it is an accelerator metric we recognise.
 
     ``utilization``/``memory`` are exact names given by the user (they win)."""
     if utilization and name == utilization:
-        return MetricName(name, Concept.UTILIZATION, _fallback_factor(name, Concept.UTILIZATION),
-                          "given")
+        return MetricName(
+            name, Concept.UTILIZATION, _fallback_factor(name, Concept.UTILIZATION), "given"
+        )
     if memory and name == memory:
-        return MetricName(name, Concept.MEMORY_USED, _fallback_factor(name, Concept.MEMORY_USED),
-                          "given")
+        return MetricName(
+            name, Concept.MEMORY_USED, _fallback_factor(name, Concept.MEMORY_USED), "given"
+        )
     known = _BY_NAME.get(name)
     if known is not None:
         return known
@@ -183,18 +202,28 @@ def classify(name: str, *, utilization: str | None = None,
         return None
     for concept, pattern in _FALLBACK:
         if pattern.search(name):
-            if concept is Concept.MEMORY_USED and re.search(r"(total|free|limit|size)", name,
-                                                            re.I):
+            if concept is Concept.MEMORY_USED and re.search(r"(total|free|limit|size)", name, re.I):
                 return None
-            return MetricName(name, concept, _fallback_factor(name, concept), "unknown",
-                              name.startswith("hw_"))
+            return MetricName(
+                name, concept, _fallback_factor(name, concept), "unknown", name.startswith("hw_")
+            )
     return None
 
 
 # Labels that identify one accelerator (upstream's list plus other vendors' and OTel's).
 UUID_LABELS = ("UUID", "uuid", "gpu_uuid", "GPU_UUID", "device_uuid", "hw_id")
-INDEX_LABELS = ("gpu", "gpu_id", "minor_number", "device_id", "dev_id", "card_id",
-                "accelerator_id", "neuron_device_index", "neuroncore", "index")
+INDEX_LABELS = (
+    "gpu",
+    "gpu_id",
+    "minor_number",
+    "device_id",
+    "dev_id",
+    "card_id",
+    "accelerator_id",
+    "neuron_device_index",
+    "neuroncore",
+    "index",
+)
 OTHER_DEVICE_LABELS = ("pci_bus_id", "pci_bdf", "device", "GPU_I_ID", "serial_number")
 DEVICE_LABELS = UUID_LABELS + INDEX_LABELS + OTHER_DEVICE_LABELS
 HOST_LABELS = ("Hostname", "hostname", "node", "kubernetes_node", "node_name", "host")

@@ -1,9 +1,10 @@
 """The check contract: registration, options, permissions, and the context a check runs in.
 
 Owns: ``@check`` and the ``Registry``, ``CheckOption``, ``Permission``, ``CheckSpec``,
-``CheckContext`` (sub-tests, evidence, logging, cancellation) and how a check's
-sub-tests fold into one ``CheckResult``. Must not run anything by itself: the runner
-creates contexts, calls checks and writes what they collected.
+``CheckContext`` (sub-tests, gated steps, evidence, logging, cancellation and
+cancellable sleeps) and how a check's sub-tests fold into one ``CheckResult``. Must not
+run anything by itself: the runner creates contexts, calls checks and writes what they
+collected.
 
 A check is a plain synchronous function ``def check(ctx: CheckContext) -> None``.
 It proves its requirement through named sub-tests::
@@ -12,7 +13,14 @@ It proves its requirement through named sub-tests::
         ...
         t.fail("pod saw 2 devices, expected 1")
 
-or ends the whole check with ``ctx.fail(...)``, ``ctx.skip(...)``,
+A sequence of sub-tests where each builds on the ones before is written as gated
+steps: a step runs only when the steps it ``needs`` passed, otherwise it is recorded as
+SKIP naming the step that did not pass::
+
+    ctx.step("StableBaseline", run.stable_baseline)
+    ctx.step("ScaleUp", run.scale_up, needs=("StableBaseline",))
+
+A check ends the whole check with ``ctx.fail(...)``, ``ctx.skip(...)``,
 ``ctx.not_applicable(...)`` or ``ctx.manual(...)``. A check that records nothing is
 an ERROR, never a PASS.
 """
@@ -23,7 +31,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NoReturn
@@ -130,9 +138,7 @@ class Registry:
 
     def add(self, spec: CheckSpec) -> None:
         for other in self._specs.get(spec.requirement_id, []):
-            if other.versions is None or spec.versions is None or (
-                other.versions & spec.versions
-            ):
+            if other.versions is None or spec.versions is None or (other.versions & spec.versions):
                 raise ValueError(f"two checks for {spec.requirement_id} overlap in versions")
         self._specs.setdefault(spec.requirement_id, []).append(spec)
 
@@ -207,6 +213,16 @@ class SubtestEnded(Exception):
         super().__init__(reason)
         self.outcome = outcome
         self.reason = reason
+
+
+_ENDED_AS = {
+    Outcome.PASS: "passed",
+    Outcome.FAIL: "failed",
+    Outcome.ERROR: "could not be decided",
+    Outcome.SKIP: "was skipped",
+    Outcome.MANUAL: "needs manual evidence",
+}
+"""How a needed step ended, for the reason of a step skipped because of it."""
 
 
 class Cancelled(KaicError):
@@ -339,6 +355,15 @@ class CheckContext:
     def check_cancelled(self) -> None:
         self.clock.check()
 
+    def sleep(self, seconds: float) -> None:
+        """Pause a poll for ``seconds`` (at most what is left of the timeout); raises
+        ``Cancelled`` as soon as the run is interrupted, and when the timeout has passed.
+        Checks poll with this, never with a plain sleep."""
+        self.check_cancelled()
+        if self.cancel_event.wait(max(0.0, min(seconds, self.remaining()))):
+            raise Cancelled("interrupted")
+        self.check_cancelled()
+
     # -- options -----------------------------------------------------------------------
     def option(self, name: str) -> str | None:
         """The value of a check option (``--<name>``), or its default."""
@@ -380,13 +405,44 @@ class CheckContext:
         except SubtestEnded as e:
             outcome, reason = e.outcome, e.reason
         except (CheckEnded, Cancelled):
-            self._record(SubResult(name, Outcome.ERROR, "check ended during this sub-test",
-                                   time.monotonic() - start, tuple(t.log_lines)))
+            self._record(
+                SubResult(
+                    name,
+                    Outcome.ERROR,
+                    "check ended during this sub-test",
+                    time.monotonic() - start,
+                    tuple(t.log_lines),
+                )
+            )
             raise
         except KaicError as e:
             outcome, reason = Outcome.ERROR, str(e)
-        self._record(SubResult(name, outcome, reason, time.monotonic() - start,
-                               tuple(t.log_lines)))
+        self._record(SubResult(name, outcome, reason, time.monotonic() - start, tuple(t.log_lines)))
+
+    def step(
+        self, name: str, func: Callable[[Subtest], None], *, needs: Iterable[str] = ()
+    ) -> bool:
+        """Run ``func`` as sub-test ``name`` when every sub-test named in ``needs`` has
+        passed; otherwise record ``name`` as SKIP with the step it needed. Returns whether
+        the step passed."""
+        for need in needs:
+            done = self.result_of(need)
+            if done is None or done.outcome is not Outcome.PASS:
+                how = "did not run" if done is None else _ENDED_AS[done.outcome]
+                self._record(SubResult(name, Outcome.SKIP, f"needs {need}, which {how}", 0.0, ()))
+                return False
+        with self.subtest(name) as t:
+            func(t)
+        return self.passed(name)
+
+    def result_of(self, name: str) -> SubResult | None:
+        """The newest recorded result of sub-test ``name``, if it ran."""
+        return next((s for s in reversed(self.subresults) if s.name == name), None)
+
+    def passed(self, name: str) -> bool:
+        """Whether sub-test ``name`` ran and passed."""
+        done = self.result_of(name)
+        return done is not None and done.outcome is Outcome.PASS
 
     def _record(self, sub: SubResult) -> None:
         self.subresults.append(sub)

@@ -19,6 +19,7 @@ from kaic.cluster.api import (
     name_of,
     namespace_of,
 )
+from kaic.cluster.quantity import parse_quantity
 
 __all__ = [
     "MANAGED_BY_LABEL",
@@ -33,4 +34,5 @@ __all__ = [
     "labels_of",
     "name_of",
     "namespace_of",
+    "parse_quantity",
 ]

@@ -16,20 +16,17 @@ from decimal import ROUND_FLOOR, Decimal
 from functools import partial
 from typing import Any
 
-from kaic.checks._common import (
-    ControllerFinding,
-    Waits,
-    dump,
-    find_controller,
-    managed_labels,
-    node_schedulable,
-    pod_active,
-    pod_bound,
-    pod_requests,
-    pod_running,
-    quantity,
-)
 from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.controllers import ControllerFinding, find_controller
+from kaic.checks.predicates import (
+    node_has_blocking_taint,
+    node_schedulable,
+    pod_bound,
+    pod_phase,
+    pod_running,
+)
+from kaic.checks.resources import allocatable, requests_by_node
+from kaic.checks.waits import Waits, dump
 from kaic.cluster.api import KubeObject, has_condition, name_of, namespace_of
 from kaic.errors import ClusterError, UsageError
 
@@ -58,24 +55,51 @@ class Solution:
 
 
 SOLUTIONS: tuple[Solution, ...] = (
-    Solution("kueue", "Kueue", ("kueue.x-k8s.io/v1beta2", "kueue.x-k8s.io/v1beta1"),
-             "ClusterQueue",
-             ((None, "app.kubernetes.io/name=kueue,control-plane=controller-manager"),),
-             ("c1f6bfd2.kueue.x-k8s.io",)),
-    Solution("volcano", "Volcano", ("scheduling.volcano.sh/v1beta1",), "PodGroup",
-             ((None, "app=volcano-scheduler"),), (), "volcano"),
-    Solution("kai", "KAI scheduler", ("scheduling.run.ai/v2alpha2",), "PodGroup",
-             ((None, "app=kai-scheduler"), (None, "app=scheduler,app.kubernetes.io/name=kai")),
-             (), "kai-scheduler"),
-    Solution("coscheduling", "scheduler-plugins coscheduling",
-             ("scheduling.x-k8s.io/v1alpha1",), "PodGroup",
-             ((None, "app=scheduler-plugins-scheduler"),
-              ("scheduler-plugins", "component=scheduler")),
-             (), "scheduler-plugins-scheduler"),
-    Solution("native", "kube-scheduler gang scheduling (Workload/PodGroup API)",
-             ("scheduling.k8s.io/v1alpha2",), "PodGroup",
-             (("kube-system", "component=kube-scheduler"),), ("kube-scheduler",),
-             "default-scheduler", api_is_controller=True),
+    Solution(
+        "kueue",
+        "Kueue",
+        ("kueue.x-k8s.io/v1beta2", "kueue.x-k8s.io/v1beta1"),
+        "ClusterQueue",
+        ((None, "app.kubernetes.io/name=kueue,control-plane=controller-manager"),),
+        ("c1f6bfd2.kueue.x-k8s.io",),
+    ),
+    Solution(
+        "volcano",
+        "Volcano",
+        ("scheduling.volcano.sh/v1beta1",),
+        "PodGroup",
+        ((None, "app=volcano-scheduler"),),
+        (),
+        "volcano",
+    ),
+    Solution(
+        "kai",
+        "KAI scheduler",
+        ("scheduling.run.ai/v2alpha2",),
+        "PodGroup",
+        ((None, "app=kai-scheduler"), (None, "app=scheduler,app.kubernetes.io/name=kai")),
+        (),
+        "kai-scheduler",
+    ),
+    Solution(
+        "coscheduling",
+        "scheduler-plugins coscheduling",
+        ("scheduling.x-k8s.io/v1alpha1",),
+        "PodGroup",
+        ((None, "app=scheduler-plugins-scheduler"), ("scheduler-plugins", "component=scheduler")),
+        (),
+        "scheduler-plugins-scheduler",
+    ),
+    Solution(
+        "native",
+        "kube-scheduler gang scheduling (Workload/PodGroup API)",
+        ("scheduling.k8s.io/v1alpha2",),
+        "PodGroup",
+        (("kube-system", "component=kube-scheduler"),),
+        ("kube-scheduler",),
+        "default-scheduler",
+        api_is_controller=True,
+    ),
 )
 BY_NAME = {s.name: s for s in SOLUTIONS}
 
@@ -100,8 +124,10 @@ class Detected:
 
     def describe(self) -> str:
         if not self.installed:
-            return (f"{self.solution.title}: not installed ({self.solution.kind} not served "
-                    f"in {' or '.join(self.solution.api_versions)})")
+            return (
+                f"{self.solution.title}: not installed ({self.solution.kind} not served "
+                f"in {' or '.join(self.solution.api_versions)})"
+            )
         ctl = self.controller.detail if self.controller else "controller not looked for"
         state = "active" if self.active else "installed, controller not running"
         return f"{self.solution.title}: {state} ({self.solution.kind} in {self.api_version}; {ctl})"
@@ -120,14 +146,18 @@ def detect(ctx: CheckContext, lease_window: float) -> list[Detected]:
     for solution in SOLUTIONS:
         d = Detected(solution, _served(ctx, solution))
         if d.installed:
-            d.controller = find_controller(ctx.cluster, pod_selectors=solution.pod_selectors,
-                                           lease_names=solution.lease_names,
-                                           lease_window=ctx.budget(lease_window))
+            d.controller = find_controller(
+                ctx.cluster,
+                pod_selectors=solution.pod_selectors,
+                lease_names=solution.lease_names,
+                lease_window=ctx.budget(lease_window),
+            )
         found.append(d)
     return found
 
 
 # -- gang workloads --------------------------------------------------------------------------
+
 
 @dataclass
 class Gang:
@@ -146,32 +176,51 @@ class Gang:
         return f"{GANG_LABEL}={self.name}"
 
 
-def _job(ctx: CheckContext, gang: Gang, *, labels: dict[str, str],
-         pod_labels: dict[str, str], annotations: dict[str, str],
-         pod_spec_extra: dict[str, Any]) -> KubeObject:
+def _job(
+    ctx: CheckContext,
+    gang: Gang,
+    *,
+    labels: dict[str, str],
+    pod_labels: dict[str, str],
+    annotations: dict[str, str],
+    pod_spec_extra: dict[str, Any],
+) -> KubeObject:
     image = ctx.option("gang-image") or "busybox:1.36"
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": 1,
-        "containers": [{
-            "name": "worker", "image": image, "command": ["sh", "-c", "sleep 5"],
-            "resources": {"requests": {"cpu": gang.cpu, "memory": POD_MEMORY},
-                          "limits": {"cpu": gang.cpu, "memory": POD_MEMORY}},
-        }],
+        "containers": [
+            {
+                "name": "worker",
+                "image": image,
+                "command": ["sh", "-c", "sleep 5"],
+                "resources": {
+                    "requests": {"cpu": gang.cpu, "memory": POD_MEMORY},
+                    "limits": {"cpu": gang.cpu, "memory": POD_MEMORY},
+                },
+            }
+        ],
         **pod_spec_extra,
     }
     return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": gang.name, "namespace": gang.namespace,
-                     "labels": managed_labels(ctx, **{GANG_LABEL: gang.name}, **labels)},
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": gang.name,
+            "namespace": gang.namespace,
+            "labels": {GANG_LABEL: gang.name, **labels},
+        },
         "spec": {
-            "parallelism": gang.size, "completions": gang.size, "backoffLimit": 0,
+            "parallelism": gang.size,
+            "completions": gang.size,
+            "backoffLimit": 0,
             "template": {
-                "metadata": {"labels": managed_labels(ctx, **{GANG_LABEL: gang.name},
-                                                      **pod_labels),
-                             # NOTE: a simulated node (the kaic lab's kwok) keeps the pod
-                             # Running as long as the real container's ``sleep 5`` would.
-                             "annotations": {COMPLETE_AFTER: "5s", **annotations}},
+                "metadata": {
+                    "labels": {GANG_LABEL: gang.name, **pod_labels},
+                    # NOTE: a simulated node (the kaic lab's kwok) keeps the pod
+                    # Running as long as the real container's ``sleep 5`` would.
+                    "annotations": {COMPLETE_AFTER: "5s", **annotations},
+                },
                 "spec": pod_spec,
             },
         },
@@ -227,8 +276,10 @@ class KueueBackend(Backend):
         if given_ns:
             self.namespace = given_ns
             if cluster.get(self.api_version, "LocalQueue", self.queue, given_ns) is None:
-                raise UsageError(f"--gang-namespace {given_ns}: LocalQueue {self.queue} "
-                                 "not found there (set --gang-queue)")
+                raise UsageError(
+                    f"--gang-namespace {given_ns}: LocalQueue {self.queue} "
+                    "not found there (set --gang-queue)"
+                )
             return
         cq = ctx.option("gang-cluster-queue")
         if not cq:
@@ -237,29 +288,48 @@ class KueueBackend(Backend):
                 cq = name_of(queues[0])
             elif queues:
                 names = ", ".join(sorted(name_of(q) for q in queues))
-                raise UsageError(f"several Kueue ClusterQueues ({names}); choose one with "
-                                 "--gang-cluster-queue")
+                raise UsageError(
+                    f"several Kueue ClusterQueues ({names}); choose one with --gang-cluster-queue"
+                )
             else:
-                raise UsageError("Kueue has no ClusterQueue; create one for the cluster's "
-                                 "nodes or pass --gang-namespace with a LocalQueue")
+                raise UsageError(
+                    "Kueue has no ClusterQueue; create one for the cluster's "
+                    "nodes or pass --gang-namespace with a LocalQueue"
+                )
         elif cluster.get(self.api_version, "ClusterQueue", cq) is None:
             raise UsageError(f"--gang-cluster-queue {cq}: no such ClusterQueue")
         self.cluster_queue = cq
-        lq = {"apiVersion": self.api_version, "kind": "LocalQueue",
-              "metadata": {"name": self.queue, "namespace": self.namespace,
-                           "labels": managed_labels(ctx)},
-              "spec": {"clusterQueue": cq}}
+        lq = {
+            "apiVersion": self.api_version,
+            "kind": "LocalQueue",
+            "metadata": {"name": self.queue, "namespace": self.namespace},
+            "spec": {"clusterQueue": cq},
+        }
         self._create(None, lq)
         timeout = ctx.budget(ctx.float_option("gang-admit-timeout"))
-        self.waits.timed(f"LocalQueue {self.queue} -> ClusterQueue {cq} Active", timeout,
-                         lambda: cluster.wait_for(
-                             self.api_version, "LocalQueue", self.queue, self.namespace,
-                             lambda o: has_condition(o, "Active"), timeout=timeout,
-                             what=f"LocalQueue {self.queue} to become Active"))
+        self.waits.timed(
+            f"LocalQueue {self.queue} -> ClusterQueue {cq} Active",
+            timeout,
+            lambda: cluster.wait_for(
+                self.api_version,
+                "LocalQueue",
+                self.queue,
+                self.namespace,
+                lambda o: has_condition(o, "Active"),
+                timeout=timeout,
+                what=f"LocalQueue {self.queue} to become Active",
+            ),
+        )
 
     def submit(self, gang: Gang) -> None:
-        job = _job(self.ctx, gang, labels={KUEUE_QUEUE_LABEL: self.queue}, pod_labels={},
-                   annotations={}, pod_spec_extra={})
+        job = _job(
+            self.ctx,
+            gang,
+            labels={KUEUE_QUEUE_LABEL: self.queue},
+            pod_labels={},
+            annotations={},
+            pod_spec_extra={},
+        )
         job["spec"]["suspend"] = False
         gang.job = self._create(gang, job)
 
@@ -273,29 +343,40 @@ class KueueBackend(Backend):
     def check_admitted(self, gang: Gang, t: Subtest) -> None:
         suspended = bool((gang.job or {}).get("spec", {}).get("suspend"))
         t.log(f"Job stored with suspend={suspended} (submitted with suspend=false)")
-        t.require(suspended, "the Job was not suspended when it was created: Kueue's "
-                  "admission webhook for batch/v1 Jobs did not act, so pods could start "
-                  "before the gang is admitted")
+        t.require(
+            suspended,
+            "the Job was not suspended when it was created: Kueue's "
+            "admission webhook for batch/v1 Jobs did not act, so pods could start "
+            "before the gang is admitted",
+        )
         wl = self.workload(gang)
         t.require(wl is not None, f"Kueue created no Workload for Job {gang.name}")
         assert wl is not None
         self.ctx.evidence("positive-workload.json", dump(wl), "application/json")
-        t.require(has_condition(wl, "Admitted") or has_condition(wl, "Finished"),
-                  f"Workload {name_of(wl)} was never admitted")
-        counts = [int(a.get("count", 0)) for a in
-                  wl.get("status", {}).get("admission", {}).get("podSetAssignments") or []]
+        t.require(
+            has_condition(wl, "Admitted") or has_condition(wl, "Finished"),
+            f"Workload {name_of(wl)} was never admitted",
+        )
+        counts = [
+            int(a.get("count", 0))
+            for a in wl.get("status", {}).get("admission", {}).get("podSetAssignments") or []
+        ]
         t.log(f"Workload {name_of(wl)} admitted with pod counts {counts}")
         if counts:
-            t.require(sum(counts) == gang.size, f"Workload admitted {sum(counts)} pods, "
-                      f"expected the whole gang of {gang.size}")
+            t.require(
+                sum(counts) == gang.size,
+                f"Workload admitted {sum(counts)} pods, expected the whole gang of {gang.size}",
+            )
 
     def describe_pending(self, gang: Gang) -> str:
         wl = self.workload(gang)
         if wl is None:
             return "no Workload"
         self.ctx.evidence("negative-workload.json", dump(wl), "application/json")
-        reasons = [f"{c.get('type')}={c.get('status')} ({c.get('message', '')})"
-                   for c in wl.get("status", {}).get("conditions") or []]
+        reasons = [
+            f"{c.get('type')}={c.get('status')} ({c.get('message', '')})"
+            for c in wl.get("status", {}).get("conditions") or []
+        ]
         return f"Workload {name_of(wl)}: " + ("; ".join(reasons) or "no conditions")
 
 
@@ -314,15 +395,23 @@ class PodGroupBackend(Backend):
 
     def submit(self, gang: Gang) -> None:
         pg = self.podgroup(gang)
-        pg.setdefault("metadata", {}).update(
-            {"name": gang.name, "namespace": gang.namespace, "labels": managed_labels(self.ctx)})
+        pg.setdefault("metadata", {}).update({"name": gang.name, "namespace": gang.namespace})
         self._create(gang, pg)
         labels, annotations, extra = self.join(gang)
         sched = self.scheduler()
         if sched and sched != "default-scheduler":
             extra = {**extra, "schedulerName": sched}
-        gang.job = self._create(gang, _job(self.ctx, gang, labels={}, pod_labels=labels,
-                                           annotations=annotations, pod_spec_extra=extra))
+        gang.job = self._create(
+            gang,
+            _job(
+                self.ctx,
+                gang,
+                labels={},
+                pod_labels=labels,
+                annotations=annotations,
+                pod_spec_extra=extra,
+            ),
+        )
 
     def describe_pending(self, gang: Gang) -> str:
         pg = self.ctx.cluster.get(self.api_version, "PodGroup", gang.name, gang.namespace)
@@ -334,9 +423,11 @@ class PodGroupBackend(Backend):
 
 class VolcanoBackend(PodGroupBackend):
     def podgroup(self, gang: Gang) -> KubeObject:
-        return {"apiVersion": self.api_version, "kind": "PodGroup",
-                "spec": {"minMember": gang.size,
-                         "queue": self.ctx.option("gang-queue") or "default"}}
+        return {
+            "apiVersion": self.api_version,
+            "kind": "PodGroup",
+            "spec": {"minMember": gang.size, "queue": self.ctx.option("gang-queue") or "default"},
+        }
 
     def join(self, gang: Gang) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
         return {}, {"scheduling.k8s.io/group-name": gang.name}, {}
@@ -344,9 +435,14 @@ class VolcanoBackend(PodGroupBackend):
 
 class KaiBackend(PodGroupBackend):
     def podgroup(self, gang: Gang) -> KubeObject:
-        return {"apiVersion": self.api_version, "kind": "PodGroup",
-                "spec": {"minMember": gang.size,
-                         "queue": self.ctx.option("gang-queue") or "default-queue"}}
+        return {
+            "apiVersion": self.api_version,
+            "kind": "PodGroup",
+            "spec": {
+                "minMember": gang.size,
+                "queue": self.ctx.option("gang-queue") or "default-queue",
+            },
+        }
 
     def join(self, gang: Gang) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
         queue = self.ctx.option("gang-queue") or "default-queue"
@@ -355,8 +451,11 @@ class KaiBackend(PodGroupBackend):
 
 class CoschedulingBackend(PodGroupBackend):
     def podgroup(self, gang: Gang) -> KubeObject:
-        return {"apiVersion": self.api_version, "kind": "PodGroup",
-                "spec": {"minMember": gang.size}}
+        return {
+            "apiVersion": self.api_version,
+            "kind": "PodGroup",
+            "spec": {"minMember": gang.size},
+        }
 
     def join(self, gang: Gang) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
         return {"scheduling.x-k8s.io/pod-group": gang.name}, {}, {}
@@ -364,20 +463,27 @@ class CoschedulingBackend(PodGroupBackend):
 
 class NativeBackend(PodGroupBackend):
     def podgroup(self, gang: Gang) -> KubeObject:
-        return {"apiVersion": self.api_version, "kind": "PodGroup",
-                "spec": {"schedulingPolicy": {"gang": {"minCount": gang.size}}}}
+        return {
+            "apiVersion": self.api_version,
+            "kind": "PodGroup",
+            "spec": {"schedulingPolicy": {"gang": {"minCount": gang.size}}},
+        }
 
     def join(self, gang: Gang) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
         return {}, {}, {"schedulingGroup": {"podGroupName": gang.name}}
 
 
 BACKENDS: dict[str, Callable[[CheckContext, Detected, Waits], Backend]] = {
-    "kueue": KueueBackend, "volcano": VolcanoBackend, "kai": KaiBackend,
-    "coscheduling": CoschedulingBackend, "native": NativeBackend,
+    "kueue": KueueBackend,
+    "volcano": VolcanoBackend,
+    "kai": KaiBackend,
+    "coscheduling": CoschedulingBackend,
+    "native": NativeBackend,
 }
 
 
 # -- sizing the gang that must not fit ---------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Shape:
@@ -393,16 +499,15 @@ def negative_shape(ctx: CheckContext) -> Shape:
     pod more than the nodes where one fits. Without gang semantics some of its pods
     would be bound, so the negative case can fail."""
     cluster = ctx.cluster
-    nodes = [n for n in cluster.list("v1", "Node") if node_schedulable(n)]
+    nodes = [
+        n
+        for n in cluster.list("v1", "Node")
+        if node_schedulable(n) and not node_has_blocking_taint(n)
+    ]
     if not nodes:
         raise ClusterError("no Ready, schedulable node without NoSchedule taints")
-    used: dict[str, Decimal] = {name_of(n): Decimal(0) for n in nodes}
-    for pod in cluster.list("v1", "Pod"):
-        node = pod.get("spec", {}).get("nodeName")
-        if node in used and pod_active(pod):
-            used[node] += pod_requests(pod, "cpu")
-    free = {name_of(n): quantity(n.get("status", {}).get("allocatable", {}).get("cpu")) -
-            used[name_of(n)] for n in nodes}
+    used = requests_by_node(cluster.list("v1", "Pod"), "cpu")
+    free = {name_of(n): allocatable(n, "cpu") - used.get(name_of(n), Decimal(0)) for n in nodes}
     slot = max(free.values())
     millis = int((slot * 1000).to_integral_value(rounding=ROUND_FLOOR))
     if millis <= 0:
@@ -414,57 +519,99 @@ def negative_shape(ctx: CheckContext) -> Shape:
         try:
             size = int(given)
         except ValueError:
-            raise UsageError(f"--gang-negative-size must be a whole number, got {given!r}"
-                             ) from None
+            raise UsageError(
+                f"--gang-negative-size must be a whole number, got {given!r}"
+            ) from None
         if size <= fits:
-            raise UsageError(f"--gang-negative-size {size} is not larger than what the "
-                             f"cluster can hold ({fits} pods of {millis}m CPU)")
-    detail = (f"{len(nodes)} schedulable nodes, free CPU per node "
-              f"{ {k: str(v) for k, v in sorted(free.items())} }; each gang pod asks for "
-              f"{millis}m CPU, {fits} such pods fit, the gang has {size}")
+            raise UsageError(
+                f"--gang-negative-size {size} is not larger than what the "
+                f"cluster can hold ({fits} pods of {millis}m CPU)"
+            )
+    detail = (
+        f"{len(nodes)} schedulable nodes, free CPU per node "
+        f"{ {k: str(v) for k, v in sorted(free.items())} }; each gang pod asks for "
+        f"{millis}m CPU, {fits} such pods fit, the gang has {size}"
+    )
     return Shape(size, millis, fits, detail)
 
 
 # -- the check -----------------------------------------------------------------------------------
 
 OPTIONS = (
-    CheckOption("gang-solution", "gang-scheduling solution to test: auto, kueue, volcano, "
-                "kai, coscheduling or native", default="auto"),
-    CheckOption("gang-queue", "Kueue LocalQueue name (created unless --gang-namespace), or "
-                "the Volcano/KAI queue", default=None),
-    CheckOption("gang-cluster-queue", "Kueue ClusterQueue for the LocalQueue the check "
-                "creates (default: the only one)", default=None),
-    CheckOption("gang-namespace", "pre-made namespace to run the gangs in (with the "
-                "LocalQueue of --gang-queue); default: the check's own", default=None),
-    CheckOption("gang-scheduler-name", "schedulerName for PodGroup-based solutions "
-                "(default per solution)", default=None),
+    CheckOption(
+        "gang-solution",
+        "gang-scheduling solution to test: auto, kueue, volcano, kai, coscheduling or native",
+        default="auto",
+    ),
+    CheckOption(
+        "gang-queue",
+        "Kueue LocalQueue name (created unless --gang-namespace), or the Volcano/KAI queue",
+        default=None,
+    ),
+    CheckOption(
+        "gang-cluster-queue",
+        "Kueue ClusterQueue for the LocalQueue the check creates (default: the only one)",
+        default=None,
+    ),
+    CheckOption(
+        "gang-namespace",
+        "pre-made namespace to run the gangs in (with the "
+        "LocalQueue of --gang-queue); default: the check's own",
+        default=None,
+    ),
+    CheckOption(
+        "gang-scheduler-name",
+        "schedulerName for PodGroup-based solutions (default per solution)",
+        default=None,
+    ),
     CheckOption("gang-image", "image of the gang pods", default="busybox:1.36"),
-    CheckOption("gang-negative-size", "pods in the gang that must not fit (default: one "
-                "more than the cluster holds)", default=None, kind="integer"),
-    CheckOption("gang-negative-window", "seconds the oversized gang must stay without any "
-                "bound or running pod", default="30"),
-    CheckOption("gang-admit-timeout", "seconds for the gang of 2 to be admitted and "
-                "complete", default="180"),
-    CheckOption("gang-cleanup-timeout", "seconds for the gangs' objects and pods to be "
-                "gone", default="120"),
-    CheckOption("gang-lease-window", "seconds to watch a controller's leader-election "
-                "Lease for a renewal when it has no pods", default="20"),
+    CheckOption(
+        "gang-negative-size",
+        "pods in the gang that must not fit (default: one more than the cluster holds)",
+        default=None,
+        kind="integer",
+    ),
+    CheckOption(
+        "gang-negative-window",
+        "seconds the oversized gang must stay without any bound or running pod",
+        default="30",
+    ),
+    CheckOption(
+        "gang-admit-timeout", "seconds for the gang of 2 to be admitted and complete", default="180"
+    ),
+    CheckOption(
+        "gang-cleanup-timeout", "seconds for the gangs' objects and pods to be gone", default="120"
+    ),
+    CheckOption(
+        "gang-lease-window",
+        "seconds to watch a controller's leader-election Lease for a renewal when it has no pods",
+        default="20",
+    ),
 )
 
 
-@check("gang_scheduling", test="TestGangScheduling", options=OPTIONS, timeout_s=600,
-       permissions=(Permission("create", "jobs", "batch"), Permission("delete", "jobs", "batch"),
-                    Permission("list", "pods"), Permission("list", "nodes", namespaced=False),
-                    Permission("list", "customresourcedefinitions", "apiextensions.k8s.io",
-                               namespaced=False)))
+@check(
+    "gang_scheduling",
+    test="TestGangScheduling",
+    options=OPTIONS,
+    timeout_s=600,
+    permissions=(
+        Permission("create", "jobs", "batch"),
+        Permission("delete", "jobs", "batch"),
+        Permission("list", "pods"),
+        Permission("list", "nodes", namespaced=False),
+        Permission("list", "customresourcedefinitions", "apiextensions.k8s.io", namespaced=False),
+    ),
+)
 def gang_scheduling(ctx: CheckContext) -> None:
     """A gang of pods is admitted and runs all together, and a gang larger than the
     cluster gets no pod bound or running, under an installed gang-scheduling solution."""
     waits = Waits()
     choice = (ctx.option("gang-solution") or "auto").lower()
     if choice != "auto" and choice not in BY_NAME:
-        raise UsageError(f"--gang-solution must be auto or one of {', '.join(BY_NAME)}, "
-                         f"got {choice!r}")
+        raise UsageError(
+            f"--gang-solution must be auto or one of {', '.join(BY_NAME)}, got {choice!r}"
+        )
     found = detect(ctx, ctx.float_option("gang-lease-window"))
     ctx.evidence("detected-solutions.txt", "\n".join(d.describe() for d in found) + "\n")
     for d in found:
@@ -473,9 +620,11 @@ def gang_scheduling(ctx: CheckContext) -> None:
         active = [d for d in found if d.active]
         if not active:
             installed = [d.describe() for d in found if d.installed]
-            ctx.fail("no gang-scheduling solution is running (looked for "
-                     f"{', '.join(s.title for s in SOLUTIONS)})"
-                     + (f"; found only: {'; '.join(installed)}" if installed else ""))
+            ctx.fail(
+                "no gang-scheduling solution is running (looked for "
+                f"{', '.join(s.title for s in SOLUTIONS)})"
+                + (f"; found only: {'; '.join(installed)}" if installed else "")
+            )
         chosen = active[0]
     else:
         chosen = next(d for d in found if d.solution.name == choice)
@@ -499,64 +648,87 @@ def _suffix(ctx: CheckContext) -> str:
     return "".join(c for c in ctx.run_id.lower() if c.isalnum())[-8:]
 
 
-def _phase(pod: KubeObject) -> str:
-    return str(pod.get("status", {}).get("phase", ""))
-
-
 def _pods(ctx: CheckContext, gang: Gang) -> list[KubeObject]:
     return ctx.cluster.list("v1", "Pod", gang.namespace, label_selector=gang.selector)
 
 
 def _positive(ctx: CheckContext, backend: Backend, gangs: list[Gang], waits: Waits) -> None:
     with ctx.subtest("PositiveGangScheduling") as t:
-        gang = Gang(f"kaic-gang-ok-{_suffix(ctx)}", backend.namespace, POSITIVE_SIZE,
-                    POSITIVE_CPU)
+        gang = Gang(f"kaic-gang-ok-{_suffix(ctx)}", backend.namespace, POSITIVE_SIZE, POSITIVE_CPU)
         gangs.append(gang)
         backend.submit(gang)
-        t.log(f"submitted Job {gang.namespace}/{gang.name}: {gang.size} pods of "
-              f"{gang.cpu} CPU")
+        t.log(f"submitted Job {gang.namespace}/{gang.name}: {gang.size} pods of {gang.cpu} CPU")
         timeout = ctx.budget(ctx.float_option("gang-admit-timeout"))
         began = time.monotonic()
         most_running = 0
         pods: list[KubeObject] = []
-        for pods in ctx.cluster.watch_list("v1", "Pod", gang.namespace, timeout=timeout,
-                                           label_selector=gang.selector):
-            most_running = max(most_running, sum(1 for p in pods
-                                                 if pod_bound(p) and pod_running(p)))
-            if sum(1 for p in pods if _phase(p) == "Succeeded") >= gang.size:
+        for pods in ctx.cluster.watch_list(
+            "v1", "Pod", gang.namespace, timeout=timeout, label_selector=gang.selector
+        ):
+            most_running = max(
+                most_running, sum(1 for p in pods if pod_bound(p) and pod_running(p))
+            )
+            if sum(1 for p in pods if pod_phase(p) == "Succeeded") >= gang.size:
                 break
         else:
-            waits.record(f"positive gang {gang.name}: all pods Succeeded", timeout,
-                         time.monotonic() - began, "timed out")
+            waits.record(
+                f"positive gang {gang.name}: all pods Succeeded",
+                timeout,
+                time.monotonic() - began,
+                "timed out",
+            )
             ctx.evidence("positive-pods.json", dump(pods), "application/json")
             pending = backend.describe_pending(gang)
-            t.fail(f"the gang of {gang.size} did not complete within {timeout:.0f}s "
-                   f"({len(pods)} pods, {sum(map(pod_bound, pods))} bound)"
-                   + (f"; {pending}" if pending else ""))
-        waits.record(f"positive gang {gang.name}: all pods Succeeded", timeout,
-                     time.monotonic() - began, "ok")
+            t.fail(
+                f"the gang of {gang.size} did not complete within {timeout:.0f}s "
+                f"({len(pods)} pods, {sum(map(pod_bound, pods))} bound)"
+                + (f"; {pending}" if pending else "")
+            )
+        waits.record(
+            f"positive gang {gang.name}: all pods Succeeded",
+            timeout,
+            time.monotonic() - began,
+            "ok",
+        )
         t.log(f"{most_running} of {gang.size} pods were seen Running at the same time")
         rest = ctx.budget(timeout)
-        job = waits.timed(f"positive gang Job {gang.name} Complete", rest,
-                          lambda: ctx.cluster.wait_for(
-                              "batch/v1", "Job", gang.name, gang.namespace,
-                              lambda o: has_condition(o, "Complete")
-                              or has_condition(o, "Failed"),
-                              timeout=rest, what=f"Job {gang.name} to complete"))
+        job = waits.timed(
+            f"positive gang Job {gang.name} Complete",
+            rest,
+            lambda: ctx.cluster.wait_for(
+                "batch/v1",
+                "Job",
+                gang.name,
+                gang.namespace,
+                lambda o: has_condition(o, "Complete") or has_condition(o, "Failed"),
+                timeout=rest,
+                what=f"Job {gang.name} to complete",
+            ),
+        )
         ctx.evidence("positive-job.json", dump(job), "application/json")
-        t.require(has_condition(job, "Complete"), f"Job {gang.name} failed: "
-                  f"{dump((job or {}).get('status', {}).get('conditions'))}")
+        t.require(
+            has_condition(job, "Complete"),
+            f"Job {gang.name} failed: {dump((job or {}).get('status', {}).get('conditions'))}",
+        )
         backend.check_admitted(gang, t)
         pods = _pods(ctx, gang)
         ctx.evidence("positive-pods.json", dump(pods), "application/json")
         bound = [p for p in pods if pod_bound(p)]
-        succeeded = [p for p in pods if _phase(p) == "Succeeded"]
-        t.log("pods: " + ", ".join(f"{name_of(p)} on {p['spec'].get('nodeName')} "
-                                   f"({p.get('status', {}).get('phase')})" for p in pods))
-        t.require(len(bound) >= gang.size, f"only {len(bound)} of {gang.size} gang pods were "
-                  "bound to a node")
-        t.require(len(succeeded) >= gang.size, f"only {len(succeeded)} of {gang.size} gang "
-                  "pods succeeded")
+        succeeded = [p for p in pods if pod_phase(p) == "Succeeded"]
+        t.log(
+            "pods: "
+            + ", ".join(
+                f"{name_of(p)} on {p['spec'].get('nodeName')} ({p.get('status', {}).get('phase')})"
+                for p in pods
+            )
+        )
+        t.require(
+            len(bound) >= gang.size,
+            f"only {len(bound)} of {gang.size} gang pods were bound to a node",
+        )
+        t.require(
+            len(succeeded) >= gang.size, f"only {len(succeeded)} of {gang.size} gang pods succeeded"
+        )
 
 
 def _negative(ctx: CheckContext, backend: Backend, gangs: list[Gang], waits: Waits) -> None:
@@ -564,8 +736,9 @@ def _negative(ctx: CheckContext, backend: Backend, gangs: list[Gang], waits: Wai
         shape = negative_shape(ctx)
         t.log(shape.detail)
         ctx.evidence("negative-shape.txt", shape.detail + "\n")
-        gang = Gang(f"kaic-gang-big-{_suffix(ctx)}", backend.namespace, shape.size,
-                    f"{shape.cpu_millis}m")
+        gang = Gang(
+            f"kaic-gang-big-{_suffix(ctx)}", backend.namespace, shape.size, f"{shape.cpu_millis}m"
+        )
         gangs.append(gang)
         backend.submit(gang)
         window = ctx.float_option("gang-negative-window")
@@ -573,24 +746,38 @@ def _negative(ctx: CheckContext, backend: Backend, gangs: list[Gang], waits: Wai
             t.error(f"not enough time left in the check for a {window:.0f}s window")
         created = 0
         began = time.monotonic()
-        for pods in ctx.cluster.watch_list("v1", "Pod", gang.namespace, timeout=window,
-                                           label_selector=gang.selector):
+        for pods in ctx.cluster.watch_list(
+            "v1", "Pod", gang.namespace, timeout=window, label_selector=gang.selector
+        ):
             created = max(created, len(pods))
             bad = [p for p in pods if pod_bound(p) or pod_running(p)]
             if bad:
                 took = time.monotonic() - began
-                waits.record(f"negative gang {gang.name} observation window", window, took,
-                             f"{len(bad)} pods bound/running after {took:.1f}s")
+                waits.record(
+                    f"negative gang {gang.name} observation window",
+                    window,
+                    took,
+                    f"{len(bad)} pods bound/running after {took:.1f}s",
+                )
                 ctx.evidence("negative-pods.json", dump(pods), "application/json")
-                where = ", ".join(f"{name_of(p)} on {p['spec'].get('nodeName') or '-'}"
-                                  for p in bad)
-                t.fail(f"partial scheduling: {len(bad)} of {gang.size} pods of a gang that "
-                       f"cannot fit were bound or running after {took:.1f}s ({where})")
-        waits.record(f"negative gang {gang.name} observation window", window,
-                     time.monotonic() - began, f"no pod bound or running; {created} pods existed")
+                where = ", ".join(
+                    f"{name_of(p)} on {p['spec'].get('nodeName') or '-'}" for p in bad
+                )
+                t.fail(
+                    f"partial scheduling: {len(bad)} of {gang.size} pods of a gang that "
+                    f"cannot fit were bound or running after {took:.1f}s ({where})"
+                )
+        waits.record(
+            f"negative gang {gang.name} observation window",
+            window,
+            time.monotonic() - began,
+            f"no pod bound or running; {created} pods existed",
+        )
         pending = backend.describe_pending(gang)
-        t.log(f"no pod of the gang of {gang.size} was bound or running for {window:.0f}s "
-              f"({created} pods existed)" + (f"; {pending}" if pending else ""))
+        t.log(
+            f"no pod of the gang of {gang.size} was bound or running for {window:.0f}s "
+            f"({created} pods existed)" + (f"; {pending}" if pending else "")
+        )
 
 
 def _cleanup(ctx: CheckContext, backend: Backend, gangs: list[Gang], waits: Waits) -> None:
@@ -602,26 +789,47 @@ def _cleanup(ctx: CheckContext, backend: Backend, gangs: list[Gang], waits: Wait
         refs = [r for g in gangs for r in reversed(g.objects)] + list(reversed(backend.shared))
         for api_version, kind, name, ns in refs:
             try:
-                waits.timed(f"delete {kind} {name}", timeout,
-                            partial(ctx.cluster.delete, api_version, kind, name, ns,
-                                    wait_timeout=timeout))
+                waits.timed(
+                    f"delete {kind} {name}",
+                    timeout,
+                    partial(ctx.cluster.delete, api_version, kind, name, ns, wait_timeout=timeout),
+                )
             except ClusterError as e:
                 problems.append(f"{kind} {name}: {e}")
         for gang in gangs:
             try:
-                waits.timed(f"pods of {gang.name} gone", timeout, partial(
-                    ctx.cluster.wait_list, "v1", "Pod", gang.namespace, _empty,
-                    timeout=timeout, what=f"pods of gang {gang.name} to be deleted",
-                    label_selector=gang.selector))
+                waits.timed(
+                    f"pods of {gang.name} gone",
+                    timeout,
+                    partial(
+                        ctx.cluster.wait_list,
+                        "v1",
+                        "Pod",
+                        gang.namespace,
+                        _empty,
+                        timeout=timeout,
+                        what=f"pods of gang {gang.name} to be deleted",
+                        label_selector=gang.selector,
+                    ),
+                )
             except ClusterError as e:
                 problems.append(str(e))
             uid = (gang.job or {}).get("metadata", {}).get("uid")
             if isinstance(backend, KueueBackend) and uid:
                 try:
-                    waits.timed(f"Kueue Workload of {gang.name} gone", timeout, partial(
-                        ctx.cluster.wait_list, backend.api_version, "Workload", gang.namespace,
-                        partial(_none_owned_by, uid), timeout=timeout,
-                        what=f"the Kueue Workload of {gang.name} to be deleted"))
+                    waits.timed(
+                        f"Kueue Workload of {gang.name} gone",
+                        timeout,
+                        partial(
+                            ctx.cluster.wait_list,
+                            backend.api_version,
+                            "Workload",
+                            gang.namespace,
+                            partial(_none_owned_by, uid),
+                            timeout=timeout,
+                            what=f"the Kueue Workload of {gang.name} to be deleted",
+                        ),
+                    )
                 except ClusterError as e:
                     problems.append(str(e))
         if problems:

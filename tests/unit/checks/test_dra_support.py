@@ -12,15 +12,19 @@ DRA = "resource.k8s.io/v1"
 
 
 def _serve_dra(fake: FakeCluster, version: str = DRA) -> None:
-    fake.serve(version, ("deviceclasses", "DeviceClass", False),
-               ("resourceclaims", "ResourceClaim", True),
-               ("resourceclaimtemplates", "ResourceClaimTemplate", True),
-               ("resourceslices", "ResourceSlice", False))
+    fake.serve(
+        version,
+        ("deviceclasses", "DeviceClass", False),
+        ("resourceclaims", "ResourceClaim", True),
+        ("resourceclaimtemplates", "ResourceClaimTemplate", True),
+        ("resourceslices", "ResourceSlice", False),
+    )
 
 
 def _run(fake: FakeCluster) -> CheckResult:
-    return run_fake_check(fake, "dra_support", catalog_version="1.35", run_id="r1",
-                          namespace="kaic-ns", timeout=300.0)
+    return run_fake_check(
+        fake, "dra_support", catalog_version="1.35", run_id="r1", namespace="kaic-ns", timeout=300.0
+    )
 
 
 def test_passes_when_every_kind_is_served_and_dry_run_creates_are_accepted() -> None:
@@ -30,8 +34,12 @@ def test_passes_when_every_kind_is_served_and_dry_run_creates_are_accepted() -> 
     result = _run(fake)
     assert result.outcome is Outcome.PASS, result.reason
     assert [s.name for s in result.subresults] == [
-        "APIServed", "DryRunCreateDeviceClass", "DryRunCreateResourceClaim",
-        "DryRunCreateResourceClaimTemplate", "DryRunCreateResourceSlice"]
+        "APIServed",
+        "DryRunCreateDeviceClass",
+        "DryRunCreateResourceClaim",
+        "DryRunCreateResourceClaimTemplate",
+        "DryRunCreateResourceSlice",
+    ]
     dry_runs = [args for call, args in fake.calls if call == "create"]
     assert len(dry_runs) == 4 and all(dry for _, _, dry in dry_runs)
     assert all(k[1] != "ResourceClaim" for k in fake.store)  # nothing created for real
@@ -43,8 +51,9 @@ def test_passes_when_every_kind_is_served_and_dry_run_creates_are_accepted() -> 
 def test_fails_naming_the_group_when_dra_is_not_served() -> None:
     result = _run(FakeCluster())
     assert result.outcome is Outcome.FAIL
-    assert "does not serve resource.k8s.io/v1 (no resource.k8s.io version is served)" \
-        in result.reason
+    assert (
+        "does not serve resource.k8s.io/v1 (no resource.k8s.io version is served)" in result.reason
+    )
 
 
 def test_fails_naming_the_beta_version_when_only_a_beta_is_served() -> None:
@@ -57,8 +66,9 @@ def test_fails_naming_the_beta_version_when_only_a_beta_is_served() -> None:
 
 def test_fails_naming_a_missing_kind() -> None:
     fake = FakeCluster()
-    fake.serve(DRA, ("deviceclasses", "DeviceClass", False),
-               ("resourceclaims", "ResourceClaim", True))
+    fake.serve(
+        DRA, ("deviceclasses", "DeviceClass", False), ("resourceclaims", "ResourceClaim", True)
+    )
     result = _run(fake)
     assert result.outcome is Outcome.FAIL
     assert "does not serve ResourceClaimTemplate, ResourceSlice" in result.reason

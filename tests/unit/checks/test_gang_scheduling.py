@@ -8,8 +8,12 @@ from kaic.model import CheckResult, Outcome
 from tests.fakes import FakeCluster, run_fake_check
 from tests.unit.kueue_sim import Sim, make_cluster
 
-FAST = {"gang-negative-window": "0.3", "gang-admit-timeout": "5", "gang-cleanup-timeout": "5",
-        "gang-lease-window": "0.2"}
+FAST = {
+    "gang-negative-window": "0.3",
+    "gang-admit-timeout": "5",
+    "gang-cleanup-timeout": "5",
+    "gang-lease-window": "0.2",
+}
 
 
 def run(cluster: FakeCluster, **options: str) -> CheckResult:
@@ -25,7 +29,10 @@ def test_gang_scheduling_passes_with_kueue_admitting_whole_gangs_only() -> None:
     result = run(make_cluster())
     assert result.outcome is Outcome.PASS, result.reason
     assert [s.name for s in result.subresults] == [
-        "PositiveGangScheduling", "NegativeGangScheduling", "Cleanup"]
+        "PositiveGangScheduling",
+        "NegativeGangScheduling",
+        "Cleanup",
+    ]
     evidence = {e.name: e.content for e in result.evidence}
     assert "Kueue: active" in evidence["detected-solutions.txt"]
     waits = json.loads(evidence["waits.json"])
@@ -37,8 +44,11 @@ def test_gang_scheduling_passes_with_kueue_admitting_whole_gangs_only() -> None:
 def test_gang_scheduling_cleans_up_everything_it_created() -> None:
     cluster = make_cluster()
     run(cluster)
-    leftovers = [k for k, o in cluster.store.items()
-                 if o.get("metadata", {}).get("labels", {}).get("kaic.io/run-id") == "run12345"]
+    leftovers = [
+        k
+        for k, o in cluster.store.items()
+        if o.get("metadata", {}).get("labels", {}).get("kaic.io/run-id") == "run12345"
+    ]
     assert leftovers == []
     assert not [k for k in cluster.store if k[1] in ("Pod", "Workload") and k[2] == "kaic-t"]
 
@@ -98,8 +108,14 @@ def test_a_negative_size_the_cluster_can_hold_is_refused() -> None:
 
 def test_several_cluster_queues_need_an_explicit_choice() -> None:
     cluster = make_cluster()
-    cluster.add({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue",
-                 "metadata": {"name": "other"}, "spec": {"resourceGroups": []}})
+    cluster.add(
+        {
+            "apiVersion": "kueue.x-k8s.io/v1beta2",
+            "kind": "ClusterQueue",
+            "metadata": {"name": "other"},
+            "spec": {"resourceGroups": []},
+        }
+    )
     result = run(cluster)
     assert result.outcome is Outcome.ERROR
     assert "--gang-cluster-queue" in result.reason

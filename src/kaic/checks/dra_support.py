@@ -24,8 +24,13 @@ _CLUSTER_SCOPED = ("deviceclasses", "resourceslices")
 
 
 def _request(device_class: str) -> dict[str, Any]:
-    return {"devices": {"requests": [
-        {"name": "accelerator", "exactly": {"deviceClassName": device_class, "count": 1}}]}}
+    return {
+        "devices": {
+            "requests": [
+                {"name": "accelerator", "exactly": {"deviceClassName": device_class, "count": 1}}
+            ]
+        }
+    }
 
 
 def dry_run_objects(namespace: str, run_id: str) -> dict[str, KubeObject]:
@@ -33,23 +38,33 @@ def dry_run_objects(namespace: str, run_id: str) -> dict[str, KubeObject]:
     name = f"kaic-dra-{run_id}".lower()[:63]
     return {
         "DeviceClass": {
-            "apiVersion": API_VERSION, "kind": "DeviceClass", "metadata": {"name": name},
+            "apiVersion": API_VERSION,
+            "kind": "DeviceClass",
+            "metadata": {"name": name},
             "spec": {"selectors": [{"cel": {"expression": f'device.driver == "{DRIVER}"'}}]},
         },
         "ResourceClaim": {
-            "apiVersion": API_VERSION, "kind": "ResourceClaim",
-            "metadata": {"name": name, "namespace": namespace}, "spec": _request(name),
+            "apiVersion": API_VERSION,
+            "kind": "ResourceClaim",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": _request(name),
         },
         "ResourceClaimTemplate": {
-            "apiVersion": API_VERSION, "kind": "ResourceClaimTemplate",
+            "apiVersion": API_VERSION,
+            "kind": "ResourceClaimTemplate",
             "metadata": {"name": name, "namespace": namespace},
             "spec": {"spec": _request(name)},
         },
         "ResourceSlice": {
-            "apiVersion": API_VERSION, "kind": "ResourceSlice", "metadata": {"name": name},
-            "spec": {"driver": DRIVER, "allNodes": True,
-                     "pool": {"name": name, "generation": 1, "resourceSliceCount": 1},
-                     "devices": [{"name": "gpu-0"}]},
+            "apiVersion": API_VERSION,
+            "kind": "ResourceSlice",
+            "metadata": {"name": name},
+            "spec": {
+                "driver": DRIVER,
+                "allNodes": True,
+                "pool": {"name": name, "generation": 1, "resourceSliceCount": 1},
+                "devices": [{"name": "gpu-0"}],
+            },
         },
     }
 
@@ -58,8 +73,7 @@ def dry_run_objects(namespace: str, run_id: str) -> dict[str, KubeObject]:
     "dra_support",
     test="TestDRASupport",
     permissions=(
-        *(Permission("create", r, GROUP, namespaced=r not in _CLUSTER_SCOPED)
-          for r in _RESOURCES),
+        *(Permission("create", r, GROUP, namespaced=r not in _CLUSTER_SCOPED) for r in _RESOURCES),
         Permission("list", "deviceclasses", GROUP, namespaced=False),
         Permission("list", "resourceslices", GROUP, namespaced=False),
     ),
@@ -72,8 +86,11 @@ def dra_support(ctx: CheckContext) -> None:
     with ctx.subtest("APIServed") as t:
         if not served:
             others = [v for v in ctx.cluster.api_versions() if v.startswith(f"{GROUP}/")]
-            hint = (f" (it serves only {', '.join(others)})" if others
-                    else f" (no {GROUP} version is served)")
+            hint = (
+                f" (it serves only {', '.join(others)})"
+                if others
+                else f" (no {GROUP} version is served)"
+            )
             t.fail(f"the API server does not serve {API_VERSION}{hint}")
         missing = [k for k in KINDS if k not in served]
         t.require(not missing, f"{API_VERSION} does not serve {', '.join(missing)}")
@@ -90,8 +107,10 @@ def dra_support(ctx: CheckContext) -> None:
                 t.fail(f"server-side dry-run create of a {kind} was refused: {e}")
             t.log(f"a {kind} was accepted by server-side dry-run")
 
-    for kind, file in (("DeviceClass", "deviceclasses.yaml"),
-                       ("ResourceSlice", "resourceslices.yaml")):
+    for kind, file in (
+        ("DeviceClass", "deviceclasses.yaml"),
+        ("ResourceSlice", "resourceslices.yaml"),
+    ):
         if kind in served:
             try:
                 items = ctx.cluster.list(API_VERSION, kind)
@@ -99,5 +118,8 @@ def dra_support(ctx: CheckContext) -> None:
                 ctx.log(f"could not list {kind}s for evidence: {e}")
                 continue
             ctx.log(f"{len(items)} {kind}(s) present")
-            ctx.evidence(file, yaml.safe_dump_all(items, sort_keys=False) if items
-                         else f"# no {kind} present\n", "application/yaml")
+            ctx.evidence(
+                file,
+                yaml.safe_dump_all(items, sort_keys=False) if items else f"# no {kind} present\n",
+                "application/yaml",
+            )

@@ -1,9 +1,9 @@
 """secure_accelerator_access: accelerators are reachable only by the containers granted them.
 
-Owns: the accelerator table (per vendor: DeviceClass/driver, extended resource, taint,
-device nodes, listing tool), the choice between DRA and device-plugin allocation, the
-probe that runs inside pods, and the four sub-tests of ``TestSecureAcceleratorAccess``.
-Must not import the Kubernetes client or know anything about the lab.
+Owns: the choice between DRA and device-plugin allocation (on the accelerator table and
+inventory of ``kaic.checks.accelerators``), the probe that runs inside pods, and the
+four sub-tests of ``TestSecureAcceleratorAccess``. Must not import the Kubernetes client
+or know anything about the lab.
 
 Procedure (upstream ``kubernetes-sigs/ai-conformance`` ``TestSecureAcceleratorAccess``
 plus KAR-0049's cross-pod case): pick one Ready accelerator node, run probe pods pinned
@@ -17,91 +17,33 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
-from kaic.cluster.api import (
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
-    RUN_ID_LABEL,
-    ClusterAPI,
-    KubeObject,
-    has_condition,
-    name_of,
+from kaic.checks.accelerators import (
+    ACCELERATORS,
+    AcceleratorType,
+    SliceDevice,
+    allocated_devices,
+    dra_pools,
+    dra_version,
 )
+from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.predicates import node_schedulable, pod_started
+from kaic.checks.resources import allocatable, requests_by_node
+from kaic.cluster.api import ClusterAPI, KubeObject, name_of
 from kaic.errors import ClusterError, UsageError
 
-CHECK_LABEL = "kaic.io/check"
-CHECK_NAME = "secure-accelerator-access"
 CLAIM_TEMPLATE = "accelerator-claim-template"
 CLAIM_REQUEST = "single-accelerator"
 POD_CLAIM = "accelerator"
-DRA_VERSIONS = ("resource.k8s.io/v1", "resource.k8s.io/v1beta2")
-"""DRA API versions with the v1 object shape (``exactly`` requests, flat device fields),
-in order of preference. A cluster serving only v1beta1 is treated as having no DRA."""
-
 MODES = ("auto", "dra", "device-plugin")
+PROBED = {name: acc for name, acc in ACCELERATORS.items() if acc.probeable}
+"""The vendors of the accelerator table whose devices the probe knows how to see."""
 PROBE_ATTEMPTS = 3
-
-
-# ---------------------------------------------------------------------------------------
-# The accelerator table
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AcceleratorType:
-    """How one vendor's accelerators are requested and how a container sees them."""
-
-    name: str
-    device_class: str
-    """The DeviceClass a DRA claim asks for."""
-    driver: str
-    """The DRA driver name on ResourceSlices."""
-    extended_resource: str
-    """The device plugin's extended resource."""
-    taint_key: str
-    """Taint key accelerator nodes commonly carry (tolerated by the probe pods)."""
-    device_glob: str
-    """Shell glob of the per-device nodes a granted container sees."""
-    dra_device_type: str | None = None
-    """Value of the driver's ``type`` attribute for whole devices (others are ignored)."""
-    visible_env: str | None = None
-    """Env var a runtime may trust to expose devices (the common leak)."""
-    list_tool: str | None = None
-    """A listing tool the runtime injects into granted containers, if any."""
-    list_args: str = ""
-    list_prefix: str = ""
-    """How each device line the listing tool prints begins."""
-    uuid_pattern: str = ""
-    """Regex with one group: a device identity in a listed line."""
-    uuid_attribute: str = "uuid"
-    """The ResourceSlice attribute holding that identity."""
-
-
-ACCELERATORS: dict[str, AcceleratorType] = {
-    # NOTE: add other vendors here (the names must match what their device plugin and
-    # DRA driver publish); probe-details.md §5.1 lists their device paths.
-    "nvidia": AcceleratorType(
-        name="nvidia",
-        device_class="gpu.nvidia.com",
-        driver="gpu.nvidia.com",
-        extended_resource="nvidia.com/gpu",
-        taint_key="nvidia.com/gpu",
-        device_glob="/dev/nvidia[0-9]*",
-        dra_device_type="gpu",
-        visible_env="NVIDIA_VISIBLE_DEVICES",
-        list_tool="nvidia-smi",
-        list_args="-L",
-        list_prefix="GPU ",
-        uuid_pattern=r"\(UUID: ([^)]+)\)",
-    ),
-}
 
 
 def probe_script(acc: AcceleratorType) -> str:
@@ -169,9 +111,9 @@ def parse_probe(stdout: str, acc: AcceleratorType) -> ProbeResult | None:
     uuid_re = re.compile(acc.uuid_pattern) if acc.uuid_pattern else None
     for line in stdout.splitlines():
         if line.startswith("DEVICE: "):
-            devices.append(line[len("DEVICE: "):].strip())
+            devices.append(line[len("DEVICE: ") :].strip())
         elif line.startswith("LIST: "):
-            text = line[len("LIST: "):].strip()
+            text = line[len("LIST: ") :].strip()
             listed.append(text)
             u = uuid_re.search(text) if uuid_re else None
             if u:
@@ -182,174 +124,6 @@ def parse_probe(stdout: str, acc: AcceleratorType) -> ProbeResult | None:
 # ---------------------------------------------------------------------------------------
 # Where accelerators are: nodes, ResourceSlice pools, allocations
 # ---------------------------------------------------------------------------------------
-
-
-def node_ready(node: KubeObject) -> bool:
-    return has_condition(node, "Ready") and not node.get("spec", {}).get("unschedulable")
-
-
-def _requirement_matches(expr: Mapping[str, Any], value: str | None) -> bool:
-    op = expr.get("operator")
-    values = [str(v) for v in expr.get("values") or []]
-    if op == "In":
-        return value is not None and value in values
-    if op == "NotIn":
-        return value is None or value not in values
-    if op == "Exists":
-        return value is not None
-    if op == "DoesNotExist":
-        return value is None
-    if op in ("Gt", "Lt") and value is not None and values:
-        try:
-            a, b = int(value), int(values[0])
-        except ValueError:
-            return False
-        return a > b if op == "Gt" else a < b
-    return False
-
-
-def node_selector_matches(selector: Mapping[str, Any] | None, node: KubeObject) -> bool:
-    """Whether a core/v1 ``NodeSelector`` (ORed terms of ANDed requirements) selects
-    ``node``. An empty term selects nothing, as in Kubernetes."""
-    if not selector:
-        return False
-    labels = node.get("metadata", {}).get("labels") or {}
-    fields = {"metadata.name": name_of(node)}
-    for term in selector.get("nodeSelectorTerms") or []:
-        exprs = term.get("matchExpressions") or []
-        flds = term.get("matchFields") or []
-        if not exprs and not flds:
-            continue
-        if all(_requirement_matches(e, labels.get(e.get("key", ""))) for e in exprs) and all(
-            _requirement_matches(f, fields.get(f.get("key", ""))) for f in flds
-        ):
-            return True
-    return False
-
-
-def _placement_nodes(spec: Mapping[str, Any], nodes: Sequence[KubeObject]) -> set[str] | None:
-    """Nodes a slice (or a device with per-device placement) is available on; None when
-    ``spec`` names no placement."""
-    if spec.get("nodeName"):
-        return {str(spec["nodeName"])}
-    if spec.get("allNodes"):
-        return {name_of(n) for n in nodes}
-    if spec.get("nodeSelector"):
-        return {name_of(n) for n in nodes if node_selector_matches(spec["nodeSelector"], n)}
-    return None
-
-
-@dataclass(frozen=True)
-class SliceDevice:
-    """One device published in a ResourceSlice, with the nodes it can be used from."""
-
-    driver: str
-    pool: str
-    name: str
-    attributes: Mapping[str, Any]
-    nodes: frozenset[str]
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.driver, self.pool, self.name)
-
-    def attribute(self, name: str) -> Any:
-        for k in (name, f"{self.driver}/{name}"):
-            v = self.attributes.get(k)
-            if isinstance(v, Mapping):
-                for t in ("string", "int", "bool", "version"):
-                    if t in v:
-                        return v[t]
-        return None
-
-
-@dataclass
-class Pool:
-    """A ResourceSlice pool of one driver at its newest generation."""
-
-    driver: str
-    name: str
-    generation: int
-    expected_slices: int
-    slices: list[str] = field(default_factory=list)
-    devices: list[SliceDevice] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        return len(self.slices) >= self.expected_slices
-
-    def describe(self) -> str:
-        state = "complete" if self.complete else "INCOMPLETE"
-        nodes = sorted({n for d in self.devices for n in d.nodes})
-        return (f"pool {self.name} (driver {self.driver}, generation {self.generation}): "
-                f"{len(self.slices)}/{self.expected_slices} slices, {state}, "
-                f"{len(self.devices)} devices, nodes {', '.join(nodes) or 'none'}")
-
-
-def dra_pools(slices: Iterable[KubeObject], acc: AcceleratorType,
-              nodes: Sequence[KubeObject]) -> list[Pool]:
-    """The driver's pools at their newest generation, with the devices the DeviceClass
-    would consider and the nodes each is available on (``nodeName``, ``allNodes``,
-    ``nodeSelector`` or per-device placement)."""
-    newest: dict[str, int] = {}
-    mine = [s for s in slices if s.get("spec", {}).get("driver") == acc.driver]
-    for s in mine:
-        p = s["spec"].get("pool") or {}
-        newest[p.get("name", "")] = max(newest.get(p.get("name", ""), 0),
-                                        int(p.get("generation", 0)))
-    pools: dict[str, Pool] = {}
-    for s in mine:
-        spec = s["spec"]
-        p = spec.get("pool") or {}
-        pname = p.get("name", "")
-        if int(p.get("generation", 0)) != newest[pname]:
-            continue
-        pool = pools.setdefault(pname, Pool(acc.driver, pname, newest[pname],
-                                            int(p.get("resourceSliceCount", 1) or 1)))
-        pool.slices.append(name_of(s))
-        slice_nodes = _placement_nodes(spec, nodes)
-        for d in spec.get("devices") or []:
-            dev_nodes = _placement_nodes(d, nodes)
-            where = dev_nodes if dev_nodes is not None else (slice_nodes or set())
-            dev = SliceDevice(acc.driver, pname, str(d.get("name", "")),
-                              d.get("attributes") or {}, frozenset(where))
-            dtype = dev.attribute("type")
-            if acc.dra_device_type and dtype is not None and dtype != acc.dra_device_type:
-                continue
-            pool.devices.append(dev)
-    return sorted(pools.values(), key=lambda p: p.name)
-
-
-def allocated_devices(claims: Iterable[KubeObject]) -> set[tuple[str, str, str]]:
-    """(driver, pool, device) of every device some ResourceClaim holds."""
-    out = set()
-    for c in claims:
-        alloc = (c.get("status") or {}).get("allocation") or {}
-        for r in (alloc.get("devices") or {}).get("results") or []:
-            out.add((str(r.get("driver")), str(r.get("pool")), str(r.get("device"))))
-    return out
-
-
-def _quantity_int(value: Any) -> int:
-    try:
-        return int(str(value))
-    except ValueError:
-        return 0
-
-
-def extended_resource_use(pods: Iterable[KubeObject], resource: str) -> dict[str, int]:
-    """How many units of ``resource`` the non-terminal pods hold, per node."""
-    used: dict[str, int] = {}
-    for p in pods:
-        node = p.get("spec", {}).get("nodeName")
-        if not node or p.get("status", {}).get("phase") in ("Succeeded", "Failed"):
-            continue
-        for c in p["spec"].get("containers") or []:
-            res = c.get("resources") or {}
-            n = (res.get("limits") or {}).get(resource, (res.get("requests") or {}).get(resource))
-            if n is not None:
-                used[node] = used.get(node, 0) + _quantity_int(n)
-    return used
 
 
 @dataclass
@@ -372,24 +146,17 @@ class NoAccelerators(Exception):
     """No usable accelerators for the mode asked for (the message says why)."""
 
 
-def _dra_version(cluster: ClusterAPI) -> str | None:
-    for av in DRA_VERSIONS:
-        kinds = {r.kind for r in cluster.api_resources(av)}
-        if {"ResourceSlice", "ResourceClaim", "ResourceClaimTemplate", "DeviceClass"} <= kinds:
-            return av
-    return None
-
-
 def _best(free: Mapping[str, int]) -> tuple[str, int] | None:
     """The node with the most free accelerators (ties: the first name), if any has one."""
     usable = sorted((-n, name) for name, n in free.items() if n > 0)
     return (usable[0][1], -usable[0][0]) if usable else None
 
 
-def dra_placement(cluster: ClusterAPI, acc: AcceleratorType, nodes: list[KubeObject],
-                  notes: list[str]) -> Placement | None:
+def dra_placement(
+    cluster: ClusterAPI, acc: AcceleratorType, nodes: list[KubeObject], notes: list[str]
+) -> Placement | None:
     """A Ready node with free devices in a complete pool of the driver, or None."""
-    av = _dra_version(cluster)
+    av = dra_version(cluster)
     if av is None:
         notes.append("DRA: resource.k8s.io/v1 (or v1beta2) is not served")
         return None
@@ -397,7 +164,7 @@ def dra_placement(cluster: ClusterAPI, acc: AcceleratorType, nodes: list[KubeObj
     if dc is None:
         notes.append(f"DRA: no DeviceClass {acc.device_class}")
         return None
-    ready = [n for n in nodes if node_ready(n)]
+    ready = [n for n in nodes if node_schedulable(n)]
     pools = dra_pools(cluster.list(av, "ResourceSlice"), acc, ready)
     if not pools:
         notes.append(f"DRA: no ResourceSlice of driver {acc.driver}")
@@ -429,20 +196,19 @@ def dra_placement(cluster: ClusterAPI, acc: AcceleratorType, nodes: list[KubeObj
     return Placement("dra", by_name[name], n, av, devices, notes)
 
 
-def device_plugin_placement(cluster: ClusterAPI, acc: AcceleratorType, nodes: list[KubeObject],
-                            notes: list[str]) -> Placement | None:
-    ready = {name_of(n): n for n in nodes if node_ready(n)}
-    alloc = {name: _quantity_int((n.get("status", {}).get("allocatable") or {})
-                                 .get(acc.extended_resource, 0))
-             for name, n in ready.items()}
+def device_plugin_placement(
+    cluster: ClusterAPI, acc: AcceleratorType, nodes: list[KubeObject], notes: list[str]
+) -> Placement | None:
+    ready = {name_of(n): n for n in nodes if node_schedulable(n)}
+    alloc = {name: int(allocatable(n, acc.extended_resource)) for name, n in ready.items()}
     alloc = {k: v for k, v in alloc.items() if v > 0}
     if not alloc:
         notes.append(f"device plugin: no Ready node has {acc.extended_resource} allocatable")
         return None
     for name, v in sorted(alloc.items()):
         notes.append(f"device plugin: node {name} allocatable {acc.extended_resource}={v}")
-    used = extended_resource_use(cluster.list("v1", "Pod"), acc.extended_resource)
-    free = {k: v - used.get(k, 0) for k, v in alloc.items()}
+    used = requests_by_node(cluster.list("v1", "Pod"), acc.extended_resource)
+    free = {k: v - int(used.get(k, 0)) for k, v in alloc.items()}
     best = _best(free)
     if best is None:
         notes.append(f"device plugin: every {acc.extended_resource} is in use")
@@ -464,13 +230,14 @@ def choose_placement(cluster: ClusterAPI, acc: AcceleratorType, mode: str) -> Pl
         if mode == "dra":
             raise NoAccelerators("; ".join(notes))
     if mode == "device-plugin":
-        av = _dra_version(cluster)
+        av = dra_version(cluster)
         if av is not None:
             for dc in cluster.list(av, "DeviceClass"):
                 if (dc.get("spec") or {}).get("extendedResourceName") == acc.extended_resource:
                     raise NoAccelerators(
                         f"{acc.extended_resource} is backed by DRA (DeviceClass {name_of(dc)} "
-                        "sets extendedResourceName); test it with --allocation-mode=dra")
+                        "sets extendedResourceName); test it with --allocation-mode=dra"
+                    )
     p = device_plugin_placement(cluster, acc, nodes, notes)
     if p is not None:
         return p
@@ -503,8 +270,14 @@ class ProbePod:
 class Probes:
     """Creates probe pods, waits for them, runs the probe and keeps the transcript."""
 
-    def __init__(self, ctx: CheckContext, acc: AcceleratorType, placement: Placement,
-                 image: str, pod_timeout: float) -> None:
+    def __init__(
+        self,
+        ctx: CheckContext,
+        acc: AcceleratorType,
+        placement: Placement,
+        image: str,
+        pod_timeout: float,
+    ) -> None:
         self.ctx = ctx
         self.cluster = ctx.cluster
         self.acc = acc
@@ -519,27 +292,36 @@ class Probes:
         """The newest copy of every probe pod seen (for evidence after deletion)."""
 
     # -- objects -------------------------------------------------------------------------
-    def labels(self) -> dict[str, str]:
-        return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, RUN_ID_LABEL: self.ctx.run_id,
-                CHECK_LABEL: CHECK_NAME}
-
     def claim_template(self) -> KubeObject:
         return {
-            "apiVersion": self.placement.dra_version, "kind": "ResourceClaimTemplate",
-            "metadata": {"name": CLAIM_TEMPLATE, "namespace": self.ctx.namespace,
-                         "labels": self.labels()},
-            "spec": {"spec": {"devices": {"requests": [{
-                "name": CLAIM_REQUEST,
-                "exactly": {"deviceClassName": self.acc.device_class,
-                            "allocationMode": "ExactCount", "count": 1},
-            }]}}},
+            "apiVersion": self.placement.dra_version,
+            "kind": "ResourceClaimTemplate",
+            "metadata": {"name": CLAIM_TEMPLATE, "namespace": self.ctx.namespace},
+            "spec": {
+                "spec": {
+                    "devices": {
+                        "requests": [
+                            {
+                                "name": CLAIM_REQUEST,
+                                "exactly": {
+                                    "deviceClassName": self.acc.device_class,
+                                    "allocationMode": "ExactCount",
+                                    "count": 1,
+                                },
+                            }
+                        ]
+                    }
+                }
+            },
         }
 
     def tolerations(self) -> list[dict[str, Any]]:
         tols: list[dict[str, Any]] = [{"key": self.acc.taint_key, "operator": "Exists"}]
         for t in self.placement.node.get("spec", {}).get("taints") or []:
             if t.get("key") != self.acc.taint_key and t.get("effect") in (
-                    "NoSchedule", "NoExecute"):
+                "NoSchedule",
+                "NoExecute",
+            ):
                 tol = {"key": t.get("key"), "operator": "Exists", "effect": t.get("effect")}
                 if tol not in tols:
                     tols.append(tol)
@@ -549,7 +331,8 @@ class Probes:
         containers = []
         for c in pod.containers:
             spec: dict[str, Any] = {
-                "name": c.name, "image": self.image,
+                "name": c.name,
+                "image": self.image,
                 "command": ["sh", "-c", "sleep 3600"],
                 # NOTE: the probe reads the container's view of /dev; workingDir is fixed
                 # so the listing does not depend on the image's WORKDIR.
@@ -562,13 +345,19 @@ class Probes:
                 if self.placement.mode == "dra":
                     spec["resources"] = {"claims": [{"name": POD_CLAIM}]}
                 else:
-                    spec["resources"] = {"limits": {self.acc.extended_resource: "1"},
-                                         "requests": {self.acc.extended_resource: "1"}}
+                    spec["resources"] = {
+                        "limits": {self.acc.extended_resource: "1"},
+                        "requests": {self.acc.extended_resource: "1"},
+                    }
             containers.append(spec)
         obj: KubeObject = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod.name, "namespace": self.ctx.namespace,
-                         "labels": self.labels() | {"kaic.io/probe": pod.name}},
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod.name,
+                "namespace": self.ctx.namespace,
+                "labels": {"kaic.io/probe": pod.name},
+            },
             "spec": {
                 "restartPolicy": "Never",
                 "terminationGracePeriodSeconds": 1,
@@ -576,15 +365,29 @@ class Probes:
                 "activeDeadlineSeconds": int(self.ctx.timeout_s) + 120,
                 "containers": containers,
                 "tolerations": self.tolerations(),
-                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [{"matchFields": [{
-                        "key": "metadata.name", "operator": "In",
-                        "values": [self.placement.node_name]}]}]}}},
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchFields": [
+                                        {
+                                            "key": "metadata.name",
+                                            "operator": "In",
+                                            "values": [self.placement.node_name],
+                                        }
+                                    ]
+                                }
+                            ]
+                        }
+                    }
+                },
             },
         }
         if self.placement.mode == "dra" and pod.devices_needed:
-            obj["spec"]["resourceClaims"] = [{"name": POD_CLAIM,
-                                              "resourceClaimTemplateName": CLAIM_TEMPLATE}]
+            obj["spec"]["resourceClaims"] = [
+                {"name": POD_CLAIM, "resourceClaimTemplateName": CLAIM_TEMPLATE}
+            ]
         return obj
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -606,10 +409,14 @@ class Probes:
                 continue
             try:
                 obj = self.cluster.wait_for(
-                    "v1", "Pod", p.name, self.ctx.namespace,
-                    lambda o: o is not None and o.get("status", {}).get("phase") in (
-                        "Running", "Succeeded", "Failed"),
-                    timeout=self.ctx.budget(self.pod_timeout), what=f"pod {p.name} to run")
+                    "v1",
+                    "Pod",
+                    p.name,
+                    self.ctx.namespace,
+                    pod_started,
+                    timeout=self.ctx.budget(self.pod_timeout),
+                    what=f"pod {p.name} to run",
+                )
             except ClusterError as e:
                 self.keep_pod(p.name)
                 t.error(f"pod {p.name} did not start: {e}{self._why_pending(p.name)}")
@@ -628,38 +435,45 @@ class Probes:
             evs = self.cluster.events(self.ctx.namespace, pod)
         except ClusterError:
             return ""
-        msgs = [f"{e.get('reason')}: {e.get('message')}" for e in evs
-                if e.get("type") == "Warning"]
+        msgs = [f"{e.get('reason')}: {e.get('message')}" for e in evs if e.get("type") == "Warning"]
         return f" ({msgs[-1]})" if msgs else ""
 
     def probe(self, t: Subtest, pod: str, container: str) -> ProbeResult:
         """Run the probe in one container. An exec that fails or prints no ``RESULT`` line
         is retried (a container may not accept exec at once); ERROR after three tries."""
         cmd = ["sh", "-c", self.script]
-        shown = f"kubectl exec -n {self.ctx.namespace} {pod} -c {container} -- " \
-                f"sh -c {shlex.quote(self.script)}"
+        shown = (
+            f"kubectl exec -n {self.ctx.namespace} {pod} -c {container} -- "
+            f"sh -c {shlex.quote(self.script)}"
+        )
         problem = ""
         for attempt in range(PROBE_ATTEMPTS):
             if attempt:
-                time.sleep(min(float(attempt), self.ctx.budget(float(attempt))))
+                self.ctx.sleep(float(attempt))
             try:
-                r = self.cluster.exec(self.ctx.namespace, pod, cmd, container=container,
-                                      timeout=self.ctx.budget(60.0))
+                r = self.cluster.exec(
+                    self.ctx.namespace, pod, cmd, container=container, timeout=self.ctx.budget(60.0)
+                )
             except ClusterError as e:
                 self.transcript.append(f"$ {shown}\n(exec failed: {e})\n")
                 problem = f"exec into pod {pod} container {container} failed: {e}"
                 continue
             self.transcript.append(
-                f"$ {shown}\n{r.stdout}" + (f"[stderr]\n{r.stderr}" if r.stderr else "")
-                + f"[exit code {r.exit_code}]\n")
+                f"$ {shown}\n{r.stdout}"
+                + (f"[stderr]\n{r.stderr}" if r.stderr else "")
+                + f"[exit code {r.exit_code}]\n"
+            )
             res = parse_probe(r.stdout, self.acc)
             if res is not None:
-                t.log(f"pod {pod} container {container}: {res.count} accelerator(s): "
-                      f"{res.describe()}")
+                t.log(
+                    f"pod {pod} container {container}: {res.count} accelerator(s): {res.describe()}"
+                )
                 return res
-            problem = (f"the probe in pod {pod} container {container} printed no RESULT "
-                       f"line (exit code {r.exit_code}; the image needs a POSIX sh): "
-                       f"{(r.stderr or r.stdout).strip()[:200]}")
+            problem = (
+                f"the probe in pod {pod} container {container} printed no RESULT "
+                f"line (exit code {r.exit_code}; the image needs a POSIX sh): "
+                f"{(r.stderr or r.stdout).strip()[:200]}"
+            )
         t.error(f"{problem} (tried {PROBE_ATTEMPTS} times)")
 
     def keep_pod(self, name: str) -> None:
@@ -682,8 +496,12 @@ class Probes:
             claim_name = st.get("resourceClaimName")
             if not claim_name:
                 continue
-            claim = self.cluster.get(self.placement.dra_version, "ResourceClaim", claim_name,
-                                     self.ctx.namespace) or {}
+            claim = (
+                self.cluster.get(
+                    self.placement.dra_version, "ResourceClaim", claim_name, self.ctx.namespace
+                )
+                or {}
+            )
             alloc = (claim.get("status") or {}).get("allocation") or {}
             for r in (alloc.get("devices") or {}).get("results") or []:
                 key = (str(r.get("driver")), str(r.get("pool")), str(r.get("device")))
@@ -710,17 +528,19 @@ class Probes:
             except ClusterError:
                 obj = None
             pods.append(_trim(obj or self.last.get(name) or {"metadata": {"name": name}}))
-        ctx.evidence("pods.yaml", yaml.safe_dump_all(pods, sort_keys=False),
-                     "application/yaml")
+        ctx.evidence("pods.yaml", yaml.safe_dump_all(pods, sort_keys=False), "application/yaml")
         if self.placement.mode == "dra" and self.placement.dra_version:
             try:
-                claims = self.cluster.list(self.placement.dra_version, "ResourceClaim",
-                                           ctx.namespace)
+                claims = self.cluster.list(
+                    self.placement.dra_version, "ResourceClaim", ctx.namespace
+                )
             except ClusterError as e:
                 claims = [{"error": str(e)}]
-            ctx.evidence("resourceclaims.yaml",
-                         yaml.safe_dump_all([_trim(c) for c in claims], sort_keys=False),
-                         "application/yaml")
+            ctx.evidence(
+                "resourceclaims.yaml",
+                yaml.safe_dump_all([_trim(c) for c in claims], sort_keys=False),
+                "application/yaml",
+            )
 
     def delete_all(self) -> None:
         for name in list(self.created):
@@ -741,11 +561,12 @@ def _trim(obj: KubeObject) -> KubeObject:
 # The check
 # ---------------------------------------------------------------------------------------
 
-POSITIVE = ProbePod("accel-positive", (ProbeContainer("probe", True),),
-                    "granted one accelerator")
-MULTI = ProbePod("accel-multi", (ProbeContainer("authorized", True),
-                                 ProbeContainer("unauthorized", False)),
-                 "claim granted to container authorized only")
+POSITIVE = ProbePod("accel-positive", (ProbeContainer("probe", True),), "granted one accelerator")
+MULTI = ProbePod(
+    "accel-multi",
+    (ProbeContainer("authorized", True), ProbeContainer("unauthorized", False)),
+    "claim granted to container authorized only",
+)
 CROSS_A = ProbePod("accel-cross-a", (ProbeContainer("probe", True),), "granted one accelerator")
 CROSS_B = ProbePod("accel-cross-b", (ProbeContainer("probe", True),), "granted one accelerator")
 
@@ -753,9 +574,13 @@ CROSS_B = ProbePod("accel-cross-b", (ProbeContainer("probe", True),), "granted o
 def negative_pods(acc: AcceleratorType) -> list[ProbePod]:
     pods = [ProbePod("accel-negative", (ProbeContainer("probe", False),), "no request")]
     if acc.visible_env:
-        pods.append(ProbePod("accel-negative-envvar",
-                             (ProbeContainer("probe", False, {acc.visible_env: "all"}),),
-                             f"no request, {acc.visible_env}=all"))
+        pods.append(
+            ProbePod(
+                "accel-negative-envvar",
+                (ProbeContainer("probe", False, {acc.visible_env: "all"}),),
+                f"no request, {acc.visible_env}=all",
+            )
+        )
     return pods
 
 
@@ -763,15 +588,20 @@ def negative_pods(acc: AcceleratorType) -> list[ProbePod]:
     "secure_accelerator_access",
     test="TestSecureAcceleratorAccess",
     options=(
-        CheckOption("allocation-mode", "how accelerators are requested: auto (DRA when a "
-                    "complete ResourceSlice pool of the driver is on a Ready node, else the "
-                    "device plugin), dra or device-plugin", default="auto"),
-        CheckOption("accelerator-type", "accelerator vendor: " + ", ".join(ACCELERATORS),
-                    default="nvidia"),
-        CheckOption("probe-image", "image of the probe pods (needs a POSIX sh)",
-                    default="ubuntu:22.04"),
-        CheckOption("probe-pod-timeout", "seconds to wait for a probe pod to run",
-                    default="300"),
+        CheckOption(
+            "allocation-mode",
+            "how accelerators are requested: auto (DRA when a "
+            "complete ResourceSlice pool of the driver is on a Ready node, else the "
+            "device plugin), dra or device-plugin",
+            default="auto",
+        ),
+        CheckOption(
+            "accelerator-type", "accelerator vendor: " + ", ".join(PROBED), default="nvidia"
+        ),
+        CheckOption(
+            "probe-image", "image of the probe pods (needs a POSIX sh)", default="ubuntu:22.04"
+        ),
+        CheckOption("probe-pod-timeout", "seconds to wait for a probe pod to run", default="300"),
     ),
     permissions=(
         Permission("list", "nodes", namespaced=False),
@@ -795,10 +625,9 @@ def secure_accelerator_access(ctx: CheckContext) -> None:
     if mode not in MODES:
         raise UsageError(f"--allocation-mode must be one of {', '.join(MODES)}, got {mode!r}")
     acc_name = (ctx.option("accelerator-type") or "nvidia").lower()
-    acc = ACCELERATORS.get(acc_name)
+    acc = PROBED.get(acc_name)
     if acc is None:
-        raise UsageError(f"--accelerator-type must be one of {', '.join(ACCELERATORS)}, "
-                         f"got {acc_name!r}")
+        raise UsageError(f"--accelerator-type must be one of {', '.join(PROBED)}, got {acc_name!r}")
     image = ctx.option("probe-image") or "ubuntu:22.04"
     pod_timeout = ctx.float_option("probe-pod-timeout") or 300.0
 
@@ -807,22 +636,31 @@ def secure_accelerator_access(ctx: CheckContext) -> None:
     except NoAccelerators as e:
         ctx.evidence("allocation.txt", f"allocation mode asked: {mode}\n{e}\n")
         if mode == "auto":
-            ctx.skip(f"no free {acc.name} accelerator on a Ready node, by DRA or device "
-                     f"plugin: {e}")
+            ctx.skip(
+                f"no free {acc.name} accelerator on a Ready node, by DRA or device plugin: {e}"
+            )
         ctx.error(f"--allocation-mode={mode}: {e}")
-    ctx.log(f"allocation mode {placement.mode} (asked: {mode}); node {placement.node_name} "
-            f"with {placement.free} free accelerator(s)")
+    ctx.log(
+        f"allocation mode {placement.mode} (asked: {mode}); node {placement.node_name} "
+        f"with {placement.free} free accelerator(s)"
+    )
     node_alloc = (placement.node.get("status") or {}).get("allocatable") or {}
-    ctx.evidence("allocation.txt", "\n".join([
-        f"allocation mode asked: {mode}",
-        f"allocation mode used: {placement.mode}"
-        + (f" ({placement.dra_version})" if placement.dra_version else ""),
-        f"accelerator type: {acc.name} (DeviceClass {acc.device_class}, extended resource "
-        f"{acc.extended_resource}, devices {acc.device_glob})",
-        f"node: {placement.node_name} ({placement.free} free)",
-        f"node allocatable: {json.dumps(node_alloc, sort_keys=True)}",
-        *placement.notes,
-    ]) + "\n")
+    ctx.evidence(
+        "allocation.txt",
+        "\n".join(
+            [
+                f"allocation mode asked: {mode}",
+                f"allocation mode used: {placement.mode}"
+                + (f" ({placement.dra_version})" if placement.dra_version else ""),
+                f"accelerator type: {acc.name} (DeviceClass {acc.device_class}, extended resource "
+                f"{acc.extended_resource}, devices {acc.device_glob})",
+                f"node: {placement.node_name} ({placement.free} free)",
+                f"node allocatable: {json.dumps(node_alloc, sort_keys=True)}",
+                *placement.notes,
+            ]
+        )
+        + "\n",
+    )
 
     probes = Probes(ctx, acc, placement, image, pod_timeout)
     try:
@@ -853,8 +691,9 @@ def _release(probes: Probes, pods: Sequence[ProbePod]) -> None:
         if p.name in probes.created:
             probes.keep_pod(p.name)
             try:
-                probes.cluster.delete("v1", "Pod", p.name, probes.ctx.namespace,
-                                      wait_timeout=probes.ctx.budget(120.0))
+                probes.cluster.delete(
+                    "v1", "Pod", p.name, probes.ctx.namespace, wait_timeout=probes.ctx.budget(120.0)
+                )
             except ClusterError as e:
                 probes.ctx.log(f"could not delete pod {p.name}: {e}")
             probes.running.pop(p.name, None)
@@ -864,8 +703,11 @@ def _positive(ctx: CheckContext, probes: Probes) -> None:
     with ctx.subtest("PositiveAccessTest") as t:
         probes.wait_running(t, [POSITIVE])
         res = probes.probe(t, POSITIVE.name, "probe")
-        t.require(res.count == 1, f"pod {POSITIVE.name} was granted one accelerator but sees "
-                  f"{res.count}: {res.describe()}")
+        t.require(
+            res.count == 1,
+            f"pod {POSITIVE.name} was granted one accelerator but sees "
+            f"{res.count}: {res.describe()}",
+        )
         _match_allocation(t, probes, POSITIVE.name, res)
 
 
@@ -876,8 +718,7 @@ def _match_allocation(t: Subtest, probes: Probes, pod: str, res: ProbeResult) ->
         t.log(f"pod {pod} was allocated {', '.join(sorted(want))}")
     if want and res.uuids and not set(res.uuids) <= want:
         other = sorted(set(res.uuids) - want)
-        t.fail(f"pod {pod} sees {', '.join(other)} but was allocated "
-               f"{', '.join(sorted(want))}")
+        t.fail(f"pod {pod} sees {', '.join(other)} but was allocated {', '.join(sorted(want))}")
 
 
 def _negative(ctx: CheckContext, probes: Probes, negatives: Sequence[ProbePod]) -> None:
@@ -887,8 +728,10 @@ def _negative(ctx: CheckContext, probes: Probes, negatives: Sequence[ProbePod]) 
         for p in negatives:
             res = probes.probe(t, p.name, "probe")
             if res.count:
-                leaks.append(f"pod {p.name} ({p.purpose}) sees {res.count} accelerator(s) "
-                             f"on node {probes.placement.node_name}: {res.describe()}")
+                leaks.append(
+                    f"pod {p.name} ({p.purpose}) sees {res.count} accelerator(s) "
+                    f"on node {probes.placement.node_name}: {res.describe()}"
+                )
         if leaks:
             t.fail("; ".join(leaks))
 
@@ -899,18 +742,25 @@ def _multi_container(ctx: CheckContext, probes: Probes) -> None:
         auth = probes.probe(t, MULTI.name, "authorized")
         unauth = probes.probe(t, MULTI.name, "unauthorized")
         if unauth.count:
-            t.fail(f"pod {MULTI.name} container unauthorized (only container authorized "
-                   f"was granted an accelerator) sees {unauth.count} accelerator(s): "
-                   f"{unauth.describe()}")
-        t.require(auth.count == 1, f"pod {MULTI.name} container authorized was granted one "
-                  f"accelerator but sees {auth.count}: {auth.describe()}")
+            t.fail(
+                f"pod {MULTI.name} container unauthorized (only container authorized "
+                f"was granted an accelerator) sees {unauth.count} accelerator(s): "
+                f"{unauth.describe()}"
+            )
+        t.require(
+            auth.count == 1,
+            f"pod {MULTI.name} container authorized was granted one "
+            f"accelerator but sees {auth.count}: {auth.describe()}",
+        )
 
 
 def _cross_pod(ctx: CheckContext, probes: Probes) -> None:
     with ctx.subtest("CrossPodIsolationTest") as t:
         if probes.placement.free < 2:
-            t.skip(f"needs two free accelerators on one node; {probes.placement.node_name} "
-                   f"has {probes.placement.free}")
+            t.skip(
+                f"needs two free accelerators on one node; {probes.placement.node_name} "
+                f"has {probes.placement.free}"
+            )
         probes.wait_running(t, [CROSS_A, CROSS_B])
         a = probes.probe(t, CROSS_A.name, "probe")
         b = probes.probe(t, CROSS_B.name, "probe")
@@ -920,12 +770,12 @@ def _cross_pod(ctx: CheckContext, probes: Probes) -> None:
             if foreign:
                 problems.append(f"pod {me} sees {', '.join(foreign)}, allocated to pod {other}")
             elif mine.count != 1:
-                problems.append(f"pod {me} was granted one accelerator but sees "
-                                f"{mine.count}: {mine.describe()}")
+                problems.append(
+                    f"pod {me} was granted one accelerator but sees {mine.count}: {mine.describe()}"
+                )
         shared = sorted(a.identities() & b.identities())
         if shared and not problems:
-            problems.append(f"pods {CROSS_A.name} and {CROSS_B.name} both see "
-                            f"{', '.join(shared)}")
+            problems.append(f"pods {CROSS_A.name} and {CROSS_B.name} both see {', '.join(shared)}")
         if problems:
             t.fail("; ".join(problems))
         if not a.identities() or not b.identities():

@@ -9,8 +9,13 @@ from tests.fakes import FakeCluster, run_fake_check
 from tests.unit.kueue_sim import VERSION, Sim, make_cluster
 
 FAST = {"operator-reconcile-timeout": "2", "operator-lease-window": "0.3"}
-SUBTESTS = ["OperatorPodsRunning", "CRDRegistered", "WebhookOperational",
-            "WebhookRejectsInvalidCR", "ControllerReconcilesCR"]
+SUBTESTS = [
+    "OperatorPodsRunning",
+    "CRDRegistered",
+    "WebhookOperational",
+    "WebhookRejectsInvalidCR",
+    "ControllerReconcilesCR",
+]
 
 
 def run(cluster: FakeCluster, **options: str) -> CheckResult:
@@ -30,12 +35,15 @@ def test_robust_controller_passes_with_a_running_kueue_and_its_webhook() -> None
     evidence = {e.name: e.content for e in result.evidence}
     assert json.loads(evidence["operator.json"])["version"] == VERSION
     log = "\n".join(result.log)
-    assert 'denied by Kueue\'s webhook vclusterqueue.kb.io' in log
+    assert "denied by Kueue's webhook vclusterqueue.kb.io" in log
     assert "Active=False/FlavorNotFound" in log
     # the invalid object was only dry-run; the valid ones were removed again
     assert ("create", ("ClusterQueue", "kaic-invalid-run12345", True)) in cluster.calls
-    assert not [k for k, o in cluster.store.items()
-                if o.get("metadata", {}).get("labels", {}).get("kaic.io/run-id")]
+    assert not [
+        k
+        for k, o in cluster.store.items()
+        if o.get("metadata", {}).get("labels", {}).get("kaic.io/run-id")
+    ]
 
 
 def test_robust_controller_fails_when_the_webhook_is_down() -> None:
@@ -74,29 +82,40 @@ def test_a_controller_outside_pods_counts_when_its_lease_is_renewed() -> None:
     from tests.unit.kueue_sim import _kueue_controller
 
     cluster.controllers.append(_kueue_controller)
-    lease = cluster.add({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                         "metadata": {"name": "c1f6bfd2.kueue.x-k8s.io",
-                                      "namespace": "kueue-system"},
-                         "spec": {"holderIdentity": "host_1", "renewTime": "t0"}})
+    lease = cluster.add(
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "c1f6bfd2.kueue.x-k8s.io", "namespace": "kueue-system"},
+            "spec": {"holderIdentity": "host_1", "renewTime": "t0"},
+        }
+    )
     ticks = iter(range(10**6))
 
     def renew(c: FakeCluster) -> None:
         lease["spec"]["renewTime"] = f"t{next(ticks)}"
-        c.store[("coordination.k8s.io/v1", "Lease", "kueue-system", lease["metadata"]["name"])] \
-            = lease
+        c.store[("coordination.k8s.io/v1", "Lease", "kueue-system", lease["metadata"]["name"])] = (
+            lease
+        )
 
     cluster.controllers.append(renew)
     result = run(cluster)
     assert result.outcome is Outcome.PASS, result.reason
     assert "Lease kueue-system/c1f6bfd2.kueue.x-k8s.io held by host_1 is renewed" in "\n".join(
-        result.log)
+        result.log
+    )
 
 
 def test_a_stale_lease_does_not_count_as_a_running_controller() -> None:
     cluster = make_cluster(Sim(controller=False))
-    cluster.add({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                 "metadata": {"name": "c1f6bfd2.kueue.x-k8s.io", "namespace": "kueue-system"},
-                 "spec": {"holderIdentity": "host_1", "renewTime": "t0"}})
+    cluster.add(
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "c1f6bfd2.kueue.x-k8s.io", "namespace": "kueue-system"},
+            "spec": {"holderIdentity": "host_1", "renewTime": "t0"},
+        }
+    )
     outcome, reason = sub(run(cluster), "OperatorPodsRunning")
     assert outcome is Outcome.FAIL and "was not renewed" in reason
 
@@ -109,17 +128,22 @@ def test_robust_controller_fails_when_no_operator_is_installed() -> None:
 
 def test_an_operator_without_a_procedure_is_an_error_when_asked_for() -> None:
     cluster = make_cluster()
-    cluster.add({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-                 "metadata": {"name": "rayclusters.ray.io"}})
+    cluster.add(
+        {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "rayclusters.ray.io"},
+        }
+    )
     result = run(cluster, operator="kuberay")
     assert result.outcome is Outcome.ERROR and "no automated procedure for KubeRay" in result.reason
 
 
 def test_a_crd_that_is_not_established_fails_crd_registered() -> None:
     cluster = make_cluster()
-    crd = cluster.store[("apiextensions.k8s.io/v1", "CustomResourceDefinition", None,
-                         "workloads.kueue.x-k8s.io")]
-    crd["status"]["conditions"] = [{"type": "Established", "status": "False",
-                                    "message": "not yet"}]
+    crd = cluster.store[
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition", None, "workloads.kueue.x-k8s.io")
+    ]
+    crd["status"]["conditions"] = [{"type": "Established", "status": "False", "message": "not yet"}]
     outcome, reason = sub(run(cluster), "CRDRegistered")
     assert outcome is Outcome.FAIL and "workloads.kueue.x-k8s.io not Established" in reason

@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
-from kaic.checks import accelerator_access as aa
+from kaic.checks import predicates
+from kaic.checks import secure_accelerator_access as aa
 from kaic.checks.base import CheckContext, run_check
+from kaic.checks.resources import requests_by_node
 from kaic.cluster.api import ExecResult
 from kaic.lab import devices
 from kaic.model import CheckResult, Outcome
@@ -26,49 +28,90 @@ NVIDIA = aa.ACCELERATORS["nvidia"]
 
 
 def gpu_device(i: int, node: str) -> dict[str, Any]:
-    return {"name": f"gpu-{i}", "attributes": {
-        "type": {"string": "gpu"}, "index": {"int": i}, "minor": {"int": i},
-        "uuid": {"string": devices.synthetic_uuid("t", node, i)},
-        "productName": {"string": "NVIDIA H100 80GB HBM3"}}}
+    return {
+        "name": f"gpu-{i}",
+        "attributes": {
+            "type": {"string": "gpu"},
+            "index": {"int": i},
+            "minor": {"int": i},
+            "uuid": {"string": devices.synthetic_uuid("t", node, i)},
+            "productName": {"string": "NVIDIA H100 80GB HBM3"},
+        },
+    }
 
 
-def node_obj(name: str, gpus: int, *, device_plugin: bool, ready: bool = True,
-             labels: dict[str, str] | None = None) -> dict[str, Any]:
+def node_obj(
+    name: str,
+    gpus: int,
+    *,
+    device_plugin: bool,
+    ready: bool = True,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
     cap = {"cpu": "8"} | ({"nvidia.com/gpu": str(gpus)} if device_plugin else {})
-    return {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": labels or {"pool": "gpu"}},
-            "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]},
-            "status": {"capacity": cap, "allocatable": cap, "conditions": [
-                {"type": "Ready", "status": "True" if ready else "False"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels or {"pool": "gpu"}},
+        "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]},
+        "status": {
+            "capacity": cap,
+            "allocatable": cap,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
 
 
 class Sim:
     """A fake cluster with accelerator nodes, a scheduler and an exec handler."""
 
-    def __init__(self, *, dra: bool = True, device_plugin: bool = False, nodes: int = 2,
-                 gpus: int = 4, mode: str = "isolated") -> None:
+    def __init__(
+        self,
+        *,
+        dra: bool = True,
+        device_plugin: bool = False,
+        nodes: int = 2,
+        gpus: int = 4,
+        mode: str = "isolated",
+    ) -> None:
         self.fc = FakeCluster()
         self.mode = mode
         self.assigner = devices.DevicePluginAssigner()
         self.view: Callable[[dict[str, Any], str], list[devices.Gpu]] | None = None
         self.execs: list[tuple[str, str, str | None]] = []
         if dra:
-            self.fc.serve(DRA, ("deviceclasses", "DeviceClass", False),
-                          ("resourceslices", "ResourceSlice", False),
-                          ("resourceclaims", "ResourceClaim", True),
-                          ("resourceclaimtemplates", "ResourceClaimTemplate", True))
-            self.fc.add({"apiVersion": DRA, "kind": "DeviceClass",
-                         "metadata": {"name": "gpu.nvidia.com"}, "spec": {}})
+            self.fc.serve(
+                DRA,
+                ("deviceclasses", "DeviceClass", False),
+                ("resourceslices", "ResourceSlice", False),
+                ("resourceclaims", "ResourceClaim", True),
+                ("resourceclaimtemplates", "ResourceClaimTemplate", True),
+            )
+            self.fc.add(
+                {
+                    "apiVersion": DRA,
+                    "kind": "DeviceClass",
+                    "metadata": {"name": "gpu.nvidia.com"},
+                    "spec": {},
+                }
+            )
         for i in range(nodes):
             name = f"gpu-{i}"
             self.fc.add(node_obj(name, gpus, device_plugin=device_plugin))
             if dra:
-                self.fc.add({"apiVersion": DRA, "kind": "ResourceSlice",
-                             "metadata": {"name": f"{name}-slice"},
-                             "spec": {"driver": "gpu.nvidia.com", "nodeName": name,
-                                      "pool": {"name": name, "generation": 1,
-                                               "resourceSliceCount": 1},
-                                      "devices": [gpu_device(j, name) for j in range(gpus)]}})
+                self.fc.add(
+                    {
+                        "apiVersion": DRA,
+                        "kind": "ResourceSlice",
+                        "metadata": {"name": f"{name}-slice"},
+                        "spec": {
+                            "driver": "gpu.nvidia.com",
+                            "nodeName": name,
+                            "pool": {"name": name, "generation": 1, "resourceSliceCount": 1},
+                            "devices": [gpu_device(j, name) for j in range(gpus)],
+                        },
+                    }
+                )
         self.fc.add(node_obj("cpu-0", 0, device_plugin=False, labels={"pool": "cpu"}))
         self.fc.controllers.append(self.schedule)
         self.fc.exec_handler = self.exec
@@ -86,59 +129,99 @@ class Sim:
                 continue
             md = pod["metadata"]
             terms = pod["spec"]["affinity"]["nodeAffinity"][
-                "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+                "requiredDuringSchedulingIgnoredDuringExecution"
+            ]["nodeSelectorTerms"]
             node = terms[0]["matchFields"][0]["values"][0]
             statuses, claims = [], []
             for rc in pod["spec"].get("resourceClaims") or []:
                 cname = f"{md['name']}-{rc['name']}"
                 claim = fc.get(DRA, "ResourceClaim", cname, md["namespace"])
                 if claim is None:
-                    tpl = fc.get(DRA, "ResourceClaimTemplate", rc["resourceClaimTemplateName"],
-                                 md["namespace"])
+                    tpl = fc.get(
+                        DRA,
+                        "ResourceClaimTemplate",
+                        rc["resourceClaimTemplateName"],
+                        md["namespace"],
+                    )
                     assert tpl is not None
-                    claim = fc.add({"apiVersion": DRA, "kind": "ResourceClaim",
-                                    "metadata": {"name": cname, "namespace": md["namespace"]},
-                                    "spec": copy.deepcopy(tpl["spec"]["spec"])})
+                    claim = fc.add(
+                        {
+                            "apiVersion": DRA,
+                            "kind": "ResourceClaim",
+                            "metadata": {"name": cname, "namespace": md["namespace"]},
+                            "spec": copy.deepcopy(tpl["spec"]["spec"]),
+                        }
+                    )
                 statuses.append({"name": rc["name"], "resourceClaimName": cname})
                 claims.append(claim)
             for claim in claims:
                 if (claim.get("status") or {}).get("allocation"):
                     continue
                 taken = aa.allocated_devices(fc.list(DRA, "ResourceClaim"))
-                pools = aa.dra_pools(fc.list(DRA, "ResourceSlice"), NVIDIA,
-                                     fc.list("v1", "Node"))
-                free = [d for p in pools for d in p.devices
-                        if node in d.nodes and d.key not in taken]
+                pools = aa.dra_pools(fc.list(DRA, "ResourceSlice"), NVIDIA, fc.list("v1", "Node"))
+                free = [
+                    d for p in pools for d in p.devices if node in d.nodes and d.key not in taken
+                ]
                 if not free:
                     return
                 d = free[0]
-                fc.patch(DRA, "ResourceClaim", claim["metadata"]["name"], {"status": {
-                    "allocation": {"devices": {"results": [{
-                        "request": "single-accelerator", "driver": d.driver, "pool": d.pool,
-                        "device": d.name}]}}}}, md["namespace"])
+                fc.patch(
+                    DRA,
+                    "ResourceClaim",
+                    claim["metadata"]["name"],
+                    {
+                        "status": {
+                            "allocation": {
+                                "devices": {
+                                    "results": [
+                                        {
+                                            "request": "single-accelerator",
+                                            "driver": d.driver,
+                                            "pool": d.pool,
+                                            "device": d.name,
+                                        }
+                                    ]
+                                }
+                            }
+                        }
+                    },
+                    md["namespace"],
+                )
             want = sum(devices._requested(c) for c in pod["spec"]["containers"])
             if want:
-                cap = int(fc.get("v1", "Node", node)["status"]["allocatable"].get(
-                    "nvidia.com/gpu", 0))
-                used = aa.extended_resource_use(fc.list("v1", "Pod"), "nvidia.com/gpu")
+                cap = int(
+                    fc.get("v1", "Node", node)["status"]["allocatable"].get("nvidia.com/gpu", 0)
+                )
+                used = requests_by_node(fc.list("v1", "Pod"), "nvidia.com/gpu")
                 if used.get(node, 0) + want > cap:
                     continue
-            fc.patch("v1", "Pod", md["name"], {
-                "spec": {"nodeName": node},
-                "status": {"phase": "Running", "resourceClaimStatuses": statuses}},
-                md["namespace"])
+            fc.patch(
+                "v1",
+                "Pod",
+                md["name"],
+                {
+                    "spec": {"nodeName": node},
+                    "status": {"phase": "Running", "resourceClaimStatuses": statuses},
+                },
+                md["namespace"],
+            )
 
     def seen(self, pod: dict[str, Any], container: str) -> list[devices.Gpu]:
         if self.view is not None:
             return self.view(pod, container)
-        gpus = devices.gpus_by_node(self.fc.list("v1", "Node"),
-                                    self._objs(DRA, "ResourceSlice"), "t")
-        vis = devices.visibility(self.fc.list("v1", "Pod"), self._objs(DRA, "ResourceClaim"),
-                                 gpus, self.assigner, self.mode)
+        gpus = devices.gpus_by_node(
+            self.fc.list("v1", "Node"), self._objs(DRA, "ResourceSlice"), "t"
+        )
+        vis = devices.visibility(
+            self.fc.list("v1", "Pod"),
+            self._objs(DRA, "ResourceClaim"),
+            gpus,
+            self.assigner,
+            self.mode,
+        )
         return vis[pod["metadata"]["uid"]][container]
 
-    def exec(self, ns: str, pod: str, command: Sequence[str],
-             container: str | None) -> ExecResult:
+    def exec(self, ns: str, pod: str, command: Sequence[str], container: str | None) -> ExecResult:
         assert list(command[:2]) == ["sh", "-c"] and command[2] == aa.probe_script(NVIDIA)
         self.execs.append((ns, pod, container))
         obj = self.fc.get("v1", "Pod", pod, ns)
@@ -151,16 +234,24 @@ class Sim:
 
 
 def context(fc: FakeCluster, options: dict[str, str], timeout_s: float = 60) -> CheckContext:
-    return fake_check_context(fc, "secure_accelerator_access", options=options,
-                              timeout=timeout_s, run_id="r1", namespace="kaic-secure")
+    return fake_check_context(
+        fc,
+        "secure_accelerator_access",
+        options=options,
+        timeout=timeout_s,
+        run_id="r1",
+        namespace="kaic-secure",
+    )
 
 
 def probe_output(seen: Sequence[devices.Gpu], env: str = "<unset>") -> str:
     lines = [f"DEVICE: /dev/{g.dev_name}" for g in seen]
     lines += [f"LIST: GPU {i}: {g.product} (UUID: {g.uuid})" for i, g in enumerate(seen)]
-    lines += [f"ENV: NVIDIA_VISIBLE_DEVICES={env}",
-              f"RESULT: DEVICE_NODES={len(seen)} LISTED={len(seen)}",
-              f"RESULT: ACCELERATOR_COUNT={len(seen)}"]
+    lines += [
+        f"ENV: NVIDIA_VISIBLE_DEVICES={env}",
+        f"RESULT: DEVICE_NODES={len(seen)} LISTED={len(seen)}",
+        f"RESULT: ACCELERATOR_COUNT={len(seen)}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -182,8 +273,11 @@ def test_isolated_dra_cluster_passes_all_four_subtests_and_prefers_dra() -> None
     result = sim.run()
     assert result.outcome is Outcome.PASS, result.reason
     assert [s.name for s in result.subresults] == [
-        "PositiveAccessTest", "NegativeIsolationTest", "MultiContainerIsolationTest",
-        "CrossPodIsolationTest"]
+        "PositiveAccessTest",
+        "NegativeIsolationTest",
+        "MultiContainerIsolationTest",
+        "CrossPodIsolationTest",
+    ]
     assert "allocation mode used: dra" in evidence(result, "allocation.txt")
     log = evidence(result, "probe-commands.log")
     assert "kubectl exec -n kaic-secure accel-positive -c probe -- sh -c" in log
@@ -274,14 +368,17 @@ def test_cross_pod_leak_names_the_pod_that_sees_the_other_pods_allocated_device(
     sim = Sim()
 
     def view(pod: dict[str, Any], container: str) -> list[devices.Gpu]:
-        gpus = devices.gpus_by_node(sim.fc.list("v1", "Node"),
-                                    sim.fc.list(DRA, "ResourceSlice"), "t")
-        vis = devices.visibility(sim.fc.list("v1", "Pod"), sim.fc.list(DRA, "ResourceClaim"),
-                                 gpus, sim.assigner)
+        gpus = devices.gpus_by_node(
+            sim.fc.list("v1", "Node"), sim.fc.list(DRA, "ResourceSlice"), "t"
+        )
+        vis = devices.visibility(
+            sim.fc.list("v1", "Pod"), sim.fc.list(DRA, "ResourceClaim"), gpus, sim.assigner
+        )
         mine = vis[pod["metadata"]["uid"]][container]
         if pod["metadata"]["name"] == "accel-cross-b":
-            a = next(p for p in sim.fc.list("v1", "Pod")
-                     if p["metadata"]["name"] == "accel-cross-a")
+            a = next(
+                p for p in sim.fc.list("v1", "Pod") if p["metadata"]["name"] == "accel-cross-a"
+            )
             return mine + vis[a["metadata"]["uid"]]["probe"]
         return mine
 
@@ -297,8 +394,12 @@ def test_cross_pod_leak_names_the_pod_that_sees_the_other_pods_allocated_device(
 def test_two_pods_shown_the_same_device_fail_cross_pod_in_device_plugin_mode() -> None:
     sim = Sim(dra=False, device_plugin=True)
     same = devices.Gpu("gpu-0", 0, "GPU-same")
-    sim.view = lambda pod, c: [same] if pod["metadata"]["name"].startswith(
-        ("accel-cross", "accel-positive")) or c == "authorized" else []
+    sim.view = lambda pod, c: (
+        [same]
+        if pod["metadata"]["name"].startswith(("accel-cross", "accel-positive"))
+        or c == "authorized"
+        else []
+    )
     result = sim.run()
     cross = sub(result, "CrossPodIsolationTest")
     assert cross.outcome is Outcome.FAIL
@@ -315,8 +416,11 @@ def test_a_pod_granted_one_accelerator_that_sees_none_fails_positive() -> None:
 
 def test_seeing_a_device_other_than_the_allocated_one_fails_positive() -> None:
     sim = Sim()
-    sim.view = lambda pod, c: [devices.Gpu("gpu-0", 7, "GPU-not-mine")] if c in (
-        "probe", "authorized") and "negative" not in pod["metadata"]["name"] else []
+    sim.view = lambda pod, c: (
+        [devices.Gpu("gpu-0", 7, "GPU-not-mine")]
+        if c in ("probe", "authorized") and "negative" not in pod["metadata"]["name"]
+        else []
+    )
     result = sim.run()
     pos = sub(result, "PositiveAccessTest")
     assert pos.outcome is Outcome.FAIL
@@ -343,8 +447,9 @@ def test_forced_dra_mode_without_slices_is_an_error_not_a_pass() -> None:
 
 def test_device_plugin_mode_is_refused_when_the_resource_is_dra_backed() -> None:
     sim = Sim(dra=True, device_plugin=True)
-    sim.fc.patch(DRA, "DeviceClass", "gpu.nvidia.com",
-                 {"spec": {"extendedResourceName": "nvidia.com/gpu"}})
+    sim.fc.patch(
+        DRA, "DeviceClass", "gpu.nvidia.com", {"spec": {"extendedResourceName": "nvidia.com/gpu"}}
+    )
     result = sim.run(**{"allocation-mode": "device-plugin"})
     assert result.outcome is Outcome.ERROR and "backed by DRA" in result.reason
 
@@ -352,10 +457,17 @@ def test_device_plugin_mode_is_refused_when_the_resource_is_dra_backed() -> None
 def test_a_pod_that_never_runs_is_an_error_with_the_scheduler_event() -> None:
     sim = Sim()
     sim.fc.controllers.clear()
-    sim.fc.add({"apiVersion": "v1", "kind": "Event",
-                "metadata": {"name": "e1", "namespace": "kaic-secure"},
-                "involvedObject": {"name": "accel-positive"}, "type": "Warning",
-                "reason": "FailedScheduling", "message": "0/3 nodes are available"})
+    sim.fc.add(
+        {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": "e1", "namespace": "kaic-secure"},
+            "involvedObject": {"name": "accel-positive"},
+            "type": "Warning",
+            "reason": "FailedScheduling",
+            "message": "0/3 nodes are available",
+        }
+    )
     result = run_check(context(sim.fc, {"probe-pod-timeout": "0.2"}, timeout_s=30))
     pos = sub(result, "PositiveAccessTest")
     assert pos.outcome is Outcome.ERROR
@@ -371,8 +483,9 @@ def test_a_probe_without_result_line_is_an_error() -> None:
     assert "printed no RESULT line" in result.reason
 
 
-@pytest.mark.parametrize(("option", "value"), [("allocation-mode", "magic"),
-                                               ("accelerator-type", "abacus")])
+@pytest.mark.parametrize(
+    ("option", "value"), [("allocation-mode", "magic"), ("accelerator-type", "abacus")]
+)
 def test_bad_options_are_errors_naming_the_option(option: str, value: str) -> None:
     result = Sim().run(**{option: value})
     assert result.outcome is Outcome.ERROR
@@ -385,15 +498,22 @@ def test_bad_options_are_errors_naming_the_option(option: str, value: str) -> No
 
 
 def _nodes() -> list[dict[str, Any]]:
-    return [node_obj("a", 0, device_plugin=False, labels={"rack": "r1"}),
-            node_obj("b", 0, device_plugin=False, labels={"rack": "r2"})]
+    return [
+        node_obj("a", 0, device_plugin=False, labels={"rack": "r1"}),
+        node_obj("b", 0, device_plugin=False, labels={"rack": "r2"}),
+    ]
 
 
 def _slice(name: str, pool: str, count: int = 1, **placement: Any) -> dict[str, Any]:
-    return {"metadata": {"name": name}, "spec": {
-        "driver": "gpu.nvidia.com", "pool": {"name": pool, "generation": 1,
-                                             "resourceSliceCount": count},
-        "devices": [gpu_device(0, "x"), gpu_device(1, "x")], **placement}}
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "driver": "gpu.nvidia.com",
+            "pool": {"name": pool, "generation": 1, "resourceSliceCount": count},
+            "devices": [gpu_device(0, "x"), gpu_device(1, "x")],
+            **placement,
+        },
+    }
 
 
 def test_all_nodes_slices_make_their_devices_available_on_every_node() -> None:
@@ -403,18 +523,24 @@ def test_all_nodes_slices_make_their_devices_available_on_every_node() -> None:
 
 
 def test_node_selector_slices_are_matched_against_node_labels_and_fields() -> None:
-    sel = {"nodeSelectorTerms": [{"matchExpressions": [
-        {"key": "rack", "operator": "In", "values": ["r2"]}]}]}
+    sel = {
+        "nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "rack", "operator": "In", "values": ["r2"]}]}
+        ]
+    }
     pools = aa.dra_pools([_slice("s", "p", nodeSelector=sel)], NVIDIA, _nodes())
     assert {n for d in pools[0].devices for n in d.nodes} == {"b"}
-    by_name = {"nodeSelectorTerms": [{"matchFields": [
-        {"key": "metadata.name", "operator": "NotIn", "values": ["b"]}]}]}
+    by_name = {
+        "nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["b"]}]}
+        ]
+    }
     pools = aa.dra_pools([_slice("s", "p", nodeSelector=by_name)], NVIDIA, _nodes())
     assert {n for d in pools[0].devices for n in d.nodes} == {"a"}
 
 
 def test_an_empty_node_selector_term_selects_nothing() -> None:
-    assert not aa.node_selector_matches({"nodeSelectorTerms": [{}]}, _nodes()[0])
+    assert not predicates.node_selector_matches({"nodeSelectorTerms": [{}]}, _nodes()[0])
 
 
 def test_per_device_placement_overrides_the_slice() -> None:
@@ -448,10 +574,19 @@ def test_check_passes_with_an_all_nodes_pool_and_picks_a_ready_node() -> None:
     sim = Sim(dra=True, nodes=0)
     for n in ("a", "b"):
         sim.fc.add(node_obj(n, 0, device_plugin=False, ready=(n == "b")))
-    sim.fc.add({"apiVersion": DRA, "kind": "ResourceSlice", "metadata": {"name": "net"},
-                "spec": {"driver": "gpu.nvidia.com", "allNodes": True,
-                         "pool": {"name": "net", "generation": 1, "resourceSliceCount": 1},
-                         "devices": [gpu_device(i, "net") for i in range(4)]}})
+    sim.fc.add(
+        {
+            "apiVersion": DRA,
+            "kind": "ResourceSlice",
+            "metadata": {"name": "net"},
+            "spec": {
+                "driver": "gpu.nvidia.com",
+                "allNodes": True,
+                "pool": {"name": "net", "generation": 1, "resourceSliceCount": 1},
+                "devices": [gpu_device(i, "net") for i in range(4)],
+            },
+        }
+    )
 
     def view(pod: dict[str, Any], container: str) -> list[devices.Gpu]:
         if container not in ("probe", "authorized") or "negative" in pod["metadata"]["name"]:
@@ -470,10 +605,22 @@ def test_check_passes_with_an_all_nodes_pool_and_picks_a_ready_node() -> None:
 
 def test_allocated_devices_are_not_counted_as_free() -> None:
     sim = Sim(dra=True, nodes=1, gpus=2)
-    sim.fc.add({"apiVersion": DRA, "kind": "ResourceClaim",
-                "metadata": {"name": "busy", "namespace": "other"},
-                "status": {"allocation": {"devices": {"results": [
-                    {"driver": "gpu.nvidia.com", "pool": "gpu-0", "device": "gpu-0"}]}}}})
+    sim.fc.add(
+        {
+            "apiVersion": DRA,
+            "kind": "ResourceClaim",
+            "metadata": {"name": "busy", "namespace": "other"},
+            "status": {
+                "allocation": {
+                    "devices": {
+                        "results": [
+                            {"driver": "gpu.nvidia.com", "pool": "gpu-0", "device": "gpu-0"}
+                        ]
+                    }
+                }
+            },
+        }
+    )
     p = aa.choose_placement(sim.fc, NVIDIA, "auto")
     assert (p.mode, p.free) == ("dra", 1)
 
@@ -484,8 +631,10 @@ def test_allocated_devices_are_not_counted_as_free() -> None:
 
 
 def test_probe_output_is_parsed_into_count_devices_and_uuids() -> None:
-    out = ("DEVICE: /dev/nvidia3\nLIST: GPU 0: NVIDIA H100 (UUID: GPU-abc)\n"
-           "RESULT: ACCELERATOR_COUNT=1\n")
+    out = (
+        "DEVICE: /dev/nvidia3\nLIST: GPU 0: NVIDIA H100 (UUID: GPU-abc)\n"
+        "RESULT: ACCELERATOR_COUNT=1\n"
+    )
     r = aa.parse_probe(out, NVIDIA)
     assert r is not None
     assert (r.count, r.devices, r.uuids) == (1, ("/dev/nvidia3",), ("GPU-abc",))
@@ -506,9 +655,12 @@ def test_probe_script_is_posix_sh_that_counts_what_it_sees(tmp_path: Any) -> Non
     tool = tmp_path / "nvidia-smi"
     tool.write_text("#!/bin/sh\necho 'GPU 0: X (UUID: GPU-1)'\necho 'GPU 1: X (UUID: GPU-2)'\n")
     tool.chmod(0o755)
-    r = subprocess.run([sh, "-c", script], capture_output=True, text=True,
-                       env={"PATH": f"{tmp_path}:/usr/bin:/bin",
-                            "NVIDIA_VISIBLE_DEVICES": "all"})
+    r = subprocess.run(
+        [sh, "-c", script],
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin", "NVIDIA_VISIBLE_DEVICES": "all"},
+    )
     parsed = aa.parse_probe(r.stdout, NVIDIA)
     assert parsed is not None and r.returncode == 0
     assert parsed.uuids == ("GPU-1", "GPU-2")

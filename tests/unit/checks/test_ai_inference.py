@@ -11,24 +11,40 @@ GW = "gateway.networking.k8s.io/v1"
 
 
 def _serve_gateway(fake: FakeCluster) -> None:
-    fake.serve(GW, ("gatewayclasses", "GatewayClass", False), ("gateways", "Gateway", True),
-               ("httproutes", "HTTPRoute", True), ("grpcroutes", "GRPCRoute", True),
-               ("referencegrants", "ReferenceGrant", True))
+    fake.serve(
+        GW,
+        ("gatewayclasses", "GatewayClass", False),
+        ("gateways", "Gateway", True),
+        ("httproutes", "HTTPRoute", True),
+        ("grpcroutes", "GRPCRoute", True),
+        ("referencegrants", "ReferenceGrant", True),
+    )
 
 
 def _gateway_class(name: str, accepted: str | None) -> dict[str, Any]:
-    gc: dict[str, Any] = {"apiVersion": GW, "kind": "GatewayClass", "metadata": {"name": name},
-                          "spec": {"controllerName": "example.com/gateway"}}
+    gc: dict[str, Any] = {
+        "apiVersion": GW,
+        "kind": "GatewayClass",
+        "metadata": {"name": name},
+        "spec": {"controllerName": "example.com/gateway"},
+    }
     if accepted:
-        gc["status"] = {"conditions": [{"type": "Accepted", "status": accepted,
-                                        "reason": "Accepted" if accepted == "True" else
-                                        "Pending"}]}
+        gc["status"] = {
+            "conditions": [
+                {
+                    "type": "Accepted",
+                    "status": accepted,
+                    "reason": "Accepted" if accepted == "True" else "Pending",
+                }
+            ]
+        }
     return gc
 
 
 def _run(fake: FakeCluster, options: dict[str, str | None] | None = None) -> CheckResult:
-    return run_fake_check(fake, "ai_inference", options=options, run_id="r1",
-                          namespace="kaic-ns", timeout=300.0)
+    return run_fake_check(
+        fake, "ai_inference", options=options, run_id="r1", namespace="kaic-ns", timeout=300.0
+    )
 
 
 def _sub(result: CheckResult, name: str) -> tuple[Outcome, str]:
@@ -54,14 +70,20 @@ def test_fails_with_a_clear_reason_when_the_gateway_api_is_not_installed() -> No
     result = _run(FakeCluster())
     assert result.outcome is Outcome.FAIL
     assert _sub(result, "GatewayAPIServed") == (
-        Outcome.FAIL, "the API server does not serve gateway.networking.k8s.io/v1"
-                      " (no Gateway API CRDs installed)")
+        Outcome.FAIL,
+        "the API server does not serve gateway.networking.k8s.io/v1"
+        " (no Gateway API CRDs installed)",
+    )
 
 
 def test_fails_naming_a_kind_missing_from_the_standard_channel() -> None:
     fake = FakeCluster()
-    fake.serve(GW, ("gatewayclasses", "GatewayClass", False), ("gateways", "Gateway", True),
-               ("httproutes", "HTTPRoute", True))
+    fake.serve(
+        GW,
+        ("gatewayclasses", "GatewayClass", False),
+        ("gateways", "Gateway", True),
+        ("httproutes", "HTTPRoute", True),
+    )
     fake.add(_gateway_class("envoy", "True"))
     result = _run(fake)
     assert result.outcome is Outcome.FAIL
@@ -111,5 +133,4 @@ def test_a_named_gateway_class_must_exist_and_be_accepted() -> None:
     fake.add(_gateway_class("envoy", "True"))
     assert _run(fake, {"gateway-class": "envoy"}).outcome is Outcome.PASS
     missing = _run(fake, {"gateway-class": "istio"})
-    assert missing.outcome is Outcome.FAIL and "GatewayClass istio does not exist" in \
-        missing.reason
+    assert missing.outcome is Outcome.FAIL and "GatewayClass istio does not exist" in missing.reason

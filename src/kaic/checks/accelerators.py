@@ -1,0 +1,347 @@
+"""Accelerators: the one vendor table and the one node→accelerator inventory.
+
+Owns: ``ACCELERATORS`` (per vendor: extended resources of its device plugin, DRA
+drivers and the ``type`` of whole devices, and, for vendors kaic can probe inside a
+container, the DeviceClass, taint key, device nodes and listing tool),
+``any_accelerator`` (every vendor at once), the DRA view (``dra_version``,
+``dra_pools``: ResourceSlice pools at their newest generation with the nodes each
+device is available on, ``allocated_devices``), and ``node_accelerators``: the
+accelerators of each node, from ResourceSlices or else from allocatable. Every check
+that needs to know where accelerators are asks here. Must not decide pass or fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kaic.checks.predicates import node_selector_matches
+from kaic.checks.resources import allocatable
+from kaic.cluster.api import ClusterAPI, KubeObject, name_of
+
+# ---------------------------------------------------------------------------------------
+# The vendor table
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AcceleratorType:
+    """One vendor's accelerators: how they are advertised, requested and seen."""
+
+    name: str
+    extended_resources: tuple[str, ...]
+    """The device plugin's extended resources (the first is the one kaic requests)."""
+    drivers: tuple[str, ...] = ()
+    """DRA driver names on ResourceSlices (the first is the one kaic claims from)."""
+    device_types: tuple[str, ...] = ()
+    """Values of a driver's ``type`` attribute for whole devices (others, such as
+    partitions, are ignored; a device without the attribute counts). Empty: any."""
+    device_class: str = ""
+    """The DeviceClass a DRA claim asks for ("" when kaic has no probe for the vendor)."""
+    taint_key: str = ""
+    """Taint key accelerator nodes commonly carry (tolerated by probe pods)."""
+    device_glob: str = ""
+    """Shell glob of the per-device nodes a granted container sees."""
+    visible_env: str | None = None
+    """Env var a runtime may trust to expose devices (the common leak)."""
+    list_tool: str | None = None
+    """A listing tool the runtime injects into granted containers, if any."""
+    list_args: str = ""
+    list_prefix: str = ""
+    """How each device line the listing tool prints begins."""
+    uuid_pattern: str = ""
+    """Regex with one group: a device identity in a listed line."""
+    uuid_attribute: str = "uuid"
+    """The ResourceSlice attribute holding that identity."""
+
+    @property
+    def extended_resource(self) -> str:
+        return self.extended_resources[0] if self.extended_resources else ""
+
+    @property
+    def driver(self) -> str:
+        return self.drivers[0] if self.drivers else ""
+
+    @property
+    def probeable(self) -> bool:
+        """kaic knows how to request one and what a container sees of it."""
+        return bool(self.device_class and self.driver and self.device_glob)
+
+
+ACCELERATORS: dict[str, AcceleratorType] = {
+    # NOTE: add other vendors here (the names must match what their device plugin and
+    # DRA driver publish); probe-details.md §5.1 lists their device paths. A vendor
+    # without a device_glob is counted and its metrics checked, but not probed.
+    "nvidia": AcceleratorType(
+        name="nvidia",
+        extended_resources=("nvidia.com/gpu",),
+        drivers=("gpu.nvidia.com",),
+        device_types=("gpu",),
+        device_class="gpu.nvidia.com",
+        taint_key="nvidia.com/gpu",
+        device_glob="/dev/nvidia[0-9]*",
+        visible_env="NVIDIA_VISIBLE_DEVICES",
+        list_tool="nvidia-smi",
+        list_args="-L",
+        list_prefix="GPU ",
+        uuid_pattern=r"\(UUID: ([^)]+)\)",
+    ),
+    "amd": AcceleratorType("amd", ("amd.com/gpu",), ("gpu.amd.com",), ("gpu",)),
+    "intel-gaudi": AcceleratorType("intel-gaudi", ("habana.ai/gaudi",)),
+    "intel-gpu": AcceleratorType(
+        "intel-gpu", ("gpu.intel.com/i915", "gpu.intel.com/xe"), ("gpu.intel.com",), ("gpu",)
+    ),
+    "aws-neuron": AcceleratorType(
+        "aws-neuron",
+        ("aws.amazon.com/neuron", "aws.amazon.com/neurondevice"),
+        ("neuron.aws.com",),
+        ("neuron",),
+    ),
+    "google-tpu": AcceleratorType("google-tpu", ("google.com/tpu",), ("tpu.google.com",), ("tpu",)),
+    # NOTE: the DRA example driver (kubernetes-sigs/dra-example-driver) publishes GPUs too.
+    "dra-example": AcceleratorType("dra-example", (), ("gpu.example.com",), ("gpu",)),
+}
+
+ANY_DEVICE_TYPES = ("gpu", "accelerator", "tpu", "neuron")
+
+
+def any_accelerator(resource: str | None = None, driver: str | None = None) -> AcceleratorType:
+    """Every vendor of the table at once, for counting accelerators of any kind; or only
+    the extended resource and/or DRA driver given."""
+    resources = tuple(r for a in ACCELERATORS.values() for r in a.extended_resources)
+    drivers = tuple(d for a in ACCELERATORS.values() for d in a.drivers)
+    return AcceleratorType(
+        "any",
+        (resource,) if resource else resources,
+        (driver,) if driver else drivers,
+        ANY_DEVICE_TYPES,
+    )
+
+
+def accelerator_taint_tolerations(resource: str) -> list[KubeObject]:
+    """Tolerations for the taint accelerator pools commonly carry."""
+    # NOTE: accelerator pools are commonly tainted with the resource name as key
+    # (nvidia.com/gpu:NoSchedule); the upstream test tolerates that taint too.
+    return [{"key": resource, "operator": "Exists", "effect": "NoSchedule"}]
+
+
+# ---------------------------------------------------------------------------------------
+# DRA: ResourceSlice pools and allocations
+# ---------------------------------------------------------------------------------------
+
+DRA_VERSIONS = ("resource.k8s.io/v1", "resource.k8s.io/v1beta2")
+"""DRA API versions with the v1 object shape (``exactly`` requests, flat device fields),
+in order of preference. A cluster serving only v1beta1 is treated as having no DRA."""
+DRA_KINDS = ("ResourceSlice", "ResourceClaim", "ResourceClaimTemplate", "DeviceClass")
+
+
+def dra_version(cluster: ClusterAPI, kinds: Sequence[str] = DRA_KINDS) -> str | None:
+    """The preferred DRA version that serves every kind of ``kinds``, if any."""
+    for av in DRA_VERSIONS:
+        served = {r.kind for r in cluster.api_resources(av)}
+        if set(kinds) <= served:
+            return av
+    return None
+
+
+def _placement_nodes(spec: Mapping[str, Any], nodes: Sequence[KubeObject]) -> set[str] | None:
+    """Nodes a slice (or a device with per-device placement) is available on; None when
+    ``spec`` names no placement."""
+    if spec.get("nodeName"):
+        return {str(spec["nodeName"])}
+    if spec.get("allNodes"):
+        return {name_of(n) for n in nodes}
+    if spec.get("nodeSelector"):
+        return {name_of(n) for n in nodes if node_selector_matches(spec["nodeSelector"], n)}
+    return None
+
+
+@dataclass(frozen=True)
+class SliceDevice:
+    """One device published in a ResourceSlice, with the nodes it can be used from."""
+
+    driver: str
+    pool: str
+    name: str
+    attributes: Mapping[str, Any]
+    nodes: frozenset[str]
+    node_name: str | None = None
+    """The one node the device is on, when its slice (or the device) names it."""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.driver, self.pool, self.name)
+
+    def attribute(self, name: str) -> Any:
+        """An attribute's value, by bare name or qualified by the driver or by
+        ``resource.kubernetes.io``."""
+        for k in (name, f"{self.driver}/{name}", f"resource.kubernetes.io/{name}"):
+            v = self.attributes.get(k)
+            if isinstance(v, Mapping):
+                for t in ("string", "int", "bool", "version"):
+                    if t in v:
+                        return v[t]
+        return None
+
+
+@dataclass
+class Pool:
+    """A ResourceSlice pool of one driver at its newest generation."""
+
+    driver: str
+    name: str
+    generation: int
+    expected_slices: int
+    slices: list[str] = field(default_factory=list)
+    devices: list[SliceDevice] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.slices) >= self.expected_slices
+
+    def describe(self) -> str:
+        state = "complete" if self.complete else "INCOMPLETE"
+        nodes = sorted({n for d in self.devices for n in d.nodes})
+        return (
+            f"pool {self.name} (driver {self.driver}, generation {self.generation}): "
+            f"{len(self.slices)}/{self.expected_slices} slices, {state}, "
+            f"{len(self.devices)} devices, nodes {', '.join(nodes) or 'none'}"
+        )
+
+
+def dra_pools(
+    slices: Iterable[KubeObject], acc: AcceleratorType, nodes: Sequence[KubeObject]
+) -> list[Pool]:
+    """The pools of ``acc``'s drivers at their newest generation, with the devices of the
+    vendor's device types and the nodes each is available on (``nodeName``,
+    ``allNodes``, ``nodeSelector`` or per-device placement)."""
+    newest: dict[tuple[str, str], int] = {}
+    mine = [s for s in slices if s.get("spec", {}).get("driver") in acc.drivers]
+    for s in mine:
+        p = s["spec"].get("pool") or {}
+        key = (str(s["spec"]["driver"]), str(p.get("name", "")))
+        newest[key] = max(newest.get(key, 0), int(p.get("generation", 0)))
+    pools: dict[tuple[str, str], Pool] = {}
+    for s in mine:
+        spec = s["spec"]
+        driver = str(spec["driver"])
+        p = spec.get("pool") or {}
+        key = (driver, str(p.get("name", "")))
+        if int(p.get("generation", 0)) != newest[key]:
+            continue
+        pool = pools.setdefault(
+            key, Pool(driver, key[1], newest[key], int(p.get("resourceSliceCount", 1) or 1))
+        )
+        pool.slices.append(name_of(s))
+        slice_nodes = _placement_nodes(spec, nodes)
+        for d in spec.get("devices") or []:
+            dev_nodes = _placement_nodes(d, nodes)
+            where = dev_nodes if dev_nodes is not None else (slice_nodes or set())
+            one = d.get("nodeName") if dev_nodes is not None else spec.get("nodeName")
+            dev = SliceDevice(
+                driver,
+                key[1],
+                str(d.get("name", "")),
+                d.get("attributes") or {},
+                frozenset(where),
+                str(one) if one else None,
+            )
+            dtype = dev.attribute("type")
+            if acc.device_types and dtype is not None and dtype not in acc.device_types:
+                continue
+            pool.devices.append(dev)
+    return sorted(pools.values(), key=lambda p: (p.name, p.driver))
+
+
+def allocated_devices(claims: Iterable[KubeObject]) -> set[tuple[str, str, str]]:
+    """(driver, pool, device) of every device some ResourceClaim holds."""
+    out = set()
+    for c in claims:
+        alloc = (c.get("status") or {}).get("allocation") or {}
+        for r in (alloc.get("devices") or {}).get("results") or []:
+            out.add((str(r.get("driver")), str(r.get("pool")), str(r.get("device"))))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# The node→accelerator inventory
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """One accelerator a node advertises (from a ResourceSlice or its allocatable count)."""
+
+    node: str
+    name: str
+    index: int | None = None
+    uuid: str | None = None
+
+    def __str__(self) -> str:
+        extra = [f"index {self.index}"] if self.index is not None else []
+        if self.uuid:
+            extra.append(self.uuid)
+        return f"{self.node}/{self.name}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def node_accelerators(
+    cluster: ClusterAPI, acc: AcceleratorType, nodes: Sequence[KubeObject]
+) -> tuple[dict[str, list[Accelerator]], list[str]]:
+    """The accelerators of each of ``nodes`` and how they were counted (for the log).
+
+    A node's devices come from ResourceSlices of ``acc``'s drivers that place them on
+    that one node (DRA: each device with its index and UUID), or else from its
+    allocatable count of the first of ``acc``'s extended resources it has. Devices
+    shared by several nodes (``allNodes``, ``nodeSelector``) belong to no one node."""
+    notes: list[str] = []
+    node_names = {name_of(n) for n in nodes}
+    found: dict[str, list[Accelerator]] = {}
+
+    av = dra_version(cluster, ("ResourceSlice",))
+    if av is not None:
+        slices = cluster.list(av, "ResourceSlice")
+        shared = sum(
+            1
+            for s in slices
+            if s.get("spec", {}).get("driver") in acc.drivers
+            and not s.get("spec", {}).get("nodeName")
+        )
+        for pool in dra_pools(slices, acc, nodes):
+            for d in pool.devices:
+                if d.node_name is None or d.node_name not in node_names:
+                    continue
+                idx = d.attribute("index")
+                if idx is None:
+                    idx = d.attribute("minor")
+                uuid = d.attribute(acc.uuid_attribute)
+                found.setdefault(d.node_name, []).append(
+                    Accelerator(
+                        d.node_name,
+                        d.name,
+                        int(idx) if idx is not None else None,
+                        str(uuid) if uuid else None,
+                    )
+                )
+        if found:
+            notes.append(
+                f"counted from ResourceSlices of {', '.join(acc.drivers)}: "
+                + ", ".join(f"{n}={len(v)}" for n, v in sorted(found.items()))
+            )
+        if shared:
+            notes.append(
+                f"{shared} ResourceSlice(s) with allNodes/nodeSelector were "
+                "not counted (they do not name one node)"
+            )
+
+    for n in nodes:
+        name = name_of(n)
+        if name in found:
+            continue
+        for res in acc.extended_resources:
+            count = int(allocatable(n, res))
+            if count > 0:
+                found[name] = [Accelerator(name, f"{res}#{i}", i) for i in range(count)]
+                notes.append(f"{name}: {count} from allocatable {res}")
+                break
+    return found, notes
