@@ -10,10 +10,11 @@
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 work=${KAIC_COLD_DIR:-$(mktemp -d /tmp/kaic-cold.XXXXXX)}
+keep=${KAIC_COLD_KEEP:-0}   # read now: every KAIC_* variable is unset below
 mkdir -p "$work"
 log="$work/cold-test.log"
 cleanup() {
-  if [ "${KAIC_COLD_KEEP:-0}" != 1 ]; then
+  if [ "$keep" != 1 ]; then
     chmod -R u+w "$work" 2>/dev/null || true
     rm -rf "$work"
   else
