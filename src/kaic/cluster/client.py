@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import random
+import re
 import select
 import socket
 import ssl
@@ -253,6 +254,10 @@ def _map_api_error(e: ApiException, what: str) -> ClusterError:
 
 def _retryable_status(status: int) -> bool:
     return status == 429 or status in (500, 502, 503, 504)
+
+
+FORWARD_ATTEMPTS = 3
+"""Tries to open a port-forward stream when the server answers the upgrade with a 5xx."""
 
 
 # -- the adapter -------------------------------------------------------------------------
@@ -805,17 +810,26 @@ class Cluster:
 
     def _open_forward(self, namespace: str, pod: str, port: int) -> Any:
         what = f"port-forward to pod {namespace}/{pod}:{port}"
-        try:
-            return k8s_portforward(
-                self._stream_core().connect_get_namespaced_pod_portforward,
-                pod,
-                namespace,
-                ports=str(port),
-            )
-        except ApiException as e:
-            raise _map_api_error(e, what) from e
-        except Exception as e:
-            raise _map_ws_error(e, what) from e
+        for attempt in range(FORWARD_ATTEMPTS):
+            try:
+                return k8s_portforward(
+                    self._stream_core().connect_get_namespaced_pod_portforward,
+                    pod,
+                    namespace,
+                    ports=str(port),
+                )
+            except Exception as e:
+                answer = _handshake_answer(e)
+                if isinstance(e, ApiException) and answer is None:
+                    raise _map_api_error(e, what) from e
+                mapped = _map_ws_error(e, what)
+                # NOTE: a refused upgrade with a 5xx answer (the apiserver could not reach
+                # the node agent, e.g. under load) is retried; a 4xx or a transport error
+                # is not.
+                if answer is None or answer[0] < 500 or attempt == FORWARD_ATTEMPTS - 1:
+                    raise mapped from e
+                time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     @contextlib.contextmanager
     def port_forward(self, namespace: str, pod: str, port: int) -> Iterator[int]:
@@ -1033,13 +1047,55 @@ def _short(e: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
+_HANDSHAKE = re.compile(r"Handshake status (\d{3})([^\n]*?)(?: -\+-\+- .*? -\+-\+- (.*))?$", re.S)
+
+
+def _handshake_answer(e: BaseException) -> tuple[int, str] | None:
+    """The server's answer to a refused exec/port-forward upgrade, wherever it sits in
+    the exception chain: (HTTP status, the Status message or the status line).
+
+    NOTE: the client wraps websocket-client's ``Handshake status 500 … -+-+- headers -+-+-
+    body`` into ``ApiException(status=0)`` and then, decoding its empty body, raises an
+    AttributeError; the server's words are only in that exception's ``__context__``."""
+    for x in _causes(e):
+        text = x.reason if isinstance(x, ApiException) and x.reason else str(x)
+        m = _HANDSHAKE.search(str(text))
+        if m is None:
+            continue
+        code, status_line, body = int(m.group(1)), m.group(2).strip(), (m.group(3) or "").strip()
+        return code, _status_text(body) or status_line
+    return None
+
+
+def _status_text(body: str) -> str:
+    """The ``message`` of a Status object in ``body``, else its first line ('' if none)."""
+    if not body or body == "None":
+        return ""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return body.splitlines()[0][:300]
+    if isinstance(doc, dict) and doc.get("message"):
+        return str(doc["message"])
+    return body.splitlines()[0][:300]
+
+
 def _map_ws_error(e: BaseException, what: str) -> ClusterError:
-    text = str(e)
-    for code, cls in (("403", PermissionDeniedError), ("404", NotFoundError)):
-        if f"Handshake status {code}" in text:
-            return cls(f"{what}: {text.splitlines()[0][:200]}")
-    if isinstance(e, OSError | urllib3.exceptions.HTTPError):
-        return ClusterUnreachableError(f"{what}: {_short(e)}")
+    answer = _handshake_answer(e)
+    if answer is not None:
+        code, message = answer
+        if code == 403:
+            return PermissionDeniedError(f"{what}: forbidden: {message}")
+        if code == 404:
+            return NotFoundError(f"{what}: not found: {message}")
+        if code == 401:
+            return ClusterUnreachableError(
+                f"{what}: the cluster refused the credentials (401 Unauthorized)"
+            )
+        return ClusterError(f"{what}: the server answered {code}: {message}")
+    for x in _causes(e):
+        if isinstance(x, OSError | urllib3.exceptions.HTTPError):
+            return ClusterUnreachableError(f"{what}: {_short(x)}")
     return ClusterError(f"{what}: {type(e).__name__}: {_short(e)}")
 
 

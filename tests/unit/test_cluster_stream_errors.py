@@ -1,0 +1,100 @@
+"""exec and port-forward upgrades the server refuses: the server's own words reach the
+user, whatever the client library raised on top of them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from kaic.cluster import client
+from kaic.errors import ClusterError, NotFoundError, PermissionDeniedError
+
+BODY_500 = (
+    '{"kind":"Status","apiVersion":"v1","status":"Failure","message":"no preferred '
+    'addresses found; known addresses: []","code":500}'
+)
+
+
+def _as_the_client_raises(reason: str) -> BaseException:
+    """ApiException(status=0) from the websocket call, then the client's AttributeError
+    while it decodes the exception's empty body (``e.body.decode``)."""
+    try:
+        try:
+            raise ApiException(status=0, reason=reason)
+        except ApiException as e:
+            e.body.decode("utf-8")  # type: ignore[union-attr]
+    except AttributeError as outer:
+        return outer
+    raise AssertionError("no AttributeError")
+
+
+def test_a_500_answer_is_reported_with_the_servers_message() -> None:
+    e = _as_the_client_raises(
+        f"Handshake status 500 Internal Server Error -+-+- "
+        f"{{'content-type': 'application/json'}} -+-+- {BODY_500}"
+    )
+    mapped = client._map_ws_error(e, "exec in pod ns/p")
+    assert str(mapped) == (
+        "exec in pod ns/p: the server answered 500: no preferred addresses "
+        "found; known addresses: []"
+    )
+    assert "AttributeError" not in str(mapped)
+
+
+@pytest.mark.parametrize(("code", "cls"), [(403, PermissionDeniedError), (404, NotFoundError)])
+def test_refusals_keep_their_kind(code: int, cls: type[ClusterError]) -> None:
+    e = _as_the_client_raises(f"Handshake status {code} Forbidden -+-+- {{}} -+-+- None")
+    mapped = client._map_ws_error(e, "port-forward to pod ns/p:80")
+    assert isinstance(mapped, cls) and "Forbidden" in str(mapped)
+
+
+class _FlakyForwards:
+    """A stand-in for the client's portforward(): fails ``fails`` times, then works."""
+
+    def __init__(self, fails: int, code: int) -> None:
+        self.calls, self.fails, self.code = 0, fails, code
+
+    def __call__(self, *args: Any, **kwargs: Any) -> str:
+        self.calls += 1
+        if self.calls <= self.fails:
+            raise _as_the_client_raises(
+                f"Handshake status {self.code} x -+-+- {{}} -+-+- {BODY_500}"
+            )
+        return "forward"
+
+
+def _cluster(monkeypatch: pytest.MonkeyPatch, fake: _FlakyForwards) -> Any:
+    monkeypatch.setattr(client, "k8s_portforward", fake)
+    monkeypatch.setattr(client.time, "sleep", lambda s: None)
+    c = client.Cluster.__new__(client.Cluster)
+    monkeypatch.setattr(
+        c,
+        "_stream_core",
+        lambda: type("Core", (), {"connect_get_namespaced_pod_portforward": None})(),
+        raising=False,
+    )
+    return c
+
+
+def test_a_port_forward_refused_with_a_5xx_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _FlakyForwards(fails=2, code=500)
+    assert _cluster(monkeypatch, fake)._open_forward("ns", "p", 80) == "forward"
+    assert fake.calls == 3
+
+
+def test_a_port_forward_that_keeps_failing_says_what_the_server_said(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = _FlakyForwards(fails=10, code=500)
+    with pytest.raises(ClusterError, match="the server answered 500: no preferred addresses"):
+        _cluster(monkeypatch, fake)._open_forward("ns", "p", 80)
+    assert fake.calls == client.FORWARD_ATTEMPTS
+
+
+def test_a_forbidden_port_forward_is_not_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _FlakyForwards(fails=10, code=403)
+    with pytest.raises(PermissionDeniedError):
+        _cluster(monkeypatch, fake)._open_forward("ns", "p", 80)
+    assert fake.calls == 1
