@@ -19,8 +19,8 @@ from kaic import catalog
 from kaic.checks import load_builtin_checks
 from kaic.checks.base import CheckContext, run_check
 from kaic.cluster.client import connect
-from kaic.lab import Lab, LabOptions
-from kaic.lab.components.autoscaler import NodeAutoscaler
+from kaic.lab import Lab, LabOptions, programs
+from kaic.lab.options import default_version
 
 
 def run(lab: Lab, requirement: str, options: dict[str, str]) -> None:
@@ -46,8 +46,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lab", help="a running lab with --with node-autoscaler")
     args = ap.parse_args()
-    if not NodeAutoscaler().binary().is_file():
-        print("skipped: Karpenter is not built (bash lab/extras/karpenter.sh)")
+    if not programs.binary_of("karpenter", default_version()).is_file():
+        print("skipped: Karpenter is not built (kaic lab build --only karpenter)")
         return 0
     own = args.lab is None
     lab = Lab.load(args.lab) if args.lab else Lab(LabOptions(

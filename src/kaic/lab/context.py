@@ -1,19 +1,16 @@
-"""What a lab component gets to work with: paths, ports, PKI, and a small API client.
+"""What a lab component gets to work with: paths, ports, PKI, and the lab's API client.
 
 Owns: ``LabContext``. Must not import the ``kubernetes`` client (only ``kaic.cluster``
-does); the lab talks to its apiserver with plain HTTPS and the built ``kubectl``.
+does); the lab talks to its apiserver with ``kaic.lab.apiserver`` and the built
+``kubectl``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import ssl
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +20,7 @@ import yaml
 
 from kaic.errors import LabError
 from kaic.lab import proc
+from kaic.lab.apiserver import ApiClient, ApiError
 from kaic.lab.options import LabOptions
 from kaic.lab.pki import Pki
 
@@ -61,14 +59,6 @@ FIELD_MANAGER = "kaic-lab"
 _PORT_LOCK = threading.Lock()
 
 
-class ApiError(LabError):
-    """An HTTP error from the lab's apiserver."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def object_path(obj: Mapping[str, Any]) -> str | None:
     """The REST path of ``obj`` if its kind is one the lab knows, else None."""
     kind = obj.get("kind", "")
@@ -93,7 +83,7 @@ class LabContext:
     ports: dict[str, int] = field(default_factory=dict)
     enabled: tuple[str, ...] = ()
     """Names of the components enabled in this lab (in start order)."""
-    _ssl: ssl.SSLContext | None = field(default=None, repr=False)
+    _api: ApiClient | None = field(default=None, repr=False)
 
     # ---- paths -------------------------------------------------------------------
     @property
@@ -165,12 +155,14 @@ class LabContext:
             return ""
 
     # ---- API ---------------------------------------------------------------------
-    def _context(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            c = ssl.create_default_context(cafile=str(self.pki.ca_crt))
-            c.load_cert_chain(str(self.pki.admin_crt), str(self.pki.admin_key))
-            self._ssl = c
-        return self._ssl
+    @property
+    def api(self) -> ApiClient:
+        """The lab's API client, as the admin (made on first use)."""
+        if self._api is None or not self._api.server.endswith(
+                f":{self.port('kube-apiserver')}"):
+            p = self.pki
+            self._api = ApiClient.from_files(self.server, p.ca_crt, p.admin_crt, p.admin_key)
+        return self._api
 
     def request(self, method: str, path: str, body: Any = None, *,
                 content_type: str = "application/json", accept: str = "application/json",
@@ -179,42 +171,14 @@ class LabContext:
 
         Raises ApiError with the HTTP status for error responses.
         """
-        data: bytes | None = None
-        if body is not None:
-            data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        req = urllib.request.Request(self.server + path, data=data, method=method,
-                                     headers={"Content-Type": content_type,
-                                              "Accept": accept})
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                             urllib.request.HTTPSHandler(context=self._context()))
-        try:
-            with opener.open(req, timeout=timeout) as r:
-                raw = r.read()
-        except urllib.error.HTTPError as e:
-            text = e.read().decode(errors="replace")
-            with contextlib.suppress(json.JSONDecodeError, AttributeError):
-                text = json.loads(text).get("message", text)
-            raise ApiError(e.code, f"{method} {path}: {e.code} {text}") from e
-        except (urllib.error.URLError, OSError) as e:
-            raise ApiError(0, f"{method} {path}: {e}") from e
-        if not raw:
-            return None
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
-            return raw.decode(errors="replace")
+        return self.api.request(method, path, body, content_type=content_type,
+                                accept=accept, timeout=timeout)
 
     def get(self, path: str) -> Any:
         return self.request("GET", path)
 
     def exists(self, path: str) -> bool:
-        try:
-            self.get(path)
-        except ApiError as e:
-            if e.status == 404:
-                return False
-            raise
-        return True
+        return self.api.exists(path)
 
     def apply(self, objects: Iterable[Mapping[str, Any]]) -> None:
         """Server-side apply ``objects`` (field manager ``kaic-lab``, conflicts forced).
@@ -287,16 +251,3 @@ class LabContext:
             time.sleep(interval)
             interval = min(interval * 1.5, 1.0)
 
-
-def probe(url: str, *, timeout: float = 2.0) -> bool:
-    """True if ``url`` (http or https, certificate not verified) answers 200."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                         urllib.request.HTTPSHandler(context=ctx))
-    try:
-        with opener.open(url, timeout=timeout) as r:
-            return int(r.status) == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False

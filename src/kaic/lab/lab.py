@@ -13,7 +13,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,23 +159,51 @@ class Lab:
         d.mkdir(parents=True, exist_ok=True)
         pki.generate(self.ctx.pki.dir)
         self._save()
-        groups: dict[int, list[Component]] = {}
-        for c in self._components:
-            groups.setdefault(c.order, []).append(c)
-        for order in sorted(groups):
-            group = groups[order]
-            if len(group) == 1:
-                self._start_one(group[0], say)
-                continue
-            # NOTE: components of equal order start concurrently (CRD sets: the apiserver
-            # then establishes them together instead of rebuilding its OpenAPI per set).
-            with ThreadPoolExecutor(max_workers=len(group)) as pool:
-                futures = [pool.submit(self._start_one, c, say) for c in group]
-                errors = [f.exception() for f in futures]
-            for e in errors:
-                if e is not None:
-                    raise e
+        self._start_all(say)
         return time.monotonic() - t0
+
+    def dependencies(self) -> dict[str, set[str]]:
+        """Name -> the components of this lab that must be ready before it starts."""
+        names = {c.name for c in self._components}
+        return {c.name: ({o.name for o in self._components if o.order < c.order}
+                         if c.after is None else set(c.after) & names)
+                for c in self._components}
+
+    def _start_all(self, say: Progress) -> None:
+        """Start every component as soon as the ones it waits for are ready.
+
+        Components that do not name ``after`` wait for every component of a lower order
+        (so those of equal order start together); the others start beside them.
+        """
+        # NOTE: concurrent starts let the apiserver establish CRD sets while kwok, nodes
+        # and the simulators come up, instead of one after the other.
+        deps = self.dependencies()
+        pending = list(self._components)
+        done: set[str] = set()
+        errors: list[BaseException] = []
+        running: dict[Future[None], Component] = {}
+        with ThreadPoolExecutor(max_workers=max(1, len(pending))) as pool:
+            while True:
+                if not errors:
+                    for c in [c for c in pending if deps[c.name] <= done]:
+                        pending.remove(c)
+                        running[pool.submit(self._start_one, c, say)] = c
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    c = running.pop(f)
+                    e = f.exception()
+                    if e is None:
+                        done.add(c.name)
+                    else:
+                        errors.append(e)
+        if errors:
+            raise errors[0]
+        if pending:
+            raise LabError("lab components wait for each other: "
+                           + ", ".join(f"{c.name} (after {', '.join(sorted(deps[c.name]))})"
+                                       for c in pending))
 
     def _start_one(self, c: Component, say: Progress) -> None:
         t = time.monotonic()

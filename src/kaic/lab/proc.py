@@ -73,12 +73,17 @@ def _stat_state(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[0]
 
 
-def _exe_matches(pid: int, exe: str) -> bool:
+def command(pid: int) -> str | None:
+    """``argv[0]`` of ``pid`` (None if it is gone)."""
     try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
     except OSError:
-        return False
-    return cmd == exe or Path(cmd).name == Path(exe).name
+        return None
+
+
+def _exe_matches(pid: int, exe: str) -> bool:
+    cmd = command(pid)
+    return cmd is not None and (cmd == exe or Path(cmd).name == Path(exe).name)
 
 
 def read_pid(pidfile: Path) -> int | None:

@@ -1,4 +1,4 @@
-"""The lab's custom-metrics pipeline: ``kaic.lab.metrics_adapter`` as a local process,
+"""The lab's custom-metrics pipeline: ``kaic.lab.sims.metrics_adapter`` as a local process,
 registered with the aggregator as ``v1beta1``/``v1beta2.custom.metrics.k8s.io``.
 
 Owns: the adapter's serving certificate, process, ExternalName Service (→ localhost,
@@ -13,8 +13,9 @@ import sys
 from typing import Any
 
 from kaic.lab import pki as lab_pki
+from kaic.lab.apiserver import ApiError, probe
 from kaic.lab.component import ProcessComponent, register
-from kaic.lab.context import ApiError, LabContext, probe
+from kaic.lab.context import LabContext
 
 NAMESPACE = "kaic-lab-metrics"
 SERVICE = "kaic-lab-metrics-adapter"
@@ -32,6 +33,7 @@ class MetricsAdapter(ProcessComponent):
                    "the per-pod metrics that test workloads write; APIService via an "
                    "ExternalName Service to localhost")
     order = 110
+    after = ("kube-apiserver",)
     optional = True
     default = True
     ready_timeout = 30.0
@@ -48,7 +50,7 @@ class MetricsAdapter(ProcessComponent):
     def argv(self, ctx: LabContext) -> list[str]:
         d = ctx.dir("metrics-adapter")
         p = ctx.pki
-        return [sys.executable, "-m", "kaic.lab.metrics_adapter",
+        return [sys.executable, "-m", "kaic.lab.sims.metrics_adapter",
                 f"--port={ctx.port('metrics-adapter')}",
                 f"--cert={d / 'serving.crt'}", f"--key={d / 'serving.key'}",
                 f"--client-ca={p.front_proxy_ca_crt}", f"--server={ctx.server}",

@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from kaic.lab.component import Component, register
-from kaic.lab.components.core import KWOK_NODE_ANNOTATION
+from kaic.lab.components.kwok import KWOK_NODE_ANNOTATION
 from kaic.lab.context import LabContext
 
 DRIVER = "gpu.nvidia.com"
@@ -127,6 +127,7 @@ class Nodes(Component):
     description = ("kwok nodes: a GPU pool (simulated H100s via device plugin and/or DRA) "
                    "and a CPU pool")
     order = 70
+    after = ("kwok", "dra-api")
     optional = False
 
     def names(self, ctx: LabContext) -> list[tuple[str, bool]]:

@@ -4,7 +4,8 @@ Owns: the device visibility agent (a watcher of the lab's pods, ResourceClaims a
 ResourceSlices), how it derives each container's visible GPUs from what the scheduler
 actually allocated, the per-pod kwok ``Exec`` rules, and the small shell programs that
 give an exec'd command its own ``/dev`` and ``nvidia-smi``. Must not import the
-``kubernetes`` client (it talks to the apiserver over HTTPS with the lab's kubeconfig).
+``kubernetes`` client (it talks to the apiserver with the lab's client,
+``kaic.lab.apiserver``, and the lab's kubeconfig).
 
 How it works (docs/lab.md, "Simulated device visibility"):
 
@@ -31,24 +32,20 @@ How it works (docs/lab.md, "Simulated device visibility"):
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import os
 import shutil
-import ssl
 import sys
 import tempfile
 import threading
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from kaic.lab.apiserver import ApiClient, ApiError
 
 DRIVER = "gpu.nvidia.com"
 RESOURCE = "nvidia.com/gpu"
@@ -455,77 +452,10 @@ def exec_rule(pod: Mapping[str, Any], root: Path, base: Mapping[str, Any]) -> di
 # ---------------------------------------------------------------------------------------
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class KubeconfigApi:
-    """A minimal HTTPS client for the lab's apiserver, from an admin kubeconfig."""
-
-    def __init__(self, kubeconfig: Path) -> None:
-        cfg = yaml.safe_load(kubeconfig.read_text())
-        ctx_name = cfg.get("current-context")
-        ctx = next((c["context"] for c in cfg.get("contexts", [])
-                    if c["name"] == ctx_name), cfg["contexts"][0]["context"])
-        cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"])
-        user = next(u["user"] for u in cfg["users"] if u["name"] == ctx["user"])
-        self.server = str(cluster["server"]).rstrip("/")
-        self._tmp = Path(tempfile.mkdtemp(prefix="kaic-devices-"))
-        ca = self._file(cluster, "certificate-authority", "ca.crt")
-        self.ssl = ssl.create_default_context(cafile=str(ca)) if ca else \
-            ssl.create_default_context()
-        cert = self._file(user, "client-certificate", "client.crt")
-        key = self._file(user, "client-key", "client.key")
-        if cert and key:
-            self.ssl.load_cert_chain(str(cert), str(key))
-        self.token = user.get("token")
-        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                                  urllib.request.HTTPSHandler(context=self.ssl))
-
-    def _file(self, section: Mapping[str, Any], key: str, name: str) -> Path | None:
-        if section.get(f"{key}-data"):
-            p = self._tmp / name
-            p.write_bytes(base64.b64decode(section[f"{key}-data"]))
-            p.chmod(0o600)
-            return p
-        return Path(section[key]) if section.get(key) else None
-
-    def close(self) -> None:
-        shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def _req(self, method: str, path: str, body: Any = None,
-             content_type: str = "application/json") -> urllib.request.Request:
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": content_type, "Accept": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        return urllib.request.Request(self.server + path, data=data, method=method,
-                                      headers=headers)
-
-    def request(self, method: str, path: str, body: Any = None, *,
-                content_type: str = "application/json", timeout: float = 30.0) -> Any:
-        try:
-            with self.opener.open(self._req(method, path, body, content_type),
-                                  timeout=timeout) as r:
-                raw = r.read()
-        except urllib.error.HTTPError as e:
-            raise ApiError(e.code, f"{method} {path}: {e.code} "
-                                   f"{e.read().decode(errors='replace')[:300]}") from e
-        except (urllib.error.URLError, OSError) as e:
-            raise ApiError(0, f"{method} {path}: {e}") from e
-        return json.loads(raw) if raw else None
-
-    def watch_lines(self, path: str, timeout: float) -> Iterable[bytes]:
-        with self.opener.open(self._req("GET", path), timeout=timeout) as r:
-            yield from r
-
-
 class Agent:
     """Keeps every pod's simulated device view in line with the cluster's allocations."""
 
-    def __init__(self, api: KubeconfigApi, root: Path, lab: str,
+    def __init__(self, api: ApiClient, root: Path, lab: str,
                  log: Any = None) -> None:
         self.api = api
         self.root = root
@@ -674,7 +604,7 @@ class Agent:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m kaic.lab.devices --kubeconfig K --root DIR --exec-bin DIR --lab NAME``."""
+    """``python -m kaic.lab.sims.devices --kubeconfig K --root DIR --exec-bin DIR --lab NAME``."""
     ap = argparse.ArgumentParser(prog="kaic-lab-devices", description=__doc__.splitlines()[0])
     ap.add_argument("--kubeconfig", required=True, type=Path)
     ap.add_argument("--root", required=True, type=Path)
@@ -682,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--lab", default="default")
     args = ap.parse_args(argv)
     install_programs(args.root, args.exec_bin)
-    api = KubeconfigApi(args.kubeconfig)
+    api = ApiClient.from_kubeconfig(args.kubeconfig)
     stop = threading.Event()
     agent = Agent(api, args.root, args.lab)
     agent.log(f"device visibility agent for lab {args.lab}: {api.server}, state {args.root}")

@@ -1,9 +1,9 @@
-"""Simulated device visibility as a lab component (see ``kaic.lab.devices``).
+"""Simulated device visibility as a lab component (the agent is ``kaic.lab.sims.devices``).
 
 Owns: starting the device visibility agent, the ``exec-bin`` programs kwok resolves for
-``kubectl exec``, and the visibility mode (``device-leak`` makes the lab leak GPUs to
-containers that were granted none). Must not decide what a container sees (the agent
-does, from the cluster's allocations).
+``kubectl exec``, and the visibility mode ConfigMap (isolated unless the ``device-leak``
+component is enabled). Must not decide what a container sees (the agent does, from the
+cluster's allocations).
 """
 
 from __future__ import annotations
@@ -13,14 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kaic.lab import devices
-from kaic.lab.component import Component, ProcessComponent, register
-from kaic.lab.components.core import EXEC_BIN, default_cluster_exec
+from kaic.lab.component import ProcessComponent, register
+from kaic.lab.components.kwok import EXEC_BIN, default_cluster_exec
 from kaic.lab.context import LabContext
+from kaic.lab.sims import devices
 
 LEAK_COMPONENT = "device-leak"
-
-
 
 def exec_bin(ctx: LabContext) -> Path:
     """Directory first on kwok's PATH: what ``kubectl exec`` commands resolve to first."""
@@ -41,6 +39,7 @@ class DeviceVisibility(ProcessComponent):
     description = ("simulated device visibility for `kubectl exec`: each container sees "
                    "exactly the GPUs the scheduler allocated to it (agent + kwok Exec rules)")
     order = 75
+    after = ("kwok",)
     optional = True
     default = True
     ready_timeout = 30.0
@@ -57,7 +56,7 @@ class DeviceVisibility(ProcessComponent):
             ctx.apply([mode_configmap("isolated")])
 
     def argv(self, ctx: LabContext) -> list[str]:
-        return [sys.executable, "-m", "kaic.lab.devices", f"--kubeconfig={ctx.kubeconfig}",
+        return [sys.executable, "-m", "kaic.lab.sims.devices", f"--kubeconfig={ctx.kubeconfig}",
                 f"--root={self.root(ctx)}", f"--exec-bin={exec_bin(ctx)}",
                 f"--lab={ctx.name}"]
 
@@ -67,16 +66,3 @@ class DeviceVisibility(ProcessComponent):
         except OSError:
             return False
         return age < 15
-
-
-@register
-class DeviceLeak(Component):
-    name = LEAK_COMPONENT
-    description = ("break GPU isolation on purpose: containers granted no GPU see every GPU "
-                   "of their node (for negative tests of secure_accelerator_access)")
-    order = 76
-    optional = True
-    default = False
-
-    def start(self, ctx: LabContext) -> None:
-        ctx.apply([mode_configmap("leak-unrequested")])

@@ -1,7 +1,7 @@
 """A simulated NVIDIA DCGM exporter for the lab's simulated GPUs (the metrics are made up).
 
 Owns: the DCGM-style Prometheus text for a list of GPUs (``render``) and a tiny HTTP
-server per GPU node on 127.0.0.1, all in one process (``python -m kaic.lab.dcgm``). The
+server per GPU node on 127.0.0.1, all in one process (``python -m kaic.lab.sims.dcgm``). The
 series names, label names and units follow NVIDIA's dcgm-exporter
 (``DCGM_FI_DEV_GPU_UTIL`` in %, ``DCGM_FI_DEV_FB_USED``/``FREE`` in MiB, temperature in
 °C, power in W, ``DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL`` as a counter; labels ``gpu``,
@@ -18,7 +18,6 @@ Must not listen on anything but loopback.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import math
 import sys
@@ -26,9 +25,10 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+
+from kaic.lab.sims import http
 
 FB_TOTAL_MIB = 81559  # an H100 80GB HBM3 as nvidia-smi reports it
 FB_RESERVED_MIB = 0
@@ -147,32 +147,17 @@ def render(node: str, gpus: Sequence[Gpu], *, faults: Faults = Faults(),
 
 # ---- the server ----------------------------------------------------------------------
 
-def _check_loopback(host: str) -> None:
-    if not ipaddress.ip_address(host).is_loopback:
-        raise SystemExit(f"kaic.lab.dcgm: refusing to listen on non-loopback {host}")
-
-
 def make_server(node: str, gpus: Sequence[Gpu], host: str, port: int,
                 fault_file: Path | None) -> ThreadingHTTPServer:
     """An HTTP server for one node's exporter (not started)."""
-    _check_loopback(host)
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.split("?")[0] not in ("/metrics", "/"):
-                self.send_error(404)
-                return
-            body = render(node, gpus, faults=Faults.load(fault_file)).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(req: http.Request) -> http.Reply:
+        if req.path not in ("/metrics", "/"):
+            return http.Reply(404, b"not found\n")
+        body = render(node, gpus, faults=Faults.load(fault_file)).encode()
+        return http.Reply(200, body, "text/plain; version=0.0.4; charset=utf-8")
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return ThreadingHTTPServer((host, port), Handler)
+    return http.server(host, port, answer, name="kaic.lab.sims.dcgm")
 
 
 def serve(node: str, gpus: Sequence[Gpu], host: str, port: int,
@@ -203,7 +188,7 @@ def read_spec(path: Path) -> list[NodeExporter]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
-        prog="python -m kaic.lab.dcgm",
+        prog="python -m kaic.lab.sims.dcgm",
         description="simulated DCGM exporters: one loopback listener per lab GPU node")
     ap.add_argument("--spec", type=Path, required=True,
                     help="JSON list of {node, port, gpus}")
@@ -213,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     servers = [make_server(e.node, e.gpus, a.host, e.port, a.fault_file)
                for e in read_spec(a.spec)]
     for e, srv in zip(read_spec(a.spec), servers, strict=True):
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        http.start(srv)
         print(f"dcgm simulator for {e.node}: {len(e.gpus)} GPUs on "
               f"http://{a.host}:{e.port}/metrics", flush=True)
     threading.Event().wait()

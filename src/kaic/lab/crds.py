@@ -1,9 +1,10 @@
-"""API extensions installed from Go module downloads: Gateway API (standard channel),
-JobSet, Kueue and the Gateway API Inference Extension.
+"""CRD sets: API extensions installed from the manifests of a Go module download, and
+waiting for CRDs to be established.
 
-Owns: which program of ``programs.toml`` each CRD set comes from. Must not run their
-controllers (operators are separate components). Each set can be left out with
-``--without NAME`` to build a lab where a requirement does not hold.
+Owns: the ``CrdSet`` component base (one subclass per set, in ``components/``: Gateway
+API, JobSet, Kueue, the Inference Extension), the source annotation that lets a running
+lab skip sets already applied, and ``wait_established``. Must not run the sets'
+controllers (those are components of their own).
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from typing import Any, ClassVar
 
 from kaic.lab import programs
 from kaic.lab.binaries import manifests
-from kaic.lab.component import Component, register
-from kaic.lab.components.core import wait_established
+from kaic.lab.component import Component
 from kaic.lab.context import LabContext
 
 SOURCE_ANNOTATION = "kaic.io/lab-source"
@@ -35,6 +35,7 @@ class CrdSet(Component):
     program: ClassVar[str] = ""
     group: ClassVar[str] = ""
     order = 60
+    after = ("kube-apiserver",)
 
     def documents(self, ctx: LabContext) -> list[dict[str, Any]]:
         return manifests(self.program, "crds", ctx.options.version)
@@ -67,34 +68,18 @@ class CrdSet(Component):
         return ctx.exists(f"/apis/{self.group}")
 
 
-@register
-class GatewayApi(CrdSet):
-    name = "gateway-api"
-    program = "gateway-api"
-    description = "Gateway API standard channel CRDs (gateway.networking.k8s.io/v1)"
-    group = "gateway.networking.k8s.io"
+def wait_established(ctx: LabContext, names: list[str], timeout: float = 60.0) -> None:
+    """Wait until every CRD in ``names`` is Established."""
+    pending = set(names)
 
+    def done() -> bool:
+        for n in sorted(pending):
+            crd = ctx.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{n}")
+            conds = {c["type"]: c["status"]
+                     for c in (crd.get("status") or {}).get("conditions") or []}
+            if conds.get("Established") != "True":
+                return False
+            pending.discard(n)
+        return True
 
-@register
-class JobSet(CrdSet):
-    name = "jobset"
-    program = "jobset"
-    description = "JobSet CRD (jobset.x-k8s.io/v1alpha2)"
-    group = "jobset.x-k8s.io"
-
-
-@register
-class Kueue(CrdSet):
-    name = "kueue"
-    program = "kueue"
-    description = "Kueue CRDs (kueue.x-k8s.io v1beta1/v1beta2, no conversion webhook)"
-    group = "kueue.x-k8s.io"
-
-
-@register
-class InferenceExtension(CrdSet):
-    name = "inference-extension"
-    program = "inference-extension"
-    description = ("Gateway API Inference Extension CRDs (InferencePool, "
-                   "inference.networking.k8s.io/v1)")
-    group = "inference.networking.k8s.io"
+    ctx.wait(f"CRDs to be established ({len(names)})", done, timeout=timeout)

@@ -6,7 +6,8 @@ the GPU pool label and one simulated ``nvidia.com/gpu``), the instance-type file
 the process. Off by default (``kaic lab up --with node-autoscaler``): with it, any
 Pending GPU pod of any test would make the pool grow.
 
-Karpenter is built by ``kaic lab build`` (program ``karpenter`` of ``programs.toml``).
+Karpenter is program ``karpenter`` of ``programs.toml`` (built by ``kaic lab build``) and
+runs as a ``GoController`` without leader election and without webhooks.
 kubernetes/autoscaler's cluster-autoscaler is not
 served by the module proxy this project can reach, so the lab uses Karpenter, the
 other upstream node autoscaler with a kwok provider (docs/lab.md).
@@ -19,12 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kaic.lab import programs
-from kaic.lab.binaries import manifests
-from kaic.lab.component import ProcessComponent, register
-from kaic.lab.components.core import wait_established
+from kaic.lab.component import register
 from kaic.lab.components.nodes import GPU_RESOURCE, POOL_LABEL, PRODUCT_LABEL
-from kaic.lab.context import LabContext, probe
+from kaic.lab.context import LabContext
+from kaic.lab.controller import GoController
 
 NODEPOOL = "kaic-gpu"
 NODECLASS = "default"
@@ -69,7 +68,7 @@ def nodepool(gpu_limit: int = DEFAULT_GPU_LIMIT) -> dict[str, Any]:
 
 
 @register
-class NodeAutoscaler(ProcessComponent):
+class NodeAutoscaler(GoController):
     name = "node-autoscaler"
     description = ("Karpenter with its kwok provider: grows the GPU pool (label "
                    f"{POOL_LABEL}=gpu) by 1-GPU nodes for pending GPU pods, removes empty "
@@ -77,20 +76,14 @@ class NodeAutoscaler(ProcessComponent):
     order = 120
     optional = True
     default = False
-    ready_timeout = 90.0
+    program = "karpenter"
+    crds = "crds"
 
-    def binary(self, ctx: LabContext) -> Path:
-        return programs.binary_of("karpenter", ctx.options.version)
+    def data_dir(self, ctx: LabContext) -> Path:
+        return ctx.dir(self.name)
 
-    def port_keys(self) -> tuple[str, ...]:
-        return ("karpenter-metrics", "karpenter-health")
-
-    def before_start(self, ctx: LabContext) -> None:
-        programs.require_binary("karpenter", ctx.options.version)
-        docs = manifests("karpenter", "crds", ctx.options.version)
-        ctx.apply(docs)
-        wait_established(ctx, [d["metadata"]["name"] for d in docs])
-        d = ctx.dir("node-autoscaler")
+    def prepare(self, ctx: LabContext) -> None:
+        d = self.data_dir(ctx)
         (d / "instance-types.json").write_text(json.dumps(instance_types(), indent=2))
         ctx.apply([{"apiVersion": "karpenter.kwok.sh/v1alpha1", "kind": "KWOKNodeClass",
                     "metadata": {"name": NODECLASS}}])
@@ -106,20 +99,14 @@ class NodeAutoscaler(ProcessComponent):
         if not ctx.exists(f"/apis/karpenter.sh/v1/nodepools/{NODEPOOL}"):
             ctx.apply([nodepool()])
 
-    def argv(self, ctx: LabContext) -> list[str]:
-        return [str(self.binary(ctx))]
-
     def env(self, ctx: LabContext) -> dict[str, str]:
         return {
             "KUBECONFIG": str(ctx.kubeconfig),
             "DISABLE_LEADER_ELECTION": "true",
-            "METRICS_PORT": str(ctx.port("karpenter-metrics")),
-            "HEALTH_PROBE_PORT": str(ctx.port("karpenter-health")),
-            "INSTANCE_TYPES_FILE_PATH": str(ctx.dir("node-autoscaler") / "instance-types.json"),
+            "METRICS_PORT": str(self.port_of(ctx, "metrics")),
+            "HEALTH_PROBE_PORT": str(self.port_of(ctx, "health")),
+            "INSTANCE_TYPES_FILE_PATH": str(self.data_dir(ctx) / "instance-types.json"),
             "SYSTEM_NAMESPACE": "kube-system",
             "BATCH_IDLE_DURATION": "1s", "BATCH_MAX_DURATION": "3s",
             "LOG_LEVEL": "info",
         }
-
-    def ready(self, ctx: LabContext) -> bool:
-        return probe(f"http://127.0.0.1:{ctx.port('karpenter-health')}/readyz")
