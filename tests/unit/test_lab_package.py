@@ -125,3 +125,13 @@ def test_the_simulators_http_helper_answers_and_listens_on_loopback_only() -> No
             assert r.read() == b"/x {'a': ['1']}"
     finally:
         srv.shutdown()
+
+
+def test_the_package_exports_resolve_when_first_used() -> None:
+    import kaic.lab
+
+    assert sorted(kaic.lab.__all__) == sorted(kaic.lab._EXPORTS)
+    for name in kaic.lab.__all__:
+        assert getattr(kaic.lab, name).__name__ == name
+    with pytest.raises(AttributeError):
+        _ = kaic.lab.NoSuchThing  # type: ignore[attr-defined]

@@ -230,10 +230,12 @@ class LabContext:
 
     # ---- waits -------------------------------------------------------------------
     def wait(self, what: str, cond: Callable[[], bool], *, timeout: float = 60.0,
-             interval: float = 0.1, alive: str | None = None) -> None:
+             interval: float = 0.05, max_interval: float = 0.25,
+             alive: str | None = None) -> None:
         """Poll ``cond`` until true; LabError after ``timeout`` seconds.
 
-        With ``alive`` (a component name), fail early if its process has exited.
+        The pause between polls grows from ``interval`` to ``max_interval``. With
+        ``alive`` (a component name), fail early if its process has exited.
         """
         deadline = time.monotonic() + timeout
         while True:
@@ -249,5 +251,7 @@ class LabContext:
                 hint = f"; see `kaic lab logs {alive}`" if alive else ""
                 raise LabError(f"timed out after {timeout:.0f}s waiting for {what}{hint}")
             time.sleep(interval)
-            interval = min(interval * 1.5, 1.0)
+            # NOTE: a short cap: most waits end within a second or two, and a lab start
+            # is a chain of them (a 1 s cap cost seconds per `kaic lab up`).
+            interval = min(interval * 1.5, max_interval)
 

@@ -29,7 +29,7 @@ from kaic.lab.apiserver import probe
 from kaic.lab.binaries import manifest_files, manifests
 from kaic.lab.component import ProcessComponent
 from kaic.lab.context import LabContext
-from kaic.lab.crds import wait_established
+from kaic.lab.crds import apply_all, wait_established
 from kaic.lab.pki import issue_serving_cert
 
 Webhook = dict[str, Any]
@@ -136,9 +136,8 @@ class GoController(ProcessComponent):
                         "metadata": {"name": self.namespace, "labels": self.labels()}}])
         if self.crds:
             docs = manifests(self.program, self.crds, ctx.options.version)
-            ctx.apply(docs)
-            wait_established(ctx, [d["metadata"]["name"] for d in docs
-                                   if d.get("kind") == "CustomResourceDefinition"])
+            apply_all(ctx, docs)
+            wait_established(ctx, docs)
         if self.webhooks and not (self.cert_dir(ctx) / "tls.crt").exists():
             issue_serving_cert(ctx.pki, self.cert_dir(ctx), "tls", dns=("localhost",),
                                ips=("127.0.0.1",))

@@ -14,7 +14,7 @@ from kaic.lab.apiserver import probe
 from kaic.lab.binaries import manifests
 from kaic.lab.component import ProcessComponent, register
 from kaic.lab.context import LabContext
-from kaic.lab.crds import wait_established
+from kaic.lab.crds import apply_all, wait_established
 
 KWOK_CRDS = ("Stage", "Exec", "ClusterExec", "PortForward", "ClusterPortForward", "Logs",
              "ClusterLogs", "Attach", "ClusterAttach", "Metric", "ResourceUsage",
@@ -59,8 +59,8 @@ class Kwok(ProcessComponent):
 
     def before_start(self, ctx: LabContext) -> None:
         crds = manifests("kwok", "crds", ctx.options.version)
-        ctx.apply(crds)
-        wait_established(ctx, [c["metadata"]["name"] for c in crds])
+        apply_all(ctx, crds, streams=4)
+        wait_established(ctx, crds)
         ctx.apply(kwok_stages(ctx))
         ctx.apply([default_cluster_exec(ctx)])
         # NOTE: an explicit KwokConfiguration is not defaulted by kwok (zero parallelism
