@@ -36,8 +36,7 @@ def test_a_component_waits_only_for_components_that_start_before_it() -> None:
             assert comps[other].order < c.order, f"{c.name} waits for later {other}"
 
 
-def test_crd_sets_and_simulators_do_not_wait_for_the_whole_control_plane(
-        tmp_path: Path) -> None:
+def test_crd_sets_and_simulators_do_not_wait_for_the_whole_control_plane(tmp_path: Path) -> None:
     deps = Lab(LabOptions(name="unit", state_dir=tmp_path)).dependencies()
     assert deps["gateway-api"] == {"kube-apiserver"}
     assert deps["kwok"] == {"kube-apiserver"}
@@ -51,7 +50,10 @@ def test_the_controllers_are_go_controllers_of_described_programs() -> None:
     kueue, karpenter = comps["kueue-controller"], comps["node-autoscaler"]
     assert isinstance(kueue, GoController) and isinstance(karpenter, GoController)
     assert (kueue.program, kueue.webhooks, kueue.lease) == (
-        "kueue", "webhooks", "c1f6bfd2.kueue.x-k8s.io")
+        "kueue",
+        "webhooks",
+        "c1f6bfd2.kueue.x-k8s.io",
+    )
     assert set(kueue.port_keys()) == {"kueue-health", "kueue-metrics", "kueue-webhook"}
     assert (karpenter.program, karpenter.crds, karpenter.lease) == ("karpenter", "crds", "")
     assert set(karpenter.port_keys()) == {"karpenter-health", "karpenter-metrics"}
@@ -85,8 +87,9 @@ def _lab(tmp_path: Path, *comps: Component) -> Lab:
 
 def test_components_start_when_what_they_wait_for_is_ready(tmp_path: Path) -> None:
     _Step.log, _Step.fail = [], ""
-    lab = _lab(tmp_path, _step("a", 10), _step("b", 20), _step("c", 30, after=("a",)),
-               _step("d", 40))
+    lab = _lab(
+        tmp_path, _step("a", 10), _step("b", 20), _step("c", 30, after=("a",)), _step("d", 40)
+    )
     lab._start_all(lambda _m: None)
     pos = {e: i for i, e in enumerate(_Step.log)}
     assert pos[("start", "b")] > pos[("ready", "a")]
@@ -108,7 +111,8 @@ def test_the_api_client_dials_only_loopback() -> None:
     with pytest.raises(LabError, match="loopback"):
         ApiClient("https://10.0.0.1:6443", ssl.create_default_context())
     assert ApiClient("https://127.0.0.1:6443/", ssl.create_default_context()).server == (
-        "https://127.0.0.1:6443")
+        "https://127.0.0.1:6443"
+    )
 
 
 def test_the_simulators_http_helper_answers_and_listens_on_loopback_only() -> None:
@@ -116,8 +120,9 @@ def test_the_simulators_http_helper_answers_and_listens_on_loopback_only() -> No
 
     with pytest.raises(SystemExit, match="non-loopback"):
         http.server("0.0.0.0", 0, lambda _r: http.Reply(200, b""))
-    srv = http.start(http.server("127.0.0.1", 0, lambda r: http.Reply(
-        200, f"{r.path} {r.query}".encode())))
+    srv = http.start(
+        http.server("127.0.0.1", 0, lambda r: http.Reply(200, f"{r.path} {r.query}".encode()))
+    )
     try:
         port = srv.server_address[1]
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

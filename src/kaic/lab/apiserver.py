@@ -55,8 +55,14 @@ def _opener(context: ssl.SSLContext | None = None) -> urllib.request.OpenerDirec
 class ApiClient:
     """Requests to one apiserver on loopback; JSON in, parsed JSON out."""
 
-    def __init__(self, server: str, context: ssl.SSLContext, *, token: str | None = None,
-                 tmp: Path | None = None) -> None:
+    def __init__(
+        self,
+        server: str,
+        context: ssl.SSLContext,
+        *,
+        token: str | None = None,
+        tmp: Path | None = None,
+    ) -> None:
         _require_loopback(server)
         self.server = server.rstrip("/")
         self.token = token
@@ -64,8 +70,9 @@ class ApiClient:
         self._opener = _opener(context)
 
     @classmethod
-    def from_files(cls, server: str, ca: Path | str, cert: Path | str, key: Path | str
-                   ) -> ApiClient:
+    def from_files(
+        cls, server: str, ca: Path | str, cert: Path | str, key: Path | str
+    ) -> ApiClient:
         """A client that trusts ``ca`` and presents the client certificate ``cert``."""
         context = ssl.create_default_context(cafile=str(ca))
         context.load_cert_chain(str(cert), str(key))
@@ -76,8 +83,10 @@ class ApiClient:
         """A client for the current context of ``kubeconfig`` (file paths or ``-data``)."""
         cfg = yaml.safe_load(kubeconfig.read_text())
         current = cfg.get("current-context")
-        ctx = next((c["context"] for c in cfg.get("contexts", []) if c["name"] == current),
-                   cfg["contexts"][0]["context"])
+        ctx = next(
+            (c["context"] for c in cfg.get("contexts", []) if c["name"] == current),
+            cfg["contexts"][0]["context"],
+        )
         cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"])
         user = next(u["user"] for u in cfg["users"] if u["name"] == ctx["user"])
         tmp = Path(tempfile.mkdtemp(prefix="kaic-lab-api-"))
@@ -92,8 +101,10 @@ class ApiClient:
 
         ca = file(cluster, "certificate-authority", "ca.crt")
         context = ssl.create_default_context(cafile=str(ca) if ca else None)
-        cert, key = file(user, "client-certificate", "client.crt"), file(user, "client-key",
-                                                                         "client.key")
+        cert, key = (
+            file(user, "client-certificate", "client.crt"),
+            file(user, "client-key", "client.key"),
+        )
         if cert and key:
             context.load_cert_chain(str(cert), str(key))
         return cls(str(cluster["server"]), context, token=user.get("token"), tmp=tmp)
@@ -103,20 +114,27 @@ class ApiClient:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def _request(self, method: str, path: str, body: Any, content_type: str,
-                 accept: str) -> urllib.request.Request:
+    def _request(
+        self, method: str, path: str, body: Any, content_type: str, accept: str
+    ) -> urllib.request.Request:
         data: bytes | None = None
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
         headers = {"Content-Type": content_type, "Accept": accept}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        return urllib.request.Request(self.server + path, data=data, method=method,
-                                      headers=headers)
+        return urllib.request.Request(self.server + path, data=data, method=method, headers=headers)
 
-    def request(self, method: str, path: str, body: Any = None, *,
-                content_type: str = "application/json", accept: str = "application/json",
-                timeout: float = 30.0) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+        timeout: float = 30.0,
+    ) -> Any:
         """One request; returns the parsed JSON answer (text if it is not JSON, None if
         empty). Raises ApiError with the HTTP status for error answers."""
         req = self._request(method, path, body, content_type, accept)
@@ -152,8 +170,10 @@ class ApiClient:
 
     def watch_lines(self, path: str, timeout: float) -> Iterator[bytes]:
         """The lines of a watch (``?watch=1``) until the server ends it."""
-        with self._opener.open(self._request("GET", path, None, "application/json",
-                                             "application/json"), timeout=timeout) as r:
+        with self._opener.open(
+            self._request("GET", path, None, "application/json", "application/json"),
+            timeout=timeout,
+        ) as r:
             yield from r
 
 

@@ -99,25 +99,35 @@ class ProcessComponent(Component):
                 while proc.port_in_use(port) and time.monotonic() < deadline:
                     time.sleep(0.2)
                 if proc.port_in_use(port):
-                    raise LabError(f"port {port} of {self.name} is taken by another process; "
-                                   f"run `kaic lab down --name {ctx.name}` and start again")
+                    raise LabError(
+                        f"port {port} of {self.name} is taken by another process; "
+                        f"run `kaic lab down --name {ctx.name}` and start again"
+                    )
             argv = self.argv(ctx)
             pid = ctx.spawn(self.name, argv, self.env(ctx))
             exe = self.exec_path(ctx)
             if exe is not None and exe != argv[0]:
                 self._adopt(ctx, pid, exe)
-        ctx.wait(f"{self.name} to be ready", lambda: self.ready(ctx),
-                 timeout=self.ready_timeout, alive=self.name)
+        ctx.wait(
+            f"{self.name} to be ready",
+            lambda: self.ready(ctx),
+            timeout=self.ready_timeout,
+            alive=self.name,
+        )
         self.after_start(ctx)
 
     def _adopt(self, ctx: LabContext, pid: int, exe: str) -> None:
         """Record ``exe`` as the process once the wrapper has exec'd it, so that liveness
         checks recognise it."""
-        ctx.wait(f"{self.name} to start {Path(exe).name}",
-                 lambda: proc.command(pid) == exe or not proc.alive(pid), timeout=15)
+        ctx.wait(
+            f"{self.name} to start {Path(exe).name}",
+            lambda: proc.command(pid) == exe or not proc.alive(pid),
+            timeout=15,
+        )
         if proc.command(pid) != exe:
-            raise LabError(f"{self.name} did not start; last log lines:\n"
-                           + ctx.log_tail(self.name))
+            raise LabError(
+                f"{self.name} did not start; last log lines:\n" + ctx.log_tail(self.name)
+            )
         ctx.pid_path(self.name).write_text(f"{pid}\n{exe}\n")
 
     def port_keys(self) -> Sequence[str]:
@@ -176,16 +186,21 @@ def select(without: frozenset[str], with_: frozenset[str]) -> list[Component]:
         unknown = sorted(asked - names)
         if unknown:
             choices = ", ".join(sorted(c.name for c in comps if c.optional))
-            raise _usage(f"unknown lab component(s) for {flag}: {', '.join(unknown)} "
-                         f"(optional components: {choices})")
+            raise _usage(
+                f"unknown lab component(s) for {flag}: {', '.join(unknown)} "
+                f"(optional components: {choices})"
+            )
     core = sorted(c.name for c in comps if not c.optional and c.name in without)
     if core:
         raise _usage(f"cannot leave out core lab component(s): {', '.join(core)}")
     both = sorted(without & with_)
     if both:
         raise _usage(f"component(s) both left out and asked for: {', '.join(both)}")
-    return [c for c in comps
-            if c.name not in without and (c.default or c.name in with_ or not c.optional)]
+    return [
+        c
+        for c in comps
+        if c.name not in without and (c.default or c.name in with_ or not c.optional)
+    ]
 
 
 def _usage(message: str) -> Exception:

@@ -35,11 +35,16 @@ from kaic.lab.pki import issue_serving_cert
 Webhook = dict[str, Any]
 
 
-def loopback_webhooks(files: Iterable[Path], port: int, ca_pem: bytes, *,
-                      groups: frozenset[str] = frozenset(), prefix: str = "",
-                      labels: Mapping[str, str] | None = None,
-                      adjust: Callable[[Webhook, set[str]], Webhook] | None = None
-                      ) -> list[dict[str, Any]]:
+def loopback_webhooks(
+    files: Iterable[Path],
+    port: int,
+    ca_pem: bytes,
+    *,
+    groups: frozenset[str] = frozenset(),
+    prefix: str = "",
+    labels: Mapping[str, str] | None = None,
+    adjust: Callable[[Webhook, set[str]], Webhook] | None = None,
+) -> list[dict[str, Any]]:
     """The webhook configurations of ``files`` (a module's manifests), each webhook's
     ``clientConfig`` replaced by ``https://127.0.0.1:port<path>`` with the lab CA.
 
@@ -57,21 +62,29 @@ def loopback_webhooks(files: Iterable[Path], port: int, ca_pem: bytes, *,
             if groups and (not named or not named <= groups):
                 continue
             path = wh["clientConfig"]["service"]["path"]
-            wh = {**wh, "clientConfig": {"url": f"https://127.0.0.1:{port}{path}",
-                                         "caBundle": ca}}
+            wh = {**wh, "clientConfig": {"url": f"https://127.0.0.1:{port}{path}", "caBundle": ca}}
             hooks.append(adjust(wh, named) if adjust else wh)
-        out.append({"apiVersion": doc["apiVersion"], "kind": doc["kind"],
-                    "metadata": {"name": f"{prefix}{doc['metadata']['name']}",
-                                 "labels": dict(labels or {})},
-                    "webhooks": hooks})
+        out.append(
+            {
+                "apiVersion": doc["apiVersion"],
+                "kind": doc["kind"],
+                "metadata": {
+                    "name": f"{prefix}{doc['metadata']['name']}",
+                    "labels": dict(labels or {}),
+                },
+                "webhooks": hooks,
+            }
+        )
     return out
 
 
 def controller_labels(program: str) -> dict[str, str]:
     """Labels of the objects the lab makes for a controller (namespace, webhooks, …)."""
-    return {"app.kubernetes.io/name": program,
-            "app.kubernetes.io/version": programs.version(program),
-            "app.kubernetes.io/managed-by": "kaic-lab"}
+    return {
+        "app.kubernetes.io/name": program,
+        "app.kubernetes.io/version": programs.version(program),
+        "app.kubernetes.io/managed-by": "kaic-lab",
+    }
 
 
 class GoController(ProcessComponent):
@@ -132,15 +145,23 @@ class GoController(ProcessComponent):
     def before_start(self, ctx: LabContext) -> None:
         programs.require_binary(self.program, ctx.options.version)
         if self.namespace:
-            ctx.apply([{"apiVersion": "v1", "kind": "Namespace",
-                        "metadata": {"name": self.namespace, "labels": self.labels()}}])
+            ctx.apply(
+                [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Namespace",
+                        "metadata": {"name": self.namespace, "labels": self.labels()},
+                    }
+                ]
+            )
         if self.crds:
             docs = manifests(self.program, self.crds, ctx.options.version)
             apply_all(ctx, docs)
             wait_established(ctx, docs)
         if self.webhooks and not (self.cert_dir(ctx) / "tls.crt").exists():
-            issue_serving_cert(ctx.pki, self.cert_dir(ctx), "tls", dns=("localhost",),
-                               ips=("127.0.0.1",))
+            issue_serving_cert(
+                ctx.pki, self.cert_dir(ctx), "tls", dns=("localhost",), ips=("127.0.0.1",)
+            )
         self.prepare(ctx)
 
     def argv(self, ctx: LabContext) -> list[str]:
@@ -149,8 +170,9 @@ class GoController(ProcessComponent):
     def ready(self, ctx: LabContext) -> bool:
         """``/readyz`` answers and, with a Lease, it is the leader: ``/readyz`` answers
         before the election is won, and its reconcilers and webhooks run only then."""
-        return (probe(f"http://127.0.0.1:{self.port_of(ctx, 'health')}/readyz")
-                and (not self.lease or self.leader(ctx)))
+        return probe(f"http://127.0.0.1:{self.port_of(ctx, 'health')}/readyz") and (
+            not self.lease or self.leader(ctx)
+        )
 
     def leader(self, ctx: LabContext) -> bool:
         """True if its Lease has a holder."""
@@ -166,7 +188,12 @@ class GoController(ProcessComponent):
 
     def webhook_configurations(self, ctx: LabContext) -> list[dict[str, Any]]:
         files = manifest_files(self.program, self.webhooks, ctx.options.version)
-        return loopback_webhooks(files, self.port_of(ctx, "webhook"),
-                                 ctx.pki.ca_crt.read_bytes(), groups=self.webhook_groups,
-                                 prefix=f"{self.program}-", labels=self.labels(),
-                                 adjust=self.adjust_webhook)
+        return loopback_webhooks(
+            files,
+            self.port_of(ctx, "webhook"),
+            ctx.pki.ca_crt.read_bytes(),
+            groups=self.webhook_groups,
+            prefix=f"{self.program}-",
+            labels=self.labels(),
+            adjust=self.adjust_webhook,
+        )

@@ -24,8 +24,7 @@ STREAMS = 2
 """Concurrent requests that apply one set of manifests."""
 
 
-def apply_all(ctx: LabContext, docs: Sequence[dict[str, Any]], streams: int = STREAMS
-              ) -> None:
+def apply_all(ctx: LabContext, docs: Sequence[dict[str, Any]], streams: int = STREAMS) -> None:
     """Apply ``docs`` (CRDs and their companions) over a few concurrent requests."""
     # NOTE: the apiserver validates a large CRD (its schema, every CEL rule) on one core
     # for up to a second; a few requests at a time keep every core busy.
@@ -44,10 +43,15 @@ def apply_all(ctx: LabContext, docs: Sequence[dict[str, Any]], streams: int = ST
 def applied_from(ctx: LabContext, stamp: str) -> set[str]:
     """Names of the CRDs in the lab whose source annotation is ``stamp``."""
     items = ctx.request(
-        "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-        accept="application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1")
-    return {c["metadata"]["name"] for c in items.get("items") or []
-            if (c["metadata"].get("annotations") or {}).get(SOURCE_ANNOTATION) == stamp}
+        "GET",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        accept="application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+    )
+    return {
+        c["metadata"]["name"]
+        for c in items.get("items") or []
+        if (c["metadata"].get("annotations") or {}).get(SOURCE_ANNOTATION) == stamp
+    }
 
 
 class CrdSet(Component):
@@ -67,8 +71,11 @@ class CrdSet(Component):
         return f"{p.module}@{p.resolved_version(ctx.options.version)}"
 
     def crd_names(self, ctx: LabContext) -> list[str]:
-        return [d["metadata"]["name"] for d in self.documents(ctx)
-                if d.get("kind") == "CustomResourceDefinition"]
+        return [
+            d["metadata"]["name"]
+            for d in self.documents(ctx)
+            if d.get("kind") == "CustomResourceDefinition"
+        ]
 
     def start(self, ctx: LabContext) -> None:
         docs = self.documents(ctx)
@@ -80,16 +87,25 @@ class CrdSet(Component):
         # On a running lab, objects already applied from the same module version are
         # left alone (re-applying megabytes of CRD schema costs seconds).
         present = applied_from(ctx, stamp)
-        apply_all(ctx, [d for d in docs if not (d.get("kind") == "CustomResourceDefinition"
-                                                and d["metadata"]["name"] in present)])
+        apply_all(
+            ctx,
+            [
+                d
+                for d in docs
+                if not (
+                    d.get("kind") == "CustomResourceDefinition" and d["metadata"]["name"] in present
+                )
+            ],
+        )
         wait_established(ctx, docs)
 
     def healthy(self, ctx: LabContext) -> bool:
         return ctx.exists(f"/apis/{self.group}")
 
 
-def wait_established(ctx: LabContext, docs: Sequence[Mapping[str, Any]],
-                     timeout: float = 60.0) -> None:
+def wait_established(
+    ctx: LabContext, docs: Sequence[Mapping[str, Any]], timeout: float = 60.0
+) -> None:
     """Wait until every CRD of ``docs`` is Established and discoverable: its resource is
     listed under every version it serves (``/apis/<group>/<version>``)."""
     # NOTE: the apiserver's discovery lists a CRD only once it is Established, so this
@@ -103,7 +119,8 @@ def wait_established(ctx: LabContext, docs: Sequence[Mapping[str, Any]],
         for v in spec.get("versions") or []:
             if v.get("served", True):
                 pending.setdefault(f"{spec['group']}/{v['name']}", set()).add(
-                    spec["names"]["plural"])
+                    spec["names"]["plural"]
+                )
     count = sum(1 for d in docs if d.get("kind") == "CustomResourceDefinition")
 
     def done() -> bool:

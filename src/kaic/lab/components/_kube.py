@@ -22,12 +22,20 @@ class KubeController(ProcessComponent):
 
     def common(self, ctx: LabContext) -> list[str]:
         kc = str(ctx.kubeconfig)
-        return [str(ctx.binary(self.binary_name)), f"--kubeconfig={kc}",
-                f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
-                "--bind-address=127.0.0.1", f"--secure-port={ctx.port(self.name)}",
-                f"--cert-dir={ctx.dir(self.name)}", "--leader-elect=false",
-                "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
-                "--kube-api-qps=200", "--kube-api-burst=400", "--v=1"]
+        return [
+            str(ctx.binary(self.binary_name)),
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ctx.port(self.name)}",
+            f"--cert-dir={ctx.dir(self.name)}",
+            "--leader-elect=false",
+            "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--v=1",
+        ]
 
     def ready(self, ctx: LabContext) -> bool:
         return probe(f"https://127.0.0.1:{ctx.port(self.name)}/healthz")

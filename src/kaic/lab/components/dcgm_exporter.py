@@ -40,9 +40,12 @@ def gpu_nodes(ctx: LabContext) -> list[str]:
 
 def lab_gpus(ctx: LabContext, node: str) -> tuple[dcgm.Gpu, ...]:
     """The node's simulated GPUs, with the UUIDs its ResourceSlice publishes."""
-    return tuple(dcgm.Gpu(i, gpu_uuid(ctx.name, node, i), PRODUCT,
-                          f"00000000:{0x18 + i * 0x10 % 0x100:02X}:00.0")
-                 for i in range(ctx.options.gpus_per_node))
+    return tuple(
+        dcgm.Gpu(
+            i, gpu_uuid(ctx.name, node, i), PRODUCT, f"00000000:{0x18 + i * 0x10 % 0x100:02X}:00.0"
+        )
+        for i in range(ctx.options.gpus_per_node)
+    )
 
 
 def dcgm_fault_file(ctx: LabContext) -> Path:
@@ -52,24 +55,39 @@ def dcgm_fault_file(ctx: LabContext) -> Path:
 
 def dcgm_pod(node: str) -> dict[str, Any]:
     return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": f"nvidia-dcgm-exporter-{node}", "namespace": DCGM_NAMESPACE,
-                     "labels": {**LAB_LABELS, "app": "nvidia-dcgm-exporter",
-                                "app.kubernetes.io/name": "dcgm-exporter"},
-                     "annotations": {"prometheus.io/scrape": "false"}},
-        "spec": {"nodeName": node,
-                 "tolerations": [{"operator": "Exists"}],
-                 "containers": [{"name": "nvidia-dcgm-exporter", "image": DCGM_IMAGE,
-                                 "ports": [{"name": "metrics",
-                                            "containerPort": DCGM_PORT}]}]},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"nvidia-dcgm-exporter-{node}",
+            "namespace": DCGM_NAMESPACE,
+            "labels": {
+                **LAB_LABELS,
+                "app": "nvidia-dcgm-exporter",
+                "app.kubernetes.io/name": "dcgm-exporter",
+            },
+            "annotations": {"prometheus.io/scrape": "false"},
+        },
+        "spec": {
+            "nodeName": node,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [
+                {
+                    "name": "nvidia-dcgm-exporter",
+                    "image": DCGM_IMAGE,
+                    "ports": [{"name": "metrics", "containerPort": DCGM_PORT}],
+                }
+            ],
+        },
     }
 
 
 @register
 class DcgmExporter(Component):
     name = "dcgm-exporter"
-    description = ("simulated NVIDIA DCGM exporter (made-up metrics) for every GPU node, "
-                   "reached by port-forward to gpu-operator/nvidia-dcgm-exporter-<node>")
+    description = (
+        "simulated NVIDIA DCGM exporter (made-up metrics) for every GPU node, "
+        "reached by port-forward to gpu-operator/nvidia-dcgm-exporter-<node>"
+    )
     order = 110
     after = ("nodes", "kube-controller-manager")
     optional = True
@@ -80,42 +98,73 @@ class DcgmExporter(Component):
         nodes = gpu_nodes(ctx)
         if not nodes:
             return
-        exporters = [dcgm.NodeExporter(n, ctx.port(f"dcgm-{n}"), lab_gpus(ctx, n))
-                     for n in nodes]
+        exporters = [dcgm.NodeExporter(n, ctx.port(f"dcgm-{n}"), lab_gpus(ctx, n)) for n in nodes]
         spec = ctx.dir(self.name) / "exporters.json"
         dcgm.write_spec(spec, exporters)
         if ctx.pid(self.process) is None:
             for e in exporters:
                 if proc.port_in_use(e.port):
-                    raise LabError(f"port {e.port} of {self.name} is taken by another "
-                                   "process")
-            ctx.spawn(self.process, [sys.executable, "-m", "kaic.lab.sims.dcgm",
-                                     f"--spec={spec}", f"--fault-file={dcgm_fault_file(ctx)}"])
-        ctx.wait("the DCGM simulator to serve", lambda: all(
-            probe(f"http://127.0.0.1:{e.port}/metrics") for e in exporters),
-            timeout=30, alive=self.process)
+                    raise LabError(f"port {e.port} of {self.name} is taken by another process")
+            ctx.spawn(
+                self.process,
+                [
+                    sys.executable,
+                    "-m",
+                    "kaic.lab.sims.dcgm",
+                    f"--spec={spec}",
+                    f"--fault-file={dcgm_fault_file(ctx)}",
+                ],
+            )
+        ctx.wait(
+            "the DCGM simulator to serve",
+            lambda: all(probe(f"http://127.0.0.1:{e.port}/metrics") for e in exporters),
+            timeout=30,
+            alive=self.process,
+        )
         pods = [dcgm_pod(n) for n in nodes]
         ctx.apply([namespace(DCGM_NAMESPACE)])
-        ctx.apply([port_forward(DCGM_NAMESPACE, p["metadata"]["name"], DCGM_PORT, e.port)
-                   for p, e in zip(pods, exporters, strict=True)])
-        ctx.apply([*pods, {
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "nvidia-dcgm-exporter", "namespace": DCGM_NAMESPACE,
-                         "labels": {**LAB_LABELS, "app": "nvidia-dcgm-exporter"}},
-            "spec": {"selector": {"app": "nvidia-dcgm-exporter"},
-                     "ports": [{"name": "gpu-metrics", "port": DCGM_PORT,
-                                "targetPort": DCGM_PORT}]}}])
+        ctx.apply(
+            [
+                port_forward(DCGM_NAMESPACE, p["metadata"]["name"], DCGM_PORT, e.port)
+                for p, e in zip(pods, exporters, strict=True)
+            ]
+        )
+        ctx.apply(
+            [
+                *pods,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {
+                        "name": "nvidia-dcgm-exporter",
+                        "namespace": DCGM_NAMESPACE,
+                        "labels": {**LAB_LABELS, "app": "nvidia-dcgm-exporter"},
+                    },
+                    "spec": {
+                        "selector": {"app": "nvidia-dcgm-exporter"},
+                        "ports": [
+                            {"name": "gpu-metrics", "port": DCGM_PORT, "targetPort": DCGM_PORT}
+                        ],
+                    },
+                },
+            ]
+        )
         names = [p["metadata"]["name"] for p in pods]
-        ctx.wait("DCGM exporter pods to run", lambda: pods_running(ctx, DCGM_NAMESPACE,
-                                                                     names), timeout=60)
+        ctx.wait(
+            "DCGM exporter pods to run",
+            lambda: pods_running(ctx, DCGM_NAMESPACE, names),
+            timeout=60,
+        )
 
     def stop(self, ctx: LabContext) -> None:
         proc.stop(ctx.pid_path(self.process))
 
     def healthy(self, ctx: LabContext) -> bool:
         nodes = gpu_nodes(ctx)
-        return not nodes or (ctx.pid(self.process) is not None and all(
-            probe(f"http://127.0.0.1:{ctx.port(f'dcgm-{n}')}/metrics") for n in nodes))
+        return not nodes or (
+            ctx.pid(self.process) is not None
+            and all(probe(f"http://127.0.0.1:{ctx.port(f'dcgm-{n}')}/metrics") for n in nodes)
+        )
 
     def pids(self, ctx: LabContext) -> list[int]:
         pid = ctx.pid(self.process)

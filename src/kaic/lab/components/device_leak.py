@@ -15,8 +15,10 @@ from kaic.lab.context import LabContext
 @register
 class DeviceLeak(Component):
     name = LEAK_COMPONENT
-    description = ("break GPU isolation on purpose: containers granted no GPU see every GPU "
-                   "of their node (for negative tests of secure_accelerator_access)")
+    description = (
+        "break GPU isolation on purpose: containers granted no GPU see every GPU "
+        "of their node (for negative tests of secure_accelerator_access)"
+    )
     order = 76
     optional = True
     default = False

@@ -20,24 +20,32 @@ from kaic.lab.sims import devices
 
 LEAK_COMPONENT = "device-leak"
 
+
 def exec_bin(ctx: LabContext) -> Path:
     """Directory first on kwok's PATH: what ``kubectl exec`` commands resolve to first."""
     return ctx.dir(EXEC_BIN)
 
 
 def mode_configmap(mode: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": devices.CONFIGMAP_NAME,
-                         "namespace": devices.CONFIGMAP_NAMESPACE,
-                         "labels": {"app.kubernetes.io/managed-by": "kaic-lab"}},
-            "data": {"mode": mode}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": devices.CONFIGMAP_NAME,
+            "namespace": devices.CONFIGMAP_NAMESPACE,
+            "labels": {"app.kubernetes.io/managed-by": "kaic-lab"},
+        },
+        "data": {"mode": mode},
+    }
 
 
 @register
 class DeviceVisibility(ProcessComponent):
     name = "device-visibility"
-    description = ("simulated device visibility for `kubectl exec`: each container sees "
-                   "exactly the GPUs the scheduler allocated to it (agent + kwok Exec rules)")
+    description = (
+        "simulated device visibility for `kubectl exec`: each container sees "
+        "exactly the GPUs the scheduler allocated to it (agent + kwok Exec rules)"
+    )
     order = 75
     after = ("kwok",)
     optional = True
@@ -56,9 +64,15 @@ class DeviceVisibility(ProcessComponent):
             ctx.apply([mode_configmap("isolated")])
 
     def argv(self, ctx: LabContext) -> list[str]:
-        return [sys.executable, "-m", "kaic.lab.sims.devices", f"--kubeconfig={ctx.kubeconfig}",
-                f"--root={self.root(ctx)}", f"--exec-bin={exec_bin(ctx)}",
-                f"--lab={ctx.name}"]
+        return [
+            sys.executable,
+            "-m",
+            "kaic.lab.sims.devices",
+            f"--kubeconfig={ctx.kubeconfig}",
+            f"--root={self.root(ctx)}",
+            f"--exec-bin={exec_bin(ctx)}",
+            f"--lab={ctx.name}",
+        ]
 
     def ready(self, ctx: LabContext) -> bool:
         try:

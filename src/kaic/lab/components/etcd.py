@@ -24,11 +24,19 @@ class Etcd(ProcessComponent):
     def argv(self, ctx: LabContext) -> list[str]:
         client = f"http://127.0.0.1:{ctx.port('etcd')}"
         peer = f"http://127.0.0.1:{ctx.port('etcd-peer')}"
-        return [str(ctx.binary("etcd")), "--name=lab", f"--data-dir={ctx.dir('etcd')}",
-                f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
-                f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster=lab={peer}", "--unsafe-no-fsync=true",
-                "--log-level=warn", "--quota-backend-bytes=4294967296"]
+        return [
+            str(ctx.binary("etcd")),
+            "--name=lab",
+            f"--data-dir={ctx.dir('etcd')}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=lab={peer}",
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+            "--quota-backend-bytes=4294967296",
+        ]
 
     def ready(self, ctx: LabContext) -> bool:
         return probe(f"http://127.0.0.1:{ctx.port('etcd')}/health")

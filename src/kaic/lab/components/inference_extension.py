@@ -14,6 +14,7 @@ from kaic.lab.crds import CrdSet
 class InferenceExtension(CrdSet):
     name = "inference-extension"
     program = "inference-extension"
-    description = ("Gateway API Inference Extension CRDs (InferencePool, "
-                   "inference.networking.k8s.io/v1)")
+    description = (
+        "Gateway API Inference Extension CRDs (InferencePool, inference.networking.k8s.io/v1)"
+    )
     group = "inference.networking.k8s.io"

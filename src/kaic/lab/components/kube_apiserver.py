@@ -31,12 +31,15 @@ class KubeApiserver(ProcessComponent):
         return [
             str(ctx.binary("kube-apiserver")),
             f"--etcd-servers=http://127.0.0.1:{ctx.port('etcd')}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
             f"--secure-port={ctx.port('kube-apiserver')}",
             f"--cert-dir={ctx.dir('kube-apiserver')}",
-            f"--tls-cert-file={p.apiserver_crt}", f"--tls-private-key-file={p.apiserver_key}",
+            f"--tls-cert-file={p.apiserver_crt}",
+            f"--tls-private-key-file={p.apiserver_key}",
             f"--client-ca-file={p.ca_crt}",
-            f"--authorization-mode={authorization_modes(ctx)}", "--allow-privileged=true",
+            f"--authorization-mode={authorization_modes(ctx)}",
+            "--allow-privileged=true",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={p.sa_pub}",
             f"--service-account-signing-key-file={p.sa_key}",
@@ -51,7 +54,8 @@ class KubeApiserver(ProcessComponent):
             f"--proxy-client-cert-file={p.front_proxy_client_crt}",
             f"--proxy-client-key-file={p.front_proxy_client_key}",
             "--enable-aggregator-routing=false",
-            "--profiling=false", "--v=1",
+            "--profiling=false",
+            "--v=1",
             *dra_api_flags(ctx),
         ]
 
@@ -69,5 +73,7 @@ def dra_api_flags(ctx: LabContext) -> list[str]:
     """Turn the DRA API groups off when the lab is started ``--without dra-api``."""
     if "dra-api" not in ctx.options.without:
         return []
-    return ["--runtime-config=resource.k8s.io/v1=false,resource.k8s.io/v1beta1=false,"
-            "resource.k8s.io/v1beta2=false"]
+    return [
+        "--runtime-config=resource.k8s.io/v1=false,resource.k8s.io/v1beta1=false,"
+        "resource.k8s.io/v1beta2=false"
+    ]

@@ -55,32 +55,52 @@ def binary(kube_version: str) -> Path:
 def _system_jobs_excluded(webhook: Webhook, groups: set[str]) -> Webhook:
     if "batch" in groups:
         # NOTE: as Kueue's kustomize config does: never intercept system Jobs.
-        webhook["namespaceSelector"] = {"matchExpressions": [{
-            "key": "kubernetes.io/metadata.name", "operator": "NotIn",
-            "values": ["kube-system", NAMESPACE]}]}
+        webhook["namespaceSelector"] = {
+            "matchExpressions": [
+                {
+                    "key": "kubernetes.io/metadata.name",
+                    "operator": "NotIn",
+                    "values": ["kube-system", NAMESPACE],
+                }
+            ]
+        }
     return webhook
 
 
-def webhook_configurations(port: int, ca_pem: bytes, *, files: list[Path]
-                           ) -> list[dict[str, Any]]:
+def webhook_configurations(port: int, ca_pem: bytes, *, files: list[Path]) -> list[dict[str, Any]]:
     """Kueue's webhook configurations (``files``: the module's webhook manifests),
     pointed at ``https://127.0.0.1:port``."""
-    return loopback_webhooks(files, port, ca_pem, groups=WEBHOOK_GROUPS, prefix="kueue-",
-                             labels=LABELS, adjust=_system_jobs_excluded)
+    return loopback_webhooks(
+        files,
+        port,
+        ca_pem,
+        groups=WEBHOOK_GROUPS,
+        prefix="kueue-",
+        labels=LABELS,
+        adjust=_system_jobs_excluded,
+    )
 
 
 def config(ctx: LabContext, cert_dir: Path) -> dict[str, Any]:
     return {
-        "apiVersion": "config.kueue.x-k8s.io/v1beta2", "kind": "Configuration",
+        "apiVersion": "config.kueue.x-k8s.io/v1beta2",
+        "kind": "Configuration",
         "namespace": NAMESPACE,
         "health": {"healthProbeBindAddress": f"127.0.0.1:{ctx.port('kueue-health')}"},
         "metrics": {"bindAddress": f"127.0.0.1:{ctx.port('kueue-metrics')}"},
-        "webhook": {"port": ctx.port("kueue-webhook"), "host": "127.0.0.1",
-                    "certDir": str(cert_dir)},
-        "leaderElection": {"leaderElect": True, "resourceName": LEASE,
-                           "resourceNamespace": NAMESPACE,
-                           "leaseDuration": "15s", "renewDeadline": "10s",
-                           "retryPeriod": "2s"},
+        "webhook": {
+            "port": ctx.port("kueue-webhook"),
+            "host": "127.0.0.1",
+            "certDir": str(cert_dir),
+        },
+        "leaderElection": {
+            "leaderElect": True,
+            "resourceName": LEASE,
+            "resourceNamespace": NAMESPACE,
+            "leaseDuration": "15s",
+            "renewDeadline": "10s",
+            "retryPeriod": "2s",
+        },
         "internalCertManagement": {"enable": False},
         "integrations": {"frameworks": ["batch/job"]},
         "featureGates": {"VisibilityOnDemand": False},
@@ -90,8 +110,10 @@ def config(ctx: LabContext, cert_dir: Path) -> dict[str, Any]:
 @register
 class KueueController(GoController):
     name = "kueue-controller"
-    description = (f"the real Kueue {KUEUE_VERSION} controller (built from its module), webhooks "
-                   "on 127.0.0.1, a ClusterQueue for the GPU pool")
+    description = (
+        f"the real Kueue {KUEUE_VERSION} controller (built from its module), webhooks "
+        "on 127.0.0.1, a ClusterQueue for the GPU pool"
+    )
     order = 110
     optional = True
     default = False
@@ -108,11 +130,15 @@ class KueueController(GoController):
         if "kueue" not in ctx.enabled:
             raise LabError("kueue-controller needs the kueue CRDs; do not leave out kueue")
         (self.data_dir(ctx) / "config.yaml").write_text(
-            yaml.safe_dump(config(ctx, self.cert_dir(ctx)), sort_keys=False))
+            yaml.safe_dump(config(ctx, self.cert_dir(ctx)), sort_keys=False)
+        )
 
     def args(self, ctx: LabContext) -> list[str]:
-        return [f"--config={self.data_dir(ctx) / 'config.yaml'}",
-                f"--kubeconfig={ctx.kubeconfig}", "--zap-log-level=info"]
+        return [
+            f"--config={self.data_dir(ctx) / 'config.yaml'}",
+            f"--kubeconfig={ctx.kubeconfig}",
+            "--zap-log-level=info",
+        ]
 
     def argv(self, ctx: LabContext) -> list[str]:
         # NOTE: with its own certificate rotation off, Kueue reads its metrics serving
@@ -123,12 +149,23 @@ class KueueController(GoController):
         (d / "etc-upper").mkdir(exist_ok=True)
         (d / "etc-work").mkdir(exist_ok=True)
         certs = self.cert_dir(ctx)
-        script = (f"mount -t overlay kaic-kueue-etc -o lowerdir=/etc,upperdir={d}/etc-upper,"
-                  f"workdir={d}/etc-work /etc && mkdir -p /etc/kueue/metrics/certs && "
-                  f"cp {certs}/tls.crt {certs}/tls.key /etc/kueue/metrics/certs/ && "
-                  'exec "$@"')
-        return ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script,
-                "kueue-in-namespace", *super().argv(ctx)]
+        script = (
+            f"mount -t overlay kaic-kueue-etc -o lowerdir=/etc,upperdir={d}/etc-upper,"
+            f"workdir={d}/etc-work /etc && mkdir -p /etc/kueue/metrics/certs && "
+            f"cp {certs}/tls.crt {certs}/tls.key /etc/kueue/metrics/certs/ && "
+            'exec "$@"'
+        )
+        return [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+            script,
+            "kueue-in-namespace",
+            *super().argv(ctx),
+        ]
 
     def exec_path(self, ctx: LabContext) -> str:
         return str(self.binary(ctx))
@@ -138,8 +175,13 @@ class KueueController(GoController):
 
 
 def _quantity(text: str) -> Decimal:
-    units = {"Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30),
-             "Ti": Decimal(2**40), "m": Decimal("0.001")}
+    units = {
+        "Ki": Decimal(2**10),
+        "Mi": Decimal(2**20),
+        "Gi": Decimal(2**30),
+        "Ti": Decimal(2**40),
+        "m": Decimal("0.001"),
+    }
     for suffix, factor in units.items():
         if text.endswith(suffix):
             return Decimal(text[: -len(suffix)]) * factor
@@ -150,8 +192,12 @@ def queues(ctx: LabContext) -> list[dict[str, Any]]:
     """ResourceFlavor, ClusterQueue (quota = the pool's allocatable) and LocalQueue."""
     nodes = ctx.get("/api/v1/nodes").get("items") or []
     pool = [n for n in nodes if n["metadata"].get("labels", {}).get(POOL_LABEL) == "gpu"]
-    flavor: dict[str, Any] = {"apiVersion": KUEUE_API, "kind": "ResourceFlavor",
-                              "metadata": {"name": FLAVOR, "labels": LABELS}, "spec": {}}
+    flavor: dict[str, Any] = {
+        "apiVersion": KUEUE_API,
+        "kind": "ResourceFlavor",
+        "metadata": {"name": FLAVOR, "labels": LABELS},
+        "spec": {},
+    }
     if pool:
         flavor["spec"]["nodeLabels"] = {POOL_LABEL: "gpu"}
     else:
@@ -163,14 +209,23 @@ def queues(ctx: LabContext) -> list[dict[str, Any]]:
                 totals[res] = totals.get(res, Decimal(0)) + _quantity(str(value))
     covered = sorted(totals)
     resources = [{"name": r, "nominalQuota": _format(r, totals[r])} for r in covered]
-    cq = {"apiVersion": KUEUE_API, "kind": "ClusterQueue",
-          "metadata": {"name": CLUSTER_QUEUE, "labels": LABELS},
-          "spec": {"namespaceSelector": {}, "resourceGroups": [
-              {"coveredResources": covered, "flavors": [{"name": FLAVOR,
-                                                         "resources": resources}]}]}}
-    lq = {"apiVersion": KUEUE_API, "kind": "LocalQueue",
-          "metadata": {"name": LOCAL_QUEUE, "namespace": "default", "labels": LABELS},
-          "spec": {"clusterQueue": CLUSTER_QUEUE}}
+    cq = {
+        "apiVersion": KUEUE_API,
+        "kind": "ClusterQueue",
+        "metadata": {"name": CLUSTER_QUEUE, "labels": LABELS},
+        "spec": {
+            "namespaceSelector": {},
+            "resourceGroups": [
+                {"coveredResources": covered, "flavors": [{"name": FLAVOR, "resources": resources}]}
+            ],
+        },
+    }
+    lq = {
+        "apiVersion": KUEUE_API,
+        "kind": "LocalQueue",
+        "metadata": {"name": LOCAL_QUEUE, "namespace": "default", "labels": LABELS},
+        "spec": {"clusterQueue": CLUSTER_QUEUE},
+    }
     return [flavor, cq, lq]
 
 

@@ -16,9 +16,20 @@ from kaic.lab.component import ProcessComponent, register
 from kaic.lab.context import LabContext
 from kaic.lab.crds import apply_all, wait_established
 
-KWOK_CRDS = ("Stage", "Exec", "ClusterExec", "PortForward", "ClusterPortForward", "Logs",
-             "ClusterLogs", "Attach", "ClusterAttach", "Metric", "ResourceUsage",
-             "ClusterResourceUsage")
+KWOK_CRDS = (
+    "Stage",
+    "Exec",
+    "ClusterExec",
+    "PortForward",
+    "ClusterPortForward",
+    "Logs",
+    "ClusterLogs",
+    "Attach",
+    "ClusterAttach",
+    "Metric",
+    "ResourceUsage",
+    "ClusterResourceUsage",
+)
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 EXEC_BIN = "exec-bin"
 """Data directory put first on kwok's PATH (see ``Kwok.env``)."""
@@ -38,8 +49,9 @@ def kwok_stages(ctx: LabContext) -> list[dict[str, Any]]:
         if d["metadata"]["name"] == "pod-complete":
             d["spec"]["delay"] = {
                 "durationMilliseconds": 0,
-                "durationFrom": {"expressionFrom":
-                                 f'.metadata.annotations["{COMPLETE_AFTER_ANNOTATION}"]'},
+                "durationFrom": {
+                    "expressionFrom": f'.metadata.annotations["{COMPLETE_AFTER_ANNOTATION}"]'
+                },
             }
     return docs
 
@@ -47,8 +59,10 @@ def kwok_stages(ctx: LabContext) -> list[dict[str, Any]]:
 @register
 class Kwok(ProcessComponent):
     name = "kwok"
-    description = ("kwok controller: plays the kubelet for fake nodes (lifecycle stages, "
-                   "exec, logs, port-forward, metrics) with its CRDs enabled")
+    description = (
+        "kwok controller: plays the kubelet for fake nodes (lifecycle stages, "
+        "exec, logs, port-forward, metrics) with its CRDs enabled"
+    )
     order = 50
     after = ("kube-apiserver",)
     optional = False
@@ -70,14 +84,19 @@ class Kwok(ProcessComponent):
 
     def argv(self, ctx: LabContext) -> list[str]:
         port = ctx.port("kwok")
-        return [str(ctx.binary("kwok")), f"--kubeconfig={ctx.kubeconfig}",
-                f"--config={ctx.dir('kwok') / 'kwok.yaml'}",
-                "--manage-all-nodes=false",
-                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
-                "--node-ip=127.0.0.1", f"--node-port={port}",
-                f"--server-address=127.0.0.1:{port}", f"--cidr={ctx.options.pod_cidr}",
-                "--node-lease-duration-seconds=40",
-                f"--enable-crds={','.join(KWOK_CRDS)}"]
+        return [
+            str(ctx.binary("kwok")),
+            f"--kubeconfig={ctx.kubeconfig}",
+            f"--config={ctx.dir('kwok') / 'kwok.yaml'}",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+            "--node-ip=127.0.0.1",
+            f"--node-port={port}",
+            f"--server-address=127.0.0.1:{port}",
+            f"--cidr={ctx.options.pod_cidr}",
+            "--node-lease-duration-seconds=40",
+            f"--enable-crds={','.join(KWOK_CRDS)}",
+        ]
 
     def env(self, ctx: LabContext) -> dict[str, str]:
         # NOTE: kwok resolves argv[0] of `kubectl exec` commands with its own PATH;
@@ -97,8 +116,18 @@ def default_cluster_exec(ctx: LabContext) -> dict[str, Any]:
     specific ``Exec`` objects (per pod) take precedence and may set other env vars.
     """
     workdir = ctx.dir("exec")
-    return {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterExec",
-            "metadata": {"name": "kaic-lab-local"},
-            "spec": {"execs": [{"local": {
-                "workDir": str(workdir),
-                "envs": [{"name": "KAIC_LAB", "value": ctx.name}]}}]}}
+    return {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "ClusterExec",
+        "metadata": {"name": "kaic-lab-local"},
+        "spec": {
+            "execs": [
+                {
+                    "local": {
+                        "workDir": str(workdir),
+                        "envs": [{"name": "KAIC_LAB", "value": ctx.name}],
+                    }
+                }
+            ]
+        },
+    }

@@ -36,43 +36,90 @@ NodePool ``kaic-gpu`` to change it at run time (``0`` = the pool cannot grow).""
 def instance_types() -> list[dict[str, Any]]:
     """One instance type: a node with one simulated H100 (as upstream's test expects:
     exactly one accelerator per autoscaled node)."""
-    return [{
-        "name": INSTANCE_TYPE, "architecture": "amd64", "operatingSystems": ["linux"],
-        "resources": {"cpu": "16", "memory": "128Gi", "pods": "110",
-                      "ephemeral-storage": "500Gi", GPU_RESOURCE: "1"},
-        "offerings": [{"Price": 2.5, "Available": True, "Requirements": [
-            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
-            {"key": "topology.kubernetes.io/zone", "operator": "In",
-             "values": ["kaic-lab-zone-a"]}]}]}]
+    return [
+        {
+            "name": INSTANCE_TYPE,
+            "architecture": "amd64",
+            "operatingSystems": ["linux"],
+            "resources": {
+                "cpu": "16",
+                "memory": "128Gi",
+                "pods": "110",
+                "ephemeral-storage": "500Gi",
+                GPU_RESOURCE: "1",
+            },
+            "offerings": [
+                {
+                    "Price": 2.5,
+                    "Available": True,
+                    "Requirements": [
+                        {
+                            "key": "karpenter.sh/capacity-type",
+                            "operator": "In",
+                            "values": ["on-demand"],
+                        },
+                        {
+                            "key": "topology.kubernetes.io/zone",
+                            "operator": "In",
+                            "values": ["kaic-lab-zone-a"],
+                        },
+                    ],
+                }
+            ],
+        }
+    ]
 
 
 def nodepool(gpu_limit: int = DEFAULT_GPU_LIMIT) -> dict[str, Any]:
     return {
-        "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
+        "apiVersion": "karpenter.sh/v1",
+        "kind": "NodePool",
         "metadata": {"name": NODEPOOL},
         "spec": {
             "template": {
-                "metadata": {"labels": {
-                    POOL_LABEL: "gpu", "nvidia.com/gpu.present": "true",
-                    "nvidia.com/gpu.product": PRODUCT_LABEL, "nvidia.com/gpu.count": "1"}},
+                "metadata": {
+                    "labels": {
+                        POOL_LABEL: "gpu",
+                        "nvidia.com/gpu.present": "true",
+                        "nvidia.com/gpu.product": PRODUCT_LABEL,
+                        "nvidia.com/gpu.count": "1",
+                    }
+                },
                 "spec": {
-                    "nodeClassRef": {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass",
-                                     "name": NODECLASS},
-                    "requirements": [{"key": "node.kubernetes.io/instance-type",
-                                      "operator": "In", "values": [INSTANCE_TYPE]}],
-                    "expireAfter": "Never"}},
+                    "nodeClassRef": {
+                        "group": "karpenter.kwok.sh",
+                        "kind": "KWOKNodeClass",
+                        "name": NODECLASS,
+                    },
+                    "requirements": [
+                        {
+                            "key": "node.kubernetes.io/instance-type",
+                            "operator": "In",
+                            "values": [INSTANCE_TYPE],
+                        }
+                    ],
+                    "expireAfter": "Never",
+                },
+            },
             # NOTE: fast scale-down: an empty node goes after 5 s, all at once.
-            "disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5s",
-                           "budgets": [{"nodes": "100%"}]},
-            "limits": {GPU_RESOURCE: str(gpu_limit)}}}
+            "disruption": {
+                "consolidationPolicy": "WhenEmpty",
+                "consolidateAfter": "5s",
+                "budgets": [{"nodes": "100%"}],
+            },
+            "limits": {GPU_RESOURCE: str(gpu_limit)},
+        },
+    }
 
 
 @register
 class NodeAutoscaler(GoController):
     name = "node-autoscaler"
-    description = ("Karpenter with its kwok provider: grows the GPU pool (label "
-                   f"{POOL_LABEL}=gpu) by 1-GPU nodes for pending GPU pods, removes empty "
-                   "ones after 5 s")
+    description = (
+        "Karpenter with its kwok provider: grows the GPU pool (label "
+        f"{POOL_LABEL}=gpu) by 1-GPU nodes for pending GPU pods, removes empty "
+        "ones after 5 s"
+    )
     order = 120
     optional = True
     default = False
@@ -85,17 +132,37 @@ class NodeAutoscaler(GoController):
     def prepare(self, ctx: LabContext) -> None:
         d = self.data_dir(ctx)
         (d / "instance-types.json").write_text(json.dumps(instance_types(), indent=2))
-        ctx.apply([{"apiVersion": "karpenter.kwok.sh/v1alpha1", "kind": "KWOKNodeClass",
-                    "metadata": {"name": NODECLASS}}])
+        ctx.apply(
+            [
+                {
+                    "apiVersion": "karpenter.kwok.sh/v1alpha1",
+                    "kind": "KWOKNodeClass",
+                    "metadata": {"name": NODECLASS},
+                }
+            ]
+        )
         # NOTE: the kwok provider has no controller for its node class's status; in a
         # real cloud the provider marks it Ready. The lab is the cloud here.
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        ctx.request("PATCH", f"/apis/karpenter.kwok.sh/v1alpha1/kwoknodeclasses/{NODECLASS}"
-                             "/status",
-                    {"status": {"conditions": [{
-                        "type": "Ready", "status": "True", "reason": "Ready", "message": "",
-                        "lastTransitionTime": now, "observedGeneration": 1}]}},
-                    content_type="application/merge-patch+json")
+        ctx.request(
+            "PATCH",
+            f"/apis/karpenter.kwok.sh/v1alpha1/kwoknodeclasses/{NODECLASS}/status",
+            {
+                "status": {
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "Ready",
+                            "message": "",
+                            "lastTransitionTime": now,
+                            "observedGeneration": 1,
+                        }
+                    ]
+                }
+            },
+            content_type="application/merge-patch+json",
+        )
         if not ctx.exists(f"/apis/karpenter.sh/v1/nodepools/{NODEPOOL}"):
             ctx.apply([nodepool()])
 
@@ -107,6 +174,7 @@ class NodeAutoscaler(GoController):
             "HEALTH_PROBE_PORT": str(self.port_of(ctx, "health")),
             "INSTANCE_TYPES_FILE_PATH": str(self.data_dir(ctx) / "instance-types.json"),
             "SYSTEM_NAMESPACE": "kube-system",
-            "BATCH_IDLE_DURATION": "1s", "BATCH_MAX_DURATION": "3s",
+            "BATCH_IDLE_DURATION": "1s",
+            "BATCH_MAX_DURATION": "3s",
             "LOG_LEVEL": "info",
         }

@@ -16,8 +16,10 @@ from kaic.lab.context import LabContext
 @register
 class Porter(ProcessComponent):
     name = "porter"
-    description = ("serves pods running `agnhost porter` at their loopback pod IPs "
-                   "(stands in for that container)")
+    description = (
+        "serves pods running `agnhost porter` at their loopback pod IPs "
+        "(stands in for that container)"
+    )
     order = 110
     after = ("kube-apiserver",)
     optional = True
@@ -25,8 +27,15 @@ class Porter(ProcessComponent):
 
     def argv(self, ctx: LabContext) -> list[str]:
         p = ctx.pki
-        return [sys.executable, "-m", "kaic.lab.sims.porter", f"--server={ctx.server}",
-                f"--ca={p.ca_crt}", f"--cert={p.admin_crt}", f"--key={p.admin_key}"]
+        return [
+            sys.executable,
+            "-m",
+            "kaic.lab.sims.porter",
+            f"--server={ctx.server}",
+            f"--ca={p.ca_crt}",
+            f"--cert={p.admin_crt}",
+            f"--key={p.admin_key}",
+        ]
 
     def ready(self, ctx: LabContext) -> bool:
         try:

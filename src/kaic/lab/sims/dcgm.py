@@ -85,19 +85,24 @@ _FIELDS: tuple[tuple[str, str, str], ...] = (
     ("DCGM_FI_DEV_MEMORY_TEMP", "gauge", "Memory temperature (in C)."),
     ("DCGM_FI_DEV_GPU_TEMP", "gauge", "GPU temperature (in C)."),
     ("DCGM_FI_DEV_POWER_USAGE", "gauge", "Power draw (in W)."),
-    ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "counter",
-     "Total energy consumption since boot (in mJ)."),
+    (
+        "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+        "counter",
+        "Total energy consumption since boot (in mJ).",
+    ),
     ("DCGM_FI_DEV_GPU_UTIL", "gauge", "GPU utilization (in %)."),
     ("DCGM_FI_DEV_MEM_COPY_UTIL", "gauge", "Memory utilization (in %)."),
     ("DCGM_FI_DEV_XID_ERRORS", "gauge", "Value of the last XID error encountered."),
     ("DCGM_FI_DEV_FB_FREE", "gauge", "Framebuffer memory free (in MiB)."),
     ("DCGM_FI_DEV_FB_USED", "gauge", "Framebuffer memory used (in MiB)."),
     ("DCGM_FI_DEV_FB_RESERVED", "gauge", "Framebuffer memory reserved (in MiB)."),
-    ("DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL", "counter",
-     "Total number of NVLink bandwidth counters for all lanes."),
+    (
+        "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL",
+        "counter",
+        "Total number of NVLink bandwidth counters for all lanes.",
+    ),
 )
-MEMORY_FIELDS = frozenset({"DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_FB_USED",
-                           "DCGM_FI_DEV_FB_RESERVED"})
+MEMORY_FIELDS = frozenset({"DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_RESERVED"})
 
 
 def values(gpu: Gpu, now: float) -> dict[str, float]:
@@ -126,8 +131,14 @@ def _fmt(v: float) -> str:
     return str(int(v)) if v == int(v) else repr(v)
 
 
-def render(node: str, gpus: Sequence[Gpu], *, faults: Faults = Faults(),
-           now: float | None = None, driver_version: str = "580.82.07") -> str:
+def render(
+    node: str,
+    gpus: Sequence[Gpu],
+    *,
+    faults: Faults = Faults(),
+    now: float | None = None,
+    driver_version: str = "580.82.07",
+) -> str:
     """The exporter's ``/metrics`` text for ``gpus`` of ``node``."""
     t = time.time() if now is None else now
     readings = {g.index: values(g, t) for g in gpus}
@@ -138,17 +149,21 @@ def render(node: str, gpus: Sequence[Gpu], *, faults: Faults = Faults(),
         for g in gpus:
             if name in MEMORY_FIELDS and faults.omits_memory(node, g.index):
                 continue
-            labels = (f'gpu="{g.index}",UUID="{g.uuid}",pci_bus_id="{g.bus_id}",'
-                      f'device="nvidia{g.index}",modelName="{g.model}",Hostname="{node}",'
-                      f'DCGM_FI_DRIVER_VERSION="{driver_version}"')
+            labels = (
+                f'gpu="{g.index}",UUID="{g.uuid}",pci_bus_id="{g.bus_id}",'
+                f'device="nvidia{g.index}",modelName="{g.model}",Hostname="{node}",'
+                f'DCGM_FI_DRIVER_VERSION="{driver_version}"'
+            )
             out.append(f"{name}{{{labels}}} {_fmt(readings[g.index][name])}")
     return "\n".join(out) + "\n"
 
 
 # ---- the server ----------------------------------------------------------------------
 
-def make_server(node: str, gpus: Sequence[Gpu], host: str, port: int,
-                fault_file: Path | None) -> ThreadingHTTPServer:
+
+def make_server(
+    node: str, gpus: Sequence[Gpu], host: str, port: int, fault_file: Path | None
+) -> ThreadingHTTPServer:
     """An HTTP server for one node's exporter (not started)."""
 
     def answer(req: http.Request) -> http.Reply:
@@ -160,8 +175,7 @@ def make_server(node: str, gpus: Sequence[Gpu], host: str, port: int,
     return http.server(host, port, answer, name="kaic.lab.sims.dcgm")
 
 
-def serve(node: str, gpus: Sequence[Gpu], host: str, port: int,
-          fault_file: Path | None) -> None:
+def serve(node: str, gpus: Sequence[Gpu], host: str, port: int, fault_file: Path | None) -> None:
     make_server(node, gpus, host, port, fault_file).serve_forever()
 
 
@@ -176,31 +190,40 @@ class NodeExporter:
 
 def write_spec(path: Path, exporters: Sequence[NodeExporter]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([{"node": e.node, "port": e.port,
-                                 "gpus": [asdict(g) for g in e.gpus]} for e in exporters],
-                               indent=2))
+    path.write_text(
+        json.dumps(
+            [
+                {"node": e.node, "port": e.port, "gpus": [asdict(g) for g in e.gpus]}
+                for e in exporters
+            ],
+            indent=2,
+        )
+    )
 
 
 def read_spec(path: Path) -> list[NodeExporter]:
-    return [NodeExporter(d["node"], int(d["port"]), tuple(Gpu(**g) for g in d["gpus"]))
-            for d in json.loads(path.read_text())]
+    return [
+        NodeExporter(d["node"], int(d["port"]), tuple(Gpu(**g) for g in d["gpus"]))
+        for d in json.loads(path.read_text())
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="python -m kaic.lab.sims.dcgm",
-        description="simulated DCGM exporters: one loopback listener per lab GPU node")
-    ap.add_argument("--spec", type=Path, required=True,
-                    help="JSON list of {node, port, gpus}")
+        description="simulated DCGM exporters: one loopback listener per lab GPU node",
+    )
+    ap.add_argument("--spec", type=Path, required=True, help="JSON list of {node, port, gpus}")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--fault-file", type=Path)
     a = ap.parse_args(argv)
-    servers = [make_server(e.node, e.gpus, a.host, e.port, a.fault_file)
-               for e in read_spec(a.spec)]
+    servers = [make_server(e.node, e.gpus, a.host, e.port, a.fault_file) for e in read_spec(a.spec)]
     for e, srv in zip(read_spec(a.spec), servers, strict=True):
         http.start(srv)
-        print(f"dcgm simulator for {e.node}: {len(e.gpus)} GPUs on "
-              f"http://{a.host}:{e.port}/metrics", flush=True)
+        print(
+            f"dcgm simulator for {e.node}: {len(e.gpus)} GPUs on http://{a.host}:{e.port}/metrics",
+            flush=True,
+        )
     threading.Event().wait()
 
 

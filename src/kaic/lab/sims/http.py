@@ -38,9 +38,15 @@ class Reply:
 Answer = Callable[[Request], Reply]
 
 
-def server(host: str, port: int, answer: Answer, *, tls: ssl.SSLContext | None = None,
-           log: Callable[[str], None] | None = None, name: str = "kaic lab simulator"
-           ) -> ThreadingHTTPServer:
+def server(
+    host: str,
+    port: int,
+    answer: Answer,
+    *,
+    tls: ssl.SSLContext | None = None,
+    log: Callable[[str], None] | None = None,
+    name: str = "kaic lab simulator",
+) -> ThreadingHTTPServer:
     """An HTTP(S) server on ``host:port`` (not started); ``log`` gets one line per request
     (default: none). An exception in ``answer`` is a 500 answer, not a dead server."""
     try:

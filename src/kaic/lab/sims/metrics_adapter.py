@@ -72,15 +72,24 @@ def quantity(value: float) -> str:
     return f"{round(value * 1000)}m"
 
 
-def metric_value(version: str, namespace: str, pod: str, metric: str,
-                 value: float) -> dict[str, Any]:
+def metric_value(
+    version: str, namespace: str, pod: str, metric: str, value: float
+) -> dict[str, Any]:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     described = {"kind": "Pod", "namespace": namespace, "name": pod, "apiVersion": "/v1"}
     if version == "v1beta1":
-        return {"describedObject": described, "metricName": metric, "timestamp": now,
-                "value": quantity(value)}
-    return {"describedObject": described, "metric": {"name": metric}, "timestamp": now,
-            "value": quantity(value)}
+        return {
+            "describedObject": described,
+            "metricName": metric,
+            "timestamp": now,
+            "value": quantity(value),
+        }
+    return {
+        "describedObject": described,
+        "metric": {"name": metric},
+        "timestamp": now,
+        "value": quantity(value),
+    }
 
 
 class Adapter:
@@ -92,30 +101,42 @@ class Adapter:
 
     def pods(self, namespace: str, selector: str) -> list[str]:
         q = f"?labelSelector={urllib.parse.quote(selector)}" if selector else ""
-        items = self.api.request("GET", f"/api/v1/namespaces/{namespace}/pods{q}",
-                                 timeout=10)["items"]
-        return [p["metadata"]["name"] for p in items
-                if p.get("status", {}).get("phase") == "Running"
-                and not p["metadata"].get("deletionTimestamp")]
+        items = self.api.request("GET", f"/api/v1/namespaces/{namespace}/pods{q}", timeout=10)[
+            "items"
+        ]
+        return [
+            p["metadata"]["name"]
+            for p in items
+            if p.get("status", {}).get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")
+        ]
 
     def answer(self, path: str, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
         parts = [urllib.parse.unquote(p) for p in path.split("/") if p]
-        if len(parts) < 3 or parts[0] != "apis" or parts[1] != GROUP or \
-                parts[2] not in VERSIONS:
+        if len(parts) < 3 or parts[0] != "apis" or parts[1] != GROUP or parts[2] not in VERSIONS:
             return 404, _status(404, f"{path} not found")
         version = parts[2]
         if len(parts) == 3:
-            return 200, {"kind": "APIResourceList", "apiVersion": "v1",
-                         "groupVersion": f"{GROUP}/{version}",
-                         "resources": [{"name": f"pods/{m}", "singularName": "",
-                                        "namespaced": True, "kind": "MetricValueList",
-                                        "verbs": ["get"]} for m in all_metric_names(self.root)]}
+            return 200, {
+                "kind": "APIResourceList",
+                "apiVersion": "v1",
+                "groupVersion": f"{GROUP}/{version}",
+                "resources": [
+                    {
+                        "name": f"pods/{m}",
+                        "singularName": "",
+                        "namespaced": True,
+                        "kind": "MetricValueList",
+                        "verbs": ["get"],
+                    }
+                    for m in all_metric_names(self.root)
+                ],
+            }
         # namespaces/<ns>/pods/<name|*>/<metric>
         if len(parts) != 8 or parts[3] != "namespaces" or parts[5] != "pods":
             return 404, _status(404, f"{path}: only per-pod metrics are served")
         namespace, pod, metric = parts[4], parts[6], parts[7]
-        names = self.pods(namespace, query.get("labelSelector", [""])[0]) \
-            if pod == "*" else [pod]
+        names = self.pods(namespace, query.get("labelSelector", [""])[0]) if pod == "*" else [pod]
         items = []
         for name in names:
             values = read_metrics(self.root, namespace, name)
@@ -123,13 +144,22 @@ class Adapter:
                 items.append(metric_value(version, namespace, name, metric, values[metric]))
         if pod != "*" and not items:
             return 404, _status(404, f"metric {metric} not found for pod {namespace}/{pod}")
-        return 200, {"kind": "MetricValueList", "apiVersion": f"{GROUP}/{version}",
-                     "metadata": {}, "items": items}
+        return 200, {
+            "kind": "MetricValueList",
+            "apiVersion": f"{GROUP}/{version}",
+            "metadata": {},
+            "items": items,
+        }
 
 
 def _status(code: int, message: str) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
-            "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": message,
+        "code": code,
+    }
 
 
 def make_answer(adapter: Adapter) -> http.Answer:
@@ -160,9 +190,14 @@ def serve(args: argparse.Namespace) -> ThreadingHTTPServer:
         tls.load_verify_locations(args.client_ca)
         # Health probes come without one; every other path requires it (see make_answer).
         tls.verify_mode = ssl.CERT_OPTIONAL
-    return http.server("127.0.0.1", args.port, make_answer(adapter), tls=tls,
-                       log=lambda line: print(line, flush=True),
-                       name="kaic.lab.sims.metrics_adapter")
+    return http.server(
+        "127.0.0.1",
+        args.port,
+        make_answer(adapter),
+        tls=tls,
+        log=lambda line: print(line, flush=True),
+        name="kaic.lab.sims.metrics_adapter",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -44,8 +44,8 @@ def porter_ports(pod: dict[str, Any]) -> dict[int, str]:
         for env in c.get("env") or []:
             name, value = str(env.get("name", "")), env.get("value")
             for prefix in PORT_PREFIXES:
-                if name.startswith(prefix) and name[len(prefix):].isdigit() and value is not None:
-                    out[int(name[len(prefix):])] = str(value)
+                if name.startswith(prefix) and name[len(prefix) :].isdigit() and value is not None:
+                    out[int(name[len(prefix) :])] = str(value)
     return out
 
 
@@ -75,7 +75,8 @@ class Porter:
         names: dict[Key, str] = {}
         for pod in pods:
             if pod.get("status", {}).get("phase") != "Running" or pod.get("metadata", {}).get(
-                    "deletionTimestamp"):
+                "deletionTimestamp"
+            ):
                 continue
             ip = loopback_ip(pod)
             if ip is None:
@@ -104,8 +105,10 @@ class Porter:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m kaic.lab.sims.porter",
-                                 description="serve agnhost-porter pods at their loopback IPs")
+    ap = argparse.ArgumentParser(
+        prog="python -m kaic.lab.sims.porter",
+        description="serve agnhost-porter pods at their loopback IPs",
+    )
     ap.add_argument("--server", required=True, help="https://127.0.0.1:PORT of the apiserver")
     ap.add_argument("--ca", type=Path, required=True)
     ap.add_argument("--cert", type=Path, required=True)
@@ -120,8 +123,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("porter simulator running", flush=True)
     while True:
         try:
-            pods = api.get("/api/v1/pods?fieldSelector=status.phase%3DRunning").get(
-                "items") or []
+            pods = api.get("/api/v1/pods?fieldSelector=status.phase%3DRunning").get("items") or []
             porter.sync(pods)
         except (LabError, OSError, ValueError, AttributeError) as e:
             print(f"listing pods failed: {e}", flush=True)
