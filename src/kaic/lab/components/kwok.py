@@ -34,6 +34,7 @@ KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 EXEC_BIN = "exec-bin"
 """Data directory put first on kwok's PATH (see ``Kwok.env``)."""
 COMPLETE_AFTER_ANNOTATION = "kaic.io/complete-after"
+"""On a pod owned by a Job: how long it stays Running before it Succeeds (e.g. ``30s``)."""
 
 
 def kwok_stages(ctx: LabContext) -> list[dict[str, Any]]:
