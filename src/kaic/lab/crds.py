@@ -87,15 +87,10 @@ class CrdSet(Component):
         # On a running lab, objects already applied from the same module version are
         # left alone (re-applying megabytes of CRD schema costs seconds).
         present = applied_from(ctx, stamp)
+        crd = "CustomResourceDefinition"
         apply_all(
             ctx,
-            [
-                d
-                for d in docs
-                if not (
-                    d.get("kind") == "CustomResourceDefinition" and d["metadata"]["name"] in present
-                )
-            ],
+            [d for d in docs if not (d.get("kind") == crd and d["metadata"]["name"] in present)],
         )
         wait_established(ctx, docs)
 
