@@ -20,8 +20,8 @@ from kaic.checks import load_builtin_checks
 from kaic.checks.base import CheckContext, run_check
 from kaic.cluster.client import connect
 from kaic.cluster.tracking import TrackingCluster
-from kaic.lab import Lab, LabOptions
-from kaic.lab.components.autoscaler import NodeAutoscaler
+from kaic.lab import Lab, LabOptions, programs
+from kaic.lab.options import default_version
 
 
 def run(lab: Lab, requirement: str, options: dict[str, str]) -> None:
@@ -30,10 +30,16 @@ def run(lab: Lab, requirement: str, options: dict[str, str]) -> None:
     cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     spec = load_builtin_checks().find(requirement, "1.36")
     assert spec is not None
-    ctx = CheckContext(cluster=TrackingCluster(cluster, f"bench-{ns}", requirement),
-                       requirement=catalog.load("1.36").get(requirement),
-                       spec=spec, catalog_version="1.36", run_id=f"bench-{ns}",
-                       namespace=ns, options=options, timeout_s=1200)
+    ctx = CheckContext(
+        cluster=TrackingCluster(cluster, f"bench-{ns}", requirement),
+        requirement=catalog.load("1.36").get(requirement),
+        spec=spec,
+        catalog_version="1.36",
+        run_id=f"bench-{ns}",
+        namespace=ns,
+        options=options,
+        timeout_s=1200,
+    )
     t = time.monotonic()
     result = run_check(ctx)
     wall = time.monotonic() - t
@@ -48,18 +54,32 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lab", help="a running lab with --with node-autoscaler")
     args = ap.parse_args()
-    if not NodeAutoscaler().binary().is_file():
+    if not programs.binary_of("karpenter", default_version()).is_file():
         print("skipped: Karpenter is not built (kaic lab build --only karpenter)")
         return 0
     own = args.lab is None
-    lab = Lab.load(args.lab) if args.lab else Lab(LabOptions(
-        name="bench-autoscaling", nodes=2, gpus_per_node=1, cpu_nodes=1,
-        accelerators="device-plugin", with_=frozenset({"node-autoscaler"})))
+    lab = (
+        Lab.load(args.lab)
+        if args.lab
+        else Lab(
+            LabOptions(
+                name="bench-autoscaling",
+                nodes=2,
+                gpus_per_node=1,
+                cpu_nodes=1,
+                accelerators="device-plugin",
+                with_=frozenset({"node-autoscaler"}),
+            )
+        )
+    )
     try:
         if own:
             lab.up()
-        run(lab, "cluster_autoscaling", {
-            "autoscaler-node-pool-label": "kaic.io/accelerator-pool=gpu"})
+        run(
+            lab,
+            "cluster_autoscaling",
+            {"autoscaler-node-pool-label": "kaic.io/accelerator-pool=gpu"},
+        )
         run(lab, "pod_autoscaling", {})
     finally:
         if own:

@@ -20,7 +20,8 @@ from kaic.model import CheckResult, Outcome
 
 try:
     from kaic.lab import Lab
-    from kaic.lab.components import autoscaler, metrics_adapter
+    from kaic.lab.components import metrics_adapter
+    from kaic.lab.components import node_autoscaler as autoscaler
 except ImportError:  # pragma: no cover - the lab package without these components
     pytest.skip("the lab's autoscaling components are not available", allow_module_level=True)
 

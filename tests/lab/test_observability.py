@@ -22,14 +22,15 @@ from typing import Any
 import pytest
 from labtools import require_program, run_check_on_lab, sub
 
-from kaic.lab import dcgm
-from kaic.lab import prometheus as prom
+from kaic.lab.components import prometheus as prom
+from kaic.lab.sims import dcgm
 from kaic.model import CheckResult, Outcome
 
 try:
     from kaic.lab import Lab
-    from kaic.lab.components.metrics import dcgm_fault_file, set_prometheus_scraping
+    from kaic.lab.components.dcgm_exporter import dcgm_fault_file
     from kaic.lab.components.nodes import gpu_uuid
+    from kaic.lab.components.prometheus import set_prometheus_scraping
 except ImportError:  # pragma: no cover - the lab package without its cluster code
     pytest.skip("kaic.lab.Lab is not available", allow_module_level=True)
 

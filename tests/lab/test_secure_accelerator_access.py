@@ -21,7 +21,7 @@ from kaic.checks import load_builtin_checks
 from kaic.checks.base import CheckContext, run_check
 from kaic.cluster.client import connect
 from kaic.cluster.tracking import TrackingCluster
-from kaic.lab import devices
+from kaic.lab.sims import devices
 from kaic.model import CheckResult, Outcome
 
 try:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from kaic.checks.secure_accelerator_access import ACCELERATORS, parse_probe, probe_script
-from kaic.lab import devices as d
+from kaic.lab.sims import devices as d
 
 SLICE = {"spec": {"driver": d.DRIVER, "nodeName": "n0",
                   "pool": {"name": "n0", "generation": 1, "resourceSliceCount": 1},
@@ -284,7 +284,7 @@ def test_the_components_are_registered_with_the_leak_off_by_default() -> None:
 
 
 def test_kwok_resolves_exec_commands_in_exec_bin_first(tmp_path: Path) -> None:
-    from kaic.lab.components.core import Kwok
+    from kaic.lab.components.kwok import Kwok
     from kaic.lab.context import LabContext
     from kaic.lab.options import LabOptions
 

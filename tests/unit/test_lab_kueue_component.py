@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from kaic.lab.components.kueue import LABELS, webhook_configurations
+from kaic.lab.components.kueue_controller import LABELS, webhook_configurations
 
 MANIFESTS = """\
 ---

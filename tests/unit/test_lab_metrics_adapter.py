@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kaic.checks.pod_autoscaling import metric_text
-from kaic.lab.metrics_adapter import Adapter, read_metrics
+from kaic.lab.sims.metrics_adapter import Adapter, read_metrics
 
 
 class StubAdapter(Adapter):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kaic.lab import dcgm, porter, prometheus
+from kaic.lab.components import prometheus
+from kaic.lab.sims import dcgm, porter
 
 GPUS = [dcgm.Gpu(i, f"GPU-0000000{i}-aaaa-bbbb-cccc-dddddddddddd") for i in range(4)]
 

@@ -11,7 +11,7 @@ import pytest
 from kaic.errors import LabError
 from kaic.lab import programs
 from kaic.lab.component import all_components
-from kaic.lab.components.extensions import CrdSet
+from kaic.lab.crds import CrdSet
 
 REPO = Path(__file__).resolve().parents[2]
 

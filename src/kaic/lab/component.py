@@ -3,13 +3,16 @@
 Owns: the ``Component`` and ``ProcessComponent`` base classes and the registry.
 Must not know any particular component.
 
-A component is a class registered with ``@register``. To add one, put a module in
-``kaic/lab/components/`` (every module there is imported when the lab starts) that
+A component is a class registered with ``@register``. To add one, put a module named
+like the component in ``kaic/lab/components/`` (``node-autoscaler`` →
+``node_autoscaler.py``; every module there is imported when the lab starts) that
 defines a subclass and decorates it. docs/lab.md describes the contract:
 
 * ``name`` — unique, used by ``--without``/``--with`` and ``kaic lab logs NAME``;
 * ``order`` — start order (core: etcd 10, kube-apiserver 20, … kwok 50; CRD sets 60;
   accelerators 70; add-ons 100+); ``down`` stops in reverse order;
+* ``after`` — the components that must be ready before it starts (default: every
+  component of a lower ``order``); naming fewer lets it start earlier, beside others;
 * ``optional`` — may be left out with ``--without NAME``; ``default`` — on unless left
   out (False: only with ``--with NAME``);
 * ``start(ctx)`` — make the component present and ready; must be idempotent (``up`` on
@@ -25,6 +28,7 @@ import importlib
 import pkgutil
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import ClassVar, TypeVar
 
 from kaic.errors import LabError
@@ -42,6 +46,9 @@ class Component:
     default: ClassVar[bool] = True
     binaries: ClassVar[tuple[str, ...]] = ()
     """Binaries (in the lab's bin dir) this component needs."""
+    after: ClassVar[tuple[str, ...] | None] = None
+    """Components that must be ready before this one starts (those of the lab that are
+    enabled); None: every component of a lower ``order``."""
 
     def start(self, ctx: LabContext) -> None:
         raise NotImplementedError
@@ -74,6 +81,11 @@ class ProcessComponent(Component):
     def before_start(self, ctx: LabContext) -> None:
         """Prepare files or API objects the process needs (idempotent)."""
 
+    def exec_path(self, ctx: LabContext) -> str | None:
+        """The program the process becomes when ``argv`` starts with a wrapper that execs
+        it (``unshare … /bin/sh -c 'exec "$@"'``); None: ``argv[0]`` itself."""
+        return None
+
     def after_start(self, ctx: LabContext) -> None:
         """Work once the process is ready (idempotent)."""
 
@@ -87,12 +99,36 @@ class ProcessComponent(Component):
                 while proc.port_in_use(port) and time.monotonic() < deadline:
                     time.sleep(0.2)
                 if proc.port_in_use(port):
-                    raise LabError(f"port {port} of {self.name} is taken by another process; "
-                                   f"run `kaic lab down --name {ctx.name}` and start again")
-            ctx.spawn(self.name, self.argv(ctx), self.env(ctx))
-        ctx.wait(f"{self.name} to be ready", lambda: self.ready(ctx),
-                 timeout=self.ready_timeout, alive=self.name)
+                    raise LabError(
+                        f"port {port} of {self.name} is taken by another process; "
+                        f"run `kaic lab down --name {ctx.name}` and start again"
+                    )
+            argv = self.argv(ctx)
+            pid = ctx.spawn(self.name, argv, self.env(ctx))
+            exe = self.exec_path(ctx)
+            if exe is not None and exe != argv[0]:
+                self._adopt(ctx, pid, exe)
+        ctx.wait(
+            f"{self.name} to be ready",
+            lambda: self.ready(ctx),
+            timeout=self.ready_timeout,
+            alive=self.name,
+        )
         self.after_start(ctx)
+
+    def _adopt(self, ctx: LabContext, pid: int, exe: str) -> None:
+        """Record ``exe`` as the process once the wrapper has exec'd it, so that liveness
+        checks recognise it."""
+        ctx.wait(
+            f"{self.name} to start {Path(exe).name}",
+            lambda: proc.command(pid) == exe or not proc.alive(pid),
+            timeout=15,
+        )
+        if proc.command(pid) != exe:
+            raise LabError(
+                f"{self.name} did not start; last log lines:\n" + ctx.log_tail(self.name)
+            )
+        ctx.pid_path(self.name).write_text(f"{pid}\n{exe}\n")
 
     def port_keys(self) -> Sequence[str]:
         """Keys of ``ctx.port`` this process listens on (checked free before start)."""
@@ -150,16 +186,21 @@ def select(without: frozenset[str], with_: frozenset[str]) -> list[Component]:
         unknown = sorted(asked - names)
         if unknown:
             choices = ", ".join(sorted(c.name for c in comps if c.optional))
-            raise _usage(f"unknown lab component(s) for {flag}: {', '.join(unknown)} "
-                         f"(optional components: {choices})")
+            raise _usage(
+                f"unknown lab component(s) for {flag}: {', '.join(unknown)} "
+                f"(optional components: {choices})"
+            )
     core = sorted(c.name for c in comps if not c.optional and c.name in without)
     if core:
         raise _usage(f"cannot leave out core lab component(s): {', '.join(core)}")
     both = sorted(without & with_)
     if both:
         raise _usage(f"component(s) both left out and asked for: {', '.join(both)}")
-    return [c for c in comps
-            if c.name not in without and (c.default or c.name in with_ or not c.optional)]
+    return [
+        c
+        for c in comps
+        if c.name not in without and (c.default or c.name in with_ or not c.optional)
+    ]
 
 
 def _usage(message: str) -> Exception:

@@ -13,7 +13,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,8 +40,12 @@ class ComponentStatus:
 class Lab:
     """One lab, identified by its state directory."""
 
-    def __init__(self, options: LabOptions, ports: dict[str, int] | None = None,
-                 enabled: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self,
+        options: LabOptions,
+        ports: dict[str, int] | None = None,
+        enabled: tuple[str, ...] | None = None,
+    ) -> None:
         self.options = options
         comps = select(options.without, options.with_)
         self._components = comps
@@ -49,13 +53,17 @@ class Lab:
             by_name = {c.name: c for c in all_components()}
             missing = [n for n in enabled if n not in by_name]
             if missing:
-                raise LabError(f"lab {options.name!r} uses component(s) this kaic lacks: "
-                               f"{', '.join(missing)}")
+                raise LabError(
+                    f"lab {options.name!r} uses component(s) this kaic lacks: {', '.join(missing)}"
+                )
             self._components = [by_name[n] for n in enabled]
         self._lock = threading.Lock()
-        self.ctx = LabContext(options=options, bin=binaries.bin_dir(options.version),
-                              ports=dict(ports or {}),
-                              enabled=tuple(c.name for c in self._components))
+        self.ctx = LabContext(
+            options=options,
+            bin=binaries.bin_dir(options.version),
+            ports=dict(ports or {}),
+            enabled=tuple(c.name for c in self._components),
+        )
 
     # ---- loading -----------------------------------------------------------------
     @staticmethod
@@ -70,12 +78,16 @@ class Lab:
         try:
             data = json.loads(f.read_text())
         except FileNotFoundError:
-            raise UsageError(f"no lab named {name!r} (nothing in {d}); start one with "
-                             "`kaic lab up`") from None
+            raise UsageError(
+                f"no lab named {name!r} (nothing in {d}); start one with `kaic lab up`"
+            ) from None
         except (OSError, json.JSONDecodeError) as e:
             raise LabError(f"cannot read {f}: {e}") from e
-        return cls(LabOptions.from_json(data["options"]), ports=data.get("ports", {}),
-                   enabled=tuple(data.get("components", ())))
+        return cls(
+            LabOptions.from_json(data["options"]),
+            ports=data.get("ports", {}),
+            enabled=tuple(data.get("components", ())),
+        )
 
     @classmethod
     def exists(cls, name: str = "default", state_dir: Path | None = None) -> bool:
@@ -89,12 +101,18 @@ class Lab:
         d = self.options.state
         d.mkdir(parents=True, exist_ok=True)
         tmp = d / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps({
-            "options": self.options.to_json(),
-            "ports": self.ctx.ports,
-            "components": [c.name for c in self._components],
-            "binaries": str(self.ctx.bin),
-        }, indent=2) + "\n")
+        tmp.write_text(
+            json.dumps(
+                {
+                    "options": self.options.to_json(),
+                    "ports": self.ctx.ports,
+                    "components": [c.name for c in self._components],
+                    "binaries": str(self.ctx.bin),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         tmp.replace(self.state_file(d))
 
     # ---- accessors ---------------------------------------------------------------
@@ -118,8 +136,10 @@ class Lab:
         for c in self._components:
             if c.name == name:
                 return c
-        raise UsageError(f"lab {self.name!r} has no component {name!r} (it has: "
-                         f"{', '.join(c.name for c in self._components)})")
+        raise UsageError(
+            f"lab {self.name!r} has no component {name!r} (it has: "
+            f"{', '.join(c.name for c in self._components)})"
+        )
 
     def log_path(self, component: str) -> Path:
         self.component(component)
@@ -146,36 +166,74 @@ class Lab:
         if self.exists(state_dir=d):
             existing = Lab.load(self.name, d)
             if not existing.options.same_shape(self.options):
-                raise UsageError(f"lab {self.name!r} already exists with other options; run "
-                                 f"`kaic lab down --name {self.name}` first, or use another "
-                                 "--name")
+                raise UsageError(
+                    f"lab {self.name!r} already exists with other options; run "
+                    f"`kaic lab down --name {self.name}` first, or use another "
+                    "--name"
+                )
             self.ctx.ports.update(existing.ctx.ports)
         needed = sorted({b for c in self._components for b in c.binaries} | {"kubectl"})
         self.ctx.bin = binaries.ensure(self.options.version, build=build)
         lacking = [b for b in needed if not (self.ctx.bin / b).exists()]
         if lacking:
-            raise LabError(f"lab binaries missing in {self.ctx.bin}: {', '.join(lacking)}; "
-                           "run `make lab-binaries`")
+            raise LabError(
+                f"lab binaries missing in {self.ctx.bin}: {', '.join(lacking)}; "
+                "run `make lab-binaries`"
+            )
         d.mkdir(parents=True, exist_ok=True)
         pki.generate(self.ctx.pki.dir)
         self._save()
-        groups: dict[int, list[Component]] = {}
-        for c in self._components:
-            groups.setdefault(c.order, []).append(c)
-        for order in sorted(groups):
-            group = groups[order]
-            if len(group) == 1:
-                self._start_one(group[0], say)
-                continue
-            # NOTE: components of equal order start concurrently (CRD sets: the apiserver
-            # then establishes them together instead of rebuilding its OpenAPI per set).
-            with ThreadPoolExecutor(max_workers=len(group)) as pool:
-                futures = [pool.submit(self._start_one, c, say) for c in group]
-                errors = [f.exception() for f in futures]
-            for e in errors:
-                if e is not None:
-                    raise e
+        self._start_all(say)
         return time.monotonic() - t0
+
+    def dependencies(self) -> dict[str, set[str]]:
+        """Name -> the components of this lab that must be ready before it starts."""
+        names = {c.name for c in self._components}
+        return {
+            c.name: (
+                {o.name for o in self._components if o.order < c.order}
+                if c.after is None
+                else set(c.after) & names
+            )
+            for c in self._components
+        }
+
+    def _start_all(self, say: Progress) -> None:
+        """Start every component as soon as the ones it waits for are ready.
+
+        Components that do not name ``after`` wait for every component of a lower order
+        (so those of equal order start together); the others start beside them.
+        """
+        # NOTE: concurrent starts let the apiserver establish CRD sets while kwok, nodes
+        # and the simulators come up, instead of one after the other.
+        deps = self.dependencies()
+        pending = list(self._components)
+        done: set[str] = set()
+        errors: list[BaseException] = []
+        running: dict[Future[None], Component] = {}
+        with ThreadPoolExecutor(max_workers=max(1, len(pending))) as pool:
+            while True:
+                if not errors:
+                    for c in [c for c in pending if deps[c.name] <= done]:
+                        pending.remove(c)
+                        running[pool.submit(self._start_one, c, say)] = c
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    c = running.pop(f)
+                    e = f.exception()
+                    if e is None:
+                        done.add(c.name)
+                    else:
+                        errors.append(e)
+        if errors:
+            raise errors[0]
+        if pending:
+            raise LabError(
+                "lab components wait for each other: "
+                + ", ".join(f"{c.name} (after {', '.join(sorted(deps[c.name]))})" for c in pending)
+            )
 
     def _start_one(self, c: Component, say: Progress) -> None:
         t = time.monotonic()
@@ -226,9 +284,15 @@ class Lab:
                 healthy = c.healthy(self.ctx)
             except Exception:
                 healthy = False
-            out.append(ComponentStatus(c.name, healthy, pids,
-                                       sum(proc.rss_bytes(p) for p in pids),
-                                       self.ctx.log_path(c.name)))
+            out.append(
+                ComponentStatus(
+                    c.name,
+                    healthy,
+                    pids,
+                    sum(proc.rss_bytes(p) for p in pids),
+                    self.ctx.log_path(c.name),
+                )
+            )
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -241,8 +305,15 @@ class Lab:
             "server": self.server if "kube-apiserver" in self.ctx.ports else None,
             "ready": all(c.healthy for c in comps),
             "options": self.options.to_json(),
-            "components": [{"name": c.name, "healthy": c.healthy, "pids": list(c.pids),
-                            "rss_bytes": c.rss_bytes} for c in comps],
+            "components": [
+                {
+                    "name": c.name,
+                    "healthy": c.healthy,
+                    "pids": list(c.pids),
+                    "rss_bytes": c.rss_bytes,
+                }
+                for c in comps
+            ],
         }
 
     def rss_bytes(self) -> int:
@@ -251,8 +322,10 @@ class Lab:
 
     def listening(self) -> dict[str, list[tuple[str, int]]]:
         """Listening sockets of every lab process, by component."""
-        return {name: [s for p in pids for s in proc.listening_sockets(p)]
-                for name, pids in self.pids().items()}
+        return {
+            name: [s for p in pids for s in proc.listening_sockets(p)]
+            for name, pids in self.pids().items()
+        }
 
 
 @contextlib.contextmanager

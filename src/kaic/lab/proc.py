@@ -21,8 +21,16 @@ from pathlib import Path
 
 from kaic.errors import LabError
 
-_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-               "ALL_PROXY", "no_proxy", "NO_PROXY")
+_PROXY_VARS = (
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+)
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -47,17 +55,28 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def spawn(argv: Sequence[str], *, log: Path, pidfile: Path, cwd: Path,
-          env: Mapping[str, str] | None = None) -> int:
+def spawn(
+    argv: Sequence[str],
+    *,
+    log: Path,
+    pidfile: Path,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+) -> int:
     """Start ``argv`` detached, output appended to ``log``; returns the pid."""
     log.parent.mkdir(parents=True, exist_ok=True)
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     script = '"$@" >>"$0" 2>&1 </dev/null & echo $!'
     try:
-        out = subprocess.run(["/bin/sh", "-c", script, str(log), *argv], cwd=cwd,
-                             env=dict(env) if env is not None else clean_env(),
-                             stdout=subprocess.PIPE, start_new_session=True, check=True,
-                             timeout=30)
+        out = subprocess.run(
+            ["/bin/sh", "-c", script, str(log), *argv],
+            cwd=cwd,
+            env=dict(env) if env is not None else clean_env(),
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+            check=True,
+            timeout=30,
+        )
     except (OSError, subprocess.SubprocessError) as e:
         raise LabError(f"cannot start {argv[0]}: {e}") from e
     pid = int(out.stdout.decode().strip().splitlines()[-1])
@@ -73,12 +92,17 @@ def _stat_state(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[0]
 
 
-def _exe_matches(pid: int, exe: str) -> bool:
+def command(pid: int) -> str | None:
+    """``argv[0]`` of ``pid`` (None if it is gone)."""
     try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
     except OSError:
-        return False
-    return cmd == exe or Path(cmd).name == Path(exe).name
+        return None
+
+
+def _exe_matches(pid: int, exe: str) -> bool:
+    cmd = command(pid)
+    return cmd is not None and (cmd == exe or Path(cmd).name == Path(exe).name)
 
 
 def read_pid(pidfile: Path) -> int | None:
@@ -143,7 +167,7 @@ def _hex_to_addr(hexaddr: str, v6: bool) -> str:
     raw = bytes.fromhex(hexaddr)
     if not v6:
         return socket.inet_ntop(socket.AF_INET, raw[::-1])
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
     return socket.inet_ntop(socket.AF_INET6, words)
 
 
@@ -155,8 +179,12 @@ def listening_sockets(pid: int) -> list[tuple[str, int]]:
     """
     inodes = _socket_inodes(pid)
     found: list[tuple[str, int]] = []
-    for table, v6, listen_state in (("tcp", False, "0A"), ("tcp6", True, "0A"),
-                                    ("udp", False, "07"), ("udp6", True, "07")):
+    for table, v6, listen_state in (
+        ("tcp", False, "0A"),
+        ("tcp6", True, "0A"),
+        ("udp", False, "07"),
+        ("udp6", True, "07"),
+    ):
         try:
             lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
         except OSError:
@@ -190,6 +218,5 @@ def connections(pid: int) -> list[tuple[tuple[str, int], tuple[str, int]]]:
             if f[3] != "01" or f[9] not in inodes:
                 continue
             (la, lp), (ra, rp) = f[1].split(":"), f[2].split(":")
-            found.append(((_hex_to_addr(la, v6), int(lp, 16)),
-                          (_hex_to_addr(ra, v6), int(rp, 16))))
+            found.append(((_hex_to_addr(la, v6), int(lp, 16)), (_hex_to_addr(ra, v6), int(rp, 16))))
     return found

@@ -9,7 +9,7 @@ from kaic.checks import accelerator_metrics as m
 from kaic.checks.base import CheckContext, run_check
 from kaic.cluster.api import KubeObject
 from kaic.errors import ClusterError
-from kaic.lab import dcgm
+from kaic.lab.sims import dcgm
 from kaic.model import CheckResult, Outcome
 from tests.fakes import FakeCluster, fake_check_context
 

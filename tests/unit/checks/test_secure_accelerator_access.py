@@ -2,7 +2,7 @@
 
 The fake schedules probe pods onto the node their affinity names, allocates DRA claims
 from the ResourceSlices (or counts ``nvidia.com/gpu``), and answers ``exec`` with what the
-probe would print, from the lab's visibility rules (``kaic.lab.devices``) in a chosen
+probe would print, from the lab's visibility rules (``kaic.lab.sims.devices``) in a chosen
 mode, or from a hand-written view for the special cases.
 """
 
@@ -19,7 +19,7 @@ from kaic.checks import secure_accelerator_access as aa
 from kaic.checks.base import CheckContext, run_check
 from kaic.checks.resources import requests_by_node
 from kaic.cluster.api import ExecResult
-from kaic.lab import devices
+from kaic.lab.sims import devices
 from kaic.model import CheckResult, Outcome
 from tests.fakes import FakeCluster, fake_check_context
 

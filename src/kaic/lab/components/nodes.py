@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from kaic.lab.component import Component, register
-from kaic.lab.components.core import KWOK_NODE_ANNOTATION
+from kaic.lab.components.kwok import KWOK_NODE_ANNOTATION
 from kaic.lab.context import LabContext
 
 DRIVER = "gpu.nvidia.com"
@@ -63,27 +63,47 @@ def node_object(ctx: LabContext, name: str, gpu: bool) -> dict[str, Any]:
             "nvidia.com/gpu.deploy.device-plugin": str(ctx.options.device_plugin).lower(),
             "nvidia.com/gpu.deploy.dra-driver": str(ctx.options.dra).lower(),
         }
-    return {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": labels, "annotations": {
-                KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"}},
-            "spec": {}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+        },
+        "spec": {},
+    }
 
 
 def node_capacity(ctx: LabContext, gpu: bool) -> dict[str, str]:
-    cap = {"cpu": "96", "memory": "1536Gi", "pods": "110",
-           "ephemeral-storage": "3Ti"} if gpu else {
-        "cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "500Gi"}
+    cap = (
+        {"cpu": "96", "memory": "1536Gi", "pods": "110", "ephemeral-storage": "3Ti"}
+        if gpu
+        else {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "500Gi"}
+    )
     if gpu and ctx.options.device_plugin and ctx.options.accelerators != "none":
         cap[GPU_RESOURCE] = str(ctx.options.gpus_per_node)
     return cap
 
 
 def device_class() -> dict[str, Any]:
-    return {"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
-            "metadata": {"name": DEVICE_CLASS},
-            "spec": {"selectors": [{"cel": {"expression": (
-                f"device.driver == '{DRIVER}' && "
-                f"device.attributes['{DRIVER}'].type == 'gpu'")}}]}}
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "DeviceClass",
+        "metadata": {"name": DEVICE_CLASS},
+        "spec": {
+            "selectors": [
+                {
+                    "cel": {
+                        "expression": (
+                            f"device.driver == '{DRIVER}' && "
+                            f"device.attributes['{DRIVER}'].type == 'gpu'"
+                        )
+                    }
+                }
+            ]
+        },
+    }
 
 
 def resource_slice(ctx: LabContext, node: str, node_uid: str) -> dict[str, Any]:
@@ -92,46 +112,60 @@ def resource_slice(ctx: LabContext, node: str, node_uid: str) -> dict[str, Any]:
     for i in range(ctx.options.gpus_per_node):
         root = f"pci0000:{0x10 + (i // 2) * 0x20:02x}"
         bus = f"0000:{0x18 + i * 0x10 % 0x100:02x}:00.0"
-        devices.append({
-            "name": f"gpu-{i}",
-            "attributes": {
-                "type": {"string": "gpu"},
-                "index": {"int": i},
-                "minor": {"int": i},
-                "uuid": {"string": gpu_uuid(ctx.name, node, i)},
-                "productName": {"string": PRODUCT},
-                "brand": {"string": "Nvidia"},
-                "architecture": {"string": "Hopper"},
-                "cudaComputeCapability": {"version": "9.0.0"},
-                "driverVersion": {"version": DRIVER_VERSION},
-                "cudaDriverVersion": {"version": CUDA_DRIVER_VERSION},
-                "pcieBusID": {"string": bus},
-                "resource.kubernetes.io/pcieRoot": {"string": root},
-                "resource.kubernetes.io/pciBusID": {"string": bus},
-            },
-            "capacity": {"memory": {"value": GPU_MEMORY}},
-        })
-    return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
-            "metadata": {"name": f"{node}-{DRIVER}",
-                         "labels": {"app.kubernetes.io/managed-by": "kaic-lab"},
-                         "ownerReferences": [{"apiVersion": "v1", "kind": "Node",
-                                              "name": node, "uid": node_uid}]},
-            "spec": {"driver": DRIVER, "nodeName": node,
-                     "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
-                     "devices": devices}}
+        devices.append(
+            {
+                "name": f"gpu-{i}",
+                "attributes": {
+                    "type": {"string": "gpu"},
+                    "index": {"int": i},
+                    "minor": {"int": i},
+                    "uuid": {"string": gpu_uuid(ctx.name, node, i)},
+                    "productName": {"string": PRODUCT},
+                    "brand": {"string": "Nvidia"},
+                    "architecture": {"string": "Hopper"},
+                    "cudaComputeCapability": {"version": "9.0.0"},
+                    "driverVersion": {"version": DRIVER_VERSION},
+                    "cudaDriverVersion": {"version": CUDA_DRIVER_VERSION},
+                    "pcieBusID": {"string": bus},
+                    "resource.kubernetes.io/pcieRoot": {"string": root},
+                    "resource.kubernetes.io/pciBusID": {"string": bus},
+                },
+                "capacity": {"memory": {"value": GPU_MEMORY}},
+            }
+        )
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceSlice",
+        "metadata": {
+            "name": f"{node}-{DRIVER}",
+            "labels": {"app.kubernetes.io/managed-by": "kaic-lab"},
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid}
+            ],
+        },
+        "spec": {
+            "driver": DRIVER,
+            "nodeName": node,
+            "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
+            "devices": devices,
+        },
+    }
 
 
 @register
 class Nodes(Component):
     name = "nodes"
-    description = ("kwok nodes: a GPU pool (simulated H100s via device plugin and/or DRA) "
-                   "and a CPU pool")
+    description = (
+        "kwok nodes: a GPU pool (simulated H100s via device plugin and/or DRA) and a CPU pool"
+    )
     order = 70
+    after = ("kwok", "dra-api")
     optional = False
 
     def names(self, ctx: LabContext) -> list[tuple[str, bool]]:
-        return ([(gpu_node_name(i), True) for i in range(ctx.options.nodes)]
-                + [(cpu_node_name(i), False) for i in range(ctx.options.cpu_nodes)])
+        return [(gpu_node_name(i), True) for i in range(ctx.options.nodes)] + [
+            (cpu_node_name(i), False) for i in range(ctx.options.cpu_nodes)
+        ]
 
     def start(self, ctx: LabContext) -> None:
         nodes = self.names(ctx)
@@ -147,14 +181,23 @@ class Nodes(Component):
                     uid = ctx.get(f"/api/v1/nodes/{n}")["metadata"]["uid"]
                     slices.append(resource_slice(ctx, n, uid))
             ctx.apply(slices)
-        ctx.wait(f"{len(nodes)} nodes to be Ready", lambda: self._all_ready(ctx, nodes),
-                 timeout=60, alive="kwok")
+        ctx.wait(
+            f"{len(nodes)} nodes to be Ready",
+            lambda: self._all_ready(ctx, nodes),
+            timeout=60,
+            alive="kwok",
+        )
 
     def _all_ready(self, ctx: LabContext, nodes: list[tuple[str, bool]]) -> bool:
         items = ctx.get("/api/v1/nodes")["items"]
-        ready = {n["metadata"]["name"] for n in items
-                 if any(c["type"] == "Ready" and c["status"] == "True"
-                        for c in n.get("status", {}).get("conditions", []))}
+        ready = {
+            n["metadata"]["name"]
+            for n in items
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in n.get("status", {}).get("conditions", [])
+            )
+        }
         return all(n in ready for n, _ in nodes)
 
     def healthy(self, ctx: LabContext) -> bool:

@@ -1,7 +1,7 @@
 """A simulated NVIDIA DCGM exporter for the lab's simulated GPUs (the metrics are made up).
 
 Owns: the DCGM-style Prometheus text for a list of GPUs (``render``) and a tiny HTTP
-server per GPU node on 127.0.0.1, all in one process (``python -m kaic.lab.dcgm``). The
+server per GPU node on 127.0.0.1, all in one process (``python -m kaic.lab.sims.dcgm``). The
 series names, label names and units follow NVIDIA's dcgm-exporter
 (``DCGM_FI_DEV_GPU_UTIL`` in %, ``DCGM_FI_DEV_FB_USED``/``FREE`` in MiB, temperature in
 °C, power in W, ``DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL`` as a counter; labels ``gpu``,
@@ -18,7 +18,6 @@ Must not listen on anything but loopback.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import math
 import sys
@@ -26,9 +25,10 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+
+from kaic.lab.sims import http
 
 FB_TOTAL_MIB = 81559  # an H100 80GB HBM3 as nvidia-smi reports it
 FB_RESERVED_MIB = 0
@@ -85,19 +85,24 @@ _FIELDS: tuple[tuple[str, str, str], ...] = (
     ("DCGM_FI_DEV_MEMORY_TEMP", "gauge", "Memory temperature (in C)."),
     ("DCGM_FI_DEV_GPU_TEMP", "gauge", "GPU temperature (in C)."),
     ("DCGM_FI_DEV_POWER_USAGE", "gauge", "Power draw (in W)."),
-    ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "counter",
-     "Total energy consumption since boot (in mJ)."),
+    (
+        "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+        "counter",
+        "Total energy consumption since boot (in mJ).",
+    ),
     ("DCGM_FI_DEV_GPU_UTIL", "gauge", "GPU utilization (in %)."),
     ("DCGM_FI_DEV_MEM_COPY_UTIL", "gauge", "Memory utilization (in %)."),
     ("DCGM_FI_DEV_XID_ERRORS", "gauge", "Value of the last XID error encountered."),
     ("DCGM_FI_DEV_FB_FREE", "gauge", "Framebuffer memory free (in MiB)."),
     ("DCGM_FI_DEV_FB_USED", "gauge", "Framebuffer memory used (in MiB)."),
     ("DCGM_FI_DEV_FB_RESERVED", "gauge", "Framebuffer memory reserved (in MiB)."),
-    ("DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL", "counter",
-     "Total number of NVLink bandwidth counters for all lanes."),
+    (
+        "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL",
+        "counter",
+        "Total number of NVLink bandwidth counters for all lanes.",
+    ),
 )
-MEMORY_FIELDS = frozenset({"DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_FB_USED",
-                           "DCGM_FI_DEV_FB_RESERVED"})
+MEMORY_FIELDS = frozenset({"DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_RESERVED"})
 
 
 def values(gpu: Gpu, now: float) -> dict[str, float]:
@@ -126,8 +131,14 @@ def _fmt(v: float) -> str:
     return str(int(v)) if v == int(v) else repr(v)
 
 
-def render(node: str, gpus: Sequence[Gpu], *, faults: Faults = Faults(),
-           now: float | None = None, driver_version: str = "580.82.07") -> str:
+def render(
+    node: str,
+    gpus: Sequence[Gpu],
+    *,
+    faults: Faults = Faults(),
+    now: float | None = None,
+    driver_version: str = "580.82.07",
+) -> str:
     """The exporter's ``/metrics`` text for ``gpus`` of ``node``."""
     t = time.time() if now is None else now
     readings = {g.index: values(g, t) for g in gpus}
@@ -138,45 +149,33 @@ def render(node: str, gpus: Sequence[Gpu], *, faults: Faults = Faults(),
         for g in gpus:
             if name in MEMORY_FIELDS and faults.omits_memory(node, g.index):
                 continue
-            labels = (f'gpu="{g.index}",UUID="{g.uuid}",pci_bus_id="{g.bus_id}",'
-                      f'device="nvidia{g.index}",modelName="{g.model}",Hostname="{node}",'
-                      f'DCGM_FI_DRIVER_VERSION="{driver_version}"')
+            labels = (
+                f'gpu="{g.index}",UUID="{g.uuid}",pci_bus_id="{g.bus_id}",'
+                f'device="nvidia{g.index}",modelName="{g.model}",Hostname="{node}",'
+                f'DCGM_FI_DRIVER_VERSION="{driver_version}"'
+            )
             out.append(f"{name}{{{labels}}} {_fmt(readings[g.index][name])}")
     return "\n".join(out) + "\n"
 
 
 # ---- the server ----------------------------------------------------------------------
 
-def _check_loopback(host: str) -> None:
-    if not ipaddress.ip_address(host).is_loopback:
-        raise SystemExit(f"kaic.lab.dcgm: refusing to listen on non-loopback {host}")
 
-
-def make_server(node: str, gpus: Sequence[Gpu], host: str, port: int,
-                fault_file: Path | None) -> ThreadingHTTPServer:
+def make_server(
+    node: str, gpus: Sequence[Gpu], host: str, port: int, fault_file: Path | None
+) -> ThreadingHTTPServer:
     """An HTTP server for one node's exporter (not started)."""
-    _check_loopback(host)
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.split("?")[0] not in ("/metrics", "/"):
-                self.send_error(404)
-                return
-            body = render(node, gpus, faults=Faults.load(fault_file)).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(req: http.Request) -> http.Reply:
+        if req.path not in ("/metrics", "/"):
+            return http.Reply(404, b"not found\n")
+        body = render(node, gpus, faults=Faults.load(fault_file)).encode()
+        return http.Reply(200, body, "text/plain; version=0.0.4; charset=utf-8")
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return ThreadingHTTPServer((host, port), Handler)
+    return http.server(host, port, answer, name="kaic.lab.sims.dcgm")
 
 
-def serve(node: str, gpus: Sequence[Gpu], host: str, port: int,
-          fault_file: Path | None) -> None:
+def serve(node: str, gpus: Sequence[Gpu], host: str, port: int, fault_file: Path | None) -> None:
     make_server(node, gpus, host, port, fault_file).serve_forever()
 
 
@@ -191,31 +190,40 @@ class NodeExporter:
 
 def write_spec(path: Path, exporters: Sequence[NodeExporter]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([{"node": e.node, "port": e.port,
-                                 "gpus": [asdict(g) for g in e.gpus]} for e in exporters],
-                               indent=2))
+    path.write_text(
+        json.dumps(
+            [
+                {"node": e.node, "port": e.port, "gpus": [asdict(g) for g in e.gpus]}
+                for e in exporters
+            ],
+            indent=2,
+        )
+    )
 
 
 def read_spec(path: Path) -> list[NodeExporter]:
-    return [NodeExporter(d["node"], int(d["port"]), tuple(Gpu(**g) for g in d["gpus"]))
-            for d in json.loads(path.read_text())]
+    return [
+        NodeExporter(d["node"], int(d["port"]), tuple(Gpu(**g) for g in d["gpus"]))
+        for d in json.loads(path.read_text())
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
-        prog="python -m kaic.lab.dcgm",
-        description="simulated DCGM exporters: one loopback listener per lab GPU node")
-    ap.add_argument("--spec", type=Path, required=True,
-                    help="JSON list of {node, port, gpus}")
+        prog="python -m kaic.lab.sims.dcgm",
+        description="simulated DCGM exporters: one loopback listener per lab GPU node",
+    )
+    ap.add_argument("--spec", type=Path, required=True, help="JSON list of {node, port, gpus}")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--fault-file", type=Path)
     a = ap.parse_args(argv)
-    servers = [make_server(e.node, e.gpus, a.host, e.port, a.fault_file)
-               for e in read_spec(a.spec)]
+    servers = [make_server(e.node, e.gpus, a.host, e.port, a.fault_file) for e in read_spec(a.spec)]
     for e, srv in zip(read_spec(a.spec), servers, strict=True):
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        print(f"dcgm simulator for {e.node}: {len(e.gpus)} GPUs on "
-              f"http://{a.host}:{e.port}/metrics", flush=True)
+        http.start(srv)
+        print(
+            f"dcgm simulator for {e.node}: {len(e.gpus)} GPUs on http://{a.host}:{e.port}/metrics",
+            flush=True,
+        )
     threading.Event().wait()
 
 

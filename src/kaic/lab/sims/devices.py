@@ -4,7 +4,8 @@ Owns: the device visibility agent (a watcher of the lab's pods, ResourceClaims a
 ResourceSlices), how it derives each container's visible GPUs from what the scheduler
 actually allocated, the per-pod kwok ``Exec`` rules, and the small shell programs that
 give an exec'd command its own ``/dev`` and ``nvidia-smi``. Must not import the
-``kubernetes`` client (it talks to the apiserver over HTTPS with the lab's kubeconfig).
+``kubernetes`` client (it talks to the apiserver with the lab's client,
+``kaic.lab.apiserver``, and the lab's kubeconfig).
 
 How it works (docs/lab.md, "Simulated device visibility"):
 
@@ -31,24 +32,20 @@ How it works (docs/lab.md, "Simulated device visibility"):
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import os
 import shutil
-import ssl
 import sys
 import tempfile
 import threading
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from kaic.lab.apiserver import ApiClient, ApiError
 
 DRIVER = "gpu.nvidia.com"
 RESOURCE = "nvidia.com/gpu"
@@ -105,8 +102,9 @@ def _attr(attrs: Mapping[str, Any], name: str) -> Any:
     return None
 
 
-def gpus_by_node(nodes: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[str, Any]],
-                 lab: str) -> dict[str, list[Gpu]]:
+def gpus_by_node(
+    nodes: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[str, Any]], lab: str
+) -> dict[str, list[Gpu]]:
     """Every node's GPUs: from the driver's ResourceSlices (node-local ones), else from the
     node's ``nvidia.com/gpu`` capacity with the lab's synthetic UUIDs."""
     out: dict[str, dict[int, Gpu]] = {}
@@ -126,8 +124,13 @@ def gpus_by_node(nodes: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[st
             uid = str(_attr(attrs, "uuid") or synthetic_uuid(lab, node, int(idx)))
             product = str(_attr(attrs, "productName") or PRODUCT)
             out.setdefault(node, {})[int(idx)] = Gpu(
-                node, int(idx), uid, str(d.get("name", "")),
-                str((spec.get("pool") or {}).get("name", "")), product)
+                node,
+                int(idx),
+                uid,
+                str(d.get("name", "")),
+                str((spec.get("pool") or {}).get("name", "")),
+                product,
+            )
     for n in nodes:
         name = n.get("metadata", {}).get("name", "")
         cap = (n.get("status") or {}).get("capacity") or {}
@@ -168,8 +171,12 @@ class DevicePluginAssigner:
     """(pod uid, container) -> (node, indices)."""
     conflicts: list[str] = field(default_factory=list)
 
-    def sync(self, pods: Sequence[Mapping[str, Any]], gpus: Mapping[str, list[Gpu]],
-             dra_taken: Mapping[str, set[int]]) -> None:
+    def sync(
+        self,
+        pods: Sequence[Mapping[str, Any]],
+        gpus: Mapping[str, list[Gpu]],
+        dra_taken: Mapping[str, set[int]],
+    ) -> None:
         live = {}
         for p in pods:
             node = p.get("spec", {}).get("nodeName")
@@ -184,10 +191,15 @@ class DevicePluginAssigner:
         used: dict[str, set[int]] = {}
         for node, idx in self.assigned.values():
             used.setdefault(node, set()).update(idx)
-        order = sorted(live.items(), key=lambda kv: (
-            kv[1][0]["metadata"].get("creationTimestamp", ""),
-            kv[1][0]["metadata"].get("namespace", ""), kv[1][0]["metadata"].get("name", ""),
-            kv[0][1]))
+        order = sorted(
+            live.items(),
+            key=lambda kv: (
+                kv[1][0]["metadata"].get("creationTimestamp", ""),
+                kv[1][0]["metadata"].get("namespace", ""),
+                kv[1][0]["metadata"].get("name", ""),
+                kv[0][1],
+            ),
+        )
         for key, (p, c, node) in order:
             if key in self.assigned:
                 continue
@@ -197,7 +209,8 @@ class DevicePluginAssigner:
             if len(free) < want:
                 self.conflicts.append(
                     f"{p['metadata'].get('namespace')}/{p['metadata'].get('name')} container "
-                    f"{c['name']}: wants {want} {RESOURCE} on {node}, {len(free)} free")
+                    f"{c['name']}: wants {want} {RESOURCE} on {node}, {len(free)} free"
+                )
                 continue
             self.assigned[key] = (node, tuple(free[:want]))
             used[node].update(free[:want])
@@ -219,9 +232,12 @@ def claim_names(pod: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def container_grants(pod: Mapping[str, Any], container: Mapping[str, Any],
-                     claims: Mapping[tuple[str, str], Mapping[str, Any]],
-                     by_device: Mapping[tuple[str, str], Gpu]) -> list[Gpu]:
+def container_grants(
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    claims: Mapping[tuple[str, str], Mapping[str, Any]],
+    by_device: Mapping[tuple[str, str], Gpu],
+) -> list[Gpu]:
     """GPUs the claims referenced by ``container`` were allocated (by request name)."""
     names = claim_names(pod)
     ns = pod.get("metadata", {}).get("namespace", "")
@@ -244,17 +260,24 @@ def container_grants(pod: Mapping[str, Any], container: Mapping[str, Any],
     return out
 
 
-def visibility(pods: Sequence[Mapping[str, Any]], claims: Iterable[Mapping[str, Any]],
-               gpus: Mapping[str, list[Gpu]], assigner: DevicePluginAssigner,
-               mode: str = "isolated") -> dict[str, dict[str, list[Gpu]]]:
+def visibility(
+    pods: Sequence[Mapping[str, Any]],
+    claims: Iterable[Mapping[str, Any]],
+    gpus: Mapping[str, list[Gpu]],
+    assigner: DevicePluginAssigner,
+    mode: str = "isolated",
+) -> dict[str, dict[str, list[Gpu]]]:
     """pod uid -> container name -> the GPUs it sees, for every bound, live pod."""
     by_device = {(g.pool, g.device): g for gl in gpus.values() for g in gl if g.device}
-    claim_map = {(c.get("metadata", {}).get("namespace", ""),
-                  c.get("metadata", {}).get("name", "")): c for c in claims}
+    claim_map = {
+        (c.get("metadata", {}).get("namespace", ""), c.get("metadata", {}).get("name", "")): c
+        for c in claims
+    }
     dra_taken: dict[str, set[int]] = {}
     for c in claim_map.values():
-        for r in (((c.get("status") or {}).get("allocation") or {}).get("devices") or {}
-                  ).get("results") or []:
+        for r in (((c.get("status") or {}).get("allocation") or {}).get("devices") or {}).get(
+            "results"
+        ) or []:
             g = by_device.get((str(r.get("pool")), str(r.get("device"))))
             if g is not None:
                 dra_taken.setdefault(g.node, set()).add(g.index)
@@ -270,14 +293,20 @@ def visibility(pods: Sequence[Mapping[str, Any]], claims: Iterable[Mapping[str, 
             granted = container_grants(p, c, claim_map, by_device)
             idx = assigner.of(pod_key(p), c["name"])
             granted += [g for g in node_gpus if g.index in idx and g not in granted]
-            asked = bool(granted) or bool(_requested(c)) or bool(
-                (c.get("resources") or {}).get("claims"))
-            env_all = any(e.get("name") == VISIBLE_ENV and e.get("value") == "all"
-                          for e in c.get("env") or [])
+            asked = (
+                bool(granted)
+                or bool(_requested(c))
+                or bool((c.get("resources") or {}).get("claims"))
+            )
+            env_all = any(
+                e.get("name") == VISIBLE_ENV and e.get("value") == "all" for e in c.get("env") or []
+            )
             seen = sorted(granted)
-            if ((mode == "leak-unrequested" and not asked)
-                    or (mode == "leak-envvar" and env_all)
-                    or (mode == "leak-shared" and asked)):
+            if (
+                (mode == "leak-unrequested" and not asked)
+                or (mode == "leak-envvar" and env_all)
+                or (mode == "leak-shared" and asked)
+            ):
                 seen = list(node_gpus)
             per[c["name"]] = seen
         out[pod_key(p)] = per
@@ -383,9 +412,13 @@ def install_programs(root: Path, exec_bin: Path) -> None:
     """Write ``devns.sh`` under ``root`` and the ``sh`` wrapper into ``exec_bin``."""
     root.mkdir(parents=True, exist_ok=True)
     _write(root / "devns.sh", DEVNS, 0o755)
-    _write(exec_bin / "sh", SH_WRAPPER.replace("@ROOT@", str(root))
-           .replace("@WAIT@", str(int(WAIT_READY_S * 10))).replace("@NORULE@", NO_RULE),
-           0o755)
+    _write(
+        exec_bin / "sh",
+        SH_WRAPPER.replace("@ROOT@", str(root))
+        .replace("@WAIT@", str(int(WAIT_READY_S * 10)))
+        .replace("@NORULE@", NO_RULE),
+        0o755,
+    )
 
 
 def with_no_rule_marker(cluster_exec: Mapping[str, Any], root: Path) -> dict[str, Any]:
@@ -404,8 +437,9 @@ def container_dir(root: Path, uid: str, container: str) -> Path:
     return root / "pods" / uid / container
 
 
-def write_state(root: Path, vis: Mapping[str, Mapping[str, list[Gpu]]],
-                pods: Sequence[Mapping[str, Any]]) -> None:
+def write_state(
+    root: Path, vis: Mapping[str, Mapping[str, list[Gpu]]], pods: Sequence[Mapping[str, Any]]
+) -> None:
     """Per-container ``devices``, ``gpus``, ``bin/nvidia-smi`` and ``ready`` for bound pods;
     directories of pods that are gone are removed."""
     known = {pod_key(p) for p in pods}
@@ -434,18 +468,23 @@ def exec_rule(pod: Mapping[str, Any], root: Path, base: Mapping[str, Any]) -> di
     for c in pod.get("spec", {}).get("containers") or []:
         local = json.loads(json.dumps(base))
         envs = [e for e in local.get("envs") or [] if e.get("name") != DEVICE_DIR_ENV]
-        envs.append({"name": DEVICE_DIR_ENV,
-                     "value": str(container_dir(root, md["uid"], c["name"]))})
+        envs.append(
+            {"name": DEVICE_DIR_ENV, "value": str(container_dir(root, md["uid"], c["name"]))}
+        )
         local["envs"] = envs
         execs.append({"containers": [c["name"]], "local": local})
     return {
-        "apiVersion": KWOK_API, "kind": "Exec",
-        "metadata": {"name": md["name"], "namespace": md["namespace"],
-                     "labels": {RULE_LABEL: "agent",
-                                "app.kubernetes.io/managed-by": "kaic-lab"},
-                     "annotations": {"kaic.io/pod-uid": md["uid"]},
-                     "ownerReferences": [{"apiVersion": "v1", "kind": "Pod",
-                                          "name": md["name"], "uid": md["uid"]}]},
+        "apiVersion": KWOK_API,
+        "kind": "Exec",
+        "metadata": {
+            "name": md["name"],
+            "namespace": md["namespace"],
+            "labels": {RULE_LABEL: "agent", "app.kubernetes.io/managed-by": "kaic-lab"},
+            "annotations": {"kaic.io/pod-uid": md["uid"]},
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "Pod", "name": md["name"], "uid": md["uid"]}
+            ],
+        },
         "spec": {"execs": execs},
     }
 
@@ -455,78 +494,10 @@ def exec_rule(pod: Mapping[str, Any], root: Path, base: Mapping[str, Any]) -> di
 # ---------------------------------------------------------------------------------------
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class KubeconfigApi:
-    """A minimal HTTPS client for the lab's apiserver, from an admin kubeconfig."""
-
-    def __init__(self, kubeconfig: Path) -> None:
-        cfg = yaml.safe_load(kubeconfig.read_text())
-        ctx_name = cfg.get("current-context")
-        ctx = next((c["context"] for c in cfg.get("contexts", [])
-                    if c["name"] == ctx_name), cfg["contexts"][0]["context"])
-        cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"])
-        user = next(u["user"] for u in cfg["users"] if u["name"] == ctx["user"])
-        self.server = str(cluster["server"]).rstrip("/")
-        self._tmp = Path(tempfile.mkdtemp(prefix="kaic-devices-"))
-        ca = self._file(cluster, "certificate-authority", "ca.crt")
-        self.ssl = ssl.create_default_context(cafile=str(ca)) if ca else \
-            ssl.create_default_context()
-        cert = self._file(user, "client-certificate", "client.crt")
-        key = self._file(user, "client-key", "client.key")
-        if cert and key:
-            self.ssl.load_cert_chain(str(cert), str(key))
-        self.token = user.get("token")
-        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                                  urllib.request.HTTPSHandler(context=self.ssl))
-
-    def _file(self, section: Mapping[str, Any], key: str, name: str) -> Path | None:
-        if section.get(f"{key}-data"):
-            p = self._tmp / name
-            p.write_bytes(base64.b64decode(section[f"{key}-data"]))
-            p.chmod(0o600)
-            return p
-        return Path(section[key]) if section.get(key) else None
-
-    def close(self) -> None:
-        shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def _req(self, method: str, path: str, body: Any = None,
-             content_type: str = "application/json") -> urllib.request.Request:
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": content_type, "Accept": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        return urllib.request.Request(self.server + path, data=data, method=method,
-                                      headers=headers)
-
-    def request(self, method: str, path: str, body: Any = None, *,
-                content_type: str = "application/json", timeout: float = 30.0) -> Any:
-        try:
-            with self.opener.open(self._req(method, path, body, content_type),
-                                  timeout=timeout) as r:
-                raw = r.read()
-        except urllib.error.HTTPError as e:
-            raise ApiError(e.code, f"{method} {path}: {e.code} "
-                                   f"{e.read().decode(errors='replace')[:300]}") from e
-        except (urllib.error.URLError, OSError) as e:
-            raise ApiError(0, f"{method} {path}: {e}") from e
-        return json.loads(raw) if raw else None
-
-    def watch_lines(self, path: str, timeout: float) -> Iterable[bytes]:
-        with self.opener.open(self._req("GET", path), timeout=timeout) as r:
-            yield from r
-
-
 class Agent:
     """Keeps every pod's simulated device view in line with the cluster's allocations."""
 
-    def __init__(self, api: KubeconfigApi, root: Path, lab: str,
-                 log: Any = None) -> None:
+    def __init__(self, api: ApiClient, root: Path, lab: str, log: Any = None) -> None:
         self.api = api
         self.root = root
         self.lab = lab
@@ -550,8 +521,9 @@ class Agent:
 
     def mode(self) -> str:
         try:
-            cm = self.api.request("GET", f"/api/v1/namespaces/{CONFIGMAP_NAMESPACE}/"
-                                         f"configmaps/{CONFIGMAP_NAME}")
+            cm = self.api.request(
+                "GET", f"/api/v1/namespaces/{CONFIGMAP_NAMESPACE}/configmaps/{CONFIGMAP_NAME}"
+            )
         except ApiError as e:
             if e.status == 404:
                 return "isolated"
@@ -569,8 +541,9 @@ class Agent:
             for ex in (ce.get("spec") or {}).get("execs") or []:
                 if not ex.get("containers") and ex.get("local") is not None:
                     local = dict(ex["local"])
-                    local["envs"] = [e for e in local.get("envs") or []
-                                     if e.get("name") != DEVICE_DIR_ENV]
+                    local["envs"] = [
+                        e for e in local.get("envs") or [] if e.get("name") != DEVICE_DIR_ENV
+                    ]
                     return local
         return {}
 
@@ -595,8 +568,10 @@ class Agent:
         (self.root / ALIVE_FILE).touch()
 
     def sync_rules(self, pods: Sequence[Mapping[str, Any]]) -> None:
-        rules = {(r["metadata"]["namespace"], r["metadata"]["name"]): r
-                 for r in self._list(f"/apis/{KWOK_API}/execs")}
+        rules = {
+            (r["metadata"]["namespace"], r["metadata"]["name"]): r
+            for r in self._list(f"/apis/{KWOK_API}/execs")
+        }
         live = set()
         for p in pods:
             md = p["metadata"]
@@ -606,12 +581,16 @@ class Agent:
             have = rules.get((md["namespace"], md["name"]))
             if have is not None:
                 ours = (have["metadata"].get("labels") or {}).get(RULE_LABEL) == "agent"
-                same = (have["metadata"].get("annotations") or {}).get(
-                    "kaic.io/pod-uid") == md["uid"]
+                same = (have["metadata"].get("annotations") or {}).get("kaic.io/pod-uid") == md[
+                    "uid"
+                ]
                 if not ours:
                     continue
-                if same and have.get("spec", {}).get("execs") == exec_rule(
-                        p, self.root, self._base or {})["spec"]["execs"]:
+                if (
+                    same
+                    and have.get("spec", {}).get("execs")
+                    == exec_rule(p, self.root, self._base or {})["spec"]["execs"]
+                ):
                     self._ruled.add(md["uid"])
                     continue
             self.ensure_rule(p)
@@ -621,8 +600,10 @@ class Agent:
         """Create or update the pod's Exec rule (idempotent server-side apply)."""
         md = pod["metadata"]
         rule = exec_rule(pod, self.root, self._base or {})
-        path = (f"/apis/{KWOK_API}/namespaces/{md['namespace']}/execs/{md['name']}"
-                "?fieldManager=kaic-lab-devices&force=true")
+        path = (
+            f"/apis/{KWOK_API}/namespaces/{md['namespace']}/execs/{md['name']}"
+            "?fieldManager=kaic-lab-devices&force=true"
+        )
         try:
             self.api.request("PATCH", path, rule, content_type="application/apply-patch+yaml")
         except ApiError as e:
@@ -638,9 +619,13 @@ class Agent:
             ev = json.loads(line)
             pod = ev.get("object") or {}
             md = pod.get("metadata") or {}
-            if (ev.get("type") in ("ADDED", "MODIFIED") and md.get("uid")
-                    and md["uid"] not in self._ruled and not md.get("deletionTimestamp")
-                    and self._base is not None):
+            if (
+                ev.get("type") in ("ADDED", "MODIFIED")
+                and md.get("uid")
+                and md["uid"] not in self._ruled
+                and not md.get("deletionTimestamp")
+                and self._base is not None
+            ):
                 self.ensure_rule(pod)
         except (ValueError, KeyError, TypeError, AttributeError):
             pass
@@ -649,11 +634,12 @@ class Agent:
     def _watch(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                rv = self.api.request("GET", "/api/v1/pods?limit=1")["metadata"][
-                    "resourceVersion"]
+                rv = self.api.request("GET", "/api/v1/pods?limit=1")["metadata"]["resourceVersion"]
                 for line in self.api.watch_lines(
-                        f"/api/v1/pods?watch=1&allowWatchBookmarks=false"
-                        f"&resourceVersion={rv}&timeoutSeconds=60", timeout=90):
+                    f"/api/v1/pods?watch=1&allowWatchBookmarks=false"
+                    f"&resourceVersion={rv}&timeoutSeconds=60",
+                    timeout=90,
+                ):
                     if stop.is_set():
                         return
                     if line.strip():
@@ -674,7 +660,7 @@ class Agent:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m kaic.lab.devices --kubeconfig K --root DIR --exec-bin DIR --lab NAME``."""
+    """``python -m kaic.lab.sims.devices --kubeconfig K --root DIR --exec-bin DIR --lab NAME``."""
     ap = argparse.ArgumentParser(prog="kaic-lab-devices", description=__doc__.splitlines()[0])
     ap.add_argument("--kubeconfig", required=True, type=Path)
     ap.add_argument("--root", required=True, type=Path)
@@ -682,7 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--lab", default="default")
     args = ap.parse_args(argv)
     install_programs(args.root, args.exec_bin)
-    api = KubeconfigApi(args.kubeconfig)
+    api = ApiClient.from_kubeconfig(args.kubeconfig)
     stop = threading.Event()
     agent = Agent(api, args.root, args.lab)
     agent.log(f"device visibility agent for lab {args.lab}: {api.server}, state {args.root}")

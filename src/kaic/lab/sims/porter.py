@@ -8,8 +8,8 @@ value over HTTP on ``<pod IP>:<N>``. The lab's kwok hands out pod IPs inside
 127.0.0.0/8, so the listeners are loopback addresses, and a Prometheus that discovers
 the pod through the apiserver can scrape it exactly as it would in a real cluster.
 
-Owns: the pod watch loop (plain HTTPS polling of the lab's apiserver as the admin) and the
-listeners. Must never bind to or dial anything but loopback: pods whose IP is not in
+Owns: the pod loop (polling the lab's apiserver as the admin with the lab's client) and
+the listeners. Must never bind to or dial anything but loopback: pods whose IP is not in
 127.0.0.0/8 are ignored, and the apiserver address must be loopback too.
 """
 
@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
-import ssl
 import sys
-import threading
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from kaic.errors import LabError
+from kaic.lab.apiserver import ApiClient
+from kaic.lab.sims import http
 
 PORT_PREFIXES = ("SERVE_PORT_", "SERVE_TCP_PORT_")
 
@@ -45,8 +44,8 @@ def porter_ports(pod: dict[str, Any]) -> dict[int, str]:
         for env in c.get("env") or []:
             name, value = str(env.get("name", "")), env.get("value")
             for prefix in PORT_PREFIXES:
-                if name.startswith(prefix) and name[len(prefix):].isdigit() and value is not None:
-                    out[int(name[len(prefix):])] = str(value)
+                if name.startswith(prefix) and name[len(prefix) :].isdigit() and value is not None:
+                    out[int(name[len(prefix) :])] = str(value)
     return out
 
 
@@ -61,22 +60,8 @@ def loopback_ip(pod: dict[str, Any]) -> str | None:
 
 
 def _server(ip: str, port: int, body: str) -> ThreadingHTTPServer:
-    data = body.encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    srv = ThreadingHTTPServer((ip, port), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv
+    reply = http.Reply(200, body.encode())
+    return http.start(http.server(ip, port, lambda _req: reply, name="kaic.lab.sims.porter"))
 
 
 class Porter:
@@ -90,7 +75,8 @@ class Porter:
         names: dict[Key, str] = {}
         for pod in pods:
             if pod.get("status", {}).get("phase") != "Running" or pod.get("metadata", {}).get(
-                    "deletionTimestamp"):
+                "deletionTimestamp"
+            ):
                 continue
             ip = loopback_ip(pod)
             if ip is None:
@@ -118,35 +104,28 @@ class Porter:
         self.servers.clear()
 
 
-def _client(server: str, ca: Path, cert: Path, key: Path) -> urllib.request.OpenerDirector:
-    host = urllib.parse.urlsplit(server).hostname or ""
-    if not ipaddress.ip_address(host).is_loopback:
-        raise SystemExit(f"kaic.lab.porter: apiserver {server} is not on loopback")
-    ctx = ssl.create_default_context(cafile=str(ca))
-    ctx.load_cert_chain(str(cert), str(key))
-    return urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                       urllib.request.HTTPSHandler(context=ctx))
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m kaic.lab.porter",
-                                 description="serve agnhost-porter pods at their loopback IPs")
+    ap = argparse.ArgumentParser(
+        prog="python -m kaic.lab.sims.porter",
+        description="serve agnhost-porter pods at their loopback IPs",
+    )
     ap.add_argument("--server", required=True, help="https://127.0.0.1:PORT of the apiserver")
     ap.add_argument("--ca", type=Path, required=True)
     ap.add_argument("--cert", type=Path, required=True)
     ap.add_argument("--key", type=Path, required=True)
     ap.add_argument("--interval", type=float, default=0.5)
     a = ap.parse_args(argv)
-    opener = _client(a.server, a.ca, a.cert, a.key)
+    try:
+        api = ApiClient.from_files(a.server, a.ca, a.cert, a.key)
+    except LabError as e:
+        raise SystemExit(f"kaic.lab.sims.porter: {e}") from e
     porter = Porter()
     print("porter simulator running", flush=True)
     while True:
         try:
-            with opener.open(a.server + "/api/v1/pods?fieldSelector=status.phase%3DRunning",
-                             timeout=10) as r:
-                pods = json.loads(r.read()).get("items") or []
+            pods = api.get("/api/v1/pods?fieldSelector=status.phase%3DRunning").get("items") or []
             porter.sync(pods)
-        except (OSError, ValueError) as e:
+        except (LabError, OSError, ValueError, AttributeError) as e:
             print(f"listing pods failed: {e}", flush=True)
         time.sleep(a.interval)
 

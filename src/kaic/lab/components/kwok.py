@@ -1,0 +1,134 @@
+"""The kwok controller: plays the kubelet for the lab's fake nodes (lifecycle stages, exec,
+logs, port-forward, metrics), with its CRDs, fast stages and the default ClusterExec.
+
+Owns: kwok's flags, CRDs, stages and the ``kaic-lab-local`` ClusterExec (``kubectl exec``
+runs commands as local processes). Must not create nodes (the ``nodes`` component does).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from kaic.lab.apiserver import probe
+from kaic.lab.binaries import manifests
+from kaic.lab.component import ProcessComponent, register
+from kaic.lab.context import LabContext
+from kaic.lab.crds import apply_all, wait_established
+
+KWOK_CRDS = (
+    "Stage",
+    "Exec",
+    "ClusterExec",
+    "PortForward",
+    "ClusterPortForward",
+    "Logs",
+    "ClusterLogs",
+    "Attach",
+    "ClusterAttach",
+    "Metric",
+    "ResourceUsage",
+    "ClusterResourceUsage",
+)
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+EXEC_BIN = "exec-bin"
+"""Data directory put first on kwok's PATH (see ``Kwok.env``)."""
+COMPLETE_AFTER_ANNOTATION = "kaic.io/complete-after"
+"""On a pod owned by a Job: how long it stays Running before it Succeeds (e.g. ``30s``)."""
+
+
+def kwok_stages(ctx: LabContext) -> list[dict[str, Any]]:
+    """kwok's fast node and pod stages; Job pods may stay Running for a while.
+
+    Upstream's ``pod-complete`` stage makes a Job's pod Succeed at once. The lab adds a
+    delay read from the pod annotation ``kaic.io/complete-after`` (a Go duration such as
+    ``30s``, or an RFC 3339 time), so gang-scheduled or long-running Jobs can be
+    observed while Running; without the annotation they still complete immediately.
+    """
+    docs = manifests("kwok", "stages", ctx.options.version)
+    for d in docs:
+        if d["metadata"]["name"] == "pod-complete":
+            d["spec"]["delay"] = {
+                "durationMilliseconds": 0,
+                "durationFrom": {
+                    "expressionFrom": f'.metadata.annotations["{COMPLETE_AFTER_ANNOTATION}"]'
+                },
+            }
+    return docs
+
+
+@register
+class Kwok(ProcessComponent):
+    name = "kwok"
+    description = (
+        "kwok controller: plays the kubelet for fake nodes (lifecycle stages, "
+        "exec, logs, port-forward, metrics) with its CRDs enabled"
+    )
+    order = 50
+    after = ("kube-apiserver",)
+    optional = False
+    binaries = ("kwok",)
+
+    def port_keys(self) -> tuple[str, ...]:
+        return ("kwok",)
+
+    def before_start(self, ctx: LabContext) -> None:
+        crds = manifests("kwok", "crds", ctx.options.version)
+        apply_all(ctx, crds, streams=4)
+        wait_established(ctx, crds)
+        ctx.apply(kwok_stages(ctx))
+        ctx.apply([default_cluster_exec(ctx)])
+        # NOTE: an explicit KwokConfiguration is not defaulted by kwok (zero parallelism
+        # stops its controllers), so the file is empty and flags carry the options; it
+        # only keeps kwok from reading ~/.kwok/kwok.yaml.
+        (ctx.dir("kwok") / "kwok.yaml").write_text("# options are passed as flags\n")
+
+    def argv(self, ctx: LabContext) -> list[str]:
+        port = ctx.port("kwok")
+        return [
+            str(ctx.binary("kwok")),
+            f"--kubeconfig={ctx.kubeconfig}",
+            f"--config={ctx.dir('kwok') / 'kwok.yaml'}",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+            "--node-ip=127.0.0.1",
+            f"--node-port={port}",
+            f"--server-address=127.0.0.1:{port}",
+            f"--cidr={ctx.options.pod_cidr}",
+            "--node-lease-duration-seconds=40",
+            f"--enable-crds={','.join(KWOK_CRDS)}",
+        ]
+
+    def env(self, ctx: LabContext) -> dict[str, str]:
+        # NOTE: kwok resolves argv[0] of `kubectl exec` commands with its own PATH;
+        # components put programs into exec-bin to stand in for them (e.g. the `sh` of
+        # simulated device visibility, docs/lab.md).
+        path = os.environ.get("PATH", os.defpath)
+        return {"PATH": f"{ctx.dir(EXEC_BIN)}{os.pathsep}{path}"}
+
+    def ready(self, ctx: LabContext) -> bool:
+        return probe(f"http://127.0.0.1:{ctx.port('kwok')}/healthz")
+
+
+def default_cluster_exec(ctx: LabContext) -> dict[str, Any]:
+    """``kubectl exec`` into any lab pod runs the command as a local process.
+
+    The working directory is ``<state>/data/exec``; ``KAIC_LAB`` names the lab. More
+    specific ``Exec`` objects (per pod) take precedence and may set other env vars.
+    """
+    workdir = ctx.dir("exec")
+    return {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "ClusterExec",
+        "metadata": {"name": "kaic-lab-local"},
+        "spec": {
+            "execs": [
+                {
+                    "local": {
+                        "workDir": str(workdir),
+                        "envs": [{"name": "KAIC_LAB", "value": ctx.name}],
+                    }
+                }
+            ]
+        },
+    }

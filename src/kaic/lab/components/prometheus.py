@@ -1,0 +1,204 @@
+"""The lab's real Prometheus server (``--with prometheus``; the binary is program
+``prometheus`` of ``programs.toml``, built by ``kaic lab build``).
+
+Prometheus runs as a local process on 127.0.0.1. It discovers pods
+through the lab's apiserver (``kubernetes_sd_configs``, role ``pod``, with the lab's
+admin kubeconfig) and keeps the usual annotation convention (``prometheus.io/scrape``,
+``prometheus.io/port``, ``prometheus.io/path``).
+
+Network rule: the last relabel step keeps only targets whose ``__address__`` is a
+127.0.0.0/8 address with a port, so Prometheus never dials anything but loopback, even
+if a pod had another IP. The lab's kwok hands out pod IPs inside 127.0.0.0/8, and
+``kaic.lab.sims.porter`` serves the sample workload at its pod IP. In the cluster it is
+represented by a pod ``monitoring/prometheus-0`` (``app.kubernetes.io/name=prometheus``,
+port 9090 ``web``) with a kwok ``PortForward`` to it, and a Service ``prometheus``.
+
+Owns: the configuration text, the command line, the process and those API objects.
+Must not decide pass/fail.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from kaic.errors import LabError
+from kaic.lab import programs
+from kaic.lab.apiserver import probe
+from kaic.lab.component import ProcessComponent, register
+from kaic.lab.context import LabContext
+from kaic.lab.objects import LAB_LABELS, namespace, pods_running, port_forward
+
+PROM_NAMESPACE = "monitoring"
+PROM_POD = "prometheus-0"
+PROM_PORT = 9090
+SCRAPE_INTERVAL = "2s"
+LOOPBACK_ADDRESS = r"127(\.[0-9]{1,3}){3}:[0-9]+"
+"""Relabel regex (anchored by Prometheus) a target address must match to be scraped."""
+
+
+def config(kubeconfig: Path, *, scrape_pods: bool = True) -> dict[str, object]:
+    """The lab Prometheus configuration; ``scrape_pods=False`` collects nothing (a fault)."""
+    relabel = [
+        {
+            "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+            "action": "keep",
+            "regex": "true",
+        },
+        {
+            "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"],
+            "action": "replace",
+            "target_label": "__metrics_path__",
+            "regex": "(.+)",
+        },
+        {
+            "source_labels": [
+                "__meta_kubernetes_pod_ip",
+                "__meta_kubernetes_pod_annotation_prometheus_io_port",
+            ],
+            "action": "replace",
+            "regex": r"(.+);([0-9]+)",
+            "replacement": "$1:$2",
+            "target_label": "__address__",
+        },
+        # NOTE: the network rule; must stay the last address-changing step.
+        {"source_labels": ["__address__"], "action": "keep", "regex": LOOPBACK_ADDRESS},
+        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+        {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
+    ]
+    jobs = (
+        [
+            {
+                "job_name": "kubernetes-pods",
+                "scrape_interval": SCRAPE_INTERVAL,
+                "scrape_timeout": SCRAPE_INTERVAL,
+                "fallback_scrape_protocol": "PrometheusText0.0.4",
+                "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": str(kubeconfig)}],
+                "relabel_configs": relabel,
+            }
+        ]
+        if scrape_pods
+        else []
+    )
+    return {
+        "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": "15s"},
+        "scrape_configs": jobs,
+    }
+
+
+def config_text(kubeconfig: Path, *, scrape_pods: bool = True) -> str:
+    return yaml.safe_dump(config(kubeconfig, scrape_pods=scrape_pods), sort_keys=False)
+
+
+def command_line(binary_path: Path, config_file: Path, data_dir: Path, port: int) -> list[str]:
+    return [
+        str(binary_path),
+        f"--config.file={config_file}",
+        f"--storage.tsdb.path={data_dir}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--web.enable-lifecycle",
+        "--storage.tsdb.retention.time=2h",
+        "--log.level=info",
+    ]
+
+
+def prometheus_config_file(ctx: LabContext) -> Path:
+    return ctx.dir("prometheus") / "prometheus.yml"
+
+
+def set_prometheus_scraping(ctx: LabContext, enabled: bool) -> None:
+    """Switch the lab Prometheus between collecting annotated pods and collecting nothing
+    (a fault for negative tests); reloads it through its lifecycle API."""
+    prometheus_config_file(ctx).write_text(config_text(ctx.kubeconfig, scrape_pods=enabled))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{ctx.port('prometheus')}/-/reload", method="POST"
+    )
+    with opener.open(req, timeout=30) as r:
+        if r.status != 200:
+            raise LabError(f"Prometheus reload answered {r.status}")
+
+
+@register
+class Prometheus(ProcessComponent):
+    name = "prometheus"
+    description = (
+        "real Prometheus (built from its Go module) discovering pods through the "
+        "apiserver, scraping only loopback targets"
+    )
+    order = 120
+    optional = True
+    default = False
+    ready_timeout = 90.0
+
+    def port_keys(self) -> tuple[str, ...]:
+        return ("prometheus",)
+
+    def before_start(self, ctx: LabContext) -> None:
+        programs.require_binary("prometheus", ctx.options.version)
+        cfg = prometheus_config_file(ctx)
+        if not cfg.exists():
+            cfg.write_text(config_text(ctx.kubeconfig))
+
+    def argv(self, ctx: LabContext) -> list[str]:
+        return command_line(
+            programs.binary_of("prometheus", ctx.options.version),
+            prometheus_config_file(ctx),
+            ctx.dir("prometheus") / "data",
+            ctx.port("prometheus"),
+        )
+
+    def ready(self, ctx: LabContext) -> bool:
+        return probe(f"http://127.0.0.1:{ctx.port('prometheus')}/-/ready")
+
+    def after_start(self, ctx: LabContext) -> None:
+        ctx.apply(
+            [
+                namespace(PROM_NAMESPACE),
+                port_forward(PROM_NAMESPACE, PROM_POD, PROM_PORT, ctx.port("prometheus")),
+            ]
+        )
+        labels = {
+            **LAB_LABELS,
+            "app.kubernetes.io/name": "prometheus",
+            "app.kubernetes.io/component": "server",
+        }
+        ctx.apply(
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": PROM_POD, "namespace": PROM_NAMESPACE, "labels": labels},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "prometheus",
+                                "image": "quay.io/prometheus/prometheus:v3.16.0",
+                                "ports": [{"name": "web", "containerPort": PROM_PORT}],
+                            }
+                        ]
+                    },
+                },
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {
+                        "name": "prometheus",
+                        "namespace": PROM_NAMESPACE,
+                        "labels": dict(labels),
+                    },
+                    "spec": {
+                        "selector": {"app.kubernetes.io/name": "prometheus"},
+                        "ports": [{"name": "web", "port": PROM_PORT, "targetPort": "web"}],
+                    },
+                },
+            ]
+        )
+        ctx.wait(
+            "the Prometheus pod to run",
+            lambda: pods_running(ctx, PROM_NAMESPACE, [PROM_POD]),
+            timeout=60,
+        )

@@ -1,0 +1,87 @@
+"""The simulators' one HTTP server helper: a threaded server on a loopback address that
+answers GET requests with what a function returns.
+
+Owns: ``Request``, ``Reply``, ``server`` and ``start``. Must not listen on anything but
+loopback (a non-loopback address ends the simulator: ``SystemExit``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+import threading
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Request:
+    """A GET request as the answer function sees it."""
+
+    path: str
+    """Without the query string."""
+    query: dict[str, list[str]] = field(default_factory=dict)
+    peer_cert: dict[str, Any] | None = None
+    """The client's verified certificate (TLS servers that ask for one), else None."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+
+
+Answer = Callable[[Request], Reply]
+
+
+def server(
+    host: str,
+    port: int,
+    answer: Answer,
+    *,
+    tls: ssl.SSLContext | None = None,
+    log: Callable[[str], None] | None = None,
+    name: str = "kaic lab simulator",
+) -> ThreadingHTTPServer:
+    """An HTTP(S) server on ``host:port`` (not started); ``log`` gets one line per request
+    (default: none). An exception in ``answer`` is a 500 answer, not a dead server."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise SystemExit(f"{name}: refusing to listen on non-loopback {host}")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            url = urllib.parse.urlsplit(self.path)
+            peer = getattr(self.connection, "getpeercert", lambda: None)()
+            req = Request(url.path, urllib.parse.parse_qs(url.query), peer or None)
+            try:
+                reply = answer(req)
+            except Exception as e:  # a broken request must not kill the simulator
+                reply = Reply(500, f"{type(e).__name__}: {e}\n".encode())
+            self.send_response(reply.status)
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            self.wfile.write(reply.body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            if log is not None:
+                log(f"{self.address_string()} {format % args}")
+
+    srv = ThreadingHTTPServer((host, port), Handler)
+    if tls is not None:
+        srv.socket = tls.wrap_socket(srv.socket, server_side=True)
+    return srv
+
+
+def start(srv: ThreadingHTTPServer) -> ThreadingHTTPServer:
+    """Serve ``srv`` in a daemon thread (stop it with ``srv.shutdown()``)."""
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
