@@ -24,17 +24,24 @@ from kaic.checklist.template import render_template
 from kaic.checklist.validate import OFFICIAL_AUTO_TESTED
 
 META = {
-    "platformName": "Bench Platform", "platformVersion": "1.0.0", "vendorName": "Bench Inc",
-    "websiteUrl": "https://bench.example", "repoUrl": "https://github.com/bench/platform",
-    "documentationUrl": "https://docs.bench.example", "description": "A benchmark platform.",
+    "platformName": "Bench Platform",
+    "platformVersion": "1.0.0",
+    "vendorName": "Bench Inc",
+    "websiteUrl": "https://bench.example",
+    "repoUrl": "https://github.com/bench/platform",
+    "documentationUrl": "https://docs.bench.example",
+    "description": "A benchmark platform.",
     "productLogoUrl": "https://bench.example/logo.svg",
     "contactEmailAddress": "ai@bench.example",
 }
 
 
 def filled(version: str, product: str) -> tuple[str, dict[str, str]]:
-    meta = dict(META, k8sConformanceUrl=f"https://github.com/cncf/k8s-conformance/tree/master/"
-                f"v{version}/{product}")
+    meta = dict(
+        META,
+        k8sConformanceUrl=f"https://github.com/cncf/k8s-conformance/tree/master/"
+        f"v{version}/{product}",
+    )
     doc = yamlio.load_text(render_template(version, meta), "template").doc
     c = cat.load(version)
     files: dict[str, str] = {}
@@ -92,8 +99,10 @@ def main() -> int:
     best, median = min(timings), statistics.median(timings)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"validated {args.count} filled checklists offline (v{versions[0]}..v{versions[-1]})")
-    print(f"  best {best:.2f} s, median {median:.2f} s of {args.repeat} runs "
-          f"({best / args.count * 1000:.2f} ms per file)")
+    print(
+        f"  best {best:.2f} s, median {median:.2f} s of {args.repeat} runs "
+        f"({best / args.count * 1000:.2f} ms per file)"
+    )
     print(f"  CPU time best {min(cpu):.2f} s ({min(cpu) / args.count * 1000:.2f} ms per file)")
     print(f"  findings: {counts['not-checked']} not checked (URLs, vendor), 0 errors, 0 warnings")
     print(f"  peak RSS {rss:.0f} MiB")

@@ -39,10 +39,14 @@ def _time(argv: list[str]) -> tuple[float, float]:
 
 def kubernetes_modules(argv: list[str]) -> list[str]:
     """The ``kubernetes`` modules a command imports (from ``-X importtime``)."""
-    r = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], capture_output=True,
-                       text=True, check=True)
-    names = [line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines()
-             if line.startswith("import time:")]
+    r = subprocess.run(
+        [argv[0], "-X", "importtime", *argv[1:]], capture_output=True, text=True, check=True
+    )
+    names = [
+        line.rsplit("|", 1)[-1].strip()
+        for line in r.stderr.splitlines()
+        if line.startswith("import time:")
+    ]
     return [n for n in names if n == "kubernetes" or n.startswith("kubernetes.")]
 
 
@@ -61,14 +65,18 @@ def main() -> int:
     base = statistics.median(w for w, _ in samples["python -c pass"])
     base_cpu = statistics.median(c for _, c in samples["python -c pass"])
     print(f"{args.repeat} runs each, {env_note}")
-    print(f"{'command':<20} {'wall median':>12} {'best':>9} {'ratio':>6}"
-          f" {'CPU median':>11} {'ratio':>6}")
+    print(
+        f"{'command':<20} {'wall median':>12} {'best':>9} {'ratio':>6}"
+        f" {'CPU median':>11} {'ratio':>6}"
+    )
     over = []
     for name, xs in samples.items():
         med = statistics.median(w for w, _ in xs)
         cpu = statistics.median(c for _, c in xs)
-        print(f"{name:<20} {med * 1000:10.1f}ms {min(w for w, _ in xs) * 1000:7.1f}ms"
-              f" {med / base:5.1f}x {cpu * 1000:9.1f}ms {cpu / max(base_cpu, 1e-3):5.1f}x")
+        print(
+            f"{name:<20} {med * 1000:10.1f}ms {min(w for w, _ in xs) * 1000:7.1f}ms"
+            f" {med / base:5.1f}x {cpu * 1000:9.1f}ms {cpu / max(base_cpu, 1e-3):5.1f}x"
+        )
         if name != "python -c pass" and med * 1000 > args.limit_ms:
             over.append(name)
     k8s = kubernetes_modules(COMMANDS["kaic catalog list"])

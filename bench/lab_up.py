@@ -39,14 +39,33 @@ class Sampler(threading.Thread):
 def _pods(lab: Lab, n: int) -> float:
     ns = "bench"
     lab.ctx.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}])
-    lab.ctx.wait("default SA", lambda: lab.ctx.exists(
-        f"/api/v1/namespaces/{ns}/serviceaccounts/default"), timeout=60)
+    lab.ctx.wait(
+        "default SA",
+        lambda: lab.ctx.exists(f"/api/v1/namespaces/{ns}/serviceaccounts/default"),
+        timeout=60,
+    )
     t = time.monotonic()
     for i in range(n):
-        lab.ctx.request("POST", f"/api/v1/namespaces/{ns}/pods", {
-            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{i}"},
-            "spec": {"containers": [{"name": "c", "image": "x", "resources": {
-                "limits": {"nvidia.com/gpu": "1"} if i % 2 else {"cpu": "100m"}}}]}})
+        lab.ctx.request(
+            "POST",
+            f"/api/v1/namespaces/{ns}/pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"p{i}"},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "x",
+                            "resources": {
+                                "limits": {"nvidia.com/gpu": "1"} if i % 2 else {"cpu": "100m"}
+                            },
+                        }
+                    ]
+                },
+            },
+        )
 
     def all_running() -> bool:
         items = lab.ctx.get(f"/api/v1/namespaces/{ns}/pods")["items"]
@@ -76,9 +95,14 @@ def run_once(i: int, pods: int, without: frozenset[str]) -> dict[str, Any]:
         t = time.monotonic()
         lab.down()
         down = time.monotonic() - t
-    return {"up_s": round(up, 1), "up_again_s": round(again, 1), "pods": pods,
-            "pods_running_s": round(pods_s, 1), "down_s": round(down, 1),
-            "peak_rss_mib": round(sampler.peak / 2**20)}
+    return {
+        "up_s": round(up, 1),
+        "up_again_s": round(again, 1),
+        "pods": pods,
+        "pods_running_s": round(pods_s, 1),
+        "down_s": round(down, 1),
+        "peak_rss_mib": round(sampler.peak / 2**20),
+    }
 
 
 def main() -> int:
@@ -94,15 +118,21 @@ def main() -> int:
     if a.json:
         print(json.dumps({"runs": results, "loadavg_1m": load}, indent=2))
         return 0
-    print(f"| run | up to ready (s) | second up (s) | {a.pods} pods Running (s) | down (s) "
-          "| peak RSS (MiB) |")
+    print(
+        f"| run | up to ready (s) | second up (s) | {a.pods} pods Running (s) | down (s) "
+        "| peak RSS (MiB) |"
+    )
     print("|---|---|---|---|---|---|")
     for i, r in enumerate(results, 1):
-        print(f"| {i} | {r['up_s']} | {r['up_again_s']} | {r['pods_running_s']} | "
-              f"{r['down_s']} | {r['peak_rss_mib']} |")
+        print(
+            f"| {i} | {r['up_s']} | {r['up_again_s']} | {r['pods_running_s']} | "
+            f"{r['down_s']} | {r['peak_rss_mib']} |"
+        )
     med = statistics.median(r["up_s"] for r in results)
-    print(f"\nmedian up: {med:.1f}s; load average at the end: {load:.1f} "
-          f"(cores: {os.cpu_count()})", file=sys.stderr)
+    print(
+        f"\nmedian up: {med:.1f}s; load average at the end: {load:.1f} (cores: {os.cpu_count()})",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -45,5 +45,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _tier_seconds:
         terminalreporter.write_line(
-            "test tiers: " + ", ".join(f"{tier} {seconds:.0f} s"
-                                       for tier, seconds in sorted(_tier_seconds.items())))
+            "test tiers: "
+            + ", ".join(
+                f"{tier} {seconds:.0f} s" for tier, seconds in sorted(_tier_seconds.items())
+            )
+        )

@@ -58,9 +58,15 @@ def _matches(obj: KubeObject, selector: str | None) -> bool:
 
 
 CORE_KINDS = {
-    "v1": [("pods", "Pod", True), ("namespaces", "Namespace", False), ("nodes", "Node", False),
-           ("services", "Service", True), ("events", "Event", True),
-           ("configmaps", "ConfigMap", True), ("secrets", "Secret", True)],
+    "v1": [
+        ("pods", "Pod", True),
+        ("namespaces", "Namespace", False),
+        ("nodes", "Node", False),
+        ("services", "Service", True),
+        ("events", "Event", True),
+        ("configmaps", "ConfigMap", True),
+        ("secrets", "Secret", True),
+    ],
     "apps/v1": [("deployments", "Deployment", True)],
     "batch/v1": [("jobs", "Job", True)],
 }
@@ -90,9 +96,16 @@ class FakeCluster:
         group, _, version = api_version.rpartition("/")
         self.resources.setdefault(api_version, [])
         for name, kind, namespaced in kinds:
-            self.resources[api_version].append(ApiResource(
-                group, version, name, kind, namespaced,
-                ("create", "delete", "get", "list", "patch", "update", "watch")))
+            self.resources[api_version].append(
+                ApiResource(
+                    group,
+                    version,
+                    name,
+                    kind,
+                    namespaced,
+                    ("create", "delete", "get", "list", "patch", "update", "watch"),
+                )
+            )
 
     def unserve(self, api_version: str) -> None:
         self.resources.pop(api_version, None)
@@ -128,23 +141,36 @@ class FakeCluster:
         md = obj.get("metadata", {})
         return (obj["apiVersion"], obj["kind"], md.get("namespace"), md["name"])
 
-    def get(self, api_version: str, kind: str, name: str,
-            namespace: str | None = None) -> KubeObject | None:
+    def get(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> KubeObject | None:
         self._require_served(api_version, kind)
         obj = self.store.get((api_version, kind, namespace, name))
         return copy.deepcopy(obj) if obj else None
 
-    def list(self, api_version: str, kind: str, namespace: str | None = None, *,
-             label_selector: str | None = None,
-             field_selector: str | None = None) -> list[KubeObject]:
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[KubeObject]:
         self._require_served(api_version, kind)
         out = []
         for (av, k, ns, _), obj in self.store.items():
-            if av == api_version and k == kind and (namespace is None or ns == namespace) \
-                    and _matches(obj, label_selector):
-                if (field_selector and field_selector.startswith("spec.nodeName=")
-                        and obj.get("spec", {}).get("nodeName")
-                        != field_selector.split("=", 1)[1]):
+            if (
+                av == api_version
+                and k == kind
+                and (namespace is None or ns == namespace)
+                and _matches(obj, label_selector)
+            ):
+                if (
+                    field_selector
+                    and field_selector.startswith("spec.nodeName=")
+                    and obj.get("spec", {}).get("nodeName") != field_selector.split("=", 1)[1]
+                ):
                     continue
                 out.append(copy.deepcopy(obj))
         return out
@@ -174,16 +200,31 @@ class FakeCluster:
             return self.patch(obj["apiVersion"], obj["kind"], key[3], obj, key[2])
         return self.create(obj)
 
-    def patch(self, api_version: str, kind: str, name: str, patch: KubeObject,
-              namespace: str | None = None, *, subresource: str | None = None) -> KubeObject:
+    def patch(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        patch: KubeObject,
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+    ) -> KubeObject:
         key = (api_version, kind, namespace, name)
         if key not in self.store:
             raise NotFoundError(f"{kind} {name} not found")
         _merge(self.store[key], copy.deepcopy(patch))
         return copy.deepcopy(self.store[key])
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
-               *, wait_timeout: float | None = None) -> bool:
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        *,
+        wait_timeout: float | None = None,
+    ) -> bool:
         self.calls.append(("delete", (kind, name, namespace)))
         gone = self.store.pop((api_version, kind, namespace, name), None) is not None
         if kind == "Namespace":
@@ -202,27 +243,51 @@ class FakeCluster:
                 raise WaitTimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
             time.sleep(0.01)
 
-    def wait_for(self, api_version: str, kind: str, name: str, namespace: str | None,
-                 condition: Callable[[KubeObject | None], bool], *, timeout: float,
-                 what: str) -> KubeObject | None:
+    def wait_for(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        condition: Callable[[KubeObject | None], bool],
+        *,
+        timeout: float,
+        what: str,
+    ) -> KubeObject | None:
         def probe() -> tuple[bool, KubeObject | None]:
             obj = self.get(api_version, kind, name, namespace)
             return condition(obj), obj
+
         result: KubeObject | None = self._poll(timeout, what, probe)
         return result
 
-    def wait_list(self, api_version: str, kind: str, namespace: str | None,
-                  condition: Callable[[list[KubeObject]], bool], *, timeout: float,
-                  what: str, label_selector: str | None = None) -> list[KubeObject]:
+    def wait_list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        condition: Callable[[list[KubeObject]], bool],
+        *,
+        timeout: float,
+        what: str,
+        label_selector: str | None = None,
+    ) -> list[KubeObject]:
         def probe() -> tuple[bool, list[KubeObject]]:
             objs = self.list(api_version, kind, namespace, label_selector=label_selector)
             return condition(objs), objs
+
         result: list[KubeObject] = self._poll(timeout, what, probe)
         return result
 
-    def watch_list(self, api_version: str, kind: str, namespace: str | None, *,
-                   timeout: float, label_selector: str | None = None
-                   ) -> Iterator[list[KubeObject]]:
+    def watch_list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        *,
+        timeout: float,
+        label_selector: str | None = None,
+    ) -> Iterator[list[KubeObject]]:
         deadline = time.monotonic() + timeout
         while True:
             self.step()
@@ -231,8 +296,15 @@ class FakeCluster:
                 return
             time.sleep(0.01)
 
-    def exec(self, namespace: str, pod: str, command: Sequence[str], *,
-             container: str | None = None, timeout: float = 60.0) -> ExecResult:
+    def exec(
+        self,
+        namespace: str,
+        pod: str,
+        command: Sequence[str],
+        *,
+        container: str | None = None,
+        timeout: float = 60.0,
+    ) -> ExecResult:
         self.calls.append(("exec", (namespace, pod, tuple(command), container)))
         if self.exec_handler is None:
             raise NotFoundError("no exec handler in the fake cluster")
@@ -242,8 +314,9 @@ class FakeCluster:
     def port_forward(self, namespace: str, pod: str, port: int) -> Iterator[int]:
         yield 40000 + port % 1000
 
-    def http_get(self, namespace: str, pod: str, port: int, path: str, *,
-                 timeout: float = 30.0) -> str:
+    def http_get(
+        self, namespace: str, pod: str, port: int, path: str, *, timeout: float = 30.0
+    ) -> str:
         if self.http_handler is None:
             raise NotFoundError("no http handler in the fake cluster")
         return self.http_handler(namespace, pod, port, path)
@@ -253,37 +326,73 @@ class FakeCluster:
             raise NotFoundError(f"the server could not find {path}")
         return self.raw[path]
 
-    def can_i(self, verb: str, resource: str, *, group: str = "",
-              namespace: str | None = None, subresource: str | None = None) -> bool:
+    def can_i(
+        self,
+        verb: str,
+        resource: str,
+        *,
+        group: str = "",
+        namespace: str | None = None,
+        subresource: str | None = None,
+    ) -> bool:
         return (verb, resource, group) not in self.denied
 
     def events(self, namespace: str, involved_name: str | None = None) -> list[KubeObject]:
-        evs = [o for (av, k, ns, _), o in self.store.items()
-               if av == "v1" and k == "Event" and ns == namespace]
+        evs = [
+            o
+            for (av, k, ns, _), o in self.store.items()
+            if av == "v1" and k == "Event" and ns == namespace
+        ]
         if involved_name:
             evs = [e for e in evs if e.get("involvedObject", {}).get("name") == involved_name]
         return copy.deepcopy(evs)
 
 
-def fake_check_context(cluster: FakeCluster, requirement: str, *,
-                       options: Mapping[str, str | None] | None = None,
-                       timeout: float = 60.0, catalog_version: str = "1.36",
-                       namespace: str = "kaic-t", run_id: str = "run12345") -> CheckContext:
+def fake_check_context(
+    cluster: FakeCluster,
+    requirement: str,
+    *,
+    options: Mapping[str, str | None] | None = None,
+    timeout: float = 60.0,
+    catalog_version: str = "1.36",
+    namespace: str = "kaic-t",
+    run_id: str = "run12345",
+) -> CheckContext:
     """The context the runner would give the registered check of ``requirement``: its
     cluster is a ``TrackingCluster`` over ``cluster``, which labels what the check creates."""
     spec = load_builtin_checks().find(requirement, catalog_version)
     assert spec is not None, f"no check registered for {requirement}"
-    return CheckContext(cluster=TrackingCluster(cluster, run_id, requirement),
-                        requirement=catalog.load(catalog_version).get(requirement),
-                        spec=spec, catalog_version=catalog_version, run_id=run_id,
-                        namespace=namespace, options=dict(options or {}), timeout_s=timeout)
+    return CheckContext(
+        cluster=TrackingCluster(cluster, run_id, requirement),
+        requirement=catalog.load(catalog_version).get(requirement),
+        spec=spec,
+        catalog_version=catalog_version,
+        run_id=run_id,
+        namespace=namespace,
+        options=dict(options or {}),
+        timeout_s=timeout,
+    )
 
 
-def run_fake_check(cluster: FakeCluster, requirement: str, *,
-                   options: Mapping[str, str | None] | None = None, timeout: float = 60.0,
-                   catalog_version: str = "1.36", namespace: str = "kaic-t",
-                   run_id: str = "run12345") -> CheckResult:
+def run_fake_check(
+    cluster: FakeCluster,
+    requirement: str,
+    *,
+    options: Mapping[str, str | None] | None = None,
+    timeout: float = 60.0,
+    catalog_version: str = "1.36",
+    namespace: str = "kaic-t",
+    run_id: str = "run12345",
+) -> CheckResult:
     """Run the registered check of ``requirement`` against a fake cluster."""
-    return run_check(fake_check_context(cluster, requirement, options=options, timeout=timeout,
-                                        catalog_version=catalog_version, namespace=namespace,
-                                        run_id=run_id))
+    return run_check(
+        fake_check_context(
+            cluster,
+            requirement,
+            options=options,
+            timeout=timeout,
+            catalog_version=catalog_version,
+            namespace=namespace,
+            run_id=run_id,
+        )
+    )

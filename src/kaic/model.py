@@ -95,6 +95,4 @@ class CheckResult:
 
     def __post_init__(self) -> None:
         if self.outcome is not Outcome.PASS and not self.reason:
-            raise ValueError(
-                f"{self.requirement_id}: a {self.outcome.value} result needs a reason"
-            )
+            raise ValueError(f"{self.requirement_id}: a {self.outcome.value} result needs a reason")

@@ -90,5 +90,4 @@ def parse_e2e_log(path: Path) -> ArtifactReport:
     return report
 
 
-PARSERS = {"junit.xml": parse_junit, "results.json": parse_go_test_json,
-           "e2e.log": parse_e2e_log}
+PARSERS = {"junit.xml": parse_junit, "results.json": parse_go_test_json, "e2e.log": parse_e2e_log}

@@ -23,72 +23,161 @@ from kaic.runner.record import ResultEntry, RunRecord, evidence_path
 from tests.golden.official_rules import FAIL, PARSERS, PASS, SKIP, UNKNOWN
 
 GOLDEN = Path(__file__).parent / "bundle"
-FILES = ("run.json", "results.json", "junit.xml", "e2e.log", "report.md", "report.html",
-         "evidence/secure_accelerator_access/pod.yaml",
-         "evidence/secure_accelerator_access/exec.txt")
+FILES = (
+    "run.json",
+    "results.json",
+    "junit.xml",
+    "e2e.log",
+    "report.md",
+    "report.html",
+    "evidence/secure_accelerator_access/pod.yaml",
+    "evidence/secure_accelerator_access/exec.txt",
+)
 
 TOKEN = "eyJhbGciOiJSUzI1NiIsImtpZCI6IjEifQ.eyJzdWIiOiJzeXN0ZW06c2EifQ.c2lnbmF0dXJl"
 
 
 def _results() -> list[tuple[CheckResult, str]]:
     return [
-        (CheckResult("ai_inference", "TestGatewayAPIInference", Outcome.PASS, subresults=(
-            SubResult("GatewayAPIServed", Outcome.PASS, duration_s=0.01,
-                      log=("gateway.networking.k8s.io/v1 serves GRPCRoute, HTTPRoute",)),
-            SubResult("WeightedHeaderRouteAccepted", Outcome.PASS, duration_s=0.02),
-            SubResult("GatewayClassAccepted", Outcome.SKIP, "no GatewayClass exists",
-                      duration_s=0.01)),
-            duration_s=0.05, log=("GatewayAPIServed: PASS", "started")),
-         "2026-11-28T10:15:01.000Z"),
-        (CheckResult("gang_scheduling", "TestGangScheduling", Outcome.FAIL,
-                     "NegativeGangScheduling: 3 of 1000 pods were bound", subresults=(
-                         SubResult("PositiveGangScheduling", Outcome.PASS, duration_s=12.0),
-                         SubResult("NegativeGangScheduling", Outcome.FAIL,
-                                   "3 of 1000 pods were bound", duration_s=30.5)),
-                     duration_s=42.5), "2026-11-28T10:15:01.100Z"),
-        (CheckResult("cluster_autoscaling", "TestAcceleratorClusterAutoscaling", Outcome.SKIP,
-                     "no autoscaled accelerator node pool (--autoscaler-node-pool-label)",
-                     not_applicable=True, duration_s=0.2), "2026-11-28T10:15:43.600Z"),
-        (CheckResult("pod_autoscaling", "TestAcceleratorHorizontalPodAutoscaling",
-                     Outcome.ERROR, "listing pods: forbidden | by RBAC", duration_s=1.0),
-         "2026-11-28T10:15:43.800Z"),
-        (CheckResult("secure_accelerator_access", "TestSecureAcceleratorAccess", Outcome.PASS,
-                     subresults=(SubResult("PositiveAccessTest", Outcome.PASS, duration_s=3.0),
-                                 SubResult("NegativeIsolationTest", Outcome.PASS,
-                                           duration_s=2.5)),
-                     evidence=(Evidence("pod.yaml", "apiVersion: v1\nkind: Secret\nmetadata:\n"
-                                        "  name: pull\ndata:\n  token: c2VjcmV0\n",
-                                        "application/yaml"),
-                               Evidence("exec.txt", f"Authorization: Bearer {TOKEN}\n"
-                                        "RESULT: ACCELERATOR_COUNT=1\n")),
-                     duration_s=5.6, log=(f"using token {TOKEN}",)),
-         "2026-11-28T10:15:44.800Z"),
-        (CheckResult("gpu_sharing", "TestGPUSharing", Outcome.MANUAL,
-                     "kaic has no automated check for gpu_sharing in catalog v1.36;"
-                     " provide evidence by hand"), "2026-11-28T10:15:00.500Z"),
+        (
+            CheckResult(
+                "ai_inference",
+                "TestGatewayAPIInference",
+                Outcome.PASS,
+                subresults=(
+                    SubResult(
+                        "GatewayAPIServed",
+                        Outcome.PASS,
+                        duration_s=0.01,
+                        log=("gateway.networking.k8s.io/v1 serves GRPCRoute, HTTPRoute",),
+                    ),
+                    SubResult("WeightedHeaderRouteAccepted", Outcome.PASS, duration_s=0.02),
+                    SubResult(
+                        "GatewayClassAccepted",
+                        Outcome.SKIP,
+                        "no GatewayClass exists",
+                        duration_s=0.01,
+                    ),
+                ),
+                duration_s=0.05,
+                log=("GatewayAPIServed: PASS", "started"),
+            ),
+            "2026-11-28T10:15:01.000Z",
+        ),
+        (
+            CheckResult(
+                "gang_scheduling",
+                "TestGangScheduling",
+                Outcome.FAIL,
+                "NegativeGangScheduling: 3 of 1000 pods were bound",
+                subresults=(
+                    SubResult("PositiveGangScheduling", Outcome.PASS, duration_s=12.0),
+                    SubResult(
+                        "NegativeGangScheduling",
+                        Outcome.FAIL,
+                        "3 of 1000 pods were bound",
+                        duration_s=30.5,
+                    ),
+                ),
+                duration_s=42.5,
+            ),
+            "2026-11-28T10:15:01.100Z",
+        ),
+        (
+            CheckResult(
+                "cluster_autoscaling",
+                "TestAcceleratorClusterAutoscaling",
+                Outcome.SKIP,
+                "no autoscaled accelerator node pool (--autoscaler-node-pool-label)",
+                not_applicable=True,
+                duration_s=0.2,
+            ),
+            "2026-11-28T10:15:43.600Z",
+        ),
+        (
+            CheckResult(
+                "pod_autoscaling",
+                "TestAcceleratorHorizontalPodAutoscaling",
+                Outcome.ERROR,
+                "listing pods: forbidden | by RBAC",
+                duration_s=1.0,
+            ),
+            "2026-11-28T10:15:43.800Z",
+        ),
+        (
+            CheckResult(
+                "secure_accelerator_access",
+                "TestSecureAcceleratorAccess",
+                Outcome.PASS,
+                subresults=(
+                    SubResult("PositiveAccessTest", Outcome.PASS, duration_s=3.0),
+                    SubResult("NegativeIsolationTest", Outcome.PASS, duration_s=2.5),
+                ),
+                evidence=(
+                    Evidence(
+                        "pod.yaml",
+                        "apiVersion: v1\nkind: Secret\nmetadata:\n"
+                        "  name: pull\ndata:\n  token: c2VjcmV0\n",
+                        "application/yaml",
+                    ),
+                    Evidence(
+                        "exec.txt", f"Authorization: Bearer {TOKEN}\nRESULT: ACCELERATOR_COUNT=1\n"
+                    ),
+                ),
+                duration_s=5.6,
+                log=(f"using token {TOKEN}",),
+            ),
+            "2026-11-28T10:15:44.800Z",
+        ),
+        (
+            CheckResult(
+                "gpu_sharing",
+                "TestGPUSharing",
+                Outcome.MANUAL,
+                "kaic has no automated check for gpu_sharing in catalog v1.36;"
+                " provide evidence by hand",
+            ),
+            "2026-11-28T10:15:00.500Z",
+        ),
     ]
 
 
 def _write(tmp: Path) -> Path:
     cat = catalog.load("1.36")
-    plan = make_plan(cat, __import__("kaic.checks", fromlist=["REGISTRY"]).REGISTRY,
-                     focus="^(ai_inference|gang_scheduling|cluster_autoscaling|pod_autoscaling"
-                           "|secure_accelerator_access|gpu_sharing)$")
-    record = RunRecord(run_id="20261128-101500-ab12cd", kaic_version="0.1.0",
-                       started_at="2026-11-28T10:15:00.000Z", catalog_version="1.36",
-                       cluster={"server_version": "v1.36.2", "context": "kaic-lab",
-                                "server": "https://127.0.0.1:6443"},
-                       options={"level": "all", "focus": None, "skip": None, "parallel": 2})
+    plan = make_plan(
+        cat,
+        __import__("kaic.checks", fromlist=["REGISTRY"]).REGISTRY,
+        focus="^(ai_inference|gang_scheduling|cluster_autoscaling|pod_autoscaling"
+        "|secure_accelerator_access|gpu_sharing)$",
+    )
+    record = RunRecord(
+        run_id="20261128-101500-ab12cd",
+        kaic_version="0.1.0",
+        started_at="2026-11-28T10:15:00.000Z",
+        catalog_version="1.36",
+        cluster={
+            "server_version": "v1.36.2",
+            "context": "kaic-lab",
+            "server": "https://127.0.0.1:6443",
+        },
+        options={"level": "all", "focus": None, "skip": None, "parallel": 2},
+    )
     out = tmp / "bundle"
     writer = BundleWriter(out)
     writer(RunStarted(record, plan))
     order = {i.id: n for n, i in enumerate(plan.items)}
     for result, started in _results():
         req = cat.get(result.requirement_id)
-        entry = ResultEntry(result, req.level, req.category, started,
-                            tuple(evidence_path(req.id, e.name) for e in result.evidence))
-        record = dataclasses.replace(record, results=tuple(
-            sorted([*record.results, entry], key=lambda e: order[e.id])))
+        entry = ResultEntry(
+            result,
+            req.level,
+            req.category,
+            started,
+            tuple(evidence_path(req.id, e.name) for e in result.evidence),
+        )
+        record = dataclasses.replace(
+            record, results=tuple(sorted([*record.results, entry], key=lambda e: order[e.id]))
+        )
         writer(CheckDone(PlanItem(req, None), entry, record))
     record = dataclasses.replace(record, finished_at="2026-11-28T10:16:00.000Z")
     writer(RunFinished(record))
@@ -136,17 +225,18 @@ def test_the_official_rules_find_every_verdict(bundle: Path, artifact: str) -> N
         "TestWorkloadSandboxing": UNKNOWN,
     }
     assert {name: report.outcome_for(name) for name in want} == want
-    assert sorted(report.failures) == ["TestAcceleratorHorizontalPodAutoscaling",
-                                       "TestGangScheduling",
-                                       "TestGangScheduling/NegativeGangScheduling"]
+    assert sorted(report.failures) == [
+        "TestAcceleratorHorizontalPodAutoscaling",
+        "TestGangScheduling",
+        "TestGangScheduling/NegativeGangScheduling",
+    ]
 
 
 def test_every_results_json_line_is_one_json_event(bundle: Path) -> None:
     lines = (bundle / "results.json").read_text().splitlines()
     events = [json.loads(line) for line in lines]
     assert events[0]["Action"] == "start" and events[-1]["Action"] == "fail"
-    assert all(set(e) <= {"Time", "Action", "Package", "Test", "Elapsed", "Output"}
-               for e in events)
+    assert all(set(e) <= {"Time", "Action", "Package", "Test", "Elapsed", "Output"} for e in events)
 
 
 def test_e2e_log_ends_with_the_go_test_verdict(bundle: Path) -> None:

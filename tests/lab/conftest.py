@@ -45,8 +45,10 @@ def _binaries_or_skip(version: str) -> None:
     if not lacking:
         return
     if not lab_binaries.can_build():
-        pytest.skip(f"lab binaries for {version} are missing ({', '.join(lacking)}) and "
-                    "cannot be built here (needs Go and the source tree)")
+        pytest.skip(
+            f"lab binaries for {version} are missing ({', '.join(lacking)}) and "
+            "cannot be built here (needs Go and the source tree)"
+        )
     lab_binaries.ensure(version, build=True)
 
 
@@ -58,8 +60,11 @@ def lab_factory() -> Iterator[LabFactory]:
 
     def make(**options: Any) -> Lab:
         _binaries_or_skip(options.get("version", version))
-        key = repr(sorted((k, sorted(v) if isinstance(v, set | frozenset) else v)
-                          for k, v in options.items()))
+        key = repr(
+            sorted(
+                (k, sorted(v) if isinstance(v, set | frozenset) else v) for k, v in options.items()
+            )
+        )
         if key in started:
             return started[key]
         for k in ("without", "with_"):
@@ -105,7 +110,9 @@ def namespace(lab: Lab, request: pytest.FixtureRequest) -> Iterator[str]:
     base = "".join(c for c in base if c.isalnum() or c == "-")
     name = f"{base}-{secrets.token_hex(3)}"
     lab.ctx.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}])
-    wait_for(lambda: lab.ctx.exists(f"/api/v1/namespaces/{name}/serviceaccounts/default"),
-             what=f"the default ServiceAccount in {name}")
+    wait_for(
+        lambda: lab.ctx.exists(f"/api/v1/namespaces/{name}/serviceaccounts/default"),
+        what=f"the default ServiceAccount in {name}",
+    )
     yield name
     lab.ctx.request("DELETE", f"/api/v1/namespaces/{name}")

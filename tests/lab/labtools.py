@@ -35,8 +35,9 @@ def require_program(name: str) -> None:
     pytest.skip(message)
 
 
-def wait_for(cond: Callable[[], Any], *, timeout: float = 60.0, what: str = "condition",
-             fail: bool = True) -> Any:
+def wait_for(
+    cond: Callable[[], Any], *, timeout: float = 60.0, what: str = "condition", fail: bool = True
+) -> Any:
     """Poll ``cond`` until it returns something truthy; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -50,9 +51,14 @@ def wait_for(cond: Callable[[], Any], *, timeout: float = 60.0, what: str = "con
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
-def run_check_on_lab(lab: Lab, requirement: str, *, timeout: float = 300,
-                     options: dict[str, str] | None = None,
-                     catalog_version: str = "1.36") -> CheckResult:
+def run_check_on_lab(
+    lab: Lab,
+    requirement: str,
+    *,
+    timeout: float = 300,
+    options: dict[str, str] | None = None,
+    catalog_version: str = "1.36",
+) -> CheckResult:
     """Run one check like ``kaic run`` would: its own namespace, the real adapter."""
     cluster = connect(str(lab.kubeconfig))
     ns = f"kaic-{requirement.replace('_', '-')[:20]}-{uuid.uuid4().hex[:6]}"
@@ -60,10 +66,16 @@ def run_check_on_lab(lab: Lab, requirement: str, *, timeout: float = 300,
     spec = load_builtin_checks().find(requirement, catalog_version)
     assert spec is not None, f"no check registered for {requirement}"
     # NOTE: like the runner, a TrackingCluster labels what the check creates.
-    ctx = CheckContext(cluster=TrackingCluster(cluster, f"lab-{ns}", requirement),
-                       requirement=catalog.load(catalog_version).get(requirement),
-                       spec=spec, catalog_version=catalog_version, run_id=f"lab-{ns}",
-                       namespace=ns, options=options or {}, timeout_s=timeout)
+    ctx = CheckContext(
+        cluster=TrackingCluster(cluster, f"lab-{ns}", requirement),
+        requirement=catalog.load(catalog_version).get(requirement),
+        spec=spec,
+        catalog_version=catalog_version,
+        run_id=f"lab-{ns}",
+        namespace=ns,
+        options=options or {},
+        timeout_s=timeout,
+    )
     try:
         return run_check(ctx)
     finally:

@@ -20,15 +20,31 @@ registry = Registry()
 def slow(ctx: CheckContext) -> None:
     """Creates objects, then waits (interrupted by the test)."""
     with ctx.subtest("CreatesAndWaits"):
-        ctx.cluster.create({"apiVersion": "v1", "kind": "ConfigMap",
-                            "metadata": {"name": "slow", "namespace": ctx.namespace}})
-        ctx.cluster.create({
-            "apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
-            "metadata": {"name": f"kaic-slow-{ctx.run_id}"},
-            "spec": {"selectors": [{"cel": {"expression": 'device.driver == "x.invalid"'}}]}})
+        ctx.cluster.create(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "slow", "namespace": ctx.namespace},
+            }
+        )
+        ctx.cluster.create(
+            {
+                "apiVersion": "resource.k8s.io/v1",
+                "kind": "DeviceClass",
+                "metadata": {"name": f"kaic-slow-{ctx.run_id}"},
+                "spec": {"selectors": [{"cel": {"expression": 'device.driver == "x.invalid"'}}]},
+            }
+        )
         ctx.log("slow check waiting")
-        ctx.cluster.wait_for("v1", "ConfigMap", "never", ctx.namespace,
-                             lambda o: o is not None, timeout=120, what="a ConfigMap")
+        ctx.cluster.wait_for(
+            "v1",
+            "ConfigMap",
+            "never",
+            ctx.namespace,
+            lambda o: o is not None,
+            timeout=120,
+            what="a ConfigMap",
+        )
 
 
 cli_run.load_builtin_checks = lambda: registry  # type: ignore[assignment]

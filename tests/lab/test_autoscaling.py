@@ -38,9 +38,14 @@ def run(lab: Lab, requirement: str, **options: str) -> CheckResult:
 def scaling_lab(lab_factory: Any) -> Lab:
     """2 GPU nodes with 1 GPU each, Karpenter on, no custom-metrics adapter."""
     require_program("karpenter")
-    lab: Lab = lab_factory(nodes=2, gpus_per_node=1, cpu_nodes=1,
-                           accelerators="device-plugin", with_={"node-autoscaler"},
-                           without={"metrics-adapter"})
+    lab: Lab = lab_factory(
+        nodes=2,
+        gpus_per_node=1,
+        cpu_nodes=1,
+        accelerators="device-plugin",
+        with_={"node-autoscaler"},
+        without={"metrics-adapter"},
+    )
     return lab
 
 
@@ -54,27 +59,36 @@ def pool_limited_to_baseline(scaling_lab: Lab) -> Iterator[Lab]:
         yield scaling_lab
     finally:
         scaling_lab.ctx.request(
-            "PATCH", path,
+            "PATCH",
+            path,
             {"spec": {"limits": {autoscaler.GPU_RESOURCE: str(autoscaler.DEFAULT_GPU_LIMIT)}}},
-            content_type="application/merge-patch+json")
+            content_type="application/merge-patch+json",
+        )
 
 
-FAST_CA = {"autoscaler-node-pool-label": POOL, "autoscaler-stability-window": "10",
-           "autoscaler-pending-timeout": "60", "autoscaler-scale-up-timeout": "120",
-           "autoscaler-scale-down-timeout": "180"}
+FAST_CA = {
+    "autoscaler-node-pool-label": POOL,
+    "autoscaler-stability-window": "10",
+    "autoscaler-pending-timeout": "60",
+    "autoscaler-scale-up-timeout": "120",
+    "autoscaler-scale-down-timeout": "180",
+}
 
 
-def test_cluster_autoscaling_passes_with_karpenter_scaling_the_gpu_pool(
-        scaling_lab: Lab) -> None:
+def test_cluster_autoscaling_passes_with_karpenter_scaling_the_gpu_pool(scaling_lab: Lab) -> None:
     result = run(scaling_lab, "cluster_autoscaling", **FAST_CA)
     assert result.outcome is Outcome.PASS, result.reason
     assert [s.outcome for s in result.subresults] == [Outcome.PASS] * 5
 
 
 def test_cluster_autoscaling_fails_when_the_pool_may_not_grow(
-        pool_limited_to_baseline: Lab) -> None:
-    result = run(pool_limited_to_baseline, "cluster_autoscaling",
-                 **{**FAST_CA, "autoscaler-scale-up-timeout": "30"})
+    pool_limited_to_baseline: Lab,
+) -> None:
+    result = run(
+        pool_limited_to_baseline,
+        "cluster_autoscaling",
+        **{**FAST_CA, "autoscaler-scale-up-timeout": "30"},
+    )
     assert result.outcome is Outcome.FAIL
     assert "ScaleUp: the pool did not scale up within 30s" in result.reason
     assert "2 node(s) (baseline 2)" in result.reason
@@ -86,8 +100,7 @@ def test_cluster_autoscaling_is_not_applicable_without_a_pool_label(scaling_lab:
     assert "--autoscaler-node-pool-label" in result.reason
 
 
-def test_pod_autoscaling_passes_with_the_hpa_controller_and_the_metrics_adapter(
-        lab: Lab) -> None:
+def test_pod_autoscaling_passes_with_the_hpa_controller_and_the_metrics_adapter(lab: Lab) -> None:
     result = run(lab, "pod_autoscaling", **{"hpa-metric-timeout": "90"})
     assert result.outcome is Outcome.PASS, result.reason
     apis = next(e.content for e in result.evidence if e.name == "metrics-apiservices.json")
@@ -110,14 +123,23 @@ def adapter_unreachable(lab: Lab) -> Iterator[Lab]:
 
     def set_port(p: int) -> None:
         for n in names:
-            lab.ctx.request("PATCH", f"/apis/apiregistration.k8s.io/v1/apiservices/{n}",
-                            {"spec": {"service": {"port": p}}},
-                            content_type="application/merge-patch+json")
+            lab.ctx.request(
+                "PATCH",
+                f"/apis/apiregistration.k8s.io/v1/apiservices/{n}",
+                {"spec": {"service": {"port": p}}},
+                content_type="application/merge-patch+json",
+            )
 
     def available(n: str) -> str:
         obj = lab.ctx.get(f"/apis/apiregistration.k8s.io/v1/apiservices/{n}")
-        return next((c["status"] for c in obj.get("status", {}).get("conditions", [])
-                     if c["type"] == "Available"), "Unknown")
+        return next(
+            (
+                c["status"]
+                for c in obj.get("status", {}).get("conditions", [])
+                if c["type"] == "Available"
+            ),
+            "Unknown",
+        )
 
     set_port(1)
     try:
@@ -132,19 +154,18 @@ def adapter_unreachable(lab: Lab) -> Iterator[Lab]:
             time.sleep(0.5)
 
 
-def test_pod_autoscaling_fails_when_the_apiservice_is_unavailable(
-        adapter_unreachable: Lab) -> None:
+def test_pod_autoscaling_fails_when_the_apiservice_is_unavailable(adapter_unreachable: Lab) -> None:
     result = run(adapter_unreachable, "pod_autoscaling")
     assert result.outcome is Outcome.FAIL
     assert "custom.metrics.k8s.io is not Available" in result.reason
 
 
 def test_karpenter_and_the_metrics_adapter_listen_on_loopback_only(
-        scaling_lab: Lab, lab: Lab) -> None:
+    scaling_lab: Lab, lab: Lab
+) -> None:
     sockets = {**lab.listening(), **scaling_lab.listening()}
     assert sockets.get("node-autoscaler"), "Karpenter's sockets were not found"
     assert sockets.get("metrics-adapter"), "the adapter's sockets were not found"
     for component in ("node-autoscaler", "metrics-adapter"):
         for addr, port in sockets[component]:
-            assert addr.startswith("127.") or addr == "::1", \
-                f"{component} listens on {addr}:{port}"
+            assert addr.startswith("127.") or addr == "::1", f"{component} listens on {addr}:{port}"

@@ -34,16 +34,38 @@ def test_http_get_and_port_forward_reach_a_pod_port(lab: Lab, namespace: str) ->
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     c = connect(str(lab.kubeconfig))
     try:
-        c.create({"apiVersion": "v1", "kind": "Pod",
-                  "metadata": {"name": "web", "namespace": namespace},
-                  "spec": {"containers": [{"name": "main", "image": "registry.invalid/a:1"}]}})
-        c.create({"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "PortForward",
-                  "metadata": {"name": "web", "namespace": namespace},
-                  "spec": {"forwards": [{"ports": [8080], "target": {
-                      "address": "127.0.0.1", "port": server.server_address[1]}}]}})
-        c.wait_for("v1", "Pod", "web", namespace,
-                   lambda p: bool(p and p.get("status", {}).get("phase") == "Running"),
-                   timeout=60, what="pod web to run")
+        c.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "web", "namespace": namespace},
+                "spec": {"containers": [{"name": "main", "image": "registry.invalid/a:1"}]},
+            }
+        )
+        c.create(
+            {
+                "apiVersion": "kwok.x-k8s.io/v1alpha1",
+                "kind": "PortForward",
+                "metadata": {"name": "web", "namespace": namespace},
+                "spec": {
+                    "forwards": [
+                        {
+                            "ports": [8080],
+                            "target": {"address": "127.0.0.1", "port": server.server_address[1]},
+                        }
+                    ]
+                },
+            }
+        )
+        c.wait_for(
+            "v1",
+            "Pod",
+            "web",
+            namespace,
+            lambda p: bool(p and p.get("status", {}).get("phase") == "Running"),
+            timeout=60,
+            what="pod web to run",
+        )
         assert c.http_get(namespace, "web", 8080, "/metrics") == "hello /metrics"
         with c.port_forward(namespace, "web", 8080) as local:
             opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -55,18 +77,37 @@ def test_http_get_and_port_forward_reach_a_pod_port(lab: Lab, namespace: str) ->
 
 def test_waits_apply_and_errors_on_the_real_apiserver(lab: Lab, namespace: str) -> None:
     c = connect(str(lab.kubeconfig))
-    cm = {"apiVersion": "v1", "kind": "ConfigMap",
-          "metadata": {"name": "cm", "namespace": namespace}, "data": {"k": "1"}}
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "cm", "namespace": namespace},
+        "data": {"k": "1"},
+    }
     c.apply(cm)
-    timer = threading.Timer(0.5, lambda: c.patch("v1", "ConfigMap", "cm", {"data": {"k": "2"}},
-                                                 namespace))
+    timer = threading.Timer(
+        0.5, lambda: c.patch("v1", "ConfigMap", "cm", {"data": {"k": "2"}}, namespace)
+    )
     timer.start()
-    got = c.wait_for("v1", "ConfigMap", "cm", namespace,
-                     lambda o: bool(o and o["data"]["k"] == "2"), timeout=20, what="k=2")
+    got = c.wait_for(
+        "v1",
+        "ConfigMap",
+        "cm",
+        namespace,
+        lambda o: bool(o and o["data"]["k"] == "2"),
+        timeout=20,
+        what="k=2",
+    )
     assert got is not None and got["data"]["k"] == "2"
     with pytest.raises(WaitTimeoutError, match="k=3"):
-        c.wait_for("v1", "ConfigMap", "cm", namespace,
-                   lambda o: bool(o and o["data"]["k"] == "3"), timeout=2, what="k=3")
+        c.wait_for(
+            "v1",
+            "ConfigMap",
+            "cm",
+            namespace,
+            lambda o: bool(o and o["data"]["k"] == "3"),
+            timeout=2,
+            what="k=3",
+        )
     with pytest.raises(RejectedError, match="Invalid value"):
         c.create({**cm, "metadata": {"name": "Bad_Name", "namespace": namespace}})
     with pytest.raises(NotFoundError, match="does not serve Widget"):

@@ -29,7 +29,6 @@ def run(lab: Lab, requirement: str, **options: str) -> CheckResult:
     return run_check_on_lab(lab, requirement, timeout=300, options=options)
 
 
-
 @pytest.fixture(scope="module")
 def kueue_lab(lab_factory: Any) -> Lab:
     reuse = os.environ.get("KAIC_TEST_KUEUE_LAB")
@@ -57,7 +56,10 @@ def test_gang_scheduling_passes_with_the_real_kueue(kueue_lab: Lab) -> None:
     result = run(kueue_lab, "gang_scheduling", **{"gang-negative-window": "10"})
     assert result.outcome is Outcome.PASS, result.reason
     assert [s.name for s in result.subresults] == [
-        "PositiveGangScheduling", "NegativeGangScheduling", "Cleanup"]
+        "PositiveGangScheduling",
+        "NegativeGangScheduling",
+        "Cleanup",
+    ]
     log = "\n".join(result.log)
     assert "testing gang scheduling with Kueue" in log
     assert "admitted with pod counts [2]" in log
@@ -83,8 +85,11 @@ def test_robust_controller_passes_with_the_real_kueue(kueue_lab: Lab) -> None:
 
 
 def test_robust_controller_fails_when_the_kueue_webhook_is_down(kueue_stopped: Lab) -> None:
-    result = run(kueue_stopped, "robust_controller", **{"operator-lease-window": "20",
-                                                        "operator-reconcile-timeout": "10"})
+    result = run(
+        kueue_stopped,
+        "robust_controller",
+        **{"operator-lease-window": "20", "operator-reconcile-timeout": "10"},
+    )
     assert result.outcome is Outcome.FAIL
     webhook = sub(result, "WebhookRejectsInvalidCR")
     assert webhook.outcome is Outcome.FAIL

@@ -23,16 +23,26 @@ from kaic.lab.components.nodes import DEVICE_CLASS, DRIVER, GPU_RESOURCE, POOL_L
 pytestmark = pytest.mark.lab
 
 RESOURCE_V1_KINDS = {"DeviceClass", "ResourceClaim", "ResourceClaimTemplate", "ResourceSlice"}
-CRD_GROUPS = {"gateway.networking.k8s.io", "jobset.x-k8s.io", "kueue.x-k8s.io",
-              "inference.networking.k8s.io", "kwok.x-k8s.io"}
+CRD_GROUPS = {
+    "gateway.networking.k8s.io",
+    "jobset.x-k8s.io",
+    "kueue.x-k8s.io",
+    "inference.networking.k8s.io",
+    "kwok.x-k8s.io",
+}
 
 
 def _groups(lab: Lab) -> set[str]:
     return {g["name"] for g in lab.ctx.get("/apis")["groups"]}
 
 
-def _pod(name: str, *, limits: dict[str, str] | None = None,
-         claims: list[dict[str, str]] | None = None, ns: str) -> dict[str, Any]:
+def _pod(
+    name: str,
+    *,
+    limits: dict[str, str] | None = None,
+    claims: list[dict[str, str]] | None = None,
+    ns: str,
+) -> dict[str, Any]:
     container: dict[str, Any] = {"name": "main", "image": "registry.invalid/app:1"}
     if limits:
         container["resources"] = {"limits": limits}
@@ -40,16 +50,24 @@ def _pod(name: str, *, limits: dict[str, str] | None = None,
     if claims:
         spec["resourceClaims"] = claims
         container.setdefault("resources", {})["claims"] = [{"name": c["name"]} for c in claims]
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }
 
 
 def _create(lab: Lab, obj: dict[str, Any]) -> dict[str, Any]:
     ns = obj["metadata"].get("namespace")
     api = obj["apiVersion"]
     base = "/api/v1" if api == "v1" else f"/apis/{api}"
-    plural = {"Pod": "pods", "ResourceClaimTemplate": "resourceclaimtemplates",
-              "ConfigMap": "configmaps", "PortForward": "portforwards"}[obj["kind"]]
+    plural = {
+        "Pod": "pods",
+        "ResourceClaimTemplate": "resourceclaimtemplates",
+        "ConfigMap": "configmaps",
+        "PortForward": "portforwards",
+    }[obj["kind"]]
     path = f"{base}/namespaces/{ns}/{plural}" if ns else f"{base}/{plural}"
     result: dict[str, Any] = lab.ctx.request("POST", path, obj)
     return result
@@ -68,8 +86,11 @@ def _running(lab: Lab, ns: str, name: str) -> dict[str, Any] | None:
 def _unschedulable(lab: Lab, ns: str, name: str) -> dict[str, Any] | None:
     pod = _get_pod(lab, ns, name)
     for c in pod.get("status", {}).get("conditions", []):
-        if c["type"] == "PodScheduled" and c["status"] == "False" \
-                and c.get("reason") == "Unschedulable":
+        if (
+            c["type"] == "PodScheduled"
+            and c["status"] == "False"
+            and c.get("reason") == "Unschedulable"
+        ):
             return c
     return None
 
@@ -80,12 +101,28 @@ def _unschedulable(lab: Lab, ns: str, name: str) -> dict[str, Any] | None:
 def test_apiserver_is_ready_and_kubectl_shows_the_built_server_version(lab: Lab) -> None:
     assert lab.ctx.request("GET", "/readyz") == "ok"
     path = subprocess.run(
-        [sys.executable, "-m", "kaic", "lab", "kubeconfig", "--name", lab.name,
-         "--state-dir", str(lab.options.state)],
-        capture_output=True, text=True, check=True).stdout.strip()
-    out = subprocess.run([str(lab.ctx.binary("kubectl")), "--kubeconfig", path, "version",
-                          "-o", "json"], capture_output=True, text=True, check=True,
-                         env=lab_proc.clean_env())
+        [
+            sys.executable,
+            "-m",
+            "kaic",
+            "lab",
+            "kubeconfig",
+            "--name",
+            lab.name,
+            "--state-dir",
+            str(lab.options.state),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    out = subprocess.run(
+        [str(lab.ctx.binary("kubectl")), "--kubeconfig", path, "version", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=lab_proc.clean_env(),
+    )
     assert json.loads(out.stdout)["serverVersion"]["gitVersion"] == lab.options.version
 
 
@@ -93,8 +130,7 @@ def test_lab_status_reports_every_component_healthy(lab: Lab) -> None:
     summary = lab.summary()
     assert summary["ready"], summary["components"]
     procs = {c["name"] for c in summary["components"] if c["pids"]}
-    assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-            "kwok"} <= procs
+    assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"} <= procs
 
 
 def test_discovery_serves_every_resource_v1_kind_and_the_crd_groups(lab: Lab) -> None:
@@ -126,25 +162,41 @@ def test_gpu_pod_is_bound_to_a_gpu_node_and_runs(lab: Lab, namespace: str) -> No
     assert int(node["status"]["allocatable"][GPU_RESOURCE]) == lab.options.gpus_per_node
 
 
-def test_resourceclaim_pod_is_allocated_a_simulated_device_and_runs(lab: Lab,
-                                                                  namespace: str) -> None:
-    _create(lab, {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
-                  "metadata": {"name": "one-gpu", "namespace": namespace},
-                  "spec": {"spec": {"devices": {"requests": [
-                      {"name": "gpu", "exactly": {"deviceClassName": DEVICE_CLASS}}]}}}})
-    _create(lab, _pod("dra", claims=[{"name": "gpu", "resourceClaimTemplateName": "one-gpu"}],
-                      ns=namespace))
+def test_resourceclaim_pod_is_allocated_a_simulated_device_and_runs(
+    lab: Lab, namespace: str
+) -> None:
+    _create(
+        lab,
+        {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceClaimTemplate",
+            "metadata": {"name": "one-gpu", "namespace": namespace},
+            "spec": {
+                "spec": {
+                    "devices": {
+                        "requests": [{"name": "gpu", "exactly": {"deviceClassName": DEVICE_CLASS}}]
+                    }
+                }
+            },
+        },
+    )
+    _create(
+        lab,
+        _pod("dra", claims=[{"name": "gpu", "resourceClaimTemplateName": "one-gpu"}], ns=namespace),
+    )
     pod = wait_for(lambda: _running(lab, namespace, "dra"), what="DRA pod Running")
     claim_name = pod["status"]["resourceClaimStatuses"][0]["resourceClaimName"]
-    claim = lab.ctx.get(f"/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims/"
-                        f"{claim_name}")
+    claim = lab.ctx.get(
+        f"/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims/{claim_name}"
+    )
     results = claim["status"]["allocation"]["devices"]["results"]
     assert [r["driver"] for r in results] == [DRIVER]
     assert pod["metadata"]["uid"] in {r["uid"] for r in claim["status"]["reservedFor"]}
     node = pod["spec"]["nodeName"]
     slices = lab.ctx.get("/apis/resource.k8s.io/v1/resourceslices")["items"]
-    devices = {d["name"]: d for s in slices if s["spec"]["nodeName"] == node
-               for d in s["spec"]["devices"]}
+    devices = {
+        d["name"]: d for s in slices if s["spec"]["nodeName"] == node for d in s["spec"]["devices"]
+    }
     device = devices[results[0]["device"]]
     assert results[0]["pool"] == node
     assert device["attributes"]["productName"]["string"].startswith("NVIDIA")
@@ -155,31 +207,59 @@ def test_resourceclaim_pod_is_allocated_a_simulated_device_and_runs(lab: Lab,
 def test_a_gpu_over_request_stays_pending_unschedulable(lab: Lab, namespace: str) -> None:
     too_many = str(lab.options.gpus_per_node + 1)
     _create(lab, _pod("greedy", limits={GPU_RESOURCE: too_many}, ns=namespace))
-    cond = wait_for(lambda: _unschedulable(lab, namespace, "greedy"),
-                    what="PodScheduled=False/Unschedulable")
+    cond = wait_for(
+        lambda: _unschedulable(lab, namespace, "greedy"), what="PodScheduled=False/Unschedulable"
+    )
     assert GPU_RESOURCE in cond.get("message", "")
     time.sleep(2)
     assert _get_pod(lab, namespace, "greedy")["status"]["phase"] == "Pending"
 
 
 def test_a_dra_over_request_stays_pending_unschedulable(lab: Lab, namespace: str) -> None:
-    _create(lab, {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
-                  "metadata": {"name": "too-many", "namespace": namespace},
-                  "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": {
-                      "deviceClassName": DEVICE_CLASS, "allocationMode": "ExactCount",
-                      "count": lab.options.gpus_per_node + 1}}]}}}})
-    _create(lab, _pod("greedy", claims=[{"name": "gpu",
-                                         "resourceClaimTemplateName": "too-many"}],
-                      ns=namespace))
-    wait_for(lambda: _unschedulable(lab, namespace, "greedy"),
-             what="PodScheduled=False/Unschedulable")
+    _create(
+        lab,
+        {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceClaimTemplate",
+            "metadata": {"name": "too-many", "namespace": namespace},
+            "spec": {
+                "spec": {
+                    "devices": {
+                        "requests": [
+                            {
+                                "name": "gpu",
+                                "exactly": {
+                                    "deviceClassName": DEVICE_CLASS,
+                                    "allocationMode": "ExactCount",
+                                    "count": lab.options.gpus_per_node + 1,
+                                },
+                            }
+                        ]
+                    }
+                }
+            },
+        },
+    )
+    _create(
+        lab,
+        _pod(
+            "greedy",
+            claims=[{"name": "gpu", "resourceClaimTemplateName": "too-many"}],
+            ns=namespace,
+        ),
+    )
+    wait_for(
+        lambda: _unschedulable(lab, namespace, "greedy"), what="PodScheduled=False/Unschedulable"
+    )
 
 
 def test_a_lab_without_accelerators_cannot_run_a_gpu_pod(lab_factory: LabFactory) -> None:
     bare = lab_factory(without={"gateway-api"}, accelerators="none", nodes=1, cpu_nodes=1)
     bare.ctx.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "neg"}}])
-    wait_for(lambda: bare.ctx.exists("/api/v1/namespaces/neg/serviceaccounts/default"),
-             what="default ServiceAccount")
+    wait_for(
+        lambda: bare.ctx.exists("/api/v1/namespaces/neg/serviceaccounts/default"),
+        what="default ServiceAccount",
+    )
     _create(bare, _pod("gpu", limits={GPU_RESOURCE: "1"}, ns="neg"))
     wait_for(lambda: _unschedulable(bare, "neg", "gpu"), what="gpu pod Unschedulable")
     assert bare.ctx.get("/apis/resource.k8s.io/v1/resourceslices")["items"] == []
@@ -191,8 +271,9 @@ def test_a_lab_without_accelerators_cannot_run_a_gpu_pod(lab_factory: LabFactory
 def test_exec_into_a_kwok_pod_runs_a_local_command(lab: Lab, namespace: str) -> None:
     _create(lab, _pod("shell", ns=namespace))
     wait_for(lambda: _running(lab, namespace, "shell"), what="pod Running")
-    r = lab.ctx.kubectl("exec", "-n", namespace, "shell", "--", "sh", "-c",
-                        "echo lab=$KAIC_LAB pid=$$")
+    r = lab.ctx.kubectl(
+        "exec", "-n", namespace, "shell", "--", "sh", "-c", "echo lab=$KAIC_LAB pid=$$"
+    )
     assert f"lab={lab.name} pid=" in r.stdout
 
 
@@ -214,16 +295,40 @@ def test_port_forward_to_a_kwok_pod_reaches_a_local_process(lab: Lab, namespace:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         _create(lab, _pod("web", ns=namespace))
-        _create(lab, {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "PortForward",
-                      "metadata": {"name": "web", "namespace": namespace},
-                      "spec": {"forwards": [{"ports": [8080], "target": {
-                          "address": "127.0.0.1", "port": server.server_address[1]}}]}})
+        _create(
+            lab,
+            {
+                "apiVersion": "kwok.x-k8s.io/v1alpha1",
+                "kind": "PortForward",
+                "metadata": {"name": "web", "namespace": namespace},
+                "spec": {
+                    "forwards": [
+                        {
+                            "ports": [8080],
+                            "target": {"address": "127.0.0.1", "port": server.server_address[1]},
+                        }
+                    ]
+                },
+            },
+        )
         wait_for(lambda: _running(lab, namespace, "web"), what="pod Running")
         local = lab_proc.free_port()
         pf = subprocess.Popen(
-            [str(lab.ctx.binary("kubectl")), "--kubeconfig", str(lab.kubeconfig), "-n",
-             namespace, "port-forward", "--address=127.0.0.1", "pod/web", f"{local}:8080"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=lab_proc.clean_env())
+            [
+                str(lab.ctx.binary("kubectl")),
+                "--kubeconfig",
+                str(lab.kubeconfig),
+                "-n",
+                namespace,
+                "port-forward",
+                "--address=127.0.0.1",
+                "pod/web",
+                f"{local}:8080",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=lab_proc.clean_env(),
+        )
         try:
             import urllib.request
 
@@ -249,11 +354,16 @@ def test_port_forward_to_a_kwok_pod_reaches_a_local_process(lab: Lab, namespace:
 # ---- robustness and the network rule ---------------------------------------------
 
 
-def test_killed_apiserver_comes_back_with_up_and_objects_are_kept(lab: Lab,
-                                                                  namespace: str) -> None:
-    _create(lab, {"apiVersion": "v1", "kind": "ConfigMap",
-                  "metadata": {"name": "survivor", "namespace": namespace},
-                  "data": {"k": "v"}})
+def test_killed_apiserver_comes_back_with_up_and_objects_are_kept(lab: Lab, namespace: str) -> None:
+    _create(
+        lab,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "survivor", "namespace": namespace},
+            "data": {"k": "v"},
+        },
+    )
     old = lab.ctx.pid("kube-apiserver")
     assert old is not None
     os.kill(old, signal.SIGKILL)
@@ -298,14 +408,19 @@ def test_every_socket_and_address_of_the_lab_is_loopback(lab: Lab, namespace: st
 
 
 def test_up_is_idempotent_and_down_leaves_no_process_port_or_file(
-        lab_factory: LabFactory, tmp_path: Any) -> None:
+    lab_factory: LabFactory, tmp_path: Any
+) -> None:
     from kaic.lab import LabOptions
 
-    opts = LabOptions(name=f"pytest-{os.getpid()}-updown", nodes=1, cpu_nodes=0,
-                      gpus_per_node=2, accelerators="dra",
-                      without=frozenset({"gateway-api", "jobset", "kueue",
-                                         "inference-extension"}),
-                      state_dir=tmp_path / "updown")
+    opts = LabOptions(
+        name=f"pytest-{os.getpid()}-updown",
+        nodes=1,
+        cpu_nodes=0,
+        gpus_per_node=2,
+        accelerators="dra",
+        without=frozenset({"gateway-api", "jobset", "kueue", "inference-extension"}),
+        state_dir=tmp_path / "updown",
+    )
     assert lab_factory is not None  # its session guard reaps labs of crashed sessions
     small = Lab(opts)
     try:
@@ -329,18 +444,28 @@ def test_up_is_idempotent_and_down_leaves_no_process_port_or_file(
 def test_cli_status_and_logs_describe_the_running_lab(lab: Lab) -> None:
     base = [sys.executable, "-m", "kaic", "lab"]
     where = ["--name", lab.name, "--state-dir", str(lab.options.state)]
-    r = subprocess.run([*base, "status", *where, "-o", "json"], capture_output=True,
-                       text=True, check=False)
+    r = subprocess.run(
+        [*base, "status", *where, "-o", "json"], capture_output=True, text=True, check=False
+    )
     assert r.returncode == 0, r.stderr
     status = json.loads(r.stdout)
     assert status["ready"] and status["version"] == lab.options.version
     assert status["server"] == lab.server
-    r = subprocess.run([*base, "logs", "kube-apiserver", *where, "-n", "3"],
-                       capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [*base, "logs", "kube-apiserver", *where, "-n", "3"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert 0 < len(r.stdout.splitlines()) <= 3
-    r = subprocess.run([*base, "logs", "no-such-thing", *where], capture_output=True,
-                       text=True, check=False)
+    r = subprocess.run(
+        [*base, "logs", "no-such-thing", *where], capture_output=True, text=True, check=False
+    )
     assert r.returncode == 2 and r.stderr.startswith("kaic: error: ")
-    r = subprocess.run([*base, "kubectl", *where, "get", "nodes", "-o", "name"],
-                       capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [*base, "kubectl", *where, "get", "nodes", "-o", "name"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "node/kaic-gpu-0" in r.stdout.split()

@@ -19,12 +19,14 @@ from kaic.lab.pki import generate, issue_serving_cert
 
 
 def test_options_reject_bad_values_with_a_usage_error() -> None:
-    for kwargs, needle in (({"name": "Bad_Name"}, "invalid lab name"),
-                           ({"version": "1.36"}, "invalid Kubernetes version"),
-                           ({"version": "v1.33.4"}, "too old"),
-                           ({"accelerators": "tpu"}, "--accelerators"),
-                           ({"gpus_per_node": 0}, "--gpus-per-node"),
-                           ({"nodes": -1}, "--nodes")):
+    for kwargs, needle in (
+        ({"name": "Bad_Name"}, "invalid lab name"),
+        ({"version": "1.36"}, "invalid Kubernetes version"),
+        ({"version": "v1.33.4"}, "too old"),
+        ({"accelerators": "tpu"}, "--accelerators"),
+        ({"gpus_per_node": 0}, "--gpus-per-node"),
+        ({"nodes": -1}, "--nodes"),
+    ):
         with pytest.raises(UsageError, match=needle):
             LabOptions(**kwargs)  # type: ignore[arg-type]
 
@@ -92,8 +94,14 @@ def test_simulated_gpus_look_like_nvidia_dra_driver_devices() -> None:
     uuids = {d["attributes"]["uuid"]["string"] for d in devs}
     assert len(uuids) == 4
     a = devs[0]["attributes"]
-    for key in ("index", "uuid", "productName", "driverVersion", "cudaDriverVersion",
-                "resource.kubernetes.io/pcieRoot"):
+    for key in (
+        "index",
+        "uuid",
+        "productName",
+        "driverVersion",
+        "cudaDriverVersion",
+        "resource.kubernetes.io/pcieRoot",
+    ):
         assert key in a
     assert devs[0]["capacity"]["memory"]["value"] == "80Gi"
     assert "gpu.nvidia.com" in device_class()["spec"]["selectors"][0]["cel"]["expression"]
@@ -120,23 +128,31 @@ def test_listening_sockets_of_this_process_are_found(tmp_path: Path) -> None:
 
 def test_spawned_process_is_detached_tracked_and_stopped(tmp_path: Path) -> None:
     pidfile = tmp_path / "run" / "sleeper.pid"
-    pid = proc.spawn(["/bin/sleep", "60"], log=tmp_path / "sleeper.log", pidfile=pidfile,
-                     cwd=tmp_path)
+    pid = proc.spawn(
+        ["/bin/sleep", "60"], log=tmp_path / "sleeper.log", pidfile=pidfile, cwd=tmp_path
+    )
     assert proc.read_pid(pidfile) == pid
     assert proc.stop(pidfile)
     assert proc.read_pid(pidfile) is None and not pidfile.exists()
     assert not proc.alive(pid)
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["lab", "up", "--accelerators", "tpu"], "Invalid value for '--accelerators'"),
-    (["lab", "up", "--without", "etcd"], "cannot leave out core"),
-    (["lab", "up", "--name", "UPPER"], "invalid lab name"),
-    (["lab", "status", "--name", "does-not-exist-anywhere"], "no lab named"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["lab", "up", "--accelerators", "tpu"], "Invalid value for '--accelerators'"),
+        (["lab", "up", "--without", "etcd"], "cannot leave out core"),
+        (["lab", "up", "--name", "UPPER"], "invalid lab name"),
+        (["lab", "status", "--name", "does-not-exist-anywhere"], "no lab named"),
+    ],
+)
 def test_cli_reports_bad_input_in_one_line_with_exit_code_2(
-        args: list[str], needle: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    args: list[str],
+    needle: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from kaic.cli.main import main
 
     monkeypatch.setenv("KAIC_CACHE", str(tmp_path))

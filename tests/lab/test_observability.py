@@ -41,8 +41,8 @@ def run(lab: Lab, requirement: str, timeout: float = 240, **options: str) -> Che
     return run_check_on_lab(lab, requirement, timeout=timeout, options=options)
 
 
-
 # -- accelerator_metrics -------------------------------------------------------------------
+
 
 @pytest.fixture
 def dcgm_faults(lab: Lab) -> Iterator[Any]:
@@ -55,14 +55,14 @@ def test_accelerator_metrics_passes_with_the_simulated_dcgm_exporter(lab: Lab) -
     result = run(lab, "accelerator_metrics")
     assert result.outcome is Outcome.PASS, result.reason
     expected = lab.options.nodes * lab.options.gpus_per_node
-    assert f"all {expected} accelerators" in " ".join(
-        sub(result, "PerAcceleratorMemoryMetric").log)
+    assert f"all {expected} accelerators" in " ".join(sub(result, "PerAcceleratorMemoryMetric").log)
     endpoints = next(e for e in result.evidence if e.name == "endpoints.txt").content
     assert "gpu-operator/nvidia-dcgm-exporter-kaic-gpu-0:9400/metrics" in endpoints
 
 
 def test_accelerator_metrics_fails_naming_the_gpu_without_memory_metrics(
-        lab: Lab, dcgm_faults: Any) -> None:
+    lab: Lab, dcgm_faults: Any
+) -> None:
     dcgm_faults("kaic-gpu-1/3")
     result = run(lab, "accelerator_metrics")
     assert result.outcome is Outcome.FAIL
@@ -77,11 +77,13 @@ def test_accelerator_metrics_fails_naming_the_gpu_without_memory_metrics(
 
 # -- ai_service_metrics ---------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def prometheus_lab(lab_factory: Any) -> Lab:
     require_program("prometheus")
-    lab: Lab = lab_factory(accelerators="device-plugin", nodes=1, cpu_nodes=1,
-                           gpus_per_node=2, with_={"prometheus"})
+    lab: Lab = lab_factory(
+        accelerators="device-plugin", nodes=1, cpu_nodes=1, gpus_per_node=2, with_={"prometheus"}
+    )
     return lab
 
 
@@ -111,8 +113,7 @@ def test_lab_prometheus_scrapes_only_loopback_targets(prometheus_lab: Lab) -> No
     assert prom.LOOPBACK_ADDRESS in cfg
 
 
-def test_ai_service_metrics_fails_when_prometheus_collects_nothing(
-        prometheus_lab: Lab) -> None:
+def test_ai_service_metrics_fails_when_prometheus_collects_nothing(prometheus_lab: Lab) -> None:
     set_prometheus_scraping(prometheus_lab.ctx, False)
     try:
         result = run(prometheus_lab, "ai_service_metrics", **{"service-metrics-timeout": "10"})

@@ -38,8 +38,13 @@ GW = "gateway.networking.k8s.io/v1"
 
 
 def kaic(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kaic", *args], capture_output=True,
-                          text=True, check=False, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "kaic", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
 
 
 def _run_json(out: Path) -> dict[str, Any]:
@@ -53,8 +58,17 @@ def _outcomes(doc: dict[str, Any]) -> dict[str, str]:
 
 def test_dra_and_gateway_checks_pass_on_a_full_lab(lab: Lab, tmp_path: Path) -> None:
     out = tmp_path / "bundle"
-    r = kaic("run", "--kubeconfig", str(lab.kubeconfig), "--version", "1.35",
-             "--focus", BOTH, "-o", str(out))
+    r = kaic(
+        "run",
+        "--kubeconfig",
+        str(lab.kubeconfig),
+        "--version",
+        "1.35",
+        "--focus",
+        BOTH,
+        "-o",
+        str(out),
+    )
     doc = _run_json(out)
     assert _outcomes(doc) == {"dra_support": "PASS", "ai_inference": "PASS"}, r.stderr
     assert r.returncode == 0, r.stderr
@@ -65,20 +79,34 @@ def test_dra_and_gateway_checks_pass_on_a_full_lab(lab: Lab, tmp_path: Path) -> 
 
 
 def test_both_checks_fail_with_a_clear_reason_on_a_lab_without_their_api_groups(
-        lab_factory: LabFactory, tmp_path: Path) -> None:
+    lab_factory: LabFactory, tmp_path: Path
+) -> None:
     bare = lab_factory(without={"gateway-api", "dra-api"}, accelerators="none")
     out = tmp_path / "bundle"
-    r = kaic("run", "--kubeconfig", str(bare.kubeconfig), "--version", "1.35",
-             "--focus", BOTH, "-o", str(out))
+    r = kaic(
+        "run",
+        "--kubeconfig",
+        str(bare.kubeconfig),
+        "--version",
+        "1.35",
+        "--focus",
+        BOTH,
+        "-o",
+        str(out),
+    )
     assert r.returncode == 1, r.stderr
     results = {x["requirement_id"]: x for x in _run_json(out)["results"]}
     assert {k: v["outcome"] for k, v in results.items()} == {
-        "dra_support": "FAIL", "ai_inference": "FAIL"}
+        "dra_support": "FAIL",
+        "ai_inference": "FAIL",
+    }
     assert results["ai_inference"]["reason"].startswith(
-        "GatewayAPIServed: the API server does not serve gateway.networking.k8s.io/v1")
+        "GatewayAPIServed: the API server does not serve gateway.networking.k8s.io/v1"
+    )
     assert results["dra_support"]["reason"].startswith(
         "APIServed: the API server does not serve resource.k8s.io/v1"
-        " (no resource.k8s.io version is served)")
+        " (no resource.k8s.io version is served)"
+    )
     log = (out / "e2e.log").read_text()
     assert "--- FAIL: TestGatewayAPIInference" in log and "--- FAIL: TestDRASupport" in log
     assert find_leftovers(connect(str(bare.kubeconfig)), _run_json(out)["run_id"]) == []
@@ -94,21 +122,42 @@ def _run_checks(cluster: Cluster, focus: str, version: str = "1.36") -> Any:
 
 def test_gateway_class_acceptance_is_judged_from_its_status(lab: Lab) -> None:
     cluster = connect(str(lab.kubeconfig))
-    gc: KubeObject = {"apiVersion": GW, "kind": "GatewayClass",
-                      "metadata": {"name": "kaic-test-gc"},
-                      "spec": {"controllerName": "example.com/kaic-test"}}
+    gc: KubeObject = {
+        "apiVersion": GW,
+        "kind": "GatewayClass",
+        "metadata": {"name": "kaic-test-gc"},
+        "spec": {"controllerName": "example.com/kaic-test"},
+    }
     cluster.create(gc)
     try:
         pending = _run_checks(cluster, "^ai_inference$")
         sub = {s.name: s for s in pending.results[0].result.subresults}
         assert sub["GatewayClassAccepted"].outcome is Outcome.FAIL
-        assert "kaic-test-gc [controller example.com/kaic-test" in \
-            sub["GatewayClassAccepted"].reason
+        assert (
+            "kaic-test-gc [controller example.com/kaic-test" in sub["GatewayClassAccepted"].reason
+        )
         # what a Gateway controller does when it accepts the class
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        cluster.patch(GW, "GatewayClass", "kaic-test-gc", {"status": {"conditions": [
-            {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "ok",
-             "lastTransitionTime": now, "observedGeneration": 1}]}}, subresource="status")
+        cluster.patch(
+            GW,
+            "GatewayClass",
+            "kaic-test-gc",
+            {
+                "status": {
+                    "conditions": [
+                        {
+                            "type": "Accepted",
+                            "status": "True",
+                            "reason": "Accepted",
+                            "message": "ok",
+                            "lastTransitionTime": now,
+                            "observedGeneration": 1,
+                        }
+                    ]
+                }
+            },
+            subresource="status",
+        )
         accepted = _run_checks(cluster, "^ai_inference$")
         assert accepted.results[0].result.outcome is Outcome.PASS
         assert exit_code(accepted) == 0
@@ -117,12 +166,27 @@ def test_gateway_class_acceptance_is_judged_from_its_status(lab: Lab) -> None:
 
 
 def test_sigint_in_the_middle_of_a_check_leaves_no_object_of_the_run(
-        lab: Lab, tmp_path: Path) -> None:
+    lab: Lab, tmp_path: Path
+) -> None:
     out = tmp_path / "bundle"
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "run_with_slow_check.py"), "run", "--kubeconfig",
-         str(lab.kubeconfig), "--version", "1.36", "--focus", "^ai_inference$", "-v",
-         "-o", str(out)], stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            str(HERE / "run_with_slow_check.py"),
+            "run",
+            "--kubeconfig",
+            str(lab.kubeconfig),
+            "--version",
+            "1.36",
+            "--focus",
+            "^ai_inference$",
+            "-v",
+            "-o",
+            str(out),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     seen = []
     deadline = time.monotonic() + 120
@@ -133,8 +197,7 @@ def test_sigint_in_the_middle_of_a_check_leaves_no_object_of_the_run(
     assert any("slow check waiting" in s for s in seen), "".join(seen)
     run_id = _run_json(out)["run_id"]
     cluster = connect(str(lab.kubeconfig))
-    assert {lo.ref.kind for lo in find_leftovers(cluster, run_id)} >= {"Namespace",
-                                                                       "DeviceClass"}
+    assert {lo.ref.kind for lo in find_leftovers(cluster, run_id)} >= {"Namespace", "DeviceClass"}
     proc.send_signal(signal.SIGINT)
     rest = proc.stderr.read()
     assert proc.wait(timeout=120) == 130, rest
@@ -152,30 +215,51 @@ def _limited_kubeconfig(lab: Lab, path: Path, user: str) -> None:
     ca_key: Any = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user)]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(hours=2))
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=2))
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     import base64
 
     def b64(data: bytes) -> str:
         return base64.b64encode(data).decode()
 
-    doc = {"apiVersion": "v1", "kind": "Config",
-           "clusters": [{"name": "lab", "cluster": {
-               "server": lab.server, "certificate-authority": str(pki.ca_crt)}}],
-           "users": [{"name": user, "user": {
-               "client-certificate-data": b64(cert.public_bytes(serialization.Encoding.PEM)),
-               "client-key-data": b64(key.private_bytes(
-                   serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                   serialization.NoEncryption()))}}],
-           "contexts": [{"name": "limited", "context": {"cluster": "lab", "user": user}}],
-           "current-context": "limited"}
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "lab",
+                "cluster": {"server": lab.server, "certificate-authority": str(pki.ca_crt)},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": b64(cert.public_bytes(serialization.Encoding.PEM)),
+                    "client-key-data": b64(
+                        key.private_bytes(
+                            serialization.Encoding.PEM,
+                            serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption(),
+                        )
+                    ),
+                },
+            }
+        ],
+        "contexts": [{"name": "limited", "context": {"cluster": "lab", "user": user}}],
+        "current-context": "limited",
+    }
     path.write_text(yaml.safe_dump(doc))
 
 
@@ -183,31 +267,45 @@ def test_preflight_names_the_missing_verbs_of_a_limited_user(lab: Lab, tmp_path:
     admin = connect(str(lab.kubeconfig))
     user = f"kaic-limited-{os.getpid()}"
     role: KubeObject = {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
         "metadata": {"name": user},
-        "rules": [{"apiGroups": [""], "resources": ["namespaces"],
-                   "verbs": ["create", "delete", "get", "list", "watch"]},
-                  {"apiGroups": ["gateway.networking.k8s.io"],
-                   "resources": ["gatewayclasses"], "verbs": ["list"]}]}
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["namespaces"],
+                "verbs": ["create", "delete", "get", "list", "watch"],
+            },
+            {
+                "apiGroups": ["gateway.networking.k8s.io"],
+                "resources": ["gatewayclasses"],
+                "verbs": ["list"],
+            },
+        ],
+    }
     binding: KubeObject = {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
         "metadata": {"name": user},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": user},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }
     admin.create(role)
     admin.create(binding)
     try:
         kc = tmp_path / "limited.kubeconfig"
         _limited_kubeconfig(lab, kc, user)
         out = tmp_path / "bundle"
-        r = kaic("run", "--kubeconfig", str(kc), "--version", "1.35", "--focus", BOTH,
-                 "-o", str(out))
+        r = kaic(
+            "run", "--kubeconfig", str(kc), "--version", "1.35", "--focus", BOTH, "-o", str(out)
+        )
         assert r.returncode == 3, r.stderr
         assert "lack these permissions" in r.stderr
         missing = [line.strip() for line in r.stderr.splitlines() if line.startswith("  ")]
-        assert ("ai_inference: create httproutes.gateway.networking.k8s.io in namespace"
-                " kaic-ai-inference-preflight") in missing
+        assert (
+            "ai_inference: create httproutes.gateway.networking.k8s.io in namespace"
+            " kaic-ai-inference-preflight"
+        ) in missing
         assert "dra_support: create deviceclasses.resource.k8s.io (cluster-wide)" in missing
         assert "dra_support: list resourceslices.resource.k8s.io (cluster-wide)" in missing
         assert not any("gatewayclasses" in m or "namespaces" in m for m in missing)
@@ -220,8 +318,18 @@ def test_preflight_names_the_missing_verbs_of_a_limited_user(lab: Lab, tmp_path:
 
 def test_kept_resources_are_removed_by_kaic_cleanup(lab: Lab, tmp_path: Path) -> None:
     out = tmp_path / "bundle"
-    r = kaic("run", "--kubeconfig", str(lab.kubeconfig), "--version", "1.35", "--focus",
-             BOTH, "--keep-resources", "-o", str(out))
+    r = kaic(
+        "run",
+        "--kubeconfig",
+        str(lab.kubeconfig),
+        "--version",
+        "1.35",
+        "--focus",
+        BOTH,
+        "--keep-resources",
+        "-o",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     run_id = _run_json(out)["run_id"]
     cluster = connect(str(lab.kubeconfig))

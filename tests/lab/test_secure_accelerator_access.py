@@ -39,10 +39,16 @@ def run_secure(lab: Lab, **options: str) -> CheckResult:
     cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     spec = load_builtin_checks().find("secure_accelerator_access", "1.36")
     assert spec is not None
-    ctx = CheckContext(cluster=TrackingCluster(cluster, f"lab-{ns}", "secure_accelerator_access"),
-        requirement=catalog.load("1.36").get(
-        "secure_accelerator_access"), spec=spec, catalog_version="1.36",
-        run_id=f"lab-{ns}", namespace=ns, options=options, timeout_s=240)
+    ctx = CheckContext(
+        cluster=TrackingCluster(cluster, f"lab-{ns}", "secure_accelerator_access"),
+        requirement=catalog.load("1.36").get("secure_accelerator_access"),
+        spec=spec,
+        catalog_version="1.36",
+        run_id=f"lab-{ns}",
+        namespace=ns,
+        options=options,
+        timeout_s=240,
+    )
     try:
         return run_check(ctx)
     finally:
@@ -55,9 +61,12 @@ def sub(result: CheckResult, name: str) -> Any:
 
 def set_mode(lab: Lab, mode: str) -> None:
     """Switch the lab's device visibility mode and wait until the agent has applied it."""
-    lab.ctx.request("PATCH", f"/api/v1/namespaces/{devices.CONFIGMAP_NAMESPACE}/configmaps/"
-                             f"{devices.CONFIGMAP_NAME}", {"data": {"mode": mode}},
-                    content_type="application/merge-patch+json")
+    lab.ctx.request(
+        "PATCH",
+        f"/api/v1/namespaces/{devices.CONFIGMAP_NAMESPACE}/configmaps/{devices.CONFIGMAP_NAME}",
+        {"data": {"mode": mode}},
+        content_type="application/merge-patch+json",
+    )
     alive = lab.ctx.dir("devices") / devices.ALIVE_FILE
     since = time.time()
     deadline = since + 30
@@ -72,8 +81,9 @@ def set_mode(lab: Lab, mode: str) -> None:
 @pytest.fixture(scope="module")
 def leaky_lab(lab_factory: Any) -> Lab:
     """A device-plugin lab started with ``--with device-leak``."""
-    lab: Lab = lab_factory(accelerators="device-plugin", nodes=1, cpu_nodes=1,
-                           gpus_per_node=4, with_={"device-leak"})
+    lab: Lab = lab_factory(
+        accelerators="device-plugin", nodes=1, cpu_nodes=1, gpus_per_node=4, with_={"device-leak"}
+    )
     return lab
 
 
@@ -103,18 +113,19 @@ def test_auto_mode_prefers_dra_on_a_lab_with_both(lab: Lab) -> None:
     result = run_secure(lab)
     assert result.outcome is Outcome.PASS, result.reason
     assert "allocation mode used: dra" in next(
-        e.content for e in result.evidence if e.name == "allocation.txt")
+        e.content for e in result.evidence if e.name == "allocation.txt"
+    )
 
 
 def test_passes_in_device_plugin_mode(isolated: Lab) -> None:
     result = run_secure(isolated)
     assert result.outcome is Outcome.PASS, result.reason
     assert "allocation mode used: device-plugin" in next(
-        e.content for e in result.evidence if e.name == "allocation.txt")
+        e.content for e in result.evidence if e.name == "allocation.txt"
+    )
 
 
-def test_fails_naming_the_pod_when_the_lab_leaks_gpus_to_unrequested_pods(
-        leaky_lab: Lab) -> None:
+def test_fails_naming_the_pod_when_the_lab_leaks_gpus_to_unrequested_pods(leaky_lab: Lab) -> None:
     result = run_secure(leaky_lab)
     assert result.outcome is Outcome.FAIL
     neg = sub(result, "NegativeIsolationTest")
@@ -145,5 +156,7 @@ def test_fails_cross_pod_when_granted_pods_see_the_whole_node(leaky_lab: Lab) ->
     finally:
         set_mode(leaky_lab, "leak-unrequested")
     assert sub(result, "CrossPodIsolationTest").outcome is Outcome.FAIL
-    assert "pod accel-positive was granted one accelerator but sees 4" in sub(
-        result, "PositiveAccessTest").reason
+    assert (
+        "pod accel-positive was granted one accelerator but sees 4"
+        in sub(result, "PositiveAccessTest").reason
+    )

@@ -44,8 +44,13 @@ def _cond(type_: str, status: str, reason: str = "", message: str = "") -> dict[
 
 def _owner(obj: KubeObject) -> dict[str, Any]:
     md = obj["metadata"]
-    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": md["name"],
-            "uid": md["uid"], "controller": True}
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "name": md["name"],
+        "uid": md["uid"],
+        "controller": True,
+    }
 
 
 def make_cluster(sim: Sim | None = None, *, kueue: bool = True) -> FakeCluster:
@@ -53,15 +58,26 @@ def make_cluster(sim: Sim | None = None, *, kueue: bool = True) -> FakeCluster:
     sim = sim or Sim()
     c = FakeCluster()
     c.serve("coordination.k8s.io/v1", ("leases", "Lease", True))
-    c.serve("apiextensions.k8s.io/v1",
-            ("customresourcedefinitions", "CustomResourceDefinition", False))
-    c.serve("admissionregistration.k8s.io/v1",
-            ("validatingwebhookconfigurations", "ValidatingWebhookConfiguration", False),
-            ("mutatingwebhookconfigurations", "MutatingWebhookConfiguration", False))
+    c.serve(
+        "apiextensions.k8s.io/v1", ("customresourcedefinitions", "CustomResourceDefinition", False)
+    )
+    c.serve(
+        "admissionregistration.k8s.io/v1",
+        ("validatingwebhookconfigurations", "ValidatingWebhookConfiguration", False),
+        ("mutatingwebhookconfigurations", "MutatingWebhookConfiguration", False),
+    )
     for name, cpu in sim.nodes:
-        c.add({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
-               "status": {"allocatable": {"cpu": cpu, "memory": "64Gi", "pods": "110"},
-                          "conditions": [_cond("Ready", "True")]}})
+        c.add(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name},
+                "status": {
+                    "allocatable": {"cpu": cpu, "memory": "64Gi", "pods": "110"},
+                    "conditions": [_cond("Ready", "True")],
+                },
+            }
+        )
     c.controllers += [_job_controller, _scheduler, _kwok, _garbage_collector]
     if kueue:
         install_kueue(c, sim)
@@ -69,41 +85,95 @@ def make_cluster(sim: Sim | None = None, *, kueue: bool = True) -> FakeCluster:
 
 
 def install_kueue(c: FakeCluster, sim: Sim) -> None:
-    c.serve(KUEUE, ("clusterqueues", "ClusterQueue", False), ("localqueues", "LocalQueue", True),
-            ("workloads", "Workload", True), ("resourceflavors", "ResourceFlavor", False))
+    c.serve(
+        KUEUE,
+        ("clusterqueues", "ClusterQueue", False),
+        ("localqueues", "LocalQueue", True),
+        ("workloads", "Workload", True),
+        ("resourceflavors", "ResourceFlavor", False),
+    )
     for plural in ("clusterqueues", "localqueues", "resourceflavors", "workloads"):
-        c.add({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-               "metadata": {"name": f"{plural}.kueue.x-k8s.io",
-                            "labels": {"app.kubernetes.io/version": VERSION}},
-               "spec": {"versions": [{"name": "v1beta2", "served": True}]},
-               "status": {"conditions": [_cond("Established", "True")]}})
+        c.add(
+            {
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {
+                    "name": f"{plural}.kueue.x-k8s.io",
+                    "labels": {"app.kubernetes.io/version": VERSION},
+                },
+                "spec": {"versions": [{"name": "v1beta2", "served": True}]},
+                "status": {"conditions": [_cond("Established", "True")]},
+            }
+        )
     c.add({"apiVersion": KUEUE, "kind": "ResourceFlavor", "metadata": {"name": "pool"}})
-    c.add({"apiVersion": KUEUE, "kind": "ClusterQueue", "metadata": {"name": "lab"},
-           "spec": {"resourceGroups": [{"coveredResources": ["cpu"], "flavors": [
-               {"name": "pool", "resources": [{"name": "cpu",
-                                               "nominalQuota": sim.cpu_quota}]}]}]}})
+    c.add(
+        {
+            "apiVersion": KUEUE,
+            "kind": "ClusterQueue",
+            "metadata": {"name": "lab"},
+            "spec": {
+                "resourceGroups": [
+                    {
+                        "coveredResources": ["cpu"],
+                        "flavors": [
+                            {
+                                "name": "pool",
+                                "resources": [{"name": "cpu", "nominalQuota": sim.cpu_quota}],
+                            }
+                        ],
+                    }
+                ]
+            },
+        }
+    )
     if sim.controller:
-        c.add({"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": "kueue-controller-manager-0", "namespace": "kueue-system",
-                            "labels": {"app.kubernetes.io/name": "kueue",
-                                       "control-plane": "controller-manager"}},
-               "spec": {"nodeName": "cpu-0", "containers": [
-                   {"name": "manager", "image": f"registry.k8s.io/kueue/kueue:{VERSION}"}]},
-               "status": {"phase": "Running", "conditions": [_cond("Ready", "True")]}})
+        c.add(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": "kueue-controller-manager-0",
+                    "namespace": "kueue-system",
+                    "labels": {
+                        "app.kubernetes.io/name": "kueue",
+                        "control-plane": "controller-manager",
+                    },
+                },
+                "spec": {
+                    "nodeName": "cpu-0",
+                    "containers": [
+                        {"name": "manager", "image": f"registry.k8s.io/kueue/kueue:{VERSION}"}
+                    ],
+                },
+                "status": {"phase": "Running", "conditions": [_cond("Ready", "True")]},
+            }
+        )
         c.controllers.append(_kueue_controller)
     if sim.webhook != "absent":
         hook: dict[str, Any] = {
             "name": "vclusterqueue.kb.io",
-            "clientConfig": {"url": "https://127.0.0.1:9443/validate-kueue-x-k8s-io-v1beta2-"
-                                    "clusterqueue"},
-            "rules": [{"apiGroups": ["kueue.x-k8s.io"], "apiVersions": ["v1beta2"],
-                       "operations": ["CREATE", "UPDATE"], "resources": ["clusterqueues"]}]}
+            "clientConfig": {
+                "url": "https://127.0.0.1:9443/validate-kueue-x-k8s-io-v1beta2-clusterqueue"
+            },
+            "rules": [
+                {
+                    "apiGroups": ["kueue.x-k8s.io"],
+                    "apiVersions": ["v1beta2"],
+                    "operations": ["CREATE", "UPDATE"],
+                    "resources": ["clusterqueues"],
+                }
+            ],
+        }
         if sim.ca_bundle:
             hook["clientConfig"]["caBundle"] = CA
-        c.add({"apiVersion": "admissionregistration.k8s.io/v1",
-               "kind": "ValidatingWebhookConfiguration",
-               "metadata": {"name": "kueue-validating-webhook-configuration"},
-               "webhooks": [hook]})
+        c.add(
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingWebhookConfiguration",
+                "metadata": {"name": "kueue-validating-webhook-configuration"},
+                "webhooks": [hook],
+            }
+        )
         c.on_create.append(_webhooks(sim))
 
 
@@ -116,9 +186,11 @@ def _webhooks(sim: Sim):  # type: ignore[no-untyped-def]
             return
         name = "mjob.kb.io" if kind == "Job" else "vclusterqueue.kb.io"
         if sim.webhook == "down":
-            raise ClusterError(f'Internal error occurred: failed calling webhook "{name}": '
-                               'Post "https://127.0.0.1:9443/x": dial tcp 127.0.0.1:9443: '
-                               "connect: connection refused")
+            raise ClusterError(
+                f'Internal error occurred: failed calling webhook "{name}": '
+                'Post "https://127.0.0.1:9443/x": dial tcp 127.0.0.1:9443: '
+                "connect: connection refused"
+            )
         if kind == "Job":
             obj["spec"]["suspend"] = True
             return
@@ -128,8 +200,10 @@ def _webhooks(sim: Sim):  # type: ignore[no-untyped-def]
                     if quantity(r["nominalQuota"]) < 0:
                         raise ClusterError(
                             f'admission webhook "{name}" denied the request: spec.resource'
-                            'Groups[0].flavors[0].resources[0].nominalQuota: Invalid value: '
-                            '"-1": must be greater than or equal to 0')
+                            "Groups[0].flavors[0].resources[0].nominalQuota: Invalid value: "
+                            '"-1": must be greater than or equal to 0'
+                        )
+
     return hook
 
 
@@ -140,10 +214,15 @@ def _all(c: FakeCluster, api_version: str, kind: str) -> list[KubeObject]:
 def _kueue_controller(c: FakeCluster) -> None:
     flavors = {o["metadata"]["name"] for o in _all(c, KUEUE, "ResourceFlavor")}
     for cq in _all(c, KUEUE, "ClusterQueue"):
-        missing = [f["name"] for g in cq.get("spec", {}).get("resourceGroups", [])
-                   for f in g["flavors"] if f["name"] not in flavors]
+        missing = [
+            f["name"]
+            for g in cq.get("spec", {}).get("resourceGroups", [])
+            for f in g["flavors"]
+            if f["name"] not in flavors
+        ]
         cq.setdefault("status", {})["conditions"] = [
-            _cond("Active", "False", "FlavorNotFound") if missing else _cond("Active", "True")]
+            _cond("Active", "False", "FlavorNotFound") if missing else _cond("Active", "True")
+        ]
     queues = {o["metadata"]["name"] for o in _all(c, KUEUE, "ClusterQueue")}
     for lq in _all(c, KUEUE, "LocalQueue"):
         ok = lq["spec"]["clusterQueue"] in queues
@@ -152,30 +231,58 @@ def _kueue_controller(c: FakeCluster) -> None:
     for wl in _all(c, KUEUE, "Workload"):
         if has_condition(wl, "Admitted"):
             used += Decimal(wl["spec"]["cpu"])
-    quota = sum((quantity(r["nominalQuota"]) for cq in _all(c, KUEUE, "ClusterQueue")
-                 for g in cq["spec"]["resourceGroups"] for f in g["flavors"]
-                 for r in f["resources"]), Decimal(0))
+    quota = sum(
+        (
+            quantity(r["nominalQuota"])
+            for cq in _all(c, KUEUE, "ClusterQueue")
+            for g in cq["spec"]["resourceGroups"]
+            for f in g["flavors"]
+            for r in f["resources"]
+        ),
+        Decimal(0),
+    )
     for job in _all(c, "batch/v1", "Job"):
         labels = job["metadata"].get("labels", {})
         if QUEUE_LABEL not in labels:
             continue
         uid = job["metadata"]["uid"]
-        wl = next((w for w in _all(c, KUEUE, "Workload")
-                   if w["metadata"]["ownerReferences"][0]["uid"] == uid), None)
+        wl = next(
+            (
+                w
+                for w in _all(c, KUEUE, "Workload")
+                if w["metadata"]["ownerReferences"][0]["uid"] == uid
+            ),
+            None,
+        )
         size = job["spec"]["parallelism"]
         cpu = pod_requests({"spec": job["spec"]["template"]["spec"]}, "cpu") * size
         if wl is None:
-            wl = c.add({"apiVersion": KUEUE, "kind": "Workload", "metadata": {
-                "name": f"job-{job['metadata']['name']}", "namespace": job["metadata"]["namespace"],
-                "ownerReferences": [_owner(job)]}, "spec": {"cpu": str(cpu)},
-                "status": {"conditions": [_cond("QuotaReserved", "False", "Pending",
-                                                "couldn't assign flavors")]}})
+            wl = c.add(
+                {
+                    "apiVersion": KUEUE,
+                    "kind": "Workload",
+                    "metadata": {
+                        "name": f"job-{job['metadata']['name']}",
+                        "namespace": job["metadata"]["namespace"],
+                        "ownerReferences": [_owner(job)],
+                    },
+                    "spec": {"cpu": str(cpu)},
+                    "status": {
+                        "conditions": [
+                            _cond("QuotaReserved", "False", "Pending", "couldn't assign flavors")
+                        ]
+                    },
+                }
+            )
         if not has_condition(wl, "Admitted") and used + cpu <= quota:
             used += cpu
-            wl["status"] = {"conditions": [_cond("QuotaReserved", "True"),
-                                           _cond("Admitted", "True")],
-                            "admission": {"clusterQueue": "lab", "podSetAssignments": [
-                                {"name": "main", "count": size}]}}
+            wl["status"] = {
+                "conditions": [_cond("QuotaReserved", "True"), _cond("Admitted", "True")],
+                "admission": {
+                    "clusterQueue": "lab",
+                    "podSetAssignments": [{"name": "main", "count": size}],
+                },
+            }
             job["spec"]["suspend"] = False
 
 
@@ -184,23 +291,37 @@ def _job_controller(c: FakeCluster) -> None:
         if job["spec"].get("suspend"):
             continue
         uid = job["metadata"]["uid"]
-        pods = [p for p in _all(c, "v1", "Pod")
-                if any(r["uid"] == uid for r in p["metadata"].get("ownerReferences", []))]
+        pods = [
+            p
+            for p in _all(c, "v1", "Pod")
+            if any(r["uid"] == uid for r in p["metadata"].get("ownerReferences", []))
+        ]
         for i in range(len(pods), job["spec"]["parallelism"]):
             tmpl = job["spec"]["template"]
-            c.add({"apiVersion": "v1", "kind": "Pod", "metadata": {
-                "name": f"{job['metadata']['name']}-{i}", "namespace": job["metadata"]["namespace"],
-                "labels": dict(tmpl["metadata"].get("labels", {})),
-                "ownerReferences": [_owner(job)]}, "spec": dict(tmpl["spec"]),
-                "status": {"phase": "Pending"}})
+            c.add(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": f"{job['metadata']['name']}-{i}",
+                        "namespace": job["metadata"]["namespace"],
+                        "labels": dict(tmpl["metadata"].get("labels", {})),
+                        "ownerReferences": [_owner(job)],
+                    },
+                    "spec": dict(tmpl["spec"]),
+                    "status": {"phase": "Pending"},
+                }
+            )
         done = sum(1 for p in pods if p["status"]["phase"] == "Succeeded")
         if done >= job["spec"]["completions"] and not has_condition(job, "Complete"):
             job["status"] = {"succeeded": done, "conditions": [_cond("Complete", "True")]}
 
 
 def _scheduler(c: FakeCluster) -> None:
-    nodes = {n["metadata"]["name"]: quantity(n["status"]["allocatable"]["cpu"])
-             for n in _all(c, "v1", "Node")}
+    nodes = {
+        n["metadata"]["name"]: quantity(n["status"]["allocatable"]["cpu"])
+        for n in _all(c, "v1", "Node")
+    }
     for p in _all(c, "v1", "Pod"):
         node = p["spec"].get("nodeName")
         if node in nodes and p["status"]["phase"] not in ("Succeeded", "Failed"):
@@ -219,8 +340,9 @@ def _scheduler(c: FakeCluster) -> None:
 def _kwok(c: FakeCluster) -> None:
     for p in _all(c, "v1", "Pod"):
         if p["spec"].get("nodeName") and p["status"]["phase"] == "Pending":
-            p["status"]["phase"] = "Running" if not p["metadata"].get("ownerReferences") \
-                else "Succeeded"
+            p["status"]["phase"] = (
+                "Running" if not p["metadata"].get("ownerReferences") else "Succeeded"
+            )
 
 
 def _garbage_collector(c: FakeCluster) -> None:

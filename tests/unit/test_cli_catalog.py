@@ -10,8 +10,9 @@ import pytest
 
 
 def kaic(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kaic", *args], capture_output=True, text=True,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "kaic", *args], capture_output=True, text=True, check=False
+    )
 
 
 def test_version_prints_the_package_version() -> None:
@@ -22,7 +23,12 @@ def test_version_prints_the_package_version() -> None:
 def test_catalog_versions_lists_all_five() -> None:
     r = kaic("catalog", "versions", "-o", "json")
     assert [v["version"] for v in json.loads(r.stdout)["versions"]] == [
-        "1.33", "1.34", "1.35", "1.36", "1.37"]
+        "1.33",
+        "1.34",
+        "1.35",
+        "1.36",
+        "1.37",
+    ]
 
 
 def test_catalog_list_filters_by_level() -> None:
@@ -42,8 +48,10 @@ def test_catalog_show_prints_the_official_description() -> None:
 def test_catalog_diff_1_33_1_34_reports_one_change() -> None:
     r = kaic("catalog", "diff", "1.33", "1.34")
     assert r.returncode == 0
-    assert r.stdout.splitlines() == ["1 change(s) from v1.33 to v1.34:",
-                                     "  ~ dra_support level SHOULD -> MUST"]
+    assert r.stdout.splitlines() == [
+        "1 change(s) from v1.33 to v1.34:",
+        "  ~ dra_support level SHOULD -> MUST",
+    ]
 
 
 def test_catalog_diff_1_36_1_37_reports_workload_sandboxing_added() -> None:

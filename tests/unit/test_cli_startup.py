@@ -13,16 +13,24 @@ GOLDEN = Path(__file__).parents[1] / "golden" / "bundle"
 
 
 def imported_modules(*args: str) -> list[str]:
-    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "kaic", *args],
-                       capture_output=True, text=True, check=False, timeout=120)
-    return [line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines()
-            if line.startswith("import time:")]
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "kaic", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    return [
+        line.rsplit("|", 1)[-1].strip()
+        for line in r.stderr.splitlines()
+        if line.startswith("import time:")
+    ]
 
 
-@pytest.mark.parametrize("args", [("--version",), ("catalog", "list"), ("--help",),
-                                  ("report", str(GOLDEN))])
-def test_commands_without_a_cluster_import_no_kubernetes_module(args: tuple[str, ...]
-                                                                ) -> None:
+@pytest.mark.parametrize(
+    "args", [("--version",), ("catalog", "list"), ("--help",), ("report", str(GOLDEN))]
+)
+def test_commands_without_a_cluster_import_no_kubernetes_module(args: tuple[str, ...]) -> None:
     modules = imported_modules(*args)
     assert "kaic.cli.main" in modules
     assert [m for m in modules if m.split(".")[0] == "kubernetes"] == []
@@ -34,8 +42,13 @@ def test_version_imports_no_command_group() -> None:
 
 
 def test_help_lists_every_command_without_importing_them() -> None:
-    r = subprocess.run([sys.executable, "-m", "kaic", "--help"], capture_output=True,
-                       text=True, check=False, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "kaic", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert r.returncode == 0
     for name in ("catalog", "checklist", "cleanup", "lab", "report", "run"):
         assert f"  {name} " in r.stdout

@@ -39,8 +39,9 @@ class Stub:
             def _answer(self) -> None:
                 stub.requests.append((self.command, self.path))
                 path = self.path.split("?")[0]
-                queue = stub.answers.get(path) or [(404, {"kind": "Status", "code": 404,
-                                                          "message": "not found"})]
+                queue = stub.answers.get(path) or [
+                    (404, {"kind": "Status", "code": 404, "message": "not found"})
+                ]
                 status, body = queue.pop(0) if len(queue) > 1 else queue[0]
                 data = json.dumps(body).encode()
                 self.send_response(status)
@@ -93,7 +94,8 @@ def test_connect_uses_the_current_context_unless_one_is_named(stub: tuple[Stub, 
 
 
 def test_connect_reads_kubeconfig_from_the_environment(
-        stub: tuple[Stub, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    stub: tuple[Stub, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, kc = stub
     monkeypatch.setenv("KUBECONFIG", str(kc))
     assert connect().context == "one"
@@ -111,7 +113,8 @@ def test_a_missing_kubeconfig_file_is_an_input_error(tmp_path: Path) -> None:
 
 
 def test_no_configuration_at_all_means_unreachable(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("KUBECONFIG", raising=False)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -121,8 +124,11 @@ def test_no_configuration_at_all_means_unreachable(
 
 def test_429_and_503_are_retried_until_the_server_answers(stub: tuple[Stub, Path]) -> None:
     s, kc = stub
-    s.answers["/version"] = [_status(429, "slow down"), _status(503, "busy"),
-                             (200, {"gitVersion": "v1.36.2"})]
+    s.answers["/version"] = [
+        _status(429, "slow down"),
+        _status(503, "busy"),
+        (200, {"gitVersion": "v1.36.2"}),
+    ]
     c = connect(str(kc), retry=FAST)
     assert c.server_version() == "v1.36.2"
     assert [p for _, p in s.requests].count("/version") == 3
@@ -145,19 +151,36 @@ def test_a_refused_connection_is_unreachable(tmp_path: Path) -> None:
         c.server_version()
 
 
-@pytest.mark.parametrize(("code", "message", "error"), [
-    (403, 'pods is forbidden: User "x" cannot list', PermissionDeniedError),
-    (403, 'admission webhook "v.example.com" denied the request: no', RejectedError),
-    (409, "already exists", ConflictError),
-    (422, "is invalid", RejectedError),
-    (401, "Unauthorized", ClusterUnreachableError),
-])
+@pytest.mark.parametrize(
+    ("code", "message", "error"),
+    [
+        (403, 'pods is forbidden: User "x" cannot list', PermissionDeniedError),
+        (403, 'admission webhook "v.example.com" denied the request: no', RejectedError),
+        (409, "already exists", ConflictError),
+        (422, "is invalid", RejectedError),
+        (401, "Unauthorized", ClusterUnreachableError),
+    ],
+)
 def test_http_errors_map_onto_the_kaic_error_tree(
-        stub: tuple[Stub, Path], code: int, message: str, error: type[Exception]) -> None:
+    stub: tuple[Stub, Path], code: int, message: str, error: type[Exception]
+) -> None:
     s, kc = stub
-    s.answers["/api/v1"] = [(200, {"resources": [
-        {"name": "pods", "kind": "Pod", "namespaced": True, "verbs": ["list"]},
-        {"name": "pods/exec", "kind": "PodExecOptions", "namespaced": True, "verbs": []}]})]
+    s.answers["/api/v1"] = [
+        (
+            200,
+            {
+                "resources": [
+                    {"name": "pods", "kind": "Pod", "namespaced": True, "verbs": ["list"]},
+                    {
+                        "name": "pods/exec",
+                        "kind": "PodExecOptions",
+                        "namespaced": True,
+                        "verbs": [],
+                    },
+                ]
+            },
+        )
+    ]
     s.answers["/api/v1/namespaces/ns/pods"] = [_status(code, message)]
     c = connect(str(kc), retry=FAST)
     with pytest.raises(error):
@@ -165,11 +188,20 @@ def test_http_errors_map_onto_the_kaic_error_tree(
 
 
 def test_discovery_lists_kinds_without_subresources_and_empty_when_not_served(
-        stub: tuple[Stub, Path]) -> None:
+    stub: tuple[Stub, Path],
+) -> None:
     s, kc = stub
-    s.answers["/api/v1"] = [(200, {"resources": [
-        {"name": "pods", "kind": "Pod", "namespaced": True, "verbs": ["list"]},
-        {"name": "pods/status", "kind": "Pod", "namespaced": True, "verbs": ["get"]}]})]
+    s.answers["/api/v1"] = [
+        (
+            200,
+            {
+                "resources": [
+                    {"name": "pods", "kind": "Pod", "namespaced": True, "verbs": ["list"]},
+                    {"name": "pods/status", "kind": "Pod", "namespaced": True, "verbs": ["get"]},
+                ]
+            },
+        )
+    ]
     c = connect(str(kc), retry=FAST)
     assert [r.name for r in c.api_resources("v1")] == ["pods"]
     assert c.api_resources("example.com/v1") == []
@@ -179,8 +211,16 @@ def test_discovery_lists_kinds_without_subresources_and_empty_when_not_served(
 
 def test_lists_follow_continue_tokens_and_fill_in_kind(stub: tuple[Stub, Path]) -> None:
     s, kc = stub
-    s.answers["/api/v1"] = [(200, {"resources": [
-        {"name": "nodes", "kind": "Node", "namespaced": False, "verbs": ["list"]}]})]
+    s.answers["/api/v1"] = [
+        (
+            200,
+            {
+                "resources": [
+                    {"name": "nodes", "kind": "Node", "namespaced": False, "verbs": ["list"]}
+                ]
+            },
+        )
+    ]
     s.answers["/api/v1/nodes"] = [
         (200, {"metadata": {"continue": "abc"}, "items": [{"metadata": {"name": "a"}}]}),
         (200, {"metadata": {}, "items": [{"metadata": {"name": "b"}}]}),

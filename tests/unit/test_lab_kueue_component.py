@@ -53,17 +53,24 @@ def test_kueue_webhooks_point_at_loopback_with_the_lab_ca(tmp_path: Path) -> Non
     (tmp_path / "config/components/webhook").mkdir(parents=True)
     (tmp_path / "config/components/webhook/manifests.yaml").write_text(MANIFESTS)
     mutating, validating = webhook_configurations(
-        9443, b"CA PEM", files=[tmp_path / "config/components/webhook/manifests.yaml"])
-    assert mutating["metadata"] == {"name": "kueue-mutating-webhook-configuration",
-                                    "labels": LABELS}
+        9443, b"CA PEM", files=[tmp_path / "config/components/webhook/manifests.yaml"]
+    )
+    assert mutating["metadata"] == {
+        "name": "kueue-mutating-webhook-configuration",
+        "labels": LABELS,
+    }
     assert validating["metadata"]["name"] == "kueue-validating-webhook-configuration"
     # only Kueue's own kinds and batch/v1 Jobs (the one integration the lab enables)
     assert [w["name"] for w in mutating["webhooks"]] == ["mjob.kb.io"]
     job = mutating["webhooks"][0]
-    assert job["clientConfig"] == {"url": "https://127.0.0.1:9443/mutate-batch-v1-job",
-                                   "caBundle": base64.b64encode(b"CA PEM").decode()}
+    assert job["clientConfig"] == {
+        "url": "https://127.0.0.1:9443/mutate-batch-v1-job",
+        "caBundle": base64.b64encode(b"CA PEM").decode(),
+    }
     assert job["namespaceSelector"]["matchExpressions"][0]["values"] == [
-        "kube-system", "kueue-system"]
+        "kube-system",
+        "kueue-system",
+    ]
     cq = validating["webhooks"][0]
     assert cq["clientConfig"]["url"].endswith("/validate-kueue-x-k8s-io-v1beta2-clusterqueue")
     assert "namespaceSelector" not in cq

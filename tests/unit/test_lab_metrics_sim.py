@@ -17,17 +17,28 @@ GPUS = [dcgm.Gpu(i, f"GPU-0000000{i}-aaaa-bbbb-cccc-dddddddddddd") for i in rang
 
 def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:
     # NOTE: the parser adds ``_total`` to counter samples; report names as exposed.
-    return [(fam.name if fam.type == "counter" and f"{fam.name}_total" not in text else s.name,
-             dict(s.labels), s.value)
-            for fam in text_string_to_metric_families(text) for s in fam.samples]
+    return [
+        (
+            fam.name if fam.type == "counter" and f"{fam.name}_total" not in text else s.name,
+            dict(s.labels),
+            s.value,
+        )
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    ]
 
 
 def test_dcgm_text_parses_and_has_every_field_for_every_gpu() -> None:
     samples = _samples(dcgm.render("kaic-gpu-0", GPUS, now=1000.0))
     names = {n for n, _, _ in samples}
-    for field in ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE",
-                  "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_POWER_USAGE",
-                  "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL"):
+    for field in (
+        "DCGM_FI_DEV_GPU_UTIL",
+        "DCGM_FI_DEV_FB_USED",
+        "DCGM_FI_DEV_FB_FREE",
+        "DCGM_FI_DEV_GPU_TEMP",
+        "DCGM_FI_DEV_POWER_USAGE",
+        "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL",
+    ):
         assert field in names
         gpus = {lbl["gpu"] for n, lbl, _ in samples if n == field}
         assert gpus == {"0", "1", "2", "3"}
@@ -49,8 +60,12 @@ def test_dcgm_memory_adds_up_to_the_card_and_utilization_is_a_percentage() -> No
         samples = _samples(dcgm.render("n", GPUS, now=now))
         for g in GPUS:
             get = {n: v for n, lbl, v in samples if lbl["gpu"] == str(g.index)}
-            assert get["DCGM_FI_DEV_FB_USED"] + get["DCGM_FI_DEV_FB_FREE"] \
-                + get["DCGM_FI_DEV_FB_RESERVED"] == dcgm.FB_TOTAL_MIB
+            assert (
+                get["DCGM_FI_DEV_FB_USED"]
+                + get["DCGM_FI_DEV_FB_FREE"]
+                + get["DCGM_FI_DEV_FB_RESERVED"]
+                == dcgm.FB_TOTAL_MIB
+            )
             assert 0 <= get["DCGM_FI_DEV_GPU_UTIL"] <= 100
 
 
@@ -63,8 +78,7 @@ def test_dcgm_fault_omits_memory_of_exactly_one_gpu(tmp_path: Path) -> None:
     assert used == {"0", "1", "3"}
     assert util == {"0", "1", "2", "3"}
     other = _samples(dcgm.render("m", GPUS, faults=dcgm.Faults.load(faults)))
-    assert {lbl["gpu"] for n, lbl, _ in other if n == "DCGM_FI_DEV_FB_USED"} == {
-        "0", "1", "2", "3"}
+    assert {lbl["gpu"] for n, lbl, _ in other if n == "DCGM_FI_DEV_FB_USED"} == {"0", "1", "2", "3"}
     dcgm.write_faults(faults)
     assert dcgm.Faults.load(faults) == dcgm.Faults()
 
@@ -74,13 +88,27 @@ def test_dcgm_server_serves_on_loopback_only() -> None:
         dcgm.serve("n", GPUS, "0.0.0.0", 0, None)
 
 
-def _porter_pod(ip: str = "127.70.0.5", image: str = "registry.k8s.io/e2e-test-images/"
-                "agnhost:2.53", args: tuple[str, ...] = ("porter",)) -> dict[str, object]:
-    return {"metadata": {"uid": "u1", "namespace": "ns", "name": "p"},
-            "spec": {"containers": [{"image": image, "args": list(args), "env": [
-                {"name": "SERVE_PORT_18080", "value": "hello 1\n"},
-                {"name": "OTHER", "value": "x"}]}]},
-            "status": {"phase": "Running", "podIP": ip}}
+def _porter_pod(
+    ip: str = "127.70.0.5",
+    image: str = "registry.k8s.io/e2e-test-images/agnhost:2.53",
+    args: tuple[str, ...] = ("porter",),
+) -> dict[str, object]:
+    return {
+        "metadata": {"uid": "u1", "namespace": "ns", "name": "p"},
+        "spec": {
+            "containers": [
+                {
+                    "image": image,
+                    "args": list(args),
+                    "env": [
+                        {"name": "SERVE_PORT_18080", "value": "hello 1\n"},
+                        {"name": "OTHER", "value": "x"},
+                    ],
+                }
+            ]
+        },
+        "status": {"phase": "Running", "podIP": ip},
+    }
 
 
 def test_porter_reads_serve_port_variables_of_agnhost_porter_only() -> None:
@@ -105,6 +133,7 @@ def test_porter_serves_the_value_at_the_pod_ip_and_stops_when_the_pod_goes() -> 
     try:
         # port 0 is not how porter is used, so pick a free one the way the pod would
         import socket
+
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -126,14 +155,24 @@ def test_prometheus_config_keeps_only_loopback_targets_as_its_last_address_step(
     job = cfg["scrape_configs"][0]  # type: ignore[index]
     assert job["kubernetes_sd_configs"] == [{"role": "pod", "kubeconfig_file": "/x/kubeconfig"}]
     steps = job["relabel_configs"]
-    addr = [i for i, s in enumerate(steps) if "__address__" in (s.get("source_labels") or [])
-            or s.get("target_label") == "__address__"]
+    addr = [
+        i
+        for i, s in enumerate(steps)
+        if "__address__" in (s.get("source_labels") or []) or s.get("target_label") == "__address__"
+    ]
     last = steps[addr[-1]]
     assert last["action"] == "keep" and last["source_labels"] == ["__address__"]
     rx = re.compile(f"^(?:{last['regex']})$")  # Prometheus anchors relabel regexes
     assert rx.match("127.70.0.5:8080") and rx.match("127.0.0.1:9400")
-    for bad in ("10.0.0.5:8080", "192.168.1.1:80", "1127.0.0.1:80", "127.0.0.1", "[::1]:80",
-                "172.16.0.1:8080", "example.com:80"):
+    for bad in (
+        "10.0.0.5:8080",
+        "192.168.1.1:80",
+        "1127.0.0.1:80",
+        "127.0.0.1",
+        "[::1]:80",
+        "172.16.0.1:8080",
+        "example.com:80",
+    ):
         assert not rx.match(bad), bad
 
 

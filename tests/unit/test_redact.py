@@ -11,14 +11,17 @@ from kaic.report.redact import MARK, redact_evidence, redact_text
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2EifQ.c2lnbmF0dXJlX2hlcmU"
 
 
-@pytest.mark.parametrize(("text", "secret"), [
-    (f"Authorization: Bearer {JWT}", JWT),
-    ("Authorization: Bearer abcdefghijklmnop", "abcdefghijklmnop"),
-    ("    token: s3cr3t-value", "s3cr3t-value"),
-    ('"password": "hunter2"', "hunter2"),
-    ("client-key-data: LS0tLS1CRUdJTg==", "LS0tLS1CRUdJTg=="),
-    ("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----", "MHcCAQEE"),
-])
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        (f"Authorization: Bearer {JWT}", JWT),
+        ("Authorization: Bearer abcdefghijklmnop", "abcdefghijklmnop"),
+        ("    token: s3cr3t-value", "s3cr3t-value"),
+        ('"password": "hunter2"', "hunter2"),
+        ("client-key-data: LS0tLS1CRUdJTg==", "LS0tLS1CRUdJTg=="),
+        ("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----", "MHcCAQEE"),
+    ],
+)
 def test_credentials_are_replaced(text: str, secret: str) -> None:
     out = redact_text(text)
     assert secret not in out and MARK in out
@@ -30,7 +33,15 @@ def test_ordinary_evidence_is_untouched() -> None:
 
 
 def test_secret_objects_keep_their_keys_but_lose_their_values() -> None:
-    doc = {"kind": "List", "items": [{"kind": "Secret", "metadata": {"name": "s"},
-                                      "data": {"ca.crt": "Q0E=", "user": "YWRtaW4="}}]}
+    doc = {
+        "kind": "List",
+        "items": [
+            {
+                "kind": "Secret",
+                "metadata": {"name": "s"},
+                "data": {"ca.crt": "Q0E=", "user": "YWRtaW4="},
+            }
+        ],
+    }
     out = json.loads(redact_evidence(json.dumps(doc), "application/json"))
     assert out["items"][0]["data"] == {"ca.crt": MARK, "user": MARK}

@@ -55,8 +55,9 @@ MALFORMED = {
 @pytest.mark.parametrize("name", sorted(MALFORMED))
 def test_a_malformed_run_json_is_an_input_error(tmp_path: Path, name: str) -> None:
     path = tmp_path / "run.json"
-    path.write_bytes(MALFORMED[name].encode("utf-8", "surrogateescape")
-                     if name != "not UTF-8" else b"\xff\xfe")
+    path.write_bytes(
+        MALFORMED[name].encode("utf-8", "surrogateescape") if name != "not UTF-8" else b"\xff\xfe"
+    )
     with pytest.raises(InputError) as e:
         read_record(tmp_path)
     assert "\n" not in str(e.value)
@@ -72,17 +73,28 @@ def test_the_reader_names_the_field_that_is_wrong(tmp_path: Path) -> None:
 
 
 def kaic(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kaic", *args], capture_output=True,
-                          text=True, check=False, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "kaic", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
-CLI_CASES = ["deeply nested", "a result that is a number", "a cleanup failure without reason",
-             "finished_at a number", "outcome a list"]
+CLI_CASES = [
+    "deeply nested",
+    "a result that is a number",
+    "a cleanup failure without reason",
+    "finished_at a number",
+    "outcome a list",
+]
 
 
 @pytest.mark.parametrize("name", CLI_CASES)
-def test_kaic_report_on_a_malformed_run_json_exits_2_with_one_line(tmp_path: Path,
-                                                                    name: str) -> None:
+def test_kaic_report_on_a_malformed_run_json_exits_2_with_one_line(
+    tmp_path: Path, name: str
+) -> None:
     (tmp_path / "run.json").write_text(MALFORMED[name])
     r = kaic("report", str(tmp_path))
     assert r.returncode == 2, r.stderr
@@ -91,8 +103,9 @@ def test_kaic_report_on_a_malformed_run_json_exits_2_with_one_line(tmp_path: Pat
 
 
 @pytest.mark.parametrize("name", CLI_CASES)
-def test_checklist_fill_on_a_malformed_run_json_exits_2_with_one_line(tmp_path: Path,
-                                                                      name: str) -> None:
+def test_checklist_fill_on_a_malformed_run_json_exits_2_with_one_line(
+    tmp_path: Path, name: str
+) -> None:
     product = tmp_path / "v1.37" / "acme" / "PRODUCT.yaml"
     product.parent.mkdir(parents=True)
     product.write_text((CHECKLIST / "filled-1.37.yaml").read_text())
@@ -105,8 +118,7 @@ def test_checklist_fill_on_a_malformed_run_json_exits_2_with_one_line(tmp_path: 
     assert "Traceback" not in r.stderr
 
 
-def test_report_into_a_folder_that_does_not_exist_exits_2_with_one_line(tmp_path: Path
-                                                                        ) -> None:
+def test_report_into_a_folder_that_does_not_exist_exits_2_with_one_line(tmp_path: Path) -> None:
     r = kaic("report", str(GOLDEN), "-o", str(tmp_path / "nonexistent" / "x.md"))
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("kaic: error: cannot write ")

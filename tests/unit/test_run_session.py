@@ -49,17 +49,30 @@ def _registry() -> Registry:
 
     def works(ctx: CheckContext) -> None:
         with ctx.subtest("Works"):
-            ctx.cluster.create({"apiVersion": "v1", "kind": "ConfigMap",
-                                "metadata": {"name": "probe", "namespace": ctx.namespace}})
+            ctx.cluster.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "probe", "namespace": ctx.namespace},
+                }
+            )
 
-    check("ai_inference", test="TestGatewayAPIInference", registry=reg, timeout_s=30,
-          options=(CheckOption("probe-count", "how many", default="3"),
-                   CheckOption("probe-size", "pods", kind="integer")))(works)
+    check(
+        "ai_inference",
+        test="TestGatewayAPIInference",
+        registry=reg,
+        timeout_s=30,
+        options=(
+            CheckOption("probe-count", "how many", default="3"),
+            CheckOption("probe-size", "pods", kind="integer"),
+        ),
+    )(works)
     return reg
 
 
-def _session(tmp_path: Path, cluster: FakeCluster | None = None,
-             **kw: Any) -> tuple[RunSession, list[Any]]:
+def _session(
+    tmp_path: Path, cluster: FakeCluster | None = None, **kw: Any
+) -> tuple[RunSession, list[Any]]:
     connected: list[Any] = []
     fake = cluster or CountingCluster()
 
@@ -72,8 +85,7 @@ def _session(tmp_path: Path, cluster: FakeCluster | None = None,
     return RunSession(RunRequest(**kw), _registry(), connect=connect), connected
 
 
-def test_a_session_asks_the_server_version_once_and_records_the_request(
-        tmp_path: Path) -> None:
+def test_a_session_asks_the_server_version_once_and_records_the_request(tmp_path: Path) -> None:
     fake = CountingCluster()
     session, _ = _session(tmp_path, fake, check_options={"probe-count": "5"}, parallel=2)
     done = session.run(session.prepare(), writer=BundleWriter)
@@ -83,20 +95,28 @@ def test_a_session_asks_the_server_version_once_and_records_the_request(
     doc = json.loads((tmp_path / "out" / "run.json").read_text())
     assert doc["options"] == session.request.to_json()
     assert doc["options"]["check_options"] == {"probe-count": "5"}
-    assert doc["cluster"] == {"server_version": "v1.36.2", "context": "test-ctx",
-                              "server": "https://127.0.0.1:1"}
+    assert doc["cluster"] == {
+        "server_version": "v1.36.2",
+        "context": "test-ctx",
+        "server": "https://127.0.0.1:1",
+    }
 
 
 def test_the_recorded_options_give_back_the_request() -> None:
-    request = RunRequest(level="should", focus="gang", parallel=3, timeout_scale=1.5,
-                         keep_resources=True, check_options={"gang-image": "busybox"})
+    request = RunRequest(
+        level="should",
+        focus="gang",
+        parallel=3,
+        timeout_scale=1.5,
+        keep_resources=True,
+        check_options={"gang-image": "busybox"},
+    )
     assert RunRequest.from_json(request.to_json()) == request
     with pytest.raises(UsageError, match="--parallel"):
         RunRequest.from_json({"parallel": "many"})
 
 
-def test_a_server_newer_than_the_catalog_gives_the_warning_as_a_value(
-        tmp_path: Path) -> None:
+def test_a_server_newer_than_the_catalog_gives_the_warning_as_a_value(tmp_path: Path) -> None:
     session, _ = _session(tmp_path, CountingCluster("v1.99.0"))
     prepared = session.prepare()
     assert prepared.catalog_warning is not None
@@ -110,15 +130,19 @@ def test_planning_with_a_version_needs_no_cluster(tmp_path: Path) -> None:
     assert [i.id for i in prepared.plan.items] == ["ai_inference"]
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"probe-count": "abc"}, "--probe-count must be a number of 0 or more, got 'abc'"),
-    ({"probe-count": "nan"}, "--probe-count must be a number"),
-    ({"probe-size": "1.5"}, "--probe-size must be a whole number above 0, got '1.5'"),
-    ({"probe-size": "0"}, "--probe-size must be a whole number above 0"),
-    ({"no-such": "x"}, "--no-such is not an option of any check"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"probe-count": "abc"}, "--probe-count must be a number of 0 or more, got 'abc'"),
+        ({"probe-count": "nan"}, "--probe-count must be a number"),
+        ({"probe-size": "1.5"}, "--probe-size must be a whole number above 0, got '1.5'"),
+        ({"probe-size": "0"}, "--probe-size must be a whole number above 0"),
+        ({"no-such": "x"}, "--no-such is not an option of any check"),
+    ],
+)
 def test_a_bad_check_option_is_a_usage_error_before_connecting(
-        tmp_path: Path, options: dict[str, str], message: str) -> None:
+    tmp_path: Path, options: dict[str, str], message: str
+) -> None:
     session, connected = _session(tmp_path, check_options=options)
     with pytest.raises(UsageError, match=message.replace("(", r"\(")):
         session.prepare()
@@ -126,8 +150,7 @@ def test_a_bad_check_option_is_a_usage_error_before_connecting(
 
 
 @pytest.mark.parametrize("scale", [math.nan, math.inf, -math.inf, 0.0, -1.0])
-def test_a_timeout_scale_that_is_not_a_positive_finite_number_is_refused(
-        scale: float) -> None:
+def test_a_timeout_scale_that_is_not_a_positive_finite_number_is_refused(scale: float) -> None:
     with pytest.raises(UsageError, match="--timeout-scale must be a positive number"):
         RunRequest(timeout_scale=scale)
 
@@ -138,8 +161,7 @@ def test_the_level_is_accepted_in_any_case() -> None:
         RunRequest(level="MAYBE")
 
 
-def test_preflight_failure_carries_the_missing_permissions_and_runs_nothing(
-        tmp_path: Path) -> None:
+def test_preflight_failure_carries_the_missing_permissions_and_runs_nothing(tmp_path: Path) -> None:
     fake = CountingCluster()
     fake.denied.add(("create", "namespaces", ""))
     session, _ = _session(tmp_path, fake)
@@ -158,8 +180,7 @@ def test_a_non_empty_output_directory_is_refused(tmp_path: Path) -> None:
         session.run(session.prepare())
 
 
-def test_observers_get_frozen_snapshots_that_later_events_do_not_change(
-        tmp_path: Path) -> None:
+def test_observers_get_frozen_snapshots_that_later_events_do_not_change(tmp_path: Path) -> None:
     events: list[Event] = []
     session, _ = _session(tmp_path, focus="^(ai_inference|gpu_sharing)$")
     done = session.run(session.prepare(), observers=[events.append])
@@ -183,8 +204,9 @@ def test_the_written_run_json_reads_back_through_the_one_reader(tmp_path: Path) 
 
 
 def _protocol_methods() -> list[str]:
-    return [n for n, v in vars(ClusterAPI).items()
-            if inspect.isfunction(v) and not n.startswith("_")]
+    return [
+        n for n, v in vars(ClusterAPI).items() if inspect.isfunction(v) and not n.startswith("_")
+    ]
 
 
 def test_the_forwarding_base_forwards_every_cluster_call() -> None:
@@ -200,9 +222,15 @@ def test_a_cancelled_deadline_stops_the_context_and_every_guarded_call() -> None
     guarded = GuardedCluster(FakeCluster(), deadline)
     spec = _registry().find("ai_inference", "1.36")
     assert spec is not None
-    ctx = CheckContext(cluster=guarded, requirement=catalog.load("1.36").get("ai_inference"),
-                       spec=spec, catalog_version="1.36", run_id="r", namespace="ns",
-                       deadline=deadline)
+    ctx = CheckContext(
+        cluster=guarded,
+        requirement=catalog.load("1.36").get("ai_inference"),
+        spec=spec,
+        catalog_version="1.36",
+        run_id="r",
+        namespace="ns",
+        deadline=deadline,
+    )
     assert ctx.timeout_s == 60.0 and 59 < ctx.remaining() <= 60
     deadline.cancel()
     with pytest.raises(Cancelled, match="interrupted"):

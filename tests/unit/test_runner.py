@@ -33,19 +33,32 @@ from tests.fakes import FakeCluster
 
 def _registry(**checks: Any) -> Registry:
     reg = Registry()
-    names = {"ai_inference": "TestGatewayAPIInference", "gpu_sharing": "TestGPUSharing",
-             "gang_scheduling": "TestGangScheduling"}
+    names = {
+        "ai_inference": "TestGatewayAPIInference",
+        "gpu_sharing": "TestGPUSharing",
+        "gang_scheduling": "TestGangScheduling",
+    }
     for rid, func in checks.items():
         perms = getattr(func, "perms", ())
-        check(rid, test=names[rid], registry=reg, timeout_s=getattr(func, "timeout", 30.0),
-              permissions=perms)(func)
+        check(
+            rid,
+            test=names[rid],
+            registry=reg,
+            timeout_s=getattr(func, "timeout", 30.0),
+            permissions=perms,
+        )(func)
     return reg
 
 
 def _passing(ctx: CheckContext) -> None:
     with ctx.subtest("Works"):
-        ctx.cluster.create({"apiVersion": "v1", "kind": "ConfigMap",
-                            "metadata": {"name": "probe", "namespace": ctx.namespace}})
+        ctx.cluster.create(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "probe", "namespace": ctx.namespace},
+            }
+        )
 
 
 def _failing(ctx: CheckContext) -> None:
@@ -57,12 +70,14 @@ def _plan(reg: Registry, **kw: Any) -> Any:
     return make_plan(catalog.load("1.36"), reg, **kw)
 
 
-def _run(reg: Registry, fake: FakeCluster | None = None, events: list[Event] | None = None,
-         **kw: Any) -> Any:
+def _run(
+    reg: Registry, fake: FakeCluster | None = None, events: list[Event] | None = None, **kw: Any
+) -> Any:
     plan = _plan(reg, focus=kw.pop("focus", "^(ai_inference|gpu_sharing|gang_scheduling)$"))
     sink = events if events is not None else []
-    return execute(fake or FakeCluster(), plan, run_id="r1", observers=[sink.append],
-                   request=RunRequest(**kw))
+    return execute(
+        fake or FakeCluster(), plan, run_id="r1", observers=[sink.append], request=RunRequest(**kw)
+    )
 
 
 def _result(record: Any, rid: str) -> Any:
@@ -79,14 +94,16 @@ def test_plan_keeps_catalog_order_and_marks_requirements_without_check_manual() 
     assert [i.id for i in plan.automated] == ["ai_inference"]
 
 
-@pytest.mark.parametrize(("kw", "want"), [
-    ({"level": "must", "focus": "^ai_inference$|gpu"}, ["ai_inference"]),
-    ({"level": "should", "focus": "^ai_inference$|gpu"}, ["gpu_sharing"]),
-    ({"focus": "TestGPUSharing"}, ["gpu_sharing"]),
-    ({"focus": "^ai_inference$|gpu", "skip": "Sharing"}, ["ai_inference"]),
-])
-def test_focus_and_skip_match_the_id_or_the_test_name(kw: dict[str, Any],
-                                                      want: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("kw", "want"),
+    [
+        ({"level": "must", "focus": "^ai_inference$|gpu"}, ["ai_inference"]),
+        ({"level": "should", "focus": "^ai_inference$|gpu"}, ["gpu_sharing"]),
+        ({"focus": "TestGPUSharing"}, ["gpu_sharing"]),
+        ({"focus": "^ai_inference$|gpu", "skip": "Sharing"}, ["ai_inference"]),
+    ],
+)
+def test_focus_and_skip_match_the_id_or_the_test_name(kw: dict[str, Any], want: list[str]) -> None:
     assert [i.id for i in _plan(_registry(), **kw).items] == want
 
 
@@ -145,8 +162,15 @@ def test_a_check_past_its_timeout_is_an_error_and_cleaned_up() -> None:
 
     def slow(ctx: CheckContext) -> None:
         _passing(ctx)
-        ctx.cluster.wait_for("v1", "ConfigMap", "never", ctx.namespace,
-                             lambda o: o is not None, timeout=60, what="a ConfigMap")
+        ctx.cluster.wait_for(
+            "v1",
+            "ConfigMap",
+            "never",
+            ctx.namespace,
+            lambda o: o is not None,
+            timeout=60,
+            what="a ConfigMap",
+        )
 
     slow.timeout = 0.5  # type: ignore[attr-defined]
     start = time.monotonic()
@@ -170,21 +194,20 @@ def test_checks_run_in_parallel_up_to_the_limit() -> None:
             active[0] -= 1
         _passing(ctx)
 
-    record = _run(_registry(ai_inference=busy, gpu_sharing=busy, gang_scheduling=busy),
-                  parallel=2)
+    record = _run(_registry(ai_inference=busy, gpu_sharing=busy, gang_scheduling=busy), parallel=2)
     assert peak[0] == 2
     assert all(e.result.outcome is Outcome.PASS for e in record.results)
 
 
 def test_events_arrive_in_order_and_the_record_is_in_catalog_order() -> None:
     events: list[Event] = []
-    record = _run(_registry(ai_inference=_passing, gang_scheduling=_failing), events=events,
-                  parallel=2)
+    record = _run(
+        _registry(ai_inference=_passing, gang_scheduling=_failing), events=events, parallel=2
+    )
     assert isinstance(events[0], RunStarted) and isinstance(events[-1], RunFinished)
     assert sum(isinstance(e, CheckDone) for e in events) == 3
     assert sum(isinstance(e, CleanupDone) for e in events) == 2
-    assert [e.id for e in record.results] == ["gpu_sharing", "ai_inference",
-                                              "gang_scheduling"]
+    assert [e.id for e in record.results] == ["gpu_sharing", "ai_inference", "gang_scheduling"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -194,8 +217,15 @@ def test_a_signal_in_the_middle_of_a_check_interrupts_and_cleans_up(sig: int) ->
     def interrupted(ctx: CheckContext) -> None:
         _passing(ctx)
         os.kill(os.getpid(), sig)
-        ctx.cluster.wait_for("v1", "ConfigMap", "never", ctx.namespace,
-                             lambda o: o is not None, timeout=30, what="a ConfigMap")
+        ctx.cluster.wait_for(
+            "v1",
+            "ConfigMap",
+            "never",
+            ctx.namespace,
+            lambda o: o is not None,
+            timeout=30,
+            what="a ConfigMap",
+        )
 
     start = time.monotonic()
     record = _run(_registry(ai_inference=interrupted, gang_scheduling=_passing), fake)
@@ -213,8 +243,10 @@ def test_preflight_names_each_missing_permission_and_the_check_needing_it() -> N
     fake = FakeCluster()
     fake.denied.add(("create", "httproutes", "gateway.networking.k8s.io"))
     fake.denied.add(("create", "namespaces", ""))
-    _passing.perms = (Permission("create", "httproutes", "gateway.networking.k8s.io"),  # type: ignore[attr-defined]
-                      Permission("list", "pods"))
+    _passing.perms = (
+        Permission("create", "httproutes", "gateway.networking.k8s.io"),  # type: ignore[attr-defined]
+        Permission("list", "pods"),
+    )
     try:
         pre = preflight(fake, _plan(_registry(ai_inference=_passing), focus="inference"))
     finally:
@@ -222,7 +254,8 @@ def test_preflight_names_each_missing_permission_and_the_check_needing_it() -> N
     assert not pre.ok
     assert [(m.requirement_id, str(m.permission)) for m in pre.missing] == [
         ("(runner)", "create namespaces"),
-        ("ai_inference", "create httproutes.gateway.networking.k8s.io")]
+        ("ai_inference", "create httproutes.gateway.networking.k8s.io"),
+    ]
 
 
 # -- exit codes -------------------------------------------------------------------------------
@@ -243,7 +276,9 @@ def test_exit_code_counts_a_must_without_check_as_not_met_but_not_applicable_as_
     def na(ctx: CheckContext) -> None:
         ctx.not_applicable("no gang scheduler offered")
 
-    both = _run(_registry(ai_inference=_passing, gang_scheduling=na),
-                focus="^(ai_inference|gang_scheduling)$")
+    both = _run(
+        _registry(ai_inference=_passing, gang_scheduling=na),
+        focus="^(ai_inference|gang_scheduling)$",
+    )
     assert exit_code(both) is ExitCode.OK
     assert all(e.level is Level.MUST for e in both.results)

@@ -21,17 +21,23 @@ def _ns(name: str) -> dict[str, Any]:
 
 
 def _cm(name: str, ns: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": name, "namespace": ns}}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}}
 
 
 def test_stamp_labels_the_object_and_its_pod_template_without_changing_the_input() -> None:
-    deploy = {"apiVersion": "apps/v1", "kind": "Deployment",
-              "metadata": {"name": "d", "labels": {"app": "x"}},
-              "spec": {"template": {"metadata": {"labels": {"app": "x"}}}}}
+    deploy = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d", "labels": {"app": "x"}},
+        "spec": {"template": {"metadata": {"labels": {"app": "x"}}}},
+    }
     out = stamp(deploy, "run1", "gang_scheduling")
-    want = {"app": "x", MANAGED_BY_LABEL: "kaic", RUN_ID_LABEL: "run1",
-            CHECK_LABEL: "gang-scheduling"}
+    want = {
+        "app": "x",
+        MANAGED_BY_LABEL: "kaic",
+        RUN_ID_LABEL: "run1",
+        CHECK_LABEL: "gang-scheduling",
+    }
     assert out["metadata"]["labels"] == want
     assert out["spec"]["template"]["metadata"]["labels"] == want
     assert deploy["metadata"]["labels"] == {"app": "x"}
@@ -54,8 +60,9 @@ def test_cleanup_deletes_newest_first_namespaces_last_and_is_idempotent() -> Non
     fake.serve("resource.k8s.io/v1", ("deviceclasses", "DeviceClass", False))
     t = TrackingCluster(fake, "run1")
     t.create(_ns("a"))
-    t.create({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
-              "metadata": {"name": "dc"}})
+    t.create(
+        {"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "metadata": {"name": "dc"}}
+    )
     t.create(_cm("c", "a"))
     report = t.cleanup(wait_timeout=1)
     assert report.ok
@@ -85,7 +92,8 @@ def test_leftovers_are_found_by_label_and_filtered_by_run_id() -> None:
     assert sorted(str(lo.ref) for lo in every) == ["ConfigMap default/loose", "Namespace ns-one"]
     only_one = find_leftovers(fake, run_id="one")
     assert [(str(lo.ref), lo.run_id, lo.check) for lo in only_one] == [
-        ("Namespace ns-one", "one", "x")]
+        ("Namespace ns-one", "one", "x")
+    ]
     report = delete_leftovers(fake, every, wait_timeout=1)
     assert report.ok and find_leftovers(fake) == []
     assert fake.get("v1", "ConfigMap", "not-ours", "default") is not None

@@ -68,9 +68,16 @@ def read_bundle(bundle: Path) -> Bundle:
     """Read ``run.json`` of a bundle with the one strict reader (``kaic.runner``); every
     problem is an InputError (exit code 2)."""
     record = read_record(bundle)
-    results = tuple(RunResult(e.id, e.result.test_name, e.result.outcome.value,
-                              " ".join(e.result.reason.split()), e.result.not_applicable)
-                    for e in record.results)
+    results = tuple(
+        RunResult(
+            e.id,
+            e.result.test_name,
+            e.result.outcome.value,
+            " ".join(e.result.reason.split()),
+            e.result.not_applicable,
+        )
+        for e in record.results
+    )
     return Bundle(bundle, record.run_id, record.catalog_version or None, results)
 
 

@@ -71,8 +71,9 @@ class CheckOption:
             n = _number(value)
             if n is None or n < 0:
                 return f"--{self.name} must be a number of 0 or more, got {value!r}"
-        elif self.kind == "integer" and not (value.strip().isdecimal()
-                                             and value.strip().isascii() and int(value) > 0):
+        elif self.kind == "integer" and not (
+            value.strip().isdecimal() and value.strip().isascii() and int(value) > 0
+        ):
             return f"--{self.name} must be a whole number above 0, got {value!r}"
         return None
 

@@ -43,17 +43,28 @@ def versions_cmd(fmt: str) -> None:
         must = sum(1 for r in c.requirements if r.level is Level.MUST)
         rows.append({"version": v, "must": must, "should": len(c.requirements) - must})
     if fmt == "text":
-        emit_table(["VERSION", "MUST", "SHOULD"],
-                   [[str(r["version"]), str(r["must"]), str(r["should"])] for r in rows])
+        emit_table(
+            ["VERSION", "MUST", "SHOULD"],
+            [[str(r["version"]), str(r["must"]), str(r["should"])] for r in rows],
+        )
     else:
         emit_structured({"versions": rows}, fmt)
 
 
 @catalog_group.command("list")
-@click.option("--version", "version", default=cat.versions()[-1], show_default=True,
-              help="Catalog version, e.g. 1.36 or v1.36.2.")
-@click.option("--level", type=click.Choice(["must", "should"], case_sensitive=False),
-              default=None, help="Only requirements of this level.")
+@click.option(
+    "--version",
+    "version",
+    default=cat.versions()[-1],
+    show_default=True,
+    help="Catalog version, e.g. 1.36 or v1.36.2.",
+)
+@click.option(
+    "--level",
+    type=click.Choice(["must", "should"], case_sensitive=False),
+    default=None,
+    help="Only requirements of this level.",
+)
 @click.option("-o", "--output", "fmt", type=OUTPUT_CHOICE, default="text", show_default=True)
 def list_cmd(version: str, level: str | None, fmt: str) -> None:
     """List the requirements of a catalog version."""
@@ -62,13 +73,22 @@ def list_cmd(version: str, level: str | None, fmt: str) -> None:
     if fmt == "text":
         emit_table(
             ["ID", "CATEGORY", "LEVEL", "TEST", "AUTOMATED"],
-            [[r.id, r.category, r.level.value + (" (conditional)" if r.conditional else ""),
-              r.test_name or "-", "yes" if r.automated else "manual"] for r in reqs],
+            [
+                [
+                    r.id,
+                    r.category,
+                    r.level.value + (" (conditional)" if r.conditional else ""),
+                    r.test_name or "-",
+                    "yes" if r.automated else "manual",
+                ]
+                for r in reqs
+            ],
             title=None,
         )
     else:
-        emit_structured({"version": c.version,
-                         "requirements": [requirement_dict(r) for r in reqs]}, fmt)
+        emit_structured(
+            {"version": c.version, "requirements": [requirement_dict(r) for r in reqs]}, fmt
+        )
 
 
 @catalog_group.command("show")
@@ -86,8 +106,11 @@ def show_cmd(requirement_id: str, version: str, fmt: str) -> None:
     con.print(f"[bold]{r.id}[/bold]  (catalog v{c.version})")
     pairs = [
         ("category", r.category),
-        ("level", r.level.value + (" (conditional: N/A allowed with a justification)"
-                                   if r.conditional else "")),
+        (
+            "level",
+            r.level.value
+            + (" (conditional: N/A allowed with a justification)" if r.conditional else ""),
+        ),
         ("test", f"{r.test_name or '-'} ({r.test_status or 'none'})"),
         ("automated by kaic", "yes" if r.automated else "no (manual evidence)"),
         ("KAR", r.kar or "-"),

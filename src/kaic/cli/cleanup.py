@@ -18,10 +18,20 @@ from kaic.runner import check_reachable
 @click.option("--kubeconfig", type=click.Path(dir_okay=False))
 @click.option("--context")
 @click.option("--dry-run", is_flag=True, help="list the leftovers, delete nothing")
-@click.option("--wait-timeout", type=float, default=120.0, show_default=True,
-              help="seconds to wait for each object to disappear")
-def cleanup_cmd(run_id: str | None, kubeconfig: str | None, context: str | None,
-                dry_run: bool, wait_timeout: float) -> int:
+@click.option(
+    "--wait-timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="seconds to wait for each object to disappear",
+)
+def cleanup_cmd(
+    run_id: str | None,
+    kubeconfig: str | None,
+    context: str | None,
+    dry_run: bool,
+    wait_timeout: float,
+) -> int:
     """Delete objects labelled app.kubernetes.io/managed-by=kaic (of one run, or all).
 
     Exit code 0 when nothing is left, 1 when some objects could not be deleted."""

@@ -55,16 +55,20 @@ def _cleanup() -> click.Command:
 # import every command.
 _COMMANDS: dict[str, tuple[Callable[[], click.Command], str]] = {
     "catalog": (_catalog, "Browse the versioned requirement catalog."),
-    "checklist": (_checklist, "Write, fill and validate the self-assessment checklist"
-                              " (PRODUCT.yaml)."),
-    "cleanup": (_cleanup, "Delete objects labelled app.kubernetes.io/managed-by=kaic (of"
-                          " one run, or all)."),
-    "lab": (_lab, "A local Kubernetes cluster of real upstream binaries with simulated"
-                  " GPUs."),
-    "report": (_report, "Re-render a result bundle (its run.json) as Markdown, HTML or"
-                        " JSON."),
-    "run": (_run, "Run the checks of a catalog version against a cluster and write a"
-                  " result bundle."),
+    "checklist": (
+        _checklist,
+        "Write, fill and validate the self-assessment checklist (PRODUCT.yaml).",
+    ),
+    "cleanup": (
+        _cleanup,
+        "Delete objects labelled app.kubernetes.io/managed-by=kaic (of one run, or all).",
+    ),
+    "lab": (_lab, "A local Kubernetes cluster of real upstream binaries with simulated GPUs."),
+    "report": (_report, "Re-render a result bundle (its run.json) as Markdown, HTML or JSON."),
+    "run": (
+        _run,
+        "Run the checks of a catalog version against a cluster and write a result bundle.",
+    ),
 }
 
 
@@ -125,6 +129,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         # KAIC_DEBUG=1 shows it.
         if os.environ.get("KAIC_DEBUG"):
             raise
-        _fail(f"internal error: {type(e).__name__}: {e} (set KAIC_DEBUG=1 for the traceback)",
-              ExitCode.INTERNAL)
+        _fail(
+            f"internal error: {type(e).__name__}: {e} (set KAIC_DEBUG=1 for the traceback)",
+            ExitCode.INTERNAL,
+        )
     sys.exit(int(rv) if isinstance(rv, int) else int(ExitCode.OK))

@@ -18,10 +18,12 @@ from kaic.runner import NoRunRecordError, read_record
 
 @click.command("report")
 @click.argument("bundle", type=click.Path(exists=False))
-@click.option("--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md",
-              show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False),
-              help="write to this file instead of stdout")
+@click.option(
+    "--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md", show_default=True
+)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False), help="write to this file instead of stdout"
+)
 def report_cmd(bundle: str, fmt: str, output: str | None) -> int:
     """Re-render a result bundle (its run.json) as Markdown, HTML or JSON.
 
@@ -30,8 +32,7 @@ def report_cmd(bundle: str, fmt: str, output: str | None) -> int:
         record = read_record(Path(bundle))
     except NoRunRecordError:
         path = Path(bundle) / "run.json" if Path(bundle).is_dir() else Path(bundle)
-        raise InputError(f"{path} does not exist (is {bundle} a kaic result bundle?)") \
-            from None
+        raise InputError(f"{path} does not exist (is {bundle} a kaic result bundle?)") from None
     if fmt == "json":
         text = record.dumps()
     else:

@@ -40,8 +40,20 @@ from kaic.runner import (
 )
 
 _STYLE = {"PASS": "green", "FAIL": "red", "ERROR": "yellow", "SKIP": "dim", "MANUAL": "cyan"}
-_BUILTIN = {"kubeconfig", "context", "version", "level", "focus", "skip", "parallel",
-            "timeout-scale", "list", "keep-resources", "output-dir", "help"}
+_BUILTIN = {
+    "kubeconfig",
+    "context",
+    "version",
+    "level",
+    "focus",
+    "skip",
+    "parallel",
+    "timeout-scale",
+    "list",
+    "keep-resources",
+    "output-dir",
+    "help",
+}
 
 
 # -- progress -----------------------------------------------------------------------------
@@ -62,9 +74,11 @@ class PlainProgress:
     def __call__(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             rec = event.record
-            self._line(f"run {rec.run_id}: catalog v{rec.catalog_version},"
-                       f" {len(event.plan.items)} requirement(s),"
-                       f" {len(event.plan.automated)} automated")
+            self._line(
+                f"run {rec.run_id}: catalog v{rec.catalog_version},"
+                f" {len(event.plan.items)} requirement(s),"
+                f" {len(event.plan.automated)} automated"
+            )
         elif isinstance(event, CheckStarted):
             where = f" in namespace {event.namespace}" if event.namespace else ""
             self._line(f"START {event.item.id} ({event.item.test_name}){where}")
@@ -110,10 +124,13 @@ class RichProgress:
     def __call__(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             rec = event.record
-            self.console.print(f"[bold]kaic run {rec.run_id}[/]: catalog v{rec.catalog_version},"
-                               f" {len(event.plan.items)} requirement(s)")
-            self.live = Live(self._table(), console=self.console, refresh_per_second=4,
-                             transient=True)
+            self.console.print(
+                f"[bold]kaic run {rec.run_id}[/]: catalog v{rec.catalog_version},"
+                f" {len(event.plan.items)} requirement(s)"
+            )
+            self.live = Live(
+                self._table(), console=self.console, refresh_per_second=4, transient=True
+            )
             self.live.start()
         elif isinstance(event, CheckStarted):
             self.running[event.item.id] = (time.monotonic(), "starting")
@@ -125,8 +142,10 @@ class RichProgress:
             r = event.result
             style = _STYLE.get(r.outcome.value, "")
             why = f" [dim]{r.reason}[/]" if r.reason else ""
-            self.console.print(f"[{style}]{r.outcome.value:<6}[/] {event.item.id}"
-                               f" ({r.duration_s:.1f}s){why}", highlight=False)
+            self.console.print(
+                f"[{style}]{r.outcome.value:<6}[/] {event.item.id} ({r.duration_s:.1f}s){why}",
+                highlight=False,
+            )
         elif isinstance(event, CleanupDone) and event.report.failed:
             for ref, why in event.report.failed:
                 self.console.print(f"[yellow]cleanup: {ref} not deleted: {why}[/]")
@@ -148,10 +167,12 @@ def _print_plan(plan: Plan) -> None:
         how = "automated" if spec else "manual"
         opts = ", ".join(f"--{o.name}" for o in spec.options) if spec else ""
         timeout = f"{spec.timeout_s:.0f}s" if spec else ""
-        rows.append([item.id, item.requirement.level.value, item.test_name, how, timeout,
-                     opts])
-    emit_table(["REQUIREMENT", "LEVEL", "TEST", "CHECK", "TIMEOUT", "OPTIONS"], rows,
-               title=f"plan for catalog v{plan.catalog_version}")
+        rows.append([item.id, item.requirement.level.value, item.test_name, how, timeout, opts])
+    emit_table(
+        ["REQUIREMENT", "LEVEL", "TEST", "CHECK", "TIMEOUT", "OPTIONS"],
+        rows,
+        title=f"plan for catalog v{plan.catalog_version}",
+    )
 
 
 def _check_option_params() -> list[click.Option]:
@@ -159,27 +180,49 @@ def _check_option_params() -> list[click.Option]:
     for opt in load_builtin_checks().options():
         if opt.name in _BUILTIN:
             raise RuntimeError(f"check option --{opt.name} collides with a kaic run flag")
-        params.append(click.Option([f"--{opt.name}", opt.name.replace("-", "_")],
-                                   default=None, metavar="VALUE",
-                                   help=f"[check option] {opt.help}"
-                                        + (f" (default: {opt.default})" if opt.default
-                                           else "")))
+        params.append(
+            click.Option(
+                [f"--{opt.name}", opt.name.replace("-", "_")],
+                default=None,
+                metavar="VALUE",
+                help=f"[check option] {opt.help}"
+                + (f" (default: {opt.default})" if opt.default else ""),
+            )
+        )
     return params
 
 
 # -- commands -----------------------------------------------------------------------------
 
 
-def _run(kubeconfig: str | None, context: str | None, version: str | None, level: str,
-         focus: str | None, skip: str | None, parallel: int, timeout_scale: float,
-         list_only: bool, keep_resources: bool, output_dir: str | None,
-         verbose: bool, **check_opts: str | None) -> int:
+def _run(
+    kubeconfig: str | None,
+    context: str | None,
+    version: str | None,
+    level: str,
+    focus: str | None,
+    skip: str | None,
+    parallel: int,
+    timeout_scale: float,
+    list_only: bool,
+    keep_resources: bool,
+    output_dir: str | None,
+    verbose: bool,
+    **check_opts: str | None,
+) -> int:
     request = RunRequest(
-        kubeconfig=kubeconfig, context=context, version=version, level=level, focus=focus,
-        skip=skip, parallel=parallel, timeout_scale=timeout_scale,
-        keep_resources=keep_resources, output_dir=Path(output_dir) if output_dir else None,
-        check_options={k.replace("_", "-"): v for k, v in check_opts.items()
-                       if v is not None})
+        kubeconfig=kubeconfig,
+        context=context,
+        version=version,
+        level=level,
+        focus=focus,
+        skip=skip,
+        parallel=parallel,
+        timeout_scale=timeout_scale,
+        keep_resources=keep_resources,
+        output_dir=Path(output_dir) if output_dir else None,
+        check_options={k.replace("_", "-"): v for k, v in check_opts.items() if v is not None},
+    )
     session = RunSession(request, load_builtin_checks())
     prepared = session.prepare(need_cluster=not list_only)
     if prepared.catalog_warning:
@@ -187,13 +230,17 @@ def _run(kubeconfig: str | None, context: str | None, version: str | None, level
     if list_only:
         _print_plan(prepared.plan)
         return int(ExitCode.OK)
-    progress: Any = (RichProgress(Console(file=sys.stderr)) if sys.stderr.isatty()
-                     else PlainProgress(verbose=verbose))
+    progress: Any = (
+        RichProgress(Console(file=sys.stderr))
+        if sys.stderr.isatty()
+        else PlainProgress(verbose=verbose)
+    )
     try:
         done = session.run(prepared, observers=[progress], writer=BundleWriter)
     except PreflightFailed as e:
-        click.echo(f"preflight: the credentials of context {e.context!r} lack"
-                   " these permissions:", err=True)
+        click.echo(
+            f"preflight: the credentials of context {e.context!r} lack these permissions:", err=True
+        )
         for m in e.missing:
             where = f" in namespace {m.namespace}" if m.namespace else " (cluster-wide)"
             click.echo(f"  {m.requirement_id}: {m.permission}{where}", err=True)
@@ -201,47 +248,82 @@ def _run(kubeconfig: str | None, context: str | None, version: str | None, level
     record = done.record
     click.echo(f"results: {done.output_dir}", err=True)
     if keep_resources:
-        click.echo("resources kept; remove them with: kaic cleanup --run-id"
-                   f" {record.run_id}", err=True)
+        click.echo(
+            f"resources kept; remove them with: kaic cleanup --run-id {record.run_id}", err=True
+        )
     if record.interrupted:
-        click.echo("kaic: error: interrupted (cleanup ran; partial results are in the"
-                   " bundle)", err=True)
+        click.echo(
+            "kaic: error: interrupted (cleanup ran; partial results are in the bundle)", err=True
+        )
     return int(done.exit_code)
 
 
 def _run_command() -> click.Command:
     return click.Command(
-        "run", callback=_run, help=(
+        "run",
+        callback=_run,
+        help=(
             "Run the checks of a catalog version against a cluster and write a result"
             " bundle. Exit code 0 only when every selected MUST requirement passed (or"
-            " does not apply)."),
+            " does not apply)."
+        ),
         params=[
-            click.Option(["--kubeconfig"], type=click.Path(dir_okay=False),
-                         help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config,"
-                              " in-cluster)"),
+            click.Option(
+                ["--kubeconfig"],
+                type=click.Path(dir_okay=False),
+                help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)",
+            ),
             click.Option(["--context"], help="kubeconfig context (default: current)"),
-            click.Option(["--version", "version"], metavar="V",
-                         help="catalog version (default: from the server's version)"),
-            click.Option(["--level"], type=click.Choice(LEVELS, case_sensitive=False),
-                         default="all", show_default=True,
-                         help="which requirements to select"),
-            click.Option(["--focus"], metavar="REGEX",
-                         help="only requirements whose id or test name matches"),
-            click.Option(["--skip"], metavar="REGEX",
-                         help="leave out requirements whose id or test name matches"),
-            click.Option(["--parallel", "-p"], type=int, default=1, show_default=True,
-                         help="checks run at the same time"),
-            click.Option(["--timeout-scale"], type=float, default=1.0, show_default=True,
-                         help="multiply every check's timeout (slow clusters; a positive,"
-                              " finite number)"),
-            click.Option(["--list", "list_only"], is_flag=True,
-                         help="print the plan and exit"),
-            click.Option(["--keep-resources"], is_flag=True,
-                         help="do not delete what the checks created (debugging)"),
-            click.Option(["--output-dir", "-o"], type=click.Path(file_okay=False),
-                         help="bundle directory (default: ./kaic-results/<run-id>/)"),
-            click.Option(["--verbose", "-v"], is_flag=True,
-                         help="also print each check's log lines (plain output)"),
+            click.Option(
+                ["--version", "version"],
+                metavar="V",
+                help="catalog version (default: from the server's version)",
+            ),
+            click.Option(
+                ["--level"],
+                type=click.Choice(LEVELS, case_sensitive=False),
+                default="all",
+                show_default=True,
+                help="which requirements to select",
+            ),
+            click.Option(
+                ["--focus"], metavar="REGEX", help="only requirements whose id or test name matches"
+            ),
+            click.Option(
+                ["--skip"],
+                metavar="REGEX",
+                help="leave out requirements whose id or test name matches",
+            ),
+            click.Option(
+                ["--parallel", "-p"],
+                type=int,
+                default=1,
+                show_default=True,
+                help="checks run at the same time",
+            ),
+            click.Option(
+                ["--timeout-scale"],
+                type=float,
+                default=1.0,
+                show_default=True,
+                help="multiply every check's timeout (slow clusters; a positive, finite number)",
+            ),
+            click.Option(["--list", "list_only"], is_flag=True, help="print the plan and exit"),
+            click.Option(
+                ["--keep-resources"],
+                is_flag=True,
+                help="do not delete what the checks created (debugging)",
+            ),
+            click.Option(
+                ["--output-dir", "-o"],
+                type=click.Path(file_okay=False),
+                help="bundle directory (default: ./kaic-results/<run-id>/)",
+            ),
+            click.Option(
+                ["--verbose", "-v"],
+                is_flag=True,
+                help="also print each check's log lines (plain output)",
+            ),
             *_check_option_params(),
         ],
     )

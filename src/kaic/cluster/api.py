@@ -65,14 +65,21 @@ class ClusterAPI(Protocol):
         """The resources ``api_version`` serves; ``[]`` when it is not served at all."""
         ...
 
-    def get(self, api_version: str, kind: str, name: str,
-            namespace: str | None = None) -> KubeObject | None:
+    def get(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> KubeObject | None:
         """One object, or ``None`` when it does not exist."""
         ...
 
-    def list(self, api_version: str, kind: str, namespace: str | None = None, *,
-             label_selector: str | None = None,
-             field_selector: str | None = None) -> KubeList:
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> KubeList:
         """Objects of a kind (all namespaces when ``namespace`` is None)."""
         ...
 
@@ -84,51 +91,95 @@ class ClusterAPI(Protocol):
         """Server-side apply ``obj`` with field manager ``kaic``."""
         ...
 
-    def patch(self, api_version: str, kind: str, name: str, patch: KubeObject,
-              namespace: str | None = None, *, subresource: str | None = None) -> KubeObject:
+    def patch(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        patch: KubeObject,
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+    ) -> KubeObject:
         """JSON merge patch of an object (or of its ``status`` / ``scale`` subresource)."""
         ...
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
-               *, wait_timeout: float | None = None) -> bool:
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        *,
+        wait_timeout: float | None = None,
+    ) -> bool:
         """Delete with foreground propagation; ``False`` when it was already gone.
         With ``wait_timeout``, wait until the object has disappeared."""
         ...
 
-    def wait_for(self, api_version: str, kind: str, name: str, namespace: str | None,
-                 condition: Callable[[KubeObject | None], bool], *, timeout: float,
-                 what: str) -> KubeObject | None:
+    def wait_for(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        condition: Callable[[KubeObject | None], bool],
+        *,
+        timeout: float,
+        what: str,
+    ) -> KubeObject | None:
         """Watch one object until ``condition(obj)`` holds (obj is None when absent);
         raise ``WaitTimeoutError`` naming ``what`` after ``timeout`` seconds."""
         ...
 
-    def wait_list(self, api_version: str, kind: str, namespace: str | None,
-                  condition: Callable[[KubeList], bool], *, timeout: float,
-                  what: str, label_selector: str | None = None) -> KubeList:
+    def wait_list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        condition: Callable[[KubeList], bool],
+        *,
+        timeout: float,
+        what: str,
+        label_selector: str | None = None,
+    ) -> KubeList:
         """Watch a list until ``condition(objects)`` holds; ``WaitTimeoutError`` after
         ``timeout`` seconds."""
         ...
 
-    def watch_list(self, api_version: str, kind: str, namespace: str | None, *,
-                   timeout: float, label_selector: str | None = None
-                   ) -> Iterator[KubeList]:
+    def watch_list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        *,
+        timeout: float,
+        label_selector: str | None = None,
+    ) -> Iterator[KubeList]:
         """Yield the full current list at start and after every change until ``timeout``
         seconds have passed (no error at the end): for properties that must hold for a
         whole observation window."""
         ...
 
-    def exec(self, namespace: str, pod: str, command: Sequence[str], *,
-             container: str | None = None, timeout: float = 60.0) -> ExecResult:
+    def exec(
+        self,
+        namespace: str,
+        pod: str,
+        command: Sequence[str],
+        *,
+        container: str | None = None,
+        timeout: float = 60.0,
+    ) -> ExecResult:
         """Run ``command`` in a container through the apiserver (pods/exec)."""
         ...
 
-    def port_forward(self, namespace: str, pod: str,
-                     port: int) -> AbstractContextManager[int]:
+    def port_forward(self, namespace: str, pod: str, port: int) -> AbstractContextManager[int]:
         """Forward a local loopback port to ``port`` of a pod; yields the local port."""
         ...
 
-    def http_get(self, namespace: str, pod: str, port: int, path: str, *,
-                 timeout: float = 30.0) -> str:
+    def http_get(
+        self, namespace: str, pod: str, port: int, path: str, *, timeout: float = 30.0
+    ) -> str:
         """GET ``path`` from a pod's port through a port-forward; returns the body."""
         ...
 
@@ -136,8 +187,15 @@ class ClusterAPI(Protocol):
         """GET an apiserver path (``/apis/custom.metrics.k8s.io/v1beta2/...``)."""
         ...
 
-    def can_i(self, verb: str, resource: str, *, group: str = "",
-              namespace: str | None = None, subresource: str | None = None) -> bool:
+    def can_i(
+        self,
+        verb: str,
+        resource: str,
+        *,
+        group: str = "",
+        namespace: str | None = None,
+        subresource: str | None = None,
+    ) -> bool:
         """SelfSubjectAccessReview: may the current user do this?"""
         ...
 

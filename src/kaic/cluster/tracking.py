@@ -38,9 +38,20 @@ __all__ = [
 ]
 
 CHECK_LABEL = "kaic.io/check"
-_SKIP_KINDS = {"Event", "Lease", "EndpointSlice", "Endpoints", "ComponentStatus",
-               "Binding", "TokenReview", "SubjectAccessReview", "SelfSubjectAccessReview",
-               "SelfSubjectRulesReview", "LocalSubjectAccessReview", "SelfSubjectReview"}
+_SKIP_KINDS = {
+    "Event",
+    "Lease",
+    "EndpointSlice",
+    "Endpoints",
+    "ComponentStatus",
+    "Binding",
+    "TokenReview",
+    "SubjectAccessReview",
+    "SelfSubjectAccessReview",
+    "SelfSubjectRulesReview",
+    "LocalSubjectAccessReview",
+    "SelfSubjectReview",
+}
 
 
 @dataclass(frozen=True)
@@ -59,8 +70,12 @@ class ObjectRef:
     @classmethod
     def of(cls, obj: KubeObject) -> ObjectRef:
         md = obj.get("metadata") or {}
-        return cls(str(obj["apiVersion"]), str(obj["kind"]), str(md.get("name", "")),
-                   md.get("namespace") or None)
+        return cls(
+            str(obj["apiVersion"]),
+            str(obj["kind"]),
+            str(md.get("name", "")),
+            md.get("namespace") or None,
+        )
 
 
 @dataclass
@@ -136,8 +151,15 @@ class TrackingCluster(ForwardingCluster):
         self._record(out if out.get("metadata", {}).get("name") else stamped)
         return out
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
-               *, wait_timeout: float | None = None) -> bool:
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        *,
+        wait_timeout: float | None = None,
+    ) -> bool:
         gone = self.inner.delete(api_version, kind, name, namespace, wait_timeout=wait_timeout)
         ref = ObjectRef(api_version, kind, name, namespace)
         with self._lock:
@@ -145,8 +167,9 @@ class TrackingCluster(ForwardingCluster):
                 self._created.remove(ref)
         return gone
 
-    def cleanup(self, *, wait_timeout: float = 60.0,
-                on_progress: Callable[[str], None] | None = None) -> CleanupReport:
+    def cleanup(
+        self, *, wait_timeout: float = 60.0, on_progress: Callable[[str], None] | None = None
+    ) -> CleanupReport:
         """Delete every recorded object, newest first, namespaces last; wait for them to go."""
         with self._lock:
             refs = list(reversed(self._created))
@@ -154,14 +177,16 @@ class TrackingCluster(ForwardingCluster):
         refs.sort(key=lambda r: r.kind == "Namespace")  # stable: namespaces at the end
         report = CleanupReport([], [])
         for ref in refs:
-            if ref.namespace and any(r.kind == "Namespace" and r.name == ref.namespace
-                                     for r in refs):
+            if ref.namespace and any(
+                r.kind == "Namespace" and r.name == ref.namespace for r in refs
+            ):
                 # deleting the namespace deletes it; only wait for the namespace
                 report.deleted.append(ref)
                 continue
             try:
-                self.inner.delete(ref.api_version, ref.kind, ref.name, ref.namespace,
-                                  wait_timeout=wait_timeout)
+                self.inner.delete(
+                    ref.api_version, ref.kind, ref.name, ref.namespace, wait_timeout=wait_timeout
+                )
                 report.deleted.append(ref)
                 if on_progress:
                     on_progress(f"deleted {ref}")
@@ -183,7 +208,8 @@ def _why_stuck(cluster: ClusterAPI, ref: ObjectRef, waited: float) -> str:
     md = obj.get("metadata") or {}
     parts = [f"still present after {waited:.0f}s"]
     finalizers = list(md.get("finalizers") or []) + list(
-        (obj.get("spec") or {}).get("finalizers") or [])
+        (obj.get("spec") or {}).get("finalizers") or []
+    )
     if finalizers:
         parts.append(f"finalizers: {', '.join(map(str, finalizers))}")
     for c in (obj.get("status") or {}).get("conditions") or []:
@@ -233,19 +259,29 @@ def find_leftovers(cluster: ClusterAPI, run_id: str | None = None) -> list[Lefto
             continue  # a kind we may not list, or an aggregated API that is down
         for obj in objs:
             labels: dict[str, Any] = (obj.get("metadata") or {}).get("labels") or {}
-            found.append(Leftover(ObjectRef.of(obj), str(labels.get(RUN_ID_LABEL, "")),
-                                  str(labels.get(CHECK_LABEL, ""))))
+            found.append(
+                Leftover(
+                    ObjectRef.of(obj),
+                    str(labels.get(RUN_ID_LABEL, "")),
+                    str(labels.get(CHECK_LABEL, "")),
+                )
+            )
     namespaces = {lo.ref.name for lo in found if lo.ref.kind == "Namespace"}
     return [lo for lo in found if lo.ref.namespace not in namespaces]
 
 
-def delete_leftovers(cluster: ClusterAPI, leftovers: Sequence[Leftover], *,
-                     wait_timeout: float = 60.0,
-                     on_progress: Callable[[str], None] | None = None) -> CleanupReport:
+def delete_leftovers(
+    cluster: ClusterAPI,
+    leftovers: Sequence[Leftover],
+    *,
+    wait_timeout: float = 60.0,
+    on_progress: Callable[[str], None] | None = None,
+) -> CleanupReport:
     """Delete ``leftovers``: namespaced objects, then cluster-scoped ones, namespaces last."""
     tracker = TrackingCluster(cluster, run_id="cleanup")
-    ordered = sorted(leftovers, key=lambda lo: (lo.ref.kind == "Namespace",
-                                                lo.ref.namespace is None))
+    ordered = sorted(
+        leftovers, key=lambda lo: (lo.ref.kind == "Namespace", lo.ref.namespace is None)
+    )
     # NOTE: TrackingCluster.cleanup deletes newest first, so adopt in reverse.
     tracker.adopt([lo.ref for lo in reversed(ordered)])
     return tracker.cleanup(wait_timeout=wait_timeout, on_progress=on_progress)

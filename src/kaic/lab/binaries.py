@@ -55,14 +55,18 @@ def ensure(version: str, *, build: bool = False) -> Path:
         from kaic.lab.build import Builder  # the build is needed only here
 
         if not can_build():
-            raise LabError(f"lab binaries for {version} are missing ({', '.join(lacking)}) "
-                           "and cannot be built here: needs Go")
+            raise LabError(
+                f"lab binaries for {version} are missing ({', '.join(lacking)}) "
+                "and cannot be built here: needs Go"
+            )
         Builder(version).build(CORE)
         lacking = missing(version)
     if lacking:
-        raise LabError(f"lab binaries for {version} are missing in {bin_dir(version)} "
-                       f"({', '.join(lacking)}); build them with `kaic lab build --version "
-                       f"{version}` (or `make lab-binaries`), or `kaic lab up --build`")
+        raise LabError(
+            f"lab binaries for {version} are missing in {bin_dir(version)} "
+            f"({', '.join(lacking)}); build them with `kaic lab build --version "
+            f"{version}` (or `make lab-binaries`), or `kaic lab up --build`"
+        )
     return bin_dir(version)
 
 
@@ -83,8 +87,15 @@ def module_dir(module: str, version: str) -> Path:
     env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="")
     env.pop("GOWORK", None)
     try:
-        r = subprocess.run(["go", "mod", "download", "-json", key], capture_output=True,
-                           text=True, env=env, cwd="/", timeout=900, check=False)
+        r = subprocess.run(
+            ["go", "mod", "download", "-json", key],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd="/",
+            timeout=900,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise LabError(f"go mod download {key} failed: {e}") from e
     try:

@@ -59,24 +59,31 @@ class LabOptions:
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
-            raise UsageError(f"invalid lab name {self.name!r}: use lower-case letters, digits "
-                             "and '-', at most 40 characters")
+            raise UsageError(
+                f"invalid lab name {self.name!r}: use lower-case letters, digits "
+                "and '-', at most 40 characters"
+            )
         if not _VERSION.match(self.version):
-            raise UsageError(f"invalid Kubernetes version {self.version!r}: expected vMAJOR."
-                             "MINOR.PATCH, e.g. v1.36.0")
+            raise UsageError(
+                f"invalid Kubernetes version {self.version!r}: expected vMAJOR."
+                "MINOR.PATCH, e.g. v1.36.0"
+            )
         if self.minor < 34:
-            raise UsageError(f"Kubernetes {self.version} is too old for the lab: resource.k8s.io"
-                             "/v1 needs v1.34 or newer")
+            raise UsageError(
+                f"Kubernetes {self.version} is too old for the lab: resource.k8s.io"
+                "/v1 needs v1.34 or newer"
+            )
         if self.accelerators not in ACCELERATOR_MODES:
-            raise UsageError(f"invalid --accelerators {self.accelerators!r}: choose one of "
-                             + ", ".join(ACCELERATOR_MODES))
+            raise UsageError(
+                f"invalid --accelerators {self.accelerators!r}: choose one of "
+                + ", ".join(ACCELERATOR_MODES)
+            )
         if not 0 <= self.nodes <= 100:
             raise UsageError(f"--nodes must be between 0 and 100, got {self.nodes}")
         if not 0 <= self.cpu_nodes <= 100:
             raise UsageError(f"--cpu-nodes must be between 0 and 100, got {self.cpu_nodes}")
         if not 1 <= self.gpus_per_node <= 64:
-            raise UsageError(f"--gpus-per-node must be between 1 and 64, got "
-                             f"{self.gpus_per_node}")
+            raise UsageError(f"--gpus-per-node must be between 1 and 64, got {self.gpus_per_node}")
 
     @property
     def minor(self) -> int:

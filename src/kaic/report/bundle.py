@@ -53,11 +53,15 @@ def _append(path: Path, text: str) -> None:
 
 def redact_result(r: CheckResult) -> CheckResult:
     """The result with every reason and log line passed through ``redact_text``."""
-    subs = tuple(dataclasses.replace(s, reason=redact_text(s.reason),
-                                     log=tuple(redact_text(x) for x in s.log))
-                 for s in r.subresults)
-    return dataclasses.replace(r, reason=redact_text(r.reason), subresults=subs,
-                               log=tuple(redact_text(x) for x in r.log))
+    subs = tuple(
+        dataclasses.replace(
+            s, reason=redact_text(s.reason), log=tuple(redact_text(x) for x in s.log)
+        )
+        for s in r.subresults
+    )
+    return dataclasses.replace(
+        r, reason=redact_text(r.reason), subresults=subs, log=tuple(redact_text(x) for x in r.log)
+    )
 
 
 class BundleWriter:

@@ -16,8 +16,13 @@ from kaic.runner.record import ResultEntry, RunRecord
 
 PACKAGE = "kaic.io/ai-conformance"
 
-_ACTION = {Outcome.PASS: "pass", Outcome.FAIL: "fail", Outcome.ERROR: "fail",
-           Outcome.SKIP: "skip", Outcome.MANUAL: "skip"}
+_ACTION = {
+    Outcome.PASS: "pass",
+    Outcome.FAIL: "fail",
+    Outcome.ERROR: "fail",
+    Outcome.SKIP: "skip",
+    Outcome.MANUAL: "skip",
+}
 _WORD = {"pass": "PASS", "fail": "FAIL", "skip": "SKIP"}
 
 
@@ -40,7 +45,8 @@ def _why(outcome: Outcome, reason: str) -> list[str]:
     if outcome is Outcome.PASS or not reason:
         return []
     label = {Outcome.ERROR: "ERROR (could not decide)", Outcome.MANUAL: "MANUAL"}.get(
-        outcome, outcome.value)
+        outcome, outcome.value
+    )
     return [f"{label}: {line}" for line in reason.splitlines()]
 
 
@@ -64,8 +70,11 @@ def test_lines(entry: ResultEntry) -> list[tuple[str, str]]:
         out.append((name, f"=== RUN   {name}"))
         out.extend((name, f"        {line}") for line in s.log)
         out.extend((name, f"        {line}") for line in _why(s.outcome, s.reason))
-    if not r.subresults or r.outcome in (Outcome.ERROR, Outcome.MANUAL) or (
-            r.outcome is Outcome.SKIP and r.not_applicable):
+    if (
+        not r.subresults
+        or r.outcome in (Outcome.ERROR, Outcome.MANUAL)
+        or (r.outcome is Outcome.SKIP and r.not_applicable)
+    ):
         out.extend((top, f"    {line}") for line in _why(r.outcome, r.reason))
     out.append((top, f"--- {_WORD[action(r.outcome)]}: {top} ({r.duration_s:.2f}s)"))
     for s in r.subresults:
@@ -79,15 +88,15 @@ def e2e_block(entry: ResultEntry) -> str:
 
 
 def _failed(record: RunRecord) -> bool:
-    return record.interrupted or any(action(e.result.outcome) == "fail"
-                                     for e in record.results)
+    return record.interrupted or any(action(e.result.outcome) == "fail" for e in record.results)
 
 
 def elapsed(record: RunRecord) -> float:
     if not record.finished_at:
         return sum(e.result.duration_s for e in record.results)
-    return max(0.0, (parse_time(record.finished_at)
-                     - parse_time(record.started_at)).total_seconds())
+    return max(
+        0.0, (parse_time(record.finished_at) - parse_time(record.started_at)).total_seconds()
+    )
 
 
 def e2e_footer(record: RunRecord) -> str:
@@ -105,8 +114,14 @@ def render_e2e_log(record: RunRecord, order: list[ResultEntry] | None = None) ->
     return "".join(e2e_block(e) for e in (order or record.results)) + e2e_footer(record)
 
 
-def _event(t: datetime, act: str, test: str | None = None, *, output: str | None = None,
-           elapsed_s: float | None = None) -> str:
+def _event(
+    t: datetime,
+    act: str,
+    test: str | None = None,
+    *,
+    output: str | None = None,
+    elapsed_s: float | None = None,
+) -> str:
     ev: dict[str, Any] = {"Time": _fmt_time(t), "Action": act, "Package": PACKAGE}
     if test is not None:
         ev["Test"] = test
@@ -145,12 +160,16 @@ def test_events(entry: ResultEntry) -> str:
         name = f"{r.test_name}/{s.name}"
         t = sub_start[name] + timedelta(seconds=s.duration_s)
         word = _WORD[action(s.outcome)]
-        out.append(_event(t, "output", name,
-                          output=f"    --- {word}: {name} ({s.duration_s:.2f}s)\n"))
+        out.append(
+            _event(t, "output", name, output=f"    --- {word}: {name} ({s.duration_s:.2f}s)\n")
+        )
         out.append(_event(t, action(s.outcome), name, elapsed_s=s.duration_s))
     word = _WORD[action(r.outcome)]
-    out.append(_event(end, "output", r.test_name,
-                      output=f"--- {word}: {r.test_name} ({r.duration_s:.2f}s)\n"))
+    out.append(
+        _event(
+            end, "output", r.test_name, output=f"--- {word}: {r.test_name} ({r.duration_s:.2f}s)\n"
+        )
+    )
     out.append(_event(end, action(r.outcome), r.test_name, elapsed_s=r.duration_s))
     return "".join(out)
 
@@ -159,13 +178,19 @@ def end_events(record: RunRecord) -> str:
     t = parse_time(record.finished_at or record.started_at)
     failed = _failed(record)
     out = [_event(t, "output", output=f"{'FAIL' if failed else 'PASS'}\n")]
-    summary = (f"FAIL\t{PACKAGE}\t{elapsed(record):.3f}s" if failed
-               else f"ok  \t{PACKAGE}\t{elapsed(record):.3f}s")
+    summary = (
+        f"FAIL\t{PACKAGE}\t{elapsed(record):.3f}s"
+        if failed
+        else f"ok  \t{PACKAGE}\t{elapsed(record):.3f}s"
+    )
     out.append(_event(t, "output", output=summary + "\n"))
     out.append(_event(t, "fail" if failed else "pass", elapsed_s=elapsed(record)))
     return "".join(out)
 
 
 def render_results_json(record: RunRecord, order: list[ResultEntry] | None = None) -> str:
-    return start_events(record) + "".join(test_events(e) for e in (order or record.results)) \
+    return (
+        start_events(record)
+        + "".join(test_events(e) for e in (order or record.results))
         + end_events(record)
+    )

@@ -15,14 +15,15 @@ import yaml
 
 MARK = "<redacted>"
 
-_PEM = re.compile(r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----",
-                  re.S)
+_PEM = re.compile(r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S)
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 _FIELD = re.compile(
     r"(?im)^([ \t]*-?[ \t]*[\"']?[\w.-]*(?:token|password|passwd|secret|client-key-data"
-    r"|private[_-]?key|api[_-]?key)[\w.-]*[\"']?[ \t]*[:=][ \t]*)(?![\s\[{|>])(?!" + re.escape(MARK)
-    + r").+$")
+    r"|private[_-]?key|api[_-]?key)[\w.-]*[\"']?[ \t]*[:=][ \t]*)(?![\s\[{|>])(?!"
+    + re.escape(MARK)
+    + r").+$"
+)
 
 
 def redact_text(text: str) -> str:

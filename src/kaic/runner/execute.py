@@ -101,8 +101,7 @@ class RunFinished:
     record: RunRecord
 
 
-Event = RunStarted | CheckStarted | CheckLog | SubtestDone | CheckDone | CleanupDone \
-    | RunFinished
+Event = RunStarted | CheckStarted | CheckLog | SubtestDone | CheckDone | CleanupDone | RunFinished
 Observer = Callable[[Event], None]
 
 
@@ -135,8 +134,7 @@ RUNNER_PERMISSIONS = (
 )
 
 
-def preflight(cluster: ClusterAPI, plan: Plan, server_version: str | None = None
-              ) -> Preflight:
+def preflight(cluster: ClusterAPI, plan: Plan, server_version: str | None = None) -> Preflight:
     """Reachability (the server version, unless the caller already asked for it) and,
     with SelfSubjectAccessReview, every permission the runner and the selected checks
     declare. Raises ``ClusterUnreachableError`` when the server cannot be reached."""
@@ -149,8 +147,9 @@ def preflight(cluster: ClusterAPI, plan: Plan, server_version: str | None = None
         key = (p.verb, p.resource, p.group, ns, p.subresource)
         if key not in asked:
             try:
-                asked[key] = cluster.can_i(p.verb, p.resource, group=p.group, namespace=ns,
-                                           subresource=p.subresource)
+                asked[key] = cluster.can_i(
+                    p.verb, p.resource, group=p.group, namespace=ns, subresource=p.subresource
+                )
             except PermissionDeniedError:
                 asked[key] = False
         if not asked[key]:
@@ -213,15 +212,25 @@ class _Execution:
     """The state of one ``execute`` call: the record so far (replaced, never changed,
     so that every event carries a snapshot), the running checks and the observers."""
 
-    def __init__(self, cluster: ClusterAPI, plan: Plan, request: RunRequest, run_id: str,
-                 cluster_info: Mapping[str, Any], observers: list[Observer]) -> None:
+    def __init__(
+        self,
+        cluster: ClusterAPI,
+        plan: Plan,
+        request: RunRequest,
+        run_id: str,
+        cluster_info: Mapping[str, Any],
+        observers: list[Observer],
+    ) -> None:
         self.cluster = cluster
         self.plan = plan
         self.request = request
         self.observers = observers
         self.record = RunRecord(
-            run_id=run_id, kaic_version=__version__, started_at=utc_now(),
-            catalog_version=plan.catalog_version, cluster=dict(cluster_info),
+            run_id=run_id,
+            kaic_version=__version__,
+            started_at=utc_now(),
+            catalog_version=plan.catalog_version,
+            cluster=dict(cluster_info),
             options=request.to_json(),
         )
         self.order = {item.id: n for n, item in enumerate(plan.items)}
@@ -238,9 +247,13 @@ class _Execution:
         """Record one verdict (the first one wins: a late result after a timeout is
         dropped) and tell the observers."""
         paths = tuple(dict.fromkeys(evidence_path(item.id, ev.name) for ev in result.evidence))
-        entry = ResultEntry(result=result, level=item.requirement.level,
-                            category=item.requirement.category, started_at=started_at,
-                            evidence_paths=paths)
+        entry = ResultEntry(
+            result=result,
+            level=item.requirement.level,
+            category=item.requirement.category,
+            started_at=started_at,
+            evidence_paths=paths,
+        )
         with self.lock:
             if any(e.id == item.id for e in self.record.results):
                 return
@@ -262,14 +275,14 @@ class _Execution:
         report = run.tracker.cleanup(wait_timeout=self.request.cleanup_timeout_s)
         with self.lock:
             failed = tuple({"object": str(ref), "reason": why} for ref, why in report.failed)
-            self.record = dataclasses.replace(self.record,
-                                              cleanup=(*self.record.cleanup, *failed))
+            self.record = dataclasses.replace(self.record, cleanup=(*self.record.cleanup, *failed))
             self.emit(CleanupDone(run.item, report, self.record))
 
     # -- one check ---------------------------------------------------------------------
     def _error(self, item: PlanItem, reason: str, started_at: str, **kw: Any) -> None:
-        self.finish(item, CheckResult(item.id, item.test_name, Outcome.ERROR, reason, **kw),
-                    started_at)
+        self.finish(
+            item, CheckResult(item.id, item.test_name, Outcome.ERROR, reason, **kw), started_at
+        )
 
     def work(self, run: _Running) -> None:
         """Run one check in its own namespace (a pool thread); always cleans up."""
@@ -289,18 +302,25 @@ class _Execution:
                 return
             self.emit(CheckStarted(item, namespace))
             ctx = CheckContext(
-                cluster=GuardedCluster(run.tracker, deadline), requirement=item.requirement,
-                spec=item.spec, catalog_version=self.plan.catalog_version,
-                run_id=self.record.run_id, namespace=namespace,
-                options=dict(self.request.check_options), deadline=deadline,
+                cluster=GuardedCluster(run.tracker, deadline),
+                requirement=item.requirement,
+                spec=item.spec,
+                catalog_version=self.plan.catalog_version,
+                run_id=self.record.run_id,
+                namespace=namespace,
+                options=dict(self.request.check_options),
+                deadline=deadline,
                 on_log=lambda m: self.emit(CheckLog(item, m)),
                 on_subtest=lambda s: self.emit(SubtestDone(item, s)),
             )
             self.finish(item, run_check(ctx), run.started_at)
         except Exception as e:  # run_check never raises; this is a runner bug
-            self._error(item, f"internal error in the runner: {type(e).__name__}: {e}",
-                        run.started_at or utc_now(),
-                        log=tuple(traceback.format_exc().splitlines()))
+            self._error(
+                item,
+                f"internal error in the runner: {type(e).__name__}: {e}",
+                run.started_at or utc_now(),
+                log=tuple(traceback.format_exc().splitlines()),
+            )
         finally:
             self.cleanup(run)
 
@@ -309,15 +329,24 @@ class _Execution:
         item, deadline = run.item, run.deadline
         assert deadline is not None
         try:
-            ns = run.tracker.create({
-                "apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"generateName": f"{item.namespace_prefix}-",
-                             "labels": {CHECK_LABEL: item.id.replace("_", "-")}},
-            })
+            ns = run.tracker.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {
+                        "generateName": f"{item.namespace_prefix}-",
+                        "labels": {CHECK_LABEL: item.id.replace("_", "-")},
+                    },
+                }
+            )
         except ClusterError as e:
             self.emit(CheckStarted(item, None))
-            self._error(item, f"could not create the check's namespace: {e}", run.started_at,
-                        duration_s=time.monotonic() - deadline.started)
+            self._error(
+                item,
+                f"could not create the check's namespace: {e}",
+                run.started_at,
+                duration_s=time.monotonic() - deadline.started,
+            )
             return None
         return str(ns["metadata"]["name"])
 
@@ -326,20 +355,25 @@ class _Execution:
         self.emit(RunStarted(self.record, self.plan))
         for item in self.plan.items:
             if item.spec is None:
-                reason = (f"kaic has no automated check for {item.id} in catalog"
-                          f" v{self.plan.catalog_version}; provide evidence by hand")
-                self.finish(item, CheckResult(item.id, item.test_name, Outcome.MANUAL,
-                                              reason), utc_now())
+                reason = (
+                    f"kaic has no automated check for {item.id} in catalog"
+                    f" v{self.plan.catalog_version}; provide evidence by hand"
+                )
+                self.finish(
+                    item, CheckResult(item.id, item.test_name, Outcome.MANUAL, reason), utc_now()
+                )
         interrupted = False
-        pool = ThreadPoolExecutor(max_workers=self.request.parallel,
-                                  thread_name_prefix="kaic-check")
+        pool = ThreadPoolExecutor(
+            max_workers=self.request.parallel, thread_name_prefix="kaic-check"
+        )
         futures: dict[Future[None], _Running] = {}
         try:
             with _sigterm_raises():
                 try:
                     for item in self.plan.automated:
-                        run = _Running(item, TrackingCluster(self.cluster, self.record.run_id,
-                                                             item.id))
+                        run = _Running(
+                            item, TrackingCluster(self.cluster, self.record.run_id, item.id)
+                        )
                         self.running[item.id] = run
                         futures[pool.submit(self.work, run)] = run
                     self._watch(futures)
@@ -353,8 +387,9 @@ class _Execution:
                     self.cleanup(run)
             pool.shutdown(wait=False, cancel_futures=True)
             with self.lock:
-                self.record = dataclasses.replace(self.record, interrupted=interrupted,
-                                                  finished_at=utc_now())
+                self.record = dataclasses.replace(
+                    self.record, interrupted=interrupted, finished_at=utc_now()
+                )
                 self.emit(RunFinished(self.record))
         return self.record
 
@@ -372,9 +407,12 @@ class _Execution:
                     continue
                 deadline.cancel()
                 if now > deadline.ends + GRACE_S:
-                    self._error(run.item, f"check timed out after {deadline.timeout_s:.0f}s"
-                                " and did not stop", run.started_at,
-                                duration_s=now - deadline.started)
+                    self._error(
+                        run.item,
+                        f"check timed out after {deadline.timeout_s:.0f}s and did not stop",
+                        run.started_at,
+                        duration_s=now - deadline.started,
+                    )
                     self.cleanup(run)
                     pending.discard(fut)
 
@@ -389,19 +427,30 @@ class _Execution:
                 fut.result(timeout=max(0.0, end - time.monotonic()))
         for run in self.running.values():
             if not self.finished(run.item):
-                self._error(run.item, "interrupted before it finished",
-                            run.started_at or utc_now())
+                self._error(run.item, "interrupted before it finished", run.started_at or utc_now())
             self.cleanup(run)
 
 
-def execute(cluster: ClusterAPI, plan: Plan, *, request: RunRequest | None = None,
-            run_id: str | None = None, observers: list[Observer] | None = None,
-            cluster_info: Mapping[str, Any] | None = None) -> RunRecord:
+def execute(
+    cluster: ClusterAPI,
+    plan: Plan,
+    *,
+    request: RunRequest | None = None,
+    run_id: str | None = None,
+    observers: list[Observer] | None = None,
+    cluster_info: Mapping[str, Any] | None = None,
+) -> RunRecord:
     """Run every item of ``plan`` as ``request`` says and return the record; never
     raises for a check's failure. Ctrl-C or SIGTERM cancel the run, clean up, and mark
     it interrupted."""
-    return _Execution(cluster, plan, request or RunRequest(), run_id or new_run_id(),
-                      cluster_info or {}, list(observers or [])).run()
+    return _Execution(
+        cluster,
+        plan,
+        request or RunRequest(),
+        run_id or new_run_id(),
+        cluster_info or {},
+        list(observers or []),
+    ).run()
 
 
 def check_reachable(cluster: ClusterAPI) -> str:
@@ -411,5 +460,4 @@ def check_reachable(cluster: ClusterAPI) -> str:
     except ClusterUnreachableError:
         raise
     except ClusterError as e:
-        raise ClusterUnreachableError(f"the cluster does not answer like Kubernetes: {e}") \
-            from e
+        raise ClusterUnreachableError(f"the cluster does not answer like Kubernetes: {e}") from e

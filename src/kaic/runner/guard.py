@@ -56,48 +56,109 @@ class GuardedCluster(ForwardingCluster):
                 continue
 
     # -- calls that can take long --------------------------------------------------------
-    def wait_for(self, api_version: str, kind: str, name: str, namespace: str | None,
-                 condition: Callable[[KubeObject | None], bool], *, timeout: float,
-                 what: str) -> KubeObject | None:
-        return self._sliced(timeout, what, lambda s: self.inner.wait_for(
-            api_version, kind, name, namespace, condition, timeout=s, what=what))
+    def wait_for(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        condition: Callable[[KubeObject | None], bool],
+        *,
+        timeout: float,
+        what: str,
+    ) -> KubeObject | None:
+        return self._sliced(
+            timeout,
+            what,
+            lambda s: self.inner.wait_for(
+                api_version, kind, name, namespace, condition, timeout=s, what=what
+            ),
+        )
 
-    def wait_list(self, api_version: str, kind: str, namespace: str | None,
-                  condition: Callable[[KubeList], bool], *, timeout: float,
-                  what: str, label_selector: str | None = None) -> KubeList:
-        return self._sliced(timeout, what, lambda s: self.inner.wait_list(
-            api_version, kind, namespace, condition, timeout=s, what=what,
-            label_selector=label_selector))
+    def wait_list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        condition: Callable[[KubeList], bool],
+        *,
+        timeout: float,
+        what: str,
+        label_selector: str | None = None,
+    ) -> KubeList:
+        return self._sliced(
+            timeout,
+            what,
+            lambda s: self.inner.wait_list(
+                api_version,
+                kind,
+                namespace,
+                condition,
+                timeout=s,
+                what=what,
+                label_selector=label_selector,
+            ),
+        )
 
-    def watch_list(self, api_version: str, kind: str, namespace: str | None, *,
-                   timeout: float, label_selector: str | None = None
-                   ) -> Iterator[KubeList]:
+    def watch_list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        *,
+        timeout: float,
+        label_selector: str | None = None,
+    ) -> Iterator[KubeList]:
         end = time.monotonic() + timeout
         while True:
             self.deadline.check()
             if end - time.monotonic() <= 0:
                 return
-            for objs in self.inner.watch_list(api_version, kind, namespace,
-                                              timeout=self._slice(end),
-                                              label_selector=label_selector):
+            for objs in self.inner.watch_list(
+                api_version,
+                kind,
+                namespace,
+                timeout=self._slice(end),
+                label_selector=label_selector,
+            ):
                 self.deadline.check()
                 yield objs
 
-    def exec(self, namespace: str, pod: str, command: Sequence[str], *,
-             container: str | None = None, timeout: float = 60.0) -> ExecResult:
-        return self.inner.exec(namespace, pod, command, container=container,
-                               timeout=self._left(timeout))
+    def exec(
+        self,
+        namespace: str,
+        pod: str,
+        command: Sequence[str],
+        *,
+        container: str | None = None,
+        timeout: float = 60.0,
+    ) -> ExecResult:
+        return self.inner.exec(
+            namespace, pod, command, container=container, timeout=self._left(timeout)
+        )
 
-    def http_get(self, namespace: str, pod: str, port: int, path: str, *,
-                 timeout: float = 30.0) -> str:
+    def http_get(
+        self, namespace: str, pod: str, port: int, path: str, *, timeout: float = 30.0
+    ) -> str:
         return self.inner.http_get(namespace, pod, port, path, timeout=self._left(timeout))
 
     def raw_get(self, path: str, *, timeout: float = 30.0) -> str:
         return self.inner.raw_get(path, timeout=self._left(timeout))
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
-               *, wait_timeout: float | None = None) -> bool:
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        *,
+        wait_timeout: float | None = None,
+    ) -> bool:
         self.deadline.check()
-        return self.inner.delete(api_version, kind, name, namespace,
-                                 wait_timeout=None if wait_timeout is None
-                                 else self._left(wait_timeout))
+        return self.inner.delete(
+            api_version,
+            kind,
+            name,
+            namespace,
+            wait_timeout=None if wait_timeout is None else self._left(wait_timeout),
+        )

@@ -69,8 +69,14 @@ def _compile(pattern: str | None, flag: str) -> re.Pattern[str] | None:
         raise UsageError(f"{flag} {pattern!r} is not a valid regular expression: {e}") from e
 
 
-def make_plan(catalog: Catalog, registry: Registry, *, level: str = "all",
-              focus: str | None = None, skip: str | None = None) -> Plan:
+def make_plan(
+    catalog: Catalog,
+    registry: Registry,
+    *,
+    level: str = "all",
+    focus: str | None = None,
+    skip: str | None = None,
+) -> Plan:
     """The requirements of ``catalog`` selected by level (any case), focus and skip, in
     catalog order."""
     level = level.lower()

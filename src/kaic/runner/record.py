@@ -61,8 +61,13 @@ class ResultEntry:
             "started_at": self.started_at,
             "duration_s": round(r.duration_s, 3),
             "subresults": [
-                {"name": s.name, "outcome": s.outcome.value, "reason": s.reason,
-                 "duration_s": round(s.duration_s, 3), "log": list(s.log)}
+                {
+                    "name": s.name,
+                    "outcome": s.outcome.value,
+                    "reason": s.reason,
+                    "duration_s": round(s.duration_s, 3),
+                    "log": list(s.log),
+                }
                 for s in r.subresults
             ],
             "evidence": list(self.evidence_paths),
@@ -79,18 +84,24 @@ class ResultEntry:
         where = f"{where} ({rid})"
         outcome = d.get("outcome")
         if not isinstance(outcome, str) or outcome not in _OUTCOMES:
-            raise InputError(f"{where} has outcome {outcome!r};"
-                             f" expected one of {', '.join(sorted(_OUTCOMES))}")
+            raise InputError(
+                f"{where} has outcome {outcome!r}; expected one of {', '.join(sorted(_OUTCOMES))}"
+            )
         level = d.get("level")
         if not isinstance(level, str) or level not in _LEVELS:
             raise InputError(f"{where} has level {level!r}; expected MUST or SHOULD")
-        subs = tuple(_subresult(s, f"{where}: subresults[{i}]")
-                     for i, s in enumerate(_list(d, "subresults", where)))
+        subs = tuple(
+            _subresult(s, f"{where}: subresults[{i}]")
+            for i, s in enumerate(_list(d, "subresults", where))
+        )
         paths = tuple(_strings(d, "evidence", where))
         try:
             result = CheckResult(
-                requirement_id=rid, test_name=_text(d, "test_name", where),
-                outcome=Outcome(outcome), reason=_text(d, "reason", where), subresults=subs,
+                requirement_id=rid,
+                test_name=_text(d, "test_name", where),
+                outcome=Outcome(outcome),
+                reason=_text(d, "reason", where),
+                subresults=subs,
                 duration_s=_seconds(d, "duration_s", where),
                 log=tuple(_strings(d, "log", where)),
                 not_applicable=_flag(d, "not_applicable", where),
@@ -98,8 +109,13 @@ class ResultEntry:
             )
         except ValueError as e:  # the model's own rules (every non-PASS has a reason)
             raise InputError(f"{where}: {e}") from e
-        return cls(result=result, level=Level(level), category=_text(d, "category", where),
-                   started_at=_text(d, "started_at", where), evidence_paths=paths)
+        return cls(
+            result=result,
+            level=Level(level),
+            category=_text(d, "category", where),
+            started_at=_text(d, "started_at", where),
+            evidence_paths=paths,
+        )
 
 
 @dataclass(frozen=True)
@@ -155,12 +171,12 @@ class RunRecord:
         raw = doc.get("results")
         if not isinstance(raw, list):
             raise InputError(f"{source}: 'results' must be a list")
-        results = tuple(ResultEntry.from_json(r, f"{source}: results[{i}]")
-                        for i, r in enumerate(raw))
+        results = tuple(
+            ResultEntry.from_json(r, f"{source}: results[{i}]") for i, r in enumerate(raw)
+        )
         finished = doc.get("finished_at")
         if finished is not None and not isinstance(finished, str):
-            raise InputError(f"{source}: 'finished_at' must be text or null,"
-                             f" got {_kind(finished)}")
+            raise InputError(f"{source}: 'finished_at' must be text or null, got {_kind(finished)}")
         return cls(
             run_id=_text(doc, "run_id", source, required=True),
             kaic_version=_text(doc, "kaic_version", source),
@@ -168,8 +184,10 @@ class RunRecord:
             catalog_version=_text(doc, "catalog_version", source, required=True),
             cluster=_scalars(doc, "cluster", source),
             options=_member(doc, "options", source),
-            finished_at=finished, interrupted=_flag(doc, "interrupted", source),
-            results=results, cleanup=_cleanup(doc, source),
+            finished_at=finished,
+            interrupted=_flag(doc, "interrupted", source),
+            results=results,
+            cleanup=_cleanup(doc, source),
         )
 
     def dumps(self) -> str:
@@ -236,8 +254,13 @@ def _no_constant(name: str) -> Any:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "text", bool: "a boolean",
-            type(None): "null"}.get(type(value), "a number")
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "text",
+        bool: "a boolean",
+        type(None): "null",
+    }.get(type(value), "a number")
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
@@ -288,8 +311,12 @@ def _flag(d: dict[str, Any], key: str, where: str) -> bool:
 
 def _seconds(d: dict[str, Any], key: str, where: str) -> float:
     value = d.get(key, 0.0)
-    if isinstance(value, bool) or not isinstance(value, int | float) \
-            or not math.isfinite(value) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
         raise InputError(f"{where}: '{key}' must be a number of seconds, got {value!r}")
     return float(value)
 
@@ -308,8 +335,12 @@ def _cleanup(doc: dict[str, Any], source: str) -> tuple[dict[str, str], ...]:
     for i, c in enumerate(_list(cleanup, "failed", f"{source}: cleanup")):
         where = f"{source}: cleanup.failed[{i}]"
         c = _object(c, where)
-        failed.append({"object": _text(c, "object", where, required=True),
-                       "reason": _text(c, "reason", where, required=True)})
+        failed.append(
+            {
+                "object": _text(c, "object", where, required=True),
+                "reason": _text(c, "reason", where, required=True),
+            }
+        )
     return tuple(failed)
 
 
@@ -318,12 +349,17 @@ def _subresult(s: Any, where: str) -> SubResult:
     name = _text(s, "name", where, required=True)
     outcome = s.get("outcome")
     if not isinstance(outcome, str) or outcome not in _OUTCOMES:
-        raise InputError(f"{where} ({name}) has outcome {outcome!r};"
-                         f" expected one of {', '.join(sorted(_OUTCOMES))}")
+        raise InputError(
+            f"{where} ({name}) has outcome {outcome!r};"
+            f" expected one of {', '.join(sorted(_OUTCOMES))}"
+        )
     try:
-        return SubResult(name=name, outcome=Outcome(outcome),
-                         reason=_text(s, "reason", where),
-                         duration_s=_seconds(s, "duration_s", where),
-                         log=tuple(_strings(s, "log", where)))
+        return SubResult(
+            name=name,
+            outcome=Outcome(outcome),
+            reason=_text(s, "reason", where),
+            duration_s=_seconds(s, "duration_s", where),
+            log=tuple(_strings(s, "log", where)),
+        )
     except ValueError as e:  # the model's own rules (every non-PASS has a reason)
         raise InputError(f"{where}: {e}") from e

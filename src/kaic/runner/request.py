@@ -44,48 +44,73 @@ class RunRequest:
         if not isinstance(level, str) or level not in LEVELS:
             raise UsageError(f"--level must be one of {', '.join(LEVELS)}, got {self.level!r}")
         object.__setattr__(self, "level", level)
-        if isinstance(self.parallel, bool) or not isinstance(self.parallel, int) \
-                or self.parallel < 1:
-            raise UsageError(f"--parallel must be a whole number of at least 1,"
-                             f" got {self.parallel!r}")
+        if (
+            isinstance(self.parallel, bool)
+            or not isinstance(self.parallel, int)
+            or self.parallel < 1
+        ):
+            raise UsageError(
+                f"--parallel must be a whole number of at least 1, got {self.parallel!r}"
+            )
         if not _positive(self.timeout_scale):
-            raise UsageError(f"--timeout-scale must be a positive number,"
-                             f" got {self.timeout_scale!r}")
+            raise UsageError(
+                f"--timeout-scale must be a positive number, got {self.timeout_scale!r}"
+            )
         if not _positive(self.cleanup_timeout_s):
-            raise UsageError(f"the cleanup timeout must be a positive number of seconds,"
-                             f" got {self.cleanup_timeout_s!r}")
+            raise UsageError(
+                f"the cleanup timeout must be a positive number of seconds,"
+                f" got {self.cleanup_timeout_s!r}"
+            )
         for name in ("kubeconfig", "context", "version", "focus", "skip"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise UsageError(f"--{name} must be text, got {value!r}")
         if not isinstance(self.keep_resources, bool):
-            raise UsageError(f"--keep-resources must be true or false,"
-                             f" got {self.keep_resources!r}")
+            raise UsageError(f"--keep-resources must be true or false, got {self.keep_resources!r}")
         if not isinstance(self.check_options, Mapping) or not all(
-                isinstance(k, str) and (v is None or isinstance(v, str))
-                for k, v in self.check_options.items()):
+            isinstance(k, str) and (v is None or isinstance(v, str))
+            for k, v in self.check_options.items()
+        ):
             raise UsageError("check options must map option names to text values")
-        object.__setattr__(self, "check_options", {
-            k: v for k, v in dict(self.check_options).items() if v is not None})
+        object.__setattr__(
+            self,
+            "check_options",
+            {k: v for k, v in dict(self.check_options).items() if v is not None},
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The request as ``run.json`` records it (``options``)."""
-        return {"level": self.level, "focus": self.focus, "skip": self.skip,
-                "parallel": self.parallel, "timeout_scale": self.timeout_scale,
-                "keep_resources": self.keep_resources,
-                "check_options": dict(self.check_options)}
-
+        return {
+            "level": self.level,
+            "focus": self.focus,
+            "skip": self.skip,
+            "parallel": self.parallel,
+            "timeout_scale": self.timeout_scale,
+            "keep_resources": self.keep_resources,
+            "check_options": dict(self.check_options),
+        }
 
     @classmethod
     def from_json(cls, options: Mapping[str, Any], **local: Any) -> RunRequest:
         """The request that ``run.json``'s ``options`` record (to repeat a run);
         ``local`` adds what is not recorded (``kubeconfig``, ``context``, ``version``,
         ``output_dir``). A malformed value is a ``UsageError``."""
-        known = ("level", "focus", "skip", "parallel", "timeout_scale", "keep_resources",
-                 "check_options")
+        known = (
+            "level",
+            "focus",
+            "skip",
+            "parallel",
+            "timeout_scale",
+            "keep_resources",
+            "check_options",
+        )
         return cls(**{k: options[k] for k in known if k in options}, **local)
 
 
 def _positive(value: Any) -> bool:
-    return (not isinstance(value, bool) and isinstance(value, int | float)
-            and math.isfinite(value) and value > 0)
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and value > 0
+    )

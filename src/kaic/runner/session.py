@@ -71,8 +71,10 @@ class PreflightFailed(PermissionDeniedError):
     """The credentials lack permissions the run needs; nothing was run."""
 
     def __init__(self, context: str | None, missing: tuple[MissingPermission, ...]) -> None:
-        super().__init__(f"preflight failed: {len(missing)} permission(s) missing"
-                         " (listed above); nothing was run")
+        super().__init__(
+            f"preflight failed: {len(missing)} permission(s) missing"
+            " (listed above); nothing was run"
+        )
         self.context = context
         self.missing = missing
 
@@ -107,8 +109,13 @@ class SessionResult:
 class RunSession:
     """One run: ``prepare()`` (no check runs yet), then ``run(prepared, …)``."""
 
-    def __init__(self, request: RunRequest, registry: Registry | None = None, *,
-                 connect: Connect | None = None) -> None:
+    def __init__(
+        self,
+        request: RunRequest,
+        registry: Registry | None = None,
+        *,
+        connect: Connect | None = None,
+    ) -> None:
         if registry is None:
             from kaic.checks import load_builtin_checks
 
@@ -123,26 +130,36 @@ class RunSession:
         req = self.request
         problems = check_option_problems(self.registry, req.check_options)
         if problems:
-            raise UsageError(problems[0] if len(problems) == 1
-                             else f"{problems[0]} (and {len(problems) - 1} more)")
+            raise UsageError(
+                problems[0]
+                if len(problems) == 1
+                else f"{problems[0]} (and {len(problems) - 1} more)"
+            )
         cluster: ConnectedCluster | None = None
         server: str | None = None
         if need_cluster or not req.version:
             cluster = self._connect(req.kubeconfig, req.context)
             server = check_reachable(cluster)
         version, warning = _catalog_version(req.version, server)
-        plan = make_plan(catalog.load(version), self.registry, level=req.level,
-                         focus=req.focus, skip=req.skip)
+        plan = make_plan(
+            catalog.load(version), self.registry, level=req.level, focus=req.focus, skip=req.skip
+        )
         return Prepared(req, plan, cluster, server, warning)
 
-    def run(self, prepared: Prepared, *, observers: Sequence[Observer] = (),
-            writer: Callable[[Path], Observer] | None = None) -> SessionResult:
+    def run(
+        self,
+        prepared: Prepared,
+        *,
+        observers: Sequence[Observer] = (),
+        writer: Callable[[Path], Observer] | None = None,
+    ) -> SessionResult:
         """Preflight, choose the output directory, execute. ``writer(output_dir)`` is
         the first observer (the bundle writer); ``observers`` follow it."""
         plan, req, cluster = prepared.plan, prepared.request, prepared.cluster
         if not plan.items:
-            raise UsageError("--focus/--skip/--level select no requirement"
-                             f" of catalog v{plan.catalog_version}")
+            raise UsageError(
+                f"--focus/--skip/--level select no requirement of catalog v{plan.catalog_version}"
+            )
         if cluster is None:
             raise UsageError("the session was prepared without a cluster")
         pre = preflight(cluster, plan, server_version=prepared.server_version)
@@ -153,15 +170,28 @@ class RunSession:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise UsageError(f"--output-dir {out} is not empty")
         sinks = ([writer(out)] if writer else []) + list(observers)
-        record = execute(cluster, plan, request=req, run_id=run_id, observers=sinks,
-                         cluster_info={"server_version": pre.server_version,
-                                       "context": cluster.context, "server": cluster.server})
+        record = execute(
+            cluster,
+            plan,
+            request=req,
+            run_id=run_id,
+            observers=sinks,
+            cluster_info={
+                "server_version": pre.server_version,
+                "context": cluster.context,
+                "server": cluster.server,
+            },
+        )
         return SessionResult(record, out, prepared.catalog_warning, pre)
 
 
-def run(request: RunRequest, *, registry: Registry | None = None,
-        observers: Sequence[Observer] = (),
-        writer: Callable[[Path], Observer] | None = None) -> SessionResult:
+def run(
+    request: RunRequest,
+    *,
+    registry: Registry | None = None,
+    observers: Sequence[Observer] = (),
+    writer: Callable[[Path], Observer] | None = None,
+) -> SessionResult:
     """Prepare and run one session (see ``RunSession``)."""
     session = RunSession(request, registry)
     return session.run(session.prepare(), observers=observers, writer=writer)

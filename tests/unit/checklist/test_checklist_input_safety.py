@@ -85,7 +85,7 @@ def test_non_utf8_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_yaml_syntax_error_points_at_the_problem(tmp_path: Path) -> None:
-    p = _product(tmp_path, "metadata:\n  vendorName: \"unterminated\nspec: {}\n")
+    p = _product(tmp_path, 'metadata:\n  vendorName: "unterminated\nspec: {}\n')
     message, line, _ = _only(validate(p), "input.yaml-syntax")
     assert message.startswith("YAML syntax error:")
     assert line == 4
@@ -112,25 +112,44 @@ def test_a_directory_is_unreadable(tmp_path: Path) -> None:
     assert message == "is a directory, not a file"
 
 
-@pytest.mark.parametrize(("text", "kind"), [
-    ("", "empty"), ("42\n", "a number"), ('"text"\n', "a string"), ("[1, 2]\n", "a list"),
-])
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("", "empty"),
+        ("42\n", "a number"),
+        ('"text"\n', "a string"),
+        ("[1, 2]\n", "a list"),
+    ],
+)
 def test_non_mapping_roots(tmp_path: Path, text: str, kind: str) -> None:
     p = _product(tmp_path, text)
     message, _, _ = _only(validate(p), "schema.root")
     assert message.startswith(f"the document is {kind}, not a mapping")
 
 
-@pytest.mark.parametrize(("text", "rule", "fragment"), [
-    ("metadata: [1]\nspec: {}\n", "schema.root", "'metadata' must be a mapping"),
-    ("metadata: {}\nspec: [1]\n", "schema.root", "'spec' must be a mapping"),
-    ("metadata: {}\nspec:\n  operator: [1, [2]]\n", "spec.category-type",
-     "item 1 of 'operator' must be a mapping"),
-    ("metadata: {}\nspec:\n  operator:\n    - id: 5\n", "spec.field-type",
-     "item 1 of 'operator' has no id"),
-    ("metadata: {}\nspec:\n  operator:\n    - id: robust_controller\n      evidence: [{a: 1}]\n",
-     "spec.field-type", "evidence item 1 of 'robust_controller' must be a string"),
-])
+@pytest.mark.parametrize(
+    ("text", "rule", "fragment"),
+    [
+        ("metadata: [1]\nspec: {}\n", "schema.root", "'metadata' must be a mapping"),
+        ("metadata: {}\nspec: [1]\n", "schema.root", "'spec' must be a mapping"),
+        (
+            "metadata: {}\nspec:\n  operator: [1, [2]]\n",
+            "spec.category-type",
+            "item 1 of 'operator' must be a mapping",
+        ),
+        (
+            "metadata: {}\nspec:\n  operator:\n    - id: 5\n",
+            "spec.field-type",
+            "item 1 of 'operator' has no id",
+        ),
+        (
+            "metadata: {}\nspec:\n  operator:\n    - id: robust_controller\n"
+            "      evidence: [{a: 1}]\n",
+            "spec.field-type",
+            "evidence item 1 of 'robust_controller' must be a string",
+        ),
+    ],
+)
 def test_wrong_types_are_findings(tmp_path: Path, text: str, rule: str, fragment: str) -> None:
     findings = validate(_product(tmp_path, text))
     assert any(fragment in f.message for f in of_rule(findings, rule)), findings

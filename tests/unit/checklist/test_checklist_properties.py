@@ -25,17 +25,64 @@ _PATH = _VALID  # findings resolve evidence next to a real product dir
 _OPTS = ValidateOptions(offline=True)
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True),
     st.text(max_size=30),
-    st.sampled_from(["", "Implemented", "N/A", "Not Applicable", "MUST", "SHOULD", "[x]",
-                     "v1.37", "v1.37.2", "1.37", "http://127.0.0.1:9/x", "file://junit.xml#T",
-                     "../escape", "v1.36/other/x.md", "junit.xml", "e2e.log", "results.json",
-                     "gang_scheduling", "cluster_autoscaling", "metadata", "spec"]))
-keys = st.one_of(st.text(max_size=12), st.sampled_from(
-    ["metadata", "spec", "id", "status", "evidence", "notes", "level", "description",
-     "kubernetesVersion", "vendorName", "k8sConformanceUrl", "operator", "security"]))
-values = st.recursive(scalars, lambda children: st.one_of(
-    st.lists(children, max_size=4), st.dictionaries(keys, children, max_size=4)), max_leaves=25)
+    st.sampled_from(
+        [
+            "",
+            "Implemented",
+            "N/A",
+            "Not Applicable",
+            "MUST",
+            "SHOULD",
+            "[x]",
+            "v1.37",
+            "v1.37.2",
+            "1.37",
+            "http://127.0.0.1:9/x",
+            "file://junit.xml#T",
+            "../escape",
+            "v1.36/other/x.md",
+            "junit.xml",
+            "e2e.log",
+            "results.json",
+            "gang_scheduling",
+            "cluster_autoscaling",
+            "metadata",
+            "spec",
+        ]
+    ),
+)
+keys = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "metadata",
+            "spec",
+            "id",
+            "status",
+            "evidence",
+            "notes",
+            "level",
+            "description",
+            "kubernetesVersion",
+            "vendorName",
+            "k8sConformanceUrl",
+            "operator",
+            "security",
+        ]
+    ),
+)
+values = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(keys, children, max_size=4)
+    ),
+    max_leaves=25,
+)
 
 
 def _check(text: str | bytes) -> None:
@@ -74,7 +121,7 @@ def _replace(doc: Any, path: list[int], value: Any) -> Any:
         k = list(doc)[path[0] % len(doc)]
         return {**doc, k: _replace(doc[k], path[1:], value)}
     i = path[0] % len(doc)
-    return [*doc[:i], _replace(doc[i], path[1:], value), *doc[i + 1:]]
+    return [*doc[:i], _replace(doc[i], path[1:], value), *doc[i + 1 :]]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -91,10 +138,22 @@ def test_fill_on_any_checklist_raises_only_kaic_errors(path: list[int], value: A
         p = root / "v1.37" / "acme" / "PRODUCT.yaml"
         p.parent.mkdir(parents=True)
         p.write_text(yaml.safe_dump(_replace(_VALID_DOC, path, value), allow_unicode=True))
-        bundle = write_bundle(root / "run", [
-            {"requirement_id": "gang_scheduling", "test_name": "TestGangScheduling",
-             "outcome": "PASS"},
-            {"requirement_id": "cluster_autoscaling", "test_name": "T", "outcome": "SKIP",
-             "not_applicable": True, "reason": "fixed pools"}])
+        bundle = write_bundle(
+            root / "run",
+            [
+                {
+                    "requirement_id": "gang_scheduling",
+                    "test_name": "TestGangScheduling",
+                    "outcome": "PASS",
+                },
+                {
+                    "requirement_id": "cluster_autoscaling",
+                    "test_name": "T",
+                    "outcome": "SKIP",
+                    "not_applicable": True,
+                    "reason": "fixed pools",
+                },
+            ],
+        )
         with contextlib.suppress(UsageError):  # InputError and UsageError are kaic's own
             fill_checklist(p, bundle)

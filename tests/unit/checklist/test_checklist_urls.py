@@ -31,9 +31,9 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
         if isinstance(host, str) and not ipaddress.ip_address(host).is_loopback:
             raise AssertionError(f"test tried to dial {host}")
         return real(self, address)
+
     monkeypatch.setattr(socket.socket, "connect", connect)
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
-                "ALL_PROXY"):
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -136,33 +136,43 @@ def _local_urls(product: Path, server: str, website: str, evidence: str) -> None
         m["documentationUrl"] = DQ(f"{server}/ok")
         m["productLogoUrl"] = DQ(f"{server}/logo.svg")
         requirement(d, "ai_inference")["evidence"].append(DQ(f"{server}{evidence}"))
+
     edit(product, fix)
 
 
 def test_reachable_metadata_and_evidence_urls_pass(tmp_path: Path, server: str) -> None:
     p = write_valid(tmp_path)
     _local_urls(p, server, "/ok", "/ok")
-    findings = validate_paths([p], ValidateOptions(url_checker=UrlChecker(timeout=5))
-                              ).files[0].findings
+    findings = (
+        validate_paths([p], ValidateOptions(url_checker=UrlChecker(timeout=5))).files[0].findings
+    )
     assert of_rule(findings, "metadata.url-unreachable") == []
     assert of_rule(findings, "evidence.url-unreachable") == []
     assert of_rule(findings, "url.not-checked") == []
 
 
 def test_unreachable_metadata_and_evidence_urls_fail_with_the_official_messages(
-        tmp_path: Path, server: str) -> None:
+    tmp_path: Path, server: str
+) -> None:
     p = write_valid(tmp_path)
     _local_urls(p, server, "/missing", "/missing?evidence")
     report = validate_paths([p], ValidateOptions(url_checker=UrlChecker(timeout=5)))
     findings = report.files[0].findings
     meta = of_rule(findings, "metadata.url-unreachable")
     assert [(f.message, f.line, f.column, f.severity) for f in meta] == [
-        (f"Invalid URL in metadata websiteUrl: {server}/missing (status code 404)",
-         *line_of(p, f'"{server}/missing"'), Severity.ERROR)]
+        (
+            f"Invalid URL in metadata websiteUrl: {server}/missing (status code 404)",
+            *line_of(p, f'"{server}/missing"'),
+            Severity.ERROR,
+        )
+    ]
     ev = of_rule(findings, "evidence.url-unreachable")
     assert [(f.message, f.line, f.column) for f in ev] == [
-        (f"Invalid evidence URL for 'ai_inference': {server}/missing?evidence (status code 404)",
-         *line_of(p, f'"{server}/missing?evidence"'))]
+        (
+            f"Invalid evidence URL for 'ai_inference': {server}/missing?evidence (status code 404)",
+            *line_of(p, f'"{server}/missing?evidence"'),
+        )
+    ]
     assert report.exit_code() == 1
 
 
@@ -177,11 +187,13 @@ def test_the_k8s_conformance_url_gets_its_own_message(tmp_path: Path) -> None:
                 seen.append(u)
                 out[u] = UrlResult(u, False, "status code 404")
             return out
+
     findings = validate_paths([p], ValidateOptions(url_checker=Refusing())).files[0].findings
     url = "https://github.com/cncf/k8s-conformance/tree/master/v1.37/acme"
-    hits = [f for f in of_rule(findings, "metadata.url-unreachable") if "k8sConformance" in
-            f.message]
+    hits = [
+        f for f in of_rule(findings, "metadata.url-unreachable") if "k8sConformance" in f.message
+    ]
     assert [(f.message, f.line) for f in hits] == [
-        (f"k8sConformanceUrl is not accessible: {url} (status code 404)",
-         line_of(p, url)[0])]
+        (f"k8sConformanceUrl is not accessible: {url} (status code 404)", line_of(p, url)[0])
+    ]
     assert all(urlsplit(u).hostname for u in seen)
