@@ -67,6 +67,10 @@ def test_http_get_and_port_forward_reach_a_pod_port(lab: Lab, namespace: str) ->
             what="pod web to run",
         )
         assert c.http_get(namespace, "web", 8080, "/metrics") == "hello /metrics"
+        # one forward after another: a closed forward's proxy thread must be gone before
+        # its socket is, or the next forward's TLS handshake meets its leftovers
+        answers = [c.http_get(namespace, "web", 8080, f"/n{i}") for i in range(40)]
+        assert answers == [f"hello /n{i}" for i in range(40)]
         with c.port_forward(namespace, "web", 8080) as local:
             opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
             with opener.open(f"http://127.0.0.1:{local}/x", timeout=10) as r:

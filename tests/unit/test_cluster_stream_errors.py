@@ -3,6 +3,7 @@ user, whatever the client library raised on top of them."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -56,13 +57,13 @@ class _FlakyForwards:
     def __init__(self, fails: int, code: int) -> None:
         self.calls, self.fails, self.code = 0, fails, code
 
-    def __call__(self, *args: Any, **kwargs: Any) -> str:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
         if self.calls <= self.fails:
             raise _as_the_client_raises(
                 f"Handshake status {self.code} x -+-+- {{}} -+-+- {BODY_500}"
             )
-        return "forward"
+        return SimpleNamespace(name="forward")
 
 
 def _cluster(monkeypatch: pytest.MonkeyPatch, fake: _FlakyForwards) -> Any:
@@ -80,7 +81,7 @@ def _cluster(monkeypatch: pytest.MonkeyPatch, fake: _FlakyForwards) -> Any:
 
 def test_a_port_forward_refused_with_a_5xx_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _FlakyForwards(fails=2, code=500)
-    assert _cluster(monkeypatch, fake)._open_forward("ns", "p", 80) == "forward"
+    assert _cluster(monkeypatch, fake)._open_forward("ns", "p", 80).name == "forward"
     assert fake.calls == 3
 
 

@@ -811,13 +811,22 @@ class Cluster:
     def _open_forward(self, namespace: str, pod: str, port: int) -> Any:
         what = f"port-forward to pod {namespace}/{pod}:{port}"
         for attempt in range(FORWARD_ATTEMPTS):
+            before = set(threading.enumerate())
             try:
-                return k8s_portforward(
+                pf = k8s_portforward(
                     self._stream_core().connect_get_namespaced_pod_portforward,
                     pod,
                     namespace,
                     ports=str(port),
                 )
+                # The client's proxy thread of this forward (it keeps no reference to it):
+                # _close_forward waits for it before the websocket's socket is closed.
+                pf.kaic_proxy_threads = [
+                    t
+                    for t in set(threading.enumerate()) - before
+                    if t.name.startswith(_PF_THREAD_PREFIX)
+                ]
+                return pf
             except Exception as e:
                 answer = _handshake_answer(e)
                 if isinstance(e, ApiException) and answer is None:
@@ -1135,10 +1144,22 @@ def _quiet_closed_forward(args: threading.ExceptHookArgs) -> None:
 threading.excepthook = _quiet_closed_forward
 
 
+FORWARD_CLOSE_WAIT_S = 3.0
+
+
 def _close_forward(pf: Any) -> None:
-    """Close a port-forward's local sockets and its websocket (see _close_websocket)."""
+    """Close a port-forward: its local sockets first, then wait for the client's proxy
+    thread to close the websocket itself, and only then shut the websocket down.
+
+    NOTE: shutting the websocket down while the proxy thread still uses its file
+    descriptor (it closes the websocket itself, waiting up to 3 s for the server's close
+    frame) let the next connection reuse that number under the old thread, which then
+    read the new connection's TLS bytes ("wrong version number")."""
     with contextlib.suppress(Exception):
         pf.close()
+    deadline = time.monotonic() + FORWARD_CLOSE_WAIT_S
+    for t in getattr(pf, "kaic_proxy_threads", ()):
+        t.join(max(0.0, deadline - time.monotonic()))
     with contextlib.suppress(Exception):
         pf.websocket.shutdown()
 
