@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kaic.cluster.quantity import parse_quantity
 from kaic.lab.apiserver import ApiClient, ApiError
 
 DRIVER = "gpu.nvidia.com"
@@ -148,8 +149,8 @@ def _requested(container: Mapping[str, Any]) -> int:
     res = container.get("resources") or {}
     n = (res.get("limits") or {}).get(RESOURCE, (res.get("requests") or {}).get(RESOURCE))
     try:
-        return int(str(n)) if n is not None else 0
-    except ValueError:
+        return int(parse_quantity(n)) if n is not None else 0
+    except (ValueError, ArithmeticError):
         return 0
 
 
