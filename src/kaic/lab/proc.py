@@ -55,6 +55,10 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+EXEC_WAIT_S = 10.0
+"""How long ``spawn`` waits for the started process to run its own program."""
+
+
 def spawn(
     argv: Sequence[str],
     *,
@@ -81,6 +85,14 @@ def spawn(
         raise LabError(f"cannot start {argv[0]}: {e}") from e
     pid = int(out.stdout.decode().strip().splitlines()[-1])
     pidfile.write_text(f"{pid}\n{argv[0]}\n")
+    # NOTE: ``$!`` is the shell's forked child, which runs ``argv[0]`` only once it has
+    # exec'd it; until then its command line is the shell's, and a liveness check would
+    # take the starting process for one that has exited (seen on a loaded machine).
+    deadline = time.monotonic() + EXEC_WAIT_S
+    while time.monotonic() < deadline and not _exe_matches(pid, argv[0]):
+        if _stat_state(pid) in (None, "Z", "X"):
+            break
+        time.sleep(0.01)
     return pid
 
 
