@@ -471,28 +471,3 @@ def _last_error(log: Path) -> str:
     except OSError:
         return "no output"
     return lines[-1].strip() if lines else "no output"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m kaic.lab.build [KUBE_VERSION]``: what ``kaic lab build`` does."""
-    import argparse
-
-    from kaic.lab.options import default_version
-
-    ap = argparse.ArgumentParser(prog="python -m kaic.lab.build")
-    ap.add_argument("version", nargs="?", default=None)
-    ap.add_argument("--only", default=None)
-    ap.add_argument("--pin", action="store_true")
-    a = ap.parse_args(argv)
-    try:
-        Builder(a.version or default_version()).build(
-            a.only.split(",") if a.only else None, pin=a.pin
-        )
-    except LabError as e:
-        _stderr(f"error: {e}")
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
