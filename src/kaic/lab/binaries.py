@@ -30,13 +30,8 @@ def core_binaries() -> tuple[str, ...]:
     return tuple(b for name in CORE for b in programs.program(name).binary_names())
 
 
-def bin_dir(version: str) -> Path:
-    """``$KAIC_LAB_BIN_DIR`` if set (a directory of prebuilt binaries), else the cache."""
-    return programs.bin_dir(version)
-
-
 def missing(version: str, names: tuple[str, ...] | None = None) -> list[str]:
-    d = bin_dir(version)
+    d = programs.bin_dir(version)
     return [n for n in (names or core_binaries()) if not os.access(d / n, os.X_OK)]
 
 
@@ -63,11 +58,11 @@ def ensure(version: str, *, build: bool = False) -> Path:
         lacking = missing(version)
     if lacking:
         raise LabError(
-            f"lab binaries for {version} are missing in {bin_dir(version)} "
+            f"lab binaries for {version} are missing in {programs.bin_dir(version)} "
             f"({', '.join(lacking)}); build them with `kaic lab build --version "
             f"{version}` (or `make lab-binaries`), or `kaic lab up --build`"
         )
-    return bin_dir(version)
+    return programs.bin_dir(version)
 
 
 _module_dirs: dict[str, Path] = {}

@@ -32,6 +32,7 @@ from kaic.lab.programs import (
     Program,
     build_root,
     catalog,
+    go_binary_name,
     kube_minor,
 )
 
@@ -358,7 +359,7 @@ class Builder:
         self.go(g.dir, *args, *p.package_paths(), env={"GOBIN": str(out)})
         seconds = time.monotonic() - start
         for pkg, name in zip(p.packages, p.binary_names(), strict=True):
-            built = out / _go_binary_name(p.module, pkg)
+            built = out / go_binary_name(p.module, pkg)
             if not built.is_file():
                 raise LabError(f"{p.name}: go install left no binary {built.name}")
             os.replace(built, self.bin / name)
@@ -451,14 +452,6 @@ def _pin_matches(d: Path, want: str) -> bool:
         )
     except (OSError, ValueError, AttributeError):
         return False
-
-
-def _go_binary_name(module: str, package: str) -> str:
-    """The file name ``go install`` gives a main package (major-version suffix dropped)."""
-    parts = f"{module}/{package}".rstrip("/").split("/")
-    if len(parts) > 1 and parts[-1].startswith("v") and parts[-1][1:].isdigit():
-        parts = parts[:-1]
-    return parts[-1]
 
 
 def _last_error(log: Path) -> str:

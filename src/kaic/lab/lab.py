@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kaic.errors import LabError, UsageError
-from kaic.lab import binaries, pki, proc
+from kaic.lab import binaries, pki, proc, programs
 from kaic.lab.component import Component, all_components, select
 from kaic.lab.context import LabContext
 from kaic.lab.options import LabOptions, default_state_dir
@@ -60,7 +60,7 @@ class Lab:
         self._lock = threading.Lock()
         self.ctx = LabContext(
             options=options,
-            bin=binaries.bin_dir(options.version),
+            bin=programs.bin_dir(options.version),
             ports=dict(ports or {}),
             enabled=tuple(c.name for c in self._components),
         )

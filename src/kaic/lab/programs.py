@@ -64,7 +64,7 @@ class Program:
 
     def binary_names(self) -> list[str]:
         """The names the binaries are installed under, one per package."""
-        return [self.binaries.get(p, _default_binary(self.module, p)) for p in self.packages]
+        return [self.binaries.get(p, go_binary_name(self.module, p)) for p in self.packages]
 
     def builds_for(self, kube: str) -> bool:
         return bool(self.packages) and kube_minor(kube) >= self.kube_min
@@ -126,7 +126,9 @@ def kube_minor(kube: str) -> int:
     return int(m.group(1))
 
 
-def _default_binary(module: str, package: str) -> str:
+def go_binary_name(module: str, package: str) -> str:
+    """The file name ``go install`` gives a main package (a major-version suffix such as
+    ``/v3`` is dropped: ``go.etcd.io/etcd/server/v3`` → ``server``)."""
     parts = f"{module}/{package}".rstrip("/").split("/")
     if re.fullmatch(r"v\d+", parts[-1]) and len(parts) > 1:
         parts = parts[:-1]
