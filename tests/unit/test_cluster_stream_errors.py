@@ -3,6 +3,7 @@ user, whatever the client library raised on top of them."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from kaic.cluster import client
+from kaic.cluster.client import exec_exit_code
 from kaic.errors import ClusterError, NotFoundError, PermissionDeniedError
 
 BODY_500 = (
@@ -99,3 +101,38 @@ def test_a_forbidden_port_forward_is_not_tried_again(monkeypatch: pytest.MonkeyP
     with pytest.raises(PermissionDeniedError):
         _cluster(monkeypatch, fake)._open_forward("ns", "p", 80)
     assert fake.calls == 1
+
+
+def _status(**fields: object) -> str:
+    return json.dumps({"kind": "Status", "apiVersion": "v1", "metadata": {}, **fields})
+
+
+def test_exec_exit_code_reads_success_and_the_exit_code_cause() -> None:
+    assert exec_exit_code(_status(status="Success"), "exec") == 0
+    failure = _status(
+        status="Failure",
+        reason="NonZeroExitCode",
+        message="command terminated with non-zero exit code: error executing command [sh], "
+        "exit code 3",
+        details={"causes": [{"reason": "ExitCode", "message": "3"}]},
+    )
+    assert exec_exit_code(failure, "exec") == 3
+    assert exec_exit_code("", "exec") == -1
+
+
+def test_exec_failure_without_an_exit_code_is_the_servers_message_in_one_line() -> None:
+    internal = _status(
+        status="Failure",
+        reason="InternalError",
+        message="Internal error occurred: error executing command in container: cmd wait: "
+        "sh -c true: exit status 126",
+        details={"causes": [{"message": "error executing command in container"}]},
+    )
+    with pytest.raises(ClusterError) as e:
+        exec_exit_code(internal, "exec in pod ns/p", "first\nkaic lab: no device view yet\n")
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith("exec in pod ns/p: Internal error occurred: error executing command")
+    assert "exit status 126" in msg and "(stderr: kaic lab: no device view yet)" in msg
+    with pytest.raises(ClusterError, match="unreadable exit status"):
+        exec_exit_code("not json {", "exec")

@@ -19,6 +19,7 @@ from typing import Any
 
 from kaic.checks.accelerators import ACCELERATORS, accelerator_taint_tolerations
 from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.execs import exec_with_retries
 from kaic.checks.predicates import pod_running, pod_terminating
 from kaic.checks.waits import Phases, dump, poll
 from kaic.cluster import parse_quantity
@@ -390,12 +391,13 @@ class _PodAutoscaling:
         for pod in pods if pods is not None else self.pods():
             if not pod_running(pod):
                 continue
-            res = self.c.exec(
+            res = exec_with_retries(
+                self.ctx,
+                self.c,
                 self.ns,
                 name_of(pod),
                 set_metric_command(self.ns, name_of(pod), self.metric, value),
                 container="metric",
-                timeout=self.ctx.budget(60.0),
             )
             if res.exit_code != 0:
                 raise _ExecFailed(

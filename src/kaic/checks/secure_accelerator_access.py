@@ -32,6 +32,7 @@ from kaic.checks.accelerators import (
     dra_version,
 )
 from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.execs import exec_with_retries
 from kaic.checks.predicates import node_schedulable, pod_started
 from kaic.checks.resources import allocatable, requests_by_node
 from kaic.cluster.api import ClusterAPI, KubeObject, name_of
@@ -442,38 +443,32 @@ class Probes:
         """Run the probe in one container. An exec that fails or prints no ``RESULT`` line
         is retried (a container may not accept exec at once); ERROR after three tries."""
         cmd = ["sh", "-c", self.script]
-        shown = (
-            f"kubectl exec -n {self.ctx.namespace} {pod} -c {container} -- "
-            f"sh -c {shlex.quote(self.script)}"
+        try:
+            r = exec_with_retries(
+                self.ctx,
+                self.cluster,
+                self.ctx.namespace,
+                pod,
+                cmd,
+                container=container,
+                accept=lambda r: parse_probe(r.stdout, self.acc) is not None,
+                attempts=PROBE_ATTEMPTS,
+                transcript=self.transcript,
+            )
+        except ClusterError as e:
+            t.error(
+                f"exec into pod {pod} container {container} failed: {e} "
+                f"(tried {PROBE_ATTEMPTS} times)"
+            )
+        res = parse_probe(r.stdout, self.acc)
+        if res is not None:
+            t.log(f"pod {pod} container {container}: {res.count} accelerator(s): {res.describe()}")
+            return res
+        problem = (
+            f"the probe in pod {pod} container {container} printed no RESULT "
+            f"line (exit code {r.exit_code}; the image needs a POSIX sh): "
+            f"{(r.stderr or r.stdout).strip()[:200]}"
         )
-        problem = ""
-        for attempt in range(PROBE_ATTEMPTS):
-            if attempt:
-                self.ctx.sleep(float(attempt))
-            try:
-                r = self.cluster.exec(
-                    self.ctx.namespace, pod, cmd, container=container, timeout=self.ctx.budget(60.0)
-                )
-            except ClusterError as e:
-                self.transcript.append(f"$ {shown}\n(exec failed: {e})\n")
-                problem = f"exec into pod {pod} container {container} failed: {e}"
-                continue
-            self.transcript.append(
-                f"$ {shown}\n{r.stdout}"
-                + (f"[stderr]\n{r.stderr}" if r.stderr else "")
-                + f"[exit code {r.exit_code}]\n"
-            )
-            res = parse_probe(r.stdout, self.acc)
-            if res is not None:
-                t.log(
-                    f"pod {pod} container {container}: {res.count} accelerator(s): {res.describe()}"
-                )
-                return res
-            problem = (
-                f"the probe in pod {pod} container {container} printed no RESULT "
-                f"line (exit code {r.exit_code}; the image needs a POSIX sh): "
-                f"{(r.stderr or r.stdout).strip()[:200]}"
-            )
         t.error(f"{problem} (tried {PROBE_ATTEMPTS} times)")
 
     def keep_pod(self, name: str) -> None:

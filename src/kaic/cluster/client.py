@@ -41,6 +41,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.stream import portforward as k8s_portforward
 from kubernetes.stream import stream as k8s_stream
+from kubernetes.stream.ws_client import ERROR_CHANNEL
 
 from kaic.cluster.api import ApiResource, ExecResult, KubeList, KubeObject
 from kaic.errors import (
@@ -794,17 +795,10 @@ class Cluster:
             ws.run_forever(timeout=timeout)
             if ws.is_open():
                 raise WaitTimeoutError(f"{what}: the command did not finish within {timeout:.0f}s")
-            stdout = ws.read_stdout(timeout=0) or ""
-            stderr = ws.read_stderr(timeout=0) or ""
-            try:
-                code = ws.returncode
-            except (KeyError, IndexError, TypeError, ValueError) as e:
-                raise ClusterError(f"{what}: unreadable exit status: {e}") from e
-            return ExecResult(
-                stdout=str(stdout),
-                stderr=str(stderr),
-                exit_code=int(code) if code is not None else -1,
-            )
+            stdout = str(ws.read_stdout(timeout=0) or "")
+            stderr = str(ws.read_stderr(timeout=0) or "")
+            code = exec_exit_code(ws.read_channel(ERROR_CHANNEL), what, stderr)
+            return ExecResult(stdout=stdout, stderr=stderr, exit_code=code)
         finally:
             _close_websocket(ws)
 
@@ -1106,6 +1100,36 @@ def _map_ws_error(e: BaseException, what: str) -> ClusterError:
         if isinstance(x, OSError | urllib3.exceptions.HTTPError):
             return ClusterUnreachableError(f"{what}: {_short(x)}")
     return ClusterError(f"{what}: {type(e).__name__}: {_short(e)}")
+
+
+def exec_exit_code(status_text: str, what: str, stderr: str = "") -> int:
+    """The exit code from the status an exec stream ends with (its error channel).
+
+    ``Success`` is 0; a ``Failure`` whose reason is ``NonZeroExitCode`` carries the code
+    as its ``ExitCode`` cause. Any other failure is the server's (or kubelet's) own error,
+    raised with its message and the command's last stderr line. A stream that ended with
+    no status is -1 (the code is unknown)."""
+    if not status_text.strip():
+        return -1
+    try:
+        status = json.loads(status_text)
+    except ValueError:
+        status = None
+    if not isinstance(status, dict):
+        raise ClusterError(f"{what}: unreadable exit status: {status_text.strip()[:200]!r}")
+    if status.get("status") == "Success":
+        return 0
+    details = status.get("details")
+    causes = details.get("causes") if isinstance(details, dict) else None
+    for cause in causes if isinstance(causes, list) else []:
+        if isinstance(cause, dict) and cause.get("reason") == "ExitCode":
+            try:
+                return int(str(cause.get("message")))
+            except ValueError:
+                break
+    message = " ".join(str(status.get("message") or status.get("reason") or "failed").split())
+    tail = stderr.strip().splitlines()[-1:] if stderr.strip() else []
+    raise ClusterError(f"{what}: {message[:300]}" + (f" (stderr: {tail[0][:200]})" if tail else ""))
 
 
 def _close_websocket(ws: Any) -> None:
