@@ -11,6 +11,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+OFFICIAL = "official"
+EXTENDED = "extended"
+PROFILES = (OFFICIAL, EXTENDED, "all")
+"""``kaic run --profile`` values: the checklist's requirements, kaic's extended profile,
+or both."""
+
 
 class Level(StrEnum):
     """How binding a requirement is in a catalog version."""
@@ -47,10 +53,19 @@ class Requirement:
     kar: str | None = None
     how_we_test: str = ""
     automated: bool = False
+    profile: str = "official"
+    """``official`` (a checklist id of the template) or ``extended`` (kaic's own id for a
+    capability of the program's conformance document; never in PRODUCT.yaml)."""
+    section: str = ""
+    """For an extended requirement: the conformance document's row it comes from."""
 
     @property
     def is_must(self) -> bool:
         return self.level is Level.MUST
+
+    @property
+    def is_extended(self) -> bool:
+        return self.profile == EXTENDED
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from kaic.errors import InputError, UnknownRequirementError, UnknownVersionError
-from kaic.model import Level, Requirement
+from kaic.errors import InputError, UnknownRequirementError, UnknownVersionError, UsageError
+from kaic.model import EXTENDED, OFFICIAL, PROFILES, Level, Requirement
 
 __all__ = [
     "Catalog",
@@ -48,10 +48,37 @@ class Catalog:
     metadata_keys: tuple[str, ...]
     categories: tuple[str, ...]
     template_name: str
+    extended: tuple[Requirement, ...] = ()
+    """kaic's extended profile offered with this version (never in the checklist)."""
+    extended_categories: tuple[str, ...] = ()
     _by_id: dict[str, Requirement] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._by_id.update({r.id: r for r in self.requirements})
+
+    def profile(self, name: str) -> tuple[Requirement, ...]:
+        """The requirements of a run profile: ``official`` (the checklist's, in template
+        order), ``extended`` or ``all`` (official first)."""
+        if name == OFFICIAL:
+            return self.requirements
+        if name == EXTENDED:
+            return self.extended
+        if name == "all":
+            return self.requirements + self.extended
+        raise UsageError(f"--profile must be one of {', '.join(PROFILES)}, got {name!r}")
+
+    def lookup(self, requirement_id: str) -> Requirement:
+        """A requirement of either profile (``get`` knows the checklist's only)."""
+        found = self._by_id.get(requirement_id) or next(
+            (r for r in self.extended if r.id == requirement_id), None
+        )
+        if found is None:
+            known = ", ".join([*self._by_id, *(r.id for r in self.extended)])
+            raise UnknownRequirementError(
+                f"unknown requirement id {requirement_id!r} in catalog v{self.version}"
+                f" (known: {known})"
+            )
+        return found
 
     def get(self, requirement_id: str) -> Requirement:
         try:
@@ -113,26 +140,44 @@ def template_text(version: str) -> str:
 _SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+def _requirement(r: dict[str, Any], **extra: Any) -> Requirement:
+    return Requirement(
+        id=r["id"],
+        category=r["category"],
+        level=Level(r["level"]),
+        description=r["description"],
+        conditional=bool(r.get("conditional", False)),
+        test_name=r.get("test_name"),
+        test_status=r.get("test_status"),
+        kar=r.get("kar"),
+        how_we_test=r.get("how_we_test", ""),
+        automated=bool(r.get("automated", False)),
+        **extra,
+    )
+
+
+def _minor(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")
+    return int(major), int(minor)
+
+
+@cache
+def _extended_doc() -> Any:
+    return yaml.load(_read_data("extended.yaml"), Loader=_SAFE_LOADER)
+
+
 @cache
 def _load(key: str) -> Catalog:
     try:
         # NOTE: libyaml's loader when PyYAML has it: the pure-Python one costs more than
         # the rest of ``kaic catalog list`` together.
         doc: Any = yaml.load(_read_data(f"{key}.yaml"), Loader=_SAFE_LOADER)
-        reqs = tuple(
-            Requirement(
-                id=r["id"],
-                category=r["category"],
-                level=Level(r["level"]),
-                description=r["description"],
-                conditional=bool(r.get("conditional", False)),
-                test_name=r.get("test_name"),
-                test_status=r.get("test_status"),
-                kar=r.get("kar"),
-                how_we_test=r.get("how_we_test", ""),
-                automated=bool(r.get("automated", False)),
-            )
-            for r in doc["requirements"]
+        ext: Any = _extended_doc()
+        reqs = tuple(_requirement(r) for r in doc["requirements"])
+        extended = tuple(
+            _requirement(r, profile=EXTENDED, section=str(r["section"]))
+            for r in ext["requirements"]
+            if _minor(key) >= _minor(str(r["since"]))
         )
         return Catalog(
             version=str(doc["version"]),
@@ -140,6 +185,8 @@ def _load(key: str) -> Catalog:
             metadata_keys=tuple(doc["metadata_keys"]),
             categories=tuple(doc["categories"]),
             template_name=str(doc["template"]),
+            extended=extended,
+            extended_categories=tuple(ext["categories"]),
         )
     except (KeyError, TypeError, ValueError, yaml.YAMLError) as e:  # pragma: no cover - data bug
         raise InputError(f"catalog v{key} is corrupt: {e}") from e

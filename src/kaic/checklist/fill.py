@@ -77,6 +77,7 @@ def read_bundle(bundle: Path) -> Bundle:
             e.result.not_applicable,
         )
         for e in record.results
+        if not e.is_extended  # the extended profile never goes into PRODUCT.yaml
     )
     return Bundle(bundle, record.run_id, record.catalog_version or None, results)
 

@@ -54,7 +54,16 @@ from kaic.checks.base import REGISTRY, Registry
 __all__ = ["HELPER_MODULES", "REGISTRY", "load_builtin_checks", "requirement_modules"]
 
 HELPER_MODULES = frozenset(
-    {"base", "predicates", "resources", "accelerators", "waits", "controllers", "endpoints"}
+    {
+        "base",
+        "predicates",
+        "resources",
+        "accelerators",
+        "waits",
+        "controllers",
+        "endpoints",
+        "execs",
+    }
 )
 """Modules of the shared floor; every other public module is a requirement module."""
 

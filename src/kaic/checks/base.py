@@ -149,9 +149,12 @@ class Registry:
                 return spec
         return None
 
-    def for_catalog(self, catalog: Catalog) -> list[tuple[Requirement, CheckSpec | None]]:
-        """Every requirement of ``catalog`` in template order, with its check if any."""
-        return [(r, self.find(r.id, catalog.version)) for r in catalog.requirements]
+    def for_catalog(
+        self, catalog: Catalog, profile: str = "official"
+    ) -> list[tuple[Requirement, CheckSpec | None]]:
+        """Every requirement of ``catalog``'s ``profile`` (``official``: template order;
+        ``extended``; ``all``: official first), with its check if any."""
+        return [(r, self.find(r.id, catalog.version)) for r in catalog.profile(profile)]
 
     def all(self) -> list[CheckSpec]:
         return [s for specs in self._specs.values() for s in specs]

@@ -9,7 +9,7 @@ import click
 
 from kaic import catalog as cat
 from kaic.cli.output import OUTPUT_CHOICE, emit_structured, emit_table, stdout_console
-from kaic.model import Level, Requirement
+from kaic.model import PROFILES, Level, Requirement
 
 
 def requirement_dict(r: Requirement) -> dict[str, Any]:
@@ -25,6 +25,8 @@ def requirement_dict(r: Requirement) -> dict[str, Any]:
         "kar": r.kar,
         "description": r.description,
         "how_we_test": r.how_we_test,
+        "profile": r.profile,
+        **({"section": r.section} if r.is_extended else {}),
     }
 
 
@@ -65,11 +67,20 @@ def versions_cmd(fmt: str) -> None:
     default=None,
     help="Only requirements of this level.",
 )
+@click.option(
+    "--profile",
+    type=click.Choice(PROFILES, case_sensitive=False),
+    default="official",
+    show_default=True,
+    help="official: the checklist's requirements; extended: kaic's informative profile; all",
+)
 @click.option("-o", "--output", "fmt", type=OUTPUT_CHOICE, default="text", show_default=True)
-def list_cmd(version: str, level: str | None, fmt: str) -> None:
+def list_cmd(version: str, level: str | None, profile: str, fmt: str) -> None:
     """List the requirements of a catalog version."""
     c = cat.load(version)
-    reqs = [r for r in c.requirements if level is None or r.level.value == level.upper()]
+    reqs = [
+        r for r in c.profile(profile.lower()) if level is None or r.level.value == level.upper()
+    ]
     if fmt == "text":
         emit_table(
             ["ID", "CATEGORY", "LEVEL", "TEST", "AUTOMATED"],
@@ -98,7 +109,7 @@ def list_cmd(version: str, level: str | None, fmt: str) -> None:
 def show_cmd(requirement_id: str, version: str, fmt: str) -> None:
     """Show one requirement in full."""
     c = cat.load(version)
-    r = c.get(requirement_id)
+    r = c.lookup(requirement_id)
     if fmt != "text":
         emit_structured({"version": c.version, **requirement_dict(r)}, fmt)
         return
@@ -117,7 +128,13 @@ def show_cmd(requirement_id: str, version: str, fmt: str) -> None:
     ]
     for k, v in pairs:
         con.print(f"  {k + ':':<19}{v}", markup=False)
-    con.print("\ndescription (official):", markup=False)
+    if r.is_extended:
+        con.print(f"  {'profile:':<19}extended (informative; never in PRODUCT.yaml)", markup=False)
+        con.print(f"  {'document section:':<19}{r.section}", markup=False)
+    con.print(
+        "\ndescription (kaic's words):" if r.is_extended else "\ndescription (official):",
+        markup=False,
+    )
     con.print(f"  {r.description}", markup=False)
     con.print("\nhow kaic tests it:", markup=False)
     con.print(f"  {r.how_we_test}", markup=False)

@@ -22,8 +22,10 @@ from rich.table import Table
 from kaic.checks import load_builtin_checks
 from kaic.cli.output import emit_table
 from kaic.errors import ExitCode
+from kaic.model import PROFILES
 from kaic.report import BundleWriter
 from kaic.runner import (
+    FAIL_ON,
     LEVELS,
     CheckDone,
     CheckLog,
@@ -167,7 +169,8 @@ def _print_plan(plan: Plan) -> None:
         how = "automated" if spec else "manual"
         opts = ", ".join(f"--{o.name}" for o in spec.options) if spec else ""
         timeout = f"{spec.timeout_s:.0f}s" if spec else ""
-        rows.append([item.id, item.requirement.level.value, item.test_name, how, timeout, opts])
+        level = item.requirement.level.value + (" (ext)" if item.requirement.is_extended else "")
+        rows.append([item.id, level, item.test_name, how, timeout, opts])
     emit_table(
         ["REQUIREMENT", "LEVEL", "TEST", "CHECK", "TIMEOUT", "OPTIONS"],
         rows,
@@ -208,6 +211,8 @@ def _run(
     keep_resources: bool,
     output_dir: str | None,
     verbose: bool,
+    profile: str,
+    fail_on: str,
     **check_opts: str | None,
 ) -> int:
     request = RunRequest(
@@ -222,6 +227,8 @@ def _run(
         keep_resources=keep_resources,
         output_dir=Path(output_dir) if output_dir else None,
         check_options={k.replace("_", "-"): v for k, v in check_opts.items() if v is not None},
+        profile=profile,
+        fail_on=fail_on,
     )
     session = RunSession(request, load_builtin_checks())
     prepared = session.prepare(need_cluster=not list_only)
@@ -265,7 +272,8 @@ def _run_command() -> click.Command:
         help=(
             "Run the checks of a catalog version against a cluster and write a result"
             " bundle. Exit code 0 only when every selected MUST requirement passed (or"
-            " does not apply)."
+            " does not apply); with --fail-on extended, every selected extended"
+            " requirement too."
         ),
         params=[
             click.Option(
@@ -285,6 +293,22 @@ def _run_command() -> click.Command:
                 default="all",
                 show_default=True,
                 help="which requirements to select",
+            ),
+            click.Option(
+                ["--profile"],
+                type=click.Choice(PROFILES, case_sensitive=False),
+                default="official",
+                show_default=True,
+                help="official: the checklist's requirements; extended: kaic's informative"
+                " checks of the program document's other capabilities; all: both",
+            ),
+            click.Option(
+                ["--fail-on"],
+                type=click.Choice(FAIL_ON, case_sensitive=False),
+                default="must",
+                show_default=True,
+                help="what decides exit code 1: a MUST not met (the program's rule), or"
+                " also an extended requirement not met",
             ),
             click.Option(
                 ["--focus"], metavar="REGEX", help="only requirements whose id or test name matches"

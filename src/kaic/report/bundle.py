@@ -98,9 +98,12 @@ class BundleWriter:
             path = self.dir / evidence_path(result.requirement_id, ev.name)
             path.parent.mkdir(parents=True, exist_ok=True)
             _atomic_write(path, redact_evidence(ev.content, ev.media_type))
-        clean = redact_entry(entry)
-        _append(self.dir / "results.json", test_events(clean))
-        _append(self.dir / "e2e.log", e2e_block(clean))
+        if not entry.is_extended:
+            # NOTE: results.json and e2e.log are the official validator's test artifacts:
+            # they hold the checklist's requirements only (docs/bundle.md).
+            clean = redact_entry(entry)
+            _append(self.dir / "results.json", test_events(clean))
+            _append(self.dir / "e2e.log", e2e_block(clean))
         self._rewrite(record)
 
     def _rewrite(self, record: RunRecord) -> None:
@@ -111,7 +114,7 @@ class BundleWriter:
         _atomic_write(self.dir / "report.html", render_html(view))
 
     def _finish(self, record: RunRecord) -> None:
-        view = redact_record(record)
+        view = official_view(redact_record(record))
         _append(self.dir / "results.json", end_events(view))
         _append(self.dir / "e2e.log", e2e_footer(view))
         self._rewrite(record)
@@ -124,6 +127,14 @@ def redact_entry(entry: ResultEntry) -> ResultEntry:
 def redact_record(record: RunRecord) -> RunRecord:
     """The record as the bundle shows it: every result redacted."""
     return dataclasses.replace(record, results=tuple(redact_entry(e) for e in record.results))
+
+
+def official_view(record: RunRecord) -> RunRecord:
+    """The record without its extended-profile results (what the official test artifacts
+    report)."""
+    return dataclasses.replace(
+        record, results=tuple(e for e in record.results if not e.is_extended)
+    )
 
 
 def load_record(bundle: Path) -> RunRecord:

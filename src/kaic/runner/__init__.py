@@ -45,10 +45,11 @@ from kaic.runner.record import (
     read_record,
     unmet,
 )
-from kaic.runner.request import RunRequest
+from kaic.runner.request import FAIL_ON, RunRequest
 from kaic.runner.session import PreflightFailed, Prepared, RunSession, SessionResult, run
 
 __all__ = [
+    "FAIL_ON",
     "LEVELS",
     "CheckDone",
     "CheckLog",

@@ -253,6 +253,7 @@ class _Execution:
             category=item.requirement.category,
             started_at=started_at,
             evidence_paths=paths,
+            profile=item.requirement.profile,
         )
         with self.lock:
             if any(e.id == item.id for e in self.record.results):
@@ -358,6 +359,9 @@ class _Execution:
                 reason = (
                     f"kaic has no automated check for {item.id} in catalog"
                     f" v{self.plan.catalog_version}; provide evidence by hand"
+                    if not item.requirement.is_extended
+                    else f"kaic has no automated check for {item.id} yet (extended profile:"
+                    f" informative; review {item.requirement.section} by hand)"
                 )
                 self.finish(
                     item, CheckResult(item.id, item.test_name, Outcome.MANUAL, reason), utc_now()

@@ -50,6 +50,7 @@ class Plan:
     level: str = "all"
     focus: str | None = None
     skip: str | None = None
+    profile: str = "official"
 
     @property
     def automated(self) -> tuple[PlanItem, ...]:
@@ -76,16 +77,17 @@ def make_plan(
     level: str = "all",
     focus: str | None = None,
     skip: str | None = None,
+    profile: str = "official",
 ) -> Plan:
-    """The requirements of ``catalog`` selected by level (any case), focus and skip, in
-    catalog order."""
+    """The requirements of ``catalog``'s ``profile`` selected by level (any case), focus
+    and skip, in catalog order (official before extended)."""
     level = level.lower()
     if level not in LEVELS:
         raise UsageError(f"--level must be one of {', '.join(LEVELS)}, got {level!r}")
     want = _compile(focus, "--focus")
     drop = _compile(skip, "--skip")
     items: list[PlanItem] = []
-    for req, spec in registry.for_catalog(catalog):
+    for req, spec in registry.for_catalog(catalog, profile):
         if level == "must" and req.level is not Level.MUST:
             continue
         if level == "should" and req.level is not Level.SHOULD:
@@ -97,7 +99,7 @@ def make_plan(
         if drop and any(drop.search(n) for n in names):
             continue
         items.append(item)
-    return Plan(catalog.version, tuple(items), level, focus, skip)
+    return Plan(catalog.version, tuple(items), level, focus, skip, profile)
 
 
 def check_option_problems(registry: Registry, values: Mapping[str, str]) -> list[str]:

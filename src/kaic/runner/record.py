@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kaic.errors import ExitCode, InputError
-from kaic.model import CheckResult, Evidence, Level, Outcome, SubResult
+from kaic.model import EXTENDED, OFFICIAL, CheckResult, Evidence, Level, Outcome, SubResult
 
 SCHEMA = "kaic.io/run/v1"
 MAX_RUN_JSON_BYTES = 64 << 20
@@ -43,10 +43,16 @@ class ResultEntry:
     category: str = ""
     started_at: str = ""
     evidence_paths: tuple[str, ...] = ()
+    profile: str = OFFICIAL
+    """``official`` or ``extended`` (kaic's extended profile, never in the checklist)."""
 
     @property
     def id(self) -> str:
         return self.result.requirement_id
+
+    @property
+    def is_extended(self) -> bool:
+        return self.profile == EXTENDED
 
     def to_json(self) -> dict[str, Any]:
         r = self.result
@@ -55,6 +61,7 @@ class ResultEntry:
             "test_name": r.test_name,
             "level": self.level.value,
             "category": self.category,
+            "profile": self.profile,
             "outcome": r.outcome.value,
             "reason": r.reason,
             "not_applicable": r.not_applicable,
@@ -90,6 +97,9 @@ class ResultEntry:
         level = d.get("level")
         if not isinstance(level, str) or level not in _LEVELS:
             raise InputError(f"{where} has level {level!r}; expected MUST or SHOULD")
+        profile = d.get("profile", OFFICIAL)
+        if profile not in (OFFICIAL, EXTENDED):
+            raise InputError(f"{where} has profile {profile!r}; expected official or extended")
         subs = tuple(
             _subresult(s, f"{where}: subresults[{i}]")
             for i, s in enumerate(_list(d, "subresults", where))
@@ -115,6 +125,7 @@ class ResultEntry:
             category=_text(d, "category", where),
             started_at=_text(d, "started_at", where),
             evidence_paths=paths,
+            profile=profile,
         )
 
 
@@ -232,15 +243,24 @@ def passed_for_exit(entry: ResultEntry) -> bool:
     return r.outcome is Outcome.PASS or (r.outcome is Outcome.SKIP and r.not_applicable)
 
 
+def counts_for_exit(record: RunRecord, entry: ResultEntry) -> bool:
+    """Whether a result takes part in the exit rule: an official MUST always; an
+    extended requirement only with ``--fail-on extended``; an official SHOULD never."""
+    if entry.is_extended:
+        return record.options.get("fail_on") == "extended"
+    return entry.level is Level.MUST
+
+
 def unmet(record: RunRecord) -> list[ResultEntry]:
-    """The selected MUST requirements that keep the run from exiting 0."""
-    return [e for e in record.results if e.level is Level.MUST and not passed_for_exit(e)]
+    """The selected requirements that keep the run from exiting 0."""
+    return [e for e in record.results if counts_for_exit(record, e) and not passed_for_exit(e)]
 
 
 def exit_code(record: RunRecord) -> ExitCode:
     """The exit rule, the one place it is written: 130 when interrupted; 0 when every
-    selected MUST passed (or does not apply); 1 otherwise. SHOULD results never fail a
-    run."""
+    selected MUST passed (or does not apply), and with ``--fail-on extended`` every
+    selected extended requirement too; 1 otherwise. Official SHOULD results never fail
+    a run, nor do extended ones unless asked."""
     if record.interrupted:
         return ExitCode.INTERRUPTED
     return ExitCode.NOT_MET if unmet(record) else ExitCode.OK

@@ -14,8 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from kaic.errors import UsageError
+from kaic.model import PROFILES
 
 LEVELS = ("must", "should", "all")
+FAIL_ON = ("must", "extended")
+"""``--fail-on``: ``must`` (the program's rule: every selected MUST passes) or
+``extended`` (also every selected extended requirement)."""
 
 
 @dataclass(frozen=True)
@@ -38,8 +42,17 @@ class RunRequest:
     output_dir: Path | None = None
     check_options: Mapping[str, str] = field(default_factory=dict)
     cleanup_timeout_s: float = 60.0
+    profile: str = "official"
+    fail_on: str = "must"
 
     def __post_init__(self) -> None:
+        for name, allowed in (("profile", PROFILES), ("fail_on", FAIL_ON)):
+            value = getattr(self, name)
+            value = value.lower() if isinstance(value, str) else value
+            if not isinstance(value, str) or value not in allowed:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
+            object.__setattr__(self, name, value)
         level = self.level.lower() if isinstance(self.level, str) else self.level
         if not isinstance(level, str) or level not in LEVELS:
             raise UsageError(f"--level must be one of {', '.join(LEVELS)}, got {self.level!r}")
@@ -88,6 +101,8 @@ class RunRequest:
             "timeout_scale": self.timeout_scale,
             "keep_resources": self.keep_resources,
             "check_options": dict(self.check_options),
+            "profile": self.profile,
+            "fail_on": self.fail_on,
         }
 
     @classmethod
@@ -103,6 +118,8 @@ class RunRequest:
             "timeout_scale",
             "keep_resources",
             "check_options",
+            "profile",
+            "fail_on",
         )
         return cls(**{k: options[k] for k in known if k in options}, **local)
 

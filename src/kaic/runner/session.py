@@ -142,7 +142,12 @@ class RunSession:
             server = check_reachable(cluster)
         version, warning = _catalog_version(req.version, server)
         plan = make_plan(
-            catalog.load(version), self.registry, level=req.level, focus=req.focus, skip=req.skip
+            catalog.load(version),
+            self.registry,
+            level=req.level,
+            focus=req.focus,
+            skip=req.skip,
+            profile=req.profile,
         )
         return Prepared(req, plan, cluster, server, warning)
 
@@ -158,7 +163,8 @@ class RunSession:
         plan, req, cluster = prepared.plan, prepared.request, prepared.cluster
         if not plan.items:
             raise UsageError(
-                f"--focus/--skip/--level select no requirement of catalog v{plan.catalog_version}"
+                f"--focus/--skip/--level/--profile select no requirement of catalog"
+                f" v{plan.catalog_version}"
             )
         if cluster is None:
             raise UsageError("the session was prepared without a cluster")
