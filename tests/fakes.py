@@ -364,7 +364,7 @@ def fake_check_context(
     assert spec is not None, f"no check registered for {requirement}"
     return CheckContext(
         cluster=TrackingCluster(cluster, run_id, requirement),
-        requirement=catalog.load(catalog_version).get(requirement),
+        requirement=catalog.load(catalog_version).lookup(requirement),
         spec=spec,
         catalog_version=catalog_version,
         run_id=run_id,

@@ -68,7 +68,7 @@ def run_check_on_lab(
     # NOTE: like the runner, a TrackingCluster labels what the check creates.
     ctx = CheckContext(
         cluster=TrackingCluster(cluster, f"lab-{ns}", requirement),
-        requirement=catalog.load(catalog_version).get(requirement),
+        requirement=catalog.load(catalog_version).lookup(requirement),
         spec=spec,
         catalog_version=catalog_version,
         run_id=f"lab-{ns}",

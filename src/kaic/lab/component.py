@@ -15,6 +15,8 @@ defines a subclass and decorates it. docs/lab.md describes the contract:
   component of a lower ``order``); naming fewer lets it start earlier, beside others;
 * ``optional`` — may be left out with ``--without NAME``; ``default`` — on unless left
   out (False: only with ``--with NAME``);
+* ``requires`` — components it cannot work without: leaving one of them out leaves it
+  out too (asking for it with ``--with`` then is a usage error);
 * ``start(ctx)`` — make the component present and ready; must be idempotent (``up`` on
   a running lab calls it again, and again after a process died);
 * ``stop(ctx)`` — stop what ``start`` started (files are removed with the state dir);
@@ -49,6 +51,8 @@ class Component:
     after: ClassVar[tuple[str, ...] | None] = None
     """Components that must be ready before this one starts (those of the lab that are
     enabled); None: every component of a lower ``order``."""
+    requires: ClassVar[tuple[str, ...]] = ()
+    """Components without which this one is left out (see the module docstring)."""
 
     def start(self, ctx: LabContext) -> None:
         raise NotImplementedError
@@ -196,11 +200,21 @@ def select(without: frozenset[str], with_: frozenset[str]) -> list[Component]:
     both = sorted(without & with_)
     if both:
         raise _usage(f"component(s) both left out and asked for: {', '.join(both)}")
-    return [
+    chosen = [
         c
         for c in comps
         if c.name not in without and (c.default or c.name in with_ or not c.optional)
     ]
+    while True:
+        names = {c.name for c in chosen}
+        dropped = [c for c in chosen if not set(c.requires) <= names]
+        if not dropped:
+            return chosen
+        for c in dropped:
+            if c.name in with_:
+                missing = ", ".join(sorted(set(c.requires) - names))
+                raise _usage(f"--with {c.name} needs {missing}, which is left out")
+        chosen = [c for c in chosen if c not in dropped]
 
 
 def _usage(message: str) -> Exception:
