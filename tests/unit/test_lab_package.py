@@ -140,3 +140,15 @@ def test_the_package_exports_resolve_when_first_used() -> None:
         assert getattr(kaic.lab, name).__name__ == name
     with pytest.raises(AttributeError):
         _ = kaic.lab.NoSuchThing  # type: ignore[attr-defined]
+
+
+def test_leaving_out_a_required_component_leaves_out_what_requires_it() -> None:
+    from kaic.errors import UsageError
+    from kaic.lab.component import select
+
+    default = {c.name for c in select(frozenset(), frozenset())}
+    assert "jobset-controller" in default
+    names = {c.name for c in select(frozenset({"jobset"}), frozenset())}
+    assert "jobset" not in names and "jobset-controller" not in names
+    with pytest.raises(UsageError, match="--with jobset-controller needs jobset"):
+        select(frozenset({"jobset"}), frozenset({"jobset-controller"}))
