@@ -85,6 +85,9 @@ class FakeCluster:
         self.exec_handler: Callable[[str, str, Sequence[str], str | None], ExecResult] | None = None
         self.http_handler: Callable[[str, str, int, str], str] | None = None
         self.raw: dict[str, str] = {}
+        self.subresource_handlers: dict[
+            tuple[str, str], Callable[[str, str | None, KubeObject], KubeObject]
+        ] = {}
         self.denied: set[tuple[str, str, str]] = set()
         self.calls: list[tuple[str, Any]] = []
         self._uid = itertools.count(1)
@@ -199,6 +202,23 @@ class FakeCluster:
         if key in self.store:
             return self.patch(obj["apiVersion"], obj["kind"], key[3], obj, key[2])
         return self.create(obj)
+
+    def create_subresource(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        subresource: str,
+        body: KubeObject,
+        namespace: str | None = None,
+    ) -> KubeObject:
+        self.calls.append(("create_subresource", (kind, name, subresource, namespace)))
+        handler = self.subresource_handlers.get((kind, subresource))
+        if handler is None:
+            raise NotFoundError(f"the fake cluster serves no {subresource} of {kind}")
+        if self.get(api_version, kind, name, namespace) is None:
+            raise NotFoundError(f"{kind} {name} not found")
+        return handler(name, namespace, copy.deepcopy(body))
 
     def patch(
         self,

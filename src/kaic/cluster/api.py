@@ -91,6 +91,19 @@ class ClusterAPI(Protocol):
         """Server-side apply ``obj`` with field manager ``kaic``."""
         ...
 
+    def create_subresource(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        subresource: str,
+        body: KubeObject,
+        namespace: str | None = None,
+    ) -> KubeObject:
+        """POST ``body`` to a subresource of an object (``serviceaccounts/NAME/token``,
+        ``pods/NAME/eviction``); the server's answer."""
+        ...
+
     def patch(
         self,
         api_version: str,

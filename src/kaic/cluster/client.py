@@ -300,12 +300,13 @@ class Cluster:
         stream: bool = False,
         what: str | None = None,
         probe: bool = False,
+        accept: str = "application/json",
     ) -> Any:
         """One request with retries; returns parsed JSON, text, or the raw response.
 
         ``probe``: a reachability check, which gives up at the first timeout."""
         what = what or f"{method} {path}"
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
         if content_type:
             headers["Content-Type"] = content_type
         attempt = 0
@@ -529,6 +530,25 @@ class Cluster:
             query=query,
             body=obj,
             what=f"{verb} {kind} {_ref(name, namespace)}",
+        )
+        return dict(out) if isinstance(out, dict) else {}
+
+    def create_subresource(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        subresource: str,
+        body: KubeObject,
+        namespace: str | None = None,
+    ) -> KubeObject:
+        res = self._resource(api_version, kind)
+        out = self._call(
+            "POST",
+            self._path(res, namespace, name, subresource),
+            query=[("fieldManager", FIELD_MANAGER)],
+            body=body,
+            what=f"creating {subresource} of {kind} {_ref(name, namespace)}",
         )
         return dict(out) if isinstance(out, dict) else {}
 
@@ -908,7 +928,11 @@ class Cluster:
             _close_forward(pf)
 
     def raw_get(self, path: str, *, timeout: float = 30.0) -> str:
-        out = self._call("GET", path, timeout=timeout, what=f"GET {path}")
+        # NOTE: JSON first, but any representation the path has (the issuer's JWKS is
+        # only application/jwk-set+json; metrics paths are text).
+        out = self._call(
+            "GET", path, timeout=timeout, what=f"GET {path}", accept="application/json, */*;q=0.8"
+        )
         if out is None:
             return ""
         return out if isinstance(out, str) else json.dumps(out)

@@ -70,6 +70,18 @@ class ForwardingCluster:
         self._before()
         return self.inner.apply(obj)
 
+    def create_subresource(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        subresource: str,
+        body: KubeObject,
+        namespace: str | None = None,
+    ) -> KubeObject:
+        self._before()
+        return self.inner.create_subresource(api_version, kind, name, subresource, body, namespace)
+
     def patch(
         self,
         api_version: str,
