@@ -105,6 +105,32 @@ ACCELERATORS: dict[str, AcceleratorType] = {
 
 ANY_DEVICE_TYPES = ("gpu", "accelerator", "tpu", "neuron")
 
+NIC_DRIVERS = (
+    "dra.net",  # kubernetes-sigs/dranet
+    "sriovnetwork.k8snetworkplumbingwg.io",
+    "rdma.nvidia.com",
+)
+"""DRA drivers that publish network interfaces (high-performance NICs)."""
+
+TOPOLOGY_ATTRIBUTES = (
+    "pcieRoot",
+    "numaNode",
+    "numa",
+    "cliqueId",
+    "cliqueID",
+    "nvlinkDomain",
+    "interconnectDomain",
+    "xgmiHiveId",
+)
+"""Device attributes (bare, or qualified by the driver or ``resource.kubernetes.io``)
+that describe where a device sits: its PCIe root complex, NUMA node, or direct
+interconnect domain. ``resource.kubernetes.io/pcieRoot`` is the standard one."""
+
+
+def nic_devices() -> AcceleratorType:
+    """The NIC drivers as an ``AcceleratorType`` (for ``dra_pools``), every device type."""
+    return AcceleratorType("nic", (), NIC_DRIVERS, ())
+
 
 def any_accelerator(resource: str | None = None, driver: str | None = None) -> AcceleratorType:
     """Every vendor of the table at once, for counting accelerators of any kind; or only

@@ -27,6 +27,10 @@ PRODUCT_LABEL = "NVIDIA-H100-80GB-HBM3"
 DRIVER_VERSION = "580.82.7"
 CUDA_DRIVER_VERSION = "13.0.0"
 GPU_MEMORY = "80Gi"
+NIC_DRIVER = "dra.net"
+"""The simulated NICs are published as kubernetes-sigs/dranet publishes host NICs."""
+NIC_DEVICE_CLASS = "dranet"
+GPUS_PER_PCIE_ROOT = 2
 
 
 def gpu_node_name(i: int) -> str:
@@ -110,7 +114,7 @@ def resource_slice(ctx: LabContext, node: str, node_uid: str) -> dict[str, Any]:
     """One ResourceSlice with every GPU of ``node``, shaped like NVIDIA's DRA driver's."""
     devices = []
     for i in range(ctx.options.gpus_per_node):
-        root = f"pci0000:{0x10 + (i // 2) * 0x20:02x}"
+        root = pcie_root(i // GPUS_PER_PCIE_ROOT)
         bus = f"0000:{0x18 + i * 0x10 % 0x100:02x}:00.0"
         devices.append(
             {
@@ -152,6 +156,59 @@ def resource_slice(ctx: LabContext, node: str, node_uid: str) -> dict[str, Any]:
     }
 
 
+def pcie_root(n: int) -> str:
+    """The simulated host's n-th PCIe root complex (two GPUs and one NIC behind each)."""
+    return f"pci0000:{0x10 + n * 0x20:02x}"
+
+
+def nic_device_class() -> dict[str, Any]:
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "DeviceClass",
+        "metadata": {
+            "name": NIC_DEVICE_CLASS,
+            "labels": {"app.kubernetes.io/managed-by": "kaic-lab"},
+        },
+        "spec": {"selectors": [{"cel": {"expression": f"device.driver == '{NIC_DRIVER}'"}}]},
+    }
+
+
+def nic_slice(ctx: LabContext, node: str, node_uid: str) -> dict[str, Any]:
+    """One ResourceSlice with the node's simulated RDMA NICs, one per PCIe root of its
+    GPUs, with the attributes dranet publishes (the PCIe root is the alignment key)."""
+    roots = (ctx.options.gpus_per_node + GPUS_PER_PCIE_ROOT - 1) // GPUS_PER_PCIE_ROOT
+    devices = [
+        {
+            "name": f"nic-{n}",
+            "attributes": {
+                "dra.net/ifName": {"string": f"ib{n}"},
+                "dra.net/rdma": {"bool": True},
+                "dra.net/numaNode": {"int": 0 if n < (roots + 1) // 2 else 1},
+                "dra.net/pciVendor": {"string": "Mellanox Technologies"},
+                "resource.kubernetes.io/pcieRoot": {"string": pcie_root(n)},
+            },
+        }
+        for n in range(roots)
+    ]
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceSlice",
+        "metadata": {
+            "name": f"{node}-{NIC_DRIVER}",
+            "labels": {"app.kubernetes.io/managed-by": "kaic-lab"},
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid}
+            ],
+        },
+        "spec": {
+            "driver": NIC_DRIVER,
+            "nodeName": node,
+            "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
+            "devices": devices,
+        },
+    }
+
+
 @register
 class Nodes(Component):
     name = "nodes"
@@ -174,12 +231,12 @@ class Nodes(Component):
             cap = node_capacity(ctx, gpu)
             ctx.patch_status(f"/api/v1/nodes/{n}", {"capacity": cap, "allocatable": cap})
         if ctx.options.dra and ctx.options.accelerators != "none":
-            ctx.apply([device_class()])
+            ctx.apply([device_class(), nic_device_class()])
             slices = []
             for n, gpu in nodes:
                 if gpu:
                     uid = ctx.get(f"/api/v1/nodes/{n}")["metadata"]["uid"]
-                    slices.append(resource_slice(ctx, n, uid))
+                    slices += [resource_slice(ctx, n, uid), nic_slice(ctx, n, uid)]
             ctx.apply(slices)
         ctx.wait(
             f"{len(nodes)} nodes to be Ready",
