@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from tests.lab.labtools import run_check_on_lab, sub
@@ -59,3 +60,27 @@ def test_ext_hardware_topology_names_a_gpu_without_topology(gpu_without_topology
     reason = sub(result, "AcceleratorTopologyPublished").reason
     assert "publish no topology attribute" in reason
     assert "kaic-cpu-0/gpu.nvidia.com/gpu-0" in reason
+
+
+def test_ext_topology_aware_scheduling_passes_with_the_real_scheduler(lab: Lab) -> None:
+    result = run_check_on_lab(
+        lab, "ext_topology_aware_scheduling", options={"topology-negative-window": "8"}
+    )
+    assert result.outcome is Outcome.PASS, result.reason
+    log = "\n".join(result.log)
+    assert "sharing resource.kubernetes.io/pcieRoot=pci0000:" in log
+    assert "a claim for 3 aligned accelerators stayed unallocated" in log
+
+
+def test_ext_topology_aware_scheduling_fails_without_dra_accelerators(lab_factory: Any) -> None:
+    # NOTE: the same options as the device-leak lab of test_secure_accelerator_access, so
+    # one lab serves both in a session.
+    plugin_lab = lab_factory(
+        accelerators="device-plugin", nodes=1, cpu_nodes=1, gpus_per_node=4, with_={"device-leak"}
+    )
+    result = run_check_on_lab(plugin_lab, "ext_topology_aware_scheduling")
+    assert result.outcome is Outcome.FAIL
+    assert (
+        "no accelerator published through DRA has attribute"
+        in sub(result, "TopologyDiscoverable").reason
+    )
