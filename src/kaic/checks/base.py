@@ -429,7 +429,14 @@ class CheckContext:
         sampled = self.samples[key]
         if target is not None:
             sampled.target = target
-        sampled.points.append((round(time.monotonic() - self.started, 3), float(value)))
+        point = (round(time.monotonic() - self.started, 3), float(value))
+        pts = sampled.points
+        # NOTE: a value that holds keeps only its first and latest sample (watches
+        # repeat unchanged values on every event), so a step line stays exact.
+        if len(pts) >= 2 and pts[-1][1] == pts[-2][1] == point[1]:
+            pts[-1] = point
+        else:
+            pts.append(point)
 
     def series(self) -> tuple[Series, ...]:
         """What ``sample`` recorded, one ``Series`` per chart and name, in first-seen order."""
