@@ -22,6 +22,8 @@ __all__ = ["Bar", "phase_charts", "timeline", "timeline_bars"]
 WIDTH = 1000.0
 LABEL_W = 300.0
 """Width of the label column of the timeline (viewBox units)."""
+PHASE_LABEL_GAP = 20.0
+"""Least distance between two phase labels of a chart (viewBox units)."""
 LABEL_CHARS = 46
 """Labels longer than this are drawn condensed (``textLength``), never cut."""
 
@@ -37,7 +39,7 @@ def _n(x: float) -> str:
 
 def _secs(s: float) -> str:
     if s >= 120:
-        return f"{s / 60:.1f} min"
+        return f"{round(s / 60, 1):g} min"
     return f"{_n(s)} s" if s < 10 else f"{s:.0f} s"
 
 
@@ -46,6 +48,18 @@ def _time(text: str) -> datetime | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
     except ValueError:
         return None
+
+
+_MINUTE_STEPS = (30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 14400)
+
+
+def time_ticks(top: float, count: int = 5) -> list[float]:
+    """Ticks of a time axis from 0 to at least ``top`` seconds: round seconds for short
+    spans, whole minutes (or half minutes) beyond two minutes."""
+    if top <= 120:
+        return nice_ticks(top, count)
+    step = next((s for s in _MINUTE_STEPS if top / s <= count + 1), _MINUTE_STEPS[-1])
+    return [float(i * step) for i in range(math.ceil(top / step - 1e-9) + 1)]
 
 
 def nice_ticks(top: float, count: int = 5) -> list[float]:
@@ -105,7 +119,7 @@ def timeline(record: RunRecord) -> str:
     t0, t1 = _time(record.started_at), _time(record.finished_at or "")
     run_s = (t1 - t0).total_seconds() if t0 and t1 else 0.0
     span = max([run_s, 1.0, *(b.start_s + b.duration_s for b in bars)])
-    ticks = nice_ticks(span)
+    ticks = time_ticks(span)
     span = ticks[-1]
     x0, x1 = LABEL_W, WIDTH - 10
     scale = (x1 - x0) / span
@@ -171,7 +185,7 @@ def phase_charts(entry: ResultEntry, chart_id: str) -> list[tuple[str, str]]:
         if not points:
             continue
         span = max([r.duration_s, 1.0, *(t for t, _ in points)])
-        xt = nice_ticks(span, 6)
+        xt = time_ticks(span, 6)
         targets = [s.target for s in group if s.target is not None]
         top = max([1.0, *(v for _, v in points), *targets])
         yt = nice_ticks(top * 1.1, 4)
@@ -195,16 +209,21 @@ def phase_charts(entry: ResultEntry, chart_id: str) -> list[tuple[str, str]]:
         for t in xt:
             x = 60 + t * fx
             p.append(f'<text class="tick" x="{_n(x)}" y="{_n(y0 + 18)}">{_e(_secs(t))}</text>')
+        labelled = -math.inf
         for name, start in phases:
             x = 60 + start * fx
             p.append(
                 f'<line class="phase" x1="{_n(x)}" y1="{_n(y0 - plot_h)}" x2="{_n(x)}" '
                 f'y2="{_n(y0)}"><title>{_e(name)} starts at +{start:.2f} s</title></line>'
             )
-            p.append(
-                f'<text class="phase-label" transform="translate({_n(x + 4)} {_n(y0 - 4)}) '
-                f'rotate(-90)">{_e(name)}</text>'
-            )
+            # NOTE: a phase that starts too close to the labelled one before it keeps
+            # its line (and the tooltip) without a label that would be drawn over.
+            if x - labelled >= PHASE_LABEL_GAP:
+                labelled = x
+                p.append(
+                    f'<text class="phase-label" transform="translate({_n(x + 4)} '
+                    f'{_n(y0 - 4)}) rotate(-90)">{_e(name)}</text>'
+                )
         for i, s in enumerate(group):
             cls = f"s{i % 4}"
             if s.target is not None:

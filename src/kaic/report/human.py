@@ -303,11 +303,14 @@ def _legend(entry: ResultEntry, chart: str, phases: bool) -> str:
         items.append(f'<li><span class="swatch s{i % 4}"></span>{_e(s.name)}{unit}</li>')
         if s.target is not None:
             items.append(
-                f'<li><span class="swatch s{i % 4} dashed"></span>target of {_e(s.name)}: '
-                f"{s.target:g}</li>"
+                f'<li><span class="swatch s{i % 4} dashed"></span>target {s.target:g} '
+                f"({_e(s.name)})</li>"
             )
     if phases:
-        items.append('<li><span class="swatch dashed"></span>start of a sub-test</li>')
+        items.append(
+            '<li><span class="swatch dashed"></span>start of a sub-test (labelled where '
+            "there is room; all are in the table below)</li>"
+        )
     return '<ul class="legend">' + "".join(items) + "</ul>"
 
 
