@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from kaic import catalog
 from kaic.errors import KaicError
-from kaic.model import EXTENDED, OFFICIAL
+from kaic.model import EXTENDED, OFFICIAL, Outcome
 from kaic.report.charts import phase_charts, timeline
 from kaic.runner.record import (
     ResultEntry,
@@ -76,10 +76,9 @@ class Group:
         return f"{self.profile}-{_slug(self.category or 'uncategorised')}"
 
     def counts(self) -> str:
-        seen: dict[str, int] = {}
-        for e in self.entries:
-            seen[e.result.outcome.value] = seen.get(e.result.outcome.value, 0) + 1
-        return ", ".join(f"{n} {k}" for k, n in seen.items())
+        """``2 PASS, 1 FAIL``: how many results of each outcome, in the outcomes' order."""
+        seen = [sum(1 for e in self.entries if e.result.outcome is o) for o in Outcome]
+        return ", ".join(f"{n} {o.value}" for o, n in zip(Outcome, seen, strict=True) if n)
 
 
 def _slug(text: str) -> str:
@@ -110,7 +109,7 @@ def groups(record: RunRecord) -> list[Group]:
     out: list[Group] = []
     for profile in (OFFICIAL, EXTENDED):
         mine = [e for e in record.results if e.profile == profile]
-        cats = list(dict.fromkeys([*(c for c in known if any(e.category == c for e in mine))]))
+        cats = [c for c in known if any(e.category == c for e in mine)]
         cats += [c for c in dict.fromkeys(e.category for e in mine) if c not in cats]
         out += [Group(profile, c, tuple(e for e in mine if e.category == c)) for c in cats]
     return out
