@@ -228,8 +228,9 @@ h1{font-size:1.6rem}h2{margin-top:2rem;border-bottom:1px solid var(--line)}
 h4{margin:1.2rem 0 .3rem}a{color:var(--s0)}
 table{border-collapse:collapse;width:100%;margin:.6rem 0}
 th,td{border:1px solid var(--line);padding:.3rem .5rem;text-align:left;vertical-align:top}
-th{background:var(--head)}code{font-size:.9em;overflow-wrap:anywhere}
-td.reason,td.evidence{overflow-wrap:anywhere}.muted{color:var(--muted)}
+th{background:var(--head)}code{font-size:.9em;overflow-wrap:break-word}
+td.reason,td.evidence,p.reason{overflow-wrap:anywhere}td.reason,p.reason{white-space:pre-line}
+.muted{color:var(--muted)}
 figure{margin:1rem 0}figcaption{font-weight:600}
 .PASS{color:var(--pass);font-weight:600}.FAIL{color:var(--fail);font-weight:600}
 .ERROR{color:var(--error);font-weight:600}.SKIP,.MANUAL{color:var(--skip);font-weight:600}
@@ -334,7 +335,7 @@ def _html_requirement(e: ResultEntry) -> list[str]:
         f" · {r.duration_s:.2f}s · checklist: {_e(status_of(e))}</p>",
     ]
     if r.reason:
-        p.append(f"<p><strong>Reason:</strong> {_e(r.reason)}</p>")
+        p.append(f'<p class="reason"><strong>Reason:</strong> {_e(r.reason)}</p>')
     for chart, svg in phase_charts(e, f"chart-{_slug(e.id)}"):
         p += [
             f"<figure><figcaption>{_e(chart)}</figcaption>",
