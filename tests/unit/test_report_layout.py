@@ -80,8 +80,8 @@ def test_results_are_grouped_by_profile_then_category_in_catalog_order() -> None
         ("official", "accelerators", ["gpu_sharing"]),
         ("official", "schedulingOrchestration", ["gang_scheduling", "cluster_autoscaling"]),
         ("official", "security", ["secure_accelerator_access"]),
-        ("extended", "schedulingOrchestration", ["ext_jobset"]),
         ("extended", "storage", ["ext_storage"]),
+        ("extended", "schedulingOrchestration", ["ext_jobset"]),
     ]
     sched = next(g for g in groups(synthetic()) if g.category == "schedulingOrchestration")
     assert sched.counts() == "1 FAIL, 1 SKIP"

@@ -94,20 +94,22 @@ def category_title(key: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _category_order(record: RunRecord) -> tuple[str, ...]:
+def _category_order(record: RunRecord, profile: str) -> tuple[str, ...]:
+    """The catalog's order of a profile's categories (none for an unknown version)."""
     try:
-        return catalog.load(record.catalog_version).categories
+        cat = catalog.load(record.catalog_version)
     except KaicError:
         return ()
+    return cat.extended_categories if profile == EXTENDED else cat.categories
 
 
 def groups(record: RunRecord) -> list[Group]:
     """The results grouped as the checklist is: the official profile first, then the
     extended one; within each, categories in the catalog's order (unknown ones after, as
     they come); within a category, the record's (catalog) order."""
-    known = _category_order(record)
     out: list[Group] = []
     for profile in (OFFICIAL, EXTENDED):
+        known = _category_order(record, profile)
         mine = [e for e in record.results if e.profile == profile]
         cats = [c for c in known if any(e.category == c for e in mine)]
         cats += [c for c in dict.fromkeys(e.category for e in mine) if c not in cats]
