@@ -9,7 +9,7 @@ export KAIC_KUBE_VERSION := $(KUBE_VERSION)
 endif
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: test demo install lint typecheck layers unit lab-test lab-binaries bench clean cold-test
+.PHONY: test demo install lint typecheck layers unit lab-test lab-binaries browser bench clean cold-test
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,15 +37,25 @@ unit: install
 lab-binaries: install
 	$(BIN)/kaic lab build
 
+## Headless Chromium for the report's browser test (tests/golden/test_report_browser.py):
+## Debian's chromium package when no Chromium is on PATH.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "make browser: no chromium on PATH and no" \
+	    "apt-get to install it: install Chromium by hand" >&2; exit 1; }; \
+	  $(SUDO) apt-get install -y --no-install-recommends chromium \
+	  || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }; }
+
 lab-test: install lab-binaries
 	KAIC_REQUIRE_LAB_PROGRAMS=1 $(BIN)/pytest -q -m lab tests/lab
 
-test: install lab-binaries
+test: install lab-binaries browser
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	KAIC_REQUIRE_LAB_PROGRAMS=1 $(BIN)/pytest -q tests
+	KAIC_REQUIRE_LAB_PROGRAMS=1 KAIC_REQUIRE_BROWSER=1 $(BIN)/pytest -q tests
 
 demo: install lab-binaries
 	bash scripts/demo.sh

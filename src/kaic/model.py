@@ -1,7 +1,7 @@
 """Frozen value types shared by every layer: requirements, outcomes, results.
 
 Owns: ``Level``, ``Outcome``, ``Requirement``, ``SubResult``, ``Evidence``,
-``CheckResult``. Must not import anything above ``kaic.errors``; holds no I/O.
+``Series``, ``CheckResult``. Must not import anything above ``kaic.errors``; holds no I/O.
 """
 
 from __future__ import annotations
@@ -86,10 +86,25 @@ class SubResult:
     reason: str = ""
     duration_s: float = 0.0
     log: tuple[str, ...] = ()
+    start_s: float | None = None
+    """When it started, in seconds after its check started (None: not recorded)."""
 
     def __post_init__(self) -> None:
         if self.outcome is not Outcome.PASS and not self.reason:
             raise ValueError(f"sub-test {self.name}: a {self.outcome.value} needs a reason")
+
+
+@dataclass(frozen=True)
+class Series:
+    """A quantity a check observed over time: ``points`` are ``(seconds after the check
+    started, value)`` in time order; series with the same ``chart`` share one chart
+    (one unit); ``target`` is the value the check compares them with, if any."""
+
+    name: str
+    chart: str
+    unit: str = ""
+    points: tuple[tuple[float, float], ...] = ()
+    target: float | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +122,8 @@ class CheckResult:
     details: Mapping[str, Any] = field(default_factory=dict)
     not_applicable: bool = False
     """True only for a SKIP because the requirement does not apply to the platform."""
+    series: tuple[Series, ...] = ()
+    """Quantities the check sampled while it ran (charted by the report)."""
 
     def __post_init__(self) -> None:
         if self.outcome is not Outcome.PASS and not self.reason:

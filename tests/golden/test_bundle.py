@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from kaic import catalog
-from kaic.model import CheckResult, Evidence, Level, Outcome, SubResult
+from kaic.model import CheckResult, Evidence, Level, Outcome, Series, SubResult
 from kaic.report import BundleWriter, load_record, render_html, render_markdown
 from kaic.runner import CheckDone, RunFinished, RunStarted, make_plan
 from kaic.runner.plan import PlanItem
@@ -71,12 +71,13 @@ def _results() -> list[tuple[CheckResult, str]]:
                 Outcome.FAIL,
                 "NegativeGangScheduling: 3 of 1000 pods were bound",
                 subresults=(
-                    SubResult("PositiveGangScheduling", Outcome.PASS, duration_s=12.0),
+                    SubResult("PositiveGangScheduling", Outcome.PASS, duration_s=12.0, start_s=0.0),
                     SubResult(
                         "NegativeGangScheduling",
                         Outcome.FAIL,
                         "3 of 1000 pods were bound",
                         duration_s=30.5,
+                        start_s=12.0,
                     ),
                 ),
                 duration_s=42.5,
@@ -100,9 +101,35 @@ def _results() -> list[tuple[CheckResult, str]]:
                 "TestAcceleratorHorizontalPodAutoscaling",
                 Outcome.ERROR,
                 "listing pods: forbidden | by RBAC",
-                duration_s=1.0,
+                subresults=(
+                    SubResult("ScalingActive", Outcome.PASS, duration_s=2.0, start_s=1.0),
+                    SubResult("ScaleUp", Outcome.PASS, duration_s=16.0, start_s=3.0),
+                    SubResult(
+                        "ScaleDown",
+                        Outcome.ERROR,
+                        "listing pods: forbidden | by RBAC",
+                        duration_s=20.0,
+                        start_s=19.0,
+                    ),
+                ),
+                series=(
+                    Series(
+                        "currentReplicas",
+                        "replicas",
+                        points=((1.5, 1.0), (3.5, 1.0), (18.0, 2.0), (34.0, 1.0)),
+                    ),
+                    Series("desiredReplicas", "replicas", points=((3.5, 1.0), (17.0, 2.0))),
+                    Series(
+                        "kaic_hpa_test_metric",
+                        "custom metric",
+                        "average per pod",
+                        ((1.5, 0.0), (3.5, 30.0), (18.0, 15.0), (33.0, 0.0)),
+                        10.0,
+                    ),
+                ),
+                duration_s=40.0,
             ),
-            "2026-11-28T10:15:43.800Z",
+            "2026-11-28T10:15:01.200Z",
         ),
         (
             CheckResult(
@@ -227,6 +254,7 @@ def test_the_official_rules_find_every_verdict(bundle: Path, artifact: str) -> N
     assert {name: report.outcome_for(name) for name in want} == want
     assert sorted(report.failures) == [
         "TestAcceleratorHorizontalPodAutoscaling",
+        "TestAcceleratorHorizontalPodAutoscaling/ScaleDown",
         "TestGangScheduling",
         "TestGangScheduling/NegativeGangScheduling",
     ]

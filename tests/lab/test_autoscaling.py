@@ -79,6 +79,10 @@ def test_cluster_autoscaling_passes_with_karpenter_scaling_the_gpu_pool(scaling_
     result = run(scaling_lab, "cluster_autoscaling", **FAST_CA)
     assert result.outcome is Outcome.PASS, result.reason
     assert [s.outcome for s in result.subresults] == [Outcome.PASS] * 5
+    # the report's phase chart: the pool's size went N -> N+1 -> N
+    (pool,) = result.series
+    n = pool.target
+    assert n is not None and _changes(pool.points) == [n, n + 1, n]
 
 
 def test_cluster_autoscaling_fails_when_the_pool_may_not_grow(
@@ -92,6 +96,7 @@ def test_cluster_autoscaling_fails_when_the_pool_may_not_grow(
     assert result.outcome is Outcome.FAIL
     assert "ScaleUp: the pool did not scale up within 30s" in result.reason
     assert "2 node(s) (baseline 2)" in result.reason
+    assert _changes(result.series[0].points) == [2.0]
 
 
 def test_cluster_autoscaling_is_not_applicable_without_a_pool_label(scaling_lab: Lab) -> None:
@@ -107,6 +112,21 @@ def test_pod_autoscaling_passes_with_the_hpa_controller_and_the_metrics_adapter(
     assert "kaic lab metrics adapter" in apis
     status = next(e.content for e in result.evidence if e.name == "hpa-status.json")
     assert "ValidMetricFound" in status
+    # the report's phase charts: replicas up to 2 and back to 1; the metric above target
+    series = {(s.chart, s.name): s for s in result.series}
+    desired = [v for v in _changes(series[("replicas", "desiredReplicas")].points) if v]
+    assert desired == [1.0, 2.0, 1.0]
+    read = series[("custom metric", "average the HPA reads")]
+    assert read.target is not None and max(v for _, v in read.points) > read.target
+
+
+def _changes(points: tuple[tuple[float, float], ...]) -> list[float]:
+    """The successive values of a sampled series (``1 → 2 → 1``)."""
+    out: list[float] = []
+    for _, v in points:
+        if not out or out[-1] != v:
+            out.append(v)
+    return out
 
 
 def test_pod_autoscaling_fails_without_a_custom_metrics_apiservice(scaling_lab: Lab) -> None:

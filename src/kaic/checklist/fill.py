@@ -1,8 +1,9 @@
 """``fill``: answer PRODUCT.yaml from a kaic run bundle (docs/bundle.md).
 
-Owns: mapping run results to status/evidence/notes (PASS -> Implemented with the test
-artifacts as evidence; FAIL -> Not Implemented with the reason; a not-applicable SKIP ->
-N/A with the reason; everything else untouched), editing only the answered lines of the
+Owns: mapping run results to evidence/notes (the status is
+``kaic.runner.checklist_status``: PASS -> Implemented with the test artifacts as
+evidence; FAIL -> Not Implemented with the reason; a not-applicable SKIP -> N/A with
+the reason; everything else untouched), editing only the answered lines of the
 file (``textedit``), never overwriting or removing a person's answer without ``force``,
 never writing through a link out of the product folder, and keeping a backup. Must not
 run checks or talk to a cluster.
@@ -18,7 +19,8 @@ from kaic.checklist import yamlio
 from kaic.checklist.textedit import Entry, TextDoc
 from kaic.checklist.validate import folder_version, metadata_value
 from kaic.errors import InputError, UsageError
-from kaic.runner.record import read_record
+from kaic.model import Outcome
+from kaic.runner.record import checklist_status, read_record
 
 __all__ = ["FillChange", "FillResult", "RunResult", "fill_checklist", "read_bundle"]
 
@@ -240,9 +242,13 @@ def _apply(
     offset: int,
 ) -> FillChange:
     test = r.test_name or r.requirement_id
+    status = checklist_status(Outcome(r.outcome), r.not_applicable)
+    if status is None:
+        why = r.reason or "needs a person's answer"
+        return FillChange(r.requirement_id, "left", f"{r.outcome}: {why}")
+    notes: str | None = None
+    wanted: list[str] = []
     if r.outcome == "PASS":
-        status, notes = "Implemented", None
-        wanted = []
         if "junit.xml" in refs:
             wanted.append(refs["junit.xml"] if plain else f"{refs['junit.xml']}#{test}")
         elif "results.json" in refs:
@@ -250,12 +256,9 @@ def _apply(
         if "e2e.log" in refs:
             wanted.append(refs["e2e.log"])
     elif r.outcome == "FAIL":
-        status, notes, wanted = "Not Implemented", f"{test} failed: {r.reason}", []
-    elif r.outcome == "SKIP" and r.not_applicable:
-        status, notes, wanted = "N/A", r.reason, []
+        notes = f"{test} failed: {r.reason}"
     else:
-        why = r.reason or "needs a person's answer"
-        return FillChange(r.requirement_id, "left", f"{r.outcome}: {why}")
+        notes = r.reason
     current = entry.text("status")
     if current not in ("", status) and not force:
         return FillChange(

@@ -1,10 +1,10 @@
 """The check contract: registration, options, permissions, and the context a check runs in.
 
 Owns: ``@check`` and the ``Registry``, ``CheckOption``, ``Permission``, ``CheckSpec``,
-``CheckContext`` (sub-tests, gated steps, evidence, logging, cancellation and
-cancellable sleeps) and how a check's sub-tests fold into one ``CheckResult``. Must not
-run anything by itself: the runner creates contexts, calls checks and writes what they
-collected.
+``CheckContext`` (sub-tests, gated steps, evidence, samples of quantities over time,
+logging, cancellation and cancellable sleeps) and how a check's sub-tests fold into one
+``CheckResult``. Must not run anything by itself: the runner creates contexts, calls
+checks and writes what they collected.
 
 A check is a plain synchronous function ``def check(ctx: CheckContext) -> None``.
 It proves its requirement through named sub-tests::
@@ -27,6 +27,7 @@ an ERROR, never a PASS.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
@@ -39,7 +40,7 @@ from typing import NoReturn
 from kaic.catalog import Catalog
 from kaic.cluster.api import ClusterAPI
 from kaic.errors import KaicError
-from kaic.model import CheckResult, Evidence, Outcome, Requirement, SubResult
+from kaic.model import CheckResult, Evidence, Outcome, Requirement, Series, SubResult
 
 _OPTION_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
@@ -308,6 +309,15 @@ class Subtest:
 
 
 @dataclass
+class _Sampled:
+    """The samples of one series while the check runs."""
+
+    unit: str = ""
+    target: float | None = None
+    points: list[tuple[float, float]] = field(default_factory=list)
+
+
+@dataclass
 class CheckContext:
     """Everything one check may use while it runs."""
 
@@ -326,6 +336,7 @@ class CheckContext:
     subresults: list[SubResult] = field(default_factory=list)
     evidence_items: list[Evidence] = field(default_factory=list)
     log_lines: list[str] = field(default_factory=list)
+    samples: dict[tuple[str, str], _Sampled] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.deadline is None:
@@ -397,6 +408,49 @@ class CheckContext:
         """Keep a piece of evidence (written to ``evidence/<requirement>/<name>``)."""
         self.evidence_items.append(Evidence(name=name, content=content, media_type=media_type))
 
+    def sample(
+        self,
+        chart: str,
+        series: str,
+        value: float,
+        *,
+        unit: str = "",
+        target: float | None = None,
+    ) -> None:
+        """Record one observation of a quantity that changes while the check runs (a
+        pool's node count, replicas, a metric), timed from the check's start. Series of
+        one ``chart`` share its axis; the samples end up in ``run.json`` and in the
+        evidence file ``samples.json``, and the report draws them."""
+        if not math.isfinite(value):
+            return
+        key = (chart, series)
+        if key not in self.samples:
+            self.samples[key] = _Sampled(unit=unit, target=target)
+        sampled = self.samples[key]
+        if target is not None:
+            sampled.target = target
+        point = (round(time.monotonic() - self.started, 3), float(value))
+        pts = sampled.points
+        # NOTE: a value that holds keeps only its first and latest sample (watches
+        # repeat unchanged values on every event), so a step line stays exact.
+        if len(pts) >= 2 and pts[-1][1] == pts[-2][1] == point[1]:
+            pts[-1] = point
+        else:
+            pts.append(point)
+
+    def series(self) -> tuple[Series, ...]:
+        """What ``sample`` recorded, one ``Series`` per chart and name, in first-seen order."""
+        return tuple(
+            Series(
+                name=name,
+                chart=chart,
+                unit=s.unit,
+                points=tuple(s.points),
+                target=s.target,
+            )
+            for (chart, name), s in self.samples.items()
+        )
+
     # -- sub-tests -------------------------------------------------------------------------
     @contextmanager
     def subtest(self, name: str) -> Iterator[Subtest]:
@@ -416,12 +470,22 @@ class CheckContext:
                     "check ended during this sub-test",
                     time.monotonic() - start,
                     tuple(t.log_lines),
+                    start_s=start - self.started,
                 )
             )
             raise
         except KaicError as e:
             outcome, reason = Outcome.ERROR, str(e)
-        self._record(SubResult(name, outcome, reason, time.monotonic() - start, tuple(t.log_lines)))
+        self._record(
+            SubResult(
+                name,
+                outcome,
+                reason,
+                time.monotonic() - start,
+                tuple(t.log_lines),
+                start_s=start - self.started,
+            )
+        )
 
     def step(
         self, name: str, func: Callable[[Subtest], None], *, needs: Iterable[str] = ()
@@ -433,7 +497,14 @@ class CheckContext:
             done = self.result_of(need)
             if done is None or done.outcome is not Outcome.PASS:
                 how = "did not run" if done is None else _ENDED_AS[done.outcome]
-                self._record(SubResult(name, Outcome.SKIP, f"needs {need}, which {how}", 0.0, ()))
+                self._record(
+                    SubResult(
+                        name,
+                        Outcome.SKIP,
+                        f"needs {need}, which {how}",
+                        start_s=time.monotonic() - self.started,
+                    )
+                )
                 return False
         with self.subtest(name) as t:
             func(t)
@@ -510,14 +581,44 @@ def run_check(ctx: CheckContext) -> CheckResult:
 
         ctx.log("".join(traceback.format_exception(e)))
         outcome, reason = Outcome.ERROR, f"internal error in check: {type(e).__name__}: {e}"
+    series = ctx.series()
+    evidence = tuple(ctx.evidence_items)
+    if series:
+        evidence += (Evidence(SAMPLES_EVIDENCE, samples_json(series), "application/json"),)
     return CheckResult(
         requirement_id=spec.requirement_id,
         test_name=spec.test_name,
         outcome=outcome,
         reason="" if outcome is Outcome.PASS else (reason or outcome.value.lower()),
         subresults=tuple(ctx.subresults),
-        evidence=tuple(ctx.evidence_items),
+        evidence=evidence,
         duration_s=time.monotonic() - ctx.started,
         log=tuple(ctx.log_lines),
         not_applicable=not_applicable and outcome is Outcome.SKIP,
+        series=series,
+    )
+
+
+SAMPLES_EVIDENCE = "samples.json"
+"""The evidence file that holds every series a check sampled."""
+
+
+def samples_json(series: Iterable[Series]) -> str:
+    """The evidence text of sampled series: one object per series, points as
+    ``[seconds after the check started, value]``."""
+    return (
+        json.dumps(
+            [
+                {
+                    "chart": s.chart,
+                    "name": s.name,
+                    "unit": s.unit,
+                    "target": s.target,
+                    "points": [list(p) for p in s.points],
+                }
+                for s in series
+            ],
+            indent=2,
+        )
+        + "\n"
     )

@@ -4,7 +4,8 @@ nodes grows for a pending accelerator pod and shrinks back when it is gone.
 Owns: the procedure (a stable, Ready baseline pool; filler pods pinned to every
 baseline node's free accelerators; a trigger pod that cannot fit; the pool growing by a
 node it then runs on; the pool returning to its baseline size and staying there), its
-options and the ``phases.json`` evidence. Must not import the Kubernetes client or know
+options, the ``phases.json`` evidence and the pool's size sampled whenever the check
+lists or watches it (charted by the report). Must not import the Kubernetes client or know
 how the lab simulates anything: it talks to the cluster only through ``ClusterAPI``.
 """
 
@@ -24,6 +25,8 @@ from kaic.cluster.api import KubeList, KubeObject, condition, name_of
 from kaic.errors import KaicError, UsageError, WaitTimeoutError
 
 DEFAULT_RESOURCE = ACCELERATORS["nvidia"].extended_resource
+POOL_CHART = "node pool size"
+"""The chart of the pool's node count over the check (its target: the baseline size)."""
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 
 
@@ -121,7 +124,13 @@ class _ClusterAutoscaling:
 
     # -- plumbing ------------------------------------------------------------------
     def pool(self) -> KubeList:
-        return self.c.list("v1", "Node", label_selector=self.selector)
+        return self.seen(self.c.list("v1", "Node", label_selector=self.selector))
+
+    def seen(self, nodes: KubeList) -> KubeList:
+        """``nodes`` (the pool as just listed or watched), its size kept as a sample."""
+        baseline = float(len(self.baseline)) if self.baseline else None
+        self.ctx.sample(POOL_CHART, "nodes in the pool", len(nodes), unit="nodes", target=baseline)
+        return nodes
 
     def names(self, nodes: KubeList) -> list[str]:
         return sorted(name_of(n) for n in nodes)
@@ -181,6 +190,7 @@ class _ClusterAutoscaling:
             for current in self.c.watch_list(
                 "v1", "Node", None, timeout=self.window, label_selector=self.selector
             ):
+                self.seen(current)
                 if first is None:
                     first = self.names(current)
                 if self.names(current) != first or not ok(current):
@@ -369,7 +379,7 @@ class _ClusterAutoscaling:
                     "v1",
                     "Node",
                     None,
-                    lambda ns: len(ns) <= n,
+                    lambda ns: len(self.seen(ns)) <= n,
                     timeout=timeout,
                     what="the pool to shrink",
                     label_selector=self.selector,
@@ -389,7 +399,7 @@ class _ClusterAutoscaling:
             for current in self.c.watch_list(
                 "v1", "Node", None, timeout=self.ctx.budget(window), label_selector=self.selector
             ):
-                if len(current) != n:
+                if len(self.seen(current)) != n:
                     changed = self.names(current)
                     break
             if changed is not None:

@@ -30,6 +30,11 @@ DEFAULT_RESOURCE = ACCELERATORS["nvidia"].extended_resource
 METRIC_IMAGE = "docker.io/library/busybox:1.37"
 
 
+REPLICAS_CHART = "replicas"
+METRIC_CHART = "custom metric"
+"""The report's phase charts of this check: the HPA's replicas, and its metric against
+the target."""
+
 CUSTOM_METRICS = ("v1beta2.custom.metrics.k8s.io", "v1beta1.custom.metrics.k8s.io")
 EXTERNAL_METRICS = ("v1beta1.external.metrics.k8s.io",)
 METRIC_PORT = 8080
@@ -507,7 +512,7 @@ class _PodAutoscaling:
                     "HorizontalPodAutoscaler",
                     self.name,
                     self.ns,
-                    lambda h: has_condition(h, "ScalingActive"),
+                    lambda h: has_condition(self.observed(h), "ScalingActive"),
                     timeout=timeout,
                     what="the HPA to be ScalingActive",
                 )
@@ -527,6 +532,7 @@ class _PodAutoscaling:
             self.set_metric(self.high)
         except _ExecFailed as e:
             t.error(str(e))
+        self.sample_set(self.high)
         timeout = self.timeout("hpa-scale-up-timeout")
         want = self.max_replicas
         deadline = time.monotonic() + timeout
@@ -537,7 +543,10 @@ class _PodAutoscaling:
                     "HorizontalPodAutoscaler",
                     self.name,
                     self.ns,
-                    lambda h: int((h or {}).get("status", {}).get("desiredReplicas") or 0) >= want,
+                    lambda h: (
+                        int((self.observed(h) or {}).get("status", {}).get("desiredReplicas") or 0)
+                        >= want
+                    ),
                     timeout=timeout,
                     what="the HPA to scale up",
                 )
@@ -567,6 +576,7 @@ class _PodAutoscaling:
             self.set_metric(self.low)
         except _ExecFailed as e:
             t.error(str(e))
+        self.sample_set(self.low)
         timeout = self.timeout("hpa-scale-down-timeout")
         deadline = time.monotonic() + timeout
         with self.phases.timed("scale-down", timeout):
@@ -576,7 +586,10 @@ class _PodAutoscaling:
                     "HorizontalPodAutoscaler",
                     self.name,
                     self.ns,
-                    lambda h: int((h or {}).get("status", {}).get("desiredReplicas") or 0) == 1,
+                    lambda h: (
+                        int((self.observed(h) or {}).get("status", {}).get("desiredReplicas") or 0)
+                        == 1
+                    ),
                     timeout=timeout,
                     what="the HPA to scale down",
                 )
@@ -591,6 +604,35 @@ class _PodAutoscaling:
                     f"metric fell to {self.low:g}: {self.hpa_summary(self.get_hpa())}"
                 )
         t.log("scaled down to 1")
+
+    # -- samples for the report's phase charts ------------------------------------
+    def observed(self, hpa: KubeObject | None) -> KubeObject | None:
+        """``hpa`` as a wait just saw it; its replicas and its reading of the metric are
+        kept as samples (charts ``replicas`` and ``custom metric``)."""
+        st = (hpa or {}).get("status") or {}
+        for key in ("currentReplicas", "desiredReplicas"):
+            if isinstance(st.get(key), int):
+                self.ctx.sample(REPLICAS_CHART, key, st[key], unit="pods")
+        for m in st.get("currentMetrics") or []:
+            pods = (m or {}).get("pods") or {}
+            if (pods.get("metric") or {}).get("name") != self.metric:
+                continue
+            try:
+                value = float(parse_quantity(str((pods.get("current") or {})["averageValue"])))
+            except (KeyError, ValueError, ArithmeticError):
+                continue
+            self.ctx.sample(
+                METRIC_CHART,
+                "average the HPA reads",
+                value,
+                unit=self.metric,
+                target=self.target,
+            )
+        return hpa
+
+    def sample_set(self, value: float) -> None:
+        """The value the check just set in every test pod (chart ``custom metric``)."""
+        self.ctx.sample(METRIC_CHART, "value set in the pods", value, unit=self.metric)
 
     # -- evidence and cleanup ------------------------------------------------------
     def final_evidence(self) -> None:

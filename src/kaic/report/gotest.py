@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kaic.model import Outcome
-from kaic.runner.record import ResultEntry, RunRecord
+from kaic.runner.record import ResultEntry, RunRecord, subtest_starts
 
 PACKAGE = "kaic.io/ai-conformance"
 
@@ -143,11 +143,10 @@ def test_events(entry: ResultEntry) -> str:
     end = t0 + timedelta(seconds=r.duration_s)
     out: list[str] = []
     started: set[str] = set()
-    sub_start: dict[str, datetime] = {}
-    offset = t0
-    for s in r.subresults:
-        sub_start[f"{r.test_name}/{s.name}"] = offset
-        offset += timedelta(seconds=s.duration_s)
+    sub_start = {
+        f"{r.test_name}/{s.name}": t0 + timedelta(seconds=start)
+        for s, start in zip(r.subresults, subtest_starts(r), strict=True)
+    }
     for test, line in test_lines(entry):
         t = sub_start.get(test, t0)
         if test not in started:

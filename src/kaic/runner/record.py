@@ -3,7 +3,9 @@
 Owns: ``RunRecord``/``ResultEntry`` (frozen: observers get snapshots, never a record
 that changes under them), their JSON form (docs/bundle.md), the one strict reader of
 ``run.json`` (``read_record``, used by ``kaic report`` and ``kaic checklist fill``),
-where evidence files go (``evidence_path``) and the exit rule (``exit_code``).
+where evidence files go (``evidence_path``), the exit rule (``exit_code``) and the
+checklist status a result stands for (``checklist_status``, used by ``kaic checklist
+fill`` and the reports).
 Must not write files.
 """
 
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kaic.errors import ExitCode, InputError
-from kaic.model import EXTENDED, OFFICIAL, CheckResult, Evidence, Level, Outcome, SubResult
+from kaic.model import EXTENDED, OFFICIAL, CheckResult, Evidence, Level, Outcome, Series, SubResult
 
 SCHEMA = "kaic.io/run/v1"
 MAX_RUN_JSON_BYTES = 64 << 20
@@ -72,6 +74,7 @@ class ResultEntry:
                     "name": s.name,
                     "outcome": s.outcome.value,
                     "reason": s.reason,
+                    "start_s": None if s.start_s is None else round(s.start_s, 3),
                     "duration_s": round(s.duration_s, 3),
                     "log": list(s.log),
                 }
@@ -79,6 +82,16 @@ class ResultEntry:
             ],
             "evidence": list(self.evidence_paths),
             "log": list(r.log),
+            "series": [
+                {
+                    "chart": x.chart,
+                    "name": x.name,
+                    "unit": x.unit,
+                    "target": x.target,
+                    "points": [[t, v] for t, v in x.points],
+                }
+                for x in r.series
+            ],
         }
 
     @classmethod
@@ -105,6 +118,9 @@ class ResultEntry:
             for i, s in enumerate(_list(d, "subresults", where))
         )
         paths = tuple(_strings(d, "evidence", where))
+        series = tuple(
+            _series(x, f"{where}: series[{i}]") for i, x in enumerate(_list(d, "series", where))
+        )
         try:
             result = CheckResult(
                 requirement_id=rid,
@@ -116,6 +132,7 @@ class ResultEntry:
                 log=tuple(_strings(d, "log", where)),
                 not_applicable=_flag(d, "not_applicable", where),
                 evidence=tuple(Evidence(name=p, content="") for p in paths),
+                series=series,
             )
         except ValueError as e:  # the model's own rules (every non-PASS has a reason)
             raise InputError(f"{where}: {e}") from e
@@ -237,6 +254,18 @@ def read_record(bundle: Path) -> RunRecord:
         raise InputError(f"{path}: nested too deeply") from None
 
 
+def subtest_starts(result: CheckResult) -> list[float]:
+    """When each sub-test started, in seconds after its check started: as recorded, or
+    (older bundles) one after the other from the check's start."""
+    out: list[float] = []
+    offset = 0.0
+    for s in result.subresults:
+        start = s.start_s if s.start_s is not None else offset
+        out.append(start)
+        offset = start + s.duration_s
+    return out
+
+
 def passed_for_exit(entry: ResultEntry) -> bool:
     """Whether a result lets the run exit 0: PASS, or a SKIP because not applicable."""
     r = entry.result
@@ -254,6 +283,19 @@ def counts_for_exit(record: RunRecord, entry: ResultEntry) -> bool:
 def unmet(record: RunRecord) -> list[ResultEntry]:
     """The selected requirements that keep the run from exiting 0."""
     return [e for e in record.results if counts_for_exit(record, e) and not passed_for_exit(e)]
+
+
+def checklist_status(outcome: Outcome, not_applicable: bool) -> str | None:
+    """The PRODUCT.yaml status a result answers, the one place it is written: PASS is
+    ``Implemented``, FAIL ``Not Implemented``, a not-applicable SKIP ``N/A``; any other
+    result leaves the answer to a person (None)."""
+    if outcome is Outcome.PASS:
+        return "Implemented"
+    if outcome is Outcome.FAIL:
+        return "Not Implemented"
+    if outcome is Outcome.SKIP and not_applicable:
+        return "N/A"
+    return None
 
 
 def exit_code(record: RunRecord) -> ExitCode:
@@ -380,6 +422,34 @@ def _subresult(s: Any, where: str) -> SubResult:
             reason=_text(s, "reason", where),
             duration_s=_seconds(s, "duration_s", where),
             log=tuple(_strings(s, "log", where)),
+            start_s=None if s.get("start_s") is None else _seconds(s, "start_s", where),
         )
     except ValueError as e:  # the model's own rules (every non-PASS has a reason)
         raise InputError(f"{where}: {e}") from e
+
+
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
+def _series(x: Any, where: str) -> Series:
+    x = _object(x, where)
+    name = _text(x, "name", where, required=True)
+    where = f"{where} ({name})"
+    target = x.get("target")
+    if target is not None and not _number(target):
+        raise InputError(f"{where}: 'target' must be a number or null, got {target!r}")
+    points: list[tuple[float, float]] = []
+    for i, p in enumerate(_list(x, "points", where)):
+        if not (isinstance(p, list) and len(p) == 2 and all(_number(v) for v in p) and p[0] >= 0):
+            raise InputError(
+                f"{where}: points[{i}] must be [seconds of 0 or more, value], got {p!r}"
+            )
+        points.append((float(p[0]), float(p[1])))
+    return Series(
+        name=name,
+        chart=_text(x, "chart", where) or name,
+        unit=_text(x, "unit", where),
+        points=tuple(points),
+        target=None if target is None else float(target),
+    )

@@ -239,3 +239,35 @@ def test_cluster_autoscaling_fails_when_pool_nodes_have_no_accelerator() -> None
     )
     assert result.outcome is Outcome.FAIL
     assert "without allocatable nvidia.com/gpu: cpu-0" in result.reason
+
+
+def _changes(points: tuple[tuple[float, float], ...]) -> list[float]:
+    out: list[float] = []
+    for _, v in points:
+        if not out or out[-1] != v:
+            out.append(v)
+    return out
+
+
+def test_cluster_autoscaling_samples_the_pool_size_going_up_and_back_down() -> None:
+    result = run("cluster_autoscaling", ca_cluster(nodes=2), FAST)
+    assert result.outcome is Outcome.PASS, result.reason
+    (pool,) = result.series
+    assert (pool.chart, pool.unit, pool.target) == ("node pool size", "nodes", 2.0)
+    assert _changes(pool.points) == [2.0, 3.0, 2.0]
+    times = [t for t, _ in pool.points]
+    assert times == sorted(times) and times[-1] <= result.duration_s + 0.001
+    # the same samples are evidence
+    samples = json.loads(next(e.content for e in result.evidence if e.name == "samples.json"))
+    assert samples[0]["name"] == "nodes in the pool"
+    assert [p[1] for p in samples[0]["points"]] == [v for _, v in pool.points]
+
+
+def test_cluster_autoscaling_samples_show_a_pool_that_never_shrinks() -> None:
+    result = run(
+        "cluster_autoscaling",
+        ca_cluster(nodes=1, scale_down=False),
+        {**FAST, "autoscaler-scale-down-timeout": "1"},
+    )
+    assert result.outcome is Outcome.FAIL
+    assert _changes(result.series[0].points) == [1.0, 2.0]

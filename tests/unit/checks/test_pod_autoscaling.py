@@ -305,3 +305,35 @@ def test_the_adapter_is_named_from_its_service(service: str, namespace: str, exp
 def test_unavailable_reason_is_taken_from_the_available_condition() -> None:
     api = api_service("v1beta2.custom.metrics.k8s.io", available=False)
     assert (condition(api, "Available") or {})["reason"] == "FailedDiscoveryCheck"
+
+
+def _changes(points: tuple[tuple[float, float], ...]) -> list[float]:
+    out: list[float] = []
+    for _, v in points:
+        if not out or out[-1] != v:
+            out.append(v)
+    return out
+
+
+def test_pod_autoscaling_samples_replicas_and_the_metric_against_its_target() -> None:
+    result = run("pod_autoscaling", hpa_world(), HPA_FAST)
+    assert result.outcome is Outcome.PASS, result.reason
+    series = {(s.chart, s.name): s for s in result.series}
+    desired = series[("replicas", "desiredReplicas")]
+    assert _changes(desired.points) == [1.0, 2.0, 1.0]
+    assert desired.unit == "pods"
+    read = series[("custom metric", "average the HPA reads")]
+    assert read.target == 10.0 and read.unit == "kaic_hpa_test_metric"
+    assert max(v for _, v in read.points) > 10.0
+    assert _changes(series[("custom metric", "value set in the pods")].points) == [30.0, 0.0]
+    assert "samples.json" in {e.name for e in result.evidence}
+
+
+def test_pod_autoscaling_samples_show_an_hpa_that_never_acts() -> None:
+    result = run(
+        "pod_autoscaling", hpa_world(hpa_works=False), {**HPA_FAST, "hpa-metric-timeout": "1"}
+    )
+    assert result.outcome is Outcome.FAIL
+    # the HPA never reported replicas nor read the metric: nothing to chart, no samples
+    assert result.series == ()
+    assert "samples.json" not in {e.name for e in result.evidence}
