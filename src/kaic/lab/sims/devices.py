@@ -22,6 +22,11 @@ How it works (docs/lab.md, "Simulated device visibility"):
   per container through ``resources.claims``) or, for ``nvidia.com/gpu`` requests, from a
   per-node assignment the agent makes like a device plugin would (lowest free indices,
   never one device to two containers).
+* The installed driver is simulated too: the stand-in ``nvidia-smi`` reports the driver
+  version and CUDA version that the same ConfigMap says are installed on the node (keys
+  ``driver-version`` and ``cuda-version``, per node ``driver-version.<node>`` and
+  ``cuda-version.<node>``; default ``ACTUAL_DRIVER_VERSION``/``ACTUAL_CUDA_VERSION``), so a
+  node's installed driver can be made to disagree with what its ResourceSlice publishes.
 * Leak modes (ConfigMap ``kube-system/kaic-lab-devices``, key ``mode``) break isolation on
   purpose so that checks can be seen to FAIL: ``leak-unrequested`` (containers without a
   grant see every GPU of their node), ``leak-envvar`` (containers that set
@@ -62,6 +67,11 @@ NO_RULE = "no-rule"
 """Last part of the ``KAIC_DEVICE_DIR`` the lab's default ClusterExec sets: an exec that
 kwok matched to no per-pod rule (the agent has not seen the pod yet) fails with exit
 code 126 instead of showing the host's devices."""
+ACTUAL_DRIVER_VERSION = "580.82.07"
+"""The simulated installed driver (what ``nvidia-smi`` reports; the DRA driver publishes
+it as the semantic version ``580.82.7``)."""
+ACTUAL_CUDA_VERSION = "13.0"
+"""The CUDA version the simulated driver supports (``CUDA Version`` of ``nvidia-smi``)."""
 ALIVE_FILE = "agent-alive"
 """Touched by the agent after every reconcile (the lab's readiness probe)."""
 
@@ -143,6 +153,31 @@ def gpus_by_node(
         for i in range(count):
             have.setdefault(i, Gpu(name, i, synthetic_uuid(lab, name, i)))
     return {k: [v[i] for i in sorted(v)] for k, v in out.items() if v}
+
+
+@dataclass(frozen=True)
+class Driver:
+    """The simulated driver installed on one node."""
+
+    version: str = ACTUAL_DRIVER_VERSION
+    cuda: str = ACTUAL_CUDA_VERSION
+
+
+def installed_drivers(data: Mapping[str, str], nodes: Iterable[str]) -> dict[str, Driver]:
+    """The driver installed on each of ``nodes`` by the mode ConfigMap's ``data``:
+    ``driver-version``/``cuda-version`` for every node, ``driver-version.<node>``/
+    ``cuda-version.<node>`` for one."""
+    base = Driver(
+        str(data.get("driver-version") or ACTUAL_DRIVER_VERSION).strip(),
+        str(data.get("cuda-version") or ACTUAL_CUDA_VERSION).strip(),
+    )
+    return {
+        n: Driver(
+            str(data.get(f"driver-version.{n}") or base.version).strip(),
+            str(data.get(f"cuda-version.{n}") or base.cuda).strip(),
+        )
+        for n in nodes
+    }
 
 
 def _requested(container: Mapping[str, Any]) -> int:
@@ -375,10 +410,17 @@ exec /bin/sh "$@"
 """
 
 
-def nvidia_smi_script(gpus: Sequence[Gpu]) -> str:
-    """A stand-in ``nvidia-smi`` that knows only ``gpus`` (``-L`` like the real one)."""
+def nvidia_smi_script(gpus: Sequence[Gpu], driver: Driver | None = None) -> str:
+    """A stand-in ``nvidia-smi`` that knows only ``gpus`` and the node's installed
+    ``driver``: ``-L`` like the real one, ``--query-gpu=driver_version`` (CSV, one line
+    per GPU), and a header with ``Driver Version`` and ``CUDA Version`` otherwise."""
+    drv = driver or Driver()
     listing = "\n".join(f"GPU {i}: {g.product} (UUID: {g.uuid})" for i, g in enumerate(gpus))
     table = "\n".join(f"|   {i}  {g.product:<34} | {g.uuid} |" for i, g in enumerate(gpus))
+    versions = "\n".join(drv.version for _ in gpus)
+    header = (
+        f"| NVIDIA-SMI {drv.version}   Driver Version: {drv.version}   CUDA Version: {drv.cuda} |"
+    )
     return (
         "#!/bin/sh\n"
         "# kaic lab: simulated nvidia-smi (the GPUs granted to this container)\n"
@@ -386,8 +428,11 @@ def nvidia_smi_script(gpus: Sequence[Gpu]) -> str:
         "  -L|--list-gpus)\n"
         f"    cat <<'EOF'\n{listing}\nEOF\n"
         "    ;;\n"
+        "  --query-gpu=driver_version)\n"
+        f"    cat <<'EOF'\n{versions}\nEOF\n"
+        "    ;;\n"
         "  *)\n"
-        f"    cat <<'EOF'\n+ kaic lab simulated nvidia-smi +\n{table}\nEOF\n"
+        f"    cat <<'EOF'\n+ kaic lab simulated nvidia-smi +\n{header}\n{table}\nEOF\n"
         "    ;;\n"
         "esac\n"
     )
@@ -439,7 +484,10 @@ def container_dir(root: Path, uid: str, container: str) -> Path:
 
 
 def write_state(
-    root: Path, vis: Mapping[str, Mapping[str, list[Gpu]]], pods: Sequence[Mapping[str, Any]]
+    root: Path,
+    vis: Mapping[str, Mapping[str, list[Gpu]]],
+    pods: Sequence[Mapping[str, Any]],
+    drivers: Mapping[str, Driver] | None = None,
 ) -> None:
     """Per-container ``devices``, ``gpus``, ``bin/nvidia-smi`` and ``ready`` for bound pods;
     directories of pods that are gone are removed."""
@@ -448,11 +496,13 @@ def write_state(
         uid = pod_key(p)
         if uid not in vis:
             continue
+        node = str(p.get("spec", {}).get("nodeName") or "")
+        driver = (drivers or {}).get(node)
         for cname, seen in vis[uid].items():
             d = container_dir(root, uid, cname)
             _write(d / "devices", "".join(f"{g.dev_name}\n" for g in seen))
             _write(d / "gpus", "".join(f"{g.index} {g.uuid} {g.node}\n" for g in seen))
-            _write(d / "bin" / "nvidia-smi", nvidia_smi_script(seen), 0o755)
+            _write(d / "bin" / "nvidia-smi", nvidia_smi_script(seen, driver), 0o755)
             _write(d / "ready", "")
     pods_dir = root / "pods"
     if pods_dir.is_dir():
@@ -520,16 +570,22 @@ class Agent:
             raise
         return list(items)
 
-    def mode(self) -> str:
+    def settings(self) -> dict[str, str]:
+        """The data of the mode ConfigMap (empty when there is none)."""
         try:
             cm = self.api.request(
                 "GET", f"/api/v1/namespaces/{CONFIGMAP_NAMESPACE}/configmaps/{CONFIGMAP_NAME}"
             )
         except ApiError as e:
             if e.status == 404:
-                return "isolated"
+                return {}
             raise
-        mode = str((cm.get("data") or {}).get("mode", "isolated")).strip()
+        return {str(k): str(v) for k, v in (cm.get("data") or {}).items()}
+
+    def mode(self, data: Mapping[str, str] | None = None) -> str:
+        if data is None:
+            data = self.settings()
+        mode = str(data.get("mode", "isolated")).strip()
         if mode not in MODES:
             self.log(f"unknown device visibility mode {mode!r}; using isolated")
             return "isolated"
@@ -553,7 +609,8 @@ class Agent:
         nodes = self._list("/api/v1/nodes")
         slices = self._list("/apis/resource.k8s.io/v1/resourceslices")
         claims = self._list("/apis/resource.k8s.io/v1/resourceclaims")
-        mode = self.mode()
+        data = self.settings()
+        mode = self.mode(data)
         if mode != self._mode:
             self.log(f"device visibility mode: {mode}")
             self._mode = mode
@@ -565,7 +622,8 @@ class Agent:
                 self.log(f"cannot assign devices: {c}")
             self._last_conflicts = list(self.assigner.conflicts)
         self.sync_rules(pods)
-        write_state(self.root, vis, pods)
+        drivers = installed_drivers(data, [n.get("metadata", {}).get("name", "") for n in nodes])
+        write_state(self.root, vis, pods, drivers)
         (self.root / ALIVE_FILE).touch()
 
     def sync_rules(self, pods: Sequence[Mapping[str, Any]]) -> None:
