@@ -9,6 +9,7 @@ the node's installed driver (``kaic.lab.sims.devices``), so the script itself is
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import subprocess
 import tempfile
@@ -18,11 +19,16 @@ from typing import Any
 
 import pytest
 
+from kaic import catalog
+from kaic.catalog import Catalog
 from kaic.checks import driver_runtime_management as drm
+from kaic.checks import load_builtin_checks
 from kaic.checks.accelerators import allocated_devices, dra_pools
 from kaic.cluster.api import ExecResult
+from kaic.errors import ExitCode
 from kaic.lab.sims import devices
-from kaic.model import CheckResult, Outcome
+from kaic.model import CheckResult, Level, Outcome
+from kaic.runner import RunRequest, execute, exit_code, make_plan
 from tests.fakes import FakeCluster, run_fake_check
 
 DRA = "resource.k8s.io/v1"
@@ -401,3 +407,32 @@ def test_parse_probe_needs_every_result_line() -> None:
     )
     res = drm.parse_probe(full)
     assert res == drm.ProbeResult(1, True, True, "580.82.07", "13.0")
+
+
+def _catalog_with_driver_runtime_as(level: Level) -> Catalog:
+    """Catalog 1.37 as a 1.38 would be: driver_runtime_management at ``level``."""
+    base = catalog.load("1.37")
+    reqs = tuple(
+        dataclasses.replace(r, level=level) if r.id == "driver_runtime_management" else r
+        for r in base.requirements
+    )
+    return dataclasses.replace(base, version="1.38", requirements=reqs, _by_id={})
+
+
+@pytest.mark.parametrize(
+    ("level", "code"), [(Level.MUST, ExitCode.NOT_MET), (Level.SHOULD, ExitCode.OK)]
+)
+def test_a_failing_driver_runtime_management_fails_the_run_once_it_is_a_must(
+    level: Level, code: ExitCode
+) -> None:
+    sim = Sim()
+    sim.installed["gpu-0"] = devices.Driver("570.195.03", "12.8")
+    plan = make_plan(
+        _catalog_with_driver_runtime_as(level),
+        load_builtin_checks(),
+        focus="^driver_runtime_management$",
+    )
+    record = execute(sim.fc, plan, run_id="r1", request=RunRequest())
+    (entry,) = record.results
+    assert entry.level is level and entry.result.outcome is Outcome.FAIL
+    assert exit_code(record) is code
