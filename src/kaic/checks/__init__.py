@@ -7,6 +7,8 @@ requirement id it proves and registers exactly that check with ``@check``:
 module                          proves (upstream test)
 ==============================  =============================================
 ``dra_support``                 DRA API served and usable (TestDRASupport)
+``driver_runtime_management``   published accelerator driver versions are true
+                                (TestAcceleratorDriverRuntimeManagement)
 ``ai_inference``                Gateway API for inference (TestGatewayAPIInference)
 ``gang_scheduling``             all-or-nothing gangs (TestGangScheduling)
 ``cluster_autoscaling``         accelerator node pool scales
