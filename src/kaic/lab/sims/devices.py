@@ -21,7 +21,9 @@ How it works (docs/lab.md, "Simulated device visibility"):
 * Visible GPUs come from ResourceClaim allocations (``status.allocation.devices.results``,
   per container through ``resources.claims``) or, for ``nvidia.com/gpu`` requests, from a
   per-node assignment the agent makes like a device plugin would (lowest free indices,
-  never one device to two containers).
+  never one device to two containers). On a node labelled ``nvidia.com/gpu.replicas=R``
+  (time-slicing) share ``i`` is physical GPU ``i // R``: containers holding shares of
+  one GPU see the same ``/dev/nvidia<N>`` and UUID.
 * The installed driver is simulated too: the stand-in ``nvidia-smi`` reports the driver
   version and CUDA version that the same ConfigMap says are installed on the node (keys
   ``driver-version`` and ``cuda-version``, per node ``driver-version.<node>`` and
@@ -56,6 +58,8 @@ from kaic.lab.apiserver import ApiClient, ApiError
 DRIVER = "gpu.nvidia.com"
 RESOURCE = "nvidia.com/gpu"
 VISIBLE_ENV = "NVIDIA_VISIBLE_DEVICES"
+REPLICAS_LABEL = "nvidia.com/gpu.replicas"
+"""GPU Feature Discovery's label of time-slicing replicas per physical GPU."""
 PRODUCT = "NVIDIA H100 80GB HBM3"
 DEVICE_DIR_ENV = "KAIC_DEVICE_DIR"
 CONFIGMAP_NAMESPACE = "kube-system"
@@ -92,10 +96,12 @@ class Gpu:
     """The DRA device name (``gpu-3``), empty for device-plugin-only nodes."""
     pool: str = ""
     product: str = PRODUCT
+    physical: int | None = None
+    """The physical GPU a time-sliced share belongs to (None: the GPU is ``index``)."""
 
     @property
     def dev_name(self) -> str:
-        return f"nvidia{self.index}"
+        return f"nvidia{self.index if self.physical is None else self.physical}"
 
 
 def synthetic_uuid(lab: str, node: str, index: int) -> str:
@@ -150,8 +156,18 @@ def gpus_by_node(
         except ValueError:
             count = 0
         have = out.setdefault(name, {})
+        labels = n.get("metadata", {}).get("labels") or {}
+        try:
+            replicas = max(1, int(str(labels.get(REPLICAS_LABEL, "1"))))
+        except ValueError:
+            replicas = 1
         for i in range(count):
-            have.setdefault(i, Gpu(name, i, synthetic_uuid(lab, name, i)))
+            if replicas > 1:
+                # NOTE: time-slicing: share i is a replica of physical GPU i // replicas.
+                phys = i // replicas
+                have.setdefault(i, Gpu(name, i, synthetic_uuid(lab, name, phys), physical=phys))
+            else:
+                have.setdefault(i, Gpu(name, i, synthetic_uuid(lab, name, i)))
     return {k: [v[i] for i in sorted(v)] for k, v in out.items() if v}
 
 
