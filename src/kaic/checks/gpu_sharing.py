@@ -52,7 +52,7 @@ from kaic.checks.predicates import node_schedulable, pod_bound, pod_started
 from kaic.checks.resources import allocatable, requests_by_node
 from kaic.cluster import parse_quantity
 from kaic.cluster.api import ClusterAPI, KubeObject, name_of
-from kaic.errors import ClusterError
+from kaic.errors import ClusterError, WaitTimeoutError
 
 COUNT_LABEL = "nvidia.com/gpu.count"
 REPLICAS_LABEL = "nvidia.com/gpu.replicas"
@@ -178,17 +178,27 @@ class PartitionSet:
             f"profiles {', '.join(profiles)})"
         )
 
-    def most_that_fit(self, profile: str) -> int:
-        """How many partitions of ``profile`` can be allocated together from the counters."""
+    def _fits(self, combo: Sequence[Partition]) -> bool:
+        return all(c in self.capacity for p in combo for c in p.consumes) and all(
+            sum((p.consumes.get(c, Decimal(0)) for p in combo), Decimal(0)) <= cap
+            for c, cap in self.capacity.items()
+        )
+
+    def best_fit(self, profile: str) -> tuple[Partition, ...]:
+        """The most partitions of ``profile`` that the counters allow together."""
         mine = [p for p in self.partitions if p.profile == profile]
         for k in range(len(mine), 0, -1):
             for combo in itertools.combinations(mine, k):
-                if all(
-                    sum((p.consumes.get(c, Decimal(0)) for p in combo), Decimal(0)) <= cap
-                    for c, cap in self.capacity.items()
-                ) and all(c in self.capacity for p in combo for c in p.consumes):
-                    return k
-        return 0
+                if self._fits(combo):
+                    return combo
+        return ()
+
+    def most_that_fit(self, profile: str) -> int:
+        return len(self.best_fit(profile))
+
+    def blocked_after(self, combo: Sequence[Partition]) -> list[Partition]:
+        """The other partitions that no longer fit once ``combo`` is allocated."""
+        return [p for p in self.partitions if p not in combo and not self._fits([*combo, p])]
 
 
 def _attr_key(d: SliceDevice, names: Sequence[str]) -> tuple[str, str]:
@@ -347,7 +357,7 @@ def gpu_sharing(ctx: CheckContext) -> None:
     window = ctx.float_option("sharing-window")
     nodes = [n for n in ctx.cluster.list("v1", "Node") if node_schedulable(n)]
     everything, _ = node_accelerators(ctx.cluster, any_accelerator(), nodes)
-    av = dra_version(ctx.cluster)
+    av = dra_version(ctx.cluster, ("ResourceSlice", "ResourceClaim", "DeviceClass"))
     slices = ctx.cluster.list(av, "ResourceSlice") if av else []
     sets = partition_sets(slices, acc)
     pods = ctx.cluster.list("v1", "Pod")
@@ -646,19 +656,35 @@ class _Run:
             if any(p.device.key in taken for p in ps.partitions):
                 t.log(f"not used (some partitions are allocated): {ps.describe()}")
                 continue
+            if not ps.profile_attribute:
+                t.log(f"not usable (no {'/'.join(PROFILE_ATTRIBUTES)} attribute): {ps.describe()}")
+                continue
             for profile in sorted({p.profile for p in ps.partitions}):
                 count = sum(1 for p in ps.partitions if p.profile == profile)
                 if count > MAX_PROFILE_DEVICES:
                     continue
-                m = ps.most_that_fit(profile)
-                if m >= 2:
-                    choices.append((m, ps.node, ps.parent, profile, ps))
+                combo = ps.best_fit(profile)
+                blocked = ps.blocked_after(combo)
+                if len(combo) < 2 or not blocked:
+                    continue
+                # NOTE: the extra claim asks for a partition whose device is free but whose
+                # counters are used up: the same profile if one is left, else the smallest.
+                same = [b for b in blocked if b.profile == profile]
+                spare = (
+                    same[0]
+                    if same
+                    else min(
+                        blocked, key=lambda b: (sum(b.consumes.values(), Decimal(0)), b.profile)
+                    )
+                )
+                choices.append((len(combo), ps.node, ps.parent, profile, spare.profile, ps))
         if not choices:
             t.error(
                 "no free physical device has a partition profile of which two or more fit its "
-                "counters: " + "; ".join(ps.describe() for ps in sets)
+                "counters and leave another partition without room: "
+                + "; ".join(ps.describe() for ps in sets)
             )
-        m, node_name, parent, profile, ps = min(choices, key=lambda c: c[:4])
+        m, node_name, parent, profile, extra_profile, ps = min(choices, key=lambda c: c[:5])
         dclass = self.ctx.option("sharing-device-class") or PARTITION_CLASSES.get(ps.driver, "")
         if not dclass or self.cluster.get(self.av, "DeviceClass", dclass) is None:
             t.error(
@@ -666,12 +692,9 @@ class _Run:
                 "name one with --sharing-device-class"
             )
         t.log(
-            f"{ps.describe()}: at most {m} of profile {profile} fit; claiming {m} and one more "
-            f"(DeviceClass {dclass})"
+            f"{ps.describe()}: at most {m} of profile {profile} fit; claiming {m}, then one "
+            f"{extra_profile} that no longer fits the counters (DeviceClass {dclass})"
         )
-        selectors = [_cel(ps.driver, ps.parent_attribute, parent)]
-        if ps.profile_attribute:
-            selectors.append(_cel(ps.driver, ps.profile_attribute, profile))
         node = nodes[node_name]
         names = [f"partition-{i}" for i in range(1, m + 2)]
         for i, name in enumerate(names):
@@ -690,7 +713,15 @@ class _Run:
                                         "allocationMode": "ExactCount",
                                         "count": 1,
                                         "selectors": [
-                                            {"cel": {"expression": e}} for e in selectors
+                                            {"cel": {"expression": e}}
+                                            for e in (
+                                                _cel(ps.driver, ps.parent_attribute, parent),
+                                                _cel(
+                                                    ps.driver,
+                                                    ps.profile_attribute,
+                                                    profile if i < m else extra_profile,
+                                                ),
+                                            )
                                         ],
                                     },
                                 }
@@ -722,24 +753,39 @@ class _Run:
             t.log(f"claim {name} (pod {name}) got {got[0].device.name} of {parent}")
         extra = names[m]
         self.create_pod(self.claim_pod(extra, node))
-        end = min(window, max(0.0, self.ctx.remaining() - 5.0))
-        waited = 0.0
-        while waited < end:
-            obj = self.cluster.get("v1", "Pod", extra, self.ctx.namespace)
-            claim = self.cluster.get(self.av, "ResourceClaim", extra, self.ctx.namespace) or {}
-            alloc = (claim.get("status") or {}).get("allocation")
-            if alloc or pod_bound(obj):
-                devs = [
-                    str(r.get("device"))
-                    for r in ((alloc or {}).get("devices") or {}).get("results") or []
-                ]
-                t.fail(
-                    f"claim {extra} was allocated {', '.join(devs) or '(pod bound)'} although "
-                    f"{m} {profile} partitions of {parent} already use its counters: the "
-                    "counters are not enforced"
-                )
-            self.ctx.sleep(1.0)
-            waited += 1.0
+        av = self.av
+
+        def allocated(c: KubeObject | None) -> bool:
+            return bool(((c or {}).get("status") or {}).get("allocation"))
+
+        left: KubeObject | None
+        try:
+            left = self.cluster.wait_for(
+                av,
+                "ResourceClaim",
+                extra,
+                self.ctx.namespace,
+                allocated,
+                timeout=min(window, max(0.0, self.ctx.remaining() - 5.0)),
+                what=f"claim {extra} to stay unallocated",
+            )
+        except WaitTimeoutError:
+            left = None
+        if left is not None:
+            devs = [
+                str(r.get("device"))
+                for r in (
+                    ((left.get("status") or {}).get("allocation") or {}).get("devices") or {}
+                ).get("results")
+                or []
+            ]
+            t.fail(
+                f"claim {extra} for a {extra_profile} partition was allocated {', '.join(devs)} "
+                f"although {m} {profile} partitions of {parent} already use its counters: the "
+                "counters are not enforced"
+            )
+        if pod_bound(self.cluster.get("v1", "Pod", extra, self.ctx.namespace)):
+            t.fail(f"pod {extra} was bound although its claim {extra} is not allocated")
         t.log(
             f"claim {extra} stayed unallocated for {window:.0f}s; pod {extra}: "
             f"{self.last_warning(extra).strip(' ()') or 'pending'}"
