@@ -9,6 +9,7 @@ module                          proves (upstream test)
 ``dra_support``                 DRA API served and usable (TestDRASupport)
 ``driver_runtime_management``   published accelerator driver versions are true
                                 (TestAcceleratorDriverRuntimeManagement)
+``gpu_sharing``                 one physical accelerator shared (TestGPUSharing)
 ``ai_inference``                Gateway API for inference (TestGatewayAPIInference)
 ``gang_scheduling``             all-or-nothing gangs (TestGangScheduling)
 ``cluster_autoscaling``         accelerator node pool scales
