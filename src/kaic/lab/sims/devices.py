@@ -132,7 +132,7 @@ def gpus_by_node(
             continue
         for d in spec.get("devices") or []:
             attrs = d.get("attributes") or {}
-            if _attr(attrs, "type") not in (None, "gpu"):
+            if _attr(attrs, "type") not in (None, "gpu", "vgpu"):
                 continue
             idx = _attr(attrs, "minor")
             idx = _attr(attrs, "index") if idx is None else idx
