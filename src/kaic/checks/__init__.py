@@ -20,6 +20,8 @@ module                          proves (upstream test)
                                 (TestAcceleratorPerformanceMetrics)
 ``ai_service_metrics``          workload metrics collected (TestAIServiceMetrics)
 ``secure_accelerator_access``   accelerator isolation (TestSecureAcceleratorAccess)
+``virtualized_accelerator``     virtual accelerators claimed and isolated
+                                (TestVirtualizedAccelerator)
 ``robust_controller``           AI operator, CRDs, webhooks
                                 (TestRobustCRDControllerOperation)
 ==============================  =============================================
