@@ -76,6 +76,11 @@ ACTUAL_DRIVER_VERSION = "580.82.07"
 it as the semantic version ``580.82.7``)."""
 ACTUAL_CUDA_VERSION = "13.0"
 """The CUDA version the simulated driver supports (``CUDA Version`` of ``nvidia-smi``)."""
+SANDBOX_ENV = "KAIC_SANDBOX"
+SANDBOX_HANDLER = "kaic-unshare"
+"""RuntimeClass handler of the lab's namespace sandbox: ``exec`` in such a pod runs in new
+PID, network, mount, UTS and IPC namespaces with a private root (ConfigMap key
+``sandbox``: ``isolated``, the default, or ``off`` to run such pods unisolated)."""
 ALIVE_FILE = "agent-alive"
 """Touched by the agent after every reconcile (the lab's readiness probe)."""
 
@@ -393,8 +398,10 @@ while [ ! -e "$d/ready" ]; do
   sleep 0.1
 done
 if [ -s "$d/devices" ]; then PATH="$d/bin:$PATH"; export PATH; fi
-if [ "$(id -u)" = 0 ]; then exec unshare -m /bin/sh "@ROOT@/devns.sh" "$d" "$@"; fi
-exec unshare -m -r /bin/sh "@ROOT@/devns.sh" "$d" "$@"
+ns="-m"
+if [ -n "${KAIC_SANDBOX:-}" ]; then ns="-m -p -f -n -u -i --mount-proc"; fi
+if [ "$(id -u)" = 0 ]; then exec unshare $ns /bin/sh "@ROOT@/devns.sh" "$d" "$@"; fi
+exec unshare $ns -r /bin/sh "@ROOT@/devns.sh" "$d" "$@"
 """
 
 DEVNS = """#!/bin/sh
@@ -421,6 +428,28 @@ while read -r n; do
 done < "$d/devices"
 umount -l "$h"
 rmdir "$h" 2>/dev/null || true
+if [ -n "${KAIC_SANDBOX:-}" ]; then
+  # the namespace sandbox: a private root of the host's read-only system directories,
+  # an empty /tmp and /root, this /dev and a /proc of the new PID namespace
+  unset KAIC_SANDBOX
+  r="$d/sandbox-root"
+  mkdir -p "$r"
+  mount -t tmpfs -o mode=0755 kaic-root "$r"
+  for p in bin sbin lib lib32 lib64 libx32 usr etc; do
+    if [ -L "/$p" ]; then ln -s "$(readlink "/$p")" "$r/$p"
+    elif [ -d "/$p" ]; then
+      mkdir "$r/$p"; mount --rbind "/$p" "$r/$p"
+      mount -o remount,bind,ro "$r/$p" 2>/dev/null || true
+    fi
+  done
+  mkdir "$r/dev" "$r/proc" "$r/tmp" "$r/root"
+  chmod 1777 "$r/tmp"
+  mount --rbind /dev "$r/dev"
+  mount -t proc proc "$r/proc"
+  hostname kaic-sandbox 2>/dev/null || true
+  set +e
+  exec chroot "$r" /bin/sh "$@"
+fi
 set +e
 exec /bin/sh "$@"
 """
@@ -527,17 +556,24 @@ def write_state(
                 shutil.rmtree(d, ignore_errors=True)
 
 
-def exec_rule(pod: Mapping[str, Any], root: Path, base: Mapping[str, Any]) -> dict[str, Any]:
+def exec_rule(
+    pod: Mapping[str, Any], root: Path, base: Mapping[str, Any], sandbox: bool = False
+) -> dict[str, Any]:
     """The kwok ``Exec`` rule of ``pod``: one target per container, each with the
-    default ClusterExec's ``local`` settings plus its ``KAIC_DEVICE_DIR``."""
+    default ClusterExec's ``local`` settings plus its ``KAIC_DEVICE_DIR`` (and
+    ``KAIC_SANDBOX`` when ``sandbox``)."""
     md = pod["metadata"]
     execs = []
     for c in pod.get("spec", {}).get("containers") or []:
         local = json.loads(json.dumps(base))
-        envs = [e for e in local.get("envs") or [] if e.get("name") != DEVICE_DIR_ENV]
+        envs = [
+            e for e in local.get("envs") or [] if e.get("name") not in (DEVICE_DIR_ENV, SANDBOX_ENV)
+        ]
         envs.append(
             {"name": DEVICE_DIR_ENV, "value": str(container_dir(root, md["uid"], c["name"]))}
         )
+        if sandbox:
+            envs.append({"name": SANDBOX_ENV, "value": "namespaces"})
         local["envs"] = envs
         execs.append({"containers": [c["name"]], "local": local})
     return {
@@ -576,6 +612,8 @@ class Agent:
         self._base: dict[str, Any] | None = None
         self._ruled: set[str] = set()
         """Uids of pods whose Exec rule is known to be in place."""
+        self._sandboxed: set[str] = set()
+        """RuntimeClasses of the lab's namespace sandbox (empty when it is ``off``)."""
 
     def _list(self, path: str) -> list[dict[str, Any]]:
         try:
@@ -631,6 +669,15 @@ class Agent:
             self.log(f"device visibility mode: {mode}")
             self._mode = mode
         self._base = self.base_local()
+        self._sandboxed = (
+            {
+                rc["metadata"]["name"]
+                for rc in self._list("/apis/node.k8s.io/v1/runtimeclasses")
+                if rc.get("handler") == SANDBOX_HANDLER
+            }
+            if data.get("sandbox", "isolated").strip() != "off"
+            else set()
+        )
         gpus = gpus_by_node(nodes, slices, self.lab)
         vis = visibility(pods, claims, gpus, self.assigner, mode)
         if self.assigner.conflicts != self._last_conflicts:
@@ -661,20 +708,20 @@ class Agent:
                 ]
                 if not ours:
                     continue
-                if (
-                    same
-                    and have.get("spec", {}).get("execs")
-                    == exec_rule(p, self.root, self._base or {})["spec"]["execs"]
-                ):
+                if same and have.get("spec", {}).get("execs") == self.rule(p)["spec"]["execs"]:
                     self._ruled.add(md["uid"])
                     continue
             self.ensure_rule(p)
         self._ruled &= live
 
+    def rule(self, pod: Mapping[str, Any]) -> dict[str, Any]:
+        sandbox = (pod.get("spec") or {}).get("runtimeClassName") in self._sandboxed
+        return exec_rule(pod, self.root, self._base or {}, sandbox)
+
     def ensure_rule(self, pod: Mapping[str, Any]) -> None:
         """Create or update the pod's Exec rule (idempotent server-side apply)."""
         md = pod["metadata"]
-        rule = exec_rule(pod, self.root, self._base or {})
+        rule = self.rule(pod)
         path = (
             f"/apis/{KWOK_API}/namespaces/{md['namespace']}/execs/{md['name']}"
             "?fieldManager=kaic-lab-devices&force=true"
