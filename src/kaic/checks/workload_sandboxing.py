@@ -18,8 +18,7 @@ control pod first writes a marker file. Then:
   kernel identity (``uname -r``, ``/proc/version``, boot id) differs from the control
   pod's: a sandbox has its own kernel (gVisor's Sentry, a Kata guest).
 * ``FilesystemIsolation`` — no node path (``/etc/kubernetes``, ``/var/lib/kubelet``,
-  ``/var/log/pods``) is there, the control pod's marker file is not visible, and its mount
-  namespace is not the control pod's.
+  ``/var/log/pods``) is there and the marker file the control pod wrote is not visible.
 * ``NetworkIsolation`` — no node bridge or CNI interface is visible and its network
   namespace is not the control pod's.
 
@@ -291,7 +290,9 @@ def workload_sandboxing(ctx: CheckContext) -> None:
                 )
             elif sandboxed.get("MARKER") != "absent":
                 problems.append("the probe did not report the marker file")
-            problems += _same_ns(sandboxed, control, "mnt", "mount")
+            # NOTE: no mount namespace comparison: a runtime may give each exec its own
+            # short-lived mount namespace, whose number the next one can reuse; the
+            # marker file is the evidence.
             _judge(t, run, problems)
         with ctx.subtest("NetworkIsolation") as t:
             problems = []
