@@ -22,6 +22,7 @@ module                          proves (upstream test)
 ``secure_accelerator_access``   accelerator isolation (TestSecureAcceleratorAccess)
 ``virtualized_accelerator``     virtual accelerators claimed and isolated
                                 (TestVirtualizedAccelerator)
+``workload_sandboxing``         sandboxed pods isolated (TestWorkloadSandboxing)
 ``robust_controller``           AI operator, CRDs, webhooks
                                 (TestRobustCRDControllerOperation)
 ==============================  =============================================
