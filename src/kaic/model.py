@@ -47,6 +47,8 @@ class Requirement:
     kar: str | None = None
     how_we_test: str = ""
     automated: bool = False
+    manual_evidence: str = ""
+    """For a requirement kaic does not prove: what evidence to attach by hand."""
 
     @property
     def is_must(self) -> bool:

@@ -131,6 +131,7 @@ def _load(key: str) -> Catalog:
                 kar=r.get("kar"),
                 how_we_test=r.get("how_we_test", ""),
                 automated=bool(r.get("automated", False)),
+                manual_evidence=str(r.get("manual_evidence", "")),
             )
             for r in doc["requirements"]
         )

@@ -359,6 +359,8 @@ class _Execution:
                     f"kaic has no automated check for {item.id} in catalog"
                     f" v{self.plan.catalog_version}; provide evidence by hand"
                 )
+                if item.requirement.manual_evidence:
+                    reason += f": {item.requirement.manual_evidence}"
                 self.finish(
                     item, CheckResult(item.id, item.test_name, Outcome.MANUAL, reason), utc_now()
                 )
