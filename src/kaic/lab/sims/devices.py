@@ -29,6 +29,11 @@ How it works (docs/lab.md, "Simulated device visibility"):
   ``driver-version`` and ``cuda-version``, per node ``driver-version.<node>`` and
   ``cuda-version.<node>``; default ``ACTUAL_DRIVER_VERSION``/``ACTUAL_CUDA_VERSION``), so a
   node's installed driver can be made to disagree with what its ResourceSlice publishes.
+* DRA devices of type ``vgpu`` (the ``virtual-gpus`` component) are shown like GPUs.
+* The lab's namespace sandbox: pods whose RuntimeClass has handler ``kaic-unshare`` get
+  ``KAIC_SANDBOX`` in their Exec rule, and the ``sh`` wrapper then runs the command in new
+  PID, network, mount, UTS and IPC namespaces chrooted into a private root (ConfigMap key
+  ``sandbox``: ``off`` runs such pods unisolated, for negative tests).
 * Leak modes (ConfigMap ``kube-system/kaic-lab-devices``, key ``mode``) break isolation on
   purpose so that checks can be seen to FAIL: ``leak-unrequested`` (containers without a
   grant see every GPU of their node), ``leak-envvar`` (containers that set
