@@ -58,6 +58,8 @@ class Requirement:
     capability of the program's conformance document; never in PRODUCT.yaml)."""
     section: str = ""
     """For an extended requirement: the conformance document's row it comes from."""
+    manual_evidence: str = ""
+    """For a requirement kaic does not prove: what evidence to attach by hand."""
 
     @property
     def is_must(self) -> bool:

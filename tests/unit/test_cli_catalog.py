@@ -77,3 +77,22 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(args: tuple[str, ...])
     assert len(r.stderr.strip().splitlines()) == 1
     assert r.stderr.startswith("kaic: error: ")
     assert "Traceback" not in r.stderr
+
+
+def test_catalog_list_shows_the_1_37_requirements_automated_but_the_networking_shoulds() -> None:
+    r = kaic("catalog", "list", "--version", "1.37", "-o", "json")
+    manual = {x["id"] for x in json.loads(r.stdout)["requirements"] if not x["automated"]}
+    assert manual == {
+        "advanced_inference_ingress",
+        "high_performance_networking",
+        "disaggregated_inference",
+    }
+
+
+def test_catalog_show_says_what_evidence_to_attach_for_a_manual_requirement() -> None:
+    r = kaic("catalog", "show", "disaggregated_inference", "--version", "1.37")
+    assert r.returncode == 0
+    assert "evidence to attach by hand:" in r.stdout
+    assert "a prefill pod and of a different decode pod" in r.stdout
+    r = kaic("catalog", "show", "gpu_sharing", "--version", "1.37")
+    assert "evidence to attach by hand" not in r.stdout

@@ -144,6 +144,17 @@ def test_requirements_without_check_are_manual_with_a_reason() -> None:
     assert "no automated check for gpu_sharing in catalog v1.36" in manual["gpu_sharing"].reason
 
 
+def test_a_manual_requirement_says_what_evidence_to_attach() -> None:
+    plan = make_plan(catalog.load("1.37"), Registry(), focus="^disaggregated_inference$")
+    record = execute(FakeCluster(), plan, run_id="r1", request=RunRequest())
+    (entry,) = record.results
+    assert entry.result.outcome is Outcome.MANUAL
+    assert entry.result.reason.startswith(
+        "kaic has no automated check for disaggregated_inference in catalog v1.37; "
+        "provide evidence by hand: the framework's objects"
+    )
+
+
 def test_a_crashing_check_is_an_error_and_still_cleaned_up() -> None:
     fake = FakeCluster()
 

@@ -152,6 +152,7 @@ def _requirement(r: dict[str, Any], **extra: Any) -> Requirement:
         kar=r.get("kar"),
         how_we_test=r.get("how_we_test", ""),
         automated=bool(r.get("automated", False)),
+        manual_evidence=str(r.get("manual_evidence", "")),
         **extra,
     )
 

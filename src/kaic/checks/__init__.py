@@ -7,6 +7,9 @@ requirement id it proves and registers exactly that check with ``@check``:
 module                          proves (upstream test)
 ==============================  =============================================
 ``dra_support``                 DRA API served and usable (TestDRASupport)
+``driver_runtime_management``   published accelerator driver versions are true
+                                (TestAcceleratorDriverRuntimeManagement)
+``gpu_sharing``                 one physical accelerator shared (TestGPUSharing)
 ``ai_inference``                Gateway API for inference (TestGatewayAPIInference)
 ``gang_scheduling``             all-or-nothing gangs (TestGangScheduling)
 ``cluster_autoscaling``         accelerator node pool scales
@@ -17,6 +20,9 @@ module                          proves (upstream test)
                                 (TestAcceleratorPerformanceMetrics)
 ``ai_service_metrics``          workload metrics collected (TestAIServiceMetrics)
 ``secure_accelerator_access``   accelerator isolation (TestSecureAcceleratorAccess)
+``virtualized_accelerator``     virtual accelerators claimed and isolated
+                                (TestVirtualizedAccelerator)
+``workload_sandboxing``         sandboxed pods isolated (TestWorkloadSandboxing)
 ``robust_controller``           AI operator, CRDs, webhooks
                                 (TestRobustCRDControllerOperation)
 ==============================  =============================================

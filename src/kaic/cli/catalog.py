@@ -138,6 +138,9 @@ def show_cmd(requirement_id: str, version: str, fmt: str) -> None:
     con.print(f"  {r.description}", markup=False)
     con.print("\nhow kaic tests it:", markup=False)
     con.print(f"  {r.how_we_test}", markup=False)
+    if r.manual_evidence:
+        con.print("\nevidence to attach by hand:", markup=False)
+        con.print(f"  {r.manual_evidence}", markup=False)
 
 
 @catalog_group.command("diff")

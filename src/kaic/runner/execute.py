@@ -363,6 +363,8 @@ class _Execution:
                     else f"kaic has no automated check for {item.id} yet (extended profile:"
                     f" informative; review {item.requirement.section} by hand)"
                 )
+                if item.requirement.manual_evidence:
+                    reason += f": {item.requirement.manual_evidence}"
                 self.finish(
                     item, CheckResult(item.id, item.test_name, Outcome.MANUAL, reason), utc_now()
                 )

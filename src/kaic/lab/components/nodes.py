@@ -25,7 +25,15 @@ GPU_RESOURCE = "nvidia.com/gpu"
 PRODUCT = "NVIDIA H100 80GB HBM3"
 PRODUCT_LABEL = "NVIDIA-H100-80GB-HBM3"
 DRIVER_VERSION = "580.82.7"
+"""The simulated driver as NVIDIA's DRA driver publishes it (a semantic version); the
+device visibility agent's ``nvidia-smi`` reports the installed one, ``580.82.07``."""
 CUDA_DRIVER_VERSION = "13.0.0"
+GFD_DRIVER_VERSION = "580.82.07"
+"""The same driver as GPU Feature Discovery labels it (the version nvidia-smi prints)."""
+GFD_CUDA_VERSION = "13.0"
+UNPUBLISHED_COMPONENT = "driver-unpublished"
+"""With this component the simulated driver publishes no versions (no DRA attributes, no
+node labels): the negative case of driver_runtime_management."""
 GPU_MEMORY = "80Gi"
 NIC_DRIVER = "dra.net"
 """The simulated NICs are published as kubernetes-sigs/dranet publishes host NICs."""
@@ -63,10 +71,11 @@ def node_object(ctx: LabContext, name: str, gpu: bool) -> dict[str, Any]:
             "nvidia.com/gpu.count": str(g),
             "nvidia.com/gpu.memory": "81559",
             "nvidia.com/gpu.family": "hopper",
-            "nvidia.com/cuda.driver.major": DRIVER_VERSION.split(".")[0],
             "nvidia.com/gpu.deploy.device-plugin": str(ctx.options.device_plugin).lower(),
             "nvidia.com/gpu.deploy.dra-driver": str(ctx.options.dra).lower(),
         }
+        if UNPUBLISHED_COMPONENT not in ctx.enabled:
+            labels |= driver_labels()
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -76,6 +85,26 @@ def node_object(ctx: LabContext, name: str, gpu: bool) -> dict[str, Any]:
             "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
         },
         "spec": {},
+    }
+
+
+def driver_labels() -> dict[str, str]:
+    """The driver and CUDA version labels of GPU Feature Discovery (new and old names)."""
+    major, minor, rev = GFD_DRIVER_VERSION.split(".")
+    cmajor, cminor = GFD_CUDA_VERSION.split(".")
+    return {
+        "nvidia.com/cuda.driver-version.full": GFD_DRIVER_VERSION,
+        "nvidia.com/cuda.driver-version.major": major,
+        "nvidia.com/cuda.driver-version.minor": minor,
+        "nvidia.com/cuda.driver-version.revision": rev,
+        "nvidia.com/cuda.driver.major": major,
+        "nvidia.com/cuda.driver.minor": minor,
+        "nvidia.com/cuda.driver.rev": rev,
+        "nvidia.com/cuda.runtime-version.full": GFD_CUDA_VERSION,
+        "nvidia.com/cuda.runtime-version.major": cmajor,
+        "nvidia.com/cuda.runtime-version.minor": cminor,
+        "nvidia.com/cuda.runtime.major": cmajor,
+        "nvidia.com/cuda.runtime.minor": cminor,
     }
 
 
@@ -112,7 +141,7 @@ def device_class() -> dict[str, Any]:
 
 def resource_slice(ctx: LabContext, node: str, node_uid: str) -> dict[str, Any]:
     """One ResourceSlice with every GPU of ``node``, shaped like NVIDIA's DRA driver's."""
-    devices = []
+    devices: list[dict[str, Any]] = []
     for i in range(ctx.options.gpus_per_node):
         root = pcie_root(i // GPUS_PER_PCIE_ROOT)
         bus = f"0000:{0x18 + i * 0x10 % 0x100:02x}:00.0"
@@ -128,8 +157,6 @@ def resource_slice(ctx: LabContext, node: str, node_uid: str) -> dict[str, Any]:
                     "brand": {"string": "Nvidia"},
                     "architecture": {"string": "Hopper"},
                     "cudaComputeCapability": {"version": "9.0.0"},
-                    "driverVersion": {"version": DRIVER_VERSION},
-                    "cudaDriverVersion": {"version": CUDA_DRIVER_VERSION},
                     "pcieBusID": {"string": bus},
                     "resource.kubernetes.io/pcieRoot": {"string": root},
                     "resource.kubernetes.io/pciBusID": {"string": bus},
@@ -137,6 +164,10 @@ def resource_slice(ctx: LabContext, node: str, node_uid: str) -> dict[str, Any]:
                 "capacity": {"memory": {"value": GPU_MEMORY}},
             }
         )
+        if UNPUBLISHED_COMPONENT not in ctx.enabled:
+            attrs = devices[-1]["attributes"]
+            attrs["driverVersion"] = {"version": DRIVER_VERSION}
+            attrs["cudaDriverVersion"] = {"version": CUDA_DRIVER_VERSION}
     return {
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceSlice",

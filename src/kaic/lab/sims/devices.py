@@ -21,7 +21,19 @@ How it works (docs/lab.md, "Simulated device visibility"):
 * Visible GPUs come from ResourceClaim allocations (``status.allocation.devices.results``,
   per container through ``resources.claims``) or, for ``nvidia.com/gpu`` requests, from a
   per-node assignment the agent makes like a device plugin would (lowest free indices,
-  never one device to two containers).
+  never one device to two containers). On a node labelled ``nvidia.com/gpu.replicas=R``
+  (time-slicing) share ``i`` is physical GPU ``i // R``: containers holding shares of
+  one GPU see the same ``/dev/nvidia<N>`` and UUID.
+* The installed driver is simulated too: the stand-in ``nvidia-smi`` reports the driver
+  version and CUDA version that the same ConfigMap says are installed on the node (keys
+  ``driver-version`` and ``cuda-version``, per node ``driver-version.<node>`` and
+  ``cuda-version.<node>``; default ``ACTUAL_DRIVER_VERSION``/``ACTUAL_CUDA_VERSION``), so a
+  node's installed driver can be made to disagree with what its ResourceSlice publishes.
+* DRA devices of type ``vgpu`` (the ``virtual-gpus`` component) are shown like GPUs.
+* The lab's namespace sandbox: pods whose RuntimeClass has handler ``kaic-unshare`` get
+  ``KAIC_SANDBOX`` in their Exec rule, and the ``sh`` wrapper then runs the command in new
+  PID, network, mount, UTS and IPC namespaces chrooted into a private root (ConfigMap key
+  ``sandbox``: ``off`` runs such pods unisolated, for negative tests).
 * Leak modes (ConfigMap ``kube-system/kaic-lab-devices``, key ``mode``) break isolation on
   purpose so that checks can be seen to FAIL: ``leak-unrequested`` (containers without a
   grant see every GPU of their node), ``leak-envvar`` (containers that set
@@ -51,6 +63,8 @@ from kaic.lab.apiserver import ApiClient, ApiError
 DRIVER = "gpu.nvidia.com"
 RESOURCE = "nvidia.com/gpu"
 VISIBLE_ENV = "NVIDIA_VISIBLE_DEVICES"
+REPLICAS_LABEL = "nvidia.com/gpu.replicas"
+"""GPU Feature Discovery's label of time-slicing replicas per physical GPU."""
 PRODUCT = "NVIDIA H100 80GB HBM3"
 DEVICE_DIR_ENV = "KAIC_DEVICE_DIR"
 CONFIGMAP_NAMESPACE = "kube-system"
@@ -62,6 +76,16 @@ NO_RULE = "no-rule"
 """Last part of the ``KAIC_DEVICE_DIR`` the lab's default ClusterExec sets: an exec that
 kwok matched to no per-pod rule (the agent has not seen the pod yet) fails with exit
 code 126 instead of showing the host's devices."""
+ACTUAL_DRIVER_VERSION = "580.82.07"
+"""The simulated installed driver (what ``nvidia-smi`` reports; the DRA driver publishes
+it as the semantic version ``580.82.7``)."""
+ACTUAL_CUDA_VERSION = "13.0"
+"""The CUDA version the simulated driver supports (``CUDA Version`` of ``nvidia-smi``)."""
+SANDBOX_ENV = "KAIC_SANDBOX"
+SANDBOX_HANDLER = "kaic-unshare"
+"""RuntimeClass handler of the lab's namespace sandbox: ``exec`` in such a pod runs in new
+PID, network, mount, UTS and IPC namespaces with a private root (ConfigMap key
+``sandbox``: ``isolated``, the default, or ``off`` to run such pods unisolated)."""
 ALIVE_FILE = "agent-alive"
 """Touched by the agent after every reconcile (the lab's readiness probe)."""
 
@@ -82,10 +106,12 @@ class Gpu:
     """The DRA device name (``gpu-3``), empty for device-plugin-only nodes."""
     pool: str = ""
     product: str = PRODUCT
+    physical: int | None = None
+    """The physical GPU a time-sliced share belongs to (None: the GPU is ``index``)."""
 
     @property
     def dev_name(self) -> str:
-        return f"nvidia{self.index}"
+        return f"nvidia{self.index if self.physical is None else self.physical}"
 
 
 def synthetic_uuid(lab: str, node: str, index: int) -> str:
@@ -116,7 +142,7 @@ def gpus_by_node(
             continue
         for d in spec.get("devices") or []:
             attrs = d.get("attributes") or {}
-            if _attr(attrs, "type") not in (None, "gpu"):
+            if _attr(attrs, "type") not in (None, "gpu", "vgpu"):
                 continue
             idx = _attr(attrs, "minor")
             idx = _attr(attrs, "index") if idx is None else idx
@@ -140,9 +166,44 @@ def gpus_by_node(
         except ValueError:
             count = 0
         have = out.setdefault(name, {})
+        labels = n.get("metadata", {}).get("labels") or {}
+        try:
+            replicas = max(1, int(str(labels.get(REPLICAS_LABEL, "1"))))
+        except ValueError:
+            replicas = 1
         for i in range(count):
-            have.setdefault(i, Gpu(name, i, synthetic_uuid(lab, name, i)))
+            if replicas > 1:
+                # NOTE: time-slicing: share i is a replica of physical GPU i // replicas.
+                phys = i // replicas
+                have.setdefault(i, Gpu(name, i, synthetic_uuid(lab, name, phys), physical=phys))
+            else:
+                have.setdefault(i, Gpu(name, i, synthetic_uuid(lab, name, i)))
     return {k: [v[i] for i in sorted(v)] for k, v in out.items() if v}
+
+
+@dataclass(frozen=True)
+class Driver:
+    """The simulated driver installed on one node."""
+
+    version: str = ACTUAL_DRIVER_VERSION
+    cuda: str = ACTUAL_CUDA_VERSION
+
+
+def installed_drivers(data: Mapping[str, str], nodes: Iterable[str]) -> dict[str, Driver]:
+    """The driver installed on each of ``nodes`` by the mode ConfigMap's ``data``:
+    ``driver-version``/``cuda-version`` for every node, ``driver-version.<node>``/
+    ``cuda-version.<node>`` for one."""
+    base = Driver(
+        str(data.get("driver-version") or ACTUAL_DRIVER_VERSION).strip(),
+        str(data.get("cuda-version") or ACTUAL_CUDA_VERSION).strip(),
+    )
+    return {
+        n: Driver(
+            str(data.get(f"driver-version.{n}") or base.version).strip(),
+            str(data.get(f"cuda-version.{n}") or base.cuda).strip(),
+        )
+        for n in nodes
+    }
 
 
 def _requested(container: Mapping[str, Any]) -> int:
@@ -342,8 +403,10 @@ while [ ! -e "$d/ready" ]; do
   sleep 0.1
 done
 if [ -s "$d/devices" ]; then PATH="$d/bin:$PATH"; export PATH; fi
-if [ "$(id -u)" = 0 ]; then exec unshare -m /bin/sh "@ROOT@/devns.sh" "$d" "$@"; fi
-exec unshare -m -r /bin/sh "@ROOT@/devns.sh" "$d" "$@"
+ns="-m"
+if [ -n "${KAIC_SANDBOX:-}" ]; then ns="-m -p -f -n -u -i --mount-proc"; fi
+if [ "$(id -u)" = 0 ]; then exec unshare $ns /bin/sh "@ROOT@/devns.sh" "$d" "$@"; fi
+exec unshare $ns -r /bin/sh "@ROOT@/devns.sh" "$d" "$@"
 """
 
 DEVNS = """#!/bin/sh
@@ -370,15 +433,44 @@ while read -r n; do
 done < "$d/devices"
 umount -l "$h"
 rmdir "$h" 2>/dev/null || true
+if [ -n "${KAIC_SANDBOX:-}" ]; then
+  # the namespace sandbox: a private root of the host's read-only system directories,
+  # an empty /tmp and /root, this /dev and a /proc of the new PID namespace
+  unset KAIC_SANDBOX
+  r="$d/sandbox-root"
+  mkdir -p "$r"
+  mount -t tmpfs -o mode=0755 kaic-root "$r"
+  for p in bin sbin lib lib32 lib64 libx32 usr etc; do
+    if [ -L "/$p" ]; then ln -s "$(readlink "/$p")" "$r/$p"
+    elif [ -d "/$p" ]; then
+      mkdir "$r/$p"; mount --rbind "/$p" "$r/$p"
+      mount -o remount,bind,ro "$r/$p" 2>/dev/null || true
+    fi
+  done
+  mkdir "$r/dev" "$r/proc" "$r/tmp" "$r/root"
+  chmod 1777 "$r/tmp"
+  mount --rbind /dev "$r/dev"
+  mount -t proc proc "$r/proc"
+  hostname kaic-sandbox 2>/dev/null || true
+  set +e
+  exec chroot "$r" /bin/sh "$@"
+fi
 set +e
 exec /bin/sh "$@"
 """
 
 
-def nvidia_smi_script(gpus: Sequence[Gpu]) -> str:
-    """A stand-in ``nvidia-smi`` that knows only ``gpus`` (``-L`` like the real one)."""
+def nvidia_smi_script(gpus: Sequence[Gpu], driver: Driver | None = None) -> str:
+    """A stand-in ``nvidia-smi`` that knows only ``gpus`` and the node's installed
+    ``driver``: ``-L`` like the real one, ``--query-gpu=driver_version`` (CSV, one line
+    per GPU), and a header with ``Driver Version`` and ``CUDA Version`` otherwise."""
+    drv = driver or Driver()
     listing = "\n".join(f"GPU {i}: {g.product} (UUID: {g.uuid})" for i, g in enumerate(gpus))
     table = "\n".join(f"|   {i}  {g.product:<34} | {g.uuid} |" for i, g in enumerate(gpus))
+    versions = "\n".join(drv.version for _ in gpus)
+    header = (
+        f"| NVIDIA-SMI {drv.version}   Driver Version: {drv.version}   CUDA Version: {drv.cuda} |"
+    )
     return (
         "#!/bin/sh\n"
         "# kaic lab: simulated nvidia-smi (the GPUs granted to this container)\n"
@@ -386,8 +478,11 @@ def nvidia_smi_script(gpus: Sequence[Gpu]) -> str:
         "  -L|--list-gpus)\n"
         f"    cat <<'EOF'\n{listing}\nEOF\n"
         "    ;;\n"
+        "  --query-gpu=driver_version)\n"
+        f"    cat <<'EOF'\n{versions}\nEOF\n"
+        "    ;;\n"
         "  *)\n"
-        f"    cat <<'EOF'\n+ kaic lab simulated nvidia-smi +\n{table}\nEOF\n"
+        f"    cat <<'EOF'\n+ kaic lab simulated nvidia-smi +\n{header}\n{table}\nEOF\n"
         "    ;;\n"
         "esac\n"
     )
@@ -439,7 +534,10 @@ def container_dir(root: Path, uid: str, container: str) -> Path:
 
 
 def write_state(
-    root: Path, vis: Mapping[str, Mapping[str, list[Gpu]]], pods: Sequence[Mapping[str, Any]]
+    root: Path,
+    vis: Mapping[str, Mapping[str, list[Gpu]]],
+    pods: Sequence[Mapping[str, Any]],
+    drivers: Mapping[str, Driver] | None = None,
 ) -> None:
     """Per-container ``devices``, ``gpus``, ``bin/nvidia-smi`` and ``ready`` for bound pods;
     directories of pods that are gone are removed."""
@@ -448,11 +546,13 @@ def write_state(
         uid = pod_key(p)
         if uid not in vis:
             continue
+        node = str(p.get("spec", {}).get("nodeName") or "")
+        driver = (drivers or {}).get(node)
         for cname, seen in vis[uid].items():
             d = container_dir(root, uid, cname)
             _write(d / "devices", "".join(f"{g.dev_name}\n" for g in seen))
             _write(d / "gpus", "".join(f"{g.index} {g.uuid} {g.node}\n" for g in seen))
-            _write(d / "bin" / "nvidia-smi", nvidia_smi_script(seen), 0o755)
+            _write(d / "bin" / "nvidia-smi", nvidia_smi_script(seen, driver), 0o755)
             _write(d / "ready", "")
     pods_dir = root / "pods"
     if pods_dir.is_dir():
@@ -461,17 +561,24 @@ def write_state(
                 shutil.rmtree(d, ignore_errors=True)
 
 
-def exec_rule(pod: Mapping[str, Any], root: Path, base: Mapping[str, Any]) -> dict[str, Any]:
+def exec_rule(
+    pod: Mapping[str, Any], root: Path, base: Mapping[str, Any], sandbox: bool = False
+) -> dict[str, Any]:
     """The kwok ``Exec`` rule of ``pod``: one target per container, each with the
-    default ClusterExec's ``local`` settings plus its ``KAIC_DEVICE_DIR``."""
+    default ClusterExec's ``local`` settings plus its ``KAIC_DEVICE_DIR`` (and
+    ``KAIC_SANDBOX`` when ``sandbox``)."""
     md = pod["metadata"]
     execs = []
     for c in pod.get("spec", {}).get("containers") or []:
         local = json.loads(json.dumps(base))
-        envs = [e for e in local.get("envs") or [] if e.get("name") != DEVICE_DIR_ENV]
+        envs = [
+            e for e in local.get("envs") or [] if e.get("name") not in (DEVICE_DIR_ENV, SANDBOX_ENV)
+        ]
         envs.append(
             {"name": DEVICE_DIR_ENV, "value": str(container_dir(root, md["uid"], c["name"]))}
         )
+        if sandbox:
+            envs.append({"name": SANDBOX_ENV, "value": "namespaces"})
         local["envs"] = envs
         execs.append({"containers": [c["name"]], "local": local})
     return {
@@ -510,6 +617,8 @@ class Agent:
         self._base: dict[str, Any] | None = None
         self._ruled: set[str] = set()
         """Uids of pods whose Exec rule is known to be in place."""
+        self._sandboxed: set[str] = set()
+        """RuntimeClasses of the lab's namespace sandbox (empty when it is ``off``)."""
 
     def _list(self, path: str) -> list[dict[str, Any]]:
         try:
@@ -520,16 +629,22 @@ class Agent:
             raise
         return list(items)
 
-    def mode(self) -> str:
+    def settings(self) -> dict[str, str]:
+        """The data of the mode ConfigMap (empty when there is none)."""
         try:
             cm = self.api.request(
                 "GET", f"/api/v1/namespaces/{CONFIGMAP_NAMESPACE}/configmaps/{CONFIGMAP_NAME}"
             )
         except ApiError as e:
             if e.status == 404:
-                return "isolated"
+                return {}
             raise
-        mode = str((cm.get("data") or {}).get("mode", "isolated")).strip()
+        return {str(k): str(v) for k, v in (cm.get("data") or {}).items()}
+
+    def mode(self, data: Mapping[str, str] | None = None) -> str:
+        if data is None:
+            data = self.settings()
+        mode = str(data.get("mode", "isolated")).strip()
         if mode not in MODES:
             self.log(f"unknown device visibility mode {mode!r}; using isolated")
             return "isolated"
@@ -553,11 +668,21 @@ class Agent:
         nodes = self._list("/api/v1/nodes")
         slices = self._list("/apis/resource.k8s.io/v1/resourceslices")
         claims = self._list("/apis/resource.k8s.io/v1/resourceclaims")
-        mode = self.mode()
+        data = self.settings()
+        mode = self.mode(data)
         if mode != self._mode:
             self.log(f"device visibility mode: {mode}")
             self._mode = mode
         self._base = self.base_local()
+        self._sandboxed = (
+            {
+                rc["metadata"]["name"]
+                for rc in self._list("/apis/node.k8s.io/v1/runtimeclasses")
+                if rc.get("handler") == SANDBOX_HANDLER
+            }
+            if data.get("sandbox", "isolated").strip() != "off"
+            else set()
+        )
         gpus = gpus_by_node(nodes, slices, self.lab)
         vis = visibility(pods, claims, gpus, self.assigner, mode)
         if self.assigner.conflicts != self._last_conflicts:
@@ -565,7 +690,8 @@ class Agent:
                 self.log(f"cannot assign devices: {c}")
             self._last_conflicts = list(self.assigner.conflicts)
         self.sync_rules(pods)
-        write_state(self.root, vis, pods)
+        drivers = installed_drivers(data, [n.get("metadata", {}).get("name", "") for n in nodes])
+        write_state(self.root, vis, pods, drivers)
         (self.root / ALIVE_FILE).touch()
 
     def sync_rules(self, pods: Sequence[Mapping[str, Any]]) -> None:
@@ -587,20 +713,20 @@ class Agent:
                 ]
                 if not ours:
                     continue
-                if (
-                    same
-                    and have.get("spec", {}).get("execs")
-                    == exec_rule(p, self.root, self._base or {})["spec"]["execs"]
-                ):
+                if same and have.get("spec", {}).get("execs") == self.rule(p)["spec"]["execs"]:
                     self._ruled.add(md["uid"])
                     continue
             self.ensure_rule(p)
         self._ruled &= live
 
+    def rule(self, pod: Mapping[str, Any]) -> dict[str, Any]:
+        sandbox = (pod.get("spec") or {}).get("runtimeClassName") in self._sandboxed
+        return exec_rule(pod, self.root, self._base or {}, sandbox)
+
     def ensure_rule(self, pod: Mapping[str, Any]) -> None:
         """Create or update the pod's Exec rule (idempotent server-side apply)."""
         md = pod["metadata"]
-        rule = exec_rule(pod, self.root, self._base or {})
+        rule = self.rule(pod)
         path = (
             f"/apis/{KWOK_API}/namespaces/{md['namespace']}/execs/{md['name']}"
             "?fieldManager=kaic-lab-devices&force=true"
