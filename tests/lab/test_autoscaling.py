@@ -169,6 +169,9 @@ def test_pod_autoscaling_fails_when_the_adapter_is_down(adapter_down: Lab) -> No
     result = run(adapter_down, "pod_autoscaling")
     assert result.outcome is Outcome.FAIL
     assert "APIService v1beta2.custom.metrics.k8s.io is not Available" in result.reason
+    assert "its adapter, prometheus-adapter behind Service monitoring/prometheus-adapter" in (
+        result.reason
+    )
     assert "prometheus-adapter" in next(
         e.content for e in result.evidence if e.name == "metrics-apiservices.json"
     )

@@ -256,6 +256,12 @@ class _PodAutoscaling:
                     f"({avail.get('reason') or 'no Available condition'}"
                     + (f": {avail['message']}" if avail.get("message") else "")
                     + ")"
+                    + (
+                        f"; its adapter, {entry['adapter']} behind Service "
+                        f"{svc_ref.get('namespace')}/{svc_ref.get('name')}, does not serve it"
+                        if svc_ref
+                        else ""
+                    )
                 )
             report.append(entry)
         self.ctx.evidence("metrics-apiservices.json", dump(report), "application/json")

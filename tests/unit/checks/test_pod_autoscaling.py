@@ -264,6 +264,10 @@ def test_pod_autoscaling_fails_when_the_apiservice_is_unavailable() -> None:
     result = run("pod_autoscaling", fc, HPA_FAST)
     assert result.outcome is Outcome.FAIL
     assert "v1beta2.custom.metrics.k8s.io is not Available (FailedDiscoveryCheck" in result.reason
+    assert (
+        "its adapter, prometheus-adapter behind Service custom-metrics/custom-metrics-apiserver, "
+        "does not serve it" in result.reason
+    )
 
 
 def test_pod_autoscaling_fails_when_the_metric_never_reaches_the_api() -> None:
