@@ -122,7 +122,8 @@ def test_pod_autoscaling_passes_through_prometheus_and_prometheus_adapter(
     assert result.outcome is Outcome.PASS, result.reason
     apis = next(e.content for e in result.evidence if e.name == "metrics-apiservices.json")
     assert "prometheus-adapter" in apis
-    assert "kaic_hpa_test_metric" in apis  # listed by the adapter from Prometheus' series
+    served = next(e.content for e in result.evidence if e.name == "metric-values-initial.json")
+    assert '"kaic_hpa_test_metric"' in served and '"kind": "MetricValueList"' in served
     status = next(e.content for e in result.evidence if e.name == "hpa-status.json")
     assert "ValidMetricFound" in status
     assert "scaled up to 2" in sub(result, "ScaleUp").log[-1]
