@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from labtools import MONITORING_LAB, require_program, run_check_on_lab, sub
 
+from kaic.lab import proc as lab_proc
 from kaic.model import CheckResult, Outcome
 
 try:
@@ -191,13 +192,22 @@ def test_pod_autoscaling_fails_when_prometheus_collects_nothing(metrics_lab: Lab
     )
 
 
-def test_karpenter_and_prometheus_adapter_listen_on_loopback_only(
+def test_karpenter_and_the_metrics_chain_listen_on_and_dial_loopback_only(
     scaling_lab: Lab, metrics_lab: Lab
 ) -> None:
     sockets = {**metrics_lab.listening(), **scaling_lab.listening()}
     assert sockets.get("node-autoscaler"), "Karpenter's sockets were not found"
     assert sockets.get("prometheus-adapter"), "prometheus-adapter's sockets were not found"
-    assert sockets.get("httpd") is not None
-    for component in ("node-autoscaler", "prometheus-adapter", "httpd"):
+    for component in ("node-autoscaler", "prometheus-adapter", "prometheus", "httpd"):
         for addr, port in sockets.get(component, []):
             assert addr.startswith("127.") or addr == "::1", f"{component} listens on {addr}:{port}"
+    pids = metrics_lab.pids()
+    dialled = 0
+    for component in ("prometheus-adapter", "prometheus", "httpd"):
+        for pid in pids[component]:
+            for _local, remote in lab_proc.connections(pid):
+                dialled += 1
+                assert remote[0].startswith("127.") or remote[0] == "::1", (
+                    f"{component} is connected to {remote}"
+                )
+    assert dialled, "no connection of the metrics chain was found"
