@@ -15,6 +15,7 @@ defines a subclass and decorates it. docs/lab.md describes the contract:
   component of a lower ``order``); naming fewer lets it start earlier, beside others;
 * ``optional`` — may be left out with ``--without NAME``; ``default`` — on unless left
   out (False: only with ``--with NAME``);
+* ``needs`` — components it cannot work without (a lab without them is refused);
 * ``start(ctx)`` — make the component present and ready; must be idempotent (``up`` on
   a running lab calls it again, and again after a process died);
 * ``stop(ctx)`` — stop what ``start`` started (files are removed with the state dir);
@@ -49,6 +50,9 @@ class Component:
     after: ClassVar[tuple[str, ...] | None] = None
     """Components that must be ready before this one starts (those of the lab that are
     enabled); None: every component of a lower ``order``."""
+    needs: ClassVar[tuple[str, ...]] = ()
+    """Components without which this one cannot work: a lab that has it but leaves one
+    of them out is refused (a usage error naming the ``--with`` to add)."""
 
     def start(self, ctx: LabContext) -> None:
         raise NotImplementedError
@@ -196,11 +200,20 @@ def select(without: frozenset[str], with_: frozenset[str]) -> list[Component]:
     both = sorted(without & with_)
     if both:
         raise _usage(f"component(s) both left out and asked for: {', '.join(both)}")
-    return [
+    chosen = [
         c
         for c in comps
         if c.name not in without and (c.default or c.name in with_ or not c.optional)
     ]
+    names_chosen = {c.name for c in chosen}
+    for c in chosen:
+        lacking = [n for n in c.needs if n not in names_chosen]
+        if lacking:
+            raise _usage(
+                f"lab component {c.name} needs {', '.join(lacking)}: "
+                f"--with {','.join([*lacking, c.name])}"
+            )
+    return chosen
 
 
 def _usage(message: str) -> Exception:

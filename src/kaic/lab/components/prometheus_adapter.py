@@ -83,6 +83,7 @@ class PrometheusAdapter(ProcessComponent):
     )
     order = 130
     after = ("kube-apiserver", "prometheus")
+    needs = ("prometheus",)
     optional = True
     default = False
     ready_timeout = 90.0
@@ -91,10 +92,6 @@ class PrometheusAdapter(ProcessComponent):
         return ("prometheus-adapter",)
 
     def before_start(self, ctx: LabContext) -> None:
-        if "prometheus" not in ctx.enabled:
-            raise LabError(
-                "prometheus-adapter needs the lab Prometheus: --with prometheus,prometheus-adapter"
-            )
         programs.require_binary("prometheus-adapter", ctx.options.version)
         d = ctx.dir(self.name)
         if not (d / "serving.crt").exists():
