@@ -1,10 +1,12 @@
 """Benchmark: one scale-up/scale-down cycle of cluster_autoscaling (Karpenter on the lab)
-and one of pod_autoscaling (the HPA on the lab's custom metrics), phase by phase.
+and one of pod_autoscaling (the HPA on custom metrics from Prometheus through
+prometheus-adapter), phase by phase.
 
-Starts a lab ``bench-autoscaling`` (2 GPU nodes × 1 GPU, ``--with node-autoscaler``)
-unless ``--lab NAME`` names a running one, runs both checks through ``run_check`` with
-the real cluster adapter, prints each phase's duration, and takes its own lab down.
-Run: ``python bench/autoscaling_cycle.py [--lab NAME]``.
+Starts a lab ``bench-autoscaling`` (2 GPU nodes × 1 GPU, ``--with
+node-autoscaler,prometheus,prometheus-adapter``) unless ``--lab NAME`` names a running
+one, runs the checks through ``run_check`` with the real cluster adapter, prints each
+phase's duration, and takes its own lab down.
+Run: ``python bench/autoscaling_cycle.py [--lab NAME] [--only REQUIREMENT]``.
 """
 
 from __future__ import annotations
@@ -52,10 +54,24 @@ def run(lab: Lab, requirement: str, options: dict[str, str]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--lab", help="a running lab with --with node-autoscaler")
+    ap.add_argument(
+        "--lab", help="a running lab with --with node-autoscaler,prometheus,prometheus-adapter"
+    )
+    ap.add_argument("--only", choices=("cluster_autoscaling", "pod_autoscaling"))
     args = ap.parse_args()
-    if not programs.binary_of("karpenter", default_version()).is_file():
-        print("skipped: Karpenter is not built (kaic lab build --only karpenter)")
+    needs = {
+        "cluster_autoscaling": ("karpenter",),
+        "pod_autoscaling": ("prometheus", "prometheus-adapter"),
+    }
+    wanted = [args.only] if args.only else list(needs)
+    for requirement in list(wanted):
+        missing = [
+            p for p in needs[requirement] if not programs.binary_of(p, default_version()).is_file()
+        ]
+        if missing:
+            print(f"skipped {requirement}: not built: {', '.join(missing)} (kaic lab build)")
+            wanted.remove(requirement)
+    if not wanted:
         return 0
     own = args.lab is None
     lab = (
@@ -68,19 +84,21 @@ def main() -> int:
                 gpus_per_node=1,
                 cpu_nodes=1,
                 accelerators="device-plugin",
-                with_=frozenset({"node-autoscaler"}),
+                with_=frozenset({"node-autoscaler", "prometheus", "prometheus-adapter"}),
             )
         )
     )
     try:
         if own:
             lab.up()
-        run(
-            lab,
-            "cluster_autoscaling",
-            {"autoscaler-node-pool-label": "kaic.io/accelerator-pool=gpu"},
-        )
-        run(lab, "pod_autoscaling", {})
+        if "cluster_autoscaling" in wanted:
+            run(
+                lab,
+                "cluster_autoscaling",
+                {"autoscaler-node-pool-label": "kaic.io/accelerator-pool=gpu"},
+            )
+        if "pod_autoscaling" in wanted:
+            run(lab, "pod_autoscaling", {})
     finally:
         if own:
             lab.down()

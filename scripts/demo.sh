@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 KAIC=${KAIC:-.venv/bin/kaic}
 LAB=${KAIC_DEMO_LAB:-demo}
 OUT=${KAIC_DEMO_OUT:-demo-results}
-WITH=${KAIC_DEMO_WITH:-kueue-controller,node-autoscaler,prometheus}
+WITH=${KAIC_DEMO_WITH:-kueue-controller,node-autoscaler,prometheus,prometheus-adapter}
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 

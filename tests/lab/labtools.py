@@ -21,6 +21,16 @@ from kaic.model import CheckResult, SubResult
 
 LabFactory = Callable[..., Lab]
 
+MONITORING_LAB: dict[str, Any] = {
+    "accelerators": "device-plugin",
+    "nodes": 1,
+    "cpu_nodes": 1,
+    "gpus_per_node": 2,
+    "with_": {"prometheus", "prometheus-adapter"},
+}
+"""One small lab with the real Prometheus and prometheus-adapter, shared by the tests of
+ai_service_metrics and pod_autoscaling (``lab_factory`` starts it once per session)."""
+
 
 def require_program(name: str) -> None:
     """Skip the test when lab program ``name`` is not built, unless the lab's programs

@@ -1,27 +1,32 @@
 """cluster_autoscaling and pod_autoscaling on the lab, against the real controllers:
-Karpenter (kwok provider) grows and shrinks the GPU pool, kube-controller-manager's HPA
-controller scales on custom metrics served by the lab's adapter through the aggregator.
+Karpenter (kwok provider) grows and shrinks the GPU pool; kube-controller-manager's HPA
+controller scales on a per-pod metric that the real Prometheus scrapes from the test
+pods and the real prometheus-adapter serves through the aggregator.
 
 PASS where the mechanism works; FAIL "did not scale up" when the NodePool may not grow;
-not applicable without a pool label; FAIL when the custom-metrics APIService is missing
-or unavailable.
+not applicable without a pool label; FAIL when no custom-metrics adapter is installed,
+when the adapter is down, and when Prometheus has not collected the metric.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from labtools import require_program, run_check_on_lab
+from labtools import MONITORING_LAB, require_program, run_check_on_lab, sub
 
+from kaic.lab import proc as lab_proc
 from kaic.model import CheckResult, Outcome
 
 try:
     from kaic.lab import Lab
-    from kaic.lab.components import metrics_adapter
     from kaic.lab.components import node_autoscaler as autoscaler
+    from kaic.lab.components import prometheus_adapter
+    from kaic.lab.components.prometheus import set_prometheus_scraping
 except ImportError:  # pragma: no cover - the lab package without these components
     pytest.skip("the lab's autoscaling components are not available", allow_module_level=True)
 
@@ -44,7 +49,6 @@ def scaling_lab(lab_factory: Any) -> Lab:
         cpu_nodes=1,
         accelerators="device-plugin",
         with_={"node-autoscaler"},
-        without={"metrics-adapter"},
     )
     return lab
 
@@ -105,13 +109,31 @@ def test_cluster_autoscaling_is_not_applicable_without_a_pool_label(scaling_lab:
     assert "--autoscaler-node-pool-label" in result.reason
 
 
-def test_pod_autoscaling_passes_with_the_hpa_controller_and_the_metrics_adapter(lab: Lab) -> None:
-    result = run(lab, "pod_autoscaling", **{"hpa-metric-timeout": "90"})
+@pytest.fixture(scope="module")
+def metrics_lab(lab_factory: Any) -> Lab:
+    """The real Prometheus and prometheus-adapter on a small GPU lab."""
+    require_program("prometheus")
+    require_program("prometheus-adapter")
+    lab: Lab = lab_factory(**MONITORING_LAB)
+    return lab
+
+
+HPA_FAST = {"hpa-metric-timeout": "120"}
+
+
+def test_pod_autoscaling_passes_through_prometheus_and_prometheus_adapter(
+    metrics_lab: Lab,
+) -> None:
+    result = run(metrics_lab, "pod_autoscaling", **HPA_FAST)
     assert result.outcome is Outcome.PASS, result.reason
     apis = next(e.content for e in result.evidence if e.name == "metrics-apiservices.json")
-    assert "kaic lab metrics adapter" in apis
+    assert "prometheus-adapter" in apis
+    served = next(e.content for e in result.evidence if e.name == "metric-values-initial.json")
+    assert '"kaic_hpa_test_metric"' in served and '"kind": "MetricValueList"' in served
     status = next(e.content for e in result.evidence if e.name == "hpa-status.json")
     assert "ValidMetricFound" in status
+    assert "scaled up to 2" in sub(result, "ScaleUp").log[-1]
+    assert sub(result, "ScaleDown").outcome is Outcome.PASS
     # the report's phase charts: replicas up to 2 and back to 1; the metric above target
     series = {(s.chart, s.name): s for s in result.series}
     desired = [v for v in _changes(series[("replicas", "desiredReplicas")].points) if v]
@@ -136,22 +158,13 @@ def test_pod_autoscaling_fails_without_a_custom_metrics_apiservice(scaling_lab: 
 
 
 @pytest.fixture
-def adapter_unreachable(lab: Lab) -> Iterator[Lab]:
-    """The APIServices point at a port where nothing listens, until the test ends."""
-    names = [metrics_adapter.api_service_name(v) for v in metrics_adapter.VERSIONS]
-    port = lab.ctx.port("metrics-adapter")
-
-    def set_port(p: int) -> None:
-        for n in names:
-            lab.ctx.request(
-                "PATCH",
-                f"/apis/apiregistration.k8s.io/v1/apiservices/{n}",
-                {"spec": {"service": {"port": p}}},
-                content_type="application/merge-patch+json",
-            )
+def adapter_down(metrics_lab: Lab) -> Iterator[Lab]:
+    """The prometheus-adapter process is killed (its APIServices stay registered) until
+    the test ends; then ``up`` starts it again."""
+    names = [prometheus_adapter.api_service_name(v) for v in prometheus_adapter.VERSIONS]
 
     def available(n: str) -> str:
-        obj = lab.ctx.get(f"/apis/apiregistration.k8s.io/v1/apiservices/{n}")
+        obj = metrics_lab.ctx.get(f"/apis/apiregistration.k8s.io/v1/apiservices/{n}")
         return next(
             (
                 c["status"]
@@ -161,31 +174,60 @@ def adapter_unreachable(lab: Lab) -> Iterator[Lab]:
             "Unknown",
         )
 
-    set_port(1)
+    pids = metrics_lab.pids()["prometheus-adapter"]
+    assert pids, "prometheus-adapter is not running"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while any(available(n) == "True" for n in names) and time.monotonic() < deadline:
             time.sleep(0.5)
-        yield lab
+        yield metrics_lab
     finally:
-        set_port(port)
-        deadline = time.monotonic() + 60
-        while any(available(n) != "True" for n in names) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        metrics_lab.up()
 
 
-def test_pod_autoscaling_fails_when_the_apiservice_is_unavailable(adapter_unreachable: Lab) -> None:
-    result = run(adapter_unreachable, "pod_autoscaling")
+def test_pod_autoscaling_fails_when_the_adapter_is_down(adapter_down: Lab) -> None:
+    result = run(adapter_down, "pod_autoscaling")
     assert result.outcome is Outcome.FAIL
-    assert "custom.metrics.k8s.io is not Available" in result.reason
+    assert "APIService v1beta2.custom.metrics.k8s.io is not Available" in result.reason
+    assert "its adapter, prometheus-adapter behind Service monitoring/prometheus-adapter" in (
+        result.reason
+    )
+    assert "prometheus-adapter" in next(
+        e.content for e in result.evidence if e.name == "metrics-apiservices.json"
+    )
 
 
-def test_karpenter_and_the_metrics_adapter_listen_on_loopback_only(
-    scaling_lab: Lab, lab: Lab
+def test_pod_autoscaling_fails_when_prometheus_collects_nothing(metrics_lab: Lab) -> None:
+    """The adapter serves only what Prometheus scraped: no scrape, no metric."""
+    set_prometheus_scraping(metrics_lab.ctx, False)
+    try:
+        result = run(metrics_lab, "pod_autoscaling", **{"hpa-metric-timeout": "30"})
+    finally:
+        set_prometheus_scraping(metrics_lab.ctx, True)
+    assert result.outcome is Outcome.FAIL
+    assert "did not serve metric kaic_hpa_test_metric for the test pods within 30s" in (
+        sub(result, "CustomMetricServed").reason
+    )
+
+
+def test_karpenter_and_the_metrics_chain_listen_on_and_dial_loopback_only(
+    scaling_lab: Lab, metrics_lab: Lab
 ) -> None:
-    sockets = {**lab.listening(), **scaling_lab.listening()}
+    sockets = {**metrics_lab.listening(), **scaling_lab.listening()}
     assert sockets.get("node-autoscaler"), "Karpenter's sockets were not found"
-    assert sockets.get("metrics-adapter"), "the adapter's sockets were not found"
-    for component in ("node-autoscaler", "metrics-adapter"):
-        for addr, port in sockets[component]:
+    assert sockets.get("prometheus-adapter"), "prometheus-adapter's sockets were not found"
+    for component in ("node-autoscaler", "prometheus-adapter", "prometheus", "httpd"):
+        for addr, port in sockets.get(component, []):
             assert addr.startswith("127.") or addr == "::1", f"{component} listens on {addr}:{port}"
+    pids = metrics_lab.pids()
+    dialled = 0
+    for component in ("prometheus-adapter", "prometheus", "httpd"):
+        for pid in pids[component]:
+            for _local, remote in lab_proc.connections(pid):
+                dialled += 1
+                assert remote[0].startswith("127.") or remote[0] == "::1", (
+                    f"{component} is connected to {remote}"
+                )
+    assert dialled, "no connection of the metrics chain was found"

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from labtools import require_program, run_check_on_lab, sub
+from labtools import MONITORING_LAB, require_program, run_check_on_lab, sub
 
 from kaic.lab.components import prometheus as prom
 from kaic.lab.sims import dcgm
@@ -81,9 +81,8 @@ def test_accelerator_metrics_fails_naming_the_gpu_without_memory_metrics(
 @pytest.fixture(scope="module")
 def prometheus_lab(lab_factory: Any) -> Lab:
     require_program("prometheus")
-    lab: Lab = lab_factory(
-        accelerators="device-plugin", nodes=1, cpu_nodes=1, gpus_per_node=2, with_={"prometheus"}
-    )
+    require_program("prometheus-adapter")
+    lab: Lab = lab_factory(**MONITORING_LAB)
     return lab
 
 

@@ -10,9 +10,10 @@ from typing import ClassVar
 
 import pytest
 
-from kaic.errors import LabError
+from kaic.errors import LabError, UsageError
 from kaic.lab import Component, Lab, LabOptions, all_components
 from kaic.lab.apiserver import ApiClient
+from kaic.lab.component import select
 from kaic.lab.context import LabContext
 from kaic.lab.controller import GoController
 from kaic.lab.sims import http
@@ -34,6 +35,20 @@ def test_a_component_waits_only_for_components_that_start_before_it() -> None:
         for other in c.after or ():
             assert other in comps, f"{c.name} waits for unknown {other}"
             assert comps[other].order < c.order, f"{c.name} waits for later {other}"
+
+
+def test_a_component_needs_only_components_that_exist() -> None:
+    comps = {c.name: c for c in all_components()}
+    for c in comps.values():
+        for other in c.needs:
+            assert other in comps, f"{c.name} needs unknown {other}"
+
+
+def test_a_lab_with_prometheus_adapter_but_no_prometheus_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="needs prometheus: --with prometheus,prometheus-adapter"):
+        select(frozenset(), frozenset({"prometheus-adapter"}))
+    chosen = select(frozenset(), frozenset({"prometheus", "prometheus-adapter"}))
+    assert {"prometheus", "prometheus-adapter", "httpd"} <= {c.name for c in chosen}
 
 
 def test_crd_sets_and_simulators_do_not_wait_for_the_whole_control_plane(tmp_path: Path) -> None:
@@ -150,5 +165,5 @@ def test_leaving_out_a_required_component_leaves_out_what_requires_it() -> None:
     assert "jobset-controller" in default
     names = {c.name for c in select(frozenset({"jobset"}), frozenset())}
     assert "jobset" not in names and "jobset-controller" not in names
-    with pytest.raises(UsageError, match="--with jobset-controller needs jobset"):
+    with pytest.raises(UsageError, match="lab component jobset-controller needs jobset"):
         select(frozenset({"jobset"}), frozenset({"jobset-controller"}))

@@ -19,7 +19,6 @@ from typing import Any
 
 from kaic.checks.accelerators import ACCELERATORS, accelerator_taint_tolerations
 from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
-from kaic.checks.execs import exec_with_retries
 from kaic.checks.predicates import pod_running, pod_terminating
 from kaic.checks.waits import Phases, dump, poll
 from kaic.cluster import parse_quantity
@@ -40,7 +39,12 @@ EXTERNAL_METRICS = ("v1beta1.external.metrics.k8s.io",)
 METRIC_PORT = 8080
 METRIC_ROOT = "kaic-metrics"
 """Directory, relative to the metric container's working directory, that holds
-``<namespace>/<pod>/metrics``; the container serves that file as ``/metrics``."""
+``<namespace>/<pod>/metrics.txt``; the container serves that directory over HTTP, so the
+metric is ``/metrics.txt`` (busybox httpd sends ``text/plain`` for ``.txt`` only, and
+Prometheus 3 rejects scrapes without a known Content-Type)."""
+METRIC_FILE = "metrics.txt"
+SET_METRIC_ATTEMPTS = 3
+SET_METRIC_RETRY_S = 2.0
 
 HPA_OPTIONS = (
     CheckOption(
@@ -74,7 +78,6 @@ _ADAPTERS = (
     ("Azure (azure-k8s-metrics-adapter)", ("azure-k8s-metrics-adapter", "azure")),
     ("AWS CloudWatch adapter", ("cloudwatch",)),
     ("Datadog Cluster Agent", ("datadog",)),
-    ("kaic lab metrics adapter", ("kaic-lab-metrics-adapter",)),
 )
 
 
@@ -105,16 +108,34 @@ def metric_text(metric: str, value: float) -> str:
     return f"# TYPE {metric} gauge\n{metric} {value:g}\n"
 
 
-def set_metric_command(namespace: str, pod: str, metric: str, value: float) -> list[str]:
-    """The command run in a test pod (pods/exec) to change the metric it exposes."""
-    d = f"{METRIC_ROOT}/{namespace}/{pod}"
-    text = metric_text(metric, value)
+def workload_command(metric: str) -> list[str]:
+    """The test container's command: write the metric's starting value, then serve the
+    pod's metric directory with busybox httpd (``POD_NAMESPACE``/``POD_NAME`` come from
+    the downward API)."""
+    d = f"{METRIC_ROOT}/$POD_NAMESPACE/$POD_NAME"
+    start = shlex.quote(metric_text(metric, 0))
     return [
         "sh",
         "-c",
-        f"mkdir -p {shlex.quote(d)} && printf %s {shlex.quote(text)} > "
-        f"{shlex.quote(d)}/metrics.tmp && mv {shlex.quote(d)}/metrics.tmp "
-        f"{shlex.quote(d)}/metrics",
+        f"mkdir -p {d} && printf %s {start} > {d}/{METRIC_FILE} && "
+        f"exec httpd -f -p {METRIC_PORT} -h {d}",
+    ]
+
+
+def set_metric_command(namespace: str, pod: str, metric: str, value: float) -> list[str]:
+    """The command run in a test pod (pods/exec) to change the metric it exposes.
+
+    The new text goes to a temporary file named after the shell's pid and is renamed
+    over the served file, so that a scrape never reads half a file and two writers
+    (an exec retried while the first still runs) never move each other's file away.
+    """
+    d = shlex.quote(f"{METRIC_ROOT}/{namespace}/{pod}")
+    text = shlex.quote(metric_text(metric, value))
+    return [
+        "sh",
+        "-c",
+        f"mkdir -p {d} && printf %s {text} > {d}/.{METRIC_FILE}.$$ && "
+        f"mv -f {d}/.{METRIC_FILE}.$$ {d}/{METRIC_FILE}",
     ]
 
 
@@ -240,6 +261,12 @@ class _PodAutoscaling:
                     f"({avail.get('reason') or 'no Available condition'}"
                     + (f": {avail['message']}" if avail.get("message") else "")
                     + ")"
+                    + (
+                        f"; its adapter, {entry['adapter']} behind Service "
+                        f"{svc_ref.get('namespace')}/{svc_ref.get('name')}, does not serve it"
+                        if svc_ref
+                        else ""
+                    )
                 )
             report.append(entry)
         self.ctx.evidence("metrics-apiservices.json", dump(report), "application/json")
@@ -264,14 +291,6 @@ class _PodAutoscaling:
     # -- workload ------------------------------------------------------------------
     def deployment(self) -> KubeObject:
         labels = {"app.kubernetes.io/name": self.name}
-        start = (
-            f"d={METRIC_ROOT}/$POD_NAMESPACE/$POD_NAME; mkdir -p $d && "
-            f"printf '# TYPE {self.metric} gauge\\n{self.metric} 0\\n' > $d/metrics && "
-            # NOTE: busybox httpd sends text/plain for .txt only; Prometheus 3 rejects
-            # scrapes without a known Content-Type.
-            f"ln -sf metrics $d/metrics.txt && "
-            f"exec httpd -f -p {METRIC_PORT} -h $d"
-        )
         return {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -287,7 +306,7 @@ class _PodAutoscaling:
                         "annotations": {
                             "prometheus.io/scrape": "true",
                             "prometheus.io/port": str(METRIC_PORT),
-                            "prometheus.io/path": "/metrics.txt",
+                            "prometheus.io/path": f"/{METRIC_FILE}",
                         },
                     },
                     "spec": {
@@ -298,7 +317,7 @@ class _PodAutoscaling:
                                 "name": "metric",
                                 "image": self.ctx.option("hpa-image"),
                                 "workingDir": "/kaic",
-                                "command": ["sh", "-c", start],
+                                "command": workload_command(self.metric),
                                 "ports": [{"name": "metrics", "containerPort": METRIC_PORT}],
                                 "env": [
                                     {
@@ -396,20 +415,32 @@ class _PodAutoscaling:
         for pod in pods if pods is not None else self.pods():
             if not pod_running(pod):
                 continue
-            res = exec_with_retries(
-                self.ctx,
-                self.c,
-                self.ns,
-                name_of(pod),
-                set_metric_command(self.ns, name_of(pod), self.metric, value),
-                container="metric",
-            )
-            if res.exit_code != 0:
-                raise _ExecFailed(
-                    f"setting the metric in pod {name_of(pod)} failed "
-                    f"(exit {res.exit_code}): {res.stderr.strip()[:200]}"
-                )
+            self.set_pod_metric(name_of(pod), value)
             self.ctx.log(f"set {self.metric}={value:g} in pod {name_of(pod)}")
+
+    def set_pod_metric(self, pod: str, value: float) -> None:
+        """Run the (idempotent) metric command in ``pod``; an exec that fails, e.g. while
+        the container restarts, is tried again, up to ``SET_METRIC_ATTEMPTS`` times."""
+        command = set_metric_command(self.ns, pod, self.metric, value)
+        failures: list[str] = []
+        for attempt in range(SET_METRIC_ATTEMPTS):
+            if attempt:
+                self.ctx.sleep(SET_METRIC_RETRY_S)
+            try:
+                res = self.c.exec(
+                    self.ns, pod, command, container="metric", timeout=self.ctx.budget(60.0)
+                )
+            except WaitTimeoutError:
+                raise
+            except KaicError as e:
+                failures.append(str(e)[:300])
+                continue
+            if res.exit_code == 0:
+                return
+            failures.append(f"exit {res.exit_code}: {res.stderr.strip()[:200] or 'no stderr'}")
+        raise _ExecFailed(
+            f"setting the metric in pod {pod} failed {len(failures)} time(s); last: {failures[-1]}"
+        )
 
     def metric_values(self) -> dict[str, float]:
         path = (
@@ -686,4 +717,10 @@ class _ExecFailed(Exception):
     """Setting the metric inside a test pod failed."""
 
 
-__all__ = ["identify_adapter", "metric_text", "pod_autoscaling", "set_metric_command"]
+__all__ = [
+    "identify_adapter",
+    "metric_text",
+    "pod_autoscaling",
+    "set_metric_command",
+    "workload_command",
+]

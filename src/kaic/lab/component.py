@@ -15,8 +15,9 @@ defines a subclass and decorates it. docs/lab.md describes the contract:
   component of a lower ``order``); naming fewer lets it start earlier, beside others;
 * ``optional`` — may be left out with ``--without NAME``; ``default`` — on unless left
   out (False: only with ``--with NAME``);
-* ``requires`` — components it cannot work without: leaving one of them out leaves it
-  out too (asking for it with ``--with`` then is a usage error);
+* ``needs`` — components it cannot work without: a default component whose needs are
+  left out is left out too; one asked for with ``--with`` is refused (a usage error
+  naming the ``--with`` to add);
 * ``start(ctx)`` — make the component present and ready; must be idempotent (``up`` on
   a running lab calls it again, and again after a process died);
 * ``stop(ctx)`` — stop what ``start`` started (files are removed with the state dir);
@@ -51,8 +52,8 @@ class Component:
     after: ClassVar[tuple[str, ...] | None] = None
     """Components that must be ready before this one starts (those of the lab that are
     enabled); None: every component of a lower ``order``."""
-    requires: ClassVar[tuple[str, ...]] = ()
-    """Components without which this one is left out (see the module docstring)."""
+    needs: ClassVar[tuple[str, ...]] = ()
+    """Components without which this one cannot work (see the module docstring)."""
 
     def start(self, ctx: LabContext) -> None:
         raise NotImplementedError
@@ -207,13 +208,16 @@ def select(without: frozenset[str], with_: frozenset[str]) -> list[Component]:
     ]
     while True:
         names = {c.name for c in chosen}
-        dropped = [c for c in chosen if not set(c.requires) <= names]
+        dropped = [c for c in chosen if not set(c.needs) <= names]
         if not dropped:
             return chosen
         for c in dropped:
-            if c.name in with_:
-                missing = ", ".join(sorted(set(c.requires) - names))
-                raise _usage(f"--with {c.name} needs {missing}, which is left out")
+            lacking = [n for n in c.needs if n not in names]
+            if c.name in with_ or not c.optional or not c.default:
+                raise _usage(
+                    f"lab component {c.name} needs {', '.join(lacking)}: "
+                    f"--with {','.join([*lacking, c.name])}"
+                )
         chosen = [c for c in chosen if c not in dropped]
 
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kaic.checks.pod_autoscaling import identify_adapter, set_metric_command
+from kaic.checks import pod_autoscaling as pod_autoscaling_module
+from kaic.checks.pod_autoscaling import identify_adapter, metric_text, set_metric_command
 from kaic.cluster.api import ExecResult, KubeObject, condition
 from kaic.errors import NotFoundError
 from kaic.model import CheckResult, Outcome
@@ -261,6 +264,10 @@ def test_pod_autoscaling_fails_when_the_apiservice_is_unavailable() -> None:
     result = run("pod_autoscaling", fc, HPA_FAST)
     assert result.outcome is Outcome.FAIL
     assert "v1beta2.custom.metrics.k8s.io is not Available (FailedDiscoveryCheck" in result.reason
+    assert (
+        "its adapter, prometheus-adapter behind Service custom-metrics/custom-metrics-apiserver, "
+        "does not serve it" in result.reason
+    )
 
 
 def test_pod_autoscaling_fails_when_the_metric_never_reaches_the_api() -> None:
@@ -279,11 +286,52 @@ def test_pod_autoscaling_fails_when_the_hpa_never_acts() -> None:
     assert "the HPA did not become ScalingActive within 1s" in result.reason
 
 
-def test_the_metric_command_writes_prometheus_text_for_one_pod() -> None:
+def test_a_failed_metric_exec_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pod_autoscaling_module, "SET_METRIC_RETRY_S", 0.0)
+    fc = hpa_world()
+    works = fc._exec
+    calls: list[str] = []
+
+    def flaky(namespace: str, pod: str, command: Sequence[str], container: str | None) -> Any:
+        calls.append(pod)
+        if len(calls) == 1:
+            return ExecResult("", "mv: cannot stat 'x': No such file or directory", 1)
+        return works(namespace, pod, command, container)
+
+    fc.exec_handler = flaky
+    result = run("pod_autoscaling", fc, HPA_FAST)
+    assert result.outcome is Outcome.PASS, result.reason
+    assert calls[0] == calls[1]
+
+
+def test_pod_autoscaling_reports_the_last_exec_failure_as_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pod_autoscaling_module, "SET_METRIC_RETRY_S", 0.0)
+    fc = hpa_world()
+    fc.exec_handler = lambda *_a: ExecResult("", "sh: read-only file system", 2)
+    result = run("pod_autoscaling", fc, HPA_FAST)
+    assert result.outcome is Outcome.ERROR
+    assert "failed 3 time(s); last: exit 2: sh: read-only file system" in result.reason
+
+
+def test_the_metric_command_writes_prometheus_text_for_one_pod(tmp_path: Path) -> None:
     cmd = set_metric_command("ns1", "pod-a", "m", 30)
     assert cmd[:2] == ["sh", "-c"]
-    assert "kaic-metrics/ns1/pod-a/metrics" in cmd[2]
-    assert "m 30" in cmd[2]
+    subprocess.run(cmd, cwd=tmp_path, check=True)
+    assert (tmp_path / "kaic-metrics/ns1/pod-a/metrics.txt").read_text() == metric_text("m", 30)
+    assert [p.name for p in (tmp_path / "kaic-metrics/ns1/pod-a").iterdir()] == ["metrics.txt"]
+
+
+def test_concurrent_metric_commands_in_one_pod_all_succeed(tmp_path: Path) -> None:
+    # Two writers used to share one temporary file: the second `mv` found it gone.
+    procs = [
+        subprocess.Popen(set_metric_command("ns1", "pod-a", "m", v), cwd=tmp_path)
+        for v in range(40)
+    ]
+    assert [p.wait() for p in procs] == [0] * 40
+    text = (tmp_path / "kaic-metrics/ns1/pod-a/metrics.txt").read_text()
+    assert text in {metric_text("m", v) for v in range(40)}
 
 
 @pytest.mark.parametrize(
@@ -293,7 +341,6 @@ def test_the_metric_command_writes_prometheus_text_for_one_pod() -> None:
         ("prometheus-adapter", "monitoring", "prometheus-adapter"),
         ("keda-operator-metrics-apiserver", "keda", "KEDA"),
         ("custom-metrics-stackdriver-adapter", "custom-metrics", "Google Cloud"),
-        ("kaic-lab-metrics-adapter", "kaic-lab", "kaic lab metrics adapter"),
         ("my-adapter", "team", "other (team/my-adapter)"),
     ],
 )

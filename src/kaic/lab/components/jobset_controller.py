@@ -64,7 +64,7 @@ class JobSetController(GoController):
     )
     order = 112
     after = ("jobset",)
-    requires = ("jobset",)
+    needs = ("jobset",)
     program = "jobset"
     webhooks = "webhooks"
     namespace = NAMESPACE

@@ -4,7 +4,7 @@ kaic.lab.sims.NAME``) and stand in for hardware or for a container the lab canno
 * ``devices``: the device visibility agent (which GPUs an exec'd container sees);
 * ``dcgm``: DCGM-style GPU metrics, one loopback listener per GPU node;
 * ``porter``: what an ``agnhost porter`` container would serve, at its pod IP;
-* ``metrics_adapter``: a ``custom.metrics.k8s.io`` server for the pods' own metrics.
+* ``httpd``: what a busybox ``httpd`` container would serve, at its pod IP.
 
 They talk to the apiserver with the one lab client (``kaic.lab.apiserver``) and serve
 HTTP with one helper (``kaic.lab.sims.http``). Must not import the lab's components or
