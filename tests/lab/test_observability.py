@@ -57,7 +57,8 @@ def test_accelerator_metrics_passes_with_the_simulated_dcgm_exporter(lab: Lab) -
     expected = lab.options.nodes * lab.options.gpus_per_node
     assert f"all {expected} accelerators" in " ".join(sub(result, "PerAcceleratorMemoryMetric").log)
     endpoints = next(e for e in result.evidence if e.name == "endpoints.txt").content
-    assert "gpu-operator/nvidia-dcgm-exporter-kaic-gpu-0:9400/metrics" in endpoints
+    assert endpoints.count("gpu-operator/nvidia-dcgm-exporter-") == lab.options.nodes, endpoints
+    assert ":9400/metrics" in endpoints
 
 
 def test_accelerator_metrics_fails_naming_the_gpu_without_memory_metrics(

@@ -137,7 +137,8 @@ class DcgmExporter(Component):
     name = "dcgm-exporter"
     description = (
         "simulated NVIDIA DCGM exporter (made-up metrics) for every GPU node, "
-        "reached by port-forward to gpu-operator/nvidia-dcgm-exporter-<node>"
+        "run as the DaemonSet gpu-operator/nvidia-dcgm-exporter, reached by port-forward "
+        "to its pods"
     )
     order = 110
     after = ("nodes", "kube-controller-manager")

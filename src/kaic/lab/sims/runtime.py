@@ -273,23 +273,27 @@ def container_argv(
 
 
 def sandbox_prefix(pod: Mapping[str, Any]) -> list[str]:
-    """The command prefix that puts a container's process into its pod's network.
+    """The command prefix that puts a container's process into its pod's sandbox.
 
     Today every container gets a private network namespace with only loopback up
     (``unshare --net``): it can neither reach nor be reached from anything else, and
     two pods may listen on the same port. This is the one place a lab network would
-    wire pods in instead (e.g. ``ip netns exec <pod's namespace>``).
+    wire pods in instead (e.g. ``ip netns exec <pod's namespace>``). It also gets its own
+    UTS namespace whose hostname is the pod's (``spec.hostname`` or its name), as in a
+    container.
     """
-    del pod
+    spec = pod.get("spec") or {}
+    host = str(spec.get("hostname") or (pod.get("metadata") or {}).get("name", ""))[:63]
     root = os.geteuid() == 0
     return [
         "unshare",
         "--net",
+        "--uts",
         *([] if root else ["--map-root-user"]),
         "/bin/sh",
         "-c",
-        'ip link set lo up 2>/dev/null; exec "$@"',
-        "kaic-sandbox",
+        'ip link set lo up 2>/dev/null; hostname "$0" 2>/dev/null; exec "$@"',
+        host or "pod",
     ]
 
 
