@@ -240,6 +240,8 @@ def test_a_pod_of_an_image_the_lab_does_not_run_keeps_kwok_behaviour_and_says_so
     ann = p["metadata"]["annotations"]
     assert ann[RUNTIME_ANNOTATION] == runtime.KWOK
     assert "registry.k8s.io/pause:3.10" in ann[runtime.REASON_ANNOTATION]
+    said = logs(lab, namespace, p["metadata"]["name"])
+    assert "did not run" in said and "registry.k8s.io/pause:3.10" in said
     events = lab.ctx.get(f"/api/v1/namespaces/{namespace}/events")["items"]
     assert any(
         e["reason"] == "NotRun" and e["involvedObject"]["name"] == p["metadata"]["name"]

@@ -410,6 +410,21 @@ def cri_line(stream: str, text: str, when: dt.datetime | None = None) -> str:
     return f"{stamp} {stream} F {text}\n"
 
 
+def logs_object(ns: str, name: str, uid: str, logs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The kwok ``Logs`` object of a pod (owned by it, so it goes with the pod)."""
+    return {
+        "apiVersion": KWOK_API,
+        "kind": "Logs",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": {"app.kubernetes.io/managed-by": "kaic-lab"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid}],
+        },
+        "spec": {"logs": logs},
+    }
+
+
 # ---------------------------------------------------------------------------------------
 # Processes
 # ---------------------------------------------------------------------------------------
@@ -656,30 +671,36 @@ class Runtime:
             if c.restarts:
                 entry["previousLogsFile"] = str(self.log_file(run, c.name, c.restarts - 1))
             logs.append(entry)
-        obj = {
-            "apiVersion": KWOK_API,
-            "kind": "Logs",
-            "metadata": {
-                "name": run.name,
-                "namespace": run.namespace,
-                "labels": {"app.kubernetes.io/managed-by": "kaic-lab"},
-                "ownerReferences": [
-                    {"apiVersion": "v1", "kind": "Pod", "name": run.name, "uid": run.uid}
-                ],
-            },
-            "spec": {"logs": logs},
-        }
         try:
             self.api.request(
                 "PATCH",
                 f"/apis/{KWOK_API}/namespaces/{run.namespace}/logs/{run.name}"
                 f"?fieldManager={SOURCE}&force=true",
-                obj,
+                logs_object(run.namespace, run.name, run.uid, logs),
                 content_type="application/apply-patch+yaml",
             )
         except ApiError as e:
             if e.status not in (403, 404):
                 self.log(f"cannot write Logs of {run.namespace}/{run.name}: {e}")
+
+    def explain_in_logs(self, pod: Mapping[str, Any], why: str) -> None:
+        """``kubectl logs`` of a pod the runtime does not run says why (unless a kwok
+        ``Logs`` object named like the pod exists already)."""
+        md = pod["metadata"]
+        f = self.root / "pods" / f"{md['namespace']}_{md['name']}_{md['uid']}" / "not-run.log"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(cri_line("stderr", f"kaic lab: this container did not run: {why}"))
+        obj = logs_object(
+            str(md["namespace"]),
+            str(md["name"]),
+            str(md["uid"]),
+            [{"logsFile": str(f), "follow": False}],
+        )
+        try:
+            self.api.request("POST", f"/apis/{KWOK_API}/namespaces/{md['namespace']}/logs", obj)
+        except ApiError as e:
+            if e.status not in (403, 404, 409):
+                self.log(f"cannot write Logs of {md['namespace']}/{md['name']}: {e}")
 
     # -- containers --------------------------------------------------------------
     def volume_mounts(self, run: PodRun, container: Mapping[str, Any]) -> list[tuple[Path, str]]:
@@ -904,6 +925,7 @@ class Runtime:
             self.event(
                 pod, "NotRun", f"kaic lab runs no process for this pod: {why}; kwok simulates it"
             )
+            self.explain_in_logs(pod, why)
         return value
 
     def sync(self, pods: Sequence[dict[str, Any]]) -> None:
