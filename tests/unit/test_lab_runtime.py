@@ -198,3 +198,47 @@ def test_recorded_process_groups_are_found_and_killed(tmp_path: Path) -> None:
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def a_runtime(tmp_path: Path, which_: Any = which, **kw: Any) -> runtime.Runtime:
+    return runtime.Runtime(None, tmp_path, which=which_, **kw)  # type: ignore[arg-type]
+
+
+def test_busybox_images_get_every_applet_of_the_host_busybox_first_on_path(
+    tmp_path: Path,
+) -> None:
+    fake = tmp_path / "host" / "busybox"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nprintf 'httpd\\nwget\\nsh\\n'\n")
+    fake.chmod(0o755)
+    rt = a_runtime(tmp_path / "rt", lambda n: str(fake) if n == "busybox" else None)
+    d = Path(rt.path_dir(runtime.IMAGES["busybox"]))
+    assert sorted(p.name for p in d.iterdir()) == ["httpd", "sh", "wget"]
+    assert (d / "httpd").resolve() == fake.resolve()
+    assert rt.path_dir(runtime.IMAGES["ubuntu"]) == ""
+    py = Path(a_runtime(tmp_path / "rt2").path_dir(runtime.IMAGES["python"])) / "python"
+    assert str(py.readlink()) == "/usr/bin/python3"
+
+
+def run_of(uid: str = "u-1") -> runtime.PodRun:
+    pod = a_pod(containers=[{"name": "main", "image": "ubuntu"}])
+    return runtime.PodRun(uid, "ns", "p", pod, [ContainerState("main", "ubuntu")])
+
+
+def test_the_command_line_goes_through_the_sandbox_the_mounts_and_the_device_view(
+    tmp_path: Path,
+) -> None:
+    exec_bin = tmp_path / "exec-bin"
+    exec_bin.mkdir()
+    (exec_bin / "sh").write_text("#!/bin/sh\n")
+    rt = a_runtime(tmp_path / "rt", devices_root=tmp_path / "devices", exec_bin=exec_bin)
+    vol = tmp_path / "vol"
+    line, extra = rt.command_line(run_of(), "main", ["ls", "/dev"], [(vol, runtime.SA_MOUNT)])
+    assert line[:2] == ["unshare", "--net"]
+    i = line.index(str(rt.root / "mounts.sh"))
+    assert line[i + 1 : i + 4] == [str(vol), runtime.SA_MOUNT, "--"]
+    assert line[i + 4] == str(exec_bin / "sh")
+    assert line[-2:] == ["ls", "/dev"]
+    assert extra == {runtime.DEVICE_DIR_ENV: str(tmp_path / "devices" / "pods" / "u-1" / "main")}
+    plain, extra = a_runtime(tmp_path / "rt3").command_line(run_of(), "main", ["true"], [])
+    assert "/bin/sh" in plain and not extra and "mounts.sh" not in " ".join(plain)
