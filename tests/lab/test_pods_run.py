@@ -255,6 +255,25 @@ def test_the_dcgm_exporters_are_daemonset_pods_on_every_gpu_node(lab: Lab) -> No
     assert owners == dict.fromkeys(gpu_nodes(lab.ctx), "DaemonSet")
 
 
+def test_a_recreated_dcgm_exporter_pod_gets_its_port_forward(lab: Lab) -> None:
+    def pods() -> dict[str, str]:
+        items = lab.ctx.get(f"/api/v1/namespaces/{DCGM_NAMESPACE}/pods")["items"]
+        return {
+            p["spec"]["nodeName"]: p["metadata"]["name"]
+            for p in items
+            if not p["metadata"].get("deletionTimestamp")
+        }
+
+    node = gpu_nodes(lab.ctx)[0]
+    old = pods()[node]
+    lab.ctx.request("DELETE", f"/api/v1/namespaces/{DCGM_NAMESPACE}/pods/{old}")
+    new = wait_for(lambda: (pods().get(node) or old) != old and pods()[node], what="a new pod")
+    pf_path = f"/apis/kwok.x-k8s.io/v1alpha1/namespaces/{DCGM_NAMESPACE}/portforwards/{new}"
+    pf = wait_for(lambda: lab.ctx.exists(pf_path) and lab.ctx.get(pf_path), what="its PortForward")
+    target = pf["spec"]["forwards"][0]["target"]
+    assert target == {"address": "127.0.0.1", "port": lab.ctx.port(f"dcgm-{node}")}
+
+
 def test_lab_down_leaves_no_container_process_even_after_the_runtime_was_killed() -> None:
     lab = Lab(
         LabOptions(

@@ -25,11 +25,11 @@ from kaic.lab.apiserver import probe
 from kaic.lab.component import Component, register
 from kaic.lab.components.nodes import PRODUCT, gpu_node_name, gpu_uuid
 from kaic.lab.context import LabContext
-from kaic.lab.objects import LAB_LABELS, namespace, pods_running, port_forward
+from kaic.lab.objects import LAB_LABELS, namespace, pods_running
 from kaic.lab.sims import dcgm
 
 DCGM_NAMESPACE = "gpu-operator"
-DCGM_PORT = 9400
+DCGM_PORT = dcgm.PORT
 DCGM_IMAGE = "nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"
 
 
@@ -122,16 +122,6 @@ def exporter_pods(ctx: LabContext) -> dict[str, dict[str, Any]]:
     }
 
 
-def pod_port_forward(pod: dict[str, Any], local: int) -> dict[str, Any]:
-    """A kwok PortForward from the pod's port 9400 to ``local``, owned by the pod."""
-    md = pod["metadata"]
-    pf = port_forward(DCGM_NAMESPACE, md["name"], DCGM_PORT, local)
-    pf["metadata"]["ownerReferences"] = [
-        {"apiVersion": "v1", "kind": "Pod", "name": md["name"], "uid": md["uid"]}
-    ]
-    return pf
-
-
 @register
 class DcgmExporter(Component):
     name = "dcgm-exporter"
@@ -165,6 +155,8 @@ class DcgmExporter(Component):
                     "kaic.lab.sims.dcgm",
                     f"--spec={spec}",
                     f"--fault-file={dcgm_fault_file(ctx)}",
+                    f"--kubeconfig={ctx.kubeconfig}",
+                    f"--namespace={DCGM_NAMESPACE}",
                 ],
             )
         ctx.wait(
@@ -200,9 +192,12 @@ class DcgmExporter(Component):
             timeout=60,
         )
         # NOTE: one PortForward per DaemonSet pod, named like it (kwok matches by pod
-        # name); a pod recreated later gets its PortForward on the next `kaic lab up`.
+        # name); written here for the first pods, and by the simulator for pods the
+        # DaemonSet recreates later.
         pods = exporter_pods(ctx)
-        ctx.apply([pod_port_forward(pods[e.node], e.port) for e in exporters if e.node in pods])
+        ctx.apply(
+            [dcgm.pod_port_forward(pods[e.node], e.port) for e in exporters if e.node in pods]
+        )
         names = [pods[n]["metadata"]["name"] for n in nodes]
         ctx.wait(
             "DCGM exporter pods to run",
