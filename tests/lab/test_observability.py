@@ -104,6 +104,12 @@ def test_ai_service_metrics_passes_with_the_lab_prometheus(prometheus_lab: Lab) 
     assert ev["expected"] == ev["queried"]
 
 
+def test_lab_prometheus_is_a_statefulset_pod_off_the_gpu_pool(prometheus_lab: Lab) -> None:
+    pod = prometheus_lab.ctx.get("/api/v1/namespaces/monitoring/pods/prometheus-0")
+    assert pod["metadata"]["ownerReferences"][0]["kind"] == "StatefulSet"
+    assert pod["spec"]["nodeName"].startswith("kaic-cpu-")
+
+
 def test_lab_prometheus_scrapes_only_loopback_targets(prometheus_lab: Lab) -> None:
     run(prometheus_lab, "ai_service_metrics")  # leaves at least one target behind in SD
     data = _prom_api(prometheus_lab, "/api/v1/targets?state=any")

@@ -249,6 +249,27 @@ def test_a_pod_of_an_image_the_lab_does_not_run_keeps_kwok_behaviour_and_says_so
     )
 
 
+def test_python_images_run_python_and_a_container_reaches_nothing_outside_its_sandbox(
+    lab: Lab, namespace: str
+) -> None:
+    port = lab.ctx.port("kube-apiserver")
+    py = pod("py", "", image="python:3.12-slim")
+    py["spec"]["containers"][0]["command"] = ["python", "-c", "import sys; print('py', 3)"]
+    probe = pod(
+        "dial",
+        f"if (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null; then echo reached; "
+        "else echo isolated; fi; hostname",
+    )
+    probe["spec"]["containers"][0]["command"][0] = "bash"
+    for p in (py, probe):
+        p["spec"]["restartPolicy"] = "Never"
+        create(lab, namespace, p)
+    for name in ("py", "dial"):
+        wait_for(lambda n=name: phase_of(lab, namespace, n) == "Succeeded", what=name)
+    assert logs(lab, namespace, "py").splitlines() == ["py 3"]
+    assert logs(lab, namespace, "dial").splitlines() == ["isolated", "dial"]
+
+
 def test_the_dcgm_exporters_are_daemonset_pods_on_every_gpu_node(lab: Lab) -> None:
     pods = lab.ctx.get(f"/api/v1/namespaces/{DCGM_NAMESPACE}/pods")["items"]
     owners = {p["spec"]["nodeName"]: p["metadata"]["ownerReferences"][0]["kind"] for p in pods}
