@@ -242,3 +242,9 @@ def test_the_command_line_goes_through_the_sandbox_the_mounts_and_the_device_vie
     assert extra == {runtime.DEVICE_DIR_ENV: str(tmp_path / "devices" / "pods" / "u-1" / "main")}
     plain, extra = a_runtime(tmp_path / "rt3").command_line(run_of(), "main", ["true"], [])
     assert "/bin/sh" in plain and not extra and "mounts.sh" not in " ".join(plain)
+
+
+def test_the_stop_grace_is_the_pods_but_at_most_ten_seconds() -> None:
+    assert runtime.grace_of(a_pod(terminationGracePeriodSeconds=0)) == 0
+    assert runtime.grace_of(a_pod(terminationGracePeriodSeconds=3)) == 3
+    assert runtime.grace_of(a_pod()) == runtime.STOP_GRACE_CAP_S

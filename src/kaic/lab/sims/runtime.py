@@ -403,6 +403,12 @@ def pod_status(containers: Sequence[ContainerState]) -> dict[str, Any]:
     }
 
 
+def grace_of(pod: Mapping[str, Any]) -> float:
+    """Seconds between TERM and KILL: the pod's grace period, at most ``STOP_GRACE_CAP_S``."""
+    grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds")
+    return min(float(30 if grace is None else grace), STOP_GRACE_CAP_S)
+
+
 def cri_line(stream: str, text: str, when: dt.datetime | None = None) -> str:
     """One line of the CRI log format kwok's ``logs`` reads (``<time> stdout F <text>``)."""
     t = when or dt.datetime.now(dt.UTC)
@@ -940,8 +946,7 @@ class Runtime:
             run = self.pods.get(uid)
             if md.get("deletionTimestamp"):
                 if run is not None and run.procs:
-                    grace = float(spec.get("terminationGracePeriodSeconds", 30) or 0)
-                    self.stop_pod(run, min(grace, STOP_GRACE_CAP_S))
+                    self.stop_pod(run, grace_of(pod))
                 continue
             phase = (pod.get("status") or {}).get("phase")
             if run is None:
@@ -971,7 +976,9 @@ class Runtime:
         for uid in [u for u in self.pods if u not in seen]:
             run = self.pods.pop(uid)
             if run.procs:
-                self.stop_pod(run, 1.0)
+                # NOTE: kwok deletes a pod at once, so it is usually gone before its
+                # deletionTimestamp is seen; the grace period is the pod's all the same.
+                self.stop_pod(run, grace_of(run.pod))
         self.decided = {u: v for u, v in self.decided.items() if u in seen}
 
     def shutdown(self) -> None:
