@@ -1028,7 +1028,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workdir", required=True, type=Path)
     ap.add_argument("--devices-root", type=Path)
     ap.add_argument("--exec-bin", type=Path)
-    ap.add_argument("--interval", type=float, default=0.5)
+    ap.add_argument("--interval", type=float, default=1.0, help="seconds between pod syncs")
     a = ap.parse_args(argv)
     a.root.mkdir(parents=True, exist_ok=True)
     (a.root / "mounts.sh").write_text(MOUNTS_SH)
