@@ -57,7 +57,8 @@ def test_accelerator_metrics_passes_with_the_simulated_dcgm_exporter(lab: Lab) -
     expected = lab.options.nodes * lab.options.gpus_per_node
     assert f"all {expected} accelerators" in " ".join(sub(result, "PerAcceleratorMemoryMetric").log)
     endpoints = next(e for e in result.evidence if e.name == "endpoints.txt").content
-    assert "gpu-operator/nvidia-dcgm-exporter-kaic-gpu-0:9400/metrics" in endpoints
+    assert endpoints.count("gpu-operator/nvidia-dcgm-exporter-") == lab.options.nodes, endpoints
+    assert ":9400/metrics" in endpoints
 
 
 def test_accelerator_metrics_fails_naming_the_gpu_without_memory_metrics(
@@ -100,6 +101,12 @@ def test_ai_service_metrics_passes_with_the_lab_prometheus(prometheus_lab: Lab) 
     assert "Prometheus server monitoring/prometheus-0" in log and "3.16.0" in log
     ev = json.loads(next(e for e in result.evidence if e.name == "query-results.json").content)
     assert ev["expected"] == ev["queried"]
+
+
+def test_lab_prometheus_is_a_statefulset_pod_off_the_gpu_pool(prometheus_lab: Lab) -> None:
+    pod = prometheus_lab.ctx.get("/api/v1/namespaces/monitoring/pods/prometheus-0")
+    assert pod["metadata"]["ownerReferences"][0]["kind"] == "StatefulSet"
+    assert pod["spec"]["nodeName"].startswith("kaic-cpu-")
 
 
 def test_lab_prometheus_scrapes_only_loopback_targets(prometheus_lab: Lab) -> None:

@@ -2,11 +2,12 @@
 metrics**), represented in the cluster like NVIDIA's GPU operator does it.
 
 One loopback listener per GPU node serves DCGM-style text for exactly that node's
-simulated GPUs. Each GPU node has a pod ``gpu-operator/nvidia-dcgm-exporter-<node>``
-(labels ``app=nvidia-dcgm-exporter``, ``app.kubernetes.io/name=dcgm-exporter``, port
-9400 ``metrics``) with a kwok ``PortForward`` from its port 9400 to the node's listener,
-and a Service ``nvidia-dcgm-exporter`` (port ``gpu-metrics``). A port-forward to the pod,
-through the apiserver and kwok, reaches the simulator.
+simulated GPUs. A DaemonSet ``gpu-operator/nvidia-dcgm-exporter`` (labels
+``app=nvidia-dcgm-exporter``, ``app.kubernetes.io/name=dcgm-exporter``, port 9400
+``metrics``) places one pod on each of the lab's GPU nodes; each pod has a kwok
+``PortForward`` (named like it, owned by it) from its port 9400 to its node's listener,
+and a Service ``nvidia-dcgm-exporter`` (port ``gpu-metrics``) selects them. A
+port-forward to the pod, through the apiserver and kwok, reaches the simulator.
 
 Owns: the simulator process, its spec and fault file, and those API objects. Must not
 decide pass/fail.
@@ -24,11 +25,11 @@ from kaic.lab.apiserver import probe
 from kaic.lab.component import Component, register
 from kaic.lab.components.nodes import PRODUCT, gpu_node_name, gpu_uuid
 from kaic.lab.context import LabContext
-from kaic.lab.objects import LAB_LABELS, namespace, pods_running, port_forward
+from kaic.lab.objects import LAB_LABELS, namespace, pods_running
 from kaic.lab.sims import dcgm
 
 DCGM_NAMESPACE = "gpu-operator"
-DCGM_PORT = 9400
+DCGM_PORT = dcgm.PORT
 DCGM_IMAGE = "nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"
 
 
@@ -53,31 +54,71 @@ def dcgm_fault_file(ctx: LabContext) -> Path:
     return ctx.dir("dcgm-exporter") / "faults.json"
 
 
-def dcgm_pod(node: str) -> dict[str, Any]:
+DCGM_LABELS = {"app": "nvidia-dcgm-exporter", "app.kubernetes.io/name": "dcgm-exporter"}
+
+
+def dcgm_daemonset(nodes: list[str]) -> dict[str, Any]:
+    """The exporter's DaemonSet, placed on the lab's own GPU nodes (those the simulator
+    has a listener for), as the GPU operator runs it on every GPU node."""
     return {
-        "apiVersion": "v1",
-        "kind": "Pod",
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
         "metadata": {
-            "name": f"nvidia-dcgm-exporter-{node}",
+            "name": "nvidia-dcgm-exporter",
             "namespace": DCGM_NAMESPACE,
-            "labels": {
-                **LAB_LABELS,
-                "app": "nvidia-dcgm-exporter",
-                "app.kubernetes.io/name": "dcgm-exporter",
-            },
-            "annotations": {"prometheus.io/scrape": "false"},
+            "labels": {**LAB_LABELS, **DCGM_LABELS},
         },
         "spec": {
-            "nodeName": node,
-            "tolerations": [{"operator": "Exists"}],
-            "containers": [
-                {
-                    "name": "nvidia-dcgm-exporter",
-                    "image": DCGM_IMAGE,
-                    "ports": [{"name": "metrics", "containerPort": DCGM_PORT}],
-                }
-            ],
+            "selector": {"matchLabels": {"app": "nvidia-dcgm-exporter"}},
+            "template": {
+                "metadata": {
+                    "labels": {**LAB_LABELS, **DCGM_LABELS},
+                    "annotations": {"prometheus.io/scrape": "false"},
+                },
+                "spec": {
+                    "tolerations": [{"operator": "Exists"}],
+                    "affinity": {
+                        "nodeAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": {
+                                # NOTE: one term per node (ORed): a field selector term
+                                # takes a single value.
+                                "nodeSelectorTerms": [
+                                    {
+                                        "matchFields": [
+                                            {
+                                                "key": "metadata.name",
+                                                "operator": "In",
+                                                "values": [n],
+                                            }
+                                        ]
+                                    }
+                                    for n in nodes
+                                ]
+                            }
+                        }
+                    },
+                    "containers": [
+                        {
+                            "name": "nvidia-dcgm-exporter",
+                            "image": DCGM_IMAGE,
+                            "ports": [{"name": "metrics", "containerPort": DCGM_PORT}],
+                        }
+                    ],
+                },
+            },
         },
+    }
+
+
+def exporter_pods(ctx: LabContext) -> dict[str, dict[str, Any]]:
+    """node name -> the DaemonSet's live pod on it."""
+    items = ctx.get(
+        f"/api/v1/namespaces/{DCGM_NAMESPACE}/pods?labelSelector=app%3Dnvidia-dcgm-exporter"
+    )
+    return {
+        p["spec"]["nodeName"]: p
+        for p in items["items"]
+        if p.get("spec", {}).get("nodeName") and not p["metadata"].get("deletionTimestamp")
     }
 
 
@@ -86,7 +127,8 @@ class DcgmExporter(Component):
     name = "dcgm-exporter"
     description = (
         "simulated NVIDIA DCGM exporter (made-up metrics) for every GPU node, "
-        "reached by port-forward to gpu-operator/nvidia-dcgm-exporter-<node>"
+        "run as the DaemonSet gpu-operator/nvidia-dcgm-exporter, reached by port-forward "
+        "to its pods"
     )
     order = 110
     after = ("nodes", "kube-controller-manager")
@@ -113,6 +155,8 @@ class DcgmExporter(Component):
                     "kaic.lab.sims.dcgm",
                     f"--spec={spec}",
                     f"--fault-file={dcgm_fault_file(ctx)}",
+                    f"--kubeconfig={ctx.kubeconfig}",
+                    f"--namespace={DCGM_NAMESPACE}",
                 ],
             )
         ctx.wait(
@@ -121,17 +165,10 @@ class DcgmExporter(Component):
             timeout=30,
             alive=self.process,
         )
-        pods = [dcgm_pod(n) for n in nodes]
         ctx.apply([namespace(DCGM_NAMESPACE)])
         ctx.apply(
             [
-                port_forward(DCGM_NAMESPACE, p["metadata"]["name"], DCGM_PORT, e.port)
-                for p, e in zip(pods, exporters, strict=True)
-            ]
-        )
-        ctx.apply(
-            [
-                *pods,
+                dcgm_daemonset(nodes),
                 {
                     "apiVersion": "v1",
                     "kind": "Service",
@@ -149,7 +186,19 @@ class DcgmExporter(Component):
                 },
             ]
         )
-        names = [p["metadata"]["name"] for p in pods]
+        ctx.wait(
+            "the DCGM exporter DaemonSet to place a pod on every GPU node",
+            lambda: set(nodes) <= set(exporter_pods(ctx)),
+            timeout=60,
+        )
+        # NOTE: one PortForward per DaemonSet pod, named like it (kwok matches by pod
+        # name); written here for the first pods, and by the simulator for pods the
+        # DaemonSet recreates later.
+        pods = exporter_pods(ctx)
+        ctx.apply(
+            [dcgm.pod_port_forward(pods[e.node], e.port) for e in exporters if e.node in pods]
+        )
+        names = [pods[n]["metadata"]["name"] for n in nodes]
         ctx.wait(
             "DCGM exporter pods to run",
             lambda: pods_running(ctx, DCGM_NAMESPACE, names),

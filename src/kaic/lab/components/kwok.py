@@ -15,6 +15,7 @@ from kaic.lab.binaries import manifests
 from kaic.lab.component import ProcessComponent, register
 from kaic.lab.context import LabContext
 from kaic.lab.crds import apply_all, wait_established
+from kaic.lab.sims import runtime
 
 KWOK_CRDS = (
     "Stage",
@@ -35,6 +36,7 @@ EXEC_BIN = "exec-bin"
 """Data directory put first on kwok's PATH (see ``Kwok.env``)."""
 COMPLETE_AFTER_ANNOTATION = "kaic.io/complete-after"
 """On a pod owned by a Job: how long it stays Running before it Succeeds (e.g. ``30s``)."""
+RUNTIME_COMPONENT = "container-runtime"
 
 
 def kwok_stages(ctx: LabContext) -> list[dict[str, Any]]:
@@ -44,10 +46,22 @@ def kwok_stages(ctx: LabContext) -> list[dict[str, Any]]:
     delay read from the pod annotation ``kaic.io/complete-after`` (a Go duration such as
     ``30s``, or an RFC 3339 time), so gang-scheduled or long-running Jobs can be
     observed while Running; without the annotation they still complete immediately.
+
+    With the ``container-runtime`` component, only pods it marked ``kaic.io/runtime:
+    kwok`` (it runs no process for them) are completed by this stage; the others end
+    when their processes do.
     """
     docs = manifests("kwok", "stages", ctx.options.version)
     for d in docs:
         if d["metadata"]["name"] == "pod-complete":
+            if RUNTIME_COMPONENT in ctx.enabled:
+                d["spec"]["selector"]["matchExpressions"].append(
+                    {
+                        "key": f'.metadata.annotations["{runtime.RUNTIME_ANNOTATION}"]',
+                        "operator": "In",
+                        "values": [runtime.KWOK],
+                    }
+                )
             d["spec"]["delay"] = {
                 "durationMilliseconds": 0,
                 "durationFrom": {

@@ -10,8 +10,9 @@ Network rule: the last relabel step keeps only targets whose ``__address__`` is 
 127.0.0.0/8 address with a port, so Prometheus never dials anything but loopback, even
 if a pod had another IP. The lab's kwok hands out pod IPs inside 127.0.0.0/8, and
 ``kaic.lab.sims.porter`` serves the sample workload at its pod IP. In the cluster it is
-represented by a pod ``monitoring/prometheus-0`` (``app.kubernetes.io/name=prometheus``,
-port 9090 ``web``) with a kwok ``PortForward`` to it, and a Service ``prometheus``.
+represented by a StatefulSet ``monitoring/prometheus`` whose one pod ``prometheus-0``
+(``app.kubernetes.io/name=prometheus``, port 9090 ``web``) has a kwok ``PortForward`` to
+it, and a Service ``prometheus``.
 
 Owns: the configuration text, the command line, the process and those API objects.
 Must not decide pass/fail.
@@ -28,11 +29,14 @@ from kaic.errors import LabError
 from kaic.lab import programs
 from kaic.lab.apiserver import probe
 from kaic.lab.component import ProcessComponent, register
+from kaic.lab.components.nodes import POOL_LABEL
 from kaic.lab.context import LabContext
 from kaic.lab.objects import LAB_LABELS, namespace, pods_running, port_forward
 
 PROM_NAMESPACE = "monitoring"
-PROM_POD = "prometheus-0"
+PROM_NAME = "prometheus"
+PROM_POD = f"{PROM_NAME}-0"
+"""The StatefulSet's one pod."""
 PROM_PORT = 9090
 SCRAPE_INTERVAL = "2s"
 LOOPBACK_ADDRESS = r"127(\.[0-9]{1,3}){3}:[0-9]+"
@@ -166,20 +170,37 @@ class Prometheus(ProcessComponent):
             "app.kubernetes.io/name": "prometheus",
             "app.kubernetes.io/component": "server",
         }
+        # NOTE: a StatefulSet of one, as Prometheus is run on a real platform; its pod
+        # keeps the name prometheus-0, which the PortForward above is named after. It is
+        # kept off the GPU pool (on the CPU nodes when the lab has some).
+        placement = {POOL_LABEL: "cpu"} if ctx.options.cpu_nodes else {}
         ctx.apply(
             [
                 {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "metadata": {"name": PROM_POD, "namespace": PROM_NAMESPACE, "labels": labels},
+                    "apiVersion": "apps/v1",
+                    "kind": "StatefulSet",
+                    "metadata": {
+                        "name": PROM_NAME,
+                        "namespace": PROM_NAMESPACE,
+                        "labels": dict(labels),
+                    },
                     "spec": {
-                        "containers": [
-                            {
-                                "name": "prometheus",
-                                "image": "quay.io/prometheus/prometheus:v3.16.0",
-                                "ports": [{"name": "web", "containerPort": PROM_PORT}],
-                            }
-                        ]
+                        "replicas": 1,
+                        "serviceName": PROM_NAME,
+                        "selector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+                        "template": {
+                            "metadata": {"labels": dict(labels)},
+                            "spec": {
+                                "nodeSelector": placement,
+                                "containers": [
+                                    {
+                                        "name": "prometheus",
+                                        "image": "quay.io/prometheus/prometheus:v3.16.0",
+                                        "ports": [{"name": "web", "containerPort": PROM_PORT}],
+                                    }
+                                ],
+                            },
+                        },
                     },
                 },
                 {

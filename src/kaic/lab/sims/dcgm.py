@@ -23,11 +23,13 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+from kaic.lab.apiserver import ApiClient, ApiError
 from kaic.lab.sims import http
 
 FB_TOTAL_MIB = 81559  # an H100 80GB HBM3 as nvidia-smi reports it
@@ -208,6 +210,64 @@ def read_spec(path: Path) -> list[NodeExporter]:
     ]
 
 
+EXPORTER_SELECTOR = "app=nvidia-dcgm-exporter"
+"""Label selector of the exporter's DaemonSet pods."""
+PORT = 9400
+
+
+def pod_port_forward(pod: Mapping[str, Any], local: int) -> dict[str, Any]:
+    """A kwok PortForward from an exporter pod's port 9400 to ``local``, named like the
+    pod and owned by it (kwok matches port-forwards by pod name)."""
+    md = pod["metadata"]
+    return {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "PortForward",
+        "metadata": {
+            "name": md["name"],
+            "namespace": md["namespace"],
+            "labels": {"app.kubernetes.io/managed-by": "kaic-lab"},
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "Pod", "name": md["name"], "uid": md["uid"]}
+            ],
+        },
+        "spec": {
+            "forwards": [{"ports": [PORT], "target": {"address": "127.0.0.1", "port": local}}]
+        },
+    }
+
+
+def keep_port_forwards(
+    api: ApiClient, namespace: str, exporters: Sequence[NodeExporter], stop: threading.Event
+) -> None:
+    """Give every exporter pod (also one the DaemonSet recreates) its PortForward."""
+    ports = {e.node: e.port for e in exporters}
+    done: set[str] = set()
+    while not stop.is_set():
+        try:
+            pods = api.get(
+                f"/api/v1/namespaces/{namespace}/pods?labelSelector={EXPORTER_SELECTOR}"
+            )["items"]
+            for pod in pods:
+                node = (pod.get("spec") or {}).get("nodeName")
+                uid = pod["metadata"]["uid"]
+                if uid in done or node not in ports or pod["metadata"].get("deletionTimestamp"):
+                    continue
+                try:
+                    api.request(
+                        "POST",
+                        f"/apis/kwok.x-k8s.io/v1alpha1/namespaces/{namespace}/portforwards",
+                        pod_port_forward(pod, ports[node]),
+                    )
+                except ApiError as e:
+                    if e.status != 409:
+                        raise
+                done.add(uid)
+                print(f"port-forward for {namespace}/{pod['metadata']['name']}", flush=True)
+        except (ApiError, OSError, KeyError, TypeError) as e:
+            print(f"keeping port-forwards failed: {e}", flush=True)
+        stop.wait(2.0)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="python -m kaic.lab.sims.dcgm",
@@ -216,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--spec", type=Path, required=True, help="JSON list of {node, port, gpus}")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--fault-file", type=Path)
+    ap.add_argument("--kubeconfig", type=Path, help="keep the exporter pods' PortForwards")
+    ap.add_argument("--namespace", default="gpu-operator")
     a = ap.parse_args(argv)
     servers = [make_server(e.node, e.gpus, a.host, e.port, a.fault_file) for e in read_spec(a.spec)]
     for e, srv in zip(read_spec(a.spec), servers, strict=True):
@@ -224,7 +286,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"dcgm simulator for {e.node}: {len(e.gpus)} GPUs on http://{a.host}:{e.port}/metrics",
             flush=True,
         )
-    threading.Event().wait()
+    stop = threading.Event()
+    if a.kubeconfig:
+        api = ApiClient.from_kubeconfig(a.kubeconfig)
+        args = (api, a.namespace, read_spec(a.spec), stop)
+        threading.Thread(target=keep_port_forwards, args=args, daemon=True).start()
+    stop.wait()
 
 
 if __name__ == "__main__":
