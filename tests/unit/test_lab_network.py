@@ -128,7 +128,7 @@ def test_kwok_node_initialize_writes_both_addresses_whatever_the_node_has() -> N
     assert fixed.startswith("conditions: []\n") and "{{ with NodePort }}" in fixed
     block = fixed[fixed.index("addresses:") : fixed.index("{{ with NodePort }}")]
     filled = block.replace("{{ NodeIP | Quote }}", '"127.0.0.1"')
-    filled = filled.replace("{{ NodeName | Quote }}", '"kaic-gpu-0"')
+    filled = filled.replace("{{ .metadata.name | Quote }}", '"kaic-gpu-0"')
     assert yaml.safe_load(filled) == {
         "addresses": [
             {"address": "127.0.0.1", "type": "InternalIP"},

@@ -45,7 +45,7 @@ ADDRESSES_END = "{{ with NodePort }}"
 NODE_ADDRESSES = """addresses:
 - address: {{ NodeIP | Quote }}
   type: InternalIP
-- address: {{ NodeName | Quote }}
+- address: {{ .metadata.name | Quote }}
   type: Hostname
 
 """
@@ -55,10 +55,12 @@ def node_addresses_always(template: str) -> str:
     """kwok's ``node-initialize`` status template, writing both node addresses every time.
 
     Upstream writes ``addresses`` only when InternalIP or Hostname is missing, and then
-    only the missing one; the status patch replaces the whole list, so a node that went
-    NotReady with one address left (seen under load) came back with the other one only,
-    or none, and every exec and port-forward to it failed ("no preferred addresses
-    found"). The lab writes both, InternalIP and Hostname, on every initialisation.
+    only the missing one, taking the Hostname from ``NodeName``, which is empty for
+    nodes in kwok v0.8.0. A node that went NotReady (seen under load) and was initialised
+    again with its InternalIP present therefore got ``addresses:`` with nothing under it:
+    the list was cleared, and every exec and port-forward to it failed ("no preferred
+    addresses found; known addresses: []"). The lab writes both, InternalIP (kwok's
+    ``--node-ip``) and Hostname (the node's name), on every initialisation.
     """
     start, end = template.find(ADDRESSES_START), template.find(ADDRESSES_END)
     if start < 0 or end < start:
