@@ -401,6 +401,20 @@ def test_every_socket_and_address_of_the_lab_is_loopback_or_in_its_own_network(
         for pid in pids:
             for _local, remote in lab_proc.connections(pid):
                 assert allowed(remote[0]), f"{component} is connected to {remote}"
+    # Every socket of the lab namespace, whoever holds it (the relay's listener is there
+    # while its process lives in the host's namespace).
+    ss = subprocess.run(
+        net.in_netns(["ss", "-H", "-n", "-t", "-u", "-a"]),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert ss, "no socket in the lab namespace"
+    for line in ss:
+        _proto, state, _rq, _sq, local, peer = line.split()[:6]
+        assert allowed(local.rsplit(":", 1)[0].strip("[]")), line
+        if state not in ("LISTEN", "UNCONN"):
+            assert allowed(peer.rsplit(":", 1)[0].strip("[]")), line
     pods = lab.ctx.get("/api/v1/pods")["items"]
     ips = [ip["ip"] for p in pods for ip in p.get("status", {}).get("podIPs", [])]
     assert ips, "no pod has an IP"

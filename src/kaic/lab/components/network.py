@@ -85,5 +85,9 @@ class Network(ProcessComponent):
 
 
 def _missing_objects(ctx: LabContext) -> bool:
-    net = ctx.net
-    return net.netns not in network.netns_names() or not network.link_exists(net.host_if)
+    net = network.load(ctx.state / NET_FILE)  # never allocates (status is read-only)
+    return (
+        net is None
+        or net.netns not in network.netns_names()
+        or not network.link_exists(net.host_if)
+    )
