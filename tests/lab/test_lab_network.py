@@ -243,7 +243,7 @@ def test_a_crashed_lab_is_cleaned_by_its_next_up_and_down(
 
         kill_all()
         again = Lab.load(small.name, small.options.state)
-        again.up()  # reuses the namespace and block it still holds
+        again.up()  # keeps its block, makes its namespace anew (nothing was left inside)
         assert again.ctx.net == net
         wait_for(
             lambda: all(c.healthy for c in again.status()),

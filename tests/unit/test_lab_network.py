@@ -142,3 +142,29 @@ def test_a_changed_kwok_stage_stops_the_lab_with_a_clear_error() -> None:
 
     with pytest.raises(LabError, match="node-initialize stage changed"):
         node_addresses_always("addresses: []\n")
+
+
+def test_kube_proxy_runs_in_nftables_mode_inside_the_lab_namespace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kaic.lab.components.kube_proxy import KubeProxy
+    from kaic.lab.components.porter import Porter
+    from kaic.lab.context import LabContext
+    from kaic.lab.options import LabOptions
+
+    monkeypatch.setenv(network.REGISTRY_ENV, str(tmp_path / "registry"))
+    state = _lab(tmp_path, "unit")
+    ctx = LabContext(options=LabOptions(name="unit", state_dir=state), bin=tmp_path / "bin")
+    net = ctx.net
+    assert net == ctx.net  # recorded in the state directory, allocated once
+    argv = KubeProxy().argv(ctx)
+    assert argv[:5] == ["ip", "netns", "exec", net.netns, str(tmp_path / "bin" / "kube-proxy")]
+    assert "--proxy-mode=nftables" in argv
+    assert f"--cluster-cidr={net.layout.network}" in argv
+    assert "--hostname-override=kaic-cpu-0" in argv
+    kubeconfig = next(a for a in argv if a.startswith("--kubeconfig="))
+    text = Path(kubeconfig.split("=", 1)[1]).read_text()
+    assert f"https://127.0.0.1:{ctx.port('network-relay')}" in text
+    porter = Porter().argv(ctx)
+    assert porter[:4] == ["ip", "netns", "exec", net.netns]
+    assert f"--pod-cidr={net.pod_cidr}" in porter

@@ -265,6 +265,12 @@ def netns_names() -> list[str]:
         return []
 
 
+def pids_in(net: LabNet) -> list[int]:
+    """Processes running inside the lab's namespace (empty if it does not exist)."""
+    r = _ip("netns", "pids", net.netns, check=False)
+    return [int(p) for p in r.stdout.split() if p.isdigit()] if r.returncode == 0 else []
+
+
 def link_exists(name: str) -> bool:
     return _ip("link", "show", "dev", name, check=False).returncode == 0
 

@@ -50,7 +50,14 @@ class Network(ProcessComponent):
         missing = network.missing_prerequisites()
         if missing:
             raise LabError("the lab network needs " + ", ".join(missing))
-        network.create(ctx.net)
+        net = ctx.net
+        if not network.pids_in(net):
+            # Nothing runs inside: whatever is there is a crashed lab's leftover (stale
+            # nftables rules, addresses); start from a clean namespace, and a relay
+            # listening in the old one must go too (it is started again below).
+            proc.stop(ctx.pid_path(self.name))
+            network.remove(net)
+        network.create(net)
         netns_kubeconfig(ctx)
 
     def argv(self, ctx: LabContext) -> list[str]:
