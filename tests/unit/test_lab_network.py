@@ -164,7 +164,7 @@ def test_kube_proxy_runs_in_nftables_mode_inside_the_lab_namespace(
     assert "--hostname-override=kaic-cpu-0" in argv
     kubeconfig = next(a for a in argv if a.startswith("--kubeconfig="))
     text = Path(kubeconfig.split("=", 1)[1]).read_text()
-    assert f"https://127.0.0.1:{ctx.port('network-relay')}" in text
+    assert f"https://127.0.0.1:{ctx.port('netns-relay')}" in text
     porter = Porter().argv(ctx)
     assert porter[:4] == ["ip", "netns", "exec", net.netns]
     assert f"--pod-cidr={net.pod_cidr}" in porter

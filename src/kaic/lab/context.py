@@ -65,6 +65,9 @@ _KNOWN_KINDS: dict[str, tuple[str, str, bool]] = {
 FIELD_MANAGER = "kaic-lab"
 _PORT_LOCK = threading.Lock()
 _NET_LOCK = threading.Lock()
+NETNS_PORT_PREFIX = "netns-"
+"""Port keys with this prefix are used only inside the lab's network namespace (the
+host's loopback port of that number may belong to anyone)."""
 NET_FILE = "network.json"
 """In the state directory: the lab's network block (see ``kaic.lab.network``)."""
 

@@ -13,7 +13,10 @@ import urllib.request
 from kaic.lab.component import ProcessComponent, register
 from kaic.lab.components.network import netns_kubeconfig
 from kaic.lab.components.nodes import cpu_node_name, gpu_node_name
-from kaic.lab.context import LabContext
+from kaic.lab.context import NETNS_PORT_PREFIX, LabContext
+
+HEALTH_PORT = f"{NETNS_PORT_PREFIX}kube-proxy-healthz"
+METRICS_PORT = f"{NETNS_PORT_PREFIX}kube-proxy-metrics"
 
 
 def proxy_node(ctx: LabContext) -> str:
@@ -38,6 +41,7 @@ class KubeProxy(ProcessComponent):
 
     def argv(self, ctx: LabContext) -> list[str]:
         net = ctx.net
+        health = f"{net.layout.ns_addr}:{ctx.port(HEALTH_PORT)}"
         return net.in_netns(
             [
                 str(ctx.binary("kube-proxy")),
@@ -45,8 +49,8 @@ class KubeProxy(ProcessComponent):
                 "--proxy-mode=nftables",
                 f"--hostname-override={proxy_node(ctx)}",
                 f"--bind-address={net.layout.ns_addr}",
-                f"--healthz-bind-address={net.layout.ns_addr}:{ctx.port('kube-proxy-healthz')}",
-                f"--metrics-bind-address=127.0.0.1:{ctx.port('kube-proxy-metrics')}",
+                f"--healthz-bind-address={health}",
+                f"--metrics-bind-address=127.0.0.1:{ctx.port(METRICS_PORT)}",
                 "--detect-local-mode=ClusterCIDR",
                 f"--cluster-cidr={net.layout.network}",
                 "--nodeport-addresses=primary",
@@ -62,7 +66,7 @@ class KubeProxy(ProcessComponent):
         return str(ctx.binary("kube-proxy"))
 
     def ready(self, ctx: LabContext) -> bool:
-        url = f"http://{ctx.net.layout.ns_addr}:{ctx.port('kube-proxy-healthz')}/livez"
+        url = f"http://{ctx.net.layout.ns_addr}:{ctx.port(HEALTH_PORT)}/livez"
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
             with opener.open(url, timeout=2) as r:

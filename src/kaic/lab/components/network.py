@@ -16,10 +16,10 @@ from pathlib import Path
 from kaic.errors import LabError
 from kaic.lab import network, proc
 from kaic.lab.component import ProcessComponent, register
-from kaic.lab.context import NET_FILE, LabContext
+from kaic.lab.context import NET_FILE, NETNS_PORT_PREFIX, LabContext
 from kaic.lab.pki import write_kubeconfig
 
-RELAY_PORT = "network-relay"
+RELAY_PORT = f"{NETNS_PORT_PREFIX}relay"
 
 
 def netns_server(ctx: LabContext) -> str:
