@@ -88,11 +88,18 @@ def _service(ns: str) -> dict[str, Any]:
     }
 
 
+MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
+
+
 def _ready_endpoints(lab: Lab, ns: str) -> list[str]:
     slices = lab.ctx.get(
         f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"
         "?labelSelector=kubernetes.io%2Fservice-name%3Decho"
     )["items"]
+    # filled by kube-controller-manager's endpointslice controller, nobody else
+    assert all(
+        s["metadata"]["labels"].get(MANAGED_BY) == "endpointslice-controller.k8s.io" for s in slices
+    ), [s["metadata"]["labels"] for s in slices]
     return sorted(
         a
         for s in slices

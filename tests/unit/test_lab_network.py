@@ -38,11 +38,12 @@ def test_every_block_is_inside_198_18_0_0_15_and_blocks_never_overlap() -> None:
 
 def test_a_block_holds_disjoint_pod_service_and_link_ranges() -> None:
     lay = Layout(3)
-    parts = [lay.pod_cidr, lay.service_cidr, lay.link]
+    parts = [lay.pod_cidr, lay.service_cidr, lay.link, lay.gateway_cidr]
     assert all(p.subnet_of(lay.network) for p in parts)
     assert not any(a.overlaps(b) for i, a in enumerate(parts) for b in parts[i + 1 :])
     assert lay.host_addr in lay.link and lay.ns_addr in lay.link and lay.host_addr != lay.ns_addr
     assert str(lay.pod_cidr) == "198.18.48.0/21" and str(lay.service_cidr) == "198.18.56.0/22"
+    assert lay.gateway_ip in lay.gateway_cidr
     with pytest.raises(ValueError):
         Layout(BLOCKS)
 

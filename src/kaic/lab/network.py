@@ -33,7 +33,8 @@ from kaic.errors import LabError
 
 LAB_RANGE = ipaddress.ip_network("198.18.0.0/15")
 BLOCK_PREFIX = 20
-"""Each lab gets one /20 (4096 addresses): pods /21, Services /22, the host link /30."""
+"""Each lab gets one /20 (4096 addresses): pods /21, Services /22, the host link /30,
+data planes' own addresses /24."""
 BLOCKS = 2 ** (BLOCK_PREFIX - LAB_RANGE.prefixlen)
 NS_IF = "eth0"
 REGISTRY_ENV = "KAIC_NET_REGISTRY"
@@ -77,6 +78,16 @@ class Layout:
     @property
     def link(self) -> ipaddress.IPv4Network:
         return self._sub(3072, 30)
+
+    @property
+    def gateway_cidr(self) -> ipaddress.IPv4Network:
+        """Addresses for the lab's own data planes (e.g. a Gateway's address): local
+        inside the namespace like pod IPs, reached from the host through the veth."""
+        return self._sub(3328, 24)
+
+    @property
+    def gateway_ip(self) -> ipaddress.IPv4Address:
+        return self.gateway_cidr.network_address + 1
 
     @property
     def host_addr(self) -> ipaddress.IPv4Address:
@@ -321,7 +332,7 @@ def create(net: LabNet) -> None:
     _ip(*ns, "addr", "replace", f"{lay.ns_addr}/{lay.link.prefixlen}", "dev", NS_IF)
     _ip("link", "set", "dev", net.host_if, "up")
     _ip(*ns, "link", "set", "dev", NS_IF, "up")
-    for cidr in (lay.pod_cidr, lay.service_cidr):
+    for cidr in (lay.pod_cidr, lay.service_cidr, lay.gateway_cidr):
         _ip(*ns, "route", "replace", "local", str(cidr), "dev", "lo")
     _ip("route", "replace", str(lay.network), "via", str(lay.ns_addr), "dev", net.host_if)
 
