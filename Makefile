@@ -9,7 +9,7 @@ export KAIC_KUBE_VERSION := $(KUBE_VERSION)
 endif
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: test demo install lint typecheck layers unit lab-test lab-binaries browser bench clean cold-test
+.PHONY: test demo install lint typecheck layers unit lab-test lab-binaries lab-prereqs browser bench clean cold-test
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,17 +47,24 @@ browser:
 	  $(SUDO) apt-get install -y --no-install-recommends chromium \
 	  || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }; }
 
-lab-test: install lab-binaries
+## The lab network needs `ip` (iproute2) and `nft` (nftables, which kube-proxy runs);
+## on Debian as root a missing nftables is installed, else the lab says what it lacks.
+lab-prereqs:
+	@command -v nft >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q nftables || { apt-get update -q && \
+	    apt-get install -y -q nftables; }; } >/dev/null; } || echo "kaic: the lab needs nftables (nft)"
+
+lab-test: install lab-binaries lab-prereqs
 	KAIC_REQUIRE_LAB_PROGRAMS=1 $(BIN)/pytest -q -m lab tests/lab
 
-test: install lab-binaries browser
+test: install lab-binaries lab-prereqs browser
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	KAIC_REQUIRE_LAB_PROGRAMS=1 KAIC_REQUIRE_BROWSER=1 $(BIN)/pytest -q tests
 
-demo: install lab-binaries
+demo: install lab-binaries lab-prereqs
 	bash scripts/demo.sh
 
 ## make test in a fresh clone of HEAD with every cache empty (Go, pip, kaic); phase times.

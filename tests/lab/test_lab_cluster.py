@@ -381,22 +381,44 @@ def _loopback(ip: str) -> bool:
     return ipaddress.ip_address(ip).is_loopback
 
 
-def test_every_socket_and_address_of_the_lab_is_loopback(lab: Lab, namespace: str) -> None:
+def test_every_socket_and_address_of_the_lab_is_loopback_or_in_its_own_network(
+    lab: Lab, namespace: str
+) -> None:
+    net = lab.ctx.net
+
+    def allowed(ip: str) -> bool:
+        return _loopback(ip) or net.contains(ip)
+
     _create(lab, _pod("addr", ns=namespace))
     wait_for(lambda: _running(lab, namespace, "addr"), what="pod Running")
     listening = lab.listening()
     assert listening["kube-apiserver"], "the audit found no socket at all"
+    assert listening["kube-proxy"], "the audit does not see inside the lab namespace"
     for component, socks in listening.items():
         for addr, port in socks:
-            assert _loopback(addr), f"{component} listens on {addr}:{port}"
+            assert allowed(addr), f"{component} listens on {addr}:{port}"
     for component, pids in lab.pids().items():
         for pid in pids:
             for _local, remote in lab_proc.connections(pid):
-                assert _loopback(remote[0]), f"{component} is connected to {remote}"
+                assert allowed(remote[0]), f"{component} is connected to {remote}"
+    # Every socket of the lab namespace, whoever holds it (the relay's listener is there
+    # while its process lives in the host's namespace).
+    ss = subprocess.run(
+        net.in_netns(["ss", "-H", "-n", "-t", "-u", "-a"]),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert ss, "no socket in the lab namespace"
+    for line in ss:
+        _proto, state, _rq, _sq, local, peer = line.split()[:6]
+        assert allowed(local.rsplit(":", 1)[0].strip("[]")), line
+        if state not in ("LISTEN", "UNCONN"):
+            assert allowed(peer.rsplit(":", 1)[0].strip("[]")), line
     pods = lab.ctx.get("/api/v1/pods")["items"]
     ips = [ip["ip"] for p in pods for ip in p.get("status", {}).get("podIPs", [])]
     assert ips, "no pod has an IP"
-    assert all(_loopback(ip) for ip in ips), ips
+    assert all(ipaddress.ip_address(ip) in net.layout.pod_cidr for ip in ips), ips
     for node in lab.ctx.get("/api/v1/nodes")["items"]:
         for a in node["status"].get("addresses", []):
             if a["type"] == "InternalIP":
@@ -404,7 +426,7 @@ def test_every_socket_and_address_of_the_lab_is_loopback(lab: Lab, namespace: st
     for svc in lab.ctx.get("/api/v1/services")["items"]:
         for ip in svc["spec"].get("clusterIPs", []):
             if ip != "None":
-                assert _loopback(ip), svc["metadata"]["name"]
+                assert ipaddress.ip_address(ip) in net.layout.service_cidr, svc["metadata"]["name"]
 
 
 def test_up_is_idempotent_and_down_leaves_no_process_port_or_file(

@@ -109,14 +109,18 @@ def test_lab_prometheus_is_a_statefulset_pod_off_the_gpu_pool(prometheus_lab: La
     assert pod["spec"]["nodeName"].startswith("kaic-cpu-")
 
 
-def test_lab_prometheus_scrapes_only_loopback_targets(prometheus_lab: Lab) -> None:
+def test_lab_prometheus_scrapes_only_loopback_and_lab_network_targets(prometheus_lab: Lab) -> None:
     run(prometheus_lab, "ai_service_metrics")  # leaves at least one target behind in SD
     data = _prom_api(prometheus_lab, "/api/v1/targets?state=any")
+    net = prometheus_lab.ctx.net
+    hosts = []
     for t in data["activeTargets"]:
         host = urllib.parse.urlsplit(t["scrapeUrl"]).hostname
-        assert host and ipaddress.ip_address(host).is_loopback, t["scrapeUrl"]
+        assert host and (ipaddress.ip_address(host).is_loopback or net.contains(host)), t
+        hosts.append(host)
+    assert any(net.contains(h) for h in hosts), hosts  # the sample pod, at its pod IP
     cfg = _prom_api(prometheus_lab, "/api/v1/status/config")["yaml"]
-    assert prom.LOOPBACK_ADDRESS in cfg
+    assert prom.LOOPBACK_ADDRESS in cfg and net.address_regex() in cfg
 
 
 def test_ai_service_metrics_fails_when_prometheus_collects_nothing(prometheus_lab: Lab) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import urllib.request
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kaic.lab.components import prometheus
+from kaic.lab.network import LabNet, Layout
 from kaic.lab.sims import dcgm, porter
 
 GPUS = [dcgm.Gpu(i, f"GPU-0000000{i}-aaaa-bbbb-cccc-dddddddddddd") for i in range(4)]
@@ -117,17 +119,18 @@ def test_porter_reads_serve_port_variables_of_agnhost_porter_only() -> None:
     assert porter.porter_ports(_porter_pod(image="busybox")) == {}
 
 
-def test_porter_ignores_pods_whose_ip_is_not_loopback() -> None:
-    p = porter.Porter()
+def test_porter_ignores_pods_whose_ip_is_outside_the_lab_pod_range() -> None:
+    p = porter.Porter(ipaddress.IPv4Network("198.18.0.0/21"))
     try:
-        p.sync([_porter_pod(ip="10.0.0.5")])  # type: ignore[list-item]
+        p.sync([_porter_pod(ip="10.0.0.5"), _porter_pod(ip="198.18.8.1")])  # type: ignore[list-item]
         assert p.servers == {}
     finally:
         p.close()
 
 
 def test_porter_serves_the_value_at_the_pod_ip_and_stops_when_the_pod_goes() -> None:
-    p = porter.Porter()
+    # NOTE: the lab's pod range exists only inside its namespace; loopback stands in here.
+    p = porter.Porter(ipaddress.IPv4Network("127.0.0.0/8"))
     pod = _porter_pod(ip="127.0.0.1")
     pod["spec"]["containers"][0]["env"][0]["name"] = "SERVE_PORT_0"  # type: ignore[index]
     try:
@@ -173,6 +176,16 @@ def test_prometheus_config_keeps_only_loopback_targets_as_its_last_address_step(
         "172.16.0.1:8080",
         "example.com:80",
     ):
+        assert not rx.match(bad), bad
+
+
+def test_prometheus_config_also_keeps_the_lab_network_block_and_nothing_else() -> None:
+    net = LabNet("unit", "/x", Layout(1))
+    cfg = prometheus.config(Path("k"), lab_addresses=net.address_regex())
+    last = [s for s in cfg["scrape_configs"][0]["relabel_configs"] if s.get("action") == "keep"][-1]  # type: ignore[index]
+    rx = re.compile(f"^(?:{last['regex']})$")
+    assert rx.match("127.0.0.1:80") and rx.match("198.18.16.5:8080") and rx.match("198.18.31.9:1")
+    for bad in ("198.18.0.5:80", "198.18.32.1:80", "198.19.16.5:80", "10.0.0.1:80"):
         assert not rx.match(bad), bad
 
 

@@ -57,7 +57,9 @@ def test_crd_sets_and_simulators_do_not_wait_for_the_whole_control_plane(tmp_pat
     assert deps["kwok"] == {"kube-apiserver"}
     assert deps["nodes"] == {"kwok", "dra-api"}
     # no `after`: every component of a lower order, as before
-    assert deps["kube-controller-manager"] == {"etcd", "kube-apiserver", "dra-api"}
+    assert deps["kube-controller-manager"] == {"etcd", "network", "kube-apiserver", "dra-api"}
+    assert deps["network"] == set()
+    assert deps["kube-proxy"] == {"nodes", "network"}
 
 
 def test_the_controllers_are_go_controllers_of_described_programs() -> None:

@@ -109,8 +109,8 @@ class ProcessComponent(Component):
                         f"run `kaic lab down --name {ctx.name}` and start again"
                     )
             argv = self.argv(ctx)
-            pid = ctx.spawn(self.name, argv, self.env(ctx))
             exe = self.exec_path(ctx)
+            pid = ctx.spawn(self.name, argv, self.env(ctx), exe=exe)
             if exe is not None and exe != argv[0]:
                 self._adopt(ctx, pid, exe)
         ctx.wait(

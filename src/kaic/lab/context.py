@@ -19,8 +19,9 @@ from typing import Any
 import yaml
 
 from kaic.errors import LabError
-from kaic.lab import proc
+from kaic.lab import network, proc
 from kaic.lab.apiserver import ApiClient, ApiError
+from kaic.lab.network import LabNet
 from kaic.lab.options import LabOptions
 from kaic.lab.pki import Pki
 
@@ -63,6 +64,12 @@ _KNOWN_KINDS: dict[str, tuple[str, str, bool]] = {
 
 FIELD_MANAGER = "kaic-lab"
 _PORT_LOCK = threading.Lock()
+_NET_LOCK = threading.Lock()
+NETNS_PORT_PREFIX = "netns-"
+"""Port keys with this prefix are used only inside the lab's network namespace (the
+host's loopback port of that number may belong to anyone)."""
+NET_FILE = "network.json"
+"""In the state directory: the lab's network block (see ``kaic.lab.network``)."""
 
 
 def object_path(obj: Mapping[str, Any]) -> str | None:
@@ -124,6 +131,19 @@ class LabContext:
     def pid_path(self, name: str) -> Path:
         return self.state / "run" / f"{name}.pid"
 
+    @property
+    def net(self) -> LabNet:
+        """The lab network (its block of 198.18.0.0/15, names); allocated the first time
+        and recorded in the state directory."""
+        with _NET_LOCK:
+            f = self.state / NET_FILE
+            net = network.load(f)
+            if net is None:
+                net = network.allocate(self.name, self.state)
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_text(json.dumps(net.to_json()) + "\n")
+            return net
+
     def binary(self, name: str) -> Path:
         """A built binary, by name (``kube-apiserver``, ``kwok``, …)."""
         return self.bin / name
@@ -144,14 +164,23 @@ class LabContext:
         return self.ports[key]
 
     # ---- processes ---------------------------------------------------------------
-    def spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
-        """Start a detached process for component ``name``; output goes to its log."""
+    def spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        exe: str | None = None,
+    ) -> int:
+        """Start a detached process for component ``name``; output goes to its log.
+        ``exe``: the program a wrapper ``argv`` execs (see ``proc.spawn``)."""
         return proc.spawn(
             argv,
             log=self.log_path(name),
             pidfile=self.pid_path(name),
             cwd=self.state,
             env=proc.clean_env(env),
+            exe=exe,
         )
 
     def pid(self, name: str) -> int | None:

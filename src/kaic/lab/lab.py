@@ -21,7 +21,7 @@ from typing import Any
 from kaic.errors import LabError, UsageError
 from kaic.lab import binaries, pki, proc, programs
 from kaic.lab.component import Component, all_components, select
-from kaic.lab.context import LabContext
+from kaic.lab.context import NETNS_PORT_PREFIX, LabContext
 from kaic.lab.options import LabOptions, default_state_dir
 
 STATE_FILE = "state.json"
@@ -266,7 +266,11 @@ class Lab:
         if run.is_dir():  # anything a component started but did not stop
             for pidfile in run.glob("*.pid"):
                 proc.stop(pidfile)
-        busy = [p for p in self.ctx.ports.values() if proc.port_in_use(p)]
+        busy = [
+            p
+            for k, p in self.ctx.ports.items()
+            if not k.startswith(NETNS_PORT_PREFIX) and proc.port_in_use(p)
+        ]
         if busy:
             time.sleep(1)
             busy = [p for p in busy if proc.port_in_use(p)]

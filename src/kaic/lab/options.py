@@ -5,7 +5,6 @@ Owns: option validation and defaults. Must not start anything.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -102,20 +101,6 @@ class LabOptions:
     @property
     def dra(self) -> bool:
         return self.accelerators in ("dra", "both")
-
-    @property
-    def _slot(self) -> int:
-        return int(hashlib.sha256(self.name.encode()).hexdigest(), 16) % 64
-
-    @property
-    def pod_cidr(self) -> str:
-        """Pod IPs kwok hands out: a /16 in 127.0.0.0/8, distinct per lab name."""
-        return f"127.{64 + self._slot}.0.0/16"
-
-    @property
-    def service_cidr(self) -> str:
-        """ClusterIPs: a /16 in 127.0.0.0/8 (never dialled: the lab runs no kube-proxy)."""
-        return f"127.{128 + self._slot}.0.0/16"
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

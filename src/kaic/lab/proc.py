@@ -66,8 +66,13 @@ def spawn(
     pidfile: Path,
     cwd: Path,
     env: Mapping[str, str] | None = None,
+    exe: str | None = None,
 ) -> int:
-    """Start ``argv`` detached, output appended to ``log``; returns the pid."""
+    """Start ``argv`` detached, output appended to ``log``; returns the pid.
+
+    ``exe``: when ``argv[0]`` is a wrapper that execs another program (``ip netns
+    exec``), the wait for the process to run its own program also accepts that one.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     script = '"$@" >>"$0" 2>&1 </dev/null & echo $!'
@@ -89,7 +94,9 @@ def spawn(
     # exec'd it; until then its command line is the shell's, and a liveness check would
     # take the starting process for one that has exited (seen on a loaded machine).
     deadline = time.monotonic() + EXEC_WAIT_S
-    while time.monotonic() < deadline and not _exe_matches(pid, argv[0]):
+    while time.monotonic() < deadline and not (
+        _exe_matches(pid, argv[0]) or (exe is not None and _exe_matches(pid, exe))
+    ):
         if _stat_state(pid) in (None, "Z", "X"):
             break
         time.sleep(0.01)

@@ -43,7 +43,7 @@ class KubeApiserver(ProcessComponent):
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={p.sa_pub}",
             f"--service-account-signing-key-file={p.sa_key}",
-            f"--service-cluster-ip-range={ctx.options.service_cidr}",
+            f"--service-cluster-ip-range={ctx.net.service_cidr}",
             "--endpoint-reconciler-type=none",
             "--kubelet-preferred-address-types=InternalIP,Hostname",
             f"--requestheader-client-ca-file={p.front_proxy_ca_crt}",

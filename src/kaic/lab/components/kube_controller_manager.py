@@ -33,7 +33,7 @@ class KubeControllerManager(KubeController):
             f"--cluster-signing-cert-file={p.ca_crt}",
             f"--cluster-signing-key-file={p.ca_key}",
             f"--cluster-name=kaic-lab-{ctx.name}",
-            f"--service-cluster-ip-range={ctx.options.service_cidr}",
+            f"--service-cluster-ip-range={ctx.net.service_cidr}",
             "--horizontal-pod-autoscaler-sync-period=2s",
             "--horizontal-pod-autoscaler-downscale-stabilization=10s",
             "--horizontal-pod-autoscaler-initial-readiness-delay=5s",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from kaic.errors import LabError
 from kaic.lab.apiserver import probe
 from kaic.lab.binaries import manifests
 from kaic.lab.component import ProcessComponent, register
@@ -32,11 +33,44 @@ KWOK_CRDS = (
     "ClusterResourceUsage",
 )
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+NODE_IP = "127.0.0.1"
+"""Every node's InternalIP: kwok serves exec, logs and port-forward for all of them there."""
 EXEC_BIN = "exec-bin"
 """Data directory put first on kwok's PATH (see ``Kwok.env``)."""
 COMPLETE_AFTER_ANNOTATION = "kaic.io/complete-after"
 """On a pod owned by a Job: how long it stays Running before it Succeeds (e.g. ``30s``)."""
 RUNTIME_COMPONENT = "container-runtime"
+
+
+ADDRESSES_START = "{{ $hasInternalIP := false }}"
+ADDRESSES_END = "{{ with NodePort }}"
+NODE_ADDRESSES = """addresses:
+- address: {{ NodeIP | Quote }}
+  type: InternalIP
+- address: {{ .metadata.name | Quote }}
+  type: Hostname
+
+"""
+
+
+def node_addresses_always(template: str) -> str:
+    """kwok's ``node-initialize`` status template, writing both node addresses every time.
+
+    Upstream writes ``addresses`` only when InternalIP or Hostname is missing, and then
+    only the missing one, taking the Hostname from ``NodeName``, which is empty for
+    nodes in kwok v0.8.0. A node that went NotReady (seen under load) and was initialised
+    again with its InternalIP present therefore got ``addresses:`` with nothing under it:
+    the list was cleared, and every exec and port-forward to it failed ("no preferred
+    addresses found; known addresses: []"). The lab writes both, InternalIP (kwok's
+    ``--node-ip``) and Hostname (the node's name), on every initialisation.
+    """
+    start, end = template.find(ADDRESSES_START), template.find(ADDRESSES_END)
+    if start < 0 or end < start:
+        raise LabError(
+            "kwok's node-initialize stage changed (its addresses block was not found); "
+            "update kaic.lab.components.kwok.node_addresses_always"
+        )
+    return template[:start] + NODE_ADDRESSES + template[end:]
 
 
 def kwok_stages(ctx: LabContext) -> list[dict[str, Any]]:
@@ -53,6 +87,9 @@ def kwok_stages(ctx: LabContext) -> list[dict[str, Any]]:
     """
     docs = manifests("kwok", "stages", ctx.options.version)
     for d in docs:
+        if d["metadata"]["name"] == "node-initialize":
+            next_ = d["spec"]["next"]
+            next_["statusTemplate"] = node_addresses_always(next_["statusTemplate"])
         if d["metadata"]["name"] == "pod-complete":
             if RUNTIME_COMPONENT in ctx.enabled:
                 d["spec"]["selector"]["matchExpressions"].append(
@@ -105,10 +142,10 @@ class Kwok(ProcessComponent):
             f"--config={ctx.dir('kwok') / 'kwok.yaml'}",
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
-            "--node-ip=127.0.0.1",
+            f"--node-ip={NODE_IP}",
             f"--node-port={port}",
             f"--server-address=127.0.0.1:{port}",
-            f"--cidr={ctx.options.pod_cidr}",
+            f"--cidr={ctx.net.pod_cidr}",
             "--node-lease-duration-seconds=40",
             f"--enable-crds={','.join(KWOK_CRDS)}",
         ]

@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from kaic.lab.component import Component, register
-from kaic.lab.components.kwok import KWOK_NODE_ANNOTATION
+from kaic.lab.components.kwok import KWOK_NODE_ANNOTATION, NODE_IP
 from kaic.lab.context import LabContext
 
 DRIVER = "gpu.nvidia.com"
@@ -260,7 +260,13 @@ class Nodes(Component):
         ctx.apply(node_object(ctx, n, gpu) for n, gpu in nodes)
         for n, gpu in nodes:
             cap = node_capacity(ctx, gpu)
-            ctx.patch_status(f"/api/v1/nodes/{n}", {"capacity": cap, "allocatable": cap})
+            addresses = [
+                {"type": "InternalIP", "address": NODE_IP},
+                {"type": "Hostname", "address": n},
+            ]
+            ctx.patch_status(
+                f"/api/v1/nodes/{n}", {"capacity": cap, "allocatable": cap, "addresses": addresses}
+            )
         if ctx.options.dra and ctx.options.accelerators != "none":
             ctx.apply([device_class(), nic_device_class()])
             slices = []

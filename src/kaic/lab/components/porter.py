@@ -1,6 +1,6 @@
 """The ``agnhost porter`` stand-in (``kaic.lab.sims.porter``): serves pods running
-``agnhost porter`` at their (loopback) pod IPs, so that a monitoring system can scrape
-workloads.
+``agnhost porter`` at their pod IPs, inside the lab's network namespace, so that a
+monitoring system can scrape workloads and a Service's ClusterIP reaches them.
 
 Owns: the simulator process. Must not create API objects.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from kaic.lab.component import ProcessComponent, register
+from kaic.lab.components.network import netns_server
 from kaic.lab.context import LabContext
 
 
@@ -17,25 +18,31 @@ from kaic.lab.context import LabContext
 class Porter(ProcessComponent):
     name = "porter"
     description = (
-        "serves pods running `agnhost porter` at their loopback pod IPs "
+        "serves pods running `agnhost porter` at their pod IPs in the lab network "
         "(stands in for that container)"
     )
     order = 110
-    after = ("kube-apiserver",)
+    after = ("kube-apiserver", "network")
     optional = True
     default = True
 
     def argv(self, ctx: LabContext) -> list[str]:
         p = ctx.pki
-        return [
-            sys.executable,
-            "-m",
-            "kaic.lab.sims.porter",
-            f"--server={ctx.server}",
-            f"--ca={p.ca_crt}",
-            f"--cert={p.admin_crt}",
-            f"--key={p.admin_key}",
-        ]
+        return ctx.net.in_netns(
+            [
+                sys.executable,
+                "-m",
+                "kaic.lab.sims.porter",
+                f"--server={netns_server(ctx)}",
+                f"--ca={p.ca_crt}",
+                f"--cert={p.admin_crt}",
+                f"--key={p.admin_key}",
+                f"--pod-cidr={ctx.net.pod_cidr}",
+            ]
+        )
+
+    def exec_path(self, ctx: LabContext) -> str:
+        return sys.executable
 
     def ready(self, ctx: LabContext) -> bool:
         try:

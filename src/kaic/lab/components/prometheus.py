@@ -1,14 +1,15 @@
 """The lab's real Prometheus server (``--with prometheus``; the binary is program
 ``prometheus`` of ``programs.toml``, built by ``kaic lab build``).
 
-Prometheus runs as a local process on 127.0.0.1. It discovers pods
+Prometheus runs as a local process on the host's 127.0.0.1. It discovers pods
 through the lab's apiserver (``kubernetes_sd_configs``, role ``pod``, with the lab's
 admin kubeconfig) and keeps the usual annotation convention (``prometheus.io/scrape``,
 ``prometheus.io/port``, ``prometheus.io/path``).
 
 Network rule: the last relabel step keeps only targets whose ``__address__`` is a
-127.0.0.0/8 address with a port, so Prometheus never dials anything but loopback, even
-if a pod had another IP. The lab's kwok hands out pod IPs inside 127.0.0.0/8, and
+127.0.0.0/8 address or one of the lab's own block of 198.18.0.0/15 (``kaic.lab.network``),
+so Prometheus never dials anything else, whatever a pod's IP. kwok hands out pod IPs
+from the lab's pod range; the host reaches them through the lab's veth, and
 ``kaic.lab.sims.porter`` serves the sample workload at its pod IP. In the cluster it is
 represented by a StatefulSet ``monitoring/prometheus`` whose one pod ``prometheus-0``
 (``app.kubernetes.io/name=prometheus``, port 9090 ``web``) has a kwok ``PortForward`` to
@@ -43,8 +44,16 @@ LOOPBACK_ADDRESS = r"127(\.[0-9]{1,3}){3}:[0-9]+"
 """Relabel regex (anchored by Prometheus) a target address must match to be scraped."""
 
 
-def config(kubeconfig: Path, *, scrape_pods: bool = True) -> dict[str, object]:
-    """The lab Prometheus configuration; ``scrape_pods=False`` collects nothing (a fault)."""
+def target_regex(lab_addresses: str | None) -> str:
+    """The relabel regex for target addresses: loopback, or the lab's own block."""
+    return LOOPBACK_ADDRESS if lab_addresses is None else f"{LOOPBACK_ADDRESS}|{lab_addresses}"
+
+
+def config(
+    kubeconfig: Path, *, scrape_pods: bool = True, lab_addresses: str | None = None
+) -> dict[str, object]:
+    """The lab Prometheus configuration; ``scrape_pods=False`` collects nothing (a fault).
+    ``lab_addresses``: the regex of the lab network's ``host:port`` targets."""
     relabel = [
         {
             "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
@@ -68,7 +77,11 @@ def config(kubeconfig: Path, *, scrape_pods: bool = True) -> dict[str, object]:
             "target_label": "__address__",
         },
         # NOTE: the network rule; must stay the last address-changing step.
-        {"source_labels": ["__address__"], "action": "keep", "regex": LOOPBACK_ADDRESS},
+        {
+            "source_labels": ["__address__"],
+            "action": "keep",
+            "regex": target_regex(lab_addresses),
+        },
         {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
         {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
         {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
@@ -93,8 +106,9 @@ def config(kubeconfig: Path, *, scrape_pods: bool = True) -> dict[str, object]:
     }
 
 
-def config_text(kubeconfig: Path, *, scrape_pods: bool = True) -> str:
-    return yaml.safe_dump(config(kubeconfig, scrape_pods=scrape_pods), sort_keys=False)
+def config_text(ctx: LabContext, *, scrape_pods: bool = True) -> str:
+    cfg = config(ctx.kubeconfig, scrape_pods=scrape_pods, lab_addresses=ctx.net.address_regex())
+    return yaml.safe_dump(cfg, sort_keys=False)
 
 
 def command_line(binary_path: Path, config_file: Path, data_dir: Path, port: int) -> list[str]:
@@ -116,7 +130,7 @@ def prometheus_config_file(ctx: LabContext) -> Path:
 def set_prometheus_scraping(ctx: LabContext, enabled: bool) -> None:
     """Switch the lab Prometheus between collecting annotated pods and collecting nothing
     (a fault for negative tests); reloads it through its lifecycle API."""
-    prometheus_config_file(ctx).write_text(config_text(ctx.kubeconfig, scrape_pods=enabled))
+    prometheus_config_file(ctx).write_text(config_text(ctx, scrape_pods=enabled))
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     req = urllib.request.Request(
         f"http://127.0.0.1:{ctx.port('prometheus')}/-/reload", method="POST"
@@ -131,7 +145,7 @@ class Prometheus(ProcessComponent):
     name = "prometheus"
     description = (
         "real Prometheus (built from its Go module) discovering pods through the "
-        "apiserver, scraping only loopback targets"
+        "apiserver, scraping only loopback and lab-network targets"
     )
     order = 120
     optional = True
@@ -145,7 +159,7 @@ class Prometheus(ProcessComponent):
         programs.require_binary("prometheus", ctx.options.version)
         cfg = prometheus_config_file(ctx)
         if not cfg.exists():
-            cfg.write_text(config_text(ctx.kubeconfig))
+            cfg.write_text(config_text(ctx))
 
     def argv(self, ctx: LabContext) -> list[str]:
         return command_line(

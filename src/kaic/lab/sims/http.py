@@ -2,7 +2,8 @@
 answers GET requests with what a function returns.
 
 Owns: ``Request``, ``Reply``, ``server`` and ``start``. Must not listen on anything but
-loopback (a non-loopback address ends the simulator: ``SystemExit``).
+loopback or the lab network's 198.18.0.0/15 (another address ends the simulator:
+``SystemExit``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from kaic.lab.network import LAB_RANGE
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,16 @@ class Reply:
 Answer = Callable[[Request], Reply]
 
 
+def allowed_address(host: str) -> bool:
+    """Loopback, or an address of the lab network (which exists only inside the lab's
+    namespaces, so a simulator can bind one only there)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip in LAB_RANGE
+
+
 def server(
     host: str,
     port: int,
@@ -49,12 +62,8 @@ def server(
 ) -> ThreadingHTTPServer:
     """An HTTP(S) server on ``host:port`` (not started); ``log`` gets one line per request
     (default: none). An exception in ``answer`` is a 500 answer, not a dead server."""
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise SystemExit(f"{name}: refusing to listen on non-loopback {host}")
+    if not allowed_address(host):
+        raise SystemExit(f"{name}: refusing to listen on non-loopback, non-lab {host}")
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

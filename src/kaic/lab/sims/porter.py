@@ -4,13 +4,14 @@ kwok runs no containers. For pods whose container runs
 ``registry.k8s.io/e2e-test-images/agnhost`` with the ``porter`` subcommand (as the
 ai_service_metrics sample workload does), this process does what that container would
 do: for each ``SERVE_PORT_<N>`` environment variable with a literal value it serves the
-value over HTTP on ``<pod IP>:<N>``. The lab's kwok hands out pod IPs inside
-127.0.0.0/8, so the listeners are loopback addresses, and a Prometheus that discovers
-the pod through the apiserver can scrape it exactly as it would in a real cluster.
+value over HTTP on ``<pod IP>:<N>``. The process runs inside the lab's network
+namespace, where every pod IP of the lab is a local address (``kaic.lab.network``), so a
+Prometheus that discovers the pod through the apiserver, or a client of the pod's
+Service through kube-proxy, reaches it exactly as it would in a real cluster.
 
 Owns: the pod loop (polling the lab's apiserver as the admin with the lab's client) and
-the listeners. Must never bind to or dial anything but loopback: pods whose IP is not in
-127.0.0.0/8 are ignored, and the apiserver address must be loopback too.
+the listeners. Must never bind to anything but the lab's pod range (pods whose IP is not
+in ``--pod-cidr`` are ignored) nor dial anything but the apiserver on loopback.
 """
 
 from __future__ import annotations
@@ -49,12 +50,13 @@ def porter_ports(pod: dict[str, Any]) -> dict[int, str]:
     return out
 
 
-def loopback_ip(pod: dict[str, Any]) -> str | None:
+def lab_ip(pod: dict[str, Any], pod_cidr: ipaddress.IPv4Network) -> str | None:
+    """The pod's IP if it lies in the lab's pod range, else None."""
     ip = pod.get("status", {}).get("podIP")
     if not ip:
         return None
     try:
-        return ip if ipaddress.ip_address(ip).is_loopback else None
+        return ip if ipaddress.ip_address(ip) in pod_cidr else None
     except ValueError:
         return None
 
@@ -67,7 +69,8 @@ def _server(ip: str, port: int, body: str) -> ThreadingHTTPServer:
 class Porter:
     """Keeps one listener per (running porter pod, port) and nothing else."""
 
-    def __init__(self) -> None:
+    def __init__(self, pod_cidr: ipaddress.IPv4Network) -> None:
+        self.pod_cidr = pod_cidr
         self.servers: dict[Key, ThreadingHTTPServer] = {}
 
     def sync(self, pods: Sequence[dict[str, Any]]) -> None:
@@ -78,7 +81,7 @@ class Porter:
                 "deletionTimestamp"
             ):
                 continue
-            ip = loopback_ip(pod)
+            ip = lab_ip(pod, self.pod_cidr)
             if ip is None:
                 continue
             md = pod.get("metadata", {})
@@ -107,19 +110,20 @@ class Porter:
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="python -m kaic.lab.sims.porter",
-        description="serve agnhost-porter pods at their loopback IPs",
+        description="serve agnhost-porter pods at their IPs (inside the lab namespace)",
     )
     ap.add_argument("--server", required=True, help="https://127.0.0.1:PORT of the apiserver")
     ap.add_argument("--ca", type=Path, required=True)
     ap.add_argument("--cert", type=Path, required=True)
     ap.add_argument("--key", type=Path, required=True)
+    ap.add_argument("--pod-cidr", type=ipaddress.IPv4Network, required=True)
     ap.add_argument("--interval", type=float, default=0.5)
     a = ap.parse_args(argv)
     try:
         api = ApiClient.from_files(a.server, a.ca, a.cert, a.key)
     except LabError as e:
         raise SystemExit(f"kaic.lab.sims.porter: {e}") from e
-    porter = Porter()
+    porter = Porter(a.pod_cidr)
     print("porter simulator running", flush=True)
     while True:
         try:
