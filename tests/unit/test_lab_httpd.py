@@ -3,6 +3,7 @@ are, what it answers, and that it serves only below the exec directory."""
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 import urllib.error
 import urllib.request
@@ -14,6 +15,9 @@ import pytest
 from kaic.checks.pod_autoscaling import METRIC_PORT, set_metric_command, workload_command
 from kaic.lab import proc
 from kaic.lab.sims import httpd
+
+LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
+"""Unit tests serve on loopback; in the lab the range is the lab network's pod range."""
 
 ENV = [
     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -89,7 +93,7 @@ def test_the_pod_autoscaling_workload_is_served_what_its_exec_wrote(tmp_path: Pa
     """The check's own container command and metric command, through the stand-in."""
     p = pod(workload_command("m"), ip="127.0.0.1")
     subprocess.run(set_metric_command("ns1", "web-1", "m", 7), cwd=tmp_path, check=True)
-    server = httpd.Httpd(tmp_path)
+    server = httpd.Httpd(tmp_path, LOOPBACK)
     wanted = server.wanted([p])
     assert list(wanted) == [("u1", "127.0.0.1", METRIC_PORT)]
     assert wanted[("u1", "127.0.0.1", METRIC_PORT)][0] == tmp_path / "kaic-metrics/ns1/web-1"
@@ -100,7 +104,7 @@ def test_the_stand_in_listens_on_the_pod_ip_and_stops_when_the_pod_goes(tmp_path
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "metrics.txt").write_text("m 3\n")
     p = pod(["sh", "-c", f"exec httpd -f -p {port} -h d"], ip="127.0.0.1")
-    server = httpd.Httpd(tmp_path)
+    server = httpd.Httpd(tmp_path, LOOPBACK)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         server.sync([p])
@@ -114,6 +118,6 @@ def test_the_stand_in_listens_on_the_pod_ip_and_stops_when_the_pod_goes(tmp_path
         server.close()
 
 
-def test_pods_without_a_loopback_ip_are_ignored(tmp_path: Path) -> None:
+def test_pods_outside_the_lab_pod_range_are_ignored(tmp_path: Path) -> None:
     p = pod(["httpd", "-p", "80", "-h", "d"], ip="10.0.0.5")
-    assert httpd.Httpd(tmp_path).wanted([p]) == {}
+    assert httpd.Httpd(tmp_path, ipaddress.IPv4Network("198.18.4.0/24")).wanted([p]) == {}

@@ -18,14 +18,16 @@ Content types follow busybox: ``.txt`` is ``text/plain``, ``.html`` ``text/html`
 files ``application/octet-stream``.
 
 Owns: recognising the command, the pod loop (polling the lab's apiserver as the admin)
-and the listeners. Must never bind to or dial anything but loopback: pods whose IP is
-not in 127.0.0.0/8 are ignored.
+and the listeners. It runs inside the lab's network namespace, where every pod IP is a
+local address; it never binds outside the lab's pod range (``--pod-cidr``; other pods
+are ignored) nor dials anything but the apiserver.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import ipaddress
 import re
 import shlex
 import sys
@@ -39,7 +41,7 @@ from typing import Any
 from kaic.errors import LabError
 from kaic.lab.apiserver import ApiClient
 from kaic.lab.sims import http
-from kaic.lab.sims.porter import loopback_ip
+from kaic.lab.sims.porter import lab_ip
 
 CONTENT_TYPES = {".txt": "text/plain", ".html": "text/html", ".htm": "text/html"}
 _FIELDS = {
@@ -178,8 +180,9 @@ Key = tuple[str, str, int]  # (pod uid, ip, port)
 class Httpd:
     """Keeps one listener per (running httpd pod, port) and nothing else."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, pod_cidr: ipaddress.IPv4Network) -> None:
         self.root = root
+        self.pod_cidr = pod_cidr
         self.servers: dict[Key, ThreadingHTTPServer] = {}
         self.refused: set[str] = set()
 
@@ -189,7 +192,7 @@ class Httpd:
             md = pod.get("metadata") or {}
             if (pod.get("status") or {}).get("phase") != "Running" or md.get("deletionTimestamp"):
                 continue
-            ip = loopback_ip(dict(pod))
+            ip = lab_ip(dict(pod), self.pod_cidr)
             if ip is None:
                 continue
             for c in (pod.get("spec") or {}).get("containers") or []:
@@ -236,20 +239,21 @@ class Httpd:
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="python -m kaic.lab.sims.httpd",
-        description="serve pods running busybox httpd at their loopback IPs",
+        description="serve pods running busybox httpd at their pod IPs in the lab network",
     )
     ap.add_argument("--server", required=True, help="https://127.0.0.1:PORT of the apiserver")
     ap.add_argument("--ca", type=Path, required=True)
     ap.add_argument("--cert", type=Path, required=True)
     ap.add_argument("--key", type=Path, required=True)
     ap.add_argument("--root", type=Path, required=True, help="the lab's exec directory")
+    ap.add_argument("--pod-cidr", type=ipaddress.IPv4Network, required=True)
     ap.add_argument("--interval", type=float, default=1.0)
     a = ap.parse_args(argv)
     try:
         api = ApiClient.from_files(a.server, a.ca, a.cert, a.key)
     except LabError as e:
         raise SystemExit(f"kaic.lab.sims.httpd: {e}") from e
-    httpd = Httpd(a.root)
+    httpd = Httpd(a.root, a.pod_cidr)
     print("httpd simulator running", flush=True)
     while True:
         try:
