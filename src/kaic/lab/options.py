@@ -117,6 +117,12 @@ class LabOptions:
         """ClusterIPs: a /16 in 127.0.0.0/8 (never dialled: the lab runs no kube-proxy)."""
         return f"127.{128 + self._slot}.0.0/16"
 
+    @property
+    def gateway_ip(self) -> str:
+        """The address the lab's Gateway data plane listens on and publishes in Gateway
+        status: in 127.0.0.0/8, outside the pod and service ranges, distinct per lab."""
+        return f"127.{192 + self._slot}.0.1"
+
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["without"] = sorted(self.without)
