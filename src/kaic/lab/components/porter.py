@@ -17,7 +17,7 @@ from kaic.lab.context import LabContext
 class Porter(ProcessComponent):
     name = "porter"
     description = (
-        "serves pods running `agnhost porter` at their loopback pod IPs "
+        "serves pods running `agnhost porter` or `agnhost netexec` at their loopback pod IPs "
         "(stands in for that container)"
     )
     order = 110
