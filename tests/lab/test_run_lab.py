@@ -56,7 +56,7 @@ def _outcomes(doc: dict[str, Any]) -> dict[str, str]:
     return {r["requirement_id"]: r["outcome"] for r in doc["results"]}
 
 
-def test_dra_and_gateway_checks_pass_on_a_full_lab(lab: Lab, tmp_path: Path) -> None:
+def test_dra_check_passes_on_a_full_lab(lab: Lab, tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     r = kaic(
         "run",
@@ -65,17 +65,96 @@ def test_dra_and_gateway_checks_pass_on_a_full_lab(lab: Lab, tmp_path: Path) -> 
         "--version",
         "1.35",
         "--focus",
-        BOTH,
+        "^dra_support$",
         "-o",
         str(out),
     )
     doc = _run_json(out)
-    assert _outcomes(doc) == {"dra_support": "PASS", "ai_inference": "PASS"}, r.stderr
+    assert _outcomes(doc) == {"dra_support": "PASS"}, r.stderr
     assert r.returncode == 0, r.stderr
     assert doc["cluster"]["server_version"].startswith("v1.")
     assert "--- PASS: TestDRASupport" in (out / "e2e.log").read_text()
     assert (out / "evidence" / "dra_support" / "resourceslices.yaml").exists()
     assert find_leftovers(connect(str(lab.kubeconfig)), doc["run_id"]) == []
+
+
+def test_ai_inference_passes_with_traffic_through_traefik_on_the_default_lab(
+    lab: Lab, tmp_path: Path
+) -> None:
+    out = tmp_path / "bundle"
+    r = kaic(
+        "run",
+        "--kubeconfig",
+        str(lab.kubeconfig),
+        "--version",
+        "1.36",
+        "--focus",
+        "^ai_inference$",
+        "-o",
+        str(out),
+        timeout=600,
+    )
+    doc = _run_json(out)
+    assert _outcomes(doc) == {"ai_inference": "PASS"}, (out / "e2e.log").read_text()
+    assert r.returncode == 0, r.stderr
+    traffic = json.loads((out / "evidence" / "ai_inference" / "traffic.json").read_text())
+    assert traffic["gateway_class"] == "traefik"
+    assert traffic["gateway_address"] == f"http://{lab.ctx.net.layout.gateway_ip}:80"
+    weighted = traffic["weighted"]
+    assert weighted["failed"] == 0 and weighted["p_value"] >= weighted["alpha"]
+    low, high = weighted["accepted_canary_counts"]
+    assert low <= weighted["by_backend"]["kaic-model-canary"] <= high
+    assert traffic["header_matched"]["by_backend"]["kaic-model-canary"] == 20
+    assert find_leftovers(connect(str(lab.kubeconfig)), doc["run_id"]) == []
+
+
+def test_traefik_accepts_its_class_programs_the_gateway_and_writes_route_status(
+    lab: Lab,
+) -> None:
+    cluster = connect(str(lab.kubeconfig))
+    gc = cluster.get(GW, "GatewayClass", "traefik")
+    assert gc is not None and gc["spec"]["controllerName"] == "traefik.io/gateway-controller"
+    record = _run_checks(cluster, "^ai_inference$")
+    result = record.results[0].result
+    sub = {s.name: s for s in result.subresults}
+    for name in (
+        "GatewayAPIServed",
+        "WeightedHeaderRouteAccepted",
+        "GatewayClassAccepted",
+        "BackendsReady",
+        "GatewayProgrammed",
+        "HTTPRouteAccepted",
+    ):
+        assert sub[name].outcome is Outcome.PASS, (name, sub[name].reason)
+    evidence = {e.name: e.content for e in result.evidence}
+    gateway = yaml.safe_load(evidence["gateway.yaml"])
+    assert gateway["spec"]["gatewayClassName"] == "traefik"
+    assert gateway["status"]["addresses"][0]["value"] == str(lab.ctx.net.layout.gateway_ip)
+    programmed = [c for c in gateway["status"]["conditions"] if c["type"] == "Programmed"]
+    assert programmed[0]["status"] == "True"
+    route = yaml.safe_load(evidence["httproute.yaml"])
+    parent = route["status"]["parents"][0]
+    assert parent["controllerName"] == "traefik.io/gateway-controller"
+    assert {c["type"]: c["status"] for c in parent["conditions"]} == {
+        "Accepted": "True",
+        "ResolvedRefs": "True",
+    }
+
+
+def test_ai_inference_fails_on_a_lab_with_the_gateway_api_and_no_controller(
+    lab_factory: LabFactory,
+) -> None:
+    bare = lab_factory(without={"traefik"}, accelerators="none")
+    cluster = connect(str(bare.kubeconfig))
+    result = _run_checks(cluster, "^ai_inference$").results[0].result
+    assert result.outcome is Outcome.FAIL
+    sub = {s.name: s for s in result.subresults}
+    assert sub["GatewayAPIServed"].outcome is Outcome.PASS
+    assert sub["WeightedHeaderRouteAccepted"].outcome is Outcome.PASS
+    assert sub["GatewayClassAccepted"].outcome is Outcome.FAIL
+    assert "no GatewayClass exists" in sub["GatewayClassAccepted"].reason
+    assert sub["WeightedSplitObserved"].outcome is Outcome.SKIP
+    assert result.reason.startswith("GatewayClassAccepted: no GatewayClass exists")
 
 
 def test_both_checks_fail_with_a_clear_reason_on_a_lab_without_their_api_groups(
@@ -112,12 +191,14 @@ def test_both_checks_fail_with_a_clear_reason_on_a_lab_without_their_api_groups(
     assert find_leftovers(connect(str(bare.kubeconfig)), _run_json(out)["run_id"]) == []
 
 
-def _run_checks(cluster: Cluster, focus: str, version: str = "1.36") -> Any:
+def _run_checks(
+    cluster: Cluster, focus: str, version: str = "1.36", options: dict[str, str] | None = None
+) -> Any:
     from kaic.catalog import load
     from kaic.checks import load_builtin_checks
 
     plan = make_plan(load(version), load_builtin_checks(), focus=focus)
-    return execute(cluster, plan, request=RunRequest())
+    return execute(cluster, plan, request=RunRequest(check_options=options or {}))
 
 
 def test_gateway_class_acceptance_is_judged_from_its_status(lab: Lab) -> None:
@@ -130,7 +211,7 @@ def test_gateway_class_acceptance_is_judged_from_its_status(lab: Lab) -> None:
     }
     cluster.create(gc)
     try:
-        pending = _run_checks(cluster, "^ai_inference$")
+        pending = _run_checks(cluster, "^ai_inference$", options={"gateway-class": "kaic-test-gc"})
         sub = {s.name: s for s in pending.results[0].result.subresults}
         assert sub["GatewayClassAccepted"].outcome is Outcome.FAIL
         assert (
@@ -158,9 +239,15 @@ def test_gateway_class_acceptance_is_judged_from_its_status(lab: Lab) -> None:
             },
             subresource="status",
         )
-        accepted = _run_checks(cluster, "^ai_inference$")
-        assert accepted.results[0].result.outcome is Outcome.PASS
-        assert exit_code(accepted) == 0
+        accepted = _run_checks(cluster, "^ai_inference$", options={"gateway-class": "kaic-test-gc"})
+        sub = {s.name: s for s in accepted.results[0].result.subresults}
+        assert sub["GatewayClassAccepted"].outcome is Outcome.PASS
+        # a status written by hand is no implementation: nothing programs the Gateway
+        assert sub["GatewayProgrammed"].outcome is Outcome.FAIL
+        assert "is not Programmed with an address: Accepted missing" in (
+            sub["GatewayProgrammed"].reason
+        )
+        assert exit_code(accepted) == 1
     finally:
         cluster.delete(GW, "GatewayClass", "kaic-test-gc", wait_timeout=30)
 
@@ -330,10 +417,12 @@ def test_kept_resources_are_removed_by_kaic_cleanup(lab: Lab, tmp_path: Path) ->
         "-o",
         str(out),
     )
-    assert r.returncode == 0, r.stderr
-    run_id = _run_json(out)["run_id"]
+    doc = _run_json(out)
+    assert _outcomes(doc)["dra_support"] == "PASS", r.stderr
+    run_id = doc["run_id"]
     cluster = connect(str(lab.kubeconfig))
     kept = find_leftovers(cluster, run_id)
+    # each check's namespace (ai_inference's pods, Gateway and route live inside its own)
     assert sorted(lo.ref.kind for lo in kept) == ["Namespace", "Namespace"]
     c = kaic("cleanup", "--run-id", run_id, "--kubeconfig", str(lab.kubeconfig))
     assert c.returncode == 0, c.stderr

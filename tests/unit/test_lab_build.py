@@ -256,3 +256,40 @@ def test_building_needs_go(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     monkeypatch.setenv("KAIC_CACHE", str(tmp_path / "cache"))
     with pytest.raises(LabError, match="Go is needed"):
         builder(catalog())[0].build()
+
+
+def test_a_programs_own_replacements_and_patched_copy_are_in_place_before_resolving(
+    fake_go: Path,
+) -> None:
+    cat = catalog(
+        PROGRAMS
+        + """
+[program.proxy]
+module = "example.com/proxy/v3"
+version = "v3.7.0"
+packages = ["cmd/proxy"]
+group = "own"
+replace = { "example.com/auth" = "example.com/auth-fork@v0.4.1" }
+
+[[program.proxy.patch]]
+file = "pkg/main.go"
+find = 'listen(":%d")'
+replace = 'listen("127.0.0.1:%d")'
+"""
+    )
+    b, _ = builder(cat)
+    assert "proxy" in b.build().built
+    gomod = (b.root / "src/proxy/go.mod").read_text()
+    replace_at = gomod.index("-replace=example.com/auth=example.com/auth-fork@v0.4.1")
+    patched_at = gomod.index("-replace=example.com/proxy/v3=./patched/proxy")
+    # the graph is resolved with both in place (a patch may edit the program's go.mod)
+    assert replace_at < patched_at < gomod.index("tool example.com/proxy/v3/cmd/proxy@v3.7.0")
+    assert "-replace=example.com/auth" not in (b.root / "src/kube/go.mod").read_text()
+
+
+def test_a_replacement_must_name_an_exact_version() -> None:
+    bad = PROGRAMS.replace(
+        'tags = ["lean"]', 'tags = ["lean"]\nreplace = { "example.com/a" = "example.com/b" }'
+    )
+    with pytest.raises(LabError, match=r"replace of example\.com/a must be 'module@exact-version'"):
+        catalog(bad)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -191,3 +192,33 @@ def test_prometheus_config_also_keeps_the_lab_network_block_and_nothing_else() -
 
 def test_prometheus_fault_config_collects_nothing() -> None:
     assert prometheus.config(Path("k"), scrape_pods=False)["scrape_configs"] == []
+
+
+def test_netexec_stand_in_reads_the_http_port_of_agnhost_netexec_only() -> None:
+    assert porter.netexec_port(_porter_pod(args=("netexec", "--http-port=8081"))) == 8081
+    assert porter.netexec_port(_porter_pod(args=("netexec", "--http-port", "9000"))) == 9000
+    assert porter.netexec_port(_porter_pod(args=("netexec",))) == 8080
+    assert porter.netexec_port(_porter_pod()) is None
+    assert porter.netexec_port(_porter_pod(image="busybox", args=("netexec",))) is None
+
+
+def test_netexec_stand_in_answers_hostname_with_the_pod_name_at_the_pod_ip() -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    pod = _porter_pod(ip="127.0.0.1", args=("netexec", f"--http-port={port}"))
+    p = porter.Porter()
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        p.sync([pod])  # type: ignore[list-item]
+        with opener.open(f"http://127.0.0.1:{port}/hostname", timeout=5) as r:
+            assert r.read() == b"p"
+        with opener.open(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            assert r.status == 200
+        with pytest.raises(urllib.error.HTTPError):
+            opener.open(f"http://127.0.0.1:{port}/other", timeout=5)
+    finally:
+        p.close()

@@ -298,6 +298,11 @@ class Builder:
             if p.version != "graph"
             for pkg in p.package_paths()
         ]
+        replaces = [f"-replace={k}={v}" for p in g.members for k, v in p.replace.items()]
+        if replaces:
+            self.go(d, "mod", "edit", *replaces)
+        # A patched program is resolved from its patched copy: a patch may edit its go.mod.
+        self.patch_sources(g)
         if fixed:
             self.go(d, "get", "-tool", *fixed)
         for p in g.members:

@@ -54,6 +54,9 @@ class Program:
     release: str = ""
     manifests: dict[str, tuple[str, ...]] = field(default_factory=dict)
     patch: tuple[Patch, ...] = ()
+    replace: dict[str, str] = field(default_factory=dict)
+    """``go.mod`` replacements the program's own module declares (a wrapper module does
+    not inherit them): module path → ``module@version``."""
 
     def resolved_version(self, kube: str) -> str:
         """The module version for a lab of Kubernetes ``kube`` (``graph`` stays as is)."""
@@ -97,6 +100,8 @@ class Program:
             "ldflags": self.ldflags,
             "release": self.release,
             "patch": [(p.file, p.find, p.replace) for p in self.patch],
+            # NOTE: only when set, so that the stamps of programs without one stay valid.
+            **({"replace": self.replace} if self.replace else {}),
         }
 
 
@@ -164,6 +169,7 @@ def parse(data: dict[str, Any]) -> Catalog:
             "release",
             "manifests",
             "patch",
+            "replace",
         }
         if unknown:
             raise LabError(f"programs.toml: {where} has unknown keys {sorted(unknown)}")
@@ -186,6 +192,13 @@ def parse(data: dict[str, Any]) -> Catalog:
             Patch(file=str(x["file"]), find=str(x["find"]), replace=str(x["replace"]))
             for x in p.get("patch") or []
         )
+        replace = {str(k): str(v) for k, v in (p.get("replace") or {}).items()}
+        for k, v in replace.items():
+            target, _, at = v.rpartition("@")
+            if not target or not _VERSION.match(at):
+                raise LabError(
+                    f"programs.toml: {where} replace of {k} must be 'module@exact-version'"
+                )
         programs[name] = Program(
             name=name,
             module=str(p["module"]),
@@ -201,6 +214,7 @@ def parse(data: dict[str, Any]) -> Catalog:
             release=str(p.get("release", "")),
             manifests=manifests,
             patch=patches,
+            replace=replace,
         )
     staging: dict[str, int] = {}
     for since, names in (kube.get("staging") or {}).items():

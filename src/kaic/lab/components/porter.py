@@ -18,7 +18,8 @@ from kaic.lab.context import LabContext
 class Porter(ProcessComponent):
     name = "porter"
     description = (
-        "serves pods running `agnhost porter` at their pod IPs in the lab network "
+        "serves pods running `agnhost porter` or `agnhost netexec` at their pod IPs in the "
+        "lab network "
         "(stands in for that container)"
     )
     order = 110

@@ -1,4 +1,5 @@
-"""The lab's stand-in for one container program: ``agnhost porter``, served at the pod's IP.
+"""The lab's stand-in for two container programs: ``agnhost porter`` and ``agnhost
+netexec``, served at the pod's IP.
 
 kwok runs no containers. For pods whose container runs
 ``registry.k8s.io/e2e-test-images/agnhost`` with the ``porter`` subcommand (as the
@@ -8,6 +9,9 @@ value over HTTP on ``<pod IP>:<N>``. The process runs inside the lab's network
 namespace, where every pod IP of the lab is a local address (``kaic.lab.network``), so a
 Prometheus that discovers the pod through the apiserver, or a client of the pod's
 Service through kube-proxy, reaches it exactly as it would in a real cluster.
+With the ``netexec`` subcommand (the ai_inference backends) it serves ``GET /hostname``
+(the pod's hostname: ``spec.hostname`` or its name) and ``GET /healthz`` on
+``<pod IP>:<--http-port>`` (default 8080); other paths answer 404.
 
 Owns: the pod loop (polling the lab's apiserver as the admin with the lab's client) and
 the listeners. Must never bind to anything but the lab's pod range (pods whose IP is not
@@ -50,6 +54,40 @@ def porter_ports(pod: dict[str, Any]) -> dict[int, str]:
     return out
 
 
+def netexec_port(pod: dict[str, Any]) -> int | None:
+    """The HTTP port ``agnhost netexec`` in ``pod`` would listen on (None if not netexec)."""
+    for c in pod.get("spec", {}).get("containers") or []:
+        image = str(c.get("image", ""))
+        argv = [str(a) for a in [*(c.get("command") or []), *(c.get("args") or [])]]
+        if "agnhost" not in image.rsplit("/", 1)[-1] or "netexec" not in argv:
+            continue
+        port = "8080"
+        for i, arg in enumerate(argv):
+            if arg.startswith("--http-port="):
+                port = arg.split("=", 1)[1]
+            elif arg == "--http-port" and i + 1 < len(argv):
+                port = argv[i + 1]
+        return int(port) if port.isdigit() else None
+    return None
+
+
+def hostname_of(pod: dict[str, Any]) -> str:
+    return str(pod.get("spec", {}).get("hostname") or pod.get("metadata", {}).get("name", ""))
+
+
+def netexec_answer(hostname: str) -> http.Answer:
+    """What ``agnhost netexec`` answers, for the paths the lab's clients use."""
+
+    def answer(req: http.Request) -> http.Reply:
+        if req.path in ("/hostname", "/hostName"):
+            return http.Reply(200, hostname.encode())
+        if req.path == "/healthz":
+            return http.Reply(200, b"")
+        return http.Reply(404, b"404 page not found\n")
+
+    return answer
+
+
 def lab_ip(pod: dict[str, Any], pod_cidr: ipaddress.IPv4Network) -> str | None:
     """The pod's IP if it lies in the lab's pod range, else None."""
     ip = pod.get("status", {}).get("podIP")
@@ -61,20 +99,24 @@ def lab_ip(pod: dict[str, Any], pod_cidr: ipaddress.IPv4Network) -> str | None:
         return None
 
 
-def _server(ip: str, port: int, body: str) -> ThreadingHTTPServer:
+def _constant(body: str) -> http.Answer:
     reply = http.Reply(200, body.encode())
-    return http.start(http.server(ip, port, lambda _req: reply, name="kaic.lab.sims.porter"))
+    return lambda _req: reply
+
+
+def _server(ip: str, port: int, answer: http.Answer) -> ThreadingHTTPServer:
+    return http.start(http.server(ip, port, answer, name="kaic.lab.sims.porter"))
 
 
 class Porter:
-    """Keeps one listener per (running porter pod, port) and nothing else."""
+    """Keeps one listener per (running porter or netexec pod, port) and nothing else."""
 
     def __init__(self, pod_cidr: ipaddress.IPv4Network) -> None:
         self.pod_cidr = pod_cidr
         self.servers: dict[Key, ThreadingHTTPServer] = {}
 
     def sync(self, pods: Sequence[dict[str, Any]]) -> None:
-        wanted: dict[Key, str] = {}
+        wanted: dict[Key, http.Answer] = {}
         names: dict[Key, str] = {}
         for pod in pods:
             if pod.get("status", {}).get("phase") != "Running" or pod.get("metadata", {}).get(
@@ -85,18 +127,22 @@ class Porter:
             if ip is None:
                 continue
             md = pod.get("metadata", {})
-            for port, body in porter_ports(pod).items():
+            answers = {port: _constant(body) for port, body in porter_ports(pod).items()}
+            netexec = netexec_port(pod)
+            if netexec is not None:
+                answers[netexec] = netexec_answer(hostname_of(pod))
+            for port, answer in answers.items():
                 key = (str(md.get("uid", "")), ip, port)
-                wanted[key] = body
+                wanted[key] = answer
                 names[key] = f"{md.get('namespace')}/{md.get('name')}"
         for key in [k for k in self.servers if k not in wanted]:
             self.servers.pop(key).shutdown()
             print(f"stopped {key[1]}:{key[2]}", flush=True)
-        for key, body in wanted.items():
+        for key, answer in wanted.items():
             if key in self.servers:
                 continue
             try:
-                self.servers[key] = _server(key[1], key[2], body)
+                self.servers[key] = _server(key[1], key[2], answer)
                 print(f"serving {names[key]} on {key[1]}:{key[2]}", flush=True)
             except OSError as e:
                 print(f"cannot serve {names[key]} on {key[1]}:{key[2]}: {e}", flush=True)
