@@ -39,7 +39,7 @@ SMALL = dict(
             "kueue",
             "inference-extension",
             "dcgm-exporter",
-            "metrics-adapter",
+            "httpd",
         }
     ),
 )

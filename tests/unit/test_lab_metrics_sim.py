@@ -210,7 +210,7 @@ def test_netexec_stand_in_answers_hostname_with_the_pod_name_at_the_pod_ip() -> 
     port = s.getsockname()[1]
     s.close()
     pod = _porter_pod(ip="127.0.0.1", args=("netexec", f"--http-port={port}"))
-    p = porter.Porter()
+    p = porter.Porter(ipaddress.IPv4Network("127.0.0.0/8"))
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         p.sync([pod])  # type: ignore[list-item]

@@ -58,7 +58,7 @@ def node_addresses_always(template: str) -> str:
 
     Upstream writes ``addresses`` only when InternalIP or Hostname is missing, and then
     only the missing one, taking the Hostname from ``NodeName``, which is empty for
-    nodes in kwok v0.8.0. A node that went NotReady (seen under load) and was initialised
+    nodes in this kwok version. A node that went NotReady (seen under load) and was initialised
     again with its InternalIP present therefore got ``addresses:`` with nothing under it:
     the list was cleared, and every exec and port-forward to it failed ("no preferred
     addresses found; known addresses: []"). The lab writes both, InternalIP (kwok's
