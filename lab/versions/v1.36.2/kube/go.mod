@@ -68,6 +68,8 @@ replace k8s.io/cri-streaming => k8s.io/cri-streaming v0.36.2
 
 replace k8s.io/streaming => k8s.io/streaming v0.36.2
 
+replace sigs.k8s.io/karpenter => ./patched/karpenter
+
 tool (
 	github.com/prometheus/prometheus/cmd/prometheus
 	go.etcd.io/etcd/server/v3
@@ -76,6 +78,7 @@ tool (
 	k8s.io/kubernetes/cmd/kube-proxy
 	k8s.io/kubernetes/cmd/kube-scheduler
 	k8s.io/kubernetes/cmd/kubectl
+	sigs.k8s.io/jobset
 	sigs.k8s.io/karpenter/kwok
 	sigs.k8s.io/kueue/cmd/kueue
 	sigs.k8s.io/kwok/cmd/kwok
@@ -487,5 +490,3 @@ require (
 	sigs.k8s.io/yaml v1.6.0 // indirect
 	volcano.sh/apis v1.14.0 // indirect
 )
-
-replace sigs.k8s.io/karpenter => ./patched/karpenter
