@@ -169,3 +169,26 @@ def test_leaving_out_a_required_component_leaves_out_what_requires_it() -> None:
     assert "jobset" not in names and "jobset-controller" not in names
     with pytest.raises(UsageError, match="lab component jobset-controller needs jobset"):
         select(frozenset({"jobset"}), frozenset({"jobset-controller"}))
+
+
+def test_a_lab_naming_a_component_this_kaic_lacks_still_goes_down(tmp_path: Path) -> None:
+    """A lab made by another kaic version: ``down`` stops it (pid files), ``up`` refuses."""
+    import json
+    import subprocess
+    import sys
+
+    state = tmp_path / "old"
+    (state / "run").mkdir(parents=True)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    exe = sys.executable  # argv[0], as the lab records it
+    (state / "run" / "gone-component.pid").write_text(f"{sleeper.pid}\n{exe}")
+    opts = LabOptions(name="old", state_dir=state)
+    Lab.state_file(state).write_text(
+        json.dumps({"options": opts.to_json(), "ports": {}, "components": ["gone-component"]})
+    )
+    lab = Lab.load("old", state)
+    with pytest.raises(LabError, match="uses component.s. this kaic lacks: gone-component"):
+        lab.up()
+    lab.down()
+    assert sleeper.wait(timeout=10) is not None
+    assert not state.exists()

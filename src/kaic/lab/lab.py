@@ -49,14 +49,14 @@ class Lab:
         self.options = options
         comps = select(options.without, options.with_)
         self._components = comps
+        self._unknown: list[str] = []
         if enabled is not None:
             by_name = {c.name: c for c in all_components()}
-            missing = [n for n in enabled if n not in by_name]
-            if missing:
-                raise LabError(
-                    f"lab {options.name!r} uses component(s) this kaic lacks: {', '.join(missing)}"
-                )
-            self._components = [by_name[n] for n in enabled]
+            # NOTE: a lab made by another kaic version may name components this one lacks:
+            # ``down`` still stops their processes (by their pid files); ``up`` and
+            # ``status`` refuse.
+            self._unknown = [n for n in enabled if n not in by_name]
+            self._components = [by_name[n] for n in enabled if n in by_name]
         self._lock = threading.Lock()
         self.ctx = LabContext(
             options=options,
@@ -149,6 +149,14 @@ class Lab:
         return {c.name: c.pids(self.ctx) for c in self._components}
 
     # ---- lifecycle ---------------------------------------------------------------
+    def _require_known(self) -> None:
+        if self._unknown:
+            raise LabError(
+                f"lab {self.options.name!r} uses component(s) this kaic lacks:"
+                f" {', '.join(self._unknown)} (`kaic lab down --name {self.options.name}`"
+                " removes it)"
+            )
+
     def up(self, *, build: bool = False, progress: Progress | None = None) -> float:
         """Start every missing piece and wait until the lab is ready; returns seconds.
 
@@ -156,6 +164,7 @@ class Lab:
         process was killed) and re-applies the lab's objects. Concurrent ``up``/``down``
         of the same lab wait for each other.
         """
+        self._require_known()
         with _locked(self.options.state):
             return self._up(build=build, progress=progress)
 
@@ -281,6 +290,7 @@ class Lab:
             raise LabError(f"lab {self.name!r} is down but port(s) {busy} are still in use")
 
     def status(self) -> list[ComponentStatus]:
+        self._require_known()
         out = []
         for c in self._components:
             pids = tuple(c.pids(self.ctx))
