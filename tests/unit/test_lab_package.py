@@ -187,7 +187,7 @@ def test_a_lab_naming_a_component_this_kaic_lacks_still_goes_down(tmp_path: Path
         json.dumps({"options": opts.to_json(), "ports": {}, "components": ["gone-component"]})
     )
     lab = Lab.load("old", state)
-    with pytest.raises(LabError, match="uses component.s. this kaic lacks: gone-component"):
+    with pytest.raises(LabError, match=r"uses component\(s\) this kaic lacks: gone-component"):
         lab.up()
     lab.down()
     assert sleeper.wait(timeout=10) is not None
