@@ -48,11 +48,15 @@ browser:
 	  || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }; }
 
 ## The lab network needs `ip` (iproute2) and `nft` (nftables, which kube-proxy runs);
-## on Debian as root a missing nftables is installed, else the lab says what it lacks.
+## ai_inference's client pod runs `curl` (in the lab, on the host). On Debian as root
+## what is missing is installed, else the lab says what it lacks.
+LAB_PACKAGES := nft:nftables curl:curl
 lab-prereqs:
-	@command -v nft >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  { apt-get install -y -q nftables || { apt-get update -q && \
-	    apt-get install -y -q nftables; }; } >/dev/null; } || echo "kaic: the lab needs nftables (nft)"
+	@for pair in $(LAB_PACKAGES); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    { apt-get install -y -q $$pkg || { apt-get update -q && \
+	      apt-get install -y -q $$pkg; }; } >/dev/null; } || echo "kaic: the lab needs $$pkg ($$cmd)"; \
+	done
 
 lab-test: install lab-binaries lab-prereqs
 	KAIC_REQUIRE_LAB_PROGRAMS=1 $(BIN)/pytest -q -m lab tests/lab
