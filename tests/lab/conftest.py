@@ -4,7 +4,9 @@
   GPUs each in both device-plugin and DRA mode, 1 CPU node), up for the whole session.
 * ``lab_factory`` (session): ``lab_factory(without={"gateway-api"}, accelerators="none")``
   returns a second, differently configured lab (cached per option set), for cases where
-  a requirement must not hold. Every lab started here is taken down at session end.
+  a requirement must not hold. At most ``KAIC_TEST_MAX_LABS`` (default 3) of them run at
+  once: asking for another takes down the one asked for least recently (it is started
+  again when asked for again). Every lab started here is taken down at session end.
 * ``KAIC_TEST_LAB=NAME`` reuses an already running lab (``kaic lab up --name NAME``) for
   ``lab`` instead of starting one, and leaves it running (fast iterations).
 
@@ -26,6 +28,10 @@ from labtools import LabFactory, wait_for
 from kaic.lab import Lab, LabOptions, list_labs
 from kaic.lab import binaries as lab_binaries
 from kaic.lab.options import default_version
+
+
+MAX_LABS = int(os.environ.get("KAIC_TEST_MAX_LABS", "3"))
+"""Labs of ``lab_factory`` running at once (besides the session's ``lab``)."""
 
 
 def _reap_stale_labs() -> None:
@@ -66,7 +72,12 @@ def lab_factory() -> Iterator[LabFactory]:
             )
         )
         if key in started:
+            started[key] = started.pop(key)  # most recently asked for last
             return started[key]
+        while len(started) >= MAX_LABS:
+            oldest = next(iter(started))
+            with contextlib.suppress(Exception):
+                started.pop(oldest).down()
         for k in ("without", "with_"):
             if k in options:
                 options[k] = frozenset(options[k])
@@ -81,7 +92,13 @@ def lab_factory() -> Iterator[LabFactory]:
         yield make
     finally:
         for lab in started.values():
-            lab.down()
+            with contextlib.suppress(Exception):
+                lab.down()
+        # NOTE: a fixture may have started a lab again after it was taken down.
+        for d in list_labs():
+            if d.name.startswith(f"pytest-{os.getpid()}-"):
+                with contextlib.suppress(Exception):
+                    Lab.load(d.name).down()
 
 
 @pytest.fixture(scope="session")
