@@ -55,11 +55,12 @@ def node_addresses_always(template: str) -> str:
     """kwok's ``node-initialize`` status template, writing both node addresses every time.
 
     Upstream writes ``addresses`` only when InternalIP or Hostname is missing, and then
-    only the missing one, taking the Hostname from ``NodeName``, which is empty for
-    nodes in kwok v0.8.0. A node that went NotReady (seen under load) and was initialised
-    again with its InternalIP present therefore got ``addresses:`` with nothing under it:
-    the list was cleared, and every exec and port-forward to it failed ("no preferred
-    addresses found; known addresses: []"). The lab writes both, InternalIP (kwok's
+    only the missing one, taking the Hostname from ``NodeName``, which is kwok's
+    ``--node-name`` (empty when kwok manages nodes by annotation). A node that went
+    NotReady (seen under load) and was initialised again with its InternalIP present
+    therefore got ``addresses:`` with nothing under it: the list was cleared, and every
+    exec and port-forward to it failed ("no preferred addresses found; known
+    addresses: []"). The lab writes both, InternalIP (kwok's
     ``--node-ip``) and Hostname (the node's name), on every initialisation.
     """
     start, end = template.find(ADDRESSES_START), template.find(ADDRESSES_END)
