@@ -244,9 +244,10 @@ def test_gateway_class_acceptance_is_judged_from_its_status(lab: Lab) -> None:
         assert sub["GatewayClassAccepted"].outcome is Outcome.PASS
         # a status written by hand is no implementation: nothing programs the Gateway
         assert sub["GatewayProgrammed"].outcome is Outcome.FAIL
-        assert "is not Programmed with an address: Accepted missing" in (
-            sub["GatewayProgrammed"].reason
-        )
+        assert (
+            "is not Programmed with an address: Accepted=Unknown (Pending: Waiting for"
+            " controller), Programmed=Unknown (Pending: Waiting for controller)"
+        ) in sub["GatewayProgrammed"].reason
         assert exit_code(accepted) == 1
     finally:
         cluster.delete(GW, "GatewayClass", "kaic-test-gc", wait_timeout=30)
