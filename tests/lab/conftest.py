@@ -29,7 +29,6 @@ from kaic.lab import Lab, LabOptions, list_labs
 from kaic.lab import binaries as lab_binaries
 from kaic.lab.options import default_version
 
-
 MAX_LABS = int(os.environ.get("KAIC_TEST_MAX_LABS", "3"))
 """Labs of ``lab_factory`` running at once (besides the session's ``lab``)."""
 

@@ -16,6 +16,7 @@ from kaic.lab.binaries import manifests
 from kaic.lab.component import ProcessComponent, register
 from kaic.lab.context import LabContext
 from kaic.lab.crds import apply_all, wait_established
+from kaic.lab.sims import runtime
 
 KWOK_CRDS = (
     "Stage",
@@ -38,6 +39,7 @@ EXEC_BIN = "exec-bin"
 """Data directory put first on kwok's PATH (see ``Kwok.env``)."""
 COMPLETE_AFTER_ANNOTATION = "kaic.io/complete-after"
 """On a pod owned by a Job: how long it stays Running before it Succeeds (e.g. ``30s``)."""
+RUNTIME_COMPONENT = "container-runtime"
 
 
 ADDRESSES_START = "{{ $hasInternalIP := false }}"
@@ -55,12 +57,11 @@ def node_addresses_always(template: str) -> str:
     """kwok's ``node-initialize`` status template, writing both node addresses every time.
 
     Upstream writes ``addresses`` only when InternalIP or Hostname is missing, and then
-    only the missing one, taking the Hostname from ``NodeName``, which is kwok's
-    ``--node-name`` (empty when kwok manages nodes by annotation). A node that went
-    NotReady (seen under load) and was initialised again with its InternalIP present
-    therefore got ``addresses:`` with nothing under it: the list was cleared, and every
-    exec and port-forward to it failed ("no preferred addresses found; known
-    addresses: []"). The lab writes both, InternalIP (kwok's
+    only the missing one, taking the Hostname from ``NodeName``, which is empty for
+    nodes in this kwok version. A node that went NotReady (seen under load) and was initialised
+    again with its InternalIP present therefore got ``addresses:`` with nothing under it:
+    the list was cleared, and every exec and port-forward to it failed ("no preferred
+    addresses found; known addresses: []"). The lab writes both, InternalIP (kwok's
     ``--node-ip``) and Hostname (the node's name), on every initialisation.
     """
     start, end = template.find(ADDRESSES_START), template.find(ADDRESSES_END)
@@ -79,6 +80,10 @@ def kwok_stages(ctx: LabContext) -> list[dict[str, Any]]:
     delay read from the pod annotation ``kaic.io/complete-after`` (a Go duration such as
     ``30s``, or an RFC 3339 time), so gang-scheduled or long-running Jobs can be
     observed while Running; without the annotation they still complete immediately.
+
+    With the ``container-runtime`` component, only pods it marked ``kaic.io/runtime:
+    kwok`` (it runs no process for them) are completed by this stage; the others end
+    when their processes do.
     """
     docs = manifests("kwok", "stages", ctx.options.version)
     for d in docs:
@@ -86,6 +91,14 @@ def kwok_stages(ctx: LabContext) -> list[dict[str, Any]]:
             next_ = d["spec"]["next"]
             next_["statusTemplate"] = node_addresses_always(next_["statusTemplate"])
         if d["metadata"]["name"] == "pod-complete":
+            if RUNTIME_COMPONENT in ctx.enabled:
+                d["spec"]["selector"]["matchExpressions"].append(
+                    {
+                        "key": f'.metadata.annotations["{runtime.RUNTIME_ANNOTATION}"]',
+                        "operator": "In",
+                        "values": [runtime.KWOK],
+                    }
+                )
             d["spec"]["delay"] = {
                 "durationMilliseconds": 0,
                 "durationFrom": {
