@@ -88,7 +88,8 @@ def test_robust_controller_fails_when_the_kueue_webhook_is_down(kueue_stopped: L
     result = run(
         kueue_stopped,
         "robust_controller",
-        **{"operator-lease-window": "20", "operator-reconcile-timeout": "10"},
+        # NOTE: pinned: with Kueue down, "auto" would pick the lab's JobSet controller.
+        **{"operator": "kueue", "operator-lease-window": "20", "operator-reconcile-timeout": "10"},
     )
     assert result.outcome is Outcome.FAIL
     webhook = sub(result, "WebhookRejectsInvalidCR")
