@@ -46,6 +46,7 @@ from kaic.checks.accelerators import (
 from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
 from kaic.checks.predicates import pod_started
 from kaic.checks.resources import allocatable, requests_by_node
+from kaic.checks.waits import last_warning
 from kaic.cluster.api import ClusterAPI, KubeObject, name_of
 from kaic.errors import ClusterError, RejectedError, UsageError
 
@@ -676,12 +677,7 @@ class _Run:
                 what=f"probe pod {pod} to run",
             )
         except ClusterError as e:
-            events = [
-                str(ev.get("message", ""))
-                for ev in self.cluster.events(self.ctx.namespace, pod)
-                if ev.get("type") == "Warning"
-            ]
-            last = f" ({events[-1]})" if events else ""
+            last = last_warning(self.cluster, self.ctx.namespace, pod)
             t.error(f"probe pod {pod} for node {node} did not run: {e}{last}")
         if obj is None or (obj.get("spec") or {}).get("nodeName") != node:
             t.error(f"probe pod {pod} did not land on node {node}")

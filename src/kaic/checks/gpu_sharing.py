@@ -48,8 +48,9 @@ from kaic.checks.accelerators import (
     node_accelerators,
 )
 from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
-from kaic.checks.predicates import node_schedulable, pod_bound, pod_started
+from kaic.checks.predicates import node_schedulable, pod_bound
 from kaic.checks.resources import allocatable, requests_by_node
+from kaic.checks.waits import last_warning, pod_running_or_fail
 from kaic.cluster import parse_quantity
 from kaic.cluster.api import ClusterAPI, KubeObject, name_of
 from kaic.errors import ClusterError, WaitTimeoutError
@@ -530,33 +531,6 @@ class _Run:
         self.cluster.create(obj)
         self.pods.append(name_of(obj))
 
-    def wait_running(self, t: Subtest, pod: str) -> KubeObject:
-        try:
-            obj = self.cluster.wait_for(
-                "v1",
-                "Pod",
-                pod,
-                self.ctx.namespace,
-                pod_started,
-                timeout=self.ctx.budget(self.pod_timeout),
-                what=f"pod {pod} to run",
-            )
-        except ClusterError as e:
-            t.fail(f"pod {pod} did not run: {e}{self.last_warning(pod)}")
-        assert obj is not None
-        return obj
-
-    def last_warning(self, pod: str) -> str:
-        try:
-            msgs = [
-                str(ev.get("message", ""))
-                for ev in self.cluster.events(self.ctx.namespace, pod)
-                if ev.get("type") == "Warning"
-            ]
-        except ClusterError:
-            msgs = []
-        return f" ({msgs[-1]})" if msgs else ""
-
     # -- replicas ------------------------------------------------------------------------
     def time_slicing(self, t: Subtest, replicas: Sequence[SharedNode]) -> None:
         if not replicas:
@@ -580,7 +554,7 @@ class _Run:
                 )
             )
         for name in names:
-            obj = self.wait_running(t, name)
+            obj = pod_running_or_fail(self.ctx, t, name, self.pod_timeout)
             t.require(
                 (obj.get("spec") or {}).get("nodeName") == sn.name,
                 f"pod {name} ran on {(obj.get('spec') or {}).get('nodeName')}, not {sn.name}",
@@ -735,7 +709,7 @@ class _Run:
                 self.create_pod(self.claim_pod(name, node))
         by_key = {p.device.key: p for p in ps.partitions}
         for name in names[:m]:
-            self.wait_running(t, name)
+            pod_running_or_fail(self.ctx, t, name, self.pod_timeout)
             claim = self.cluster.get(self.av, "ResourceClaim", name, self.ctx.namespace) or {}
             results = (
                 ((claim.get("status") or {}).get("allocation") or {}).get("devices") or {}
@@ -788,7 +762,7 @@ class _Run:
             t.fail(f"pod {extra} was bound although its claim {extra} is not allocated")
         t.log(
             f"claim {extra} stayed unallocated for {window:.0f}s; pod {extra}: "
-            f"{self.last_warning(extra).strip(' ()') or 'pending'}"
+            f"{last_warning(self.cluster, self.ctx.namespace, extra).strip(' ()') or 'pending'}"
         )
 
     def claim_pod(self, name: str, node: KubeObject) -> KubeObject:

@@ -38,7 +38,8 @@ from kaic.checks.accelerators import (
     dra_version,
 )
 from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
-from kaic.checks.predicates import node_schedulable, pod_started
+from kaic.checks.predicates import node_schedulable
+from kaic.checks.waits import pod_running_or_fail
 from kaic.cluster.api import ClusterAPI, KubeObject, name_of
 from kaic.errors import ClusterError
 
@@ -348,31 +349,7 @@ class _Run:
             self.claims.append(claim)
         self.cluster.create(self.pod(pod, claim))
         self.pods.append(pod)
-        try:
-            obj = self.cluster.wait_for(
-                "v1",
-                "Pod",
-                pod,
-                self.ctx.namespace,
-                pod_started,
-                timeout=self.ctx.budget(self.pod_timeout),
-                what=f"pod {pod} to run",
-            )
-        except ClusterError as e:
-            t.fail(f"pod {pod} did not run: {e}{self.last_warning(pod)}")
-        assert obj is not None
-        return obj
-
-    def last_warning(self, pod: str) -> str:
-        try:
-            msgs = [
-                str(ev.get("message", ""))
-                for ev in self.cluster.events(self.ctx.namespace, pod)
-                if ev.get("type") == "Warning"
-            ]
-        except ClusterError:
-            msgs = []
-        return f" ({msgs[-1]})" if msgs else ""
+        return pod_running_or_fail(self.ctx, t, pod, self.pod_timeout)
 
     def allocate(self, t: Subtest, virtuals: Sequence[Virtual]) -> None:
         taken = allocated_devices(self.cluster.list(self.av, "ResourceClaim"))

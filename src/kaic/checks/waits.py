@@ -16,7 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from kaic.checks.base import CheckContext
+from kaic.checks.base import CheckContext, Subtest
+from kaic.checks.predicates import pod_started
+from kaic.cluster.api import ClusterAPI, KubeObject
 from kaic.errors import ClusterError
 
 T = TypeVar("T")
@@ -113,3 +115,39 @@ def poll(
         if time.monotonic() >= deadline:
             return False
         ctx.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+def last_warning(cluster: ClusterAPI, namespace: str, name: str) -> str:
+    """`` (<message>)`` of the newest Warning event about ``name``, or ``""`` (also when
+    the events cannot be read): the why of a pod that did not run."""
+    try:
+        msgs = [
+            str(ev.get("message", ""))
+            for ev in cluster.events(namespace, name)
+            if ev.get("type") == "Warning"
+        ]
+    except ClusterError:
+        msgs = []
+    return f" ({msgs[-1]})" if msgs else ""
+
+
+def pod_running_or_fail(
+    ctx: CheckContext, t: Subtest, pod: str, timeout: float, *, what: str = "pod"
+) -> KubeObject:
+    """Wait (at most ``timeout``, capped by the check's budget) until ``pod`` of the
+    check's namespace has started; FAIL sub-test ``t`` with the newest Warning event
+    otherwise."""
+    try:
+        obj = ctx.cluster.wait_for(
+            "v1",
+            "Pod",
+            pod,
+            ctx.namespace,
+            pod_started,
+            timeout=ctx.budget(timeout),
+            what=f"{what} {pod} to run",
+        )
+    except ClusterError as e:
+        t.fail(f"{what} {pod} did not run: {e}{last_warning(ctx.cluster, ctx.namespace, pod)}")
+    assert obj is not None
+    return obj
