@@ -54,6 +54,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -789,11 +790,16 @@ class Agent:
         threading.Thread(target=self._watch, args=(stop,), daemon=True).start()
         while not stop.is_set():
             self.wake.clear()
+            started = time.monotonic()
             try:
                 self.reconcile()
             except (ApiError, OSError, KeyError, ValueError) as e:
                 self.log(f"reconcile failed: {e}")
+            took = time.monotonic() - started
             self.wake.wait(resync_s)
+            # NOTE: at most a quarter of the time reconciling: a large lab's lists take
+            # seconds, and a burst of pod events must not turn into back-to-back lists.
+            stop.wait(max(0.0, 3 * took - (time.monotonic() - started - took)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
