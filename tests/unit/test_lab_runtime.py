@@ -233,9 +233,7 @@ def test_the_command_line_goes_through_the_sandbox_the_mounts_and_the_device_vie
     (exec_bin / "sh").write_text("#!/bin/sh\n")
     rt = a_runtime(tmp_path / "rt", devices_root=tmp_path / "devices", exec_bin=exec_bin)
     vol = tmp_path / "vol"
-    line, extra = rt.command_line(
-        run_of(), "main", ["ls", "/dev"], [(vol, runtime.SA_MOUNT, True)]
-    )
+    line, extra = rt.command_line(run_of(), "main", ["ls", "/dev"], [(vol, runtime.SA_MOUNT, True)])
     assert line[:2] == ["unshare", "--net"]
     i = line.index(str(rt.root / "mounts.sh"))
     assert line[i + 1 : i + 5] == [str(vol), runtime.SA_MOUNT, "ro", "--"]
