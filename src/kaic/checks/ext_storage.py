@@ -275,7 +275,7 @@ class _Run:
             self.record["highThroughputClass"] = {"name": c.name, "why": why}
             t.log(f"StorageClass {c.label()} is the platform's high-throughput class: {why}")
             return
-        hits = [(c, why) for c in self.classes if (why := c.high_throughput())]
+        hits = [(c, w) for c in self.classes if (w := c.high_throughput()) is not None]
         if not hits:
             t.skip(
                 "no StorageClass is marked for high-throughput AI use or has a provisioner"
@@ -284,10 +284,10 @@ class _Run:
                 "=true, or name it with --storage-high-throughput-class"
             )
         self.record["highThroughputClass"] = [{"name": c.name, "why": w} for c, w in hits]
-        for c, why in hits:
+        for c, found_why in hits:
             params = c.summary()["throughputParameters"]
             t.log(
-                f"StorageClass {c.name}: {why}"
+                f"StorageClass {c.name}: {found_why}"
                 + (
                     f"; parameters {', '.join(f'{k}={v}' for k, v in params.items())}"
                     if params
