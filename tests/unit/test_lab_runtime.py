@@ -233,11 +233,11 @@ def test_the_command_line_goes_through_the_sandbox_the_mounts_and_the_device_vie
     (exec_bin / "sh").write_text("#!/bin/sh\n")
     rt = a_runtime(tmp_path / "rt", devices_root=tmp_path / "devices", exec_bin=exec_bin)
     vol = tmp_path / "vol"
-    line, extra = rt.command_line(run_of(), "main", ["ls", "/dev"], [(vol, runtime.SA_MOUNT)])
+    line, extra = rt.command_line(run_of(), "main", ["ls", "/dev"], [(vol, runtime.SA_MOUNT, True)])
     assert line[:2] == ["unshare", "--net"]
     i = line.index(str(rt.root / "mounts.sh"))
-    assert line[i + 1 : i + 4] == [str(vol), runtime.SA_MOUNT, "--"]
-    assert line[i + 4] == str(exec_bin / "sh")
+    assert line[i + 1 : i + 5] == [str(vol), runtime.SA_MOUNT, "ro", "--"]
+    assert line[i + 5] == str(exec_bin / "sh")
     assert line[-2:] == ["ls", "/dev"]
     assert extra == {runtime.DEVICE_DIR_ENV: str(tmp_path / "devices" / "pods" / "u-1" / "main")}
     plain, extra = a_runtime(tmp_path / "rt3").command_line(run_of(), "main", ["true"], [])
@@ -248,3 +248,88 @@ def test_the_stop_grace_is_the_pods_but_at_most_ten_seconds() -> None:
     assert runtime.grace_of(a_pod(terminationGracePeriodSeconds=0)) == 0
     assert runtime.grace_of(a_pod(terminationGracePeriodSeconds=3)) == 3
     assert runtime.grace_of(a_pod()) == runtime.STOP_GRACE_CAP_S
+
+
+class _Api:
+    """The objects ``host_directory`` reads, by path."""
+
+    def __init__(self, objects: Mapping[str, Any]) -> None:
+        self.objects = objects
+
+    def get(self, path: str) -> Any:
+        if path not in self.objects:
+            raise runtime.ApiError(404, f"{path} not found")
+        return self.objects[path]
+
+
+def claim_pod(tmp_path: Path, pv_spec: Mapping[str, Any], phase: str = "Bound") -> Any:
+    api = _Api(
+        {
+            "/api/v1/namespaces/ns/persistentvolumeclaims/shared": {
+                "spec": {"volumeName": "pv-1"},
+                "status": {"phase": phase},
+            },
+            "/api/v1/persistentvolumes/pv-1": {"spec": pv_spec},
+        }
+    )
+    rt = runtime.Runtime(api, tmp_path / "rt", host_path_root=tmp_path / "lab")  # type: ignore[arg-type]
+    pod = a_pod(
+        containers=[
+            {
+                "name": "main",
+                "image": "debian",
+                "volumeMounts": [{"name": "data", "mountPath": "/tmp/data"}],
+            }
+        ],
+        volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "shared"}}],
+    )
+    run = runtime.PodRun("u-1", "ns", "p", pod, [ContainerState("main", "debian")])
+    return rt, run, pod["spec"]["containers"][0]
+
+
+def test_a_claim_bound_to_a_host_path_volume_under_the_lab_is_mounted_read_write(
+    tmp_path: Path,
+) -> None:
+    d = tmp_path / "lab" / "shared" / "pvc-1"
+    rt, run, c = claim_pod(tmp_path, {"hostPath": {"path": str(d), "type": "DirectoryOrCreate"}})
+    assert rt.volume_mounts(run, c) == [(d, "/tmp/data", False)]
+    assert d.is_dir()
+    line, _ = rt.command_line(run, "main", ["true"], rt.volume_mounts(run, c))
+    i = line.index(str(rt.root / "mounts.sh"))
+    assert line[i + 1 : i + 5] == [str(d), "/tmp/data", "rw", "--"]
+
+
+def test_host_directories_outside_the_lab_or_unbound_claims_are_refused(tmp_path: Path) -> None:
+    rt, run, c = claim_pod(tmp_path, {"hostPath": {"path": "/etc"}})
+    with pytest.raises(ConfigError, match="only under its own directory"):
+        rt.volume_mounts(run, c)
+    rt, run, c = claim_pod(tmp_path, {"local": {"path": str(tmp_path / "lab" / ".." / "x")}})
+    with pytest.raises(ConfigError, match="only under its own directory"):
+        rt.volume_mounts(run, c)
+    rt, run, c = claim_pod(tmp_path, {"nfs": {"server": "x", "path": "/"}})
+    with pytest.raises(ConfigError, match="neither hostPath nor local"):
+        rt.volume_mounts(run, c)
+    rt, run, c = claim_pod(tmp_path, {"hostPath": {"path": str(tmp_path / "lab")}}, "Pending")
+    with pytest.raises(ConfigError, match="is not bound"):
+        rt.volume_mounts(run, c)
+
+
+def test_a_read_only_host_path_volume_is_mounted_read_only(tmp_path: Path) -> None:
+    d = tmp_path / "lab" / "data"
+    d.mkdir(parents=True)
+    rt = runtime.Runtime(None, tmp_path / "rt", host_path_root=tmp_path / "lab")  # type: ignore[arg-type]
+    pod = a_pod(
+        containers=[
+            {
+                "name": "main",
+                "image": "debian",
+                "volumeMounts": [{"name": "h", "mountPath": str(d), "readOnly": True}],
+            }
+        ],
+        volumes=[{"name": "h", "hostPath": {"path": str(d)}}, {"name": "e", "emptyDir": {}}],
+    )
+    run = runtime.PodRun("u-1", "ns", "p", pod, [ContainerState("main", "debian")])
+    assert rt.volume_mounts(run, pod["spec"]["containers"][0]) == [(d, str(d), True)]
+    no_root = runtime.Runtime(None, tmp_path / "rt2")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="only under its own directory"):
+        no_root.volume_mounts(run, pod["spec"]["containers"][0])

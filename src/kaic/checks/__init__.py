@@ -42,6 +42,8 @@ The floor every check builds on (requirement modules import these, never each ot
   ``try_create`` with what admission said.
 * ``endpoints`` — pods' HTTP endpoints, Services' pods, user-given URLs.
 * ``sampling`` — spread samples of large inventories (thousands of nodes or exporters).
+* ``installed`` — what software the API shows: workloads by image, CRD groups, CSI
+  drivers, RuntimeClass handlers, node metadata (``Inventory.find``).
 * ``_metric_names`` — accelerator metric names per vendor (data for
   ``accelerator_metrics``).
 
@@ -71,6 +73,7 @@ HELPER_MODULES = frozenset(
         "endpoints",
         "execs",
         "sampling",
+        "installed",
     }
 )
 """Modules of the shared floor; every other public module is a requirement module."""

@@ -181,7 +181,18 @@ class TrackingCluster(ForwardingCluster):
         self, *, wait_timeout: float = 60.0, on_progress: Callable[[str], None] | None = None
     ) -> CleanupReport:
         """Delete every recorded object, newest first, namespaces last; wait for them to go."""
-        self._before()
+        # NOTE: the runner cleans up from its own thread too: count these requests as
+        # the check's, and leave that thread's scope as it was.
+        token = SCOPE.set(self.check) if self.check else None
+        try:
+            return self._cleanup(wait_timeout, on_progress)
+        finally:
+            if token is not None:
+                SCOPE.reset(token)
+
+    def _cleanup(
+        self, wait_timeout: float, on_progress: Callable[[str], None] | None
+    ) -> CleanupReport:
         with self._lock:
             refs = list(reversed(self._created))
             self._created.clear()

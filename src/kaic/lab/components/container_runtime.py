@@ -55,6 +55,9 @@ class ContainerRuntime(ProcessComponent):
             # the lab has no container filesystems, so a container and an exec into it
             # share this directory.
             f"--workdir={ctx.dir('exec')}",
+            # NOTE: hostPath volumes and hostPath/local PersistentVolumes are bound into a
+            # container only below the lab's data directory (the provisioner's volumes).
+            f"--host-path-root={ctx.state / 'data'}",
         ]
         if DEVICES_COMPONENT in ctx.enabled:
             argv += [f"--devices-root={ctx.dir('devices')}", f"--exec-bin={ctx.dir(EXEC_BIN)}"]

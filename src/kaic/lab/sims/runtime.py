@@ -6,8 +6,10 @@ ubuntu, debian, python, nvidia/cuda) runs its ``command`` and ``args`` with the 
 tools, with the pod's environment (literal values, downward-API ``fieldRef`` and
 ``resourceFieldRef``, ConfigMap and Secret keys, ``envFrom``), its simulated devices
 (through the ``sh`` of ``device-visibility``, as ``kubectl exec`` has them), its
-projected service-account token at the volume's ``mountPath``, and a network namespace
-of its own (``sandbox_prefix``). Its stdout and stderr go to a CRI-format log file that
+projected service-account token at the volume's ``mountPath``, the directories of its
+``hostPath`` volumes and of the PersistentVolumes its claims are bound to (``hostPath`` or
+``local``, only under the lab's own directory), and a network namespace of its own
+(``sandbox_prefix``). Its stdout and stderr go to a CRI-format log file that
 kwok serves to ``kubectl logs`` (a kwok ``Logs`` object named like the pod); its exit
 code decides the container's state and, with the pod's ``restartPolicy``, the pod's
 phase; deleting the pod stops it.
@@ -153,6 +155,10 @@ def pod_decision(
 
 class ConfigError(Exception):
     """The container cannot be started (``CreateContainerConfigError``)."""
+
+
+Mount = tuple[Path, str, bool]
+"""(host directory, the container's mountPath, read-only)."""
 
 
 Lookup = Callable[[str, str, str], Mapping[str, str] | None]
@@ -535,6 +541,7 @@ class Runtime:
         exec_bin: Path | None = None,
         workdir: Path | None = None,
         ca_file: Path | None = None,
+        host_path_root: Path | None = None,
         log: Callable[[str], None] | None = None,
         which: Callable[[str], str | None] = shutil.which,
     ) -> None:
@@ -544,6 +551,8 @@ class Runtime:
         self.exec_bin = exec_bin
         self.workdir = workdir or root
         self.ca_file = ca_file
+        self.host_path_root = Path(os.path.normpath(host_path_root)) if host_path_root else None
+        """hostPath and PersistentVolume directories must lie below it (None: none may)."""
         self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
         self.which = which
         self.pods: dict[str, PodRun] = {}
@@ -709,19 +718,74 @@ class Runtime:
                 self.log(f"cannot write Logs of {md['namespace']}/{md['name']}: {e}")
 
     # -- containers --------------------------------------------------------------
-    def volume_mounts(self, run: PodRun, container: Mapping[str, Any]) -> list[tuple[Path, str]]:
-        """(host directory, mountPath) of the projected service-account volumes the
-        container mounts; the files are written here (token from the TokenRequest API)."""
+    def volume_mounts(self, run: PodRun, container: Mapping[str, Any]) -> list[Mount]:
+        """(host directory, mountPath, read-only) of the volumes the container mounts:
+        projected ones (written here; the token from the TokenRequest API), read-only;
+        ``hostPath`` volumes and claims bound to ``hostPath``/``local`` PersistentVolumes,
+        whose directories must lie under ``host_path_root`` (``ConfigError`` otherwise).
+        Other volume types are not mounted."""
         vols = {v.get("name"): v for v in (run.pod.get("spec") or {}).get("volumes") or []}
-        out = []
+        out: list[Mount] = []
         for vm in container.get("volumeMounts") or []:
             vol = vols.get(vm.get("name"))
-            if not vol or "projected" not in vol:
+            if not vol:
                 continue
-            d = self.pod_dir(run) / "volumes" / str(vm.get("name"))
-            self.write_projected(run, vol["projected"], d)
-            out.append((d, str(vm.get("mountPath"))))
+            target = str(vm.get("mountPath"))
+            if "projected" in vol:
+                d = self.pod_dir(run) / "volumes" / str(vm.get("name"))
+                self.write_projected(run, vol["projected"], d)
+                out.append((d, target, True))
+            elif "hostPath" in vol or "persistentVolumeClaim" in vol:
+                host, read_only = self.host_directory(run, vol)
+                if vm.get("subPath"):
+                    raise ConfigError(f"volume {vol.get('name')}: subPath is not supported")
+                out.append((host, target, read_only or bool(vm.get("readOnly"))))
         return out
+
+    def host_directory(self, run: PodRun, vol: Mapping[str, Any]) -> tuple[Path, bool]:
+        """The lab directory behind a ``hostPath`` or ``persistentVolumeClaim`` volume and
+        whether the volume is read-only; ``ConfigError`` when it is not under the lab's
+        directory, the claim is not bound, or its PersistentVolume is of another type."""
+        name = vol.get("name")
+        read_only = False
+        if "hostPath" in vol:
+            path, kind = str(vol["hostPath"].get("path") or ""), vol["hostPath"].get("type")
+        else:
+            claim = vol["persistentVolumeClaim"]
+            read_only = bool(claim.get("readOnly"))
+            try:
+                pvc = self.api.get(
+                    f"/api/v1/namespaces/{run.namespace}/persistentvolumeclaims/"
+                    f"{quote(str(claim.get('claimName')))}"
+                )
+                pv_name = (pvc.get("spec") or {}).get("volumeName")
+                if not pv_name or (pvc.get("status") or {}).get("phase") != "Bound":
+                    raise ConfigError(f"volume {name}: claim {claim.get('claimName')} is not bound")
+                pv = self.api.get(f"/api/v1/persistentvolumes/{quote(str(pv_name))}")
+            except ApiError as e:
+                raise ConfigError(f"volume {name}: {e}") from e
+            spec = pv.get("spec") or {}
+            if "hostPath" in spec:
+                path, kind = str(spec["hostPath"].get("path") or ""), spec["hostPath"].get("type")
+            elif "local" in spec:
+                path, kind = str(spec["local"].get("path") or ""), "Directory"
+            else:
+                raise ConfigError(
+                    f"volume {name}: PersistentVolume {pv_name} is neither hostPath nor local;"
+                    " the lab mounts only those"
+                )
+        host = Path(os.path.normpath(path)) if os.path.isabs(path) else None
+        root = self.host_path_root
+        if host is None or root is None or not host.is_relative_to(root) or host == root:
+            raise ConfigError(
+                f"volume {name}: the lab mounts host directories only under its own directory"
+                f" ({root}), not {path!r}"
+            )
+        if kind == "DirectoryOrCreate":
+            host.mkdir(parents=True, exist_ok=True)
+        if not host.is_dir():
+            raise ConfigError(f"volume {name}: {host} is not a directory")
+        return host, read_only
 
     def write_projected(self, run: PodRun, projected: Mapping[str, Any], d: Path) -> None:
         d.mkdir(parents=True, exist_ok=True)
@@ -764,15 +828,15 @@ class Runtime:
                         (d / item["path"]).write_text(data[item["key"]])
 
     def command_line(
-        self, run: PodRun, cname: str, argv: Sequence[str], mounts: Sequence[tuple[Path, str]]
+        self, run: PodRun, cname: str, argv: Sequence[str], mounts: Sequence[Mount]
     ) -> tuple[list[str], dict[str, str]]:
         """The full command line of a container process and the env it adds."""
         extra: dict[str, str] = {}
         line = [*sandbox_prefix(run.pod)]
         if mounts:
             line += ["unshare", "--mount", "/bin/sh", str(self.root / "mounts.sh")]
-            for host, target in mounts:
-                line += [str(host), target]
+            for host, target, read_only in mounts:
+                line += [str(host), target, "ro" if read_only else "rw"]
             line.append("--")
         wrapper = self.exec_bin / "sh" if self.exec_bin else None
         if self.devices_root is not None and wrapper is not None and wrapper.exists():
@@ -996,11 +1060,12 @@ class Runtime:
 
 MOUNTS_SH = """#!/bin/sh
 # kaic lab: inside a private mount namespace, put each host directory at the container's
-# mountPath. A mountPath that does not exist on the host gets a tmpfs over its nearest
-# existing ancestor below /run or /var/run (a container does not see the host's /run).
+# mountPath (arguments: SRC DST ro|rw ... --). A mountPath that does not exist on the host
+# gets a tmpfs over its nearest existing ancestor below /run or /tmp (a container does not
+# see the host's /run).
 set -e
 while [ "$1" != "--" ]; do
-  src=$1; dst=$2; shift 2
+  src=$1; dst=$2; mode=$3; shift 3
   real=$(readlink -m "$dst")
   if [ ! -d "$real" ]; then
     a=$(dirname "$real")
@@ -1012,7 +1077,7 @@ while [ "$1" != "--" ]; do
     mkdir -p "$real"
   fi
   mount --bind "$src" "$real"
-  mount -o remount,bind,ro "$real" 2>/dev/null || true
+  if [ "$mode" = ro ]; then mount -o remount,bind,ro "$real" 2>/dev/null || true; fi
 done
 shift
 exec "$@"
@@ -1028,13 +1093,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workdir", required=True, type=Path)
     ap.add_argument("--devices-root", type=Path)
     ap.add_argument("--exec-bin", type=Path)
+    ap.add_argument(
+        "--host-path-root", type=Path, help="hostPath and PersistentVolume directories lie below"
+    )
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between pod syncs")
     a = ap.parse_args(argv)
     a.root.mkdir(parents=True, exist_ok=True)
     (a.root / "mounts.sh").write_text(MOUNTS_SH)
     left = kill_recorded(a.root / "procs")
     api = ApiClient.from_kubeconfig(a.kubeconfig)
-    rt = Runtime(api, a.root, devices_root=a.devices_root, exec_bin=a.exec_bin, workdir=a.workdir)
+    rt = Runtime(
+        api,
+        a.root,
+        devices_root=a.devices_root,
+        exec_bin=a.exec_bin,
+        workdir=a.workdir,
+        host_path_root=a.host_path_root,
+    )
     if left:
         rt.log(f"killed {len(left)} container process group(s) left by an earlier runtime")
     stop = threading.Event()
