@@ -352,7 +352,7 @@ class _Run:
     def cleanup(self) -> None:
         for obj in reversed(self.installed):
             try:
-                self.c.delete(obj["apiVersion"], obj["kind"], name_of(obj))
+                self.c.delete(obj["apiVersion"], obj["kind"], name_of(obj), wait_timeout=30)
             except ClusterError as e:
                 self.ctx.log(f"could not delete {obj['kind']} {name_of(obj)}: {e}")
 
