@@ -25,6 +25,15 @@ from kaic.errors import ClusterError, PermissionDeniedError
 NODE_API = "node.k8s.io/v1"
 POD = "kaic-confidential-pod"
 IMAGE = "registry.k8s.io/pause:3.10"
+RESTRICTED = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "runAsUser": 65534,
+}
+"""The container securityContext of the Pod Security Standards' restricted level, so that
+namespaces that enforce it admit the test pods."""
+SECCOMP = {"seccompProfile": {"type": "RuntimeDefault"}}
 
 OPTIONS = (
     CheckOption(
@@ -102,6 +111,7 @@ def test_pod(namespace: str, runtime_class: str, image: str, nodes: list[str]) -
             "runtimeClassName": runtime_class,
             "restartPolicy": "Never",
             "terminationGracePeriodSeconds": 1,
+            "securityContext": dict(SECCOMP),
             "affinity": {
                 "nodeAffinity": {
                     "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -120,6 +130,7 @@ def test_pod(namespace: str, runtime_class: str, image: str, nodes: list[str]) -
                     "name": "main",
                     "image": image,
                     "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                    "securityContext": dict(RESTRICTED),
                 }
             ],
         },

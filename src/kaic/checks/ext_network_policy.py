@@ -32,6 +32,15 @@ PORT = 8080
 SERVER, ALLOWED, DENIED = "kaic-np-server", "kaic-np-allowed", "kaic-np-denied"
 ROLE = "kaic.io/network-policy-role"
 DENY_ALL, ALLOW = "kaic-default-deny-ingress", "kaic-allow-client"
+RESTRICTED = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "runAsUser": 65534,
+}
+"""The container securityContext of the Pod Security Standards' restricted level, so that
+namespaces that enforce it admit the test pods."""
+SECCOMP = {"seccompProfile": {"type": "RuntimeDefault"}}
 BLOCKED_IN_A_ROW = 2
 """Consecutive failed attempts of the denied client that count as blocked."""
 
@@ -71,6 +80,7 @@ def pod(name: str, namespace: str, image: str, role: str, args: list[str]) -> Ku
         "image": image,
         "args": args,
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+        "securityContext": dict(RESTRICTED),
     }
     if args[:1] == ["netexec"]:
         container["ports"] = [{"name": "http", "containerPort": PORT}]
@@ -78,7 +88,11 @@ def pod(name: str, namespace: str, image: str, role: str, args: list[str]) -> Ku
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "labels": {ROLE: role}},
-        "spec": {"containers": [container], "terminationGracePeriodSeconds": 1},
+        "spec": {
+            "containers": [container],
+            "securityContext": dict(SECCOMP),
+            "terminationGracePeriodSeconds": 1,
+        },
     }
 
 

@@ -27,6 +27,15 @@ VIOLATING_IMAGE = "kaic-untrusted.invalid/kaic/not-allowed:1.0"
 """An image of a registry that can never exist (``.invalid``, RFC 2606): never pulled."""
 ALLOWED_REGISTRIES = "registry.k8s.io/"
 BUILTIN_POLICY = "kaic-image-policy"
+RESTRICTED = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "runAsUser": 65534,
+}
+"""The container securityContext of the Pod Security Standards' restricted level, so that
+namespaces that enforce it admit the test pods."""
+SECCOMP = {"seccompProfile": {"type": "RuntimeDefault"}}
 
 OPTIONS = (
     CheckOption(
@@ -165,7 +174,8 @@ def probe_pod(name: str, namespace: str, image: str) -> KubeObject:
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "restartPolicy": "Never",
-            "containers": [{"name": "main", "image": image}],
+            "securityContext": dict(SECCOMP),
+            "containers": [{"name": "main", "image": image, "securityContext": dict(RESTRICTED)}],
         },
     }
 
