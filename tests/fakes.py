@@ -6,7 +6,6 @@ or reject objects, ``controllers`` run on every wait/watch step.
 
 from __future__ import annotations
 
-import contextvars
 import copy
 import itertools
 import time
@@ -406,15 +405,14 @@ def run_fake_check(
     run_id: str = "run12345",
 ) -> CheckResult:
     """Run the registered check of ``requirement`` against a fake cluster."""
-    ctx = fake_check_context(
-        cluster,
-        requirement,
-        options=options,
-        timeout=timeout,
-        catalog_version=catalog_version,
-        namespace=namespace,
-        run_id=run_id,
+    return run_check(
+        fake_check_context(
+            cluster,
+            requirement,
+            options=options,
+            timeout=timeout,
+            catalog_version=catalog_version,
+            namespace=namespace,
+            run_id=run_id,
+        )
     )
-    # NOTE: in a context of its own, as the runner's worker thread would be: the request
-    # scope the check's TrackingCluster sets (kaic.cluster.counting) stays with it.
-    return contextvars.copy_context().run(run_check, ctx)
