@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,18 @@ def templates_dir() -> Path:
     if not TEMPLATES.is_dir():
         pytest.skip(f"official templates not found at {TEMPLATES}")
     return TEMPLATES
+
+
+@pytest.fixture(autouse=True)
+def _request_scope() -> Iterator[None]:
+    """Every test starts and ends in the run's request scope: a check run in the test's
+    own thread (``run_check`` on a fake) leaves its scope set there otherwise
+    (``kaic.cluster.counting.SCOPE``, set by a check's TrackingCluster)."""
+    from kaic.cluster.counting import RUN_SCOPE, SCOPE
+
+    token = SCOPE.set(RUN_SCOPE)
+    yield
+    SCOPE.reset(token)
 
 
 _tier_seconds: dict[str, float] = {}

@@ -32,6 +32,18 @@ MONITORING_LAB: dict[str, Any] = {
 ai_service_metrics and pod_autoscaling (``lab_factory`` starts it once per session)."""
 
 
+SECURITY_LAB: dict[str, Any] = {
+    "accelerators": "none",
+    "nodes": 1,
+    "cpu_nodes": 1,
+    "without": {"admission-policy", "traefik", "jobset-controller", "dcgm-exporter"},
+    "with_": {"confidential-runtime"},
+}
+"""One small lab for the security rows of the extended profile: kube-apiserver without
+ValidatingAdmissionPolicy enforcement (ext_supply_chain_policy's FAIL) and the simulated
+confidential runtime (ext_confidential_computing's detected case)."""
+
+
 def require_program(name: str) -> None:
     """Skip the test when lab program ``name`` is not built, unless the lab's programs
     are required (``KAIC_REQUIRE_LAB_PROGRAMS=1``, set by ``make test`` after building

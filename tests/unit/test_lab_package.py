@@ -57,7 +57,13 @@ def test_crd_sets_and_simulators_do_not_wait_for_the_whole_control_plane(tmp_pat
     assert deps["kwok"] == {"kube-apiserver"}
     assert deps["nodes"] == {"kwok", "dra-api"}
     # no `after`: every component of a lower order, as before
-    assert deps["kube-controller-manager"] == {"etcd", "network", "kube-apiserver", "dra-api"}
+    assert deps["kube-controller-manager"] == {
+        "etcd",
+        "network",
+        "kube-apiserver",
+        "dra-api",
+        "admission-policy",
+    }
     assert deps["network"] == set()
     assert deps["kube-proxy"] == {"nodes", "network"}
 

@@ -242,7 +242,9 @@ def _map_api_error(e: ApiException, what: str) -> ClusterError:
             f"{what}: the cluster refused the credentials (401 Unauthorized)"
         )
     if status == 403:
-        if "admission webhook" in msg or "denied the request" in msg:
+        # NOTE: a ValidatingAdmissionPolicy whose validation sets reason Forbidden
+        # answers 403 "… with binding '…' denied request: …": admission, not RBAC.
+        if "admission webhook" in msg or "denied the request" in msg or "denied request" in msg:
             return RejectedError(f"{what}: {msg}")
         return PermissionDeniedError(f"{what}: forbidden: {msg}")
     if status == 404:

@@ -57,6 +57,7 @@ class KubeApiserver(ProcessComponent):
             "--profiling=false",
             "--v=1",
             *dra_api_flags(ctx),
+            *admission_flags(ctx),
         ]
 
     def ready(self, ctx: LabContext) -> bool:
@@ -77,3 +78,11 @@ def dra_api_flags(ctx: LabContext) -> list[str]:
         "--runtime-config=resource.k8s.io/v1=false,resource.k8s.io/v1beta1=false,"
         "resource.k8s.io/v1beta2=false"
     ]
+
+
+def admission_flags(ctx: LabContext) -> list[str]:
+    """Disable ValidatingAdmissionPolicy enforcement when the lab is started ``--without
+    admission-policy`` (the API stays served)."""
+    if "admission-policy" not in ctx.options.without:
+        return []
+    return ["--disable-admission-plugins=ValidatingAdmissionPolicy"]
