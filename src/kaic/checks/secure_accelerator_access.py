@@ -31,7 +31,16 @@ from kaic.checks.accelerators import (
     dra_pools,
     dra_version,
 )
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import (
+    CheckContext,
+    CheckOption,
+    Permission,
+    Resource,
+    Subtest,
+    check,
+    exclusive,
+    shared,
+)
 from kaic.checks.execs import exec_with_retries
 from kaic.checks.predicates import node_schedulable, pod_started
 from kaic.checks.resources import allocatable, requests_by_node
@@ -582,6 +591,7 @@ def negative_pods(acc: AcceleratorType) -> list[ProbePod]:
 @check(
     "secure_accelerator_access",
     test="TestSecureAcceleratorAccess",
+    locks=exclusive(Resource.ACCELERATORS) + shared(Resource.NODE_POOL, Resource.NODE_CAPACITY),
     options=(
         CheckOption(
             "allocation-mode",

@@ -205,7 +205,7 @@ def _run(
     level: str,
     focus: str | None,
     skip: str | None,
-    parallel: int,
+    parallel: int | None,
     timeout_scale: float,
     list_only: bool,
     keep_resources: bool,
@@ -321,9 +321,10 @@ def _run_command() -> click.Command:
             click.Option(
                 ["--parallel", "-p"],
                 type=int,
-                default=1,
-                show_default=True,
-                help="checks run at the same time",
+                default=None,
+                metavar="N",
+                help="at most N checks at the same time (default: every check that no"
+                " running check conflicts with; 1: one after another, in catalog order)",
             ),
             click.Option(
                 ["--timeout-scale"],
