@@ -470,6 +470,9 @@ class CheckContext:
         Checks poll with this, never with a plain sleep."""
         self.check_cancelled()
         if self.cancel_event.wait(max(0.0, min(seconds, self.remaining()))):
+            # NOTE: the runner's watchdog also cancels a check past its timeout; the
+            # timeout is the reason then, not an interruption.
+            self.check_cancelled()
             raise Cancelled("interrupted")
         self.check_cancelled()
 
