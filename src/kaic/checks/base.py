@@ -125,10 +125,12 @@ class Resource:
     NODE_POOL = "node-pool"
     """The set of nodes: exclusively by a check that grows or shrinks it (cluster
     autoscaling) or leaves pods Unschedulable on purpose (an autoscaler would add nodes
-    for them); shared by a check that reads the node inventory or pins pods to nodes."""
+    for them); shared by a check that compares the node or accelerator inventory with
+    something (a node coming or going mid-check would change it)."""
     NODE_CAPACITY = "node-capacity"
     """The nodes' free CPU and memory: exclusively by a check that sizes a workload on
-    what is free; shared by every check that runs pods (they take some of it)."""
+    what is free; shared by every check whose pods ask for CPU or memory (they take some
+    of it)."""
     KUEUE_QUEUES = "kueue-queues"
     """Kueue's cluster-scoped queues (ClusterQueues, ResourceFlavors, and the quota of
     the ClusterQueue a check submits to): exclusively by a check that creates, lists or

@@ -25,7 +25,6 @@ from kaic.checks.base import (
     Subtest,
     check,
     exclusive,
-    shared,
 )
 from kaic.checks.predicates import node_ready, pod_running, pod_unschedulable
 from kaic.checks.resources import allocatable, requests_by_node
@@ -88,7 +87,7 @@ def parse_pool_label(value: str) -> tuple[str, str]:
 @check(
     "cluster_autoscaling",
     test="TestAcceleratorClusterAutoscaling",
-    locks=exclusive(Resource.ACCELERATORS, Resource.NODE_POOL) + shared(Resource.NODE_CAPACITY),
+    locks=exclusive(Resource.ACCELERATORS, Resource.NODE_POOL),
     options=CA_OPTIONS,
     permissions=(
         Permission("list", "nodes", namespaced=False),

@@ -401,7 +401,7 @@ def targets(
 @check(
     "driver_runtime_management",
     test="TestAcceleratorDriverRuntimeManagement",
-    locks=exclusive(Resource.ACCELERATORS) + shared(Resource.NODE_POOL, Resource.NODE_CAPACITY),
+    locks=exclusive(Resource.ACCELERATORS) + shared(Resource.NODE_POOL),
     options=(
         CheckOption(
             "accelerator-type",

@@ -30,7 +30,6 @@ from kaic.checks.base import (
     Subtest,
     check,
     exclusive,
-    shared,
 )
 from kaic.checks.predicates import pod_unschedulable
 from kaic.cluster.api import KubeObject
@@ -254,7 +253,7 @@ class _Run:
 @check(
     "ext_topology_aware_scheduling",
     test="TestExtTopologyAwareScheduling",
-    locks=exclusive(Resource.ACCELERATORS, Resource.NODE_POOL) + shared(Resource.NODE_CAPACITY),
+    locks=exclusive(Resource.ACCELERATORS, Resource.NODE_POOL),
     options=OPTIONS,
     permissions=(
         Permission("list", "resourceslices", "resource.k8s.io", namespaced=False),

@@ -317,7 +317,7 @@ def _cel(driver: str, qualified: str, value: str) -> str:
 @check(
     "gpu_sharing",
     test="TestGPUSharing",
-    locks=exclusive(Resource.ACCELERATORS) + shared(Resource.NODE_POOL, Resource.NODE_CAPACITY),
+    locks=exclusive(Resource.ACCELERATORS) + shared(Resource.NODE_POOL),
     options=(
         CheckOption(
             "accelerator-type",

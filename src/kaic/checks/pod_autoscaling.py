@@ -26,7 +26,6 @@ from kaic.checks.base import (
     Subtest,
     check,
     exclusive,
-    shared,
 )
 from kaic.checks.predicates import pod_running, pod_terminating
 from kaic.checks.waits import Phases, dump, poll
@@ -151,7 +150,7 @@ def set_metric_command(namespace: str, pod: str, metric: str, value: float) -> l
 @check(
     "pod_autoscaling",
     test="TestAcceleratorHorizontalPodAutoscaling",
-    locks=exclusive(Resource.ACCELERATORS) + shared(Resource.NODE_CAPACITY),
+    locks=exclusive(Resource.ACCELERATORS),
     options=HPA_OPTIONS,
     permissions=(
         Permission("list", "apiservices", "apiregistration.k8s.io", namespaced=False),

@@ -39,7 +39,6 @@ from kaic.checks.base import (
     Subtest,
     check,
     exclusive,
-    shared,
 )
 from kaic.checks.execs import exec_with_retries
 from kaic.checks.predicates import node_schedulable, pod_started
@@ -591,7 +590,7 @@ def negative_pods(acc: AcceleratorType) -> list[ProbePod]:
 @check(
     "secure_accelerator_access",
     test="TestSecureAcceleratorAccess",
-    locks=exclusive(Resource.ACCELERATORS) + shared(Resource.NODE_POOL, Resource.NODE_CAPACITY),
+    locks=exclusive(Resource.ACCELERATORS),
     options=(
         CheckOption(
             "allocation-mode",

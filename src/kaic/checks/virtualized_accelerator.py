@@ -183,7 +183,7 @@ def parse_seen(stdout: str, acc: AcceleratorType) -> Seen | None:
 @check(
     "virtualized_accelerator",
     test="TestVirtualizedAccelerator",
-    locks=exclusive(Resource.ACCELERATORS) + shared(Resource.NODE_POOL, Resource.NODE_CAPACITY),
+    locks=exclusive(Resource.ACCELERATORS) + shared(Resource.NODE_POOL),
     options=(
         CheckOption(
             "accelerator-type",
