@@ -26,7 +26,7 @@ from kaic.checks.base import (
     shared,
 )
 from kaic.model import Outcome
-from kaic.runner import RunRequest, execute, make_plan
+from kaic.runner import CleanupDone, Event, RunRequest, execute, make_plan
 from kaic.runner.schedule import Schedule
 from tests.fakes import FakeCluster
 
@@ -317,9 +317,12 @@ def test_an_interrupt_stops_running_checks_and_never_starts_waiting_ones(sig: in
     plan = make_plan(catalog.load("1.36"), reg, focus="^(cluster|pod)_autoscaling$")
     threading.Timer(0.5, lambda: started.wait(5) and os.kill(os.getpid(), sig)).start()
     begin = time.monotonic()
-    record = execute(fake, plan, run_id="r1")
+    events: list[Event] = []
+    record = execute(fake, plan, run_id="r1", observers=[events.append])
     assert time.monotonic() - begin < 10
     assert record.interrupted and holders.starts == []
+    cleaned = [e.item.id for e in events if isinstance(e, CleanupDone) and e.item]
+    assert cleaned == ["cluster_autoscaling"]
     res = {e.id: e.result for e in record.results}
     assert res["cluster_autoscaling"].outcome is Outcome.ERROR
     assert "interrupted" in res["cluster_autoscaling"].reason

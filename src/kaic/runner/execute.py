@@ -455,15 +455,14 @@ class _Execution:
             with contextlib.suppress(Exception):
                 fut.result(timeout=max(0.0, end - time.monotonic()))
         for run in self.running.values():
-            if not self.finished(run.item):
-                with run.lock:
-                    started = run.deadline is not None
-                if started:
-                    self._error(
-                        run.item, "interrupted before it finished", run.started_at or utc_now()
-                    )
-                else:
+            with run.lock:
+                started = run.deadline is not None
+            if not started:
+                if not self.finished(run.item):
                     self._error(run.item, "not run: the run was interrupted", utc_now())
+                continue
+            if not self.finished(run.item):
+                self._error(run.item, "interrupted before it finished", run.started_at or utc_now())
             self.cleanup(run)
 
 
