@@ -16,6 +16,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -266,6 +267,65 @@ def _service_endpoints(
     ]
 
 
+SHOWN = 20
+"""Endpoints named in a log line; the evidence lists all of them."""
+SCRAPERS = 8
+"""Scrapes at a time (each a port-forward through the apiserver, or a URL)."""
+MAX_ENDPOINTS = "200"
+
+
+def max_endpoints(ctx: CheckContext) -> int:
+    value = ctx.option("metrics-max-endpoints") or MAX_ENDPOINTS
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise UsageError(f"--metrics-max-endpoints must be a whole number of 1 or more: {value}")
+    return n
+
+
+def sample_endpoints(endpoints: list[Endpoint], limit: int) -> list[Endpoint]:
+    """``endpoints``, or ``limit`` of them spread evenly over the list (sorted by node):
+    a cluster with thousands of exporters is sampled, not scraped whole."""
+    if len(endpoints) <= limit:
+        return endpoints
+    if limit == 1:
+        return endpoints[:1]
+    step = (len(endpoints) - 1) / (limit - 1)
+    return [endpoints[round(i * step)] for i in range(limit)]
+
+
+def sampled_pool(
+    pool: dict[str, list[Accelerator]], endpoints: list[Endpoint], chosen: list[Endpoint]
+) -> dict[str, list[Accelerator]]:
+    """The accelerators a sample can vouch for: those on the sampled endpoints' nodes, and
+    every one on a node that has no exporter endpoint at all (still a failure)."""
+    covered = {ep.node for ep in endpoints if ep.node}
+    nodes_without_node = any(ep.node is None for ep in chosen)
+    if nodes_without_node:  # a Service or URL endpoint may serve any node: keep all
+        return pool
+    keep = {ep.node for ep in chosen} | (set(pool) - covered)
+    return {n: v for n, v in pool.items() if n in keep}
+
+
+def scrape_all(
+    ctx: CheckContext, endpoints: list[Endpoint]
+) -> list[tuple[Endpoint, str | KaicError]]:
+    """Every endpoint's text (or why not), ``SCRAPERS`` at a time, in the given order."""
+
+    def one(ep: Endpoint) -> str | KaicError:
+        try:
+            return scrape(ctx, ep)
+        except KaicError as e:
+            return e
+
+    if len(endpoints) <= 1:
+        return [(ep, one(ep)) for ep in endpoints]
+    with ThreadPoolExecutor(max_workers=SCRAPERS, thread_name_prefix="kaic-scrape") as pool:
+        return list(zip(endpoints, pool.map(one, endpoints), strict=True))
+
+
 def scrape(ctx: CheckContext, ep: Endpoint) -> str:
     timeout = ctx.budget(30.0)
     if ep.url:
@@ -469,6 +529,12 @@ def _must_metric(
         CheckOption(
             "metrics-accelerator-nodes", "label selector of the accelerator nodes to check"
         ),
+        CheckOption(
+            "metrics-max-endpoints",
+            "scrape at most this many exporter endpoints, spread over the nodes (a large "
+            "cluster is sampled; the evidence names the sample)",
+            MAX_ENDPOINTS,
+        ),
     ),
     permissions=(
         Permission("list", "nodes", namespaced=False),
@@ -502,7 +568,7 @@ def accelerator_metrics(ctx: CheckContext) -> None:
     endpoints = parse_endpoint_option(ctx, given) if given else []
 
     def reachable(t: Subtest) -> None:
-        nonlocal endpoints
+        nonlocal endpoints, pool, total
         if not given:
             endpoints = discover_endpoints(ctx, t)
         if not endpoints:
@@ -511,15 +577,26 @@ def accelerator_metrics(ctx: CheckContext) -> None:
                 "Manager, Neuron, TPU and OpenTelemetry exporter pods and Services); "
                 "give one with --metrics-endpoint"
             )
+        chosen = sample_endpoints(endpoints, max_endpoints(ctx))
+        if len(chosen) < len(endpoints):
+            pool = sampled_pool(pool, endpoints, chosen)
+            total = sum(len(v) for v in pool.values())
+            note = (
+                f"sampled {len(chosen)} of {len(endpoints)} exporter endpoints, spread over "
+                f"the nodes (--metrics-max-endpoints {len(chosen)}); accelerators checked: "
+                f"the {total} on the sampled nodes and on "
+                "nodes without any exporter"
+            )
+            t.log(note)
+            ctx.evidence("sampled.txt", note + "\n" + "".join(f"{ep}\n" for ep in chosen))
         errors: list[str] = []
         lines = []
-        for ep in endpoints:
-            try:
-                text = scrape(ctx, ep)
-            except KaicError as e:
-                errors.append(f"{ep}: {e}")
-                lines.append(f"{ep}\tvia {ep.source}\tERROR {e}")
+        for ep, got in scrape_all(ctx, chosen):
+            if isinstance(got, KaicError):
+                errors.append(f"{ep}: {got}")
+                lines.append(f"{ep}\tvia {ep.source}\tERROR {got}")
                 continue
+            text = got
             try:
                 samples = parse_samples(text)
             except ValueError as e:
@@ -556,8 +633,9 @@ def accelerator_metrics(ctx: CheckContext) -> None:
                 )
             )
         t.log(
-            f"{len(scraped)} of {len(endpoints)} endpoint(s) serve accelerator metrics: "
-            + ", ".join(str(ep) for ep, _ in scraped)
+            f"{len(scraped)} of {len(chosen)} endpoint(s) scraped serve accelerator metrics: "
+            + ", ".join(str(ep) for ep, _ in scraped[:SHOWN])
+            + (f" and {len(scraped) - SHOWN} more" if len(scraped) > SHOWN else "")
         )
 
     seen: dict[Concept, ConceptSeries] = {c: ConceptSeries() for c in Concept}

@@ -44,6 +44,7 @@ from kubernetes.stream import stream as k8s_stream
 from kubernetes.stream.ws_client import ERROR_CHANNEL
 
 from kaic.cluster.api import ApiResource, ExecResult, KubeList, KubeObject
+from kaic.cluster.counting import COUNTS
 from kaic.errors import (
     ClusterError,
     ClusterUnreachableError,
@@ -311,6 +312,7 @@ class Cluster:
             headers["Content-Type"] = content_type
         attempt = 0
         while True:
+            COUNTS.add(method, path, query or ())
             try:
                 resp = self._api.call_api(
                     path,
@@ -803,6 +805,7 @@ class Cluster:
         if container:
             kwargs["container"] = container
         what = f"exec in pod {namespace}/{pod}"
+        COUNTS.add("POST", f"/api/v1/namespaces/{namespace}/pods/{pod}/exec")
         try:
             ws = k8s_stream(
                 self._stream_core().connect_get_namespaced_pod_exec, pod, namespace, **kwargs
@@ -825,6 +828,7 @@ class Cluster:
     def _open_forward(self, namespace: str, pod: str, port: int) -> Any:
         what = f"port-forward to pod {namespace}/{pod}:{port}"
         for attempt in range(FORWARD_ATTEMPTS):
+            COUNTS.add("POST", f"/api/v1/namespaces/{namespace}/pods/{pod}/portforward")
             before = set(threading.enumerate())
             try:
                 pf = k8s_portforward(

@@ -34,6 +34,9 @@ How it works (docs/lab.md, "Simulated device visibility"):
   ``KAIC_SANDBOX`` in their Exec rule, and the ``sh`` wrapper then runs the command in new
   PID, network, mount, UTS and IPC namespaces chrooted into a private root (ConfigMap key
   ``sandbox``: ``off`` runs such pods unisolated, for negative tests).
+* Device failures (``kaic.lab.sims.device_health``, run on every reconcile): the Node
+  annotation ``kaic.io/device-fault`` fails GPUs (allocatable, ResourceSlice, Node
+  condition ``GPUUnhealthy``, Events) until it is removed.
 * Leak modes (ConfigMap ``kube-system/kaic-lab-devices``, key ``mode``) break isolation on
   purpose so that checks can be seen to FAIL: ``leak-unrequested`` (containers without a
   grant see every GPU of their node), ``leak-envvar`` (containers that set
@@ -51,6 +54,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +63,7 @@ from typing import Any
 
 from kaic.cluster.quantity import parse_quantity
 from kaic.lab.apiserver import ApiClient, ApiError
+from kaic.lab.sims.device_health import HealthReporter
 
 DRIVER = "gpu.nvidia.com"
 RESOURCE = "nvidia.com/gpu"
@@ -619,6 +624,8 @@ class Agent:
         """Uids of pods whose Exec rule is known to be in place."""
         self._sandboxed: set[str] = set()
         """RuntimeClasses of the lab's namespace sandbox (empty when it is ``off``)."""
+        self.health = HealthReporter(api, self.log)
+        """Simulated device failures (``kaic.lab.sims.device_health``)."""
 
     def _list(self, path: str) -> list[dict[str, Any]]:
         try:
@@ -692,6 +699,10 @@ class Agent:
         self.sync_rules(pods)
         drivers = installed_drivers(data, [n.get("metadata", {}).get("name", "") for n in nodes])
         write_state(self.root, vis, pods, drivers)
+        try:
+            self.health.reconcile(nodes, slices)
+        except (ApiError, OSError, KeyError, ValueError, TypeError) as e:
+            self.log(f"device health: {e}")
         (self.root / ALIVE_FILE).touch()
 
     def sync_rules(self, pods: Sequence[Mapping[str, Any]]) -> None:
@@ -779,11 +790,16 @@ class Agent:
         threading.Thread(target=self._watch, args=(stop,), daemon=True).start()
         while not stop.is_set():
             self.wake.clear()
+            started = time.monotonic()
             try:
                 self.reconcile()
             except (ApiError, OSError, KeyError, ValueError) as e:
                 self.log(f"reconcile failed: {e}")
+            took = time.monotonic() - started
             self.wake.wait(resync_s)
+            # NOTE: at most a quarter of the time reconciling: a large lab's lists take
+            # seconds, and a burst of pod events must not turn into back-to-back lists.
+            stop.wait(max(0.0, 3 * took - (time.monotonic() - started - took)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
