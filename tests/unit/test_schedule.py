@@ -75,7 +75,8 @@ def test_the_builtin_checks_that_share_the_accelerators_or_the_pool_never_run_to
     assert specs["gang_scheduling"].conflicts(specs["ai_inference"])
     for other in ("ai_inference", "ai_service_metrics", "robust_controller"):
         assert not ca.conflicts(specs[other]), other
-    assert all(s.locks != RUNS_ALONE for s in specs.values())
+    alone = sorted(rid for rid, s in specs.items() if s.locks == RUNS_ALONE)
+    assert alone == ["ext_failed_device_detection"]
 
 
 # -- the schedule alone --------------------------------------------------------------------
