@@ -224,7 +224,9 @@ def test_events_arrive_in_order_and_the_record_is_in_catalog_order() -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_in_the_middle_of_a_check_interrupts_and_cleans_up(sig: int) -> None:
+def test_a_signal_in_the_middle_of_a_check_interrupts_and_cleans_up(
+    sig: int, sigint_raises: None
+) -> None:
     fake = FakeCluster()
 
     def interrupted(ctx: CheckContext) -> None:

@@ -292,7 +292,9 @@ def test_a_check_that_declares_nothing_runs_alone() -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupt_stops_running_checks_and_never_starts_waiting_ones(sig: int) -> None:
+def test_an_interrupt_stops_running_checks_and_never_starts_waiting_ones(
+    sig: int, sigint_raises: None
+) -> None:
     holders = Holders()
     fake = FakeCluster()
     reg = Registry()
