@@ -46,6 +46,7 @@ def _registry(**checks: Any) -> Registry:
             registry=reg,
             timeout_s=getattr(func, "timeout", 30.0),
             permissions=perms,
+            locks=getattr(func, "locks", None),
         )(func)
     return reg
 
@@ -205,6 +206,7 @@ def test_checks_run_in_parallel_up_to_the_limit() -> None:
             active[0] -= 1
         _passing(ctx)
 
+    busy.locks = ()  # type: ignore[attr-defined]
     record = _run(_registry(ai_inference=busy, gpu_sharing=busy, gang_scheduling=busy), parallel=2)
     assert peak[0] == 2
     assert all(e.result.outcome is Outcome.PASS for e in record.results)
@@ -222,7 +224,9 @@ def test_events_arrive_in_order_and_the_record_is_in_catalog_order() -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_in_the_middle_of_a_check_interrupts_and_cleans_up(sig: int) -> None:
+def test_a_signal_in_the_middle_of_a_check_interrupts_and_cleans_up(
+    sig: int, sigint_raises: None
+) -> None:
     fake = FakeCluster()
 
     def interrupted(ctx: CheckContext) -> None:

@@ -35,7 +35,7 @@ from kaic.checks._metric_names import (
     priority,
 )
 from kaic.checks.accelerators import Accelerator, any_accelerator, node_accelerators
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import CheckContext, CheckOption, Permission, Resource, Subtest, check, shared
 from kaic.checks.endpoints import (
     container_ports,
     http_get_url,
@@ -481,6 +481,7 @@ def _must_metric(
 @check(
     "accelerator_metrics",
     test="TestAcceleratorPerformanceMetrics",
+    locks=shared(Resource.NODE_POOL),
     options=(
         CheckOption(
             "metrics-endpoint",

@@ -21,7 +21,16 @@ from typing import Any
 
 import yaml
 
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import (
+    CheckContext,
+    CheckOption,
+    Permission,
+    Resource,
+    Subtest,
+    check,
+    exclusive,
+    shared,
+)
 from kaic.checks.predicates import pod_ready
 from kaic.cluster.api import KubeObject, condition, has_condition, name_of
 from kaic.errors import ClusterError, WaitTimeoutError
@@ -371,6 +380,7 @@ def client_script(url: str, requests: int, header: str | None = None) -> list[st
 @check(
     "ai_inference",
     test="TestGatewayAPIInference",
+    locks=exclusive(Resource.GATEWAY) + shared(Resource.NODE_CAPACITY),
     options=(
         CheckOption(
             "gateway-class", "GatewayClass that must be accepted by its controller (default: any)"

@@ -20,7 +20,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import CheckContext, CheckOption, Permission, Resource, Subtest, check, shared
 from kaic.checks.endpoints import container_ports, http_get_url, pod_words, service_pods
 from kaic.checks.predicates import pod_running
 from kaic.cluster.api import KubeObject, name_of, namespace_of
@@ -451,6 +451,7 @@ def _target_diagnosis(ctx: CheckContext, mon: Monitoring, pod: str) -> str:
 @check(
     "ai_service_metrics",
     test="TestAIServiceMetrics",
+    locks=shared(Resource.NODE_CAPACITY),
     options=(
         CheckOption(
             "prometheus-url",

@@ -1,6 +1,7 @@
 """The check contract: registration, options, permissions, and the context a check runs in.
 
-Owns: ``@check`` and the ``Registry``, ``CheckOption``, ``Permission``, ``CheckSpec``,
+Owns: ``@check`` and the ``Registry``, ``CheckOption``, ``Permission``, ``Lock`` and
+``Resource`` (what a check holds while it runs, for the runner's scheduler), ``CheckSpec``,
 ``CheckContext`` (sub-tests, gated steps, evidence, samples of quantities over time,
 logging, cancellation and cancellable sleeps) and how a check's sub-tests fold into one
 ``CheckResult``. Must not run anything by itself: the runner creates contexts, calls
@@ -111,6 +112,87 @@ class Permission:
         return f"{self.verb} {res}{grp}"
 
 
+# -- what a check holds while it runs ---------------------------------------------------
+
+
+class Resource:
+    """The resources checks commonly hold (``Lock``); any lower-case name will do, and
+    checks naming the same one conflict."""
+
+    CLUSTER = "cluster"
+    """The whole cluster. A check holding it exclusively runs alone; every other check
+    holds it shared. The default of a check that declares no locks, so that a new check
+    never disturbs another until its author says what it touches."""
+    ACCELERATORS = "accelerators"
+    """The cluster's free accelerators (extended resources and DRA devices alike):
+    exclusively by a check that allocates any or counts the free ones."""
+    NODE_POOL = "node-pool"
+    """The set of nodes: exclusively by a check that grows or shrinks it (cluster
+    autoscaling) or leaves pods Unschedulable on purpose (an autoscaler would add nodes
+    for them); shared by a check that compares the node or accelerator inventory with
+    something (a node coming or going mid-check would change it)."""
+    NODE_CAPACITY = "node-capacity"
+    """The nodes' free CPU and memory: exclusively by a check that sizes a workload on
+    what is free; shared by every check whose pods ask for CPU or memory (they take some
+    of it)."""
+    KUEUE_QUEUES = "kueue-queues"
+    """Kueue's cluster-scoped queues (ClusterQueues, ResourceFlavors, and the quota of
+    the ClusterQueue a check submits to): exclusively by a check that creates, lists or
+    submits to one."""
+    GATEWAY = "gateway"
+    """The Gateway API implementation's listeners (a Gateway of the cluster's class on
+    its address and port): exclusively by a check that creates a Gateway."""
+
+
+@dataclass(frozen=True, order=True)
+class Lock:
+    """A resource a check holds while it runs, its cleanup included: exclusively (no
+    other check holds it at all) or ``shared`` (other checks may share it, none may hold
+    it exclusively). The runner starts a check only when none of its locks conflicts
+    with a running check's (``kaic.runner.schedule``)."""
+
+    resource: str
+    shared: bool = False
+
+    def __post_init__(self) -> None:
+        if not _OPTION_NAME.match(self.resource):
+            raise ValueError(f"resource name {self.resource!r} must be lower-case-with-dashes")
+
+    def conflicts(self, other: Lock) -> bool:
+        return self.resource == other.resource and not (self.shared and other.shared)
+
+    def __str__(self) -> str:
+        return f"{self.resource} (shared)" if self.shared else self.resource
+
+
+def exclusive(*resources: str) -> tuple[Lock, ...]:
+    """Exclusive locks on ``resources`` (for ``@check(locks=…)``)."""
+    return tuple(Lock(r) for r in resources)
+
+
+def shared(*resources: str) -> tuple[Lock, ...]:
+    """Shared locks on ``resources`` (for ``@check(locks=…)``)."""
+    return tuple(Lock(r, shared=True) for r in resources)
+
+
+RUNS_ALONE = exclusive(Resource.CLUSTER)
+"""The locks of a check that declares none: the whole cluster, exclusively."""
+
+
+def effective_locks(locks: Iterable[Lock] | None) -> tuple[Lock, ...]:
+    """What a check holds: ``RUNS_ALONE`` when it declares nothing (None); else its
+    locks (an exclusive lock wins over a shared one of the same resource), plus the
+    whole cluster shared unless it holds it exclusively. Sorted by resource."""
+    if locks is None:
+        return RUNS_ALONE
+    held: dict[str, Lock] = {}
+    for lock in locks:
+        if lock.resource not in held or not lock.shared:
+            held[lock.resource] = lock
+    held.setdefault(Resource.CLUSTER, Lock(Resource.CLUSTER, shared=True))
+    return tuple(sorted(held.values()))
+
+
 CheckFunc = Callable[["CheckContext"], None]
 
 
@@ -126,6 +208,12 @@ class CheckSpec:
     permissions: tuple[Permission, ...] = ()
     timeout_s: float = 300.0
     needs_namespace: bool = True
+    locks: tuple[Lock, ...] = RUNS_ALONE
+    """What the check holds while it runs (``effective_locks`` of its declaration)."""
+
+    def conflicts(self, other: CheckSpec) -> bool:
+        """Whether the two checks must not run at the same time."""
+        return any(a.conflicts(b) for a in self.locks for b in other.locks)
 
     @property
     def summary(self) -> str:
@@ -184,9 +272,16 @@ def check(
     options: tuple[CheckOption, ...] = (),
     permissions: tuple[Permission, ...] = (),
     timeout_s: float = 300.0,
+    locks: Iterable[Lock] | None = None,
     registry: Registry | None = None,
 ) -> Callable[[CheckFunc], CheckFunc]:
-    """Register ``func`` as the check of ``requirement_id`` under upstream test name ``test``."""
+    """Register ``func`` as the check of ``requirement_id`` under upstream test name ``test``.
+
+    ``locks`` says what the check holds while it runs (``Lock``, ``Resource``), so that
+    the runner runs it at the same time as the checks it cannot disturb: ``()`` for a
+    check that touches nothing another check uses, None (the default) for one that must
+    run alone."""
+    held = effective_locks(locks)
 
     def deco(func: CheckFunc) -> CheckFunc:
         (registry or REGISTRY).add(
@@ -198,6 +293,7 @@ def check(
                 options=options,
                 permissions=permissions,
                 timeout_s=timeout_s,
+                locks=held,
             )
         )
         return func
@@ -380,6 +476,9 @@ class CheckContext:
         Checks poll with this, never with a plain sleep."""
         self.check_cancelled()
         if self.cancel_event.wait(max(0.0, min(seconds, self.remaining()))):
+            # NOTE: the runner's watchdog also cancels a check past its timeout; the
+            # timeout is the reason then, not an interruption.
+            self.check_cancelled()
             raise Cancelled("interrupted")
         self.check_cancelled()
 

@@ -17,7 +17,15 @@ from decimal import Decimal
 from typing import Any
 
 from kaic.checks.accelerators import ACCELERATORS, accelerator_taint_tolerations
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import (
+    CheckContext,
+    CheckOption,
+    Permission,
+    Resource,
+    Subtest,
+    check,
+    exclusive,
+)
 from kaic.checks.predicates import node_ready, pod_running, pod_unschedulable
 from kaic.checks.resources import allocatable, requests_by_node
 from kaic.checks.waits import Phases, dump
@@ -79,6 +87,7 @@ def parse_pool_label(value: str) -> tuple[str, str]:
 @check(
     "cluster_autoscaling",
     test="TestAcceleratorClusterAutoscaling",
+    locks=exclusive(Resource.ACCELERATORS, Resource.NODE_POOL),
     options=CA_OPTIONS,
     permissions=(
         Permission("list", "nodes", namespaced=False),

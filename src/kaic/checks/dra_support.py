@@ -72,6 +72,7 @@ def dry_run_objects(namespace: str, run_id: str) -> dict[str, KubeObject]:
 @check(
     "dra_support",
     test="TestDRASupport",
+    locks=(),
     permissions=(
         *(Permission("create", r, GROUP, namespaced=r not in _CLUSTER_SCOPED) for r in _RESOURCES),
         Permission("list", "deviceclasses", GROUP, namespaced=False),

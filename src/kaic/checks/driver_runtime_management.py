@@ -43,7 +43,16 @@ from kaic.checks.accelerators import (
     dra_version,
     node_accelerators,
 )
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import (
+    CheckContext,
+    CheckOption,
+    Permission,
+    Resource,
+    Subtest,
+    check,
+    exclusive,
+    shared,
+)
 from kaic.checks.predicates import pod_started
 from kaic.checks.resources import allocatable, requests_by_node
 from kaic.checks.sampling import limit_option, spread
@@ -393,6 +402,7 @@ def targets(
 @check(
     "driver_runtime_management",
     test="TestAcceleratorDriverRuntimeManagement",
+    locks=exclusive(Resource.ACCELERATORS) + shared(Resource.NODE_POOL),
     options=(
         CheckOption(
             "accelerator-type",

@@ -34,7 +34,7 @@ from kaic.checks.accelerators import (
     dra_version,
     node_accelerators,
 )
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import RUNS_ALONE, CheckContext, CheckOption, Permission, Subtest, check
 from kaic.checks.predicates import node_ready
 from kaic.checks.resources import allocatable
 from kaic.cluster.api import KubeList, KubeObject, name_of
@@ -487,6 +487,8 @@ RECOVERY_NEEDS = ("AllocatableDrops", "ResourceSliceUpdated")
 @check(
     "ext_failed_device_detection",
     test="TestExtFailedDeviceDetection",
+    # NOTE: it fails an accelerator of a node on purpose: nothing else may run.
+    locks=RUNS_ALONE,
     options=OPTIONS,
     permissions=(
         Permission("list", "nodes", namespaced=False),

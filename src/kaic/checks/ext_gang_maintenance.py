@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import CheckContext, CheckOption, Permission, Resource, Subtest, check, shared
 from kaic.cluster.api import KubeList, labels_of, name_of
 
 
@@ -105,6 +105,7 @@ def mechanisms_served(api_versions: Sequence[str], groups: Iterable[str]) -> lis
 @check(
     "ext_gang_maintenance",
     test="TestExtGangMaintenance",
+    locks=shared(Resource.NODE_POOL),
     options=OPTIONS,
     permissions=(Permission("list", "nodes", namespaced=False),),
     timeout_s=60.0,

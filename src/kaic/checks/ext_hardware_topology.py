@@ -21,7 +21,7 @@ from kaic.checks.accelerators import (
     dra_version,
     nic_devices,
 )
-from kaic.checks.base import CheckContext, Permission, Subtest, check
+from kaic.checks.base import CheckContext, Permission, Resource, Subtest, check, shared
 from kaic.checks.resources import allocatable
 from kaic.cluster.api import KubeObject
 
@@ -154,6 +154,7 @@ class _Run:
 @check(
     "ext_hardware_topology",
     test="TestExtHardwareTopology",
+    locks=shared(Resource.NODE_POOL),
     permissions=(
         Permission("list", "resourceslices", "resource.k8s.io", namespaced=False),
         Permission("list", "nodes", namespaced=False),

@@ -16,7 +16,16 @@ import json
 from typing import Any
 
 from kaic.checks.accelerators import any_accelerator, dra_pools, dra_version
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import (
+    CheckContext,
+    CheckOption,
+    Permission,
+    Resource,
+    Subtest,
+    check,
+    exclusive,
+    shared,
+)
 from kaic.checks.predicates import BLOCKING_TAINT_EFFECTS, pod_bound, pod_unschedulable
 from kaic.checks.resources import allocatable
 from kaic.cluster.api import KubeObject, name_of
@@ -259,6 +268,7 @@ class _Run:
 @check(
     "ext_heterogeneous_pools",
     test="TestExtHeterogeneousPools",
+    locks=exclusive(Resource.NODE_POOL) + shared(Resource.NODE_CAPACITY),
     options=OPTIONS,
     permissions=(
         Permission("list", "nodes", namespaced=False),

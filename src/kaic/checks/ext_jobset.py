@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import CheckContext, CheckOption, Permission, Resource, Subtest, check, shared
 from kaic.cluster.api import KubeList, KubeObject, condition, name_of
 from kaic.errors import ClusterError, PermissionDeniedError, WaitTimeoutError
 
@@ -215,6 +215,7 @@ class _Run:
 @check(
     "ext_jobset",
     test="TestExtJobSet",
+    locks=shared(Resource.NODE_CAPACITY),
     options=OPTIONS,
     permissions=(
         Permission("create", "jobsets", GROUP),

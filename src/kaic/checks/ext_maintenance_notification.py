@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import CheckContext, CheckOption, Permission, Resource, Subtest, check, shared
 from kaic.cluster.api import KubeList, KubeObject, labels_of, name_of
 
 
@@ -119,6 +119,7 @@ def looked_for(table: tuple[Signal, ...]) -> str:
 @check(
     "ext_maintenance_notification",
     test="TestExtMaintenanceNotification",
+    locks=shared(Resource.NODE_POOL),
     options=OPTIONS,
     permissions=(Permission("list", "nodes", namespaced=False),),
     timeout_s=60.0,

@@ -22,7 +22,15 @@ from kaic.checks.accelerators import (
     dra_pools,
     dra_version,
 )
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import (
+    CheckContext,
+    CheckOption,
+    Permission,
+    Resource,
+    Subtest,
+    check,
+    exclusive,
+)
 from kaic.checks.predicates import pod_unschedulable
 from kaic.cluster.api import KubeObject
 from kaic.errors import WaitTimeoutError
@@ -245,6 +253,7 @@ class _Run:
 @check(
     "ext_topology_aware_scheduling",
     test="TestExtTopologyAwareScheduling",
+    locks=exclusive(Resource.ACCELERATORS, Resource.NODE_POOL),
     options=OPTIONS,
     permissions=(
         Permission("list", "resourceslices", "resource.k8s.io", namespaced=False),

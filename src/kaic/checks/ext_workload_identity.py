@@ -247,6 +247,7 @@ class _Run:
 @check(
     "ext_workload_identity",
     test="TestExtWorkloadIdentity",
+    locks=(),
     options=OPTIONS,
     permissions=(
         Permission("create", "serviceaccounts"),

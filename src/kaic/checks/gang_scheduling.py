@@ -16,7 +16,15 @@ from decimal import ROUND_FLOOR, Decimal
 from functools import partial
 from typing import Any
 
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import (
+    CheckContext,
+    CheckOption,
+    Permission,
+    Resource,
+    Subtest,
+    check,
+    exclusive,
+)
 from kaic.checks.controllers import ControllerFinding, find_controller
 from kaic.checks.predicates import (
     node_has_blocking_taint,
@@ -593,6 +601,7 @@ OPTIONS = (
 @check(
     "gang_scheduling",
     test="TestGangScheduling",
+    locks=exclusive(Resource.NODE_CAPACITY, Resource.NODE_POOL, Resource.KUEUE_QUEUES),
     options=OPTIONS,
     timeout_s=600,
     permissions=(

@@ -47,7 +47,16 @@ from kaic.checks.accelerators import (
     dra_version,
     node_accelerators,
 )
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import (
+    CheckContext,
+    CheckOption,
+    Permission,
+    Resource,
+    Subtest,
+    check,
+    exclusive,
+    shared,
+)
 from kaic.checks.predicates import node_schedulable, pod_bound
 from kaic.checks.resources import allocatable, requests_by_node
 from kaic.checks.waits import last_warning, pod_running_or_fail
@@ -308,6 +317,7 @@ def _cel(driver: str, qualified: str, value: str) -> str:
 @check(
     "gpu_sharing",
     test="TestGPUSharing",
+    locks=exclusive(Resource.ACCELERATORS) + shared(Resource.NODE_POOL),
     options=(
         CheckOption(
             "accelerator-type",

@@ -18,7 +18,15 @@ from collections.abc import Callable
 from typing import Any
 
 from kaic.checks.accelerators import ACCELERATORS, accelerator_taint_tolerations
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import (
+    CheckContext,
+    CheckOption,
+    Permission,
+    Resource,
+    Subtest,
+    check,
+    exclusive,
+)
 from kaic.checks.predicates import pod_running, pod_terminating
 from kaic.checks.waits import Phases, dump, poll
 from kaic.cluster import parse_quantity
@@ -142,6 +150,7 @@ def set_metric_command(namespace: str, pod: str, metric: str, value: float) -> l
 @check(
     "pod_autoscaling",
     test="TestAcceleratorHorizontalPodAutoscaling",
+    locks=exclusive(Resource.ACCELERATORS),
     options=HPA_OPTIONS,
     permissions=(
         Permission("list", "apiservices", "apiregistration.k8s.io", namespaced=False),

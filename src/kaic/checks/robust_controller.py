@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from kaic.checks.base import CheckContext, CheckOption, Permission, check
+from kaic.checks.base import (
+    CheckContext,
+    CheckOption,
+    Permission,
+    Resource,
+    check,
+    exclusive,
+    shared,
+)
 from kaic.checks.controllers import ControllerFinding, find_controller, try_create, version_of
 from kaic.checks.waits import Waits, dump
 from kaic.cluster.api import KubeObject, condition, has_condition, name_of
@@ -416,6 +424,7 @@ OPTIONS = (
 @check(
     "robust_controller",
     test="TestRobustCRDControllerOperation",
+    locks=exclusive(Resource.KUEUE_QUEUES) + shared(Resource.NODE_CAPACITY),
     options=OPTIONS,
     timeout_s=600,
     permissions=(

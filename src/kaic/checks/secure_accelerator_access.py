@@ -31,7 +31,15 @@ from kaic.checks.accelerators import (
     dra_pools,
     dra_version,
 )
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import (
+    CheckContext,
+    CheckOption,
+    Permission,
+    Resource,
+    Subtest,
+    check,
+    exclusive,
+)
 from kaic.checks.execs import exec_with_retries
 from kaic.checks.predicates import node_schedulable, pod_started
 from kaic.checks.resources import allocatable, requests_by_node
@@ -582,6 +590,7 @@ def negative_pods(acc: AcceleratorType) -> list[ProbePod]:
 @check(
     "secure_accelerator_access",
     test="TestSecureAcceleratorAccess",
+    locks=exclusive(Resource.ACCELERATORS),
     options=(
         CheckOption(
             "allocation-mode",

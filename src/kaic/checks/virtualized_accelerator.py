@@ -37,7 +37,16 @@ from kaic.checks.accelerators import (
     allocated_devices,
     dra_version,
 )
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import (
+    CheckContext,
+    CheckOption,
+    Permission,
+    Resource,
+    Subtest,
+    check,
+    exclusive,
+    shared,
+)
 from kaic.checks.predicates import node_schedulable
 from kaic.checks.waits import pod_running_or_fail
 from kaic.cluster.api import ClusterAPI, KubeObject, name_of
@@ -174,6 +183,7 @@ def parse_seen(stdout: str, acc: AcceleratorType) -> Seen | None:
 @check(
     "virtualized_accelerator",
     test="TestVirtualizedAccelerator",
+    locks=exclusive(Resource.ACCELERATORS) + shared(Resource.NODE_POOL),
     options=(
         CheckOption(
             "accelerator-type",

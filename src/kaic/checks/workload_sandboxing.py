@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import CheckContext, CheckOption, Permission, Resource, Subtest, check, shared
 from kaic.checks.predicates import pod_started
 from kaic.cluster.api import ClusterAPI, KubeObject, name_of
 from kaic.errors import ClusterError, UsageError
@@ -195,6 +195,7 @@ def find_solution(cluster: ClusterAPI, kind: str, wanted: str) -> Solution:
 @check(
     "workload_sandboxing",
     test="TestWorkloadSandboxing",
+    locks=shared(Resource.NODE_CAPACITY),
     options=(
         CheckOption(
             "sandbox-runtime-class",

@@ -20,6 +20,7 @@ from rich.live import Live
 from rich.table import Table
 
 from kaic.checks import load_builtin_checks
+from kaic.checks.base import Lock, Resource
 from kaic.cli.output import emit_table
 from kaic.errors import ExitCode
 from kaic.model import PROFILES
@@ -41,6 +42,7 @@ from kaic.runner import (
     SubtestDone,
 )
 
+_CLUSTER_SHARED = Lock(Resource.CLUSTER, shared=True)
 _STYLE = {"PASS": "green", "FAIL": "red", "ERROR": "yellow", "SKIP": "dim", "MANUAL": "cyan"}
 _BUILTIN = {
     "kubeconfig",
@@ -170,9 +172,11 @@ def _print_plan(plan: Plan) -> None:
         opts = ", ".join(f"--{o.name}" for o in spec.options) if spec else ""
         timeout = f"{spec.timeout_s:.0f}s" if spec else ""
         level = item.requirement.level.value + (" (ext)" if item.requirement.is_extended else "")
-        rows.append([item.id, level, item.test_name, how, timeout, opts])
+        # NOTE: the cluster held shared is every declaring check's; only the rest is news.
+        locks = ", ".join(str(lk) for lk in spec.locks if lk != _CLUSTER_SHARED) if spec else ""
+        rows.append([item.id, level, item.test_name, how, timeout, locks or "-", opts])
     emit_table(
-        ["REQUIREMENT", "LEVEL", "TEST", "CHECK", "TIMEOUT", "OPTIONS"],
+        ["REQUIREMENT", "LEVEL", "TEST", "CHECK", "TIMEOUT", "HOLDS", "OPTIONS"],
         rows,
         title=f"plan for catalog v{plan.catalog_version}",
     )
@@ -205,7 +209,7 @@ def _run(
     level: str,
     focus: str | None,
     skip: str | None,
-    parallel: int,
+    parallel: int | None,
     timeout_scale: float,
     list_only: bool,
     keep_resources: bool,
@@ -321,9 +325,10 @@ def _run_command() -> click.Command:
             click.Option(
                 ["--parallel", "-p"],
                 type=int,
-                default=1,
-                show_default=True,
-                help="checks run at the same time",
+                default=None,
+                metavar="N",
+                help="at most N checks at the same time (default: every check that no"
+                " running check conflicts with; 1: one after another, in catalog order)",
             ),
             click.Option(
                 ["--timeout-scale"],

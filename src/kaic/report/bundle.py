@@ -1,7 +1,8 @@
 """The result bundle on disk, written as the run goes (docs/bundle.md).
 
 Owns: ``BundleWriter`` (a runner observer: evidence files and ``e2e.log``/
-``results.json`` appended as each check finishes; ``run.json``, ``junit.xml``,
+``results.json`` appended as each check finishes and rewritten in catalog order at the
+end; ``run.json``, ``junit.xml``,
 ``report.md`` and ``report.html`` rewritten atomically after each, from the snapshot
 the event carries), redaction of everything written. ``load_record`` re-reads a bundle
 through ``kaic.runner.read_record``, the one reader of ``run.json``. Must not run checks.
@@ -114,9 +115,17 @@ class BundleWriter:
         _atomic_write(self.dir / "report.html", render_html(view))
 
     def _finish(self, record: RunRecord) -> None:
+        # NOTE: checks that run at the same time finish in any order; the appended
+        # files are rewritten in the record's (catalog) order, so a bundle is the same
+        # however its checks were scheduled.
         view = official_view(redact_record(record))
-        _append(self.dir / "results.json", end_events(view))
-        _append(self.dir / "e2e.log", e2e_footer(view))
+        _atomic_write(
+            self.dir / "results.json",
+            start_events(view) + "".join(test_events(e) for e in view.results) + end_events(view),
+        )
+        _atomic_write(
+            self.dir / "e2e.log", "".join(e2e_block(e) for e in view.results) + e2e_footer(view)
+        )
         self._rewrite(record)
 
 

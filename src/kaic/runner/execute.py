@@ -1,7 +1,8 @@
 """Executing a plan: preflight, a namespace and cleanup per check, a thread pool,
 timeouts, interruption, and progress events for observers.
 
-Owns: ``preflight``, ``execute`` and the event types. Observers get frozen events whose
+Owns: ``preflight``, ``execute`` (checks started as their locks allow, ``schedule``) and
+the event types. Observers get frozen events whose
 ``record`` is a snapshot of the run so far. Each check has one ``Deadline`` (its timeout
 and cancellation), shared by its context, its guarded cluster and the watchdog here.
 Cleanup always runs — after a pass, a failure, a timeout, Ctrl-C or SIGTERM — unless
@@ -35,6 +36,7 @@ from kaic.runner.guard import GuardedCluster
 from kaic.runner.plan import Plan, PlanItem
 from kaic.runner.record import ResultEntry, RunRecord, evidence_path
 from kaic.runner.request import RunRequest
+from kaic.runner.schedule import Schedule
 
 GRACE_S = 10.0
 """How long a cancelled or timed-out check may take to notice before it is abandoned."""
@@ -371,22 +373,28 @@ class _Execution:
                     item, CheckResult(item.id, item.test_name, Outcome.MANUAL, reason), utc_now()
                 )
         interrupted = False
+        automated = self.plan.automated
+        for item in automated:
+            self.running[item.id] = _Running(
+                item, TrackingCluster(self.cluster, self.record.run_id, item.id)
+            )
+        schedule = Schedule(
+            [(i.id, i.spec.locks) for i in automated if i.spec is not None],
+            cap=self.request.parallel,
+        )
+        # NOTE: one thread per check at most; the schedule, not the pool, caps how many
+        # run, so that a check abandoned past its timeout does not hold back the next.
         pool = ThreadPoolExecutor(
-            max_workers=self.request.parallel, thread_name_prefix="kaic-check"
+            max_workers=max(1, len(automated)), thread_name_prefix="kaic-check"
         )
         futures: dict[Future[None], _Running] = {}
         try:
             with _sigterm_raises():
                 try:
-                    for item in self.plan.automated:
-                        run = _Running(
-                            item, TrackingCluster(self.cluster, self.record.run_id, item.id)
-                        )
-                        self.running[item.id] = run
-                        futures[pool.submit(self.work, run)] = run
-                    self._watch(futures)
+                    self._watch(pool, schedule, futures)
                 except (KeyboardInterrupt, _Interrupt):
                     interrupted = True
+                    schedule.drop_waiting()
                     self._interrupt(futures)
         finally:
             for run in self.running.values():
@@ -404,12 +412,26 @@ class _Execution:
                 self.emit(RunFinished(self.record))
         return self.record
 
-    def _watch(self, futures: dict[Future[None], _Running]) -> None:
-        """Wait for the checks; cancel one past its deadline and abandon it (an ERROR,
+    def _watch(
+        self, pool: ThreadPoolExecutor, schedule: Schedule, futures: dict[Future[None], _Running]
+    ) -> None:
+        """Start every check the schedule allows, wait for them, free their locks once
+        they are cleaned up; cancel a check past its deadline and abandon it (an ERROR,
         cleaned up) once it has not stopped within ``GRACE_S``."""
-        pending = set(futures)
-        while pending:
-            _, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+        pending: set[Future[None]] = set()
+        while True:
+            for check_id in schedule.start():
+                run = self.running[check_id]
+                fut = pool.submit(self.work, run)
+                futures[fut] = run
+                pending.add(fut)
+            if not pending:
+                # NOTE: with nothing running every waiting check can start, so an
+                # empty pool here means the schedule is through.
+                return
+            done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            for fut in done:
+                schedule.release(futures[fut].item.id)
             now = time.monotonic()
             for fut in list(pending):
                 run = futures[fut]
@@ -426,10 +448,11 @@ class _Execution:
                     )
                     self.cleanup(run)
                     pending.discard(fut)
+                    schedule.release(run.item.id)
 
     def _interrupt(self, futures: dict[Future[None], _Running]) -> None:
-        """Ctrl-C or SIGTERM: cancel every check, give them ``GRACE_S`` to stop, record
-        the ones that did not finish, clean up."""
+        """Ctrl-C or SIGTERM: cancel every check, give the running ones ``GRACE_S`` to
+        stop, record the ones that did not finish (or never started), clean up."""
         for run in self.running.values():
             run.cancel()
         end = time.monotonic() + GRACE_S
@@ -437,6 +460,12 @@ class _Execution:
             with contextlib.suppress(Exception):
                 fut.result(timeout=max(0.0, end - time.monotonic()))
         for run in self.running.values():
+            with run.lock:
+                started = run.deadline is not None
+            if not started:
+                if not self.finished(run.item):
+                    self._error(run.item, "not run: the run was interrupted", utc_now())
+                continue
             if not self.finished(run.item):
                 self._error(run.item, "interrupted before it finished", run.started_at or utc_now())
             self.cleanup(run)

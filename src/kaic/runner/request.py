@@ -28,7 +28,9 @@ class RunRequest:
 
     ``version`` None: the catalog version follows the server's Kubernetes version.
     ``output_dir`` None: ``./kaic-results/<run-id>/``. ``check_options`` holds the
-    values given for check options (``--gang-image`` → ``{"gang-image": …}``)."""
+    values given for check options (``--gang-image`` → ``{"gang-image": …}``).
+    ``parallel`` None: every check runs as soon as no running check holds what it
+    needs (its locks); N: at most N at a time; 1: one after another, in plan order."""
 
     kubeconfig: str | None = None
     context: str | None = None
@@ -36,7 +38,7 @@ class RunRequest:
     level: str = "all"
     focus: str | None = None
     skip: str | None = None
-    parallel: int = 1
+    parallel: int | None = None
     timeout_scale: float = 1.0
     keep_resources: bool = False
     output_dir: Path | None = None
@@ -57,7 +59,7 @@ class RunRequest:
         if not isinstance(level, str) or level not in LEVELS:
             raise UsageError(f"--level must be one of {', '.join(LEVELS)}, got {self.level!r}")
         object.__setattr__(self, "level", level)
-        if (
+        if self.parallel is not None and (
             isinstance(self.parallel, bool)
             or not isinstance(self.parallel, int)
             or self.parallel < 1
