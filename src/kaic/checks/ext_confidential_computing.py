@@ -16,7 +16,7 @@ import json
 import re
 from typing import Any
 
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import CheckContext, CheckOption, Permission, Resource, Subtest, check, shared
 from kaic.checks.predicates import node_selector_matches, pod_bound, pod_phase
 from kaic.checks.waits import last_warning
 from kaic.cluster.api import KubeObject, labels_of, name_of
@@ -278,6 +278,7 @@ ATTEST = (
 @check(
     "ext_confidential_computing",
     test="TestExtConfidentialComputing",
+    locks=shared(Resource.NODE_CAPACITY),
     options=OPTIONS,
     permissions=(
         Permission("list", "runtimeclasses", "node.k8s.io", namespaced=False),

@@ -9,7 +9,7 @@ cached.
 
 from __future__ import annotations
 
-from kaic.checks.base import CheckContext, Permission, Subtest, check
+from kaic.checks.base import CheckContext, Permission, Resource, Subtest, check, shared
 from kaic.checks.installed import Finding, Inventory, Signature
 from kaic.checks.waits import dump
 
@@ -68,6 +68,7 @@ class _Run:
 @check(
     "ext_data_cache",
     test="TestExtDataCache",
+    locks=shared(Resource.NODE_POOL),
     permissions=(
         Permission("list", "daemonsets", "apps", namespaced=False),
         Permission("list", "deployments", "apps", namespaced=False),

@@ -10,7 +10,7 @@ none is visible. Reads only; creates nothing. Must not judge how fast images are
 
 from __future__ import annotations
 
-from kaic.checks.base import CheckContext, Permission, Subtest, check
+from kaic.checks.base import CheckContext, Permission, Resource, Subtest, check, shared
 from kaic.checks.installed import Finding, Inventory, Signature
 from kaic.checks.waits import dump
 from kaic.cluster.api import name_of
@@ -135,6 +135,7 @@ class _Run:
 @check(
     "ext_image_pull",
     test="TestExtImagePull",
+    locks=shared(Resource.NODE_POOL),
     permissions=(
         Permission("list", "daemonsets", "apps", namespaced=False),
         Permission("list", "deployments", "apps", namespaced=False),

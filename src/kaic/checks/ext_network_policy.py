@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import CheckContext, CheckOption, Permission, Resource, Subtest, check, shared
 from kaic.checks.execs import shown_command, transcript_entry
 from kaic.checks.waits import pod_running_or_fail
 from kaic.cluster.api import KubeObject
@@ -289,6 +289,7 @@ class _Run:
 @check(
     "ext_network_policy",
     test="TestExtNetworkPolicy",
+    locks=shared(Resource.NODE_CAPACITY),
     options=OPTIONS,
     permissions=(
         Permission("create", "pods"),

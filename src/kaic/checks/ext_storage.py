@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.base import CheckContext, CheckOption, Permission, Resource, Subtest, check, shared
 from kaic.checks.predicates import node_has_blocking_taint, node_schedulable, pod_phase
 from kaic.checks.waits import dump, last_warning
 from kaic.cluster.api import KubeList, KubeObject, name_of
@@ -483,6 +483,7 @@ class _Run:
 @check(
     "ext_storage",
     test="TestExtStorage",
+    locks=shared(Resource.NODE_CAPACITY),
     options=OPTIONS,
     permissions=(
         Permission("list", "storageclasses", "storage.k8s.io", namespaced=False),

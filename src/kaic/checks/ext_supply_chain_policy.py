@@ -378,6 +378,7 @@ class _Run:
 @check(
     "ext_supply_chain_policy",
     test="TestExtSupplyChainPolicy",
+    locks=(),
     options=OPTIONS,
     permissions=(
         Permission("create", "pods"),
