@@ -98,8 +98,8 @@ class Run:
         return out
 
     def namespace(self) -> str:
-        line = next(s for s in self.lines if s.startswith("START "))
-        return line.split("namespace ")[-1].strip().rstrip(")")
+        line = next(s for s in self.lines if "] START " in s)
+        return line.split(" in namespace ")[-1].strip()
 
 
 def _bundle_complete(out: Path) -> None:
@@ -120,6 +120,9 @@ def _go(admin: Cluster, namespace: str) -> None:
 
 
 def _healthy(lab: Lab) -> None:
+    """Restore the lab: restart what a fault stopped (controllers that exit when they
+    lose the apiserver), then wait for every component."""
+    lab.up()
     wait_for(
         lambda: all(s.healthy for s in lab.status()),
         what="every lab component healthy",
@@ -389,7 +392,7 @@ def test_cleanup_past_its_wait_and_sigterm_in_cleanup(
     again = Run(lab.kubeconfig, tmp_path / "c", KAIC_FAULT_HOLD="1", KAIC_FAULT_CLEANUP_S="30")
     again.wait_for_line("fault check waiting")
     _go(admin, again.namespace())
-    again.wait_for_line("PASS ")
+    again.wait_for_line("] PASS ")
     time.sleep(1)
     again.proc.send_signal(signal.SIGTERM)
     assert again.finish(timeout=60) in (0, 130), again.stderr
