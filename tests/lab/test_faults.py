@@ -323,8 +323,8 @@ def test_the_runs_rbac_binding_deleted_mid_run(lab: Lab, admin: Cluster, tmp_pat
         assert rc == 1
         _bundle_complete(run.out)
         remaining = {str(lo.ref) for lo in find_leftovers(admin, doc["run_id"])}
-        assert remaining and {f["object"] for f in doc["cleanup"]} == remaining
-        assert all("forbidden" in f["reason"] for f in doc["cleanup"])
+        assert remaining and {f["object"] for f in doc["cleanup"]["failed"]} == remaining
+        assert all("forbidden" in f["reason"] for f in doc["cleanup"]["failed"])
         listed = _dry_run_names(lab, doc["run_id"])
         assert all(any(obj in line for line in listed) for obj in remaining), listed
         c = run_lab.kaic("cleanup", "--run-id", doc["run_id"], "--kubeconfig", str(lab.kubeconfig))
@@ -341,7 +341,12 @@ def test_sigterm_and_the_probe_timeout_in_preflight(
     os.kill(pid, signal.SIGSTOP)
     try:
         run = Run(lab.kubeconfig, tmp_path / "b")
-        time.sleep(3)
+        port = int(lab.server.rsplit(":", 1)[1])
+        wait_for(  # connected: it waits for the stopped apiserver's answer
+            lambda: any(r[1] == port for _, r in lab_proc.connections(run.proc.pid)),
+            what="kaic connected to the apiserver",
+        )
+        time.sleep(1)
         run.proc.send_signal(signal.SIGTERM)
         assert run.finish(timeout=20) == 130, run.stderr
         assert run.lines[-1].strip() == "kaic: error: interrupted", run.stderr
@@ -390,7 +395,7 @@ def test_cleanup_past_its_wait_and_sigterm_in_cleanup(
     assert [r["outcome"] for r in doc["results"]] == ["PASS"], run.stderr
     assert rc == 0
     _bundle_complete(run.out)
-    failed = {f["object"]: f["reason"] for f in doc["cleanup"]}
+    failed = {f["object"]: f["reason"] for f in doc["cleanup"]["failed"]}
     assert f"Namespace {namespace}" in failed, failed
     remaining = {str(lo.ref) for lo in find_leftovers(admin, doc["run_id"])}
     assert remaining == set(failed), (remaining, failed)
