@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import test_run_lab as run_lab
-from labtools import wait_for
+from labtools import require_program, wait_for
 
 from kaic.cluster.api import KubeObject
 from kaic.cluster.client import Cluster, connect
@@ -408,9 +408,52 @@ def test_cleanup_past_its_wait_and_sigterm_in_cleanup(
     again.wait_for_line("] PASS ")
     time.sleep(1)
     again.proc.send_signal(signal.SIGTERM)
-    assert again.finish(timeout=60) in (0, 130), again.stderr
+    assert again.finish(timeout=90) == 130, again.stderr
     _bundle_complete(again.out)
+    interrupted = again.doc()
+    assert interrupted["interrupted"] is True
+    assert [r["outcome"] for r in interrupted["results"]] == ["PASS"]  # proven before
+    held = {f["object"] for f in interrupted["cleanup"]["failed"]}
+    assert f"Namespace {again.namespace()}" in held, interrupted["cleanup"]
+    assert {str(lo.ref) for lo in find_leftovers(admin, interrupted["run_id"])} == held
     for ns in (namespace, again.namespace()):
         admin.patch("v1", "ConfigMap", "before", {"metadata": {"finalizers": None}}, ns)
     _no_leftovers(admin, doc["run_id"])
     _no_leftovers(admin, again.doc()["run_id"])
+
+
+def test_the_kueue_webhook_unreachable_during_a_run(lab_factory: Any, tmp_path: Path) -> None:
+    """A webhook the run depends on is down: robust_controller FAILs naming the webhook
+    the apiserver could not call (the cluster's fault, not kaic's), nothing is left."""
+    require_program("kueue")
+    kueue: Lab = lab_factory(with_={"kueue-controller"})
+    assert lab_proc.stop(kueue.ctx.pid_path("kueue-controller"))
+    try:
+        out = tmp_path / "b"
+        r = run_lab.kaic(
+            "run",
+            "--kubeconfig",
+            str(kueue.kubeconfig),
+            "--version",
+            "1.36",
+            "--focus",
+            "^robust_controller$",
+            "--operator",
+            "kueue",
+            "--operator-lease-window",
+            "20",
+            "--operator-reconcile-timeout",
+            "10",
+            "-o",
+            str(out),
+            timeout=120,
+        )
+        doc = json.loads((out / "run.json").read_text())
+        (result,) = doc["results"]
+        assert result["outcome"] == "FAIL", r.stderr
+        assert "could not call the webhook" in result["reason"], result["reason"]
+        assert r.returncode == 1
+        _bundle_complete(out)
+        _no_leftovers(connect(str(kueue.kubeconfig)), doc["run_id"])
+    finally:
+        _healthy(kueue)
