@@ -423,6 +423,7 @@ class _Execution:
         if not troubled:
             return
         try:
+            self.cluster.server_version()  # fails fast when the cluster is still away
             leftovers = find_leftovers(self.cluster, self.record.run_id)
         except ClusterError:
             return  # the per-check failures say what remains; kaic cleanup finds it later
