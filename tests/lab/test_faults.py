@@ -267,8 +267,9 @@ def test_api_priority_and_fairness_throttling_the_runs_user(
         from kaic.cluster.client import RetryPolicy
 
         c = connect(str(load_kc), retry=RetryPolicy(attempts=1, outage_s=0))
-        while not stop.is_set():
-            if time.monotonic() % 5 >= 3:  # bursts of 3 s, 2 s apart: kaic gets through
+        end = time.monotonic() + 40  # the first 40 s of the run are throttled
+        while not stop.is_set() and time.monotonic() < end:
+            if time.monotonic() % 4 >= 2:  # bursts of 2 s, 2 s apart: kaic gets through
                 time.sleep(0.05)
                 continue
             try:
