@@ -16,6 +16,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -43,6 +44,7 @@ from kaic.checks.endpoints import (
     service_pods,
 )
 from kaic.checks.predicates import pod_running
+from kaic.checks.sampling import limit_option, spread
 from kaic.cluster.api import KubeObject, labels_of, name_of, namespace_of
 from kaic.errors import ClusterError, KaicError, UsageError
 
@@ -266,6 +268,43 @@ def _service_endpoints(
     ]
 
 
+SHOWN = 20
+"""Endpoints named in a log line; the evidence lists all of them."""
+SCRAPERS = 8
+"""Scrapes at a time (each a port-forward through the apiserver, or a URL)."""
+MAX_ENDPOINTS = "200"
+
+
+def sampled_pool(
+    pool: dict[str, list[Accelerator]], endpoints: list[Endpoint], chosen: list[Endpoint]
+) -> dict[str, list[Accelerator]]:
+    """The accelerators a sample can vouch for: those on the sampled endpoints' nodes, and
+    every one on a node that has no exporter endpoint at all (still a failure)."""
+    covered = {ep.node for ep in endpoints if ep.node}
+    nodes_without_node = any(ep.node is None for ep in chosen)
+    if nodes_without_node:  # a Service or URL endpoint may serve any node: keep all
+        return pool
+    keep = {ep.node for ep in chosen} | (set(pool) - covered)
+    return {n: v for n, v in pool.items() if n in keep}
+
+
+def scrape_all(
+    ctx: CheckContext, endpoints: list[Endpoint]
+) -> list[tuple[Endpoint, str | KaicError]]:
+    """Every endpoint's text (or why not), ``SCRAPERS`` at a time, in the given order."""
+
+    def one(ep: Endpoint) -> str | KaicError:
+        try:
+            return scrape(ctx, ep)
+        except KaicError as e:
+            return e
+
+    if len(endpoints) <= 1:
+        return [(ep, one(ep)) for ep in endpoints]
+    with ThreadPoolExecutor(max_workers=SCRAPERS, thread_name_prefix="kaic-scrape") as pool:
+        return list(zip(endpoints, pool.map(one, endpoints), strict=True))
+
+
 def scrape(ctx: CheckContext, ep: Endpoint) -> str:
     timeout = ctx.budget(30.0)
     if ep.url:
@@ -468,6 +507,12 @@ def _must_metric(
         CheckOption(
             "metrics-accelerator-nodes", "label selector of the accelerator nodes to check"
         ),
+        CheckOption(
+            "metrics-max-endpoints",
+            "scrape at most this many exporter endpoints, spread over the nodes (a large "
+            "cluster is sampled; the evidence names the sample)",
+            MAX_ENDPOINTS,
+        ),
     ),
     permissions=(
         Permission("list", "nodes", namespaced=False),
@@ -501,7 +546,7 @@ def accelerator_metrics(ctx: CheckContext) -> None:
     endpoints = parse_endpoint_option(ctx, given) if given else []
 
     def reachable(t: Subtest) -> None:
-        nonlocal endpoints
+        nonlocal endpoints, pool, total
         if not given:
             endpoints = discover_endpoints(ctx, t)
         if not endpoints:
@@ -510,15 +555,26 @@ def accelerator_metrics(ctx: CheckContext) -> None:
                 "Manager, Neuron, TPU and OpenTelemetry exporter pods and Services); "
                 "give one with --metrics-endpoint"
             )
+        chosen = spread(endpoints, limit_option(ctx, "metrics-max-endpoints"))
+        if len(chosen) < len(endpoints):
+            pool = sampled_pool(pool, endpoints, chosen)
+            total = sum(len(v) for v in pool.values())
+            note = (
+                f"sampled {len(chosen)} of {len(endpoints)} exporter endpoints, spread over "
+                f"the nodes (--metrics-max-endpoints {len(chosen)}); accelerators checked: "
+                f"the {total} on the sampled nodes and on "
+                "nodes without any exporter"
+            )
+            t.log(note)
+            ctx.evidence("sampled.txt", note + "\n" + "".join(f"{ep}\n" for ep in chosen))
         errors: list[str] = []
         lines = []
-        for ep in endpoints:
-            try:
-                text = scrape(ctx, ep)
-            except KaicError as e:
-                errors.append(f"{ep}: {e}")
-                lines.append(f"{ep}\tvia {ep.source}\tERROR {e}")
+        for ep, got in scrape_all(ctx, chosen):
+            if isinstance(got, KaicError):
+                errors.append(f"{ep}: {got}")
+                lines.append(f"{ep}\tvia {ep.source}\tERROR {got}")
                 continue
+            text = got
             try:
                 samples = parse_samples(text)
             except ValueError as e:
@@ -555,8 +611,9 @@ def accelerator_metrics(ctx: CheckContext) -> None:
                 )
             )
         t.log(
-            f"{len(scraped)} of {len(endpoints)} endpoint(s) serve accelerator metrics: "
-            + ", ".join(str(ep) for ep, _ in scraped)
+            f"{len(scraped)} of {len(chosen)} endpoint(s) scraped serve accelerator metrics: "
+            + ", ".join(str(ep) for ep, _ in scraped[:SHOWN])
+            + (f" and {len(scraped) - SHOWN} more" if len(scraped) > SHOWN else "")
         )
 
     seen: dict[Concept, ConceptSeries] = {c: ConceptSeries() for c in Concept}

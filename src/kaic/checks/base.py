@@ -55,6 +55,8 @@ class CheckOption:
     kind: str | None = None
     """``number`` (finite, not negative), ``integer`` (a whole number above 0) or
     ``text``; by default ``number`` when the default value is one, else ``text``."""
+    choices: tuple[str, ...] = ()
+    """The only values a ``text`` option takes (empty: any)."""
 
     def __post_init__(self) -> None:
         if not _OPTION_NAME.match(self.name):
@@ -72,6 +74,8 @@ class CheckOption:
             n = _number(value)
             if n is None or n < 0:
                 return f"--{self.name} must be a number of 0 or more, got {value!r}"
+        elif self.choices and value not in self.choices:
+            return f"--{self.name} must be one of {', '.join(self.choices)}, got {value!r}"
         elif self.kind == "integer" and not (
             value.strip().isdecimal() and value.strip().isascii() and int(value) > 0
         ):

@@ -45,6 +45,7 @@ from kubernetes.stream.ws_client import ERROR_CHANNEL
 from websocket import WebSocketException
 
 from kaic.cluster.api import ApiResource, ExecResult, KubeList, KubeObject
+from kaic.cluster.counting import COUNTS
 from kaic.errors import (
     ClusterError,
     ClusterUnreachableError,
@@ -331,6 +332,7 @@ class Cluster:
         attempt = 0
         started = time.monotonic()
         while True:
+            COUNTS.add(method, path, query or ())
             try:
                 resp = self._api.call_api(
                     path,
@@ -825,12 +827,15 @@ class Cluster:
         if container:
             kwargs["container"] = container
         what = f"exec in pod {namespace}/{pod}"
-        ws = self._open_stream(
-            what,
-            lambda: k8s_stream(
+        path = f"/api/v1/namespaces/{namespace}/pods/{pod}/exec"
+
+        def open_it() -> Any:
+            COUNTS.add("POST", path)
+            return k8s_stream(
                 self._stream_core().connect_get_namespaced_pod_exec, pod, namespace, **kwargs
-            ),
-        )
+            )
+
+        ws = self._open_stream(what, open_it)
         try:
             ws.run_forever(timeout=timeout)
             if ws.is_open():
@@ -874,6 +879,7 @@ class Cluster:
         what = f"port-forward to pod {namespace}/{pod}:{port}"
 
         def open_it() -> Any:
+            COUNTS.add("POST", f"/api/v1/namespaces/{namespace}/pods/{pod}/portforward")
             before = set(threading.enumerate())
             pf = k8s_portforward(
                 self._stream_core().connect_get_namespaced_pod_portforward,

@@ -23,6 +23,7 @@ from kaic.cluster.api import (
     ClusterAPI,
     KubeObject,
 )
+from kaic.cluster.counting import SCOPE
 from kaic.cluster.forwarding import ForwardingCluster
 from kaic.errors import ClusterError, ClusterUnreachableError, WaitTimeoutError
 
@@ -137,8 +138,15 @@ class TrackingCluster(ForwardingCluster):
             if ref not in self._created:
                 self._created.append(ref)
 
+    def _before(self) -> None:
+        # NOTE: requests are counted per check (kaic.cluster.counting): every call
+        # through this wrapper, in whatever thread, is the check's.
+        if self.check:
+            SCOPE.set(self.check)
+
     # -- writes are stamped and recorded -----------------------------------------------
     def create(self, obj: KubeObject, *, dry_run: bool = False) -> KubeObject:
+        self._before()
         stamped = stamp(obj, self.run_id, self.check)
         out = self.inner.create(stamped, dry_run=dry_run)
         if not dry_run:
@@ -146,6 +154,7 @@ class TrackingCluster(ForwardingCluster):
         return out
 
     def apply(self, obj: KubeObject) -> KubeObject:
+        self._before()
         stamped = stamp(obj, self.run_id, self.check)
         out = self.inner.apply(stamped)
         self._record(out if out.get("metadata", {}).get("name") else stamped)
@@ -160,6 +169,7 @@ class TrackingCluster(ForwardingCluster):
         *,
         wait_timeout: float | None = None,
     ) -> bool:
+        self._before()
         gone = self.inner.delete(api_version, kind, name, namespace, wait_timeout=wait_timeout)
         ref = ObjectRef(api_version, kind, name, namespace)
         with self._lock:
@@ -171,6 +181,7 @@ class TrackingCluster(ForwardingCluster):
         self, *, wait_timeout: float = 60.0, on_progress: Callable[[str], None] | None = None
     ) -> CleanupReport:
         """Delete every recorded object, newest first, namespaces last; wait for them to go."""
+        self._before()
         with self._lock:
             refs = list(reversed(self._created))
             self._created.clear()

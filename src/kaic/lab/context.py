@@ -12,9 +12,10 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -24,6 +25,8 @@ from kaic.lab.apiserver import ApiClient, ApiError
 from kaic.lab.network import LabNet
 from kaic.lab.options import LabOptions
 from kaic.lab.pki import Pki
+
+T = TypeVar("T")
 
 # kind -> (apiVersion, plural, namespaced) for objects the lab itself applies with
 # server-side apply over HTTPS; any other kind goes through ``kubectl apply``.
@@ -225,32 +228,21 @@ class LabContext:
     def exists(self, path: str) -> bool:
         return self.api.exists(path)
 
-    def apply(self, objects: Iterable[Mapping[str, Any]]) -> None:
+    def apply(self, objects: Iterable[Mapping[str, Any]], *, workers: int = 1) -> None:
         """Server-side apply ``objects`` (field manager ``kaic-lab``, conflicts forced).
 
-        Kinds the lab knows go straight over HTTPS; the rest in one ``kubectl apply``.
+        Kinds the lab knows go straight over HTTPS, ``workers`` requests at a time (a
+        large lab's thousands of nodes and slices); the rest in one ``kubectl apply``.
         """
+        known: list[tuple[str, Mapping[str, Any]]] = []
         rest: list[Mapping[str, Any]] = []
         for obj in objects:
             path = object_path(obj)
             if path is None:
                 rest.append(obj)
-                continue
-            body = json.dumps(obj).encode()
-            # NOTE: a plain create is much cheaper than server-side apply for large
-            # CRDs (no typed conversion of the whole schema); apply only if it exists.
-            try:
-                self.request("POST", f"{path.rsplit('/', 1)[0]}?fieldManager={FIELD_MANAGER}", body)
-                continue
-            except ApiError as e:
-                if e.status != 409:
-                    raise
-            self.request(
-                "PATCH",
-                f"{path}?fieldManager={FIELD_MANAGER}&force=true",
-                body,
-                content_type="application/apply-patch+yaml",
-            )
+            else:
+                known.append((path, obj))
+        self.each(lambda item: self._apply_one(*item), known, workers=workers)
         if rest:
             self.kubectl(
                 "apply",
@@ -261,6 +253,36 @@ class LabContext:
                 "-",
                 input=yaml.safe_dump_all(list(rest)),
             )
+
+    def _apply_one(self, path: str, obj: Mapping[str, Any]) -> None:
+        body = json.dumps(obj).encode()
+        # NOTE: a plain create is much cheaper than server-side apply for large
+        # CRDs (no typed conversion of the whole schema); apply only if it exists.
+        try:
+            self.request("POST", f"{path.rsplit('/', 1)[0]}?fieldManager={FIELD_MANAGER}", body)
+            return
+        except ApiError as e:
+            if e.status != 409:
+                raise
+        self.request(
+            "PATCH",
+            f"{path}?fieldManager={FIELD_MANAGER}&force=true",
+            body,
+            content_type="application/apply-patch+yaml",
+        )
+
+    @staticmethod
+    def each(fn: Callable[[T], object], items: Sequence[T], *, workers: int = 1) -> None:
+        """``fn`` on every item, ``workers`` at a time; the first error is raised once
+        all have been tried."""
+        if workers <= 1 or len(items) <= 1:
+            for item in items:
+                fn(item)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kaic-lab") as pool:
+            futures = [pool.submit(fn, item) for item in items]
+        for f in futures:
+            f.result()
 
     def patch_status(self, obj_path: str, status: Mapping[str, Any]) -> None:
         """Merge-patch the status subresource of the object at ``obj_path``."""

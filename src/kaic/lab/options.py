@@ -14,6 +14,8 @@ from typing import Any
 from kaic.errors import UsageError
 
 ACCELERATOR_MODES = ("dra", "device-plugin", "both", "none")
+MAX_NODES = 5000
+"""The most GPU (or CPU) nodes a lab has: a large lab for scale runs (docs/lab.md)."""
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 _VERSION = re.compile(r"^v1\.(\d+)\.(\d+)$")
 
@@ -77,12 +79,27 @@ class LabOptions:
                 f"invalid --accelerators {self.accelerators!r}: choose one of "
                 + ", ".join(ACCELERATOR_MODES)
             )
-        if not 0 <= self.nodes <= 100:
-            raise UsageError(f"--nodes must be between 0 and 100, got {self.nodes}")
-        if not 0 <= self.cpu_nodes <= 100:
-            raise UsageError(f"--cpu-nodes must be between 0 and 100, got {self.cpu_nodes}")
+        if not 0 <= self.nodes <= MAX_NODES:
+            raise UsageError(f"--nodes must be between 0 and {MAX_NODES}, got {self.nodes}")
+        if not 0 <= self.cpu_nodes <= MAX_NODES:
+            raise UsageError(f"--cpu-nodes must be between 0 and {MAX_NODES}, got {self.cpu_nodes}")
         if not 1 <= self.gpus_per_node <= 64:
             raise UsageError(f"--gpus-per-node must be between 1 and 64, got {self.gpus_per_node}")
+
+    @property
+    def node_lease_s(self) -> int:
+        """How long a node's heartbeat Lease lasts (kwok renews it every quarter of this).
+
+        40 s, as a kubelet has it, up to 200 nodes; above that it grows with the node
+        count (one renewal per 5 nodes a second at most: 5,000 nodes renew 20 Leases a
+        second, which the 2-core lab machine carries beside everything else)."""
+        return max(40, (self.nodes + self.cpu_nodes) // 5)
+
+    @property
+    def node_grace_s(self) -> int:
+        """kube-controller-manager's ``--node-monitor-grace-period``: a node whose Lease
+        was not renewed for this long is NotReady (two renewals may be missed)."""
+        return max(60, self.node_lease_s * 3 // 4)
 
     @property
     def minor(self) -> int:

@@ -27,6 +27,7 @@ from typing import Any
 from kaic import __version__
 from kaic.checks.base import CheckContext, Deadline, Permission, run_check
 from kaic.cluster.api import ClusterAPI
+from kaic.cluster.counting import COUNTS
 from kaic.cluster.tracking import (
     CHECK_LABEL,
     CleanupReport,
@@ -359,6 +360,7 @@ class _Execution:
 
     # -- the whole run -----------------------------------------------------------------
     def run(self) -> RunRecord:
+        requests_before = COUNTS.snapshot()
         self.emit(RunStarted(self.record, self.plan))
         for item in self.plan.items:
             if item.spec is None:
@@ -401,7 +403,10 @@ class _Execution:
             self.sweep(interrupted)
             with self.lock:
                 self.record = dataclasses.replace(
-                    self.record, interrupted=interrupted, finished_at=utc_now()
+                    self.record,
+                    interrupted=interrupted,
+                    finished_at=utc_now(),
+                    api_requests=COUNTS.since(requests_before),
                 )
                 self.emit(RunFinished(self.record))
         return self.record

@@ -162,6 +162,9 @@ class RunRecord:
     results: tuple[ResultEntry, ...] = ()
     cleanup: tuple[Mapping[str, str], ...] = ()
     """Objects cleanup could not delete: ``{"object": "...", "reason": "..."}``."""
+    api_requests: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    """API requests sent, ``{requirement id or "run": {"verb resource": count}}``
+    (``kaic.cluster.counting``)."""
 
     @property
     def exit_code(self) -> ExitCode:
@@ -180,6 +183,7 @@ class RunRecord:
             "options": dict(self.options),
             "results": [e.to_json() for e in self.results],
             "cleanup": {"failed": [dict(c) for c in self.cleanup]},
+            "api_requests": {k: dict(v) for k, v in self.api_requests.items()},
             "summary": self.summary(),
             "exit_code": int(exit_code(self)),
         }
@@ -216,6 +220,7 @@ class RunRecord:
             interrupted=_flag(doc, "interrupted", source),
             results=results,
             cleanup=_cleanup(doc, source),
+            api_requests=_api_requests(doc, source),
         )
 
     def dumps(self) -> str:
@@ -389,6 +394,18 @@ def _scalars(d: dict[str, Any], key: str, where: str) -> dict[str, Any]:
         if v is not None and not isinstance(v, str | int | float | bool):
             raise InputError(f"{where}: {key}.{k} must be a plain value, got {_kind(v)}")
     return value
+
+
+def _api_requests(doc: dict[str, Any], source: str) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for scope, counts in _member(doc, "api_requests", source).items():
+        where = f"{source}: api_requests.{scope}"
+        counts = _object(counts, where)
+        for key, n in counts.items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise InputError(f"{where}.{key} must be a count, got {n!r}")
+        out[scope] = dict(counts)
+    return out
 
 
 def _cleanup(doc: dict[str, Any], source: str) -> tuple[dict[str, str], ...]:

@@ -324,3 +324,32 @@ def test_accelerator_metrics_scrapes_every_pod_behind_a_given_service() -> None:
         _ctx(fc, "accelerator_metrics", {"metrics-endpoint": "service/gpu-operator/gpu-mon:scrape"})
     )
     assert result.outcome is Outcome.PASS, result.reason
+
+
+def test_accelerator_metrics_samples_many_exporters_and_says_which() -> None:
+    fc = GpuCluster(nodes=10)
+    # sorted by node name: gpu-0, gpu-1, gpu-2, ..., gpu-9; 3 spread over them
+    result = run_check(_ctx(fc, "accelerator_metrics", {"metrics-max-endpoints": "3"}))
+    assert result.outcome is Outcome.PASS, result.reason
+    scraped = sorted(p for _, p, _, _ in fc.scrapes)
+    assert scraped == [f"nvidia-dcgm-exporter-gpu-{i}" for i in (0, 4, 9)]
+    sampled = next(e for e in result.evidence if e.name == "sampled.txt").content
+    assert sampled.startswith("sampled 3 of 10 exporter endpoints")
+    assert "the 12 on the sampled nodes" in sampled
+    assert "gpu-4" in sampled and "gpu-5" not in sampled
+
+
+def test_accelerator_metrics_sample_still_fails_on_a_sampled_gap_and_a_node_without_exporter() -> (
+    None
+):
+    fc = GpuCluster(nodes=10)
+    fc.omit_memory["gpu-4"] = {1}  # a sampled node
+    result = run_check(_ctx(fc, "accelerator_metrics", {"metrics-max-endpoints": "3"}))
+    mem = _sub(result, "PerAcceleratorMemoryMetric")
+    assert mem.outcome is Outcome.FAIL and "gpu-4/nvidia.com/gpu#1" in mem.reason
+
+    fc = GpuCluster(nodes=10)
+    fc.delete("v1", "Pod", "nvidia-dcgm-exporter-gpu-6", "gpu-operator")
+    result = run_check(_ctx(fc, "accelerator_metrics", {"metrics-max-endpoints": "3"}))
+    util = _sub(result, "PerAcceleratorUtilizationMetric")
+    assert util.outcome is Outcome.FAIL and "gpu-6/" in util.reason

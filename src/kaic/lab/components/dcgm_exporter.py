@@ -16,18 +16,27 @@ decide pass/fail.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from kaic.errors import LabError
 from kaic.lab import proc
 from kaic.lab.apiserver import probe
 from kaic.lab.component import Component, register
-from kaic.lab.components.nodes import PRODUCT, gpu_node_name, gpu_uuid
+from kaic.lab.components.nodes import (
+    BULK_WORKERS,
+    LAB_NODE_LABEL,
+    POOL_LABEL,
+    PRODUCT,
+    gpu_node_name,
+    gpu_uuid,
+)
 from kaic.lab.context import LabContext
 from kaic.lab.objects import LAB_LABELS, namespace, pods_running
 from kaic.lab.sims import dcgm
 
+T = TypeVar("T")
 DCGM_NAMESPACE = "gpu-operator"
 DCGM_PORT = dcgm.PORT
 DCGM_IMAGE = "nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"
@@ -54,10 +63,23 @@ def dcgm_fault_file(ctx: LabContext) -> Path:
     return ctx.dir("dcgm-exporter") / "faults.json"
 
 
+PROBES = 16
+"""Readiness probes the lab sends to the simulator: all its listeners up to this many, else
+this many spread over them (one process serves them all)."""
+
+
+def sample(items: Sequence[T]) -> Sequence[T]:
+    """``items``, or ``PROBES`` of them spread evenly (first and last included)."""
+    if len(items) <= PROBES:
+        return items
+    step = (len(items) - 1) / (PROBES - 1)
+    return [items[round(i * step)] for i in range(PROBES)]
+
+
 DCGM_LABELS = {"app": "nvidia-dcgm-exporter", "app.kubernetes.io/name": "dcgm-exporter"}
 
 
-def dcgm_daemonset(nodes: list[str]) -> dict[str, Any]:
+def dcgm_daemonset() -> dict[str, Any]:
     """The exporter's DaemonSet, placed on the lab's own GPU nodes (those the simulator
     has a listener for), as the GPU operator runs it on every GPU node."""
     return {
@@ -77,26 +99,9 @@ def dcgm_daemonset(nodes: list[str]) -> dict[str, Any]:
                 },
                 "spec": {
                     "tolerations": [{"operator": "Exists"}],
-                    "affinity": {
-                        "nodeAffinity": {
-                            "requiredDuringSchedulingIgnoredDuringExecution": {
-                                # NOTE: one term per node (ORed): a field selector term
-                                # takes a single value.
-                                "nodeSelectorTerms": [
-                                    {
-                                        "matchFields": [
-                                            {
-                                                "key": "metadata.name",
-                                                "operator": "In",
-                                                "values": [n],
-                                            }
-                                        ]
-                                    }
-                                    for n in nodes
-                                ]
-                            }
-                        }
-                    },
+                    # NOTE: only the lab's own GPU nodes (a node the autoscaler adds
+                    # has no simulator listener).
+                    "nodeSelector": {LAB_NODE_LABEL: "true", POOL_LABEL: "gpu"},
                     "containers": [
                         {
                             "name": "nvidia-dcgm-exporter",
@@ -161,14 +166,14 @@ class DcgmExporter(Component):
             )
         ctx.wait(
             "the DCGM simulator to serve",
-            lambda: all(probe(f"http://127.0.0.1:{e.port}/metrics") for e in exporters),
+            lambda: all(probe(f"http://127.0.0.1:{e.port}/metrics") for e in sample(exporters)),
             timeout=30,
             alive=self.process,
         )
         ctx.apply([namespace(DCGM_NAMESPACE)])
         ctx.apply(
             [
-                dcgm_daemonset(nodes),
+                dcgm_daemonset(),
                 {
                     "apiVersion": "v1",
                     "kind": "Service",
@@ -196,7 +201,8 @@ class DcgmExporter(Component):
         # DaemonSet recreates later.
         pods = exporter_pods(ctx)
         ctx.apply(
-            [dcgm.pod_port_forward(pods[e.node], e.port) for e in exporters if e.node in pods]
+            [dcgm.pod_port_forward(pods[e.node], e.port) for e in exporters if e.node in pods],
+            workers=BULK_WORKERS,
         )
         names = [pods[n]["metadata"]["name"] for n in nodes]
         ctx.wait(
@@ -212,7 +218,9 @@ class DcgmExporter(Component):
         nodes = gpu_nodes(ctx)
         return not nodes or (
             ctx.pid(self.process) is not None
-            and all(probe(f"http://127.0.0.1:{ctx.port(f'dcgm-{n}')}/metrics") for n in nodes)
+            and all(
+                probe(f"http://127.0.0.1:{ctx.port(f'dcgm-{n}')}/metrics") for n in sample(nodes)
+            )
         )
 
     def pids(self, ctx: LabContext) -> list[int]:

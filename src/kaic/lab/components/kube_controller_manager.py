@@ -38,7 +38,7 @@ class KubeControllerManager(KubeController):
             "--horizontal-pod-autoscaler-downscale-stabilization=10s",
             "--horizontal-pod-autoscaler-initial-readiness-delay=5s",
             "--horizontal-pod-autoscaler-cpu-initialization-period=10s",
-            "--node-monitor-grace-period=60s",
+            f"--node-monitor-grace-period={ctx.options.node_grace_s}s",
         ]
 
     def after_start(self, ctx: LabContext) -> None:

@@ -146,7 +146,7 @@ class Kwok(ProcessComponent):
             f"--node-port={port}",
             f"--server-address=127.0.0.1:{port}",
             f"--cidr={ctx.net.pod_cidr}",
-            "--node-lease-duration-seconds=40",
+            f"--node-lease-duration-seconds={ctx.options.node_lease_s}",
             f"--enable-crds={','.join(KWOK_CRDS)}",
         ]
 

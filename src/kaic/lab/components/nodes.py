@@ -21,6 +21,8 @@ from kaic.lab.context import LabContext
 DRIVER = "gpu.nvidia.com"
 DEVICE_CLASS = "gpu.nvidia.com"
 POOL_LABEL = "kaic.io/accelerator-pool"
+LAB_NODE_LABEL = "kaic.io/lab-node"
+"""``true`` on the nodes the lab creates (not on those the node autoscaler adds)."""
 GPU_RESOURCE = "nvidia.com/gpu"
 PRODUCT = "NVIDIA H100 80GB HBM3"
 PRODUCT_LABEL = "NVIDIA-H100-80GB-HBM3"
@@ -39,6 +41,8 @@ NIC_DRIVER = "dra.net"
 """The simulated NICs are published as kubernetes-sigs/dranet publishes host NICs."""
 NIC_DEVICE_CLASS = "dranet"
 GPUS_PER_PCIE_ROOT = 2
+BULK_WORKERS = 8
+"""Requests at a time when a lab creates its nodes and slices (thousands in a large lab)."""
 
 
 def gpu_node_name(i: int) -> str:
@@ -60,6 +64,7 @@ def node_object(ctx: LabContext, name: str, gpu: bool) -> dict[str, Any]:
         "kubernetes.io/os": "linux",
         "kubernetes.io/arch": "amd64",
         "type": "kwok",
+        LAB_NODE_LABEL: "true",
         POOL_LABEL: "gpu" if gpu and ctx.options.accelerators != "none" else "cpu",
         "node.kubernetes.io/instance-type": "kaic-lab-h100x8" if gpu else "kaic-lab-cpu",
     }
@@ -257,8 +262,10 @@ class Nodes(Component):
 
     def start(self, ctx: LabContext) -> None:
         nodes = self.names(ctx)
-        ctx.apply(node_object(ctx, n, gpu) for n, gpu in nodes)
-        for n, gpu in nodes:
+        ctx.apply((node_object(ctx, n, gpu) for n, gpu in nodes), workers=BULK_WORKERS)
+
+        def set_status(node: tuple[str, bool]) -> None:
+            n, gpu = node
             cap = node_capacity(ctx, gpu)
             addresses = [
                 {"type": "InternalIP", "address": NODE_IP},
@@ -267,18 +274,23 @@ class Nodes(Component):
             ctx.patch_status(
                 f"/api/v1/nodes/{n}", {"capacity": cap, "allocatable": cap, "addresses": addresses}
             )
+
+        ctx.each(set_status, nodes, workers=BULK_WORKERS)
         if ctx.options.dra and ctx.options.accelerators != "none":
             ctx.apply([device_class(), nic_device_class()])
+            uids = {
+                n["metadata"]["name"]: n["metadata"]["uid"]
+                for n in ctx.get(f"/api/v1/nodes?labelSelector={POOL_LABEL}%3Dgpu")["items"]
+            }
             slices = []
             for n, gpu in nodes:
                 if gpu:
-                    uid = ctx.get(f"/api/v1/nodes/{n}")["metadata"]["uid"]
-                    slices += [resource_slice(ctx, n, uid), nic_slice(ctx, n, uid)]
-            ctx.apply(slices)
+                    slices += [resource_slice(ctx, n, uids[n]), nic_slice(ctx, n, uids[n])]
+            ctx.apply(slices, workers=BULK_WORKERS)
         ctx.wait(
             f"{len(nodes)} nodes to be Ready",
             lambda: self._all_ready(ctx, nodes),
-            timeout=60,
+            timeout=60 + len(nodes) // 50,
             alive="kwok",
         )
 

@@ -210,6 +210,8 @@ def read_spec(path: Path) -> list[NodeExporter]:
     ]
 
 
+SPEC_LINES = 20
+"""The simulator's log names this many nodes' listeners (a large lab has thousands)."""
 EXPORTER_SELECTOR = "app=nvidia-dcgm-exporter"
 """Label selector of the exporter's DaemonSet pods."""
 PORT = 9400
@@ -239,31 +241,44 @@ def pod_port_forward(pod: Mapping[str, Any], local: int) -> dict[str, Any]:
 def keep_port_forwards(
     api: ApiClient, namespace: str, exporters: Sequence[NodeExporter], stop: threading.Event
 ) -> None:
-    """Give every exporter pod (also one the DaemonSet recreates) its PortForward."""
+    """Give every exporter pod (also one the DaemonSet recreates) its PortForward: a list,
+    then a watch from it (a large lab has thousands of exporter pods: no re-listing)."""
     ports = {e.node: e.port for e in exporters}
     done: set[str] = set()
+    pods_path = f"/api/v1/namespaces/{namespace}/pods?labelSelector={EXPORTER_SELECTOR}"
+
+    def forward(pod: Mapping[str, Any]) -> None:
+        node = (pod.get("spec") or {}).get("nodeName")
+        uid = pod["metadata"]["uid"]
+        if uid in done or node not in ports or pod["metadata"].get("deletionTimestamp"):
+            return
+        try:
+            api.request(
+                "POST",
+                f"/apis/kwok.x-k8s.io/v1alpha1/namespaces/{namespace}/portforwards",
+                pod_port_forward(pod, ports[node]),
+            )
+        except ApiError as e:
+            if e.status != 409:
+                raise
+        done.add(uid)
+        print(f"port-forward for {namespace}/{pod['metadata']['name']}", flush=True)
+
     while not stop.is_set():
         try:
-            pods = api.get(
-                f"/api/v1/namespaces/{namespace}/pods?labelSelector={EXPORTER_SELECTOR}"
-            )["items"]
-            for pod in pods:
-                node = (pod.get("spec") or {}).get("nodeName")
-                uid = pod["metadata"]["uid"]
-                if uid in done or node not in ports or pod["metadata"].get("deletionTimestamp"):
-                    continue
-                try:
-                    api.request(
-                        "POST",
-                        f"/apis/kwok.x-k8s.io/v1alpha1/namespaces/{namespace}/portforwards",
-                        pod_port_forward(pod, ports[node]),
-                    )
-                except ApiError as e:
-                    if e.status != 409:
-                        raise
-                done.add(uid)
-                print(f"port-forward for {namespace}/{pod['metadata']['name']}", flush=True)
-        except (ApiError, OSError, KeyError, TypeError) as e:
+            doc = api.get(pods_path)
+            for pod in doc["items"]:
+                forward(pod)
+            rv = doc["metadata"]["resourceVersion"]
+            for line in api.watch_lines(
+                f"{pods_path}&watch=1&resourceVersion={rv}&timeoutSeconds=300", timeout=330
+            ):
+                if stop.is_set():
+                    return
+                event = json.loads(line)
+                if event.get("type") in ("ADDED", "MODIFIED"):
+                    forward(event["object"])
+        except (ApiError, OSError, KeyError, TypeError, ValueError) as e:
             print(f"keeping port-forwards failed: {e}", flush=True)
         stop.wait(2.0)
 
@@ -279,19 +294,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--kubeconfig", type=Path, help="keep the exporter pods' PortForwards")
     ap.add_argument("--namespace", default="gpu-operator")
     a = ap.parse_args(argv)
-    servers = [make_server(e.node, e.gpus, a.host, e.port, a.fault_file) for e in read_spec(a.spec)]
-    for e, srv in zip(read_spec(a.spec), servers, strict=True):
-        http.start(srv)
+    exporters = read_spec(a.spec)
+    servers = [make_server(e.node, e.gpus, a.host, e.port, a.fault_file) for e in exporters]
+    for e in exporters[:SPEC_LINES]:
         print(
             f"dcgm simulator for {e.node}: {len(e.gpus)} GPUs on http://{a.host}:{e.port}/metrics",
             flush=True,
         )
+    if len(exporters) > SPEC_LINES:
+        print(f"… and {len(exporters) - SPEC_LINES} more nodes", flush=True)
     stop = threading.Event()
     if a.kubeconfig:
         api = ApiClient.from_kubeconfig(a.kubeconfig)
-        args = (api, a.namespace, read_spec(a.spec), stop)
+        args = (api, a.namespace, exporters, stop)
         threading.Thread(target=keep_port_forwards, args=args, daemon=True).start()
-    stop.wait()
+    http.serve_all(servers, stop)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ How it works (docs/lab.md, "Simulated device visibility"):
   ``KAIC_SANDBOX`` in their Exec rule, and the ``sh`` wrapper then runs the command in new
   PID, network, mount, UTS and IPC namespaces chrooted into a private root (ConfigMap key
   ``sandbox``: ``off`` runs such pods unisolated, for negative tests).
+* Device failures (``kaic.lab.sims.device_health``, run on every reconcile): the Node
+  annotation ``kaic.io/device-fault`` fails GPUs (allocatable, ResourceSlice, Node
+  condition ``GPUUnhealthy``, Events) until it is removed.
 * Leak modes (ConfigMap ``kube-system/kaic-lab-devices``, key ``mode``) break isolation on
   purpose so that checks can be seen to FAIL: ``leak-unrequested`` (containers without a
   grant see every GPU of their node), ``leak-envvar`` (containers that set
@@ -51,6 +54,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +63,7 @@ from typing import Any
 
 from kaic.cluster.quantity import parse_quantity
 from kaic.lab.apiserver import ApiClient, ApiError
+from kaic.lab.sims.device_health import HealthReporter
 
 DRIVER = "gpu.nvidia.com"
 RESOURCE = "nvidia.com/gpu"
@@ -602,6 +607,10 @@ def exec_rule(
 # ---------------------------------------------------------------------------------------
 
 
+FRESH_NODES = 200
+INVENTORY_TTL_S = 10.0
+
+
 class Agent:
     """Keeps every pod's simulated device view in line with the cluster's allocations."""
 
@@ -619,6 +628,28 @@ class Agent:
         """Uids of pods whose Exec rule is known to be in place."""
         self._sandboxed: set[str] = set()
         """RuntimeClasses of the lab's namespace sandbox (empty when it is ``off``)."""
+        self.health = HealthReporter(api, self.log)
+        """Simulated device failures (``kaic.lab.sims.device_health``)."""
+        self._inventory: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
+        self._inventory_at = 0.0
+
+    def inventory(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Nodes and ResourceSlices: listed on every reconcile in a lab of up to
+        ``FRESH_NODES`` nodes, at most every ``INVENTORY_TTL_S`` in a larger one (their
+        lists are the largest, and they change rarely)."""
+        now = time.monotonic()
+        cached = self._inventory
+        if (
+            cached is None
+            or len(cached[0]) <= FRESH_NODES
+            or (now - self._inventory_at >= INVENTORY_TTL_S)
+        ):
+            cached = (
+                self._list("/api/v1/nodes"),
+                self._list("/apis/resource.k8s.io/v1/resourceslices"),
+            )
+            self._inventory, self._inventory_at = cached, now
+        return cached
 
     def _list(self, path: str) -> list[dict[str, Any]]:
         try:
@@ -665,8 +696,7 @@ class Agent:
 
     def reconcile(self) -> None:
         pods = self._list("/api/v1/pods")
-        nodes = self._list("/api/v1/nodes")
-        slices = self._list("/apis/resource.k8s.io/v1/resourceslices")
+        nodes, slices = self.inventory()
         claims = self._list("/apis/resource.k8s.io/v1/resourceclaims")
         data = self.settings()
         mode = self.mode(data)
@@ -692,6 +722,10 @@ class Agent:
         self.sync_rules(pods)
         drivers = installed_drivers(data, [n.get("metadata", {}).get("name", "") for n in nodes])
         write_state(self.root, vis, pods, drivers)
+        try:
+            self.health.reconcile(nodes, slices)
+        except (ApiError, OSError, KeyError, ValueError, TypeError) as e:
+            self.log(f"device health: {e}")
         (self.root / ALIVE_FILE).touch()
 
     def sync_rules(self, pods: Sequence[Mapping[str, Any]]) -> None:
@@ -779,11 +813,16 @@ class Agent:
         threading.Thread(target=self._watch, args=(stop,), daemon=True).start()
         while not stop.is_set():
             self.wake.clear()
+            started = time.monotonic()
             try:
                 self.reconcile()
             except (ApiError, OSError, KeyError, ValueError) as e:
                 self.log(f"reconcile failed: {e}")
+            took = time.monotonic() - started
             self.wake.wait(resync_s)
+            # NOTE: at most half of the time reconciling: a large lab's lists take
+            # seconds, and a burst of pod events must not turn into back-to-back lists.
+            stop.wait(max(0.0, took - (time.monotonic() - started - took)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

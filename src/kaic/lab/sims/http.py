@@ -1,18 +1,19 @@
 """The simulators' one HTTP server helper: a threaded server on a loopback address that
 answers GET requests with what a function returns.
 
-Owns: ``Request``, ``Reply``, ``server`` and ``start``. Must not listen on anything but
-loopback or the lab network's 198.18.0.0/15 (another address ends the simulator:
-``SystemExit``).
+Owns: ``Request``, ``Reply``, ``server``, ``start`` and ``serve_all``. Must not listen on
+anything but loopback or the lab network's 198.18.0.0/15 (another address ends the
+simulator: ``SystemExit``).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import selectors
 import ssl
 import threading
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -88,6 +89,22 @@ def server(
     if tls is not None:
         srv.socket = tls.wrap_socket(srv.socket, server_side=True)
     return srv
+
+
+def serve_all(servers: Sequence[ThreadingHTTPServer], stop: threading.Event) -> None:
+    """Serve every server of ``servers`` from one thread until ``stop`` is set: one
+    selector over all their listening sockets, a thread per request (a large lab's
+    thousands of exporters are not thousands of polling threads)."""
+    sel = selectors.DefaultSelector()
+    for srv in servers:
+        srv.timeout = 0
+        sel.register(srv.socket, selectors.EVENT_READ, srv)
+    try:
+        while not stop.is_set():
+            for key, _ in sel.select(timeout=0.5):
+                key.data.handle_request()
+    finally:
+        sel.close()
 
 
 def start(srv: ThreadingHTTPServer) -> ThreadingHTTPServer:

@@ -1,0 +1,175 @@
+"""Benchmark: how kaic grows with the cluster — the inventory-bound checks on labs of N nodes.
+
+Usage: ``.venv/bin/python bench/scale.py [--nodes 3,500,5000] [--gpus-per-node 8] [--json]``
+
+For each N: a fresh lab of N nodes (N-1 GPU nodes with ``--gpus-per-node`` simulated GPUs
+each, published both as DRA ResourceSlices and as device-plugin allocatable, a DCGM
+exporter pod per GPU node, one CPU node), timed to ready with the peak RSS of all lab
+processes; then one ``kaic run`` of the checks whose work grows with the inventory
+(``CHECKS``), one at a time (``--parallel 1``, so each check's wall time is its own), in a
+child process whose peak RSS is read with ``wait4``. Per check it reports the outcome,
+wall time, API requests (``run.json`` ``api_requests``: every page, retry and stream) and
+the busiest ``verb resource``; then the lab goes down. Prints a Markdown table (or JSON)
+for bench/RESULTS.md.
+
+The default sizes (3 and 500) take a few minutes; ``--nodes 3,500,5000`` is the full
+table (the 5,000-node lab alone takes tens of minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from kaic.lab import Lab, LabOptions
+
+CHECKS = (
+    "driver_runtime_management",
+    "accelerator_metrics",
+    "secure_accelerator_access",
+    "ext_hardware_topology",
+    "ext_heterogeneous_pools",
+)
+"""Checks whose work grows with the cluster's nodes, devices and exporters."""
+LEAN = frozenset(
+    {
+        "kueue",
+        "jobset",
+        "jobset-controller",
+        "porter",
+        "httpd",
+        "traefik",
+        "inference-extension",
+        "gateway-api",
+    }
+)
+"""Components the measured checks do not use (left out so the lab measures what they do)."""
+
+
+class Sampler(threading.Thread):
+    def __init__(self, lab: Lab) -> None:
+        super().__init__(daemon=True)
+        self.lab, self.peak, self.stop = lab, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(Exception):
+                self.peak = max(self.peak, self.lab.rss_bytes())
+            time.sleep(0.5)
+
+
+def run_kaic(kubeconfig: Path, out: Path) -> tuple[int, float, int]:
+    """``kaic run`` of ``CHECKS``: exit code, wall seconds, peak RSS in bytes."""
+    focus = "^(" + "|".join(CHECKS) + ")$"
+    argv = [
+        sys.executable,
+        "-m",
+        "kaic",
+        "run",
+        f"--kubeconfig={kubeconfig}",
+        "--profile=all",
+        f"--focus={focus}",
+        "--parallel=1",
+        f"--output-dir={out}",
+    ]
+    t = time.monotonic()
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.monotonic() - t
+    child.returncode = os.waitstatus_to_exitcode(status)
+    assert child.stderr is not None
+    err = child.stderr.read().decode(errors="replace").strip()
+    if child.returncode not in (0, 1) and err:
+        print(f"kaic run exited {child.returncode}: {err.splitlines()[-1]}", file=sys.stderr)
+    return child.returncode, wall, usage.ru_maxrss * 1024
+
+
+def measure(n: int, gpus: int) -> dict[str, Any]:
+    name = f"bench-scale-{n}"
+    with contextlib.suppress(Exception):
+        Lab.load(name).down()
+    opts = LabOptions(name=name, nodes=max(n - 1, 1), cpu_nodes=1, gpus_per_node=gpus, without=LEAN)
+    lab = Lab(opts)
+    sampler = Sampler(lab)
+    sampler.start()
+    t = time.monotonic()
+    try:
+        lab.up()
+        up_s = time.monotonic() - t
+        with tempfile.TemporaryDirectory(prefix="kaic-bench-scale-") as tmp:
+            out = Path(tmp) / "bundle"
+            code, wall, rss = run_kaic(lab.kubeconfig, out)
+            record = json.loads((out / "run.json").read_text())
+    finally:
+        sampler.stop.set()
+        lab.down()
+    requests = record.get("api_requests") or {}
+    checks = []
+    for r in record["results"]:
+        counts = requests.get(r["requirement_id"], {})
+        busiest = max(counts.items(), key=lambda kv: kv[1], default=("", 0))
+        checks.append(
+            {
+                "check": r["requirement_id"],
+                "outcome": r["outcome"],
+                "reason": r["reason"],
+                "wall_s": r["duration_s"],
+                "requests": sum(counts.values()),
+                "busiest": f"{busiest[0]} ×{busiest[1]}" if busiest[1] else "",
+            }
+        )
+    return {
+        "nodes": n,
+        "gpus": (n - 1) * gpus,
+        "lab_up_s": round(up_s, 1),
+        "lab_peak_rss_mb": round(sampler.peak / 2**20),
+        "kaic_exit": code,
+        "kaic_wall_s": round(wall, 1),
+        "kaic_peak_rss_mb": round(rss / 2**20),
+        "run_requests": sum(requests.get("run", {}).values()),
+        "checks": checks,
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    out = [
+        "| nodes (GPUs) | lab up | lab RSS | check | outcome | wall | API requests | busiest |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lead = f"{row['nodes']:,} ({row['gpus']:,})"
+        for c in row["checks"]:
+            out.append(
+                f"| {lead} | {row['lab_up_s']} s | {row['lab_peak_rss_mb']} MB | {c['check']} | "
+                f"{c['outcome']} | {c['wall_s']:.1f} s | {c['requests']} | {c['busiest']} |"
+            )
+        out.append(
+            f"| {lead} | | | **kaic run** (exit {row['kaic_exit']}) | | "
+            f"{row['kaic_wall_s']} s | {row['run_requests']} (runner) | "
+            f"peak RSS {row['kaic_peak_rss_mb']} MB |"
+        )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nodes", default="3,500", help="comma-separated node counts")
+    ap.add_argument("--gpus-per-node", type=int, default=8)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    rows = [measure(int(n), a.gpus_per_node) for n in a.nodes.split(",")]
+    print(json.dumps(rows, indent=2) if a.json else table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
