@@ -12,7 +12,12 @@ from kubernetes.client.exceptions import ApiException
 
 from kaic.cluster import client
 from kaic.cluster.client import exec_exit_code
-from kaic.errors import ClusterError, NotFoundError, PermissionDeniedError
+from kaic.errors import (
+    ClusterError,
+    ClusterUnreachableError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 
 BODY_500 = (
     '{"kind":"Status","apiVersion":"v1","status":"Failure","message":"no preferred '
@@ -136,3 +141,106 @@ def test_exec_failure_without_an_exit_code_is_the_servers_message_in_one_line() 
     assert "exit status 126" in msg and "(stderr: kaic lab: no device view yet)" in msg
     with pytest.raises(ClusterError, match="unreadable exit status"):
         exec_exit_code("not json {", "exec")
+
+
+def test_a_refused_connection_under_the_clients_attributeerror_is_unreachable() -> None:
+    e = _as_the_client_raises("[Errno 111] Connection refused")
+    mapped = client._map_ws_error(e, "exec in pod ns/p")
+    assert isinstance(mapped, ClusterUnreachableError)
+    assert str(mapped) == "exec in pod ns/p: connection refused"
+    assert "AttributeError" not in str(mapped) and "decode" not in str(mapped)
+
+
+def test_any_other_reason_under_the_clients_attributeerror_is_reported_as_said() -> None:
+    e = _as_the_client_raises("Invalid WebSocket Header")
+    mapped = client._map_ws_error(e, "exec in pod ns/p")
+    assert str(mapped) == "exec in pod ns/p: Invalid WebSocket Header"
+    assert "AttributeError" not in str(mapped)
+
+
+def test_a_stream_lost_while_it_ran_says_so() -> None:
+    from websocket import WebSocketConnectionClosedException
+
+    e = WebSocketConnectionClosedException("Connection to remote host was lost.")
+    mapped = client._map_ws_error(e, "exec in pod ns/p", started=True)
+    assert isinstance(mapped, ClusterUnreachableError)
+    assert str(mapped) == (
+        "exec in pod ns/p: the connection to the server was lost: Connection to remote host"
+        " was lost."
+    )
+
+
+class _FakeWs:
+    """An exec stream that breaks while it runs."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error, self.closed = error, False
+        self.sock = SimpleNamespace(shutdown=lambda: None)
+
+    def run_forever(self, timeout: float) -> None:
+        raise self.error
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _exec_cluster(monkeypatch: pytest.MonkeyPatch, stream: Any) -> Any:
+    monkeypatch.setattr(client, "k8s_stream", stream)
+    monkeypatch.setattr(client.time, "sleep", lambda s: None)
+    c = client.Cluster.__new__(client.Cluster)
+    monkeypatch.setattr(
+        c,
+        "_stream_core",
+        lambda: type("Core", (), {"connect_get_namespaced_pod_exec": None})(),
+        raising=False,
+    )
+    return c
+
+
+def test_exec_reports_the_servers_500_after_trying_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        raise _as_the_client_raises(
+            f"Handshake status 500 Internal Server Error -+-+- {{}} -+-+- {BODY_500}"
+        )
+
+    with pytest.raises(ClusterError) as e:
+        _exec_cluster(monkeypatch, refused).exec("ns", "p", ["true"])
+    assert str(e.value) == (
+        "exec in pod ns/p: the server answered 500: no preferred addresses found;"
+        " known addresses: []"
+    )
+    assert len(calls) == client.FORWARD_ATTEMPTS
+
+
+def test_exec_opens_again_when_the_server_was_restarting(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    ws = _FakeWs(OSError(104, "Connection reset by peer"))
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise _as_the_client_raises("[Errno 111] Connection refused")
+        return ws
+
+    with pytest.raises(ClusterUnreachableError) as e:
+        _exec_cluster(monkeypatch, flaky).exec("ns", "p", ["sleep", "9"])
+    assert len(calls) == 2 and ws.closed
+    assert str(e.value) == (
+        "exec in pod ns/p: the connection to the server was lost: [Errno 104] Connection"
+        " reset by peer"
+    )
+
+
+def test_a_forbidden_exec_is_not_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        raise _as_the_client_raises("Handshake status 403 Forbidden -+-+- {} -+-+- None")
+
+    with pytest.raises(PermissionDeniedError):
+        _exec_cluster(monkeypatch, forbidden).exec("ns", "p", ["true"])
+    assert len(calls) == 1

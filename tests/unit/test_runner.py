@@ -297,3 +297,56 @@ def test_exit_code_counts_a_must_without_check_as_not_met_but_not_applicable_as_
     )
     assert exit_code(both) is ExitCode.OK
     assert all(e.level is Level.MUST for e in both.results)
+
+
+# -- the sweep after a run that went wrong ---------------------------------------------------
+
+
+def _lost_answer(fake: FakeCluster) -> Any:
+    """A check whose create reached the server but whose answer was lost (the apiserver
+    restarted): the object exists with the run's labels, the tracker never saw it."""
+
+    def body(ctx: CheckContext) -> None:
+        with ctx.subtest("Creates"):
+            fake.add(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {
+                        "name": "lost",
+                        "namespace": "default",
+                        "labels": {
+                            "app.kubernetes.io/managed-by": "kaic",
+                            RUN_ID_LABEL: "r1",
+                        },
+                    },
+                }
+            )
+            from kaic.errors import ClusterUnreachableError
+
+            raise ClusterUnreachableError("creating ConfigMap default/lost: connection reset")
+
+    return body
+
+
+def test_what_a_lost_answer_left_behind_is_swept_after_an_error() -> None:
+    fake = FakeCluster()
+    events: list[Event] = []
+    record = _run(_registry(ai_inference=_lost_answer(fake)), fake, events)
+    assert _result(record, "ai_inference").outcome is Outcome.ERROR
+    assert not any(k[1] == "ConfigMap" for k in fake.store)
+    swept = [e for e in events if isinstance(e, CleanupDone) and e.item is None]
+    assert [str(r) for r in swept[0].report.deleted] == ["ConfigMap default/lost"]
+    assert record.cleanup == ()
+
+
+def test_a_run_that_went_well_is_not_swept() -> None:
+    events: list[Event] = []
+    _run(_registry(ai_inference=_passing), None, events)
+    assert not [e for e in events if isinstance(e, CleanupDone) and e.item is None]
+
+
+def test_with_keep_resources_nothing_is_swept() -> None:
+    fake = FakeCluster()
+    _run(_registry(ai_inference=_lost_answer(fake)), fake, keep_resources=True)
+    assert any(k[1] == "ConfigMap" for k in fake.store)

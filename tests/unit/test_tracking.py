@@ -97,3 +97,25 @@ def test_leftovers_are_found_by_label_and_filtered_by_run_id() -> None:
     report = delete_leftovers(fake, every, wait_timeout=1)
     assert report.ok and find_leftovers(fake) == []
     assert fake.get("v1", "ConfigMap", "not-ours", "default") is not None
+
+
+def test_an_unreachable_cluster_is_asked_once_and_every_object_is_reported() -> None:
+    from kaic.errors import ClusterUnreachableError
+
+    fake = FakeCluster()
+    t = TrackingCluster(fake, "run1")
+    t.create(_ns("a"))
+    t.create(_ns("b"))
+    asked: list[str] = []
+
+    def gone(api_version: str, kind: str, name: str, *args: Any, **kw: Any) -> bool:
+        asked.append(name)
+        raise ClusterUnreachableError("cannot reach the cluster at https://x: connection refused")
+
+    fake.delete = gone  # type: ignore[method-assign]
+    report = t.cleanup(wait_timeout=1)
+    assert asked == ["b"]
+    assert [(str(ref), why) for ref, why in report.failed] == [
+        ("Namespace b", "cannot reach the cluster at https://x: connection refused"),
+        ("Namespace a", "cannot reach the cluster at https://x: connection refused"),
+    ]

@@ -103,6 +103,9 @@ def _fail(message: str, code: ExitCode) -> NoReturn:
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run the CLI; every error becomes one line on stderr and a documented exit code."""
     warnings.simplefilter("default")
+    # NOTE: a connection still open when Ctrl-C or SIGTERM ends a request is closed at
+    # exit; Python's "unclosed socket" ResourceWarning would be the run's last line.
+    warnings.simplefilter("ignore", ResourceWarning)
     warnings.formatwarning = lambda msg, *a, **k: f"kaic: warning: {msg}\n"
     try:
         rv = cli.main(args=argv, prog_name="kaic", standalone_mode=False)

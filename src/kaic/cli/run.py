@@ -9,7 +9,9 @@ directory, execute) is ``kaic.runner.RunSession``; the exit rule is
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -202,7 +204,25 @@ def _check_option_params() -> list[click.Option]:
 # -- commands -----------------------------------------------------------------------------
 
 
-def _run(
+def _sigterm_is_ctrl_c(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(**params: Any) -> int:
+    """``kaic run``.
+
+    NOTE: SIGTERM before the checks start (connecting, preflight) is Ctrl-C: exit 130
+    with nothing created; while they run, the runner's own handler takes over."""
+    if threading.current_thread() is not threading.main_thread():
+        return _run_session(**params)
+    old = signal.signal(signal.SIGTERM, _sigterm_is_ctrl_c)
+    try:
+        return _run_session(**params)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _run_session(
     kubeconfig: str | None,
     context: str | None,
     version: str | None,

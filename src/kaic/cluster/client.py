@@ -42,6 +42,7 @@ from kubernetes.config.config_exception import ConfigException
 from kubernetes.stream import portforward as k8s_portforward
 from kubernetes.stream import stream as k8s_stream
 from kubernetes.stream.ws_client import ERROR_CHANNEL
+from websocket import WebSocketException
 
 from kaic.cluster.api import ApiResource, ExecResult, KubeList, KubeObject
 from kaic.cluster.counting import COUNTS
@@ -79,6 +80,19 @@ class RetryPolicy:
     attempts: int = 5
     base_delay_s: float = 0.2
     max_delay_s: float = 5.0
+    outage_s: float = 45.0
+    """How long to keep retrying once ``attempts`` are spent: an apiserver restarting, a
+    stalled etcd, or API Priority and Fairness answering 429 for a while. The
+    reachability probe does not use it (an unreachable cluster fails fast)."""
+
+    def again(
+        self, attempt: int, started: float, *, probe: bool = False, outage: bool = True
+    ) -> bool:
+        """Whether to retry after ``attempt`` (0-based) failed, ``started`` monotonic;
+        ``outage``: the failure is one that passes (no connection, 429, 503, 504)."""
+        if attempt + 1 < self.attempts:
+            return True
+        return outage and not probe and time.monotonic() - started < self.outage_s
 
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
         if retry_after:
@@ -256,6 +270,11 @@ def _map_api_error(e: ApiException, what: str) -> ClusterError:
     return ClusterError(f"{what}: HTTP {status}: {msg}")
 
 
+_OUTAGE_STATUSES = (429, 503, 504)
+"""Answers retried for ``RetryPolicy.outage_s``: throttled, not ready, timed out. A 500
+(e.g. a webhook that cannot be called) or 502 gets only the ``attempts``."""
+
+
 def _retryable_status(status: int) -> bool:
     return status == 429 or status in (500, 502, 503, 504)
 
@@ -313,6 +332,7 @@ class Cluster:
         if content_type:
             headers["Content-Type"] = content_type
         attempt = 0
+        started = time.monotonic()
         while True:
             COUNTS.add(method, path, query or ())
             try:
@@ -339,7 +359,9 @@ class Cluster:
                     return text
             except ApiException as e:
                 status = int(e.status or 0)
-                if _retryable_status(status) and attempt + 1 < self.retry.attempts:
+                if _retryable_status(status) and self.retry.again(
+                    attempt, started, probe=probe, outage=status in _OUTAGE_STATUSES
+                ):
                     retry_after = e.headers.get("Retry-After") if e.headers else None
                     time.sleep(self.retry.delay(attempt, retry_after))
                     attempt += 1
@@ -359,7 +381,7 @@ class Cluster:
                     ) from e
                 # NOTE: a create whose connection dropped may have reached the server;
                 # retrying it can answer 409, which the caller sees as ConflictError.
-                if attempt + 1 < self.retry.attempts:
+                if self.retry.again(attempt, started, probe=probe):
                     time.sleep(self.retry.delay(attempt))
                     attempt += 1
                     continue
@@ -807,15 +829,15 @@ class Cluster:
         if container:
             kwargs["container"] = container
         what = f"exec in pod {namespace}/{pod}"
-        COUNTS.add("POST", f"/api/v1/namespaces/{namespace}/pods/{pod}/exec")
-        try:
-            ws = k8s_stream(
+        path = f"/api/v1/namespaces/{namespace}/pods/{pod}/exec"
+
+        def open_it() -> Any:
+            COUNTS.add("POST", path)
+            return k8s_stream(
                 self._stream_core().connect_get_namespaced_pod_exec, pod, namespace, **kwargs
             )
-        except ApiException as e:
-            raise _map_api_error(e, what) from e
-        except Exception as e:  # websocket handshake failures are not ApiExceptions
-            raise _map_ws_error(e, what) from e
+
+        ws = self._open_stream(what, open_it)
         try:
             ws.run_forever(timeout=timeout)
             if ws.is_open():
@@ -824,41 +846,59 @@ class Cluster:
             stderr = str(ws.read_stderr(timeout=0) or "")
             code = exec_exit_code(ws.read_channel(ERROR_CHANNEL), what, stderr)
             return ExecResult(stdout=stdout, stderr=stderr, exit_code=code)
+        except ClusterError:
+            raise
+        except Exception as e:  # the stream broke after the upgrade (server gone, TLS)
+            raise _map_ws_error(e, what, started=True) from e
         finally:
             _close_websocket(ws)
 
-    def _open_forward(self, namespace: str, pod: str, port: int) -> Any:
-        what = f"port-forward to pod {namespace}/{pod}:{port}"
+    def _open_stream(self, what: str, open_it: Callable[[], Any]) -> Any:
+        """Open an exec or port-forward stream; a refused upgrade or a lost connection
+        is mapped to what the server said (``_map_ws_error``).
+
+        NOTE: nothing has run yet when the upgrade fails, so a 5xx answer (the apiserver
+        could not reach the node agent, e.g. under load) or a connection the server did
+        not take (it is restarting) is tried again, ``FORWARD_ATTEMPTS`` times; a 4xx is
+        not."""
         for attempt in range(FORWARD_ATTEMPTS):
-            COUNTS.add("POST", f"/api/v1/namespaces/{namespace}/pods/{pod}/portforward")
-            before = set(threading.enumerate())
             try:
-                pf = k8s_portforward(
-                    self._stream_core().connect_get_namespaced_pod_portforward,
-                    pod,
-                    namespace,
-                    ports=str(port),
-                )
-                # The client's proxy thread of this forward (it keeps no reference to it):
-                # _close_forward waits for it before the websocket's socket is closed.
-                pf.kaic_proxy_threads = [
-                    t
-                    for t in set(threading.enumerate()) - before
-                    if t.name.startswith(_PF_THREAD_PREFIX)
-                ]
-                return pf
+                return open_it()
             except Exception as e:
-                answer = _handshake_answer(e)
-                if isinstance(e, ApiException) and answer is None:
-                    raise _map_api_error(e, what) from e
                 mapped = _map_ws_error(e, what)
-                # NOTE: a refused upgrade with a 5xx answer (the apiserver could not reach
-                # the node agent, e.g. under load) is retried; a 4xx or a transport error
-                # is not.
-                if answer is None or answer[0] < 500 or attempt == FORWARD_ATTEMPTS - 1:
+                answer = _handshake_answer(e)
+                passing = (
+                    answer[0] >= 500
+                    if answer is not None
+                    else isinstance(mapped, ClusterUnreachableError)
+                )
+                if not passing or attempt == FORWARD_ATTEMPTS - 1:
                     raise mapped from e
                 time.sleep(0.5 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    def _open_forward(self, namespace: str, pod: str, port: int) -> Any:
+        what = f"port-forward to pod {namespace}/{pod}:{port}"
+
+        def open_it() -> Any:
+            COUNTS.add("POST", f"/api/v1/namespaces/{namespace}/pods/{pod}/portforward")
+            before = set(threading.enumerate())
+            pf = k8s_portforward(
+                self._stream_core().connect_get_namespaced_pod_portforward,
+                pod,
+                namespace,
+                ports=str(port),
+            )
+            # The client's proxy thread of this forward (it keeps no reference to it):
+            # _close_forward waits for it before the websocket's socket is closed.
+            pf.kaic_proxy_threads = [
+                t
+                for t in set(threading.enumerate()) - before
+                if t.name.startswith(_PF_THREAD_PREFIX)
+            ]
+            return pf
+
+        return self._open_stream(what, open_it)
 
     @contextlib.contextmanager
     def port_forward(self, namespace: str, pod: str, port: int) -> Iterator[int]:
@@ -1017,8 +1057,10 @@ def _causes(e: BaseException) -> Iterator[BaseException]:
 
 
 def _is_timeout(e: BaseException) -> bool:
+    # NOTE: urllib3's NewConnectionError (a refused connection) is a ConnectTimeoutError.
     return any(
         isinstance(x, TimeoutError | socket.timeout | urllib3.exceptions.TimeoutError)
+        and not isinstance(x, urllib3.exceptions.NewConnectionError)
         for x in _causes(e)
     )
 
@@ -1072,7 +1114,10 @@ def _tls_problem(e: BaseException, server: str) -> str | None:
 
 
 def _short(e: BaseException) -> str:
-    text = str(e) or type(e).__name__
+    return _short_text(str(e) or type(e).__name__)
+
+
+def _short_text(text: str) -> str:
     if "Connection refused" in text:
         return "connection refused"
     if "timed out" in text.lower():
@@ -1113,7 +1158,21 @@ def _status_text(body: str) -> str:
     return body.splitlines()[0][:300]
 
 
-def _map_ws_error(e: BaseException, what: str) -> ClusterError:
+_LOST = re.compile(
+    r"connection refused|connection reset|broken pipe|timed out|eof occurred|"
+    r"connection to remote host was lost|socket is already closed|name or service not known|"
+    r"network is unreachable|no route to host|errno 1\d\d\b",
+    re.I,
+)
+
+
+def _map_ws_error(e: BaseException, what: str, *, started: bool = False) -> ClusterError:
+    """What the server said about a failed exec/port-forward stream, as a kaic error.
+
+    The client raises ``ApiException(status=0, reason=str(cause))`` and then, decoding its
+    empty body, an ``AttributeError``: the outer exception's type says nothing; the
+    server's answer, or the transport's reason, is found in the exception chain.
+    ``started``: the stream was open (the connection was lost while it ran)."""
     answer = _handshake_answer(e)
     if answer is not None:
         code, message = answer
@@ -1126,9 +1185,18 @@ def _map_ws_error(e: BaseException, what: str) -> ClusterError:
                 f"{what}: the cluster refused the credentials (401 Unauthorized)"
             )
         return ClusterError(f"{what}: the server answered {code}: {message}")
+    lost = "the connection to the server was lost: " if started else ""
     for x in _causes(e):
-        if isinstance(x, OSError | urllib3.exceptions.HTTPError):
-            return ClusterUnreachableError(f"{what}: {_short(x)}")
+        if isinstance(x, OSError | urllib3.exceptions.HTTPError | WebSocketException):
+            return ClusterUnreachableError(f"{what}: {lost}{_short(x)}")
+    for x in _causes(e):
+        if isinstance(x, ApiException) and x.reason:
+            reason = " ".join(str(x.reason).split())
+            if _LOST.search(reason):
+                return ClusterUnreachableError(f"{what}: {lost}{_short_text(reason)}")
+            if x.status:
+                return _map_api_error(x, what)
+            return ClusterError(f"{what}: {reason[:300]}")
     return ClusterError(f"{what}: {type(e).__name__}: {_short(e)}")
 
 

@@ -25,7 +25,7 @@ from kaic.cluster.api import (
 )
 from kaic.cluster.counting import SCOPE
 from kaic.cluster.forwarding import ForwardingCluster
-from kaic.errors import ClusterError, WaitTimeoutError
+from kaic.errors import ClusterError, ClusterUnreachableError, WaitTimeoutError
 
 __all__ = [
     "CHECK_LABEL",
@@ -198,7 +198,12 @@ class TrackingCluster(ForwardingCluster):
             self._created.clear()
         refs.sort(key=lambda r: r.kind == "Namespace")  # stable: namespaces at the end
         report = CleanupReport([], [])
+        unreachable: str | None = None
         for ref in refs:
+            if unreachable is not None:
+                # NOTE: each delete would wait out the client's outage window again
+                report.failed.append((ref, unreachable))
+                continue
             if ref.namespace and any(
                 r.kind == "Namespace" and r.name == ref.namespace for r in refs
             ):
@@ -214,6 +219,9 @@ class TrackingCluster(ForwardingCluster):
                     on_progress(f"deleted {ref}")
             except WaitTimeoutError:
                 report.failed.append((ref, _why_stuck(self.inner, ref, wait_timeout)))
+            except ClusterUnreachableError as e:
+                unreachable = str(e)
+                report.failed.append((ref, unreachable))
             except ClusterError as e:
                 report.failed.append((ref, str(e)))
         return report

@@ -29,7 +29,13 @@ from kaic import __version__
 from kaic.checks.base import CheckContext, Deadline, Permission, run_check
 from kaic.cluster.api import ClusterAPI
 from kaic.cluster.counting import COUNTS
-from kaic.cluster.tracking import CHECK_LABEL, CleanupReport, TrackingCluster
+from kaic.cluster.tracking import (
+    CHECK_LABEL,
+    CleanupReport,
+    TrackingCluster,
+    delete_leftovers,
+    find_leftovers,
+)
 from kaic.errors import ClusterError, ClusterUnreachableError, PermissionDeniedError
 from kaic.model import CheckResult, Outcome, SubResult
 from kaic.runner.guard import GuardedCluster
@@ -402,6 +408,7 @@ class _Execution:
                 if run.deadline is not None:
                     self.cleanup(run)
             pool.shutdown(wait=False, cancel_futures=True)
+            self.sweep(interrupted)
             with self.lock:
                 self.record = dataclasses.replace(
                     self.record,
@@ -411,6 +418,41 @@ class _Execution:
                 )
                 self.emit(RunFinished(self.record))
         return self.record
+
+    def sweep(self, interrupted: bool) -> None:
+        """After a run that went wrong (interrupted, an ERROR, a cleanup that failed):
+        find every object still labelled with the run's id and delete it, so that what
+        a lost answer or an outage left behind goes too; ``cleanup.failed`` then lists
+        what is still there (or keeps the per-check failures when the cluster cannot be
+        asked)."""
+        if self.request.keep_resources:
+            return
+        with self.lock:
+            troubled = (
+                interrupted
+                or bool(self.record.cleanup)
+                or any(e.result.outcome is Outcome.ERROR for e in self.record.results)
+            )
+        if not troubled:
+            return
+        try:
+            self.cluster.server_version()  # fails fast when the cluster is still away
+            leftovers = find_leftovers(self.cluster, self.record.run_id)
+        except ClusterError:
+            return  # the per-check failures say what remains; kaic cleanup finds it later
+        report = delete_leftovers(
+            self.cluster, leftovers, wait_timeout=self.request.cleanup_timeout_s
+        )
+        deleted = {str(ref) for ref in report.deleted}
+        with self.lock:
+            # NOTE: a kind the credentials may no longer list is not found by the sweep;
+            # its earlier failure stands unless the sweep deleted the object.
+            kept = [f for f in self.record.cleanup if f["object"] not in deleted]
+            again = [{"object": str(ref), "reason": why} for ref, why in report.failed]
+            seen = {f["object"] for f in again}
+            failed = (*again, *(f for f in kept if f["object"] not in seen))
+            self.record = dataclasses.replace(self.record, cleanup=failed)
+            self.emit(CleanupDone(None, report, self.record))
 
     def _watch(
         self, pool: ThreadPoolExecutor, schedule: Schedule, futures: dict[Future[None], _Running]
