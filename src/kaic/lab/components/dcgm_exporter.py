@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from kaic.errors import LabError
 from kaic.lab import proc
 from kaic.lab.apiserver import probe
 from kaic.lab.component import Component, register
@@ -227,6 +228,18 @@ class DcgmExporter(Component):
                 ),
                 exe=sys.executable,
             )
+            # NOTE: recorded as the program ``ip netns exec`` execs, once it has.
+            pid = int(ctx.pid_path(self.process).read_text().split()[0])
+            ctx.wait(
+                "the DCGM simulator to start",
+                lambda: proc.command(pid) == sys.executable or not proc.alive(pid),
+                timeout=15,
+            )
+            if proc.command(pid) != sys.executable:
+                raise LabError(
+                    f"{self.name} did not start; last log lines:\n" + ctx.log_tail(self.process)
+                )
+            ctx.pid_path(self.process).write_text(f"{pid}\n{sys.executable}\n")
         ctx.wait(
             "the DCGM exporter DaemonSet to place a pod on every GPU node",
             lambda: set(nodes) <= set(exporter_pods(ctx)),
