@@ -61,12 +61,17 @@ lab-prereqs:
 lab-test: install lab-binaries lab-prereqs
 	KAIC_REQUIRE_LAB_PROGRAMS=1 $(BIN)/pytest -q -m lab tests/lab
 
+## Test files run in TEST_WORKERS processes (pytest-xdist, a file stays in one process):
+## lab tests mostly wait on the cluster, so three share the 2 cores; each process keeps
+## at most 2 extra labs up (KAIC_TEST_MAX_LABS).
+TEST_WORKERS ?= 3
 test: install lab-binaries lab-prereqs browser
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	KAIC_REQUIRE_LAB_PROGRAMS=1 KAIC_REQUIRE_BROWSER=1 $(BIN)/pytest -q tests
+	KAIC_REQUIRE_LAB_PROGRAMS=1 KAIC_REQUIRE_BROWSER=1 KAIC_TEST_MAX_LABS=2 \
+	  $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 demo: install lab-binaries lab-prereqs
 	bash scripts/demo.sh

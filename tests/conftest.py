@@ -31,15 +31,13 @@ def templates_dir() -> Path:
 _tier_seconds: dict[str, float] = {}
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
-    """Wall time per test tier (tests/<tier>/…), setup and teardown included."""
-    import time
-
-    start = time.monotonic()
-    yield
-    tier = Path(str(item.path)).relative_to(Path(__file__).parent).parts[0]
-    _tier_seconds[tier] = _tier_seconds.get(tier, 0.0) + time.monotonic() - start
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Time per test tier (tests/<tier>/…), setup and teardown included; with ``-n``
+    (pytest-xdist) the reports of every worker arrive here, so a tier's time is summed
+    over the workers."""
+    parts = report.nodeid.split("::", 1)[0].split("/")
+    if len(parts) > 2 and parts[0] == "tests":
+        _tier_seconds[parts[1]] = _tier_seconds.get(parts[1], 0.0) + report.duration
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

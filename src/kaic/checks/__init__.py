@@ -41,6 +41,7 @@ The floor every check builds on (requirement modules import these, never each ot
 * ``controllers`` — finding a controller (pods or a renewed Lease), versions, and
   ``try_create`` with what admission said.
 * ``endpoints`` — pods' HTTP endpoints, Services' pods, user-given URLs.
+* ``sampling`` — spread samples of large inventories (thousands of nodes or exporters).
 * ``_metric_names`` — accelerator metric names per vendor (data for
   ``accelerator_metrics``).
 
@@ -69,6 +70,7 @@ HELPER_MODULES = frozenset(
         "controllers",
         "endpoints",
         "execs",
+        "sampling",
     }
 )
 """Modules of the shared floor; every other public module is a requirement module."""

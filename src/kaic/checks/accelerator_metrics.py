@@ -44,6 +44,7 @@ from kaic.checks.endpoints import (
     service_pods,
 )
 from kaic.checks.predicates import pod_running
+from kaic.checks.sampling import limit_option, spread
 from kaic.cluster.api import KubeObject, labels_of, name_of, namespace_of
 from kaic.errors import ClusterError, KaicError, UsageError
 
@@ -272,28 +273,6 @@ SHOWN = 20
 SCRAPERS = 8
 """Scrapes at a time (each a port-forward through the apiserver, or a URL)."""
 MAX_ENDPOINTS = "200"
-
-
-def max_endpoints(ctx: CheckContext) -> int:
-    value = ctx.option("metrics-max-endpoints") or MAX_ENDPOINTS
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise UsageError(f"--metrics-max-endpoints must be a whole number of 1 or more: {value}")
-    return n
-
-
-def sample_endpoints(endpoints: list[Endpoint], limit: int) -> list[Endpoint]:
-    """``endpoints``, or ``limit`` of them spread evenly over the list (sorted by node):
-    a cluster with thousands of exporters is sampled, not scraped whole."""
-    if len(endpoints) <= limit:
-        return endpoints
-    if limit == 1:
-        return endpoints[:1]
-    step = (len(endpoints) - 1) / (limit - 1)
-    return [endpoints[round(i * step)] for i in range(limit)]
 
 
 def sampled_pool(
@@ -576,7 +555,7 @@ def accelerator_metrics(ctx: CheckContext) -> None:
                 "Manager, Neuron, TPU and OpenTelemetry exporter pods and Services); "
                 "give one with --metrics-endpoint"
             )
-        chosen = sample_endpoints(endpoints, max_endpoints(ctx))
+        chosen = spread(endpoints, limit_option(ctx, "metrics-max-endpoints"))
         if len(chosen) < len(endpoints):
             pool = sampled_pool(pool, endpoints, chosen)
             total = sum(len(v) for v in pool.values())

@@ -46,6 +46,7 @@ from kaic.checks.accelerators import (
 from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
 from kaic.checks.predicates import pod_started
 from kaic.checks.resources import allocatable, requests_by_node
+from kaic.checks.sampling import limit_option, spread
 from kaic.checks.waits import last_warning
 from kaic.cluster.api import ClusterAPI, KubeObject, name_of
 from kaic.errors import ClusterError, RejectedError, UsageError
@@ -420,6 +421,12 @@ def targets(
         CheckOption(
             "driver-runtime-pod-timeout", "seconds to wait for each probe pod to run", default="300"
         ),
+        CheckOption(
+            "driver-runtime-max-nodes",
+            "probe at most this many accelerator nodes, spread over them (every node's "
+            "published versions are still checked; the log names the sample)",
+            default="16",
+        ),
     ),
     permissions=(
         Permission("list", "nodes", namespaced=False),
@@ -636,6 +643,13 @@ class _Run:
                 f"no accelerator node has a free {self.acc.name} accelerator for a probe pod "
                 f"(nodes: {', '.join(busy)})"
             )
+        sample = spread(probed, limit_option(self.ctx, "driver-runtime-max-nodes"))
+        if len(sample) < len(probed):
+            t.log(
+                f"probing {len(sample)} of {len(probed)} accelerator nodes, spread over them "
+                f"(--driver-runtime-max-nodes): {', '.join(x.name for x in sample)}"
+            )
+            probed = sample
         for tgt in probed:
             if tgt.mode == "dra":
                 self.ensure_template()

@@ -86,12 +86,17 @@ def device_index(device: Mapping[str, Any]) -> int | None:
 
 
 def node_slices(slices: Iterable[Mapping[str, Any]], node: str) -> list[Mapping[str, Any]]:
-    return [
-        s
-        for s in slices
-        if (s.get("spec") or {}).get("driver") == DRIVER
-        and (s.get("spec") or {}).get("nodeName") == node
-    ]
+    return slices_by_node(slices).get(node, [])
+
+
+def slices_by_node(slices: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """The simulated driver's slices by node name (one pass: a large lab has thousands)."""
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for s in slices:
+        spec = s.get("spec") or {}
+        if spec.get("driver") == DRIVER and spec.get("nodeName"):
+            out.setdefault(str(spec["nodeName"]), []).append(s)
+    return out
 
 
 def split_slice(
@@ -153,9 +158,10 @@ class HealthReporter:
         self, nodes: Sequence[Mapping[str, Any]], slices: Sequence[Mapping[str, Any]]
     ) -> None:
         on = self.reporting()
+        by_node = slices_by_node(slices)
         for node in nodes:
             name = str((node.get("metadata") or {}).get("name", ""))
-            mine = node_slices(slices, name)
+            mine = by_node.get(name, [])
             have = node_devices(node, mine)
             if not have:
                 continue

@@ -54,6 +54,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -606,6 +607,10 @@ def exec_rule(
 # ---------------------------------------------------------------------------------------
 
 
+FRESH_NODES = 200
+INVENTORY_TTL_S = 10.0
+
+
 class Agent:
     """Keeps every pod's simulated device view in line with the cluster's allocations."""
 
@@ -625,6 +630,26 @@ class Agent:
         """RuntimeClasses of the lab's namespace sandbox (empty when it is ``off``)."""
         self.health = HealthReporter(api, self.log)
         """Simulated device failures (``kaic.lab.sims.device_health``)."""
+        self._inventory: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
+        self._inventory_at = 0.0
+
+    def inventory(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Nodes and ResourceSlices: listed on every reconcile in a lab of up to
+        ``FRESH_NODES`` nodes, at most every ``INVENTORY_TTL_S`` in a larger one (their
+        lists are the largest, and they change rarely)."""
+        now = time.monotonic()
+        cached = self._inventory
+        if (
+            cached is None
+            or len(cached[0]) <= FRESH_NODES
+            or (now - self._inventory_at >= INVENTORY_TTL_S)
+        ):
+            cached = (
+                self._list("/api/v1/nodes"),
+                self._list("/apis/resource.k8s.io/v1/resourceslices"),
+            )
+            self._inventory, self._inventory_at = cached, now
+        return cached
 
     def _list(self, path: str) -> list[dict[str, Any]]:
         try:
@@ -671,8 +696,7 @@ class Agent:
 
     def reconcile(self) -> None:
         pods = self._list("/api/v1/pods")
-        nodes = self._list("/api/v1/nodes")
-        slices = self._list("/apis/resource.k8s.io/v1/resourceslices")
+        nodes, slices = self.inventory()
         claims = self._list("/apis/resource.k8s.io/v1/resourceclaims")
         data = self.settings()
         mode = self.mode(data)
@@ -789,11 +813,16 @@ class Agent:
         threading.Thread(target=self._watch, args=(stop,), daemon=True).start()
         while not stop.is_set():
             self.wake.clear()
+            started = time.monotonic()
             try:
                 self.reconcile()
             except (ApiError, OSError, KeyError, ValueError) as e:
                 self.log(f"reconcile failed: {e}")
+            took = time.monotonic() - started
             self.wake.wait(resync_s)
+            # NOTE: at most half of the time reconciling: a large lab's lists take
+            # seconds, and a burst of pod events must not turn into back-to-back lists.
+            stop.wait(max(0.0, took - (time.monotonic() - started - took)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
