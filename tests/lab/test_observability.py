@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from labtools import MONITORING_LAB, require_program, run_check_on_lab, sub
+from labtools import MONITORING_LAB, require_program, run_check_on_lab, sub, wait_for
 
 from kaic.lab.components import prometheus as prom
 from kaic.lab.sims import dcgm
@@ -59,6 +59,19 @@ def test_accelerator_metrics_passes_with_the_simulated_dcgm_exporter(lab: Lab) -
     endpoints = next(e for e in result.evidence if e.name == "endpoints.txt").content
     assert endpoints.count("gpu-operator/nvidia-dcgm-exporter-") == lab.options.nodes, endpoints
     assert ":9400/metrics" in endpoints
+
+
+def test_the_dcgm_exporter_listens_at_its_pods_ips_in_the_lab_network(lab: Lab) -> None:
+    pods = lab.ctx.get("/api/v1/namespaces/gpu-operator/pods")["items"]
+    ips = {p["status"]["podIP"] for p in pods}
+    assert len(ips) == lab.options.nodes
+    assert all(ipaddress.ip_address(ip) in lab.ctx.net.layout.pod_cidr for ip in ips), ips
+    assert set(lab.listening()["dcgm-exporter"]) == {(ip, dcgm.PORT) for ip in ips}
+    # the host reaches them through the lab's veth, as kwok's port-forward does
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    for p in pods:
+        with opener.open(f"http://{p['status']['podIP']}:{dcgm.PORT}/metrics", timeout=10) as r:
+            assert f'Hostname="{p["spec"]["nodeName"]}"' in r.read().decode()
 
 
 def test_accelerator_metrics_fails_naming_the_gpu_without_memory_metrics(
@@ -139,3 +152,60 @@ def test_ai_service_metrics_fails_on_a_lab_without_a_monitoring_system(lab: Lab)
     result = run(lab, "ai_service_metrics")
     assert result.outcome is Outcome.FAIL
     assert "no monitoring system found" in sub(result, "DetectMonitoringSystem").reason
+
+
+SERVICE_ENDPOINTS = {"service-metrics-collection": "service-endpoints"}
+
+
+def test_ai_service_metrics_passes_through_the_services_endpointslices(
+    prometheus_lab: Lab,
+) -> None:
+    result = run(prometheus_lab, "ai_service_metrics", **SERVICE_ENDPOINTS)
+    assert result.outcome is Outcome.PASS, result.reason
+    slices = json.loads(next(e for e in result.evidence if e.name == "endpointslices.json").content)
+    ips = [a for sl in slices for ep in sl["endpoints"] for a in ep["addresses"]]
+    assert ips and all(prometheus_lab.ctx.net.contains(ip) for ip in ips), ips
+    # the real endpointslice controller of kube-controller-manager made the slice
+    assert all(
+        sl["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"]
+        == "endpointslice-controller.k8s.io"
+        for sl in slices
+    )
+    collected = " ".join(sub(result, "MetricsCollected").log)
+    assert "through EndpointSlice kaic-sample-" in collected and f":{8080}/metrics" in collected
+
+
+def test_ai_service_metrics_fails_when_the_services_endpoints_are_not_scraped(
+    prometheus_lab: Lab,
+) -> None:
+    set_prometheus_scraping(prometheus_lab.ctx, True, endpoints=False)
+    try:
+        result = run(
+            prometheus_lab,
+            "ai_service_metrics",
+            **SERVICE_ENDPOINTS,
+            **{"service-metrics-timeout": "10"},
+        )
+        pods_only = run(prometheus_lab, "ai_service_metrics")  # annotated pods still are
+    finally:
+        set_prometheus_scraping(prometheus_lab.ctx, True)
+    assert result.outcome is Outcome.FAIL
+    assert "not collected within 10s" in sub(result, "MetricsCollected").reason
+    assert pods_only.outcome is Outcome.PASS, pods_only.reason
+
+
+def test_lab_prometheus_scrapes_the_dcgm_exporters_at_their_pod_ips(prometheus_lab: Lab) -> None:
+    pods = prometheus_lab.ctx.get("/api/v1/namespaces/gpu-operator/pods")["items"]
+    want = {f"{p['status']['podIP']}:{dcgm.PORT}" for p in pods}
+    q = urllib.parse.quote("count by (instance, job) (DCGM_FI_DEV_GPU_UTIL)", safe="")
+
+    def scraped() -> set[str] | None:
+        got = {
+            r["metric"]["instance"]
+            for r in _prom_api(prometheus_lab, f"/api/v1/query?query={q}")["result"]
+        }
+        return got if got == want else None
+
+    assert want and wait_for(scraped, timeout=60, what="DCGM series in Prometheus") == want
+    result = _prom_api(prometheus_lab, f"/api/v1/query?query={q}")["result"]
+    assert {r["metric"]["job"] for r in result} == {prom.SERVICE_ENDPOINTS_JOB}

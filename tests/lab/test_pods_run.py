@@ -7,6 +7,7 @@ The lab's own workloads come from a DaemonSet and a StatefulSet, as on a real pl
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
 from typing import Any
@@ -282,7 +283,7 @@ def test_a_recreated_dcgm_exporter_pod_gets_its_port_forward(lab: Lab) -> None:
         return {
             p["spec"]["nodeName"]: p["metadata"]["name"]
             for p in items
-            if not p["metadata"].get("deletionTimestamp")
+            if not p["metadata"].get("deletionTimestamp") and p["spec"].get("nodeName")
         }
 
     node = gpu_nodes(lab.ctx)[0]
@@ -292,7 +293,12 @@ def test_a_recreated_dcgm_exporter_pod_gets_its_port_forward(lab: Lab) -> None:
     pf_path = f"/apis/kwok.x-k8s.io/v1alpha1/namespaces/{DCGM_NAMESPACE}/portforwards/{new}"
     pf = wait_for(lambda: lab.ctx.exists(pf_path) and lab.ctx.get(pf_path), what="its PortForward")
     target = pf["spec"]["forwards"][0]["target"]
-    assert target == {"address": "127.0.0.1", "port": lab.ctx.port(f"dcgm-{node}")}
+    pod = lab.ctx.get(f"/api/v1/namespaces/{DCGM_NAMESPACE}/pods/{new}")
+    ip = pod["status"]["podIP"]
+    assert ipaddress.ip_address(ip) in lab.ctx.net.layout.pod_cidr
+    assert target == {"address": ip, "port": 9400}
+    # the simulator serves the new pod at its IP, and no longer the old one's
+    wait_for(lambda: (ip, 9400) in lab.listening()["dcgm-exporter"], what="its listener")
 
 
 def test_lab_down_leaves_no_container_process_even_after_the_runtime_was_killed() -> None:

@@ -91,6 +91,113 @@ def test_dcgm_server_serves_on_loopback_only() -> None:
         dcgm.serve("n", GPUS, "0.0.0.0", 0, None)
 
 
+def _free_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port: int = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _get(url: str) -> bytes | None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=5) as r:
+            body: bytes = r.read()
+            return body
+    except OSError:
+        return None
+
+
+def _exporter_pod(uid: str, node: str, ip: str | None, **md: object) -> dict[str, object]:
+    return {
+        "metadata": {"uid": uid, "namespace": "gpu-operator", "name": f"dcgm-{uid}", **md},
+        "spec": {"nodeName": node},
+        "status": {"phase": "Running", **({"podIP": ip} if ip else {})},
+    }
+
+
+class _Api:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, object]] = []
+
+    def request(self, method: str, path: str, body: object = None, **_: object) -> None:
+        self.calls.append((method, path, body))
+
+
+def test_dcgm_exporters_listen_at_each_pod_ip_from_one_thread_and_stop_when_it_goes() -> None:
+    import threading
+    import time
+
+    from kaic.lab.sims import http as sim_http
+
+    port = _free_port()
+    listeners = sim_http.Listeners()
+    api = _Api()
+    # NOTE: the lab's pod range exists only inside its namespace; loopback stands in here.
+    ex = dcgm.Exporters(
+        [dcgm.NodeExporter("kaic-gpu-0", tuple(GPUS[:2])), dcgm.NodeExporter("kaic-gpu-1", ())],
+        ipaddress.IPv4Network("127.0.0.0/8"),
+        listeners,
+        api=api,  # type: ignore[arg-type]
+        port=port,
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=listeners.serve, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        ex.pod(_exporter_pod("a", "kaic-gpu-0", None))  # no IP yet: nothing
+        ex.pod(_exporter_pod("b", "kaic-cpu-0", "127.0.0.3"))  # no GPUs there: nothing
+        ex.pod(_exporter_pod("c", "kaic-gpu-1", "10.0.0.5"))  # outside the pod range
+        assert ex.served == {} and api.calls == []
+        ex.pod(_exporter_pod("a", "kaic-gpu-0", "127.0.0.2"))
+        assert set(ex.served) == {"a"}
+        body = None
+        for _ in range(50):
+            body = _get(f"http://127.0.0.2:{port}/metrics")
+            if body:
+                break
+            time.sleep(0.1)
+        assert body is not None and b'Hostname="kaic-gpu-0"' in body
+        assert body.count(b"DCGM_FI_DEV_GPU_UTIL{") == 2
+        ((method, path, pf),) = api.calls
+        assert method == "POST" and path.endswith("/namespaces/gpu-operator/portforwards")
+        assert pf["metadata"]["name"] == "dcgm-a"  # type: ignore[index]
+        assert pf["metadata"]["ownerReferences"][0]["uid"] == "a"  # type: ignore[index]
+        fwd = pf["spec"]["forwards"][0]  # type: ignore[index]
+        assert fwd == {"ports": [9400], "target": {"address": "127.0.0.2", "port": port}}
+        ex.pod(_exporter_pod("a", "kaic-gpu-0", "127.0.0.2"))  # again: nothing new
+        assert len(api.calls) == 1
+        ex.pod(_exporter_pod("a", "kaic-gpu-0", "127.0.0.2", deletionTimestamp="now"))
+        assert ex.served == {}
+        for _ in range(50):
+            if _get(f"http://127.0.0.2:{port}/metrics") is None:
+                break
+            time.sleep(0.1)
+        assert _get(f"http://127.0.0.2:{port}/metrics") is None
+        # a recreated pod that gets the recycled IP is served again; a list without it
+        # ends it
+        ex.sync([_exporter_pod("d", "kaic-gpu-0", "127.0.0.2")])
+        assert set(ex.served) == {"d"} and len(api.calls) == 2
+        ex.sync([])
+        assert ex.served == {}
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def test_dcgm_exporter_port_forward_targets_the_pod_ip() -> None:
+    pod = _exporter_pod("u", "kaic-gpu-0", "198.18.0.7")
+    pf = dcgm.pod_port_forward(pod, "198.18.0.7")
+    assert pf["spec"]["forwards"] == [
+        {"ports": [9400], "target": {"address": "198.18.0.7", "port": 9400}}
+    ]
+    assert dcgm.pod_ip(pod, ipaddress.IPv4Network("198.18.0.0/21")) == "198.18.0.7"
+    assert dcgm.pod_ip(pod, ipaddress.IPv4Network("198.18.16.0/21")) is None
+
+
 def _porter_pod(
     ip: str = "127.70.0.5",
     image: str = "registry.k8s.io/e2e-test-images/agnhost:2.53",

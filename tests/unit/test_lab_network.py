@@ -169,3 +169,39 @@ def test_kube_proxy_runs_in_nftables_mode_inside_the_lab_namespace(
     porter = Porter().argv(ctx)
     assert porter[:4] == ["ip", "netns", "exec", net.netns]
     assert f"--pod-cidr={net.pod_cidr}" in porter
+
+
+def test_a_large_lab_takes_aligned_consecutive_blocks_with_every_range_scaled() -> None:
+    assert network.span_for(500 + 1 + 1024) == 1
+    assert network.span_for(5000 + 1 + 1024) == 4
+    assert network.span_for(10000 + 1024) == 8
+    with pytest.raises(network.LabError):
+        network.span_for(20000)
+    lay = Layout(4, 4)
+    assert str(lay.network) == "198.18.64.0/18" and list(lay.blocks) == [4, 5, 6, 7]
+    assert lay.pod_cidr.num_addresses - 2 == 8190 and str(lay.pod_cidr) == "198.18.64.0/19"
+    parts = [lay.pod_cidr, lay.service_cidr, lay.link, lay.gateway_cidr]
+    assert all(p.subnet_of(lay.network) for p in parts)
+    assert not any(a.overlaps(b) for i, a in enumerate(parts) for b in parts[i + 1 :])
+    for bad in ((2, 4), (BLOCKS - 2, 4), (0, 3)):
+        with pytest.raises(ValueError):
+            Layout(*bad)
+    net = LabNet("big", "/x", lay)
+    assert LabNet.from_json(net.to_json()) == net
+    assert LabNet.from_json({"lab": "a", "state": "/y", "block": 3}).layout == Layout(3)
+
+
+def test_a_large_lab_skips_blocks_that_others_hold_and_keeps_its_own(tmp_path: Path) -> None:
+    reg = tmp_path / "registry"
+    small = network.allocate("small", _lab(tmp_path, "small"), root=reg)
+    assert small.layout.block == 0
+    big = network.allocate("big", _lab(tmp_path, "big"), root=reg, span=4)
+    assert big.layout.block == 4 and big.layout.span == 4
+    assert not big.layout.network.overlaps(small.layout.network)
+    assert network.allocate("big", tmp_path / "labs" / "big", root=reg) == big
+    others = [network.allocate(f"o{i}", _lab(tmp_path, f"o{i}"), root=reg) for i in range(3)]
+    assert [o.layout.block for o in others] == [1, 2, 3]
+    nxt = network.allocate("next", _lab(tmp_path, "next"), root=reg)
+    assert nxt.layout.block == 8  # 4..7 are the large lab's
+    network.release(big, root=reg)
+    assert network.allocate("again", _lab(tmp_path, "again"), root=reg).layout.block == 4

@@ -32,7 +32,17 @@ SAMPLE_LABEL = "kaic.io/sample-metrics"
 PROM_OPERATOR = "monitoring.coreos.com/v1"
 GMP = "monitoring.googleapis.com/v1"
 OTEL_OPERATOR = "opentelemetry.io/v1beta1"
-METHODS = ("auto", "podmonitor", "servicemonitor", "podmonitoring", "annotations", "none")
+METHODS = (
+    "auto",
+    "podmonitor",
+    "servicemonitor",
+    "podmonitoring",
+    "annotations",
+    "service-endpoints",
+    "none",
+)
+SERVICE_METHODS = ("servicemonitor", "service-endpoints")
+"""Methods that collect through the sample Service's endpoints (its EndpointSlices)."""
 
 
 @dataclass
@@ -193,7 +203,7 @@ def detect_monitoring(ctx: CheckContext, t: Subtest) -> Monitoring:
                 mon.query_pod = (namespace_of(pods[0]) or "", name_of(pods[0]), _web_port(pods[0]))
                 break
 
-    if mon is None and method in ("auto", "annotations", "none"):
+    if mon is None and method in ("auto", "annotations", "service-endpoints", "none"):
         pods = _find_prometheus_pods(ctx)
         if pods:
             p = pods[0]
@@ -203,7 +213,7 @@ def detect_monitoring(ctx: CheckContext, t: Subtest) -> Monitoring:
                 query_pod=(namespace_of(p) or "", name_of(p), _web_port(p)),
             )
 
-    if mon is None and method in ("auto", "annotations", "none"):
+    if mon is None and method in ("auto", "annotations", "service-endpoints", "none"):
         otel = _served(ctx, OTEL_OPERATOR, "OpenTelemetryCollector") or any(
             "opentelemetry-collector" in pod_words(p) or "otel-collector" in pod_words(p)
             for p in ctx.cluster.list("v1", "Pod")
@@ -318,15 +328,15 @@ def sample_objects(
     """The sample Pod, and the Service and monitor object the method needs."""
     ns = ctx.namespace
     sel = {SAMPLE_LABEL: name}
-    annotations = (
-        {
-            "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(SAMPLE_PORT),
-            "prometheus.io/path": "/metrics",
-        }
-        if mon.method == "annotations"
-        else {}
-    )
+    scrape = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(SAMPLE_PORT),
+        "prometheus.io/path": "/metrics",
+    }
+    # NOTE: service-endpoints annotates the Service only: what is collected then comes
+    # through its endpoints, never from the pod's own discovery.
+    annotations = scrape if mon.method == "annotations" else {}
+    service_annotations = scrape if mon.method in ("annotations", "service-endpoints") else {}
     image = ctx.option("service-metrics-image") or SAMPLE_IMAGE
     pod: KubeObject = {
         "apiVersion": "v1",
@@ -362,7 +372,7 @@ def sample_objects(
         },
     }
     objs = [pod]
-    if mon.method in ("servicemonitor", "annotations"):
+    if mon.method in ("servicemonitor", "annotations", "service-endpoints"):
         objs.append(
             {
                 "apiVersion": "v1",
@@ -371,7 +381,7 @@ def sample_objects(
                     "name": name,
                     "namespace": ns,
                     "labels": dict(sel),
-                    "annotations": annotations,
+                    "annotations": service_annotations,
                 },
                 "spec": {
                     "selector": sel,
@@ -448,6 +458,51 @@ def _target_diagnosis(ctx: CheckContext, mon: Monitoring, pod: str) -> str:
     return f"no active scrape target for pod {pod} ({dropped} dropped targets)"
 
 
+ENDPOINT_ROLE_LABELS = (
+    "__meta_kubernetes_endpointslice_name",
+    "__meta_kubernetes_endpoints_name",
+)
+"""Discovered labels of a target found through a Service's EndpointSlices or Endpoints
+(Prometheus kubernetes_sd roles ``endpointslice`` and ``endpoints``)."""
+
+
+def sample_targets(ctx: CheckContext, mon: Monitoring, pod: str) -> list[dict[str, Any]] | None:
+    """The monitoring system's active scrape targets of the sample pod (None: its targets
+    API could not be read)."""
+    try:
+        data = prom_get(ctx, mon, "/api/v1/targets?state=active", timeout=10.0)
+    except KaicError:
+        return None
+    out = []
+    for tgt in (data or {}).get("activeTargets") or []:
+        labels = {**(tgt.get("discoveredLabels") or {}), **(tgt.get("labels") or {})}
+        if pod in (labels.get("__meta_kubernetes_pod_name"), labels.get("pod")):
+            out.append(tgt)
+    return out
+
+
+def via_endpoints(target: dict[str, Any]) -> str | None:
+    """How a target was found through a Service's endpoints ("EndpointSlice NAME of
+    Service NS/NAME"), or None if it was not."""
+    d = target.get("discoveredLabels") or {}
+    for key, kind in zip(ENDPOINT_ROLE_LABELS, ("EndpointSlice", "Endpoints"), strict=True):
+        if d.get(key):
+            svc = d.get("__meta_kubernetes_service_name", "?")
+            return f"{kind} {d[key]} of Service {d.get('__meta_kubernetes_namespace', '?')}/{svc}"
+    return None
+
+
+def ready_endpoint_ips(slices: list[KubeObject]) -> set[str]:
+    """Addresses of the ready endpoints of ``slices`` (EndpointSlices of one Service)."""
+    return {
+        a
+        for sl in slices
+        for ep in sl.get("endpoints") or []
+        if (ep.get("conditions") or {}).get("ready", True) is not False
+        for a in ep.get("addresses") or []
+    }
+
+
 @check(
     "ai_service_metrics",
     test="TestAIServiceMetrics",
@@ -465,7 +520,9 @@ def _target_diagnosis(ctx: CheckContext, mon: Monitoring, pod: str) -> str:
         ),
         CheckOption(
             "service-metrics-collection",
-            "how to configure collection: " + "|".join(METHODS),
+            "how to configure collection: " + "|".join(METHODS) + " (service-endpoints: "
+            "scrape annotations on the sample's Service only, collected through its "
+            "EndpointSlices by a Prometheus without the Prometheus Operator)",
             default="auto",
         ),
         CheckOption(
@@ -483,6 +540,7 @@ def _target_diagnosis(ctx: CheckContext, mon: Monitoring, pod: str) -> str:
         Permission("create", "pods"),
         Permission("create", "services"),
         Permission("list", "pods", namespaced=False),
+        Permission("list", "endpointslices", group="discovery.k8s.io"),
         Permission("create", "pods", subresource="portforward", namespaced=False),
         Permission(
             "list", "customresourcedefinitions", group="apiextensions.k8s.io", namespaced=False
@@ -563,6 +621,38 @@ class _ServiceMetrics:
             f"sample pod running on {pod and pod['spec'].get('nodeName')} "
             f"(pod IP {pod and pod['status'].get('podIP')})"
         )
+        if mon.method in SERVICE_METHODS and pod:
+            self._endpoints_listed(t, str(pod["status"]["podIP"]))
+
+    def _endpoints_listed(self, t: Subtest, ip: str) -> None:
+        """Wait for the Service's EndpointSlices (the endpointslice controller's) to list
+        the sample pod as a ready endpoint."""
+        ctx, name = self.ctx, self.name
+        deadline = time.monotonic() + ctx.budget(60.0)
+        slices: list[KubeObject] = []
+        while True:
+            slices = ctx.cluster.list(
+                "discovery.k8s.io/v1",
+                "EndpointSlice",
+                ctx.namespace,
+                label_selector=f"kubernetes.io/service-name={name}",
+            )
+            if ip in ready_endpoint_ips(slices):
+                break
+            if time.monotonic() + 1 > deadline:
+                t.fail(
+                    f"the EndpointSlices of Service {ctx.namespace}/{name} do not list the "
+                    f"sample pod's IP {ip} as a ready endpoint (slices: "
+                    f"{', '.join(name_of(sl) for sl in slices) or 'none'})"
+                )
+            ctx.sleep(1.0)
+        ctx.evidence(
+            "endpointslices.json", json.dumps(slices, indent=2, default=str), "application/json"
+        )
+        t.log(
+            f"EndpointSlice {', '.join(name_of(sl) for sl in slices)} of Service "
+            f"{ctx.namespace}/{name} lists the pod IP {ip} (ready)"
+        )
 
     def collected(self, t: Subtest) -> None:
         ctx, mon, sample = self.ctx, self.mon, self.sample
@@ -600,6 +690,29 @@ class _ServiceMetrics:
             f"queried back {len(expected)} series with kaic_run={sample.token} and the "
             "served values"
         )
+        if mon.method in SERVICE_METHODS:
+            self._through_endpoints(t)
+
+    def _through_endpoints(self, t: Subtest) -> None:
+        """The sample was collected through its Service's endpoints (where the targets
+        API says how its targets were discovered)."""
+        targets = sample_targets(self.ctx, self.mon, self.name)
+        if not targets:
+            t.log(
+                "the monitoring system's targets API does not show the sample's target; "
+                "its discovery through the Service's endpoints is not confirmed"
+            )
+            return
+        found = [(tgt, via_endpoints(tgt)) for tgt in targets]
+        hits = [f"{tgt.get('scrapeUrl')} through {how}" for tgt, how in found if how]
+        if not hits:
+            t.fail(
+                "the sample was collected, but not through its Service's endpoints: its "
+                "targets "
+                + ", ".join(str(tgt.get("scrapeUrl")) for tgt in targets)
+                + " were not discovered from EndpointSlices or Endpoints"
+            )
+        t.log("scraped " + "; ".join(hits))
 
     def cleanup(self) -> None:
         for obj in reversed(self.created):

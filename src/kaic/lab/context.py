@@ -67,6 +67,8 @@ _KNOWN_KINDS: dict[str, tuple[str, str, bool]] = {
 
 FIELD_MANAGER = "kaic-lab"
 _PORT_LOCK = threading.Lock()
+POD_HEADROOM = 1024
+"""Pod addresses a lab keeps beyond one per node (``LabContext.net``)."""
 _NET_LOCK = threading.Lock()
 NETNS_PORT_PREFIX = "netns-"
 """Port keys with this prefix are used only inside the lab's network namespace (the
@@ -142,7 +144,10 @@ class LabContext:
             f = self.state / NET_FILE
             net = network.load(f)
             if net is None:
-                net = network.allocate(self.name, self.state)
+                # NOTE: a large lab takes more than one block: one pod per GPU node (the
+                # DCGM exporters) and headroom for the lab's and the tests' own pods.
+                pods = self.options.nodes + self.options.cpu_nodes + POD_HEADROOM
+                net = network.allocate(self.name, self.state, span=network.span_for(pods))
                 f.parent.mkdir(parents=True, exist_ok=True)
                 f.write_text(json.dumps(net.to_json()) + "\n")
             return net

@@ -34,7 +34,8 @@ from kaic.errors import LabError
 LAB_RANGE = ipaddress.ip_network("198.18.0.0/15")
 BLOCK_PREFIX = 20
 """Each lab gets one /20 (4096 addresses): pods /21, Services /22, the host link /30,
-data planes' own addresses /24."""
+data planes' own addresses /24 (a large lab: 2 or 4 blocks, each range but the link
+scaled alike, ``span_for``)."""
 BLOCKS = 2 ** (BLOCK_PREFIX - LAB_RANGE.prefixlen)
 NS_IF = "eth0"
 REGISTRY_ENV = "KAIC_NET_REGISTRY"
@@ -48,32 +49,62 @@ def registry_dir() -> Path:
     return Path(os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY)
 
 
+SPANS = (1, 2, 4, 8)
+"""How many consecutive blocks a lab may take: one, or more for a large lab (whose pods
+need more than the /21's addresses: ``span_for``)."""
+
+
+def span_for(pods: int) -> int:
+    """The blocks a lab whose pods need ``pods`` addresses takes (pod range of one block:
+    2046 addresses; of eight: 16382)."""
+    for span in SPANS:
+        if pods <= Layout(0, span).pod_cidr.num_addresses - 2:
+            return span
+    raise LabError(
+        f"a lab with {pods} pods needs more addresses than {SPANS[-1]} blocks of the lab "
+        "network hold"
+    )
+
+
 @dataclass(frozen=True)
 class Layout:
-    """The addresses of block ``block`` of 198.18.0.0/15."""
+    """The addresses of block ``block`` of 198.18.0.0/15, or of the ``span`` consecutive
+    blocks from it (every range scaled alike, except the link)."""
 
     block: int
+    span: int = 1
 
     def __post_init__(self) -> None:
-        if not 0 <= self.block < BLOCKS:
-            raise ValueError(f"block {self.block} outside 0..{BLOCKS - 1}")
+        if self.span not in SPANS:
+            raise ValueError(f"span {self.span} is not one of {SPANS}")
+        if not 0 <= self.block <= BLOCKS - self.span or self.block % self.span:
+            raise ValueError(f"block {self.block} outside 0..{BLOCKS - 1} (or not aligned)")
+
+    @property
+    def blocks(self) -> range:
+        return range(self.block, self.block + self.span)
+
+    @property
+    def _bits(self) -> int:
+        return self.span.bit_length() - 1
 
     @property
     def network(self) -> ipaddress.IPv4Network:
         base = int(LAB_RANGE.network_address) + self.block * 2 ** (32 - BLOCK_PREFIX)
-        return ipaddress.IPv4Network(f"{ipaddress.IPv4Address(base)}/{BLOCK_PREFIX}")
+        prefix = BLOCK_PREFIX - self._bits
+        return ipaddress.IPv4Network(f"{ipaddress.IPv4Address(base)}/{prefix}")
 
     def _sub(self, offset: int, prefix: int) -> ipaddress.IPv4Network:
-        addr = ipaddress.IPv4Address(int(self.network.network_address) + offset)
+        addr = ipaddress.IPv4Address(int(self.network.network_address) + offset * self.span)
         return ipaddress.IPv4Network(f"{addr}/{prefix}")
 
     @property
     def pod_cidr(self) -> ipaddress.IPv4Network:
-        return self._sub(0, 21)
+        return self._sub(0, 21 - self._bits)
 
     @property
     def service_cidr(self) -> ipaddress.IPv4Network:
-        return self._sub(2048, 22)
+        return self._sub(2048, 22 - self._bits)
 
     @property
     def link(self) -> ipaddress.IPv4Network:
@@ -151,11 +182,15 @@ class LabNet:
         return ["ip", "netns", "exec", self.netns, *argv]
 
     def to_json(self) -> dict[str, object]:
-        return {"lab": self.lab, "state": self.state, "block": self.layout.block}
+        d: dict[str, object] = {"lab": self.lab, "state": self.state, "block": self.layout.block}
+        if self.layout.span != 1:
+            d["span"] = self.layout.span
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, object]) -> LabNet:
-        return cls(str(d["lab"]), str(d["state"]), Layout(int(str(d["block"]))))
+        span = int(str(d.get("span", 1)))
+        return cls(str(d["lab"]), str(d["state"]), Layout(int(str(d["block"])), span))
 
 
 def lab_id(state: str) -> str:
@@ -193,8 +228,9 @@ def _owner_alive(net: LabNet) -> bool:
     return (Path(net.state) / "state.json").is_file()
 
 
-def allocate(lab: str, state: Path, *, root: Path | None = None) -> LabNet:
-    """The block of the lab in ``state``: the one it holds, else the first free one.
+def allocate(lab: str, state: Path, *, root: Path | None = None, span: int = 1) -> LabNet:
+    """The block of the lab in ``state``: the one it holds, else the first free one (the
+    first ``span`` free consecutive ones, aligned, for a large lab).
 
     A block whose lab's state directory is gone is stale: its kernel objects (if any)
     are removed and the block is handed out again.
@@ -206,19 +242,19 @@ def allocate(lab: str, state: Path, *, root: Path | None = None) -> LabNet:
         for net in entries.values():
             if net.state == key:
                 return net
+        holder = {b: net for net in entries.values() for b in net.layout.blocks}
         used = host_routes_in_range()
-        for block in range(BLOCKS):
-            old = entries.get(block)
-            if old is not None:
-                if _owner_alive(old):
-                    continue
-                remove(old)
-                (root / f"block-{block}.json").unlink(missing_ok=True)
-            layout = Layout(block)
-            if any(
-                r.overlaps(layout.network) for r in used if old is None or r != old.layout.network
-            ):
+        for block in range(0, BLOCKS, span):
+            layout = Layout(block, span)
+            olds = {holder[b].layout.block: holder[b] for b in layout.blocks if b in holder}
+            if any(_owner_alive(old) for old in olds.values()):
+                continue
+            theirs = [old.layout.network for old in olds.values()]
+            if any(r.overlaps(layout.network) for r in used if r not in theirs):
                 continue  # someone else's route: leave that block alone
+            for old in olds.values():
+                remove(old)
+                (root / f"block-{old.layout.block}.json").unlink(missing_ok=True)
             net = LabNet(lab, key, layout)
             (root / f"block-{block}.json").write_text(json.dumps(net.to_json()) + "\n")
             return net

@@ -221,8 +221,49 @@ def _operator_cluster() -> tuple[FakeCluster, FakePrometheus]:
 
     prom = FakePrometheus(fc, selected)
     fc.controllers.append(_run_pods)
+    _with_endpointslices(fc)
     fc.http_handler = lambda ns, pod, port, path: prom.handle(path)
     return fc, prom
+
+
+def _endpointslices(fc: FakeCluster) -> None:
+    """The endpointslice controller: one slice per Service, listing its Running pods."""
+    for svc in fc.list("v1", "Service"):
+        sel = svc["spec"].get("selector") or {}
+        ns, name = svc["metadata"].get("namespace"), svc["metadata"]["name"]
+        pods = [
+            p
+            for p in fc.list("v1", "Pod", ns)
+            if sel
+            and all((p["metadata"].get("labels") or {}).get(k) == v for k, v in sel.items())
+            and p.get("status", {}).get("podIP")
+        ]
+        fc.add(
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{name}-abcde",
+                    "namespace": ns,
+                    "labels": {"kubernetes.io/service-name": name},
+                },
+                "addressType": "IPv4",
+                "endpoints": [
+                    {
+                        "addresses": [p["status"]["podIP"]],
+                        "conditions": {"ready": True},
+                        "targetRef": {"kind": "Pod", "name": p["metadata"]["name"]},
+                    }
+                    for p in pods
+                ],
+                "ports": [{"name": "metrics", "port": m.SAMPLE_PORT}],
+            }
+        )
+
+
+def _with_endpointslices(fc: FakeCluster) -> None:
+    fc.serve("discovery.k8s.io/v1", ("endpointslices", "EndpointSlice", True))
+    fc.controllers.append(_endpointslices)
 
 
 def test_ai_service_metrics_uses_a_podmonitor_the_operator_selects() -> None:
@@ -319,3 +360,116 @@ def test_ai_service_metrics_uses_a_servicemonitor_in_the_prometheus_namespace() 
     kinds = [c[1][0] for c in fc.calls if c[0] == "create"]
     assert kinds == ["Pod", "Service", "ServiceMonitor"]
     assert fc.list(m.PROM_OPERATOR, "ServiceMonitor") == []  # cleaned up
+
+
+def _service_annotated(fc: FakeCluster) -> Any:
+    """What a Prometheus with a role-endpointslice job collects: pods that an annotated
+    Service's EndpointSlice lists."""
+
+    def collects(pod: KubeObject) -> bool:
+        for sl in fc.list("discovery.k8s.io/v1", "EndpointSlice", pod["metadata"]["namespace"]):
+            svc = fc.get(
+                "v1",
+                "Service",
+                sl["metadata"]["labels"]["kubernetes.io/service-name"],
+                sl["metadata"]["namespace"],
+            )
+            if not svc or not _annotated(svc):
+                continue
+            if any(
+                (ep.get("targetRef") or {}).get("name") == pod["metadata"]["name"]
+                for ep in sl["endpoints"]
+            ):
+                return True
+        return False
+
+    return collects
+
+
+def _targets(fc: FakeCluster, role: str) -> str:
+    active = []
+    for pod in fc.list("v1", "Pod", "kaic-test"):
+        d = {"__meta_kubernetes_pod_name": pod["metadata"]["name"]}
+        if role == "endpointslice":
+            d |= {
+                "__meta_kubernetes_endpointslice_name": f"{pod['metadata']['name']}-abcde",
+                "__meta_kubernetes_service_name": pod["metadata"]["name"],
+                "__meta_kubernetes_namespace": "kaic-test",
+            }
+        active.append(
+            {
+                "discoveredLabels": d,
+                "labels": {"pod": pod["metadata"]["name"]},
+                "scrapeUrl": f"http://{pod['status'].get('podIP')}:8080/metrics",
+                "health": "up",
+            }
+        )
+    return json.dumps({"status": "success", "data": {"activeTargets": active}})
+
+
+def _endpoints_prometheus(role: str, collects: Any = None) -> FakeCluster:
+    fc, _ = _prom_cluster()
+    _with_endpointslices(fc)
+    prom = FakePrometheus(fc, collects or _service_annotated(fc))
+
+    def http(ns: str, pod: str, port: int, path: str) -> str:
+        if path.startswith("/api/v1/targets"):
+            return _targets(fc, role)
+        return prom.handle(path)
+
+    fc.http_handler = http
+    return fc
+
+
+SERVICE_ENDPOINTS = {"service-metrics-collection": "service-endpoints"}
+
+
+def test_service_endpoints_passes_when_the_services_endpointslice_is_scraped() -> None:
+    fc = _endpoints_prometheus("endpointslice")
+    result = run_check(_ctx(fc, "ai_service_metrics", SERVICE_ENDPOINTS))
+    assert result.outcome is Outcome.PASS, result.reason
+    created = {c[1][0]: c for c in fc.calls if c[0] == "create"}
+    assert set(created) == {"Pod", "Service"}
+    deploy = " ".join(_sub(result, "DeploySampleWorkload").log)
+    assert "EndpointSlice kaic-sample-" in deploy and "lists the pod IP 127.64.0.77" in deploy
+    collected = " ".join(_sub(result, "MetricsCollected").log)
+    assert "through EndpointSlice kaic-sample-" in collected
+    assert any(e.name == "endpointslices.json" for e in result.evidence)
+
+
+def test_service_endpoints_annotates_the_service_and_not_the_pod() -> None:
+    fc = _endpoints_prometheus("endpointslice")
+    seen: list[KubeObject] = []
+    fc.on_create.append(lambda obj, _dry: seen.append(obj))
+    run_check(_ctx(fc, "ai_service_metrics", SERVICE_ENDPOINTS))
+    pod = next(o for o in seen if o["kind"] == "Pod")
+    svc = next(o for o in seen if o["kind"] == "Service")
+    assert not _annotated(pod)
+    assert svc["metadata"]["annotations"]["prometheus.io/port"] == str(m.SAMPLE_PORT)
+
+
+def test_service_endpoints_fails_when_only_annotated_pods_are_scraped() -> None:
+    fc = _endpoints_prometheus("pod", collects=_annotated)
+    result = run_check(
+        _ctx(fc, "ai_service_metrics", {**SERVICE_ENDPOINTS, "service-metrics-timeout": "3"})
+    )
+    assert result.outcome is Outcome.FAIL
+    assert "not collected within 3s" in _sub(result, "MetricsCollected").reason
+
+
+def test_service_endpoints_fails_when_collected_but_not_through_the_endpoints() -> None:
+    fc = _endpoints_prometheus(
+        "pod", collects=lambda pod: pod["metadata"]["namespace"] == "kaic-test"
+    )
+    result = run_check(_ctx(fc, "ai_service_metrics", SERVICE_ENDPOINTS))
+    assert result.outcome is Outcome.FAIL
+    reason = _sub(result, "MetricsCollected").reason
+    assert "not through its Service's endpoints" in reason
+
+
+def test_service_endpoints_fails_when_the_endpointslice_never_lists_the_pod() -> None:
+    fc = _endpoints_prometheus("endpointslice")
+    fc.controllers.remove(_endpointslices)
+    result = run_check(_ctx(fc, "ai_service_metrics", SERVICE_ENDPOINTS, timeout=5.0))
+    assert result.outcome is Outcome.FAIL
+    assert "do not list the sample pod's IP" in _sub(result, "DeploySampleWorkload").reason

@@ -1,13 +1,15 @@
 """A simulated NVIDIA DCGM exporter for every GPU node (``kaic.lab.sims.dcgm``; **simulated
 metrics**), represented in the cluster like NVIDIA's GPU operator does it.
 
-One loopback listener per GPU node serves DCGM-style text for exactly that node's
-simulated GPUs. A DaemonSet ``gpu-operator/nvidia-dcgm-exporter`` (labels
-``app=nvidia-dcgm-exporter``, ``app.kubernetes.io/name=dcgm-exporter``, port 9400
-``metrics``) places one pod on each of the lab's GPU nodes; each pod has a kwok
-``PortForward`` (named like it, owned by it) from its port 9400 to its node's listener,
-and a Service ``nvidia-dcgm-exporter`` (port ``gpu-metrics``) selects them. A
-port-forward to the pod, through the apiserver and kwok, reaches the simulator.
+A DaemonSet ``gpu-operator/nvidia-dcgm-exporter`` (labels ``app=nvidia-dcgm-exporter``,
+``app.kubernetes.io/name=dcgm-exporter``, port 9400 ``metrics``) places one pod on each of
+the lab's GPU nodes, and a Service ``nvidia-dcgm-exporter`` (port ``gpu-metrics``)
+selects them. One simulator process, inside the lab's network namespace, listens at
+every exporter pod's IP, port 9400, serving DCGM-style text for exactly the simulated
+GPUs of the pod's node, and gives each pod a kwok ``PortForward`` (named like it, owned
+by it) to that address. A port-forward to the pod (apiserver, kwok, the lab's veth), a
+Prometheus scraping the Service's endpoints, or any client of the lab network reaches
+the simulator at the pod's IP.
 
 Owns: the simulator process, its spec and fault file, and those API objects. Must not
 decide pass/fail.
@@ -24,8 +26,8 @@ from kaic.errors import LabError
 from kaic.lab import proc
 from kaic.lab.apiserver import probe
 from kaic.lab.component import Component, register
+from kaic.lab.components.network import netns_kubeconfig
 from kaic.lab.components.nodes import (
-    BULK_WORKERS,
     LAB_NODE_LABEL,
     POOL_LABEL,
     PRODUCT,
@@ -33,7 +35,7 @@ from kaic.lab.components.nodes import (
     gpu_uuid,
 )
 from kaic.lab.context import LabContext
-from kaic.lab.objects import LAB_LABELS, namespace, pods_running
+from kaic.lab.objects import LAB_LABELS, namespace
 from kaic.lab.sims import dcgm
 
 T = TypeVar("T")
@@ -65,7 +67,8 @@ def dcgm_fault_file(ctx: LabContext) -> Path:
 
 PROBES = 16
 """Readiness probes the lab sends to the simulator: all its listeners up to this many, else
-this many spread over them (one process serves them all)."""
+this many spread over them (one process serves them all; every pod's PortForward is
+checked)."""
 
 
 def sample(items: Sequence[T]) -> Sequence[T]:
@@ -127,16 +130,73 @@ def exporter_pods(ctx: LabContext) -> dict[str, dict[str, Any]]:
     }
 
 
+def dcgm_service() -> dict[str, Any]:
+    """The Service in front of the exporter pods; its annotations ask the lab's
+    Prometheus (its Service-endpoints job) to scrape their endpoints, as the GPU operator's
+    ServiceMonitor does."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "nvidia-dcgm-exporter",
+            "namespace": DCGM_NAMESPACE,
+            "labels": {**LAB_LABELS, "app": "nvidia-dcgm-exporter"},
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(DCGM_PORT),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": {
+            "selector": {"app": "nvidia-dcgm-exporter"},
+            "ports": [{"name": "gpu-metrics", "port": DCGM_PORT, "targetPort": DCGM_PORT}],
+        },
+    }
+
+
+def pod_address(ctx: LabContext, pod: dict[str, Any] | None) -> str | None:
+    """The exporter pod's IP where the simulator serves it (None: none in the pod range)."""
+    return None if pod is None else dcgm.pod_ip(pod, ctx.net.layout.pod_cidr)
+
+
+def _every_pod_addressed(ctx: LabContext, nodes: Sequence[str]) -> bool:
+    pods = exporter_pods(ctx)
+    return all(
+        n in pods
+        and (pods[n].get("status") or {}).get("phase") == "Running"
+        and pod_address(ctx, pods[n]) is not None
+        for n in nodes
+    )
+
+
+def _served(ctx: LabContext, nodes: Sequence[str]) -> bool:
+    pods = exporter_pods(ctx)
+    forwards = ctx.get(f"/apis/kwok.x-k8s.io/v1alpha1/namespaces/{DCGM_NAMESPACE}/portforwards")
+    targets = {
+        pf["metadata"]["name"]: (pf.get("spec", {}).get("forwards") or [{}])[0].get("target")
+        for pf in forwards["items"]
+    }
+    for n in nodes:
+        ip = pod_address(ctx, pods.get(n))
+        name = pods[n]["metadata"]["name"] if n in pods else None
+        if ip is None or targets.get(name) != {"address": ip, "port": DCGM_PORT}:
+            return False
+    return all(
+        ip is not None and probe(f"http://{ip}:{DCGM_PORT}/metrics")
+        for ip in sample([pod_address(ctx, pods[n]) for n in nodes])
+    )
+
+
 @register
 class DcgmExporter(Component):
     name = "dcgm-exporter"
     description = (
         "simulated NVIDIA DCGM exporter (made-up metrics) for every GPU node, "
-        "run as the DaemonSet gpu-operator/nvidia-dcgm-exporter, reached by port-forward "
-        "to its pods"
+        "run as the DaemonSet gpu-operator/nvidia-dcgm-exporter, served at its pods' IPs "
+        "in the lab network and reached by port-forward to them"
     )
     order = 110
-    after = ("nodes", "kube-controller-manager")
+    after = ("nodes", "kube-controller-manager", "network")
     optional = True
     default = True
     process: ClassVar[str] = "dcgm-exporter"
@@ -145,70 +205,58 @@ class DcgmExporter(Component):
         nodes = gpu_nodes(ctx)
         if not nodes:
             return
-        exporters = [dcgm.NodeExporter(n, ctx.port(f"dcgm-{n}"), lab_gpus(ctx, n)) for n in nodes]
         spec = ctx.dir(self.name) / "exporters.json"
-        dcgm.write_spec(spec, exporters)
+        dcgm.write_spec(spec, [dcgm.NodeExporter(n, lab_gpus(ctx, n)) for n in nodes])
+        ctx.apply([namespace(DCGM_NAMESPACE)])
+        ctx.apply([dcgm_daemonset(), dcgm_service()])
         if ctx.pid(self.process) is None:
-            for e in exporters:
-                if proc.port_in_use(e.port):
-                    raise LabError(f"port {e.port} of {self.name} is taken by another process")
+            # NOTE: inside the lab namespace, where every pod IP is local: the simulator
+            # listens at each exporter pod's IP (and reaches the apiserver by the relay).
             ctx.spawn(
                 self.process,
-                [
-                    sys.executable,
-                    "-m",
-                    "kaic.lab.sims.dcgm",
-                    f"--spec={spec}",
-                    f"--fault-file={dcgm_fault_file(ctx)}",
-                    f"--kubeconfig={ctx.kubeconfig}",
-                    f"--namespace={DCGM_NAMESPACE}",
-                ],
+                ctx.net.in_netns(
+                    [
+                        sys.executable,
+                        "-m",
+                        "kaic.lab.sims.dcgm",
+                        f"--spec={spec}",
+                        f"--fault-file={dcgm_fault_file(ctx)}",
+                        f"--kubeconfig={netns_kubeconfig(ctx)}",
+                        f"--namespace={DCGM_NAMESPACE}",
+                        f"--pod-cidr={ctx.net.pod_cidr}",
+                    ]
+                ),
+                exe=sys.executable,
             )
-        ctx.wait(
-            "the DCGM simulator to serve",
-            lambda: all(probe(f"http://127.0.0.1:{e.port}/metrics") for e in sample(exporters)),
-            timeout=30,
-            alive=self.process,
-        )
-        ctx.apply([namespace(DCGM_NAMESPACE)])
-        ctx.apply(
-            [
-                dcgm_daemonset(),
-                {
-                    "apiVersion": "v1",
-                    "kind": "Service",
-                    "metadata": {
-                        "name": "nvidia-dcgm-exporter",
-                        "namespace": DCGM_NAMESPACE,
-                        "labels": {**LAB_LABELS, "app": "nvidia-dcgm-exporter"},
-                    },
-                    "spec": {
-                        "selector": {"app": "nvidia-dcgm-exporter"},
-                        "ports": [
-                            {"name": "gpu-metrics", "port": DCGM_PORT, "targetPort": DCGM_PORT}
-                        ],
-                    },
-                },
-            ]
-        )
+            # NOTE: recorded as the program ``ip netns exec`` execs, once it has.
+            pid = int(ctx.pid_path(self.process).read_text().split()[0])
+            ctx.wait(
+                "the DCGM simulator to start",
+                lambda: proc.command(pid) == sys.executable or not proc.alive(pid),
+                timeout=15,
+            )
+            if proc.command(pid) != sys.executable:
+                raise LabError(
+                    f"{self.name} did not start; last log lines:\n" + ctx.log_tail(self.process)
+                )
+            ctx.pid_path(self.process).write_text(f"{pid}\n{sys.executable}\n")
         ctx.wait(
             "the DCGM exporter DaemonSet to place a pod on every GPU node",
             lambda: set(nodes) <= set(exporter_pods(ctx)),
             timeout=60,
+            alive=self.process,
         )
-        # NOTE: one PortForward per DaemonSet pod, named like it (kwok matches by pod
-        # name); written here for the first pods, and by the simulator for pods the
-        # DaemonSet recreates later.
-        pods = exporter_pods(ctx)
-        ctx.apply(
-            [dcgm.pod_port_forward(pods[e.node], e.port) for e in exporters if e.node in pods],
-            workers=BULK_WORKERS,
-        )
-        names = [pods[n]["metadata"]["name"] for n in nodes]
         ctx.wait(
-            "DCGM exporter pods to run",
-            lambda: pods_running(ctx, DCGM_NAMESPACE, names),
-            timeout=60,
+            "DCGM exporter pods to run with an IP of the lab's pod range",
+            lambda: _every_pod_addressed(ctx, nodes),
+            timeout=60 + len(nodes) / 20,
+            alive=self.process,
+        )
+        ctx.wait(
+            "the DCGM simulator to serve every exporter pod at its IP, with its PortForward",
+            lambda: _served(ctx, nodes),
+            timeout=30 + len(nodes) / 20,
+            alive=self.process,
         )
 
     def stop(self, ctx: LabContext) -> None:
@@ -216,11 +264,14 @@ class DcgmExporter(Component):
 
     def healthy(self, ctx: LabContext) -> bool:
         nodes = gpu_nodes(ctx)
-        return not nodes or (
-            ctx.pid(self.process) is not None
-            and all(
-                probe(f"http://127.0.0.1:{ctx.port(f'dcgm-{n}')}/metrics") for n in sample(nodes)
-            )
+        if not nodes:
+            return True
+        if ctx.pid(self.process) is None:
+            return False
+        pods = exporter_pods(ctx)
+        return all(
+            probe(f"http://{ip}:{DCGM_PORT}/metrics")
+            for ip in sample([pod_address(ctx, pods.get(n)) for n in nodes])
         )
 
     def pids(self, ctx: LabContext) -> list[int]:

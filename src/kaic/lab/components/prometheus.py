@@ -1,10 +1,14 @@
 """The lab's real Prometheus server (``--with prometheus``; the binary is program
 ``prometheus`` of ``programs.toml``, built by ``kaic lab build``).
 
-Prometheus runs as a local process on the host's 127.0.0.1. It discovers pods
-through the lab's apiserver (``kubernetes_sd_configs``, role ``pod``, with the lab's
-admin kubeconfig) and keeps the usual annotation convention (``prometheus.io/scrape``,
-``prometheus.io/port``, ``prometheus.io/path``).
+Prometheus runs as a local process on the host's 127.0.0.1. It discovers targets
+through the lab's apiserver (``kubernetes_sd_configs`` with the lab's admin kubeconfig)
+and keeps the usual annotation convention (``prometheus.io/scrape``,
+``prometheus.io/port``, ``prometheus.io/path``) in two jobs: ``kubernetes-pods`` (role
+``pod``: annotated pods) and ``kubernetes-service-endpoints`` (role ``endpointslice``: the
+endpoints of annotated Services, as the EndpointSlice controller lists them; the
+discovery a ServiceMonitor makes the Prometheus Operator configure, which the lab does
+not run).
 
 Network rule: the last relabel step keeps only targets whose ``__address__`` is a
 127.0.0.0/8 address or one of the lab's own block of 198.18.0.0/15 (``kaic.lab.network``),
@@ -40,6 +44,8 @@ PROM_POD = f"{PROM_NAME}-0"
 """The StatefulSet's one pod."""
 PROM_PORT = 9090
 SCRAPE_INTERVAL = "2s"
+PODS_JOB = "kubernetes-pods"
+SERVICE_ENDPOINTS_JOB = "kubernetes-service-endpoints"
 LOOPBACK_ADDRESS = r"127(\.[0-9]{1,3}){3}:[0-9]+"
 """Relabel regex (anchored by Prometheus) a target address must match to be scraped."""
 
@@ -49,12 +55,29 @@ def target_regex(lab_addresses: str | None) -> str:
     return LOOPBACK_ADDRESS if lab_addresses is None else f"{LOOPBACK_ADDRESS}|{lab_addresses}"
 
 
-def config(
-    kubeconfig: Path, *, scrape_pods: bool = True, lab_addresses: str | None = None
+def _network_rule(lab_addresses: str | None) -> list[dict[str, object]]:
+    # NOTE: the network rule; must stay the last address-changing step of every job.
+    return [
+        {"source_labels": ["__address__"], "action": "keep", "regex": target_regex(lab_addresses)}
+    ]
+
+
+def _job(
+    name: str, role: str, kubeconfig: Path, relabel: list[dict[str, object]]
 ) -> dict[str, object]:
-    """The lab Prometheus configuration; ``scrape_pods=False`` collects nothing (a fault).
-    ``lab_addresses``: the regex of the lab network's ``host:port`` targets."""
-    relabel = [
+    return {
+        "job_name": name,
+        "scrape_interval": SCRAPE_INTERVAL,
+        "scrape_timeout": SCRAPE_INTERVAL,
+        "fallback_scrape_protocol": "PrometheusText0.0.4",
+        "kubernetes_sd_configs": [{"role": role, "kubeconfig_file": str(kubeconfig)}],
+        "relabel_configs": relabel,
+    }
+
+
+def pods_job(kubeconfig: Path, lab_addresses: str | None = None) -> dict[str, object]:
+    """Annotated pods (``prometheus.io/scrape`` on the pod), discovered as pods."""
+    relabel: list[dict[str, object]] = [
         {
             "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
             "action": "keep",
@@ -76,38 +99,81 @@ def config(
             "replacement": "$1:$2",
             "target_label": "__address__",
         },
-        # NOTE: the network rule; must stay the last address-changing step.
-        {
-            "source_labels": ["__address__"],
-            "action": "keep",
-            "regex": target_regex(lab_addresses),
-        },
+        *_network_rule(lab_addresses),
         {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
         {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
         {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
     ]
-    jobs = (
-        [
-            {
-                "job_name": "kubernetes-pods",
-                "scrape_interval": SCRAPE_INTERVAL,
-                "scrape_timeout": SCRAPE_INTERVAL,
-                "fallback_scrape_protocol": "PrometheusText0.0.4",
-                "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": str(kubeconfig)}],
-                "relabel_configs": relabel,
-            }
-        ]
-        if scrape_pods
-        else []
-    )
+    return _job(PODS_JOB, "pod", kubeconfig, relabel)
+
+
+def service_endpoints_job(kubeconfig: Path, lab_addresses: str | None = None) -> dict[str, object]:
+    """The endpoints of annotated Services (``prometheus.io/scrape`` on the Service),
+    discovered from their EndpointSlices (role ``endpointslice``): the Prometheus
+    community chart's ``kubernetes-service-endpoints`` job, and the discovery a
+    ServiceMonitor makes the Prometheus Operator configure (which selects Services by
+    labels instead of annotations)."""
+    relabel: list[dict[str, object]] = [
+        {
+            "source_labels": ["__meta_kubernetes_service_annotation_prometheus_io_scrape"],
+            "action": "keep",
+            "regex": "true",
+        },
+        {
+            "source_labels": ["__meta_kubernetes_service_annotation_prometheus_io_path"],
+            "action": "replace",
+            "target_label": "__metrics_path__",
+            "regex": "(.+)",
+        },
+        {
+            "source_labels": [
+                "__address__",
+                "__meta_kubernetes_service_annotation_prometheus_io_port",
+            ],
+            "action": "replace",
+            "regex": r"(.+?)(?::[0-9]+)?;([0-9]+)",
+            "replacement": "$1:$2",
+            "target_label": "__address__",
+        },
+        *_network_rule(lab_addresses),
+        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+        {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
+        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+        {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
+    ]
+    return _job(SERVICE_ENDPOINTS_JOB, "endpointslice", kubeconfig, relabel)
+
+
+def config(
+    kubeconfig: Path,
+    *,
+    scrape_pods: bool = True,
+    scrape_endpoints: bool | None = None,
+    lab_addresses: str | None = None,
+) -> dict[str, object]:
+    """The lab Prometheus configuration; ``scrape_pods=False`` leaves out annotated pods,
+    ``scrape_endpoints=False`` the endpoints of annotated Services (default: as
+    ``scrape_pods``); both off collects nothing (faults).
+    ``lab_addresses``: the regex of the lab network's ``host:port`` targets."""
+    endpoints = scrape_pods if scrape_endpoints is None else scrape_endpoints
+    jobs = [pods_job(kubeconfig, lab_addresses)] if scrape_pods else []
+    if endpoints:
+        jobs.append(service_endpoints_job(kubeconfig, lab_addresses))
     return {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": "15s"},
         "scrape_configs": jobs,
     }
 
 
-def config_text(ctx: LabContext, *, scrape_pods: bool = True) -> str:
-    cfg = config(ctx.kubeconfig, scrape_pods=scrape_pods, lab_addresses=ctx.net.address_regex())
+def config_text(
+    ctx: LabContext, *, scrape_pods: bool = True, scrape_endpoints: bool | None = None
+) -> str:
+    cfg = config(
+        ctx.kubeconfig,
+        scrape_pods=scrape_pods,
+        scrape_endpoints=scrape_endpoints,
+        lab_addresses=ctx.net.address_regex(),
+    )
     return yaml.safe_dump(cfg, sort_keys=False)
 
 
@@ -127,10 +193,15 @@ def prometheus_config_file(ctx: LabContext) -> Path:
     return ctx.dir("prometheus") / "prometheus.yml"
 
 
-def set_prometheus_scraping(ctx: LabContext, enabled: bool) -> None:
-    """Switch the lab Prometheus between collecting annotated pods and collecting nothing
-    (a fault for negative tests); reloads it through its lifecycle API."""
-    prometheus_config_file(ctx).write_text(config_text(ctx, scrape_pods=enabled))
+def set_prometheus_scraping(
+    ctx: LabContext, enabled: bool, *, endpoints: bool | None = None
+) -> None:
+    """Switch the lab Prometheus between collecting annotated pods and Services'
+    endpoints and collecting nothing (a fault for negative tests); ``endpoints`` (default:
+    ``enabled``) switches the Service-endpoints job alone. Reloads it through its
+    lifecycle API."""
+    text = config_text(ctx, scrape_pods=enabled, scrape_endpoints=endpoints)
+    prometheus_config_file(ctx).write_text(text)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     req = urllib.request.Request(
         f"http://127.0.0.1:{ctx.port('prometheus')}/-/reload", method="POST"
@@ -144,8 +215,8 @@ def set_prometheus_scraping(ctx: LabContext, enabled: bool) -> None:
 class Prometheus(ProcessComponent):
     name = "prometheus"
     description = (
-        "real Prometheus (built from its Go module) discovering pods through the "
-        "apiserver, scraping only loopback and lab-network targets"
+        "real Prometheus (built from its Go module) discovering pods and Service "
+        "endpoints through the apiserver, scraping only loopback and lab-network targets"
     )
     order = 120
     optional = True

@@ -1,7 +1,10 @@
 """A simulated NVIDIA DCGM exporter for the lab's simulated GPUs (the metrics are made up).
 
 Owns: the DCGM-style Prometheus text for a list of GPUs (``render``) and a tiny HTTP
-server per GPU node on 127.0.0.1, all in one process (``python -m kaic.lab.sims.dcgm``). The
+server per exporter pod at the pod's IP, all in one process (``python -m
+kaic.lab.sims.dcgm``) that runs inside the lab's network namespace, where every pod IP
+of the lab is a local address (``kaic.lab.network``); it follows the exporter pods with
+a watch and writes each pod's kwok PortForward to its listener. The
 series names, label names and units follow NVIDIA's dcgm-exporter
 (``DCGM_FI_DEV_GPU_UTIL`` in %, ``DCGM_FI_DEV_FB_USED``/``FREE`` in MiB, temperature in
 °C, power in W, ``DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL`` as a counter; labels ``gpu``,
@@ -12,12 +15,15 @@ Faults (read on every request from a JSON file, so tests can switch them at run 
 ``{"omit_memory": ["kaic-gpu-1/3"]}`` leaves out the memory series of GPU 3 of node
 ``kaic-gpu-1`` (a bare ``"3"`` means GPU 3 of every node).
 
-Must not listen on anything but loopback.
+Must not listen on anything but the lab's pod range (pods whose IP is outside
+``--pod-cidr`` are not served) or loopback, nor dial anything but the apiserver (through
+the lab's relay on the namespace's loopback).
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import math
 import sys
@@ -29,6 +35,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from kaic.errors import LabError
 from kaic.lab.apiserver import ApiClient, ApiError
 from kaic.lab.sims import http
 
@@ -183,10 +190,9 @@ def serve(node: str, gpus: Sequence[Gpu], host: str, port: int, fault_file: Path
 
 @dataclass(frozen=True)
 class NodeExporter:
-    """One node's simulated exporter: where it listens and which GPUs it reports."""
+    """One node's simulated exporter: the GPUs it reports."""
 
     node: str
-    port: int
     gpus: tuple[Gpu, ...]
 
 
@@ -194,10 +200,7 @@ def write_spec(path: Path, exporters: Sequence[NodeExporter]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         json.dumps(
-            [
-                {"node": e.node, "port": e.port, "gpus": [asdict(g) for g in e.gpus]}
-                for e in exporters
-            ],
+            [{"node": e.node, "gpus": [asdict(g) for g in e.gpus]} for e in exporters],
             indent=2,
         )
     )
@@ -205,21 +208,24 @@ def write_spec(path: Path, exporters: Sequence[NodeExporter]) -> None:
 
 def read_spec(path: Path) -> list[NodeExporter]:
     return [
-        NodeExporter(d["node"], int(d["port"]), tuple(Gpu(**g) for g in d["gpus"]))
+        NodeExporter(d["node"], tuple(Gpu(**g) for g in d["gpus"]))
         for d in json.loads(path.read_text())
     ]
 
 
-SPEC_LINES = 20
-"""The simulator's log names this many nodes' listeners (a large lab has thousands)."""
+LOG_LINES = 20
+"""The simulator's log names this many listeners (a large lab has thousands)."""
 EXPORTER_SELECTOR = "app=nvidia-dcgm-exporter"
 """Label selector of the exporter's DaemonSet pods."""
 PORT = 9400
+READY = "dcgm simulator running"
+"""The log line that says the simulator watches the exporter pods."""
 
 
-def pod_port_forward(pod: Mapping[str, Any], local: int) -> dict[str, Any]:
-    """A kwok PortForward from an exporter pod's port 9400 to ``local``, named like the
-    pod and owned by it (kwok matches port-forwards by pod name)."""
+def pod_port_forward(pod: Mapping[str, Any], ip: str, port: int = PORT) -> dict[str, Any]:
+    """A kwok PortForward from an exporter pod's port 9400 to the simulator's listener
+    at the pod's IP, named like the pod and owned by it (kwok matches port-forwards by
+    pod name; kwok dials the pod IP from the host, through the lab's veth)."""
     md = pod["metadata"]
     return {
         "apiVersion": "kwok.x-k8s.io/v1alpha1",
@@ -232,43 +238,135 @@ def pod_port_forward(pod: Mapping[str, Any], local: int) -> dict[str, Any]:
                 {"apiVersion": "v1", "kind": "Pod", "name": md["name"], "uid": md["uid"]}
             ],
         },
-        "spec": {
-            "forwards": [{"ports": [PORT], "target": {"address": "127.0.0.1", "port": local}}]
-        },
+        "spec": {"forwards": [{"ports": [PORT], "target": {"address": ip, "port": port}}]},
     }
 
 
-def keep_port_forwards(
-    api: ApiClient, namespace: str, exporters: Sequence[NodeExporter], stop: threading.Event
-) -> None:
-    """Give every exporter pod (also one the DaemonSet recreates) its PortForward: a list,
-    then a watch from it (a large lab has thousands of exporter pods: no re-listing)."""
-    ports = {e.node: e.port for e in exporters}
-    done: set[str] = set()
-    pods_path = f"/api/v1/namespaces/{namespace}/pods?labelSelector={EXPORTER_SELECTOR}"
+def pod_ip(pod: Mapping[str, Any], pod_cidr: ipaddress.IPv4Network) -> str | None:
+    """The pod's IP if it lies in the lab's pod range, else None."""
+    ip = (pod.get("status") or {}).get("podIP")
+    try:
+        return ip if ip and ipaddress.ip_address(ip) in pod_cidr else None
+    except ValueError:
+        return None
 
-    def forward(pod: Mapping[str, Any]) -> None:
+
+class Exporters:
+    """One listener at ``<pod IP>:9400`` per live exporter pod, serving the GPUs of the
+    pod's node, and the pod's PortForward to it; nothing for a pod whose IP is outside
+    the lab's pod range, whose node has no simulated GPUs, or that is going away.
+
+    Listeners are served by ``listeners`` (one thread for all); ``api`` (None: no
+    PortForwards) writes the PortForwards."""
+
+    def __init__(
+        self,
+        exporters: Sequence[NodeExporter],
+        pod_cidr: ipaddress.IPv4Network,
+        listeners: http.Listeners,
+        *,
+        fault_file: Path | None = None,
+        api: ApiClient | None = None,
+        port: int = PORT,
+    ) -> None:
+        self.gpus = {e.node: e.gpus for e in exporters}
+        self.pod_cidr = pod_cidr
+        self.listeners = listeners
+        self.fault_file = fault_file
+        self.api = api
+        self.port = port
+        self.served: dict[str, tuple[str, ThreadingHTTPServer]] = {}
+        """pod uid -> (pod IP, its listener)"""
+        self.forwarded: set[str] = set()
+        self._lock = threading.Lock()
+        self._logged = 0
+
+    def _log(self, line: str) -> None:
+        self._logged += 1
+        if self._logged <= LOG_LINES:
+            print(line, flush=True)
+        elif self._logged == LOG_LINES + 1:
+            print("… (further listeners are not logged)", flush=True)
+
+    def pod(self, pod: Mapping[str, Any]) -> None:
+        """A pod was added or changed."""
+        md = pod.get("metadata") or {}
+        uid = str(md.get("uid", ""))
         node = (pod.get("spec") or {}).get("nodeName")
-        uid = pod["metadata"]["uid"]
-        if uid in done or node not in ports or pod["metadata"].get("deletionTimestamp"):
+        ip = pod_ip(pod, self.pod_cidr)
+        if md.get("deletionTimestamp") or node not in self.gpus or ip is None:
+            if md.get("deletionTimestamp"):
+                self.gone(uid)
             return
+        with self._lock:
+            held = self.served.get(uid)
+            if held is None or held[0] != ip:
+                if held is not None:
+                    self.listeners.remove(held[1])
+                # NOTE: kwok recycles the IPs of deleted pods; whoever held this one goes.
+                for other, (other_ip, srv) in list(self.served.items()):
+                    if other_ip == ip and other != uid:
+                        self.listeners.remove(srv)
+                        del self.served[other]
+                        self.forwarded.discard(other)
+                try:
+                    srv = make_server(node, self.gpus[node], ip, self.port, self.fault_file)
+                except OSError as e:
+                    print(f"cannot serve {node} on {ip}:{self.port}: {e}", flush=True)
+                    return
+                self.listeners.add(srv)
+                self.served[uid] = (ip, srv)
+                self._log(
+                    f"dcgm simulator for {node}: {len(self.gpus[node])} GPUs on "
+                    f"http://{ip}:{self.port}/metrics (pod {md.get('namespace')}/{md.get('name')})"
+                )
+        if self.api is not None and uid not in self.forwarded:
+            self._forward(pod, ip)
+            self.forwarded.add(uid)
+
+    def _forward(self, pod: Mapping[str, Any], ip: str) -> None:
+        assert self.api is not None
+        md = pod["metadata"]
+        body = pod_port_forward(pod, ip, self.port)
+        base = f"/apis/kwok.x-k8s.io/v1alpha1/namespaces/{md['namespace']}/portforwards"
         try:
-            api.request(
-                "POST",
-                f"/apis/kwok.x-k8s.io/v1alpha1/namespaces/{namespace}/portforwards",
-                pod_port_forward(pod, ports[node]),
-            )
+            self.api.request("POST", base, body)
         except ApiError as e:
             if e.status != 409:
                 raise
-        done.add(uid)
-        print(f"port-forward for {namespace}/{pod['metadata']['name']}", flush=True)
+            # NOTE: one left from before (e.g. a lab made by an older kaic): its target.
+            self.api.request(
+                "PATCH",
+                f"{base}/{md['name']}",
+                {"spec": body["spec"]},
+                content_type="application/merge-patch+json",
+            )
 
+    def gone(self, uid: str) -> None:
+        """A pod was deleted (or is being deleted)."""
+        with self._lock:
+            held = self.served.pop(uid, None)
+            self.forwarded.discard(uid)
+        if held is not None:
+            self.listeners.remove(held[1])
+
+    def sync(self, pods: Sequence[Mapping[str, Any]]) -> None:
+        """The full list of exporter pods (after a list): those not in it are gone."""
+        uids = {str((p.get("metadata") or {}).get("uid", "")) for p in pods}
+        for uid in [u for u in self.served if u not in uids]:
+            self.gone(uid)
+        for p in pods:
+            self.pod(p)
+
+
+def keep(api: ApiClient, namespace: str, exporters: Exporters, stop: threading.Event) -> None:
+    """Follow the exporter pods: a list, then a watch from it (a large lab has thousands
+    of exporter pods: no re-listing), again after the watch ends or fails."""
+    pods_path = f"/api/v1/namespaces/{namespace}/pods?labelSelector={EXPORTER_SELECTOR}"
     while not stop.is_set():
         try:
             doc = api.get(pods_path)
-            for pod in doc["items"]:
-                forward(pod)
+            exporters.sync(doc["items"])
             rv = doc["metadata"]["resourceVersion"]
             for line in api.watch_lines(
                 f"{pods_path}&watch=1&resourceVersion={rv}&timeoutSeconds=300", timeout=330
@@ -276,39 +374,43 @@ def keep_port_forwards(
                 if stop.is_set():
                     return
                 event = json.loads(line)
+                obj = event.get("object") or {}
                 if event.get("type") in ("ADDED", "MODIFIED"):
-                    forward(event["object"])
+                    exporters.pod(obj)
+                elif event.get("type") == "DELETED":
+                    exporters.gone(str((obj.get("metadata") or {}).get("uid", "")))
+                elif event.get("type") == "ERROR":
+                    break  # e.g. 410 Gone: list again
         except (ApiError, OSError, KeyError, TypeError, ValueError) as e:
-            print(f"keeping port-forwards failed: {e}", flush=True)
+            print(f"following the exporter pods failed: {e}", flush=True)
         stop.wait(2.0)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="python -m kaic.lab.sims.dcgm",
-        description="simulated DCGM exporters: one loopback listener per lab GPU node",
+        description=(
+            "simulated DCGM exporters: one listener at each exporter pod's IP, inside the "
+            "lab's network namespace"
+        ),
     )
-    ap.add_argument("--spec", type=Path, required=True, help="JSON list of {node, port, gpus}")
-    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--spec", type=Path, required=True, help="JSON list of {node, gpus}")
     ap.add_argument("--fault-file", type=Path)
-    ap.add_argument("--kubeconfig", type=Path, help="keep the exporter pods' PortForwards")
+    ap.add_argument("--kubeconfig", type=Path, required=True, help="the lab's (in-namespace)")
     ap.add_argument("--namespace", default="gpu-operator")
+    ap.add_argument("--pod-cidr", type=ipaddress.IPv4Network, required=True)
     a = ap.parse_args(argv)
-    exporters = read_spec(a.spec)
-    servers = [make_server(e.node, e.gpus, a.host, e.port, a.fault_file) for e in exporters]
-    for e in exporters[:SPEC_LINES]:
-        print(
-            f"dcgm simulator for {e.node}: {len(e.gpus)} GPUs on http://{a.host}:{e.port}/metrics",
-            flush=True,
-        )
-    if len(exporters) > SPEC_LINES:
-        print(f"… and {len(exporters) - SPEC_LINES} more nodes", flush=True)
-    stop = threading.Event()
-    if a.kubeconfig:
+    nodes = read_spec(a.spec)
+    try:
         api = ApiClient.from_kubeconfig(a.kubeconfig)
-        args = (api, a.namespace, exporters, stop)
-        threading.Thread(target=keep_port_forwards, args=args, daemon=True).start()
-    http.serve_all(servers, stop)
+    except LabError as e:
+        raise SystemExit(f"kaic.lab.sims.dcgm: {e}") from e
+    listeners = http.Listeners()
+    exporters = Exporters(nodes, a.pod_cidr, listeners, fault_file=a.fault_file, api=api)
+    stop = threading.Event()
+    threading.Thread(target=keep, args=(api, a.namespace, exporters, stop), daemon=True).start()
+    print(f"{READY}: {len(nodes)} GPU nodes, exporter pods of {a.pod_cidr}", flush=True)
+    listeners.serve(stop)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,17 @@
 """The simulators' one HTTP server helper: a threaded server on a loopback address that
 answers GET requests with what a function returns.
 
-Owns: ``Request``, ``Reply``, ``server``, ``start`` and ``serve_all``. Must not listen on
-anything but loopback or the lab network's 198.18.0.0/15 (another address ends the
-simulator: ``SystemExit``).
+Owns: ``Request``, ``Reply``, ``server``, ``start``, ``Listeners`` and ``serve_all``.
+Must not listen on anything but loopback or the lab network's 198.18.0.0/15 (another
+address ends the simulator: ``SystemExit``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import selectors
+import socket
 import ssl
 import threading
 import urllib.parse
@@ -91,20 +93,66 @@ def server(
     return srv
 
 
+class Listeners:
+    """A changing set of servers served from one thread (``serve``): one selector over
+    all their listening sockets, a thread per request (a large lab's thousands of
+    exporters are not thousands of polling threads). ``add`` and ``remove`` may be
+    called from any thread; a removed server is closed by the serving thread."""
+
+    def __init__(self, servers: Sequence[ThreadingHTTPServer] = ()) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[tuple[bool, ThreadingHTTPServer]] = [(True, s) for s in servers]
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+    def add(self, srv: ThreadingHTTPServer) -> None:
+        self._change(True, srv)
+
+    def remove(self, srv: ThreadingHTTPServer) -> None:
+        self._change(False, srv)
+
+    def _change(self, add: bool, srv: ThreadingHTTPServer) -> None:
+        with self._lock:
+            self._pending.append((add, srv))
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._wake_w.send(b"x")
+
+    def serve(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set; then close every server."""
+        sel = selectors.DefaultSelector()
+        sel.register(self._wake_r, selectors.EVENT_READ, None)
+        live: set[ThreadingHTTPServer] = set()
+        try:
+            while not stop.is_set():
+                with self._lock:
+                    pending, self._pending = self._pending, []
+                for add, srv in pending:
+                    if add and srv not in live:
+                        srv.timeout = 0
+                        sel.register(srv.socket, selectors.EVENT_READ, srv)
+                        live.add(srv)
+                    elif not add:
+                        if srv in live:
+                            sel.unregister(srv.socket)
+                            live.discard(srv)
+                        srv.server_close()
+                for key, _ in sel.select(timeout=0.5):
+                    if key.data is None:
+                        with contextlib.suppress(BlockingIOError, OSError):
+                            self._wake_r.recv(4096)
+                    elif key.data in live:
+                        key.data.handle_request()
+        finally:
+            sel.close()
+            for srv in live:
+                srv.server_close()
+
+
 def serve_all(servers: Sequence[ThreadingHTTPServer], stop: threading.Event) -> None:
-    """Serve every server of ``servers`` from one thread until ``stop`` is set: one
-    selector over all their listening sockets, a thread per request (a large lab's
-    thousands of exporters are not thousands of polling threads)."""
-    sel = selectors.DefaultSelector()
-    for srv in servers:
-        srv.timeout = 0
-        sel.register(srv.socket, selectors.EVENT_READ, srv)
-    try:
-        while not stop.is_set():
-            for key, _ in sel.select(timeout=0.5):
-                key.data.handle_request()
-    finally:
-        sel.close()
+    """Serve every server of ``servers`` from one thread until ``stop`` is set (see
+    ``Listeners``)."""
+    Listeners(servers).serve(stop)
 
 
 def start(srv: ThreadingHTTPServer) -> ThreadingHTTPServer:
