@@ -882,20 +882,26 @@ class Cluster:
 
         def open_it() -> Any:
             COUNTS.add("POST", f"/api/v1/namespaces/{namespace}/pods/{pod}/portforward")
-            before = set(threading.enumerate())
-            pf = k8s_portforward(
-                self._stream_core().connect_get_namespaced_pod_portforward,
-                pod,
-                namespace,
-                ports=str(port),
-            )
-            # The client's proxy thread of this forward (it keeps no reference to it):
-            # _close_forward waits for it before the websocket's socket is closed.
-            pf.kaic_proxy_threads = [
-                t
-                for t in set(threading.enumerate()) - before
-                if t.name.startswith(_PF_THREAD_PREFIX)
-            ]
+            # NOTE: one forward opens at a time (the handshake only; the transfers run
+            # side by side): the proxy thread a forward starts is found as the thread
+            # that appeared while it opened, which another forward opening at the same
+            # moment would confuse (seen with concurrent scrapes: a join of another
+            # forward's thread that had not started yet).
+            with _FORWARD_OPEN_LOCK:
+                before = set(threading.enumerate())
+                pf = k8s_portforward(
+                    self._stream_core().connect_get_namespaced_pod_portforward,
+                    pod,
+                    namespace,
+                    ports=str(port),
+                )
+                # The client's proxy thread of this forward (it keeps no reference to
+                # it): _close_forward waits for it before the websocket's socket is closed.
+                pf.kaic_proxy_threads = [
+                    t
+                    for t in set(threading.enumerate()) - before
+                    if t.name.startswith(_PF_THREAD_PREFIX)
+                ]
             return pf
 
         return self._open_stream(what, open_it)
@@ -1269,6 +1275,9 @@ threading.excepthook = _quiet_closed_forward
 FORWARD_CLOSE_WAIT_S = 3.0
 
 
+_FORWARD_OPEN_LOCK = threading.Lock()
+
+
 def _close_forward(pf: Any) -> None:
     """Close a port-forward: its local sockets first, then wait for the client's proxy
     thread to close the websocket itself, and only then shut the websocket down.
@@ -1281,7 +1290,8 @@ def _close_forward(pf: Any) -> None:
         pf.close()
     deadline = time.monotonic() + FORWARD_CLOSE_WAIT_S
     for t in getattr(pf, "kaic_proxy_threads", ()):
-        t.join(max(0.0, deadline - time.monotonic()))
+        if t.ident is not None:  # started (a thread still starting cannot be joined)
+            t.join(max(0.0, deadline - time.monotonic()))
     with contextlib.suppress(Exception):
         pf.websocket.shutdown()
 
