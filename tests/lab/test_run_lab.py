@@ -254,7 +254,7 @@ def test_gateway_class_acceptance_is_judged_from_its_status(lab: Lab) -> None:
 
 
 def test_sigint_in_the_middle_of_a_check_leaves_no_object_of_the_run(
-    lab: Lab, tmp_path: Path
+    lab: Lab, tmp_path: Path, sigint_raises: None
 ) -> None:
     out = tmp_path / "bundle"
     proc = subprocess.Popen(

@@ -68,6 +68,10 @@ class Component:
         return []
 
 
+START_ATTEMPTS = 2
+"""Starts of a process component before ``kaic lab up`` gives up on it."""
+
+
 class ProcessComponent(Component):
     """A component that is one detached local process with a readiness probe."""
 
@@ -96,6 +100,26 @@ class ProcessComponent(Component):
 
     def start(self, ctx: LabContext) -> None:
         self.before_start(ctx)
+        for attempt in range(START_ATTEMPTS):
+            self._spawn_if_down(ctx)
+            try:
+                ctx.wait(
+                    f"{self.name} to be ready",
+                    lambda: self.ready(ctx),
+                    timeout=self.ready_timeout,
+                    alive=self.name,
+                )
+                break
+            except LabError:
+                # NOTE: a process that exited while starting is started again once, as
+                # a kubelet restarts a container (seen under load: a controller manager
+                # stopping before its setup finished); a second exit is the error.
+                if ctx.pid(self.name) is not None or attempt == START_ATTEMPTS - 1:
+                    raise
+                time.sleep(1.0)
+        self.after_start(ctx)
+
+    def _spawn_if_down(self, ctx: LabContext) -> None:
         if ctx.pid(self.name) is None:
             for port_key in self.port_keys():
                 port = ctx.port(port_key)
@@ -113,13 +137,6 @@ class ProcessComponent(Component):
             pid = ctx.spawn(self.name, argv, self.env(ctx), exe=exe)
             if exe is not None and exe != argv[0]:
                 self._adopt(ctx, pid, exe)
-        ctx.wait(
-            f"{self.name} to be ready",
-            lambda: self.ready(ctx),
-            timeout=self.ready_timeout,
-            alive=self.name,
-        )
-        self.after_start(ctx)
 
     def _adopt(self, ctx: LabContext, pid: int, exe: str) -> None:
         """Record ``exe`` as the process once the wrapper has exec'd it, so that liveness
