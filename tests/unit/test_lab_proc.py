@@ -32,3 +32,16 @@ def test_a_process_that_cannot_start_is_seen_gone(tmp_path: Path) -> None:
         [str(tmp_path / "missing-binary")], log=tmp_path / "x.log", pidfile=pidfile, cwd=tmp_path
     )
     assert proc.read_pid(pidfile) is None
+
+
+def test_free_ports_come_from_below_the_ephemeral_range() -> None:
+    import socket
+
+    from kaic.lab import proc
+
+    ports = {proc.free_port() for _ in range(50)}
+    assert all(p in proc.LAB_PORTS and p < 32768 for p in ports)
+    assert len(ports) > 40  # spread, not the same one again
+    p = proc.free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", p))  # it really was free

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -42,11 +43,35 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+LAB_PORTS = range(20000, 32768)
+"""Where the lab's listening ports come from: below the kernel's ephemeral range
+(``net.ipv4.ip_local_port_range``, 32768–60999 by default). A port the kernel hands out
+with ``bind(0)`` is an ephemeral one, and any outgoing connection on the machine may take
+it as its local port before the lab's program listens on it (seen with several labs
+starting at once: a controller's metrics server could not listen, and it stopped)."""
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 in ``LAB_PORTS`` that nothing is bound to right now."""
+    low, high = _ephemeral_range()
+    ports = [p for p in LAB_PORTS if not low <= p <= high] or list(LAB_PORTS)
+    for _ in range(200):
+        port = random.choice(ports)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise LabError(f"no free TCP port on 127.0.0.1 in {LAB_PORTS.start}-{LAB_PORTS.stop - 1}")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
