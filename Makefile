@@ -50,13 +50,20 @@ browser:
 ## The lab network needs `ip` (iproute2) and `nft` (nftables, which kube-proxy runs);
 ## ai_inference's client pod runs `curl` (in the lab, on the host). On Debian as root
 ## what is missing is installed, else the lab says what it lacks.
+## Each Go controller of a lab watches its serving certificate with one inotify instance:
+## several labs side by side (make test runs up to nine) need more than the kernel's
+## default 128 per user, so as root the limit is raised to LAB_INOTIFY_INSTANCES.
 LAB_PACKAGES := nft:nftables curl:curl
+LAB_INOTIFY_INSTANCES := 1024
 lab-prereqs:
 	@for pair in $(LAB_PACKAGES); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
 	  command -v $$cmd >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	    { apt-get install -y -q $$pkg || { apt-get update -q && \
 	      apt-get install -y -q $$pkg; }; } >/dev/null; } || echo "kaic: the lab needs $$pkg ($$cmd)"; \
 	done
+	@f=/proc/sys/fs/inotify/max_user_instances; [ ! -r $$f ] || [ "$$(cat $$f)" -ge $(LAB_INOTIFY_INSTANCES) ] || \
+	  { [ "$$(id -u)" = 0 ] && echo $(LAB_INOTIFY_INSTANCES) > $$f; } || \
+	  echo "kaic: several labs at once need fs.inotify.max_user_instances >= $(LAB_INOTIFY_INSTANCES) (now $$(cat $$f))"
 
 lab-test: install lab-binaries lab-prereqs
 	KAIC_REQUIRE_LAB_PROGRAMS=1 $(BIN)/pytest -q -m lab tests/lab
