@@ -83,7 +83,15 @@ def lab_factory() -> Iterator[LabFactory]:
         opts = LabOptions(name=f"pytest-{os.getpid()}-{next(counter)}", **options)
         lab = Lab(opts)
         started[key] = lab
-        lab.up()
+        try:
+            lab.up()
+        except Exception:
+            # NOTE: a lab that failed to start is not handed to the next test asking
+            # for the same shape; that one starts it anew.
+            started.pop(key, None)
+            with contextlib.suppress(Exception):
+                lab.down()
+            raise
         return lab
 
     _reap_stale_labs()
