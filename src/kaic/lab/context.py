@@ -27,6 +27,8 @@ from kaic.lab.options import LabOptions
 from kaic.lab.pki import Pki
 
 T = TypeVar("T")
+APPLY_TIMEOUT_S = 120.0
+"""How long one create or apply of the lab's own objects may take."""
 
 # kind -> (apiVersion, plural, namespaced) for objects the lab itself applies with
 # server-side apply over HTTPS; any other kind goes through ``kubectl apply``.
@@ -263,8 +265,15 @@ class LabContext:
         body = json.dumps(obj).encode()
         # NOTE: a plain create is much cheaper than server-side apply for large
         # CRDs (no typed conversion of the whole schema); apply only if it exists.
+        # NOTE: a long timeout: a large CRD takes the apiserver seconds to store, and
+        # tens of seconds on a loaded machine (seen with several labs starting at once).
         try:
-            self.request("POST", f"{path.rsplit('/', 1)[0]}?fieldManager={FIELD_MANAGER}", body)
+            self.request(
+                "POST",
+                f"{path.rsplit('/', 1)[0]}?fieldManager={FIELD_MANAGER}",
+                body,
+                timeout=APPLY_TIMEOUT_S,
+            )
             return
         except ApiError as e:
             if e.status != 409:
@@ -274,6 +283,7 @@ class LabContext:
             f"{path}?fieldManager={FIELD_MANAGER}&force=true",
             body,
             content_type="application/apply-patch+yaml",
+            timeout=APPLY_TIMEOUT_S,
         )
 
     @staticmethod

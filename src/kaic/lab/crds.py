@@ -99,7 +99,7 @@ class CrdSet(Component):
 
 
 def wait_established(
-    ctx: LabContext, docs: Sequence[Mapping[str, Any]], timeout: float = 60.0
+    ctx: LabContext, docs: Sequence[Mapping[str, Any]], timeout: float = 180.0
 ) -> None:
     """Wait until every CRD of ``docs`` is Established and discoverable: its resource is
     listed under every version it serves (``/apis/<group>/<version>``)."""
