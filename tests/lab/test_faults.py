@@ -277,20 +277,31 @@ def test_api_priority_and_fairness_throttling_the_runs_user(
             except Exception:
                 time.sleep(0.01)
 
-    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(8)]
+    threads: list[threading.Thread] = []
     try:
-        before = _rejected(admin, name)
-        for t in threads:
-            t.start()
-        run = Run(kc, tmp_path / "b", fault_check=False)
-        rc = run.finish(timeout=150)
-        stop.set()
-        doc = run.doc()
-        assert [r["outcome"] for r in doc["results"]] == ["PASS"], run.stderr
-        assert rc == 0
-        assert _rejected(admin, name) > before  # kaic's user was answered 429
-        _bundle_complete(run.out)
-        _no_leftovers(admin, doc["run_id"])
+        # NOTE: whether kaic's own requests meet a burst is timing: the run is repeated
+        # (every verdict checked each time) until its user was answered 429, at most 3
+        # times; never answered 429 in 3 runs is a failure.
+        for attempt in range(3):
+            before = _rejected(admin, name)
+            stop.clear()
+            threads = [threading.Thread(target=hammer, daemon=True) for _ in range(8)]
+            for t in threads:
+                t.start()
+            run = Run(kc, tmp_path / f"b{attempt}", fault_check=False)
+            rc = run.finish(timeout=150)
+            stop.set()
+            for t in threads:
+                t.join(5)
+            doc = run.doc()
+            assert [r["outcome"] for r in doc["results"]] == ["PASS"], run.stderr
+            assert rc == 0
+            _bundle_complete(run.out)
+            _no_leftovers(admin, doc["run_id"])
+            if _rejected(admin, name) > before:  # kaic's user was answered 429
+                break
+        else:
+            pytest.fail("kaic's user was never answered 429 by API Priority and Fairness")
     finally:
         stop.set()
         for t in threads:
