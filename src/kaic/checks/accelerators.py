@@ -12,6 +12,7 @@ that needs to know where accelerators are asks here. Must not decide pass or fai
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -371,3 +372,33 @@ def node_accelerators(
                 notes.append(f"{name}: {count} from allocatable {res}")
                 break
     return found, notes
+
+
+def device_count_lines(acc: AcceleratorType, *, list_exit: bool = False) -> list[str]:
+    """POSIX shell lines that count the accelerators a container sees: ``n`` device nodes
+    matching ``acc.device_glob`` (a ``DEVICE:`` line each), ``m`` devices the vendor's
+    listing tool reports (a ``LIST:`` line per line it prints); with ``list_exit``, ``rc``
+    is the tool's exit code (``none`` without the tool). The probes of the checks that
+    look inside containers end with their own ``RESULT:`` lines."""
+    lines = [
+        "n=0",
+        f"for d in {acc.device_glob}; do",
+        '  if [ -e "$d" ]; then echo "DEVICE: $d"; n=$((n+1)); fi',
+        "done",
+        "m=0; rc=none" if list_exit else "m=0",
+    ]
+    if acc.list_tool:
+        tool = shlex.quote(acc.list_tool)
+        lines += [
+            f"if command -v {tool} >/dev/null 2>&1; then",
+            f"  out=$({tool} {acc.list_args} 2>&1)" + ("; rc=$?" if list_exit else ""),
+            "  set -f; old=$IFS; IFS='",
+            "'",
+            "  for line in $out; do",
+            '    echo "LIST: $line"',
+            f'    case "$line" in {shlex.quote(acc.list_prefix)}*) m=$((m+1));; esac',
+            "  done",
+            "  IFS=$old; set +f",
+            "fi",
+        ]
+    return lines

@@ -44,6 +44,7 @@ from kaic.checks.accelerators import (
     SliceDevice,
     allocated_devices,
     any_accelerator,
+    device_count_lines,
     dra_version,
     node_accelerators,
 )
@@ -419,27 +420,7 @@ def gpu_sharing(ctx: CheckContext) -> None:
 
 def probe_script(acc: AcceleratorType) -> str:
     """Device nodes and listed devices a container sees, and the listing tool's exit code."""
-    lines = [
-        "n=0",
-        f"for d in {acc.device_glob}; do",
-        '  if [ -e "$d" ]; then echo "DEVICE: $d"; n=$((n+1)); fi',
-        "done",
-        "m=0; rc=none",
-    ]
-    if acc.list_tool:
-        tool = shlex.quote(acc.list_tool)
-        lines += [
-            f"if command -v {tool} >/dev/null 2>&1; then",
-            f"  out=$({tool} {acc.list_args} 2>&1); rc=$?",
-            "  set -f; old=$IFS; IFS='",
-            "'",
-            "  for line in $out; do",
-            '    echo "LIST: $line"',
-            f'    case "$line" in {shlex.quote(acc.list_prefix)}*) m=$((m+1));; esac',
-            "  done",
-            "  IFS=$old; set +f",
-            "fi",
-        ]
+    lines = device_count_lines(acc, list_exit=True)
     lines += [
         'if [ "$m" -gt "$n" ]; then n=$m; fi',
         'echo "RESULT: LIST_EXIT=$rc"',

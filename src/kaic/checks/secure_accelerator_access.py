@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ from kaic.checks.accelerators import (
     AcceleratorType,
     SliceDevice,
     allocated_devices,
+    device_count_lines,
     dra_pools,
     dra_version,
 )
@@ -59,27 +59,7 @@ def probe_script(acc: AcceleratorType) -> str:
     """The POSIX shell probe: prints ``DEVICE:``/``LIST:``/``ENV:`` lines, then
     ``RESULT: ACCELERATOR_COUNT=<n>`` where n is the larger of the device nodes seen and
     the devices the listing tool reports. Always exits 0 once it got that far."""
-    lines = [
-        "n=0",
-        f"for d in {acc.device_glob}; do",
-        '  if [ -e "$d" ]; then echo "DEVICE: $d"; n=$((n+1)); fi',
-        "done",
-        "m=0",
-    ]
-    if acc.list_tool:
-        tool = shlex.quote(acc.list_tool)
-        lines += [
-            f"if command -v {tool} >/dev/null 2>&1; then",
-            f"  out=$({tool} {acc.list_args} 2>&1)",
-            "  set -f; old=$IFS; IFS='",
-            "'",
-            "  for line in $out; do",
-            '    echo "LIST: $line"',
-            f'    case "$line" in {shlex.quote(acc.list_prefix)}*) m=$((m+1));; esac',
-            "  done",
-            "  IFS=$old; set +f",
-            "fi",
-        ]
+    lines = device_count_lines(acc)
     if acc.visible_env:
         lines.append(f'echo "ENV: {acc.visible_env}=${{{acc.visible_env}-<unset>}}"')
     lines += [

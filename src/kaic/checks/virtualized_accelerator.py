@@ -35,6 +35,7 @@ from kaic.checks.accelerators import (
     AcceleratorType,
     SliceDevice,
     allocated_devices,
+    device_count_lines,
     dra_version,
 )
 from kaic.checks.base import (
@@ -127,27 +128,7 @@ def virtual_devices(slices: Sequence[KubeObject], acc: AcceleratorType) -> list[
 
 def probe_script(acc: AcceleratorType) -> str:
     """Device nodes and listed devices a container sees."""
-    lines = [
-        "n=0",
-        f"for d in {acc.device_glob}; do",
-        '  if [ -e "$d" ]; then echo "DEVICE: $d"; n=$((n+1)); fi',
-        "done",
-        "m=0",
-    ]
-    if acc.list_tool:
-        tool = shlex.quote(acc.list_tool)
-        lines += [
-            f"if command -v {tool} >/dev/null 2>&1; then",
-            f"  out=$({tool} {acc.list_args} 2>&1)",
-            "  set -f; old=$IFS; IFS='",
-            "'",
-            "  for line in $out; do",
-            '    echo "LIST: $line"',
-            f'    case "$line" in {shlex.quote(acc.list_prefix)}*) m=$((m+1));; esac',
-            "  done",
-            "  IFS=$old; set +f",
-            "fi",
-        ]
+    lines = device_count_lines(acc)
     lines += [
         'if [ "$m" -gt "$n" ]; then n=$m; fi',
         'echo "RESULT: ACCELERATOR_COUNT=$n"',
