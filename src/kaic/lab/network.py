@@ -1,8 +1,9 @@
 """The lab network: one network namespace per lab, numbered from 198.18.0.0/15.
 
-Owns: the address plan of a lab (a /20 block of 198.18.0.0/15 for pods, Services and
-the link to the host), the machine-wide allocation of those blocks (so that two labs
-side by side never overlap, whoever's cache they live in), and creating and removing
+Owns: the address plan of a lab (a /20 block of 198.18.0.0/15 for pods, Services, the
+link to the host, the lab's data planes and its simulated NICs), the machine-wide
+allocation of those blocks (so that two labs side by side never overlap, whoever's
+cache they live in), and creating and removing
 the kernel objects: the namespace ``kaic-<lab>-<id>``, a veth pair (host end
 ``kaic<id>``, alias ``kaic-lab <lab> <state dir>``; namespace end ``eth0``), the
 namespace's local routes and the host's one route to the block. Must not start
@@ -34,8 +35,8 @@ from kaic.errors import LabError
 LAB_RANGE = ipaddress.ip_network("198.18.0.0/15")
 BLOCK_PREFIX = 20
 """Each lab gets one /20 (4096 addresses): pods /21, Services /22, the host link /30,
-data planes' own addresses /24 (a large lab: 2 or 4 blocks, each range but the link
-scaled alike, ``span_for``)."""
+data planes' own addresses /24, simulated NICs /24 (a large lab: 2 or 4 blocks, each
+range but the link scaled alike, ``span_for``)."""
 BLOCKS = 2 ** (BLOCK_PREFIX - LAB_RANGE.prefixlen)
 NS_IF = "eth0"
 REGISTRY_ENV = "KAIC_NET_REGISTRY"
@@ -119,6 +120,12 @@ class Layout:
     @property
     def gateway_ip(self) -> ipaddress.IPv4Address:
         return self.gateway_cidr.network_address + 1
+
+    @property
+    def nic_cidr(self) -> ipaddress.IPv4Network:
+        """Addresses of the simulated secondary NICs that pods get (``rdma-nics``): on
+        a bridge inside the namespace, not local there (the last /24 of the block)."""
+        return self._sub(3840, 24 - self._bits)
 
     @property
     def host_addr(self) -> ipaddress.IPv4Address:

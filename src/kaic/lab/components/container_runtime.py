@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kaic.lab import proc
 from kaic.lab.component import ProcessComponent, register
+from kaic.lab.components import rdma_nics
 from kaic.lab.components.kwok import EXEC_BIN, RUNTIME_COMPONENT
 from kaic.lab.context import LabContext
 from kaic.lab.sims import runtime
@@ -39,7 +40,7 @@ class ContainerRuntime(ProcessComponent):
         "ubuntu, debian, python, cuda) as local processes: logs, exit codes, restarts"
     )
     order = 80
-    after = ("kwok", DEVICES_COMPONENT)
+    after = ("kwok", DEVICES_COMPONENT, rdma_nics.NAME)
     optional = True
     default = True
     ready_timeout = 30.0
@@ -59,6 +60,7 @@ class ContainerRuntime(ProcessComponent):
             # container only below the lab's data directory (the provisioner's volumes).
             f"--host-path-root={ctx.state / 'data'}",
         ]
+        argv += rdma_nics.runtime_args(ctx)
         if DEVICES_COMPONENT in ctx.enabled:
             argv += [f"--devices-root={ctx.dir('devices')}", f"--exec-bin={ctx.dir(EXEC_BIN)}"]
         return argv

@@ -37,9 +37,6 @@ UNPUBLISHED_COMPONENT = "driver-unpublished"
 """With this component the simulated driver publishes no versions (no DRA attributes, no
 node labels): the negative case of driver_runtime_management."""
 GPU_MEMORY = "80Gi"
-NIC_DRIVER = "dra.net"
-"""The simulated NICs are published as kubernetes-sigs/dranet publishes host NICs."""
-NIC_DEVICE_CLASS = "dranet"
 GPUS_PER_PCIE_ROOT = 2
 BULK_WORKERS = 8
 """Requests at a time when a lab creates its nodes and slices (thousands in a large lab)."""
@@ -193,56 +190,9 @@ def resource_slice(ctx: LabContext, node: str, node_uid: str) -> dict[str, Any]:
 
 
 def pcie_root(n: int) -> str:
-    """The simulated host's n-th PCIe root complex (two GPUs and one NIC behind each)."""
+    """The simulated host's n-th PCIe root complex (two GPUs and one NIC behind each;
+    the NICs are ``rdma-nics``')."""
     return f"pci0000:{0x10 + n * 0x20:02x}"
-
-
-def nic_device_class() -> dict[str, Any]:
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "DeviceClass",
-        "metadata": {
-            "name": NIC_DEVICE_CLASS,
-            "labels": {"app.kubernetes.io/managed-by": "kaic-lab"},
-        },
-        "spec": {"selectors": [{"cel": {"expression": f"device.driver == '{NIC_DRIVER}'"}}]},
-    }
-
-
-def nic_slice(ctx: LabContext, node: str, node_uid: str) -> dict[str, Any]:
-    """One ResourceSlice with the node's simulated RDMA NICs, one per PCIe root of its
-    GPUs, with the attributes dranet publishes (the PCIe root is the alignment key)."""
-    roots = (ctx.options.gpus_per_node + GPUS_PER_PCIE_ROOT - 1) // GPUS_PER_PCIE_ROOT
-    devices = [
-        {
-            "name": f"nic-{n}",
-            "attributes": {
-                "dra.net/ifName": {"string": f"ib{n}"},
-                "dra.net/rdma": {"bool": True},
-                "dra.net/numaNode": {"int": 0 if n < (roots + 1) // 2 else 1},
-                "dra.net/pciVendor": {"string": "Mellanox Technologies"},
-                "resource.kubernetes.io/pcieRoot": {"string": pcie_root(n)},
-            },
-        }
-        for n in range(roots)
-    ]
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceSlice",
-        "metadata": {
-            "name": f"{node}-{NIC_DRIVER}",
-            "labels": {"app.kubernetes.io/managed-by": "kaic-lab"},
-            "ownerReferences": [
-                {"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid}
-            ],
-        },
-        "spec": {
-            "driver": NIC_DRIVER,
-            "nodeName": node,
-            "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
-            "devices": devices,
-        },
-    }
 
 
 @register
@@ -277,7 +227,7 @@ class Nodes(Component):
 
         ctx.each(set_status, nodes, workers=BULK_WORKERS)
         if ctx.options.dra and ctx.options.accelerators != "none":
-            ctx.apply([device_class(), nic_device_class()])
+            ctx.apply([device_class()])
             uids = {
                 n["metadata"]["name"]: n["metadata"]["uid"]
                 for n in ctx.get(f"/api/v1/nodes?labelSelector={POOL_LABEL}%3Dgpu")["items"]
@@ -285,7 +235,7 @@ class Nodes(Component):
             slices = []
             for n, gpu in nodes:
                 if gpu:
-                    slices += [resource_slice(ctx, n, uids[n]), nic_slice(ctx, n, uids[n])]
+                    slices.append(resource_slice(ctx, n, uids[n]))
             ctx.apply(slices, workers=BULK_WORKERS)
         ctx.wait(
             f"{len(nodes)} nodes to be Ready",

@@ -51,6 +51,7 @@ from urllib.parse import quote
 
 from kaic.cluster.quantity import parse_quantity
 from kaic.lab.apiserver import ApiClient, ApiError
+from kaic.lab.sims import nics
 
 RUNTIME_ANNOTATION = "kaic.io/runtime"
 REASON_ANNOTATION = "kaic.io/runtime-reason"
@@ -278,6 +279,12 @@ def container_argv(
     return argv
 
 
+NIC_WAIT = (
+    f'if [ -n "${nics.READY_ENV}" ]; then i=0; while [ ! -e "${nics.READY_ENV}" ] && '
+    f'[ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; fi; unset {nics.READY_ENV}; '
+)
+
+
 def sandbox_prefix(pod: Mapping[str, Any]) -> list[str]:
     """The command prefix that puts a container's process into its pod's sandbox.
 
@@ -286,7 +293,8 @@ def sandbox_prefix(pod: Mapping[str, Any]) -> list[str]:
     two pods may listen on the same port. This is the one place a lab network would
     wire pods in instead (e.g. ``ip netns exec <pod's namespace>``). It also gets its own
     UTS namespace whose hostname is the pod's (``spec.hostname`` or its name), as in a
-    container.
+    container. With ``KAIC_NIC_READY`` set, it waits (at most 10 s) for that file: the
+    container's NICs are in place (``kaic.lab.sims.nics``).
     """
     spec = pod.get("spec") or {}
     host = str(spec.get("hostname") or (pod.get("metadata") or {}).get("name", ""))[:63]
@@ -298,7 +306,7 @@ def sandbox_prefix(pod: Mapping[str, Any]) -> list[str]:
         *([] if root else ["--map-root-user"]),
         "/bin/sh",
         "-c",
-        'ip link set lo up 2>/dev/null; hostname "$0" 2>/dev/null; exec "$@"',
+        'ip link set lo up 2>/dev/null; hostname "$0" 2>/dev/null; ' + NIC_WAIT + 'exec "$@"',
         host or "pod",
     ]
 
@@ -544,6 +552,7 @@ class Runtime:
         host_path_root: Path | None = None,
         log: Callable[[str], None] | None = None,
         which: Callable[[str], str | None] = shutil.which,
+        nic_attacher: nics.NicAttacher | None = None,
     ) -> None:
         self.api = api
         self.root = root
@@ -558,6 +567,8 @@ class Runtime:
         self.pods: dict[str, PodRun] = {}
         self.decided: dict[str, str] = {}
         self._service_env: dict[str, str] | None = None
+        self.nics = nic_attacher
+        """Gives containers their allocated simulated NICs (``rdma-nics``); None: none."""
 
     # -- paths -------------------------------------------------------------------
     @property
@@ -890,6 +901,11 @@ class Runtime:
             return
         line, extra = self.command_line(run, c.name, argv, mounts)
         env.update(extra)
+        planned = self.nics.planned(run.pod, c.name) if self.nics else []
+        ready = self.pod_dir(run) / c.name / f"nics-ready.{c.restarts}"
+        if planned:
+            ready.unlink(missing_ok=True)
+            env[nics.READY_ENV] = str(ready)
         logf = self.log_file(run, c.name, c.restarts)
         logf.parent.mkdir(parents=True, exist_ok=True)
         out = logf.open("a")
@@ -921,6 +937,9 @@ class Runtime:
         for t in threads:
             t.start()
         run.procs[c.name] = Proc(popen, out, threads, record)
+        if self.nics and planned:
+            for problem in self.nics.started(run.pod, planned, popen.pid, ready):
+                self.event(run.pod, "NicNotAttached", problem, "Warning")
         c.state, c.reason, c.message = "running", "", ""
         c.started_at = now_rfc3339()
         c.restart_at = None
@@ -958,6 +977,8 @@ class Runtime:
         """TERM every process group of the pod, KILL after ``grace`` (in a thread)."""
         procs = list(run.procs.values())
         run.procs.clear()
+        if self.nics:
+            self.nics.stopped(run.uid)
         for p in procs:
             kill_group(p.popen.pid, signal.SIGTERM)
 
@@ -1039,6 +1060,8 @@ class Runtime:
             self.push_status(run)
         for uid in [u for u in self.pods if u not in seen]:
             run = self.pods.pop(uid)
+            if self.nics:
+                self.nics.stopped(uid)
             if run.procs:
                 # NOTE: kwok deletes a pod at once, so it is usually gone before its
                 # deletionTimestamp is seen; the grace period is the pod's all the same.
@@ -1097,6 +1120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--host-path-root", type=Path, help="hostPath and PersistentVolume directories lie below"
     )
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between pod syncs")
+    ap.add_argument("--nic-netns", help="the lab's namespace, where the NICs' bridge is")
+    ap.add_argument("--nic-cidr", help="addresses of the simulated NICs")
     a = ap.parse_args(argv)
     a.root.mkdir(parents=True, exist_ok=True)
     (a.root / "mounts.sh").write_text(MOUNTS_SH)
@@ -1110,6 +1135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir=a.workdir,
         host_path_root=a.host_path_root,
     )
+    if a.nic_netns and a.nic_cidr:
+        rt.nics = nics.NicAttacher(api, a.nic_netns, a.nic_cidr, log=rt.log)
     if left:
         rt.log(f"killed {len(left)} container process group(s) left by an earlier runtime")
     stop = threading.Event()
