@@ -23,6 +23,8 @@ module                          proves (upstream test)
 ``virtualized_accelerator``     virtual accelerators claimed and isolated
                                 (TestVirtualizedAccelerator)
 ``workload_sandboxing``         sandboxed pods isolated (TestWorkloadSandboxing)
+``high_performance_networking`` NICs through DRA, attached and used
+                                (TestHighPerformanceNetworking)
 ``robust_controller``           AI operator, CRDs, webhooks
                                 (TestRobustCRDControllerOperation)
 ==============================  =============================================

@@ -52,7 +52,7 @@ def nic_slice(ctx: LabContext, node: str, node_uid: str) -> dict[str, Any]:
     roots = (ctx.options.gpus_per_node + GPUS_PER_PCIE_ROOT - 1) // GPUS_PER_PCIE_ROOT
     devices = []
     for n in range(roots):
-        pci = f"0000:{0x1a + n * 0x20:02x}:00.0"
+        pci = f"0000:{0x1A + n * 0x20:02x}:00.0"
         devices.append(
             {
                 "name": f"nic-{n}",
@@ -156,4 +156,3 @@ class RdmaNics(Component):
 
     def healthy(self, ctx: LabContext) -> bool:
         return bridge_exists(ctx)
-

@@ -213,8 +213,9 @@ class NicAttacher:
             if not any(
                 r.get("driver") == DRIVER
                 for c in claims.values()
-                for r in (((c.get("status") or {}).get("allocation") or {}).get("devices") or {})
-                .get("results")
+                for r in (
+                    ((c.get("status") or {}).get("allocation") or {}).get("devices") or {}
+                ).get("results")
                 or []
             ):
                 return []
@@ -222,7 +223,9 @@ class NicAttacher:
                 "/apis/resource.k8s.io/v1/resourceslices?fieldSelector=spec.driver%3D" + DRIVER
             ).get("items", [])
         except ApiError as e:
-            self.log(f"cannot read the claims of {ns}/{(pod.get('metadata') or {}).get('name')}: {e}")
+            self.log(
+                f"cannot read the claims of {ns}/{(pod.get('metadata') or {}).get('name')}: {e}"
+            )
             return []
         return [n for n in nics_of(pod, claims, slices) if n.container == container]
 

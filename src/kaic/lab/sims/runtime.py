@@ -281,7 +281,7 @@ def container_argv(
 
 NIC_WAIT = (
     f'if [ -n "${nics.READY_ENV}" ]; then i=0; while [ ! -e "${nics.READY_ENV}" ] && '
-    f'[ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; fi; unset {nics.READY_ENV}; '
+    f"[ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; fi; unset {nics.READY_ENV}; "
 )
 
 
