@@ -162,6 +162,9 @@ while time.monotonic() < deadline:
         c.sendall((TOKEN + "\n").encode())
         c.close()
         print("KAIC-HPN-SENT", "local=" + local, flush=True)
+        # NOTE: the pod stays running (until the check deletes it) so that its claim
+        # stays allocated: a finished pod's claim is deallocated.
+        time.sleep(3600)
         sys.exit(0)
     except OSError as e:
         err = str(e)
@@ -196,7 +199,7 @@ def sender_script(address: str, token: str, wait: float) -> str:
     nc = (
         f"i=0; until echo {shlex.quote(token)} | nc -w 3 {shlex.quote(address)} {PORT}; do "
         f"i=$((i+1)); if [ $i -ge {tries} ]; then echo KAIC-HPN-SEND-FAILED; exit 1; fi; "
-        "sleep 2; done; echo KAIC-HPN-SENT"
+        "sleep 2; done; echo KAIC-HPN-SENT; exec sleep 3600"
     )
     py = _py(PY_SEND, ADDR=address, PORT=PORT, TOKEN=token, WAIT=float(wait))
     return (
@@ -390,6 +393,7 @@ class _Run:
         self.views: dict[str, PodView] = {LISTENER: PodView(), SENDER: PodView()}
         self.token = "kaic-hpn-" + secrets.token_hex(8)
         self.record: dict[str, Any] = {}
+        self.log_errors: dict[str, str] = {}
 
     # 1 -----------------------------------------------------------------------------------
     def discoverable(self, t: Subtest) -> None:
@@ -546,14 +550,17 @@ class _Run:
 
     # 3 -----------------------------------------------------------------------------------
     def read_log(self, name: str) -> str:
+        """The pod's log ("" while there is none yet: the last error is kept)."""
         try:
-            return self.c.raw_get(
+            text = self.c.raw_get(
                 f"/api/v1/namespaces/{self.ns}/pods/{name}/log?container=main",
                 timeout=self.ctx.budget(30.0),
             )
         except ClusterError as e:
-            self.ctx.log(f"could not read the logs of {name}: {e}")
+            self.log_errors[name] = str(e)
             return ""
+        self.log_errors.pop(name, None)
+        return text
 
     def interface_of(self, t: Subtest, name: str) -> None:
         view = self.views[name]
@@ -564,10 +571,8 @@ class _Run:
             return view.listing.complete
 
         if not poll(self.ctx, self.ctx.budget(self.timeout), listed, interval=2.0):
-            t.fail(
-                f"pod {name} printed no interface listing in {self.timeout:.0f}s"
-                f" (log: {view.log.strip()[-300:] or 'empty'})"
-            )
+            why = self.log_errors.get(name) or view.log.strip()[-300:] or "empty"
+            t.fail(f"pod {name} printed no interface listing in {self.timeout:.0f}s (log: {why})")
         pod = view.pod or {}
         node = (pod.get("spec") or {}).get("nodeName", "")
         pod_ip = str((pod.get("status") or {}).get("podIP") or "")
