@@ -175,7 +175,7 @@ sys.exit(1)
 
 
 def _py(program: str, **values: object) -> str:
-    head = "".join(f"{k} = {v!r}\n" for k, v in values.items())
+    head = "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
     return f"python3 -c {shlex.quote(head + program)}"
 
 
