@@ -49,7 +49,8 @@ from kaic.checks.base import (
     exclusive,
     shared,
 )
-from kaic.checks.waits import pod_running_or_fail, poll
+from kaic.checks.predicates import pod_started
+from kaic.checks.waits import last_warning, poll
 from kaic.cluster.api import ClusterAPI, KubeObject, name_of, namespace_of
 from kaic.errors import ClusterError
 
@@ -282,9 +283,11 @@ def device_class_for(classes: Sequence[KubeObject], driver: str) -> str | None:
     return naming[0] if naming else None
 
 
-def claim_template(namespace: str, device_class: str, driver: str) -> KubeObject:
+def claim_template(
+    namespace: str, device_class: str, driver: str, api_version: str = "resource.k8s.io/v1"
+) -> KubeObject:
     return {
-        "apiVersion": "resource.k8s.io/v1",
+        "apiVersion": api_version,
         "kind": "ResourceClaimTemplate",
         "metadata": {"name": TEMPLATE, "namespace": namespace},
         "spec": {
@@ -387,6 +390,7 @@ class _Run:
         self.image = ctx.option("nic-image") or IMAGE
         self.timeout = ctx.float_option("nic-timeout") or 180.0
         self.driver = ""
+        self.dra = "resource.k8s.io/v1"
         self.devices: dict[str, list[Any]] = {}
         self.node_devices: dict[tuple[str, str, str], frozenset[str]] = {}
         self.created: list[tuple[str, str]] = []
@@ -399,7 +403,9 @@ class _Run:
     def discoverable(self, t: Subtest) -> None:
         dra = dra_version(self.c, ("ResourceSlice", "ResourceClaimTemplate", "DeviceClass"))
         nads = self.nads()
-        if dra is None:
+        if dra is not None:
+            self.dra = dra
+        else:
             t.fail(
                 "the cluster serves no DRA API (resource.k8s.io/v1 ResourceSlice, "
                 "ResourceClaimTemplate, DeviceClass): network devices cannot be exposed "
@@ -484,17 +490,17 @@ class _Run:
     def scheduled(self, t: Subtest) -> None:
         cls = self.ctx.option("nic-device-class") or ""
         if not cls:
-            found = device_class_for(self.c.list("resource.k8s.io/v1", "DeviceClass"), self.driver)
+            found = device_class_for(self.c.list(self.dra, "DeviceClass"), self.driver)
             if found is None:
                 t.fail(
                     f"no DeviceClass selects driver {self.driver}, so no claim can ask for a "
                     "NIC; name one with --nic-device-class"
                 )
             cls = found
-        elif self.c.get("resource.k8s.io/v1", "DeviceClass", cls) is None:
+        elif self.c.get(self.dra, "DeviceClass", cls) is None:
             t.fail(f"DeviceClass {cls} (--nic-device-class) does not exist")
         t.log(f"claims ask for DeviceClass {cls}, driver {self.driver}")
-        self.c.create(claim_template(self.ns, cls, self.driver))
+        self.c.create(claim_template(self.ns, cls, self.driver, self.dra))
         self.created.append(("ResourceClaimTemplate", TEMPLATE))
         self.start_pod(t, LISTENER, listener_script())
 
@@ -504,9 +510,20 @@ class _Run:
         except ClusterError as e:
             t.fail(f"pod {name} was not accepted: {e}")
         self.created.append(("Pod", name))
-        pod = pod_running_or_fail(self.ctx, t, name, self.timeout, what="NIC pod")
-        if self.ns != self.ctx.namespace:
-            pod = self.c.get("v1", "Pod", name, self.ns) or pod
+        try:
+            got = self.c.wait_for(
+                "v1",
+                "Pod",
+                name,
+                self.ns,
+                pod_started,
+                timeout=self.ctx.budget(self.timeout),
+                what=f"pod {name} to run",
+            )
+        except ClusterError as e:
+            t.fail(f"pod {name} did not run: {e}{last_warning(self.c, self.ns, name)}")
+        assert got is not None
+        pod = got
         view = self.views[name]
         view.pod = pod
         node = str((pod.get("spec") or {}).get("nodeName", ""))
@@ -519,9 +536,7 @@ class _Run:
             None,
         )
         claim = (
-            self.c.get("resource.k8s.io/v1", "ResourceClaim", str(claim_name), self.ns)
-            if claim_name
-            else None
+            self.c.get(self.dra, "ResourceClaim", str(claim_name), self.ns) if claim_name else None
         )
         view.claim = claim
         results = [
@@ -580,7 +595,7 @@ class _Run:
         shown = ", ".join(f"{k} {v}".strip() for k, v in ifs.items()) or "none"
         claim = view.claim
         if claim is not None:
-            fresh = self.c.get("resource.k8s.io/v1", "ResourceClaim", name_of(claim), self.ns)
+            fresh = self.c.get(self.dra, "ResourceClaim", name_of(claim), self.ns)
             view.claim = claim = fresh or claim
         data = [d.get("networkData") or {} for d in network_data(claim, self.driver)]
         data = [d for d in data if d]
@@ -706,7 +721,7 @@ class _Run:
 
     def delete_all(self) -> None:
         for kind, name in reversed(self.created):
-            av = "v1" if kind == "Pod" else "resource.k8s.io/v1"
+            av = "v1" if kind == "Pod" else self.dra
             try:
                 self.c.delete(av, kind, name, self.ns)
             except ClusterError as e:

@@ -66,6 +66,7 @@ class Sim:
     deliver: bool = True
     local_address: str | None = None
     attrs: bool = True
+    unschedulable: bool = False
 
     def fake(self) -> FakeCluster:
         fake = FakeCluster()
@@ -112,6 +113,20 @@ class Sim:
             return
         name = obj["metadata"]["name"]
         node = "gpu-0" if name == LISTENER else "gpu-1"
+        if self.unschedulable:
+            fake.add(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Event",
+                    "metadata": {"name": f"{name}.1", "namespace": NS},
+                    "involvedObject": {"kind": "Pod", "name": name},
+                    "type": "Warning",
+                    "reason": "FailedScheduling",
+                    "message": "0/3 nodes are available: 3 cannot allocate all claims.",
+                }
+            )
+            obj["status"] = {"phase": "Pending"}
+            return
         self.n += 1
         pod_ip = f"10.0.0.{self.n}"
         nic_ip = pod_ip if self.nic_is_pod_ip else f"198.18.31.{self.n}"
@@ -258,6 +273,14 @@ def test_fails_naming_the_pod_and_node_without_the_allocated_device() -> None:
     assert s.outcome is Outcome.FAIL
     assert "pod kaic-hpn-listener was scheduled on node cpu-0" in s.reason
     assert "gpu-0/nic-0" in s.reason and "published on gpu-0" in s.reason
+
+
+def test_fails_naming_the_unschedulable_pod_and_the_schedulers_word() -> None:
+    r = _run(Sim(unschedulable=True))
+    s = _sub(r, "ClaimScheduledOnNicNode")
+    assert s.outcome is Outcome.FAIL
+    assert "pod kaic-hpn-listener did not run" in s.reason
+    assert "cannot allocate all claims" in s.reason
 
 
 def test_fails_when_the_interface_is_not_in_the_pod() -> None:
