@@ -153,10 +153,11 @@ while True:
 """
 
 PY_SEND = r"""
-import socket, sys, time
-deadline = time.monotonic() + WAIT
+import socket, sys
+from time import monotonic, sleep
+deadline = monotonic() + WAIT
 err = ""
-while time.monotonic() < deadline:
+while monotonic() < deadline:
     try:
         c = socket.create_connection((ADDR, PORT), timeout=5)
         local = c.getsockname()[0]
@@ -165,11 +166,11 @@ while time.monotonic() < deadline:
         print("KAIC-HPN-SENT", "local=" + local, flush=True)
         # NOTE: the pod stays running (until the check deletes it) so that its claim
         # stays allocated: a finished pod's claim is deallocated.
-        time.sleep(3600)
+        sleep(3600)
         sys.exit(0)
     except OSError as e:
         err = str(e)
-        time.sleep(2)
+        sleep(2)
 print("KAIC-HPN-SEND-FAILED", err, flush=True)
 sys.exit(1)
 """
