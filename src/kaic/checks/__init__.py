@@ -74,6 +74,7 @@ HELPER_MODULES = frozenset(
         "execs",
         "sampling",
         "installed",
+        "created",
     }
 )
 """Modules of the shared floor; every other public module is a requirement module."""
