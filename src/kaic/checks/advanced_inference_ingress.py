@@ -450,7 +450,8 @@ def _yaml(obj: KubeObject | None) -> str:
         ),
         CheckOption(
             "inference-status-timeout",
-            "seconds to wait for each status (Gateway, HTTPRoute, InferencePool) and for pods",
+            "seconds to wait for each status (Gateway, HTTPRoute, InferencePool), for each pod"
+            " and for the first request to get through the Gateway",
             "90",
         ),
     ),
@@ -683,7 +684,7 @@ def advanced_inference_ingress(ctx: CheckContext) -> None:
             if not first.failures:
                 break
             last = first.failures
-            if waited >= min(60.0, ctx.remaining()):
+            if waited >= min(setup.status_timeout, ctx.remaining()):
                 t.fail(
                     f"requests through Gateway {GATEWAY} at {state['url']} reach no pod of"
                     f" InferencePool {POOL} after {waited:.0f}s (last answer: {'; '.join(last)})"
