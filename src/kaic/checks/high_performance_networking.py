@@ -49,6 +49,7 @@ from kaic.checks.base import (
     exclusive,
     shared,
 )
+from kaic.checks.created import trimmed
 from kaic.checks.predicates import pod_started
 from kaic.checks.waits import last_warning, poll
 from kaic.cluster.api import ClusterAPI, KubeObject, name_of, namespace_of
@@ -710,11 +711,7 @@ class _Run:
                 self.ctx.evidence(f"{name}.log", view.log)
         objs: list[Any] = []
         for view in self.views.values():
-            for o in (view.pod, view.claim):
-                if o is not None:
-                    o = json.loads(json.dumps(o))
-                    o.get("metadata", {}).pop("managedFields", None)
-                    objs.append(o)
+            objs += [trimmed(o) for o in (view.pod, view.claim) if o is not None]
         if objs:
             self.ctx.evidence(
                 "objects.yaml", yaml.safe_dump_all(objs, sort_keys=False), "application/yaml"
