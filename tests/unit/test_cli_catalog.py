@@ -85,7 +85,6 @@ def test_catalog_list_shows_the_1_37_requirements_automated_but_the_networking_s
     assert manual == {
         "advanced_inference_ingress",
         "high_performance_networking",
-        "disaggregated_inference",
     }
 
 

@@ -776,7 +776,9 @@ class Run:
         self.record["request"] = {
             "url": url,
             "headers": {self.header: self.request_id},
-            "body": payload,
+            # NOTE: the body as sent, one string: the evidence redaction blanks lines
+            # whose key names a token, and max_tokens would be one.
+            "body": json.dumps(payload),
         }
         self.record["response"] = {"status": status, "body": body[:4000]}
         why = completion_ok(status, body)
