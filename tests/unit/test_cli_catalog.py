@@ -83,7 +83,6 @@ def test_catalog_list_shows_the_1_37_requirements_automated_but_the_networking_s
     r = kaic("catalog", "list", "--version", "1.37", "-o", "json")
     manual = {x["id"] for x in json.loads(r.stdout)["requirements"] if not x["automated"]}
     assert manual == {
-        "advanced_inference_ingress",
         "high_performance_networking",
     }
 

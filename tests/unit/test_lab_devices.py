@@ -343,11 +343,11 @@ def test_agent_gives_a_new_pod_its_rule_from_the_watch_event_at_once(tmp_path: P
     agent = d.Agent(api, tmp_path, "lab", log=lambda m: None)  # type: ignore[arg-type]
     agent._base = {"workDir": "/w"}
     p = pod("new", [{"name": "c"}], node="")
-    agent.on_event(json_line({"type": "ADDED", "object": p}))
+    agent.on_pod_event("ADDED", p)
     assert api.writes and api.writes[0][1].startswith(
         "/apis/kwok.x-k8s.io/v1alpha1/namespaces/ns/execs/new?"
     )
-    agent.on_event(json_line({"type": "MODIFIED", "object": p}))
+    agent.on_pod_event("MODIFIED", p)
     assert len(api.writes) == 1
 
 
@@ -372,119 +372,3 @@ def test_the_wrapper_refuses_an_exec_that_matched_no_per_pod_rule(tmp_path: Path
     )
     r = subprocess.run(["sh", "-c", "ls /dev"], env=env, capture_output=True, text=True, timeout=30)
     assert r.returncode == 126 and "no device view for this pod yet" in r.stderr
-
-
-def json_line(obj: Any) -> bytes:
-    import json
-
-    return json.dumps(obj).encode() + b"\n"
-
-
-def test_the_components_are_registered_with_the_leak_off_by_default() -> None:
-    from kaic.lab.component import all_components
-
-    comps = {c.name: c for c in all_components()}
-    vis, leak = comps["device-visibility"], comps["device-leak"]
-    assert vis.optional and vis.default and vis.order > comps["nodes"].order
-    assert leak.optional and not leak.default and leak.order > vis.order
-
-
-def test_kwok_resolves_exec_commands_in_exec_bin_first(tmp_path: Path) -> None:
-    from kaic.lab.components.kwok import Kwok
-    from kaic.lab.context import LabContext
-    from kaic.lab.options import LabOptions
-
-    ctx = LabContext(options=LabOptions(name="unit", state_dir=tmp_path), bin=tmp_path)
-    env = Kwok().env(ctx)
-    assert env is not None
-    assert env["PATH"].split(os.pathsep)[0] == str(tmp_path / "data" / "exec-bin")
-
-
-def test_time_sliced_shares_map_to_their_physical_gpu() -> None:
-    node = {
-        "metadata": {"name": "ts", "labels": {d.REPLICAS_LABEL: "4"}},
-        "status": {"capacity": {d.RESOURCE: "8"}},
-    }
-    shares = d.gpus_by_node([node], [], "lab")["ts"]
-    assert [g.dev_name for g in shares] == ["nvidia0"] * 4 + ["nvidia1"] * 4
-    assert len({g.uuid for g in shares}) == 2
-    assert shares[0].uuid == d.synthetic_uuid("lab", "ts", 0)
-
-
-def test_vgpu_devices_are_shown_like_gpus() -> None:
-    sl = {
-        "spec": {
-            "driver": d.DRIVER,
-            "nodeName": "v",
-            "devices": [
-                {"name": "vgpu-0", "attributes": {"type": {"string": "vgpu"}, "index": {"int": 0}}}
-            ],
-        }
-    }
-    assert [g.device for g in d.gpus_by_node([], [sl], "lab")["v"]] == ["vgpu-0"]
-
-
-def test_the_installed_driver_comes_from_the_configmap_per_node() -> None:
-    drivers = d.installed_drivers(
-        {"cuda-version": "12.9", "driver-version.n1": "570.1.2"}, ["n0", "n1"]
-    )
-    assert drivers["n0"] == d.Driver(d.ACTUAL_DRIVER_VERSION, "12.9")
-    assert drivers["n1"] == d.Driver("570.1.2", "12.9")
-
-
-def test_the_stand_in_nvidia_smi_reports_the_installed_driver(tmp_path: Path) -> None:
-    smi = tmp_path / "nvidia-smi"
-    smi.write_text(
-        d.nvidia_smi_script(
-            [d.Gpu("n", 0, "GPU-a"), d.Gpu("n", 1, "GPU-b")], d.Driver("570.1.2", "12.8")
-        )
-    )
-    smi.chmod(0o755)
-    q = subprocess.run(
-        [str(smi), "--query-gpu=driver_version", "--format=csv,noheader,nounits"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert q.stdout.split() == ["570.1.2", "570.1.2"]
-    header = subprocess.run([str(smi)], capture_output=True, text=True, check=True).stdout
-    assert "Driver Version: 570.1.2" in header and "CUDA Version: 12.8" in header
-
-
-def test_exec_rules_of_sandboxed_pods_carry_the_sandbox_variable(tmp_path: Path) -> None:
-    p = pod("p", [{"name": "a"}])
-    plain = d.exec_rule(p, tmp_path, {"envs": [{"name": "X", "value": "1"}]})
-    boxed = d.exec_rule(p, tmp_path, {"envs": [{"name": "X", "value": "1"}]}, sandbox=True)
-    names = [e["name"] for e in plain["spec"]["execs"][0]["local"]["envs"]]
-    assert d.SANDBOX_ENV not in names
-    envs = boxed["spec"]["execs"][0]["local"]["envs"]
-    assert {"name": d.SANDBOX_ENV, "value": "namespaces"} in envs
-
-
-@pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare"
-)
-def test_the_namespace_sandbox_isolates_processes_network_and_files(tmp_path: Path) -> None:
-    root, exec_bin = tmp_path / "devices", tmp_path / "exec-bin"
-    d.install_programs(root, exec_bin)
-    p = pod("p", [{"name": "a"}])
-    d.write_state(root, {"uid-p": {"a": []}}, [p])
-    marker = tmp_path / "marker"
-    marker.write_text("x")
-    script = (
-        "echo pids=$(ls -d /proc/[0-9]* | wc -l); echo net=$(sed -n '3,$p' /proc/net/dev | wc -l); "
-        f"if [ -e {marker} ]; then echo marker=yes; else echo marker=no; fi; hostname"
-    )
-    env = dict(
-        os.environ,
-        PATH=f"{exec_bin}:{os.environ['PATH']}",
-        KAIC_DEVICE_DIR=str(d.container_dir(root, "uid-p", "a")),
-        KAIC_SANDBOX="namespaces",
-    )
-    r = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stderr
-    # NOTE: the shell, its command substitution and the pipeline: nothing of the host
-    pids = int(r.stdout.split("pids=", 1)[1].split()[0])
-    assert pids <= 5, r.stdout
-    assert "net=1" in r.stdout and "marker=no" in r.stdout
-    assert "kaic-sandbox" in r.stdout

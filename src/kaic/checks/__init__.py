@@ -11,6 +11,8 @@ module                          proves (upstream test)
                                 (TestAcceleratorDriverRuntimeManagement)
 ``gpu_sharing``                 one physical accelerator shared (TestGPUSharing)
 ``ai_inference``                Gateway API for inference (TestGatewayAPIInference)
+``advanced_inference_ingress``  InferencePool routed, picker follows metrics
+                                (TestAdvancedInferenceIngress)
 ``gang_scheduling``             all-or-nothing gangs (TestGangScheduling)
 ``cluster_autoscaling``         accelerator node pool scales
                                 (TestAcceleratorClusterAutoscaling)
@@ -74,6 +76,7 @@ HELPER_MODULES = frozenset(
         "execs",
         "sampling",
         "installed",
+        "created",
     }
 )
 """Modules of the shared floor; every other public module is a requirement module."""

@@ -24,14 +24,10 @@ strategy): logged as ``RESULT: STATUS=UNKNOWN`` and SKIPped with the reason, nev
 
 from __future__ import annotations
 
-import json
 import re
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import yaml
 
 from kaic.checks.accelerators import (
     ACCELERATORS,
@@ -53,6 +49,8 @@ from kaic.checks.base import (
     exclusive,
     shared,
 )
+from kaic.checks.created import Created
+from kaic.checks.execs import exec_with_retries
 from kaic.checks.predicates import pod_started
 from kaic.checks.resources import allocatable, requests_by_node
 from kaic.checks.sampling import limit_option, spread
@@ -557,7 +555,7 @@ class _Run:
         self.pod_timeout = pod_timeout
         self.script = probe_script(acc, probe)
         self.transcript: list[str] = []
-        self.created: list[str] = []
+        self.created = Created(ctx)
         self.template = False
 
     def pod_name(self, node: str) -> str:
@@ -664,7 +662,7 @@ class _Run:
             if tgt.mode == "dra":
                 self.ensure_template()
             self.cluster.create(self.pod_object(tgt))
-            self.created.append(self.pod_name(tgt.name))
+            self.created.add("v1", "Pod", self.pod_name(tgt.name))
         problems: list[str] = []
         for tgt in probed:
             pod = self.pod_name(tgt.name)
@@ -707,61 +705,36 @@ class _Run:
             t.error(f"probe pod {pod} did not land on node {node}")
 
     def run_probe(self, t: Subtest, pod: str) -> ProbeResult:
-        cmd = ["sh", "-c", self.script]
-        shown = (
-            f"kubectl exec -n {self.ctx.namespace} {pod} -c {CONTAINER} -- "
-            f"sh -c {shlex.quote(self.script)}"
-        )
-        problem = ""
-        for attempt in range(PROBE_ATTEMPTS):
-            if attempt:
-                self.ctx.sleep(float(attempt))
-            try:
-                r = self.cluster.exec(
-                    self.ctx.namespace, pod, cmd, container=CONTAINER, timeout=self.ctx.budget(90.0)
-                )
-            except ClusterError as e:
-                self.transcript.append(f"$ {shown}\n(exec failed: {e})\n")
-                problem = f"exec into pod {pod} failed: {e}"
-                continue
-            self.transcript.append(
-                f"$ {shown}\n{r.stdout}"
-                + (f"[stderr]\n{r.stderr}" if r.stderr else "")
-                + f"[exit code {r.exit_code}]\n"
+        try:
+            r = exec_with_retries(
+                self.ctx,
+                self.cluster,
+                self.ctx.namespace,
+                pod,
+                ["sh", "-c", self.script],
+                container=CONTAINER,
+                timeout=90.0,
+                accept=lambda r: parse_probe(r.stdout) is not None,
+                attempts=PROBE_ATTEMPTS,
+                transcript=self.transcript,
             )
-            res = parse_probe(r.stdout)
-            if res is not None:
-                return res
-            problem = (
+        except ClusterError as e:
+            t.error(f"exec into pod {pod} failed: {e} (tried {PROBE_ATTEMPTS} times)")
+        res = parse_probe(r.stdout)
+        if res is None:
+            t.error(
                 f"the probe in pod {pod} printed no complete RESULT lines (exit code "
                 f"{r.exit_code}; the image needs a POSIX sh): "
-                f"{(r.stderr or r.stdout).strip()[:200]}"
+                f"{(r.stderr or r.stdout).strip()[:200]} (tried {PROBE_ATTEMPTS} times)"
             )
-        t.error(f"{problem} (tried {PROBE_ATTEMPTS} times)")
+        return res
 
     def record_evidence(self) -> None:
         self.ctx.evidence("probe-commands.log", "\n".join(self.transcript) or "(no probe ran)\n")
-        pods = []
-        for name in self.created:
-            try:
-                obj = self.cluster.get("v1", "Pod", name, self.ctx.namespace)
-            except ClusterError:
-                obj = None
-            if obj is not None:
-                obj = json.loads(json.dumps(obj))
-                obj.get("metadata", {}).pop("managedFields", None)
-                pods.append(obj)
-        if pods:
-            self.ctx.evidence(
-                "pods.yaml", yaml.safe_dump_all(pods, sort_keys=False), "application/yaml"
-            )
+        self.created.record("pods.yaml", ["Pod"])
 
     def delete_all(self) -> None:
-        for name in self.created:
-            try:
-                self.cluster.delete("v1", "Pod", name, self.ctx.namespace)
-            except ClusterError as e:
-                self.ctx.log(f"could not delete pod {name}: {e}")
+        self.created.delete_all(["Pod"])
 
 
 def _judge(node: str, pod: str, res: ProbeResult, info: Published) -> list[str]:

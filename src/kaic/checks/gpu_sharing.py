@@ -30,13 +30,10 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
-
-import yaml
 
 from kaic.checks.accelerators import (
     ACCELERATORS,
@@ -58,6 +55,8 @@ from kaic.checks.base import (
     exclusive,
     shared,
 )
+from kaic.checks.created import Created
+from kaic.checks.execs import exec_with_retries
 from kaic.checks.predicates import node_schedulable, pod_bound
 from kaic.checks.resources import allocatable, requests_by_node
 from kaic.checks.waits import last_warning, pod_running_or_fail
@@ -461,8 +460,7 @@ class _Run:
         self.image = ctx.option("sharing-image") or "ubuntu:22.04"
         self.pod_timeout = ctx.float_option("sharing-pod-timeout") or 300.0
         self.transcript: list[str] = []
-        self.pods: list[str] = []
-        self.claims: list[str] = []
+        self.created = Created(ctx)
         self.notes: list[str] = []
 
     # -- objects -----------------------------------------------------------------------
@@ -520,7 +518,7 @@ class _Run:
 
     def create_pod(self, obj: KubeObject) -> None:
         self.cluster.create(obj)
-        self.pods.append(name_of(obj))
+        self.created.add("v1", "Pod", name_of(obj))
 
     # -- replicas ------------------------------------------------------------------------
     def time_slicing(self, t: Subtest, replicas: Sequence[SharedNode]) -> None:
@@ -576,30 +574,28 @@ class _Run:
             t.log(f"pods {', '.join(ps)} share GPU {g} on node {sn.name}")
 
     def probe(self, t: Subtest, pod: str) -> Seen:
-        script = probe_script(self.acc)
-        shown = f"kubectl exec -n {self.ctx.namespace} {pod} -- sh -c {shlex.quote(script)}"
-        problem = ""
-        for attempt in range(PROBE_ATTEMPTS):
-            if attempt:
-                self.ctx.sleep(float(attempt))
-            try:
-                r = self.cluster.exec(
-                    self.ctx.namespace,
-                    pod,
-                    ["sh", "-c", script],
-                    container="probe",
-                    timeout=self.ctx.budget(60.0),
-                )
-            except ClusterError as e:
-                self.transcript.append(f"$ {shown}\n(exec failed: {e})\n")
-                problem = f"exec into pod {pod} failed: {e}"
-                continue
-            self.transcript.append(f"$ {shown}\n{r.stdout}[exit code {r.exit_code}]\n")
-            s = parse_seen(r.stdout, self.acc)
-            if s is not None:
-                return s
-            problem = f"the probe in pod {pod} printed no RESULT line (exit code {r.exit_code})"
-        t.error(f"{problem} (tried {PROBE_ATTEMPTS} times)")
+        try:
+            r = exec_with_retries(
+                self.ctx,
+                self.cluster,
+                self.ctx.namespace,
+                pod,
+                ["sh", "-c", probe_script(self.acc)],
+                container="probe",
+                timeout=60.0,
+                accept=lambda r: parse_seen(r.stdout, self.acc) is not None,
+                attempts=PROBE_ATTEMPTS,
+                transcript=self.transcript,
+            )
+        except ClusterError as e:
+            t.error(f"exec into pod {pod} failed: {e} (tried {PROBE_ATTEMPTS} times)")
+        s = parse_seen(r.stdout, self.acc)
+        if s is None:
+            t.error(
+                f"the probe in pod {pod} printed no RESULT line (exit code {r.exit_code}) "
+                f"(tried {PROBE_ATTEMPTS} times)"
+            )
+        return s
 
     # -- partitions --------------------------------------------------------------------------
     def partitions(self, t: Subtest, sets: Sequence[PartitionSet], window: float) -> None:
@@ -695,7 +691,7 @@ class _Run:
                     },
                 }
             )
-            self.claims.append(name)
+            self.created.add(self.av or "resource.k8s.io/v1", "ResourceClaim", name)
             if i < m:
                 self.create_pod(self.claim_pod(name, node))
         by_key = {p.device.key: p for p in ps.partitions}
@@ -767,30 +763,7 @@ class _Run:
     # -- evidence ------------------------------------------------------------------------------
     def record_evidence(self) -> None:
         self.ctx.evidence("probe-commands.log", "\n".join(self.transcript) or "(no probe ran)\n")
-        objs = []
-        for kind, av, names in (("Pod", "v1", self.pods), ("ResourceClaim", self.av, self.claims)):
-            for n in names:
-                try:
-                    o = self.cluster.get(av or "v1", kind, n, self.ctx.namespace)
-                except ClusterError:
-                    o = None
-                if o is not None:
-                    o = json.loads(json.dumps(o))
-                    o.get("metadata", {}).pop("managedFields", None)
-                    objs.append(o)
-        if objs:
-            self.ctx.evidence(
-                "objects.yaml", yaml.safe_dump_all(objs, sort_keys=False), "application/yaml"
-            )
+        self.created.record("objects.yaml", ["Pod", "ResourceClaim"])
 
     def delete_all(self) -> None:
-        for n in self.pods:
-            try:
-                self.cluster.delete("v1", "Pod", n, self.ctx.namespace)
-            except ClusterError as e:
-                self.ctx.log(f"could not delete pod {n}: {e}")
-        for n in self.claims:
-            try:
-                self.cluster.delete(self.av or "", "ResourceClaim", n, self.ctx.namespace)
-            except ClusterError as e:
-                self.ctx.log(f"could not delete claim {n}: {e}")
+        self.created.delete_all(["Pod", "ResourceClaim"])

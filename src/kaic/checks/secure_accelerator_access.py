@@ -40,6 +40,7 @@ from kaic.checks.base import (
     check,
     exclusive,
 )
+from kaic.checks.created import trimmed
 from kaic.checks.execs import exec_with_retries
 from kaic.checks.predicates import node_schedulable, pod_started
 from kaic.checks.resources import allocatable, requests_by_node
@@ -510,7 +511,7 @@ class Probes:
                 obj = self.cluster.get("v1", "Pod", name, ctx.namespace)
             except ClusterError:
                 obj = None
-            pods.append(_trim(obj or self.last.get(name) or {"metadata": {"name": name}}))
+            pods.append(trimmed(obj or self.last.get(name) or {"metadata": {"name": name}}))
         ctx.evidence("pods.yaml", yaml.safe_dump_all(pods, sort_keys=False), "application/yaml")
         if self.placement.mode == "dra" and self.placement.dra_version:
             try:
@@ -521,7 +522,7 @@ class Probes:
                 claims = [{"error": str(e)}]
             ctx.evidence(
                 "resourceclaims.yaml",
-                yaml.safe_dump_all([_trim(c) for c in claims], sort_keys=False),
+                yaml.safe_dump_all([trimmed(c) for c in claims], sort_keys=False),
                 "application/yaml",
             )
 
@@ -531,13 +532,6 @@ class Probes:
                 self.cluster.delete("v1", "Pod", name, self.ctx.namespace)
             except ClusterError as e:
                 self.ctx.log(f"could not delete pod {name}: {e}")
-
-
-def _trim(obj: KubeObject) -> KubeObject:
-    """An object without noisy metadata (managedFields) for evidence files."""
-    out = json.loads(json.dumps(obj))
-    out.get("metadata", {}).pop("managedFields", None)
-    return out  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------------------------------

@@ -23,12 +23,9 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import yaml
 
 from kaic.checks.accelerators import (
     ACCELERATORS,
@@ -48,6 +45,8 @@ from kaic.checks.base import (
     exclusive,
     shared,
 )
+from kaic.checks.created import Created
+from kaic.checks.execs import exec_with_retries
 from kaic.checks.predicates import node_schedulable
 from kaic.checks.waits import pod_running_or_fail
 from kaic.cluster.api import ClusterAPI, KubeObject, name_of
@@ -253,8 +252,7 @@ class _Run:
         self.image = ctx.option("virtual-image") or "ubuntu:22.04"
         self.pod_timeout = ctx.float_option("virtual-pod-timeout") or 300.0
         self.transcript: list[str] = []
-        self.pods: list[str] = []
-        self.claims: list[str] = []
+        self.created = Created(ctx)
         self.node: KubeObject = {}
         self.dclass = ""
         self.profile = ""
@@ -337,9 +335,9 @@ class _Run:
     def start(self, t: Subtest, pod: str, claim: str | None, driver: str) -> KubeObject:
         if claim:
             self.cluster.create(self.claim(claim, driver))
-            self.claims.append(claim)
+            self.created.add(self.av, "ResourceClaim", claim)
         self.cluster.create(self.pod(pod, claim))
-        self.pods.append(pod)
+        self.created.add("v1", "Pod", pod)
         return pod_running_or_fail(self.ctx, t, pod, self.pod_timeout)
 
     def allocate(self, t: Subtest, virtuals: Sequence[Virtual]) -> None:
@@ -420,57 +418,32 @@ class _Run:
             t.fail("; ".join(problems))
 
     def probe(self, t: Subtest, pod: str) -> Seen:
-        script = probe_script(self.acc)
-        shown = f"kubectl exec -n {self.ctx.namespace} {pod} -- sh -c {shlex.quote(script)}"
-        problem = ""
-        for attempt in range(PROBE_ATTEMPTS):
-            if attempt:
-                self.ctx.sleep(float(attempt))
-            try:
-                r = self.cluster.exec(
-                    self.ctx.namespace,
-                    pod,
-                    ["sh", "-c", script],
-                    container="probe",
-                    timeout=self.ctx.budget(60.0),
-                )
-            except ClusterError as e:
-                self.transcript.append(f"$ {shown}\n(exec failed: {e})\n")
-                problem = f"exec into pod {pod} failed: {e}"
-                continue
-            self.transcript.append(f"$ {shown}\n{r.stdout}[exit code {r.exit_code}]\n")
-            s = parse_seen(r.stdout, self.acc)
-            if s is not None:
-                return s
-            problem = f"the probe in pod {pod} printed no RESULT line (exit code {r.exit_code})"
-        t.error(f"{problem} (tried {PROBE_ATTEMPTS} times)")
+        try:
+            r = exec_with_retries(
+                self.ctx,
+                self.cluster,
+                self.ctx.namespace,
+                pod,
+                ["sh", "-c", probe_script(self.acc)],
+                container="probe",
+                timeout=60.0,
+                accept=lambda r: parse_seen(r.stdout, self.acc) is not None,
+                attempts=PROBE_ATTEMPTS,
+                transcript=self.transcript,
+            )
+        except ClusterError as e:
+            t.error(f"exec into pod {pod} failed: {e} (tried {PROBE_ATTEMPTS} times)")
+        s = parse_seen(r.stdout, self.acc)
+        if s is None:
+            t.error(
+                f"the probe in pod {pod} printed no RESULT line (exit code {r.exit_code}) "
+                f"(tried {PROBE_ATTEMPTS} times)"
+            )
+        return s
 
     def record_evidence(self) -> None:
         self.ctx.evidence("probe-commands.log", "\n".join(self.transcript) or "(no probe ran)\n")
-        objs = []
-        for kind, av, names in (("Pod", "v1", self.pods), ("ResourceClaim", self.av, self.claims)):
-            for n in names:
-                try:
-                    o = self.cluster.get(av, kind, n, self.ctx.namespace)
-                except ClusterError:
-                    o = None
-                if o is not None:
-                    o = json.loads(json.dumps(o))
-                    o.get("metadata", {}).pop("managedFields", None)
-                    objs.append(o)
-        if objs:
-            self.ctx.evidence(
-                "objects.yaml", yaml.safe_dump_all(objs, sort_keys=False), "application/yaml"
-            )
+        self.created.record("objects.yaml", ["Pod", "ResourceClaim"])
 
     def delete_all(self) -> None:
-        for n in self.pods:
-            try:
-                self.cluster.delete("v1", "Pod", n, self.ctx.namespace)
-            except ClusterError as e:
-                self.ctx.log(f"could not delete pod {n}: {e}")
-        for n in self.claims:
-            try:
-                self.cluster.delete(self.av, "ResourceClaim", n, self.ctx.namespace)
-            except ClusterError as e:
-                self.ctx.log(f"could not delete claim {n}: {e}")
+        self.created.delete_all(["Pod", "ResourceClaim"])

@@ -1,7 +1,9 @@
 """The one HTTPS client of the lab's apiserver, used by ``LabContext`` and every simulator.
 
 Owns: ``ApiClient`` (plain urllib, a client certificate or a bearer token, no proxies),
-``ApiError`` (an error answer, with its HTTP status) and ``probe`` (is a health URL up).
+``ApiError`` (an error answer, with its HTTP status), ``Mirror`` (a list + watch cache of
+one collection, for simulators that must not re-list a large lab) and ``probe`` (is a
+health URL up).
 Must not import the ``kubernetes`` client (only ``kaic.cluster`` does), and dials only
 loopback: a server that is not on 127.0.0.0/8 (or ``localhost``) is refused.
 """
@@ -15,10 +17,11 @@ import json
 import shutil
 import ssl
 import tempfile
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +178,139 @@ class ApiClient:
             timeout=timeout,
         ) as r:
             yield from r
+
+
+def object_key(obj: Mapping[str, Any]) -> str:
+    """``namespace/name`` (``name`` for cluster-scoped objects)."""
+    md = obj.get("metadata") or {}
+    ns = md.get("namespace")
+    return f"{ns}/{md.get('name', '')}" if ns else str(md.get("name", ""))
+
+
+class Mirror:
+    """The objects of one collection, kept current by a list and then a watch from its
+    resourceVersion (with bookmarks), listed again only when the watch cannot resume
+    (410 Gone, a failed request). A reader takes ``items()``: a snapshot, no request.
+
+    ``on_event(type, obj)`` is called from the watch thread for every ADDED, MODIFIED and
+    DELETED event (not for the objects of a list); ``changed`` is set after each event and
+    each list, so a reconcile loop can wait on it.
+    """
+
+    PAGE = 500
+    """Objects per page of a list."""
+
+    def __init__(
+        self,
+        api: ApiClient,
+        path: str,
+        *,
+        log: Callable[[str], None] | None = None,
+        on_event: Callable[[str, Mapping[str, Any]], None] | None = None,
+        optional: bool = False,
+        watch_timeout_s: int = 300,
+    ) -> None:
+        self.api = api
+        self.path = path
+        self.log = log or (lambda _msg: None)
+        self.on_event = on_event
+        self.optional = optional
+        """A 404 (an API not served, e.g. a CRD not installed yet) is an empty collection,
+        listed again after a while."""
+        self.watch_timeout_s = watch_timeout_s
+        self.synced = threading.Event()
+        self.changed = threading.Event()
+        self.lists = 0
+        """How many times the collection was listed (a test and a log read it)."""
+        self._objects: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def items(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._objects.values())
+
+    def _sep(self) -> str:
+        return "&" if "?" in self.path else "?"
+
+    def relist(self) -> str:
+        """List the whole collection (in pages); returns the list's resourceVersion."""
+        objects: dict[str, dict[str, Any]] = {}
+        token = ""
+        while True:
+            page = f"{self.path}{self._sep()}limit={self.PAGE}"
+            if token:
+                page += "&continue=" + urllib.parse.quote(token)
+            doc = self.api.request("GET", page)
+            for obj in doc.get("items") or []:
+                objects[object_key(obj)] = obj
+            meta = doc.get("metadata") or {}
+            token = str(meta.get("continue") or "")
+            if not token:
+                rv = str(meta.get("resourceVersion", ""))
+                break
+        with self._lock:
+            self._objects = objects
+        self.lists += 1
+        self.synced.set()
+        self.changed.set()
+        return rv
+
+    def apply(self, event: Mapping[str, Any]) -> str | None:
+        """One watch event; returns the resourceVersion to resume from, None when the
+        watch must be started again from a fresh list (an ERROR event)."""
+        kind = str(event.get("type", ""))
+        obj = event.get("object") or {}
+        rv = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+        if kind == "ERROR":
+            return None
+        if kind in ("ADDED", "MODIFIED"):
+            with self._lock:
+                self._objects[object_key(obj)] = dict(obj)
+        elif kind == "DELETED":
+            with self._lock:
+                self._objects.pop(object_key(obj), None)
+        if kind in ("ADDED", "MODIFIED", "DELETED"):
+            if self.on_event is not None:
+                self.on_event(kind, obj)
+            self.changed.set()
+        return rv
+
+    def run(self, stop: threading.Event) -> None:
+        """List, then watch, until ``stop``; call in a thread of its own (``start``)."""
+        rv: str | None = None
+        while not stop.is_set():
+            try:
+                if rv is None:
+                    rv = self.relist()
+                lines = self.api.watch_lines(
+                    f"{self.path}{self._sep()}watch=1&allowWatchBookmarks=true"
+                    f"&resourceVersion={rv}&timeoutSeconds={self.watch_timeout_s}",
+                    timeout=self.watch_timeout_s + 30,
+                )
+                for line in lines:
+                    if stop.is_set():
+                        return
+                    if line.strip():
+                        rv = self.apply(json.loads(line))
+                        if rv is None:
+                            break
+            except ApiError as e:
+                if not (self.optional and e.status == 404):
+                    self.log(f"{self.path}: {e}")
+                rv = None
+                if self.optional and e.status == 404:
+                    with self._lock:
+                        self._objects = {}
+                    self.synced.set()
+                stop.wait(2.0 if e.status == 404 else 1.0)
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                self.log(f"{self.path}: watch ended: {e}")
+                rv = None
+                stop.wait(1.0)
+
+    def start(self, stop: threading.Event) -> Mirror:
+        threading.Thread(target=self.run, args=(stop,), daemon=True, name=self.path).start()
+        return self
 
 
 _PROBE: list[urllib.request.OpenerDirector] = []

@@ -499,3 +499,23 @@ def test_fill_refuses_a_link_to_a_file_outside_the_product_folder(tmp_path: Path
     with pytest.raises(UsageError, match="outside the product folder"):
         fill_checklist(p, write_bundle(tmp_path / "run", PASS_GANG))
     assert outside.read_bytes() == before
+
+
+def test_advanced_inference_ingress_outcomes_fill_its_should_row(tmp_path: Path) -> None:
+    reason = (
+        "PoolAcceptedByGateway: HTTPRoute ns/kaic-aii-route: ResolvedRefs False (InvalidKind)"
+        " from controller traefik.io/gateway-controller"
+    )
+    for outcome, status in (("PASS", "Implemented"), ("FAIL", "Not Implemented")):
+        p = _product(tmp_path / outcome)
+        row = {
+            "requirement_id": "advanced_inference_ingress",
+            "test_name": "TestAdvancedInferenceIngress",
+            "outcome": outcome,
+            **({"reason": reason} if outcome == "FAIL" else {}),
+        }
+        fill_checklist(p, write_bundle(tmp_path / outcome / "run", [row]))
+        aii = requirement(_doc(p), "advanced_inference_ingress")
+        assert aii["status"] == status
+        if outcome == "FAIL":
+            assert aii["notes"] == f"TestAdvancedInferenceIngress failed: {reason}"

@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from kaic.cluster.quantity import parse_quantity
-from kaic.lab.apiserver import ApiClient, ApiError
+from kaic.lab.apiserver import ApiClient, ApiError, Mirror
 from kaic.lab.sims.device_health import HealthReporter
 
 DRIVER = "gpu.nvidia.com"
@@ -607,8 +607,16 @@ def exec_rule(
 # ---------------------------------------------------------------------------------------
 
 
-FRESH_NODES = 200
-INVENTORY_TTL_S = 10.0
+PODS = "/api/v1/pods"
+NODES = "/api/v1/nodes"
+SLICES = "/apis/resource.k8s.io/v1/resourceslices"
+CLAIMS = "/apis/resource.k8s.io/v1/resourceclaims"
+EXECS = f"/apis/{KWOK_API}/execs"
+MIRRORED = (PODS, NODES, SLICES, CLAIMS, EXECS)
+"""The collections the agent follows by watch (``kaic.lab.apiserver.Mirror``): listed
+once, then kept current by their events, so that a lab of thousands of nodes and pods is
+not listed again on every reconcile. The small ones (the mode ConfigMap, ClusterExecs,
+RuntimeClasses) are read on each reconcile."""
 
 
 class Agent:
@@ -630,26 +638,31 @@ class Agent:
         """RuntimeClasses of the lab's namespace sandbox (empty when it is ``off``)."""
         self.health = HealthReporter(api, self.log)
         """Simulated device failures (``kaic.lab.sims.device_health``)."""
-        self._inventory: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
-        self._inventory_at = 0.0
+        self.mirrors: dict[str, Mirror] = {}
+        """The watched collections once ``follow`` started them (none in a unit test: then
+        every reconcile lists)."""
 
-    def inventory(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Nodes and ResourceSlices: listed on every reconcile in a lab of up to
-        ``FRESH_NODES`` nodes, at most every ``INVENTORY_TTL_S`` in a larger one (their
-        lists are the largest, and they change rarely)."""
-        now = time.monotonic()
-        cached = self._inventory
-        if (
-            cached is None
-            or len(cached[0]) <= FRESH_NODES
-            or (now - self._inventory_at >= INVENTORY_TTL_S)
-        ):
-            cached = (
-                self._list("/api/v1/nodes"),
-                self._list("/apis/resource.k8s.io/v1/resourceslices"),
-            )
-            self._inventory, self._inventory_at = cached, now
-        return cached
+    def follow(self, stop: threading.Event) -> None:
+        """Start a Mirror per collection of ``MIRRORED``; pod and claim events wake the
+        reconcile loop (a new pod also gets its Exec rule from its event at once)."""
+
+        def wake(_kind: str, _obj: Mapping[str, Any]) -> None:
+            self.wake.set()
+
+        for path in MIRRORED:
+            self.mirrors[path] = Mirror(
+                self.api,
+                path,
+                log=self.log,
+                on_event=self.on_pod_event if path == PODS else (wake if path == CLAIMS else None),
+                optional=path != PODS,
+            ).start(stop)
+
+    def _collection(self, path: str) -> list[dict[str, Any]]:
+        mirror = self.mirrors.get(path)
+        if mirror is not None and mirror.synced.is_set():
+            return mirror.items()
+        return self._list(path)
 
     def _list(self, path: str) -> list[dict[str, Any]]:
         try:
@@ -695,9 +708,10 @@ class Agent:
         return {}
 
     def reconcile(self) -> None:
-        pods = self._list("/api/v1/pods")
-        nodes, slices = self.inventory()
-        claims = self._list("/apis/resource.k8s.io/v1/resourceclaims")
+        pods = self._collection(PODS)
+        nodes = self._collection(NODES)
+        slices = self._collection(SLICES)
+        claims = self._collection(CLAIMS)
         data = self.settings()
         mode = self.mode(data)
         if mode != self._mode:
@@ -730,8 +744,7 @@ class Agent:
 
     def sync_rules(self, pods: Sequence[Mapping[str, Any]]) -> None:
         rules = {
-            (r["metadata"]["namespace"], r["metadata"]["name"]): r
-            for r in self._list(f"/apis/{KWOK_API}/execs")
+            (r["metadata"]["namespace"], r["metadata"]["name"]): r for r in self._collection(EXECS)
         }
         live = set()
         for p in pods:
@@ -773,44 +786,27 @@ class Agent:
             return
         self._ruled.add(md["uid"])
 
-    def on_event(self, line: bytes) -> None:
+    def on_pod_event(self, kind: str, pod: Mapping[str, Any]) -> None:
         """A pod watch event: give a new pod its Exec rule at once (before it is even
         scheduled), then wake the reconcile loop."""
+        md = pod.get("metadata") or {}
         try:
-            ev = json.loads(line)
-            pod = ev.get("object") or {}
-            md = pod.get("metadata") or {}
             if (
-                ev.get("type") in ("ADDED", "MODIFIED")
+                kind in ("ADDED", "MODIFIED")
                 and md.get("uid")
                 and md["uid"] not in self._ruled
                 and not md.get("deletionTimestamp")
                 and self._base is not None
             ):
                 self.ensure_rule(pod)
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (KeyError, TypeError, AttributeError):
             pass
         self.wake.set()
 
-    def _watch(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                rv = self.api.request("GET", "/api/v1/pods?limit=1")["metadata"]["resourceVersion"]
-                for line in self.api.watch_lines(
-                    f"/api/v1/pods?watch=1&allowWatchBookmarks=false"
-                    f"&resourceVersion={rv}&timeoutSeconds=60",
-                    timeout=90,
-                ):
-                    if stop.is_set():
-                        return
-                    if line.strip():
-                        self.on_event(line)
-            except (ApiError, OSError, ValueError, KeyError) as e:
-                self.log(f"pod watch ended: {e}")
-                stop.wait(1.0)
-
     def run(self, stop: threading.Event, resync_s: float = 2.0) -> None:
-        threading.Thread(target=self._watch, args=(stop,), daemon=True).start()
+        self.follow(stop)
+        for mirror in self.mirrors.values():
+            mirror.synced.wait(30.0)
         while not stop.is_set():
             self.wake.clear()
             started = time.monotonic()
