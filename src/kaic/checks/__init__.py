@@ -25,6 +25,8 @@ module                          proves (upstream test)
 ``virtualized_accelerator``     virtual accelerators claimed and isolated
                                 (TestVirtualizedAccelerator)
 ``workload_sandboxing``         sandboxed pods isolated (TestWorkloadSandboxing)
+``disaggregated_inference``     prefill and decode on distinct pods
+                                (TestDisaggregatedInference)
 ``robust_controller``           AI operator, CRDs, webhooks
                                 (TestRobustCRDControllerOperation)
 ==============================  =============================================
@@ -46,6 +48,8 @@ The floor every check builds on (requirement modules import these, never each ot
 * ``sampling`` — spread samples of large inventories (thousands of nodes or exporters).
 * ``installed`` — what software the API shows: workloads by image, CRD groups, CSI
   drivers, RuntimeClass handlers, node metadata (``Inventory.find``).
+* ``created`` — what a check made in its namespace, kept as evidence and deleted at the
+  end (``Created``).
 * ``_metric_names`` — accelerator metric names per vendor (data for
   ``accelerator_metrics``).
 
