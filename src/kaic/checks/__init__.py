@@ -27,6 +27,8 @@ module                          proves (upstream test)
 ``workload_sandboxing``         sandboxed pods isolated (TestWorkloadSandboxing)
 ``high_performance_networking`` NICs through DRA, attached and used
                                 (TestHighPerformanceNetworking)
+``disaggregated_inference``     prefill and decode on distinct pods
+                                (TestDisaggregatedInference)
 ``robust_controller``           AI operator, CRDs, webhooks
                                 (TestRobustCRDControllerOperation)
 ==============================  =============================================
@@ -48,6 +50,8 @@ The floor every check builds on (requirement modules import these, never each ot
 * ``sampling`` — spread samples of large inventories (thousands of nodes or exporters).
 * ``installed`` — what software the API shows: workloads by image, CRD groups, CSI
   drivers, RuntimeClass handlers, node metadata (``Inventory.find``).
+* ``created`` — what a check made in its namespace, kept as evidence and deleted at the
+  end (``Created``).
 * ``_metric_names`` — accelerator metric names per vendor (data for
   ``accelerator_metrics``).
 

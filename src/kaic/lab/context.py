@@ -39,6 +39,7 @@ _KNOWN_KINDS: dict[str, tuple[str, str, bool]] = {
     "Service": ("v1", "services", True),
     "ServiceAccount": ("v1", "serviceaccounts", True),
     "Secret": ("v1", "secrets", True),
+    "Deployment": ("apps/v1", "deployments", True),
     "CustomResourceDefinition": ("apiextensions.k8s.io/v1", "customresourcedefinitions", False),
     "DeviceClass": ("resource.k8s.io/v1", "deviceclasses", False),
     "ResourceSlice": ("resource.k8s.io/v1", "resourceslices", False),

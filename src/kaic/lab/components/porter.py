@@ -20,7 +20,7 @@ class Porter(ProcessComponent):
     description = (
         "serves pods running `agnhost porter` or `agnhost netexec` at their pod IPs in the "
         "lab network "
-        "(stands in for that container)"
+        "(stands in for that container), and simulated prefill/decode model servers"
     )
     order = 110
     after = ("kube-apiserver", "network")
@@ -39,6 +39,7 @@ class Porter(ProcessComponent):
                 f"--cert={p.admin_crt}",
                 f"--key={p.admin_key}",
                 f"--pod-cidr={ctx.net.pod_cidr}",
+                f"--log-dir={ctx.dir('model-servers')}",
             ]
         )
 

@@ -1,5 +1,5 @@
 """The simulators' one HTTP server helper: a threaded server on a loopback address that
-answers GET requests with what a function returns.
+answers GET (and POST) requests with what a function returns.
 
 Owns: ``Request``, ``Reply``, ``server``, ``start``, ``Listeners`` and ``serve_all``.
 Must not listen on anything but loopback or the lab network's 198.18.0.0/15 (another
@@ -25,13 +25,17 @@ from kaic.lab.network import LAB_RANGE
 
 @dataclass(frozen=True)
 class Request:
-    """A GET request as the answer function sees it."""
+    """A GET or POST request as the answer function sees it."""
 
     path: str
     """Without the query string."""
     query: dict[str, list[str]] = field(default_factory=dict)
     peer_cert: dict[str, Any] | None = None
     """The client's verified certificate (TLS servers that ask for one), else None."""
+    method: str = "GET"
+    headers: dict[str, str] = field(default_factory=dict)
+    """Request headers, names in lower case."""
+    body: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,26 @@ def server(
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            self.handle_one("GET", b"")
+
+        def do_POST(self) -> None:
+            try:
+                length = max(0, min(int(self.headers.get("Content-Length") or 0), 1 << 20))
+            except ValueError:
+                length = 0
+            self.handle_one("POST", self.rfile.read(length) if length else b"")
+
+        def handle_one(self, method: str, body: bytes) -> None:
             url = urllib.parse.urlsplit(self.path)
             peer = getattr(self.connection, "getpeercert", lambda: None)()
-            req = Request(url.path, urllib.parse.parse_qs(url.query), peer or None)
+            req = Request(
+                url.path,
+                urllib.parse.parse_qs(url.query),
+                peer or None,
+                method,
+                {k.lower(): v for k, v in self.headers.items()},
+                body,
+            )
             try:
                 reply = answer(req)
             except Exception as e:  # a broken request must not kill the simulator

@@ -11,7 +11,9 @@ Prometheus that discovers the pod through the apiserver, or a client of the pod'
 Service through kube-proxy, reaches it exactly as it would in a real cluster.
 With the ``netexec`` subcommand (the ai_inference backends) it serves ``GET /hostname``
 (the pod's hostname: ``spec.hostname`` or its name) and ``GET /healthz`` on
-``<pod IP>:<--http-port>`` (default 8080); other paths answer 404.
+``<pod IP>:<--http-port>`` (default 8080); other paths answer 404. Pods of the
+``vllm/vllm-openai`` image with an ``llm-d.ai/role`` label get the simulated prefill and
+decode model servers of ``kaic.lab.sims.model_server`` (with ``--log-dir``).
 
 Owns: the pod loop (polling the lab's apiserver as the admin with the lab's client) and
 the listeners. Must never bind to anything but the lab's pod range (pods whose IP is not
@@ -32,6 +34,7 @@ from typing import Any
 from kaic.errors import LabError
 from kaic.lab.apiserver import ApiClient
 from kaic.lab.sims import http
+from kaic.lab.sims.model_server import ModelServers, Server, server_of
 
 PORT_PREFIXES = ("SERVE_PORT_", "SERVE_TCP_PORT_")
 
@@ -111,13 +114,15 @@ def _server(ip: str, port: int, answer: http.Answer) -> ThreadingHTTPServer:
 class Porter:
     """Keeps one listener per (running porter or netexec pod, port) and nothing else."""
 
-    def __init__(self, pod_cidr: ipaddress.IPv4Network) -> None:
+    def __init__(self, pod_cidr: ipaddress.IPv4Network, models: ModelServers | None = None) -> None:
         self.pod_cidr = pod_cidr
+        self.models = models
         self.servers: dict[Key, ThreadingHTTPServer] = {}
 
     def sync(self, pods: Sequence[dict[str, Any]]) -> None:
         wanted: dict[Key, http.Answer] = {}
         names: dict[Key, str] = {}
+        models: list[Server] = []
         for pod in pods:
             if pod.get("status", {}).get("phase") != "Running" or pod.get("metadata", {}).get(
                 "deletionTimestamp"
@@ -131,10 +136,16 @@ class Porter:
             netexec = netexec_port(pod)
             if netexec is not None:
                 answers[netexec] = netexec_answer(hostname_of(pod))
+            model = server_of(pod, ip) if self.models is not None else None
+            if model is not None and self.models is not None:
+                models.append(model)
+                answers[model.port] = self.models.answer(model)
             for port, answer in answers.items():
                 key = (str(md.get("uid", "")), ip, port)
                 wanted[key] = answer
                 names[key] = f"{md.get('namespace')}/{md.get('name')}"
+        if self.models is not None:
+            self.models.update(models)
         for key in [k for k in self.servers if k not in wanted]:
             self.servers.pop(key).shutdown()
             print(f"stopped {key[1]}:{key[2]}", flush=True)
@@ -164,12 +175,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--key", type=Path, required=True)
     ap.add_argument("--pod-cidr", type=ipaddress.IPv4Network, required=True)
     ap.add_argument("--interval", type=float, default=0.5)
+    ap.add_argument(
+        "--log-dir", type=Path, help="where the model-server stand-ins write their logs"
+    )
     a = ap.parse_args(argv)
     try:
         api = ApiClient.from_files(a.server, a.ca, a.cert, a.key)
     except LabError as e:
         raise SystemExit(f"kaic.lab.sims.porter: {e}") from e
-    porter = Porter(a.pod_cidr)
+    models = ModelServers(a.pod_cidr, a.log_dir, api) if a.log_dir else None
+    porter = Porter(a.pod_cidr, models)
     print("porter simulator running", flush=True)
     while True:
         try:
