@@ -50,6 +50,7 @@ import argparse
 import contextlib
 import json
 import os
+import queue
 import shutil
 import sys
 import tempfile
@@ -613,6 +614,8 @@ SLICES = "/apis/resource.k8s.io/v1/resourceslices"
 CLAIMS = "/apis/resource.k8s.io/v1/resourceclaims"
 EXECS = f"/apis/{KWOK_API}/execs"
 MIRRORED = (PODS, NODES, SLICES, CLAIMS, EXECS)
+RULE_WRITERS = 4
+"""Threads writing pods' Exec rules (a large lab's exporter pods appear by the thousand)."""
 """The collections the agent follows by watch (``kaic.lab.apiserver.Mirror``): listed
 once, then kept current by their events, so that a lab of thousands of nodes and pods is
 not listed again on every reconcile. The small ones (the mode ConfigMap, ClusterExecs,
@@ -641,6 +644,11 @@ class Agent:
         self.mirrors: dict[str, Mirror] = {}
         """The watched collections once ``follow`` started them (none in a unit test: then
         every reconcile lists)."""
+        self._writes: queue.Queue[str] | None = None
+        """Uids of pods whose Exec rule the writer threads are to write (``follow`` starts
+        them; without them a rule is written at once, in the caller's thread)."""
+        self._pending: dict[str, Mapping[str, Any]] = {}
+        self._pending_lock = threading.Lock()
 
     def follow(self, stop: threading.Event) -> None:
         """Start a Mirror per collection of ``MIRRORED``; pod and claim events wake the
@@ -649,6 +657,11 @@ class Agent:
         def wake(_kind: str, _obj: Mapping[str, Any]) -> None:
             self.wake.set()
 
+        self._writes = queue.Queue()
+        for i in range(RULE_WRITERS):
+            threading.Thread(
+                target=self._write_rules, args=(stop,), daemon=True, name=f"rules-{i}"
+            ).start()
         for path in MIRRORED:
             self.mirrors[path] = Mirror(
                 self.api,
@@ -657,6 +670,35 @@ class Agent:
                 on_event=self.on_pod_event if path == PODS else (wake if path == CLAIMS else None),
                 optional=path != PODS,
             ).start(stop)
+
+    def want_rule(self, pod: Mapping[str, Any]) -> None:
+        """Have the pod's Exec rule written: by a writer thread once ``follow`` started
+        them (a watch thread or the reconcile loop never waits on thousands of writes
+        when a large lab's pods appear at once), else now."""
+        if self._writes is None:
+            self.ensure_rule(pod)
+            return
+        uid = str(pod["metadata"]["uid"])
+        with self._pending_lock:
+            queued = uid in self._pending
+            self._pending[uid] = pod
+        if not queued:
+            self._writes.put(uid)
+
+    def _write_rules(self, stop: threading.Event) -> None:
+        assert self._writes is not None
+        while not stop.is_set():
+            try:
+                uid = self._writes.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            with self._pending_lock:
+                pod = self._pending.pop(uid, None)
+            if pod is not None:
+                try:
+                    self.ensure_rule(pod)
+                except (KeyError, TypeError) as e:
+                    self.log(f"cannot write an Exec rule: {e}")
 
     def _collection(self, path: str) -> list[dict[str, Any]]:
         mirror = self.mirrors.get(path)
@@ -736,11 +778,24 @@ class Agent:
         self.sync_rules(pods)
         drivers = installed_drivers(data, [n.get("metadata", {}).get("name", "") for n in nodes])
         write_state(self.root, vis, pods, drivers)
+        if not self.mirrors:  # no health thread (a unit test): report here
+            self.reconcile_health()
+        (self.root / ALIVE_FILE).touch()
+
+    def reconcile_health(self) -> None:
+        """Apply the nodes' fault annotations (``kaic.lab.sims.device_health``)."""
         try:
-            self.health.reconcile(nodes, slices)
+            self.health.reconcile(self._collection(NODES), self._collection(SLICES))
         except (ApiError, OSError, KeyError, ValueError, TypeError) as e:
             self.log(f"device health: {e}")
-        (self.root / ALIVE_FILE).touch()
+
+    def _health_loop(self, stop: threading.Event, every_s: float) -> None:
+        # NOTE: its own thread: a large lab's first pass writes every node (the fault
+        # contract's annotation and condition, one request each), which must not hold up
+        # the device views of new pods.
+        while not stop.is_set():
+            self.reconcile_health()
+            stop.wait(every_s)
 
     def sync_rules(self, pods: Sequence[Mapping[str, Any]]) -> None:
         rules = {
@@ -763,7 +818,7 @@ class Agent:
                 if same and have.get("spec", {}).get("execs") == self.rule(p)["spec"]["execs"]:
                     self._ruled.add(md["uid"])
                     continue
-            self.ensure_rule(p)
+            self.want_rule(p)
         self._ruled &= live
 
     def rule(self, pod: Mapping[str, Any]) -> dict[str, Any]:
@@ -798,7 +853,7 @@ class Agent:
                 and not md.get("deletionTimestamp")
                 and self._base is not None
             ):
-                self.ensure_rule(pod)
+                self.want_rule(pod)
         except (KeyError, TypeError, AttributeError):
             pass
         self.wake.set()
@@ -807,6 +862,9 @@ class Agent:
         self.follow(stop)
         for mirror in self.mirrors.values():
             mirror.synced.wait(30.0)
+        threading.Thread(
+            target=self._health_loop, args=(stop, resync_s), daemon=True, name="health"
+        ).start()
         while not stop.is_set():
             self.wake.clear()
             started = time.monotonic()
