@@ -377,6 +377,12 @@ class _Run:
             if changed or events or time.monotonic() >= deadline:
                 break
             self.ctx.sleep(1.0)
+        if bool(changed) != bool(events):
+            # NOTE: a reporter writes the condition and the Event one after the other:
+            # seen between the two, the other gets a moment to appear (both are evidence).
+            self.ctx.sleep(2.0)
+            changed = changed or changed_conditions(self.conds_before, conditions_of(self._node()))
+            events = events or new_events(self._events(), self.events_seen)
         self.reported = changed + events
         if not self.reported:
             st.skip(
