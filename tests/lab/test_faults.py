@@ -438,7 +438,9 @@ def test_the_kueue_webhook_unreachable_during_a_run(lab_factory: Any, tmp_path: 
     """A webhook the run depends on is down: robust_controller FAILs naming the webhook
     the apiserver could not call (the cluster's fault, not kaic's), nothing is left."""
     require_program("kueue")
-    kueue: Lab = lab_factory(with_={"kueue-controller"})
+    # NOTE: a Kueue lab of its own (cpu_nodes given, the default): the one that
+    # test_gang_and_operator shares must not meet a Kueue just restarted by this case.
+    kueue: Lab = lab_factory(with_={"kueue-controller"}, cpu_nodes=1)
     assert lab_proc.stop(kueue.ctx.pid_path("kueue-controller"))
     try:
         out = tmp_path / "b"
