@@ -243,7 +243,7 @@ class DcgmExporter(Component):
         ctx.wait(
             "the DCGM exporter DaemonSet to place a pod on every GPU node",
             lambda: set(nodes) <= set(exporter_pods(ctx)),
-            timeout=60,
+            timeout=60 + len(nodes) / 10,  # the DaemonSet controller creates pods in batches
             alive=self.process,
         )
         ctx.wait(

@@ -240,7 +240,7 @@ class Nodes(Component):
         ctx.wait(
             f"{len(nodes)} nodes to be Ready",
             lambda: self._all_ready(ctx, nodes),
-            timeout=60 + len(nodes) // 50,
+            timeout=60 + len(nodes) // 10,  # kwok readies a few dozen nodes a second
             alive="kwok",
         )
 
