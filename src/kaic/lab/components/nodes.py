@@ -141,6 +141,30 @@ def device_class() -> dict[str, Any]:
     }
 
 
+def node_slice(
+    node: str, node_uid: str, driver: str, devices: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The one ResourceSlice of ``driver`` on ``node`` (owned by the Node, so it goes with
+    it), a pool of its own named like the node."""
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceSlice",
+        "metadata": {
+            "name": f"{node}-{driver}",
+            "labels": {"app.kubernetes.io/managed-by": "kaic-lab"},
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid}
+            ],
+        },
+        "spec": {
+            "driver": driver,
+            "nodeName": node,
+            "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
+            "devices": devices,
+        },
+    }
+
+
 def resource_slice(ctx: LabContext, node: str, node_uid: str) -> dict[str, Any]:
     """One ResourceSlice with every GPU of ``node``, shaped like NVIDIA's DRA driver's."""
     devices: list[dict[str, Any]] = []
@@ -170,23 +194,7 @@ def resource_slice(ctx: LabContext, node: str, node_uid: str) -> dict[str, Any]:
             attrs = devices[-1]["attributes"]
             attrs["driverVersion"] = {"version": DRIVER_VERSION}
             attrs["cudaDriverVersion"] = {"version": CUDA_DRIVER_VERSION}
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceSlice",
-        "metadata": {
-            "name": f"{node}-{DRIVER}",
-            "labels": {"app.kubernetes.io/managed-by": "kaic-lab"},
-            "ownerReferences": [
-                {"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid}
-            ],
-        },
-        "spec": {
-            "driver": DRIVER,
-            "nodeName": node,
-            "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
-            "devices": devices,
-        },
-    }
+    return node_slice(node, node_uid, DRIVER, devices)
 
 
 def pcie_root(n: int) -> str:

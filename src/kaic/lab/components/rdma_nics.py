@@ -24,7 +24,7 @@ from typing import Any
 from kaic.errors import LabError
 from kaic.lab import network
 from kaic.lab.component import Component, register
-from kaic.lab.components.nodes import GPUS_PER_PCIE_ROOT, POOL_LABEL, pcie_root
+from kaic.lab.components.nodes import GPUS_PER_PCIE_ROOT, POOL_LABEL, node_slice, pcie_root
 from kaic.lab.context import NET_FILE, LabContext
 from kaic.lab.sims.nics import BRIDGE, DRIVER, nic_mac
 
@@ -75,23 +75,7 @@ def nic_slice(ctx: LabContext, node: str, node_uid: str) -> dict[str, Any]:
                 },
             }
         )
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceSlice",
-        "metadata": {
-            "name": f"{node}-{DRIVER}",
-            "labels": {"app.kubernetes.io/managed-by": "kaic-lab"},
-            "ownerReferences": [
-                {"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid}
-            ],
-        },
-        "spec": {
-            "driver": DRIVER,
-            "nodeName": node,
-            "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
-            "devices": devices,
-        },
-    }
+    return node_slice(node, node_uid, DRIVER, devices)
 
 
 def runtime_args(ctx: LabContext) -> list[str]:
