@@ -50,7 +50,7 @@ from kaic.checks.base import (
     shared,
 )
 from kaic.checks.created import Created
-from kaic.checks.execs import exec_with_retries
+from kaic.checks.execs import probe
 from kaic.checks.predicates import pod_started
 from kaic.checks.resources import allocatable, requests_by_node
 from kaic.checks.sampling import limit_option, spread
@@ -705,29 +705,22 @@ class _Run:
             t.error(f"probe pod {pod} did not land on node {node}")
 
     def run_probe(self, t: Subtest, pod: str) -> ProbeResult:
-        try:
-            r = exec_with_retries(
-                self.ctx,
-                self.cluster,
-                self.ctx.namespace,
-                pod,
-                ["sh", "-c", self.script],
-                container=CONTAINER,
-                timeout=90.0,
-                accept=lambda r: parse_probe(r.stdout) is not None,
-                attempts=PROBE_ATTEMPTS,
-                transcript=self.transcript,
-            )
-        except ClusterError as e:
-            t.error(f"exec into pod {pod} failed: {e} (tried {PROBE_ATTEMPTS} times)")
-        res = parse_probe(r.stdout)
-        if res is None:
-            t.error(
+        return probe(
+            self.ctx,
+            t,
+            pod,
+            self.script,
+            lambda r: parse_probe(r.stdout),
+            lambda r: (
                 f"the probe in pod {pod} printed no complete RESULT lines (exit code "
                 f"{r.exit_code}; the image needs a POSIX sh): "
-                f"{(r.stderr or r.stdout).strip()[:200]} (tried {PROBE_ATTEMPTS} times)"
-            )
-        return res
+                f"{(r.stderr or r.stdout).strip()[:200]}"
+            ),
+            container=CONTAINER,
+            timeout=90.0,
+            attempts=PROBE_ATTEMPTS,
+            transcript=self.transcript,
+        )
 
     def record_evidence(self) -> None:
         self.ctx.evidence("probe-commands.log", "\n".join(self.transcript) or "(no probe ran)\n")

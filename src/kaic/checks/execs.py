@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
-from kaic.checks.base import CheckContext
+from kaic.checks.base import CheckContext, Subtest
 from kaic.cluster.api import ClusterAPI, ExecResult
 from kaic.errors import ClusterError, NotFoundError, PermissionDeniedError
 
@@ -76,3 +77,43 @@ def exec_with_retries(
         return last
     assert error is not None
     raise error
+
+
+T = TypeVar("T")
+
+
+def probe(
+    ctx: CheckContext,
+    t: Subtest,
+    pod: str,
+    script: str,
+    parse: Callable[[ExecResult], T | None],
+    unparsed: Callable[[ExecResult], str],
+    *,
+    container: str | None = None,
+    timeout: float = 60.0,
+    attempts: int = EXEC_ATTEMPTS,
+    transcript: list[str] | None = None,
+) -> T:
+    """Run a probe script (``sh -c``) in ``pod`` of the check's namespace until ``parse``
+    reads its output; the sub-test ends in ERROR when no exec got through or no output
+    could be read (``unparsed`` says why, from the last result)."""
+    try:
+        r = exec_with_retries(
+            ctx,
+            ctx.cluster,
+            ctx.namespace,
+            pod,
+            ["sh", "-c", script],
+            container=container,
+            timeout=timeout,
+            accept=lambda r: parse(r) is not None,
+            attempts=attempts,
+            transcript=transcript,
+        )
+    except ClusterError as e:
+        t.error(f"exec into pod {pod} failed: {e} (tried {attempts} times)")
+    out = parse(r)
+    if out is None:
+        t.error(f"{unparsed(r)} (tried {attempts} times)")
+    return out

@@ -56,13 +56,13 @@ from kaic.checks.base import (
     shared,
 )
 from kaic.checks.created import Created
-from kaic.checks.execs import exec_with_retries
+from kaic.checks.execs import probe
 from kaic.checks.predicates import node_schedulable, pod_bound
 from kaic.checks.resources import allocatable, requests_by_node
 from kaic.checks.waits import last_warning, pod_running_or_fail
 from kaic.cluster import parse_quantity
 from kaic.cluster.api import ClusterAPI, KubeObject, name_of
-from kaic.errors import ClusterError, WaitTimeoutError
+from kaic.errors import WaitTimeoutError
 
 COUNT_LABEL = "nvidia.com/gpu.count"
 REPLICAS_LABEL = "nvidia.com/gpu.replicas"
@@ -574,28 +574,18 @@ class _Run:
             t.log(f"pods {', '.join(ps)} share GPU {g} on node {sn.name}")
 
     def probe(self, t: Subtest, pod: str) -> Seen:
-        try:
-            r = exec_with_retries(
-                self.ctx,
-                self.cluster,
-                self.ctx.namespace,
-                pod,
-                ["sh", "-c", probe_script(self.acc)],
-                container="probe",
-                timeout=60.0,
-                accept=lambda r: parse_seen(r.stdout, self.acc) is not None,
-                attempts=PROBE_ATTEMPTS,
-                transcript=self.transcript,
-            )
-        except ClusterError as e:
-            t.error(f"exec into pod {pod} failed: {e} (tried {PROBE_ATTEMPTS} times)")
-        s = parse_seen(r.stdout, self.acc)
-        if s is None:
-            t.error(
-                f"the probe in pod {pod} printed no RESULT line (exit code {r.exit_code}) "
-                f"(tried {PROBE_ATTEMPTS} times)"
-            )
-        return s
+        return probe(
+            self.ctx,
+            t,
+            pod,
+            probe_script(self.acc),
+            lambda r: parse_seen(r.stdout, self.acc),
+            lambda r: f"the probe in pod {pod} printed no RESULT line (exit code {r.exit_code})",
+            container="probe",
+            timeout=60.0,
+            attempts=PROBE_ATTEMPTS,
+            transcript=self.transcript,
+        )
 
     # -- partitions --------------------------------------------------------------------------
     def partitions(self, t: Subtest, sets: Sequence[PartitionSet], window: float) -> None:

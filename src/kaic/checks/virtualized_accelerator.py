@@ -46,11 +46,10 @@ from kaic.checks.base import (
     shared,
 )
 from kaic.checks.created import Created
-from kaic.checks.execs import exec_with_retries
+from kaic.checks.execs import probe
 from kaic.checks.predicates import node_schedulable
 from kaic.checks.waits import pod_running_or_fail
 from kaic.cluster.api import ClusterAPI, KubeObject, name_of
-from kaic.errors import ClusterError
 
 VIRTUAL_TYPES = ("vgpu", "vfio")
 VIRTUAL_CLASSES = {"gpu.nvidia.com": ("vgpu.nvidia.com", "vfio.gpu.nvidia.com")}
@@ -418,28 +417,18 @@ class _Run:
             t.fail("; ".join(problems))
 
     def probe(self, t: Subtest, pod: str) -> Seen:
-        try:
-            r = exec_with_retries(
-                self.ctx,
-                self.cluster,
-                self.ctx.namespace,
-                pod,
-                ["sh", "-c", probe_script(self.acc)],
-                container="probe",
-                timeout=60.0,
-                accept=lambda r: parse_seen(r.stdout, self.acc) is not None,
-                attempts=PROBE_ATTEMPTS,
-                transcript=self.transcript,
-            )
-        except ClusterError as e:
-            t.error(f"exec into pod {pod} failed: {e} (tried {PROBE_ATTEMPTS} times)")
-        s = parse_seen(r.stdout, self.acc)
-        if s is None:
-            t.error(
-                f"the probe in pod {pod} printed no RESULT line (exit code {r.exit_code}) "
-                f"(tried {PROBE_ATTEMPTS} times)"
-            )
-        return s
+        return probe(
+            self.ctx,
+            t,
+            pod,
+            probe_script(self.acc),
+            lambda r: parse_seen(r.stdout, self.acc),
+            lambda r: f"the probe in pod {pod} printed no RESULT line (exit code {r.exit_code})",
+            container="probe",
+            timeout=60.0,
+            attempts=PROBE_ATTEMPTS,
+            transcript=self.transcript,
+        )
 
     def record_evidence(self) -> None:
         self.ctx.evidence("probe-commands.log", "\n".join(self.transcript) or "(no probe ran)\n")
