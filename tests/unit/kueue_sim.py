@@ -227,10 +227,17 @@ def _kueue_controller(c: FakeCluster) -> None:
     for lq in _all(c, KUEUE, "LocalQueue"):
         ok = lq["spec"]["clusterQueue"] in queues
         lq.setdefault("status", {})["conditions"] = [_cond("Active", "True" if ok else "False")]
+    complete = {
+        j["metadata"]["uid"] for j in _all(c, "batch/v1", "Job") if has_condition(j, "Complete")
+    }
     used = Decimal(0)
     for wl in _all(c, KUEUE, "Workload"):
-        if has_condition(wl, "Admitted"):
-            used += Decimal(wl["spec"]["cpu"])
+        if wl["metadata"]["ownerReferences"][0]["uid"] in complete and not has_condition(
+            wl, "Finished"
+        ):
+            wl["status"]["conditions"].append(_cond("Finished", "True"))
+        if has_condition(wl, "Admitted") and not has_condition(wl, "Finished"):
+            used += Decimal(wl["spec"]["cpu"])  # a finished Workload gives its quota back
     quota = sum(
         (
             quantity(r["nominalQuota"])

@@ -35,6 +35,7 @@ from kaic.checks.predicates import (
 )
 from kaic.checks.resources import allocatable, requests_by_node
 from kaic.checks.waits import Waits, dump
+from kaic.cluster import parse_quantity
 from kaic.cluster.api import KubeObject, has_condition, name_of, namespace_of
 from kaic.errors import ClusterError, UsageError
 
@@ -44,6 +45,8 @@ COMPLETE_AFTER = "kaic.io/complete-after"
 POSITIVE_SIZE = 2
 POSITIVE_CPU = "100m"
 POD_MEMORY = "64Mi"
+MAX_NEGATIVE_PODS = 1000
+"""The largest oversized gang the check submits."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +267,11 @@ class Backend:
         """What the solution says about a gang it holds back (for evidence)."""
         return ""
 
+    def admits(self, millis: int) -> Quota | None:
+        """How many pods of ``millis`` CPU the solution's quota would admit as one gang;
+        ``None`` where no quota limits CPU (it admits by what the nodes hold)."""
+        return None
+
     def _create(self, gang: Gang | None, obj: KubeObject) -> KubeObject:
         created = self.ctx.cluster.create(obj)
         ref = (obj["apiVersion"], obj["kind"], name_of(obj), namespace_of(obj))
@@ -276,6 +284,7 @@ class KueueBackend(Backend):
     Workload fits the ClusterQueue's quota."""
 
     queue: str = ""
+    cluster_queue: str = ""
 
     def prepare(self) -> None:
         ctx, cluster = self.ctx, self.ctx.cluster
@@ -283,11 +292,13 @@ class KueueBackend(Backend):
         self.queue = ctx.option("gang-queue") or "kaic-gang"
         if given_ns:
             self.namespace = given_ns
-            if cluster.get(self.api_version, "LocalQueue", self.queue, given_ns) is None:
+            lq_obj = cluster.get(self.api_version, "LocalQueue", self.queue, given_ns)
+            if lq_obj is None:
                 raise UsageError(
                     f"--gang-namespace {given_ns}: LocalQueue {self.queue} "
                     "not found there (set --gang-queue)"
                 )
+            self.cluster_queue = str(lq_obj.get("spec", {}).get("clusterQueue") or "")
             return
         cq = ctx.option("gang-cluster-queue")
         if not cq:
@@ -376,6 +387,28 @@ class KueueBackend(Backend):
                 f"Workload admitted {sum(counts)} pods, expected the whole gang of {gang.size}",
             )
 
+    def admits(self, millis: int) -> Quota | None:
+        cluster = self.ctx.cluster
+        queues = cluster.list(self.api_version, "ClusterQueue")
+        cq = next((q for q in queues if name_of(q) == self.cluster_queue), None)
+        if cq is None:
+            return None
+        own = cpu_quota(cq)
+        if own is None:
+            return None
+        nominal, borrowing = own
+        total, source = nominal, f"ClusterQueue {self.cluster_queue}"
+        cohort = _cohort(cq)
+        if cohort:
+            pooled = sum(
+                ((cpu_quota(q) or (Decimal(0), None))[0] for q in queues if _cohort(q) == cohort),
+                Decimal(0),
+            )
+            total = min(pooled, nominal + borrowing) if borrowing is not None else pooled
+            source += f" (with what it may borrow in cohort {cohort})"
+        pods = int((total * 1000 // millis).to_integral_value(rounding=ROUND_FLOOR))
+        return Quota(pods, f"{source} admits {_cpus(total)} CPU ({pods} such pods)")
+
     def describe_pending(self, gang: Gang) -> str:
         wl = self.workload(gang)
         if wl is None:
@@ -386,6 +419,39 @@ class KueueBackend(Backend):
             for c in wl.get("status", {}).get("conditions") or []
         ]
         return f"Workload {name_of(wl)}: " + ("; ".join(reasons) or "no conditions")
+
+
+def _cohort(cq: KubeObject) -> str:
+    spec = cq.get("spec", {})
+    return str(spec.get("cohortName") or spec.get("cohort") or "")
+
+
+def cpu_quota(cq: KubeObject) -> tuple[Decimal, Decimal | None] | None:
+    """A ClusterQueue's nominal CPU quota summed over its flavors, and the most it may
+    borrow (``None``: no limit); ``None`` where no resource group covers ``cpu``."""
+    groups = [
+        g
+        for g in cq.get("spec", {}).get("resourceGroups") or []
+        if "cpu" in g.get("coveredResources", [])
+    ]
+    if not groups:
+        return None
+    nominal, borrowing, unlimited = Decimal(0), Decimal(0), False
+    for group in groups:
+        for flavor in group.get("flavors") or []:
+            for res in flavor.get("resources") or []:
+                if res.get("name") != "cpu":
+                    continue
+                nominal += parse_quantity(str(res.get("nominalQuota", "0")))
+                if res.get("borrowingLimit") is None:
+                    unlimited = True
+                else:
+                    borrowing += parse_quantity(str(res["borrowingLimit"]))
+    return nominal, None if unlimited else borrowing
+
+
+def _cpus(value: Decimal) -> str:
+    return str(value.normalize()) if value == value.to_integral_value() else f"{value:f}"
 
 
 class PodGroupBackend(Backend):
@@ -494,6 +560,14 @@ BACKENDS: dict[str, Callable[[CheckContext, Detected, Waits], Backend]] = {
 
 
 @dataclass(frozen=True)
+class Quota:
+    """What a solution's quota admits of the oversized gang's pods."""
+
+    pods: int
+    detail: str
+
+
+@dataclass(frozen=True)
 class Shape:
     size: int
     cpu_millis: int
@@ -501,11 +575,16 @@ class Shape:
     detail: str
 
 
-def negative_shape(ctx: CheckContext) -> Shape:
+def negative_shape(ctx: CheckContext, admits: Callable[[int], Quota | None]) -> Shape:
     """A gang one pod larger than the cluster can hold: each pod asks for the largest
     free CPU of any schedulable node, so a node holds at most one, and the gang has one
     pod more than the nodes where one fits. Without gang semantics some of its pods
-    would be bound, so the negative case can fail."""
+    would be bound, so the negative case can fail.
+
+    A solution that admits by quota (Kueue) admits a gang as soon as the quota holds it,
+    whatever the nodes have free; the gang then also has one pod more than the quota
+    (``admits``) holds, so that it is the solution's own all-or-nothing that keeps it
+    back."""
     cluster = ctx.cluster
     nodes = [
         n
@@ -521,8 +600,30 @@ def negative_shape(ctx: CheckContext) -> Shape:
     if millis <= 0:
         raise ClusterError("no schedulable node has free CPU for a gang pod")
     fits = sum(1 for f in free.values() if f * 1000 >= millis)
+    detail = (
+        f"{len(nodes)} schedulable nodes, free CPU per node "
+        f"{ {k: str(v) for k, v in sorted(free.items())} }; each gang pod asks for "
+        f"{millis}m CPU, {fits} such pods fit"
+    )
+    quota = admits(millis)
+    held = fits
+    if quota is not None:
+        detail += f"; {quota.detail}"
+        held = max(fits, quota.pods)
+        if quota.pods > fits:
+            detail += (
+                f"; note: a gang of {fits + 1} would be admitted although the nodes "
+                "cannot hold it, and its pods would be partly bound unless the solution "
+                "evicts gangs that do not start (Kueue's waitForPodsReady)"
+            )
+    if held + 1 > MAX_NEGATIVE_PODS:
+        raise UsageError(
+            f"a gang that cannot fit would need more than {MAX_NEGATIVE_PODS} pods "
+            f"of {millis}m CPU ({detail}); choose a queue with a smaller quota "
+            "(--gang-cluster-queue, or --gang-namespace with --gang-queue)"
+        )
     given = ctx.option("gang-negative-size")
-    size = fits + 1
+    size = held + 1
     if given:
         try:
             size = int(given)
@@ -535,11 +636,9 @@ def negative_shape(ctx: CheckContext) -> Shape:
                 f"--gang-negative-size {size} is not larger than what the "
                 f"cluster can hold ({fits} pods of {millis}m CPU)"
             )
-    detail = (
-        f"{len(nodes)} schedulable nodes, free CPU per node "
-        f"{ {k: str(v) for k, v in sorted(free.items())} }; each gang pod asks for "
-        f"{millis}m CPU, {fits} such pods fit, the gang has {size}"
-    )
+        if size <= held and quota is not None:
+            raise UsageError(f"--gang-negative-size {size} is admitted by quota: {quota.detail}")
+    detail += f", the gang has {size}"
     return Shape(size, millis, fits, detail)
 
 
@@ -742,7 +841,7 @@ def _positive(ctx: CheckContext, backend: Backend, gangs: list[Gang], waits: Wai
 
 def _negative(ctx: CheckContext, backend: Backend, gangs: list[Gang], waits: Waits) -> None:
     with ctx.subtest("NegativeGangScheduling") as t:
-        shape = negative_shape(ctx)
+        shape = negative_shape(ctx, backend.admits)
         t.log(shape.detail)
         ctx.evidence("negative-shape.txt", shape.detail + "\n")
         gang = Gang(

@@ -38,7 +38,9 @@ def test_gang_scheduling_passes_with_kueue_admitting_whole_gangs_only() -> None:
     waits = json.loads(evidence["waits.json"])
     assert any(w["wait"].startswith("positive gang") and w["result"] == "ok" for w in waits)
     assert all("took_s" in w and "timeout_s" in w for w in waits)
-    assert "2 such pods fit, the gang has 3" in evidence["negative-shape.txt"]
+    shape = evidence["negative-shape.txt"]
+    assert "2 such pods fit; ClusterQueue lab admits 192 CPU (2 such pods)" in shape
+    assert shape.rstrip().endswith("the gang has 3") and "note:" not in shape
 
 
 def test_gang_scheduling_cleans_up_everything_it_created() -> None:
@@ -68,12 +70,12 @@ def test_gang_scheduling_fails_when_kueue_crds_exist_but_its_controller_does_not
 
 def test_partial_scheduling_of_an_oversized_gang_fails_the_negative_case() -> None:
     # Kueue's quota is larger than the cluster and its Job webhook is missing: the big
-    # gang's pods start one by one and two of three get bound.
+    # gang (sized past the quota, 11 pods of 96 CPU) starts pod by pod and two get bound.
     result = run(make_cluster(Sim(webhook="absent", cpu_quota="1000")))
     assert result.outcome is Outcome.FAIL
     outcome, reason = sub(result, "NegativeGangScheduling")
     assert outcome is Outcome.FAIL
-    assert "partial scheduling: 2 of 3 pods" in reason
+    assert "partial scheduling: 2 of 11 pods" in reason
     assert sub(result, "Cleanup")[0] is Outcome.PASS
 
 
@@ -120,3 +122,50 @@ def test_several_cluster_queues_need_an_explicit_choice() -> None:
     assert result.outcome is Outcome.ERROR
     assert "--gang-cluster-queue" in result.reason
     assert run(cluster, **{"gang-cluster-queue": "lab"}).outcome is Outcome.PASS
+
+
+def _busy(cluster: FakeCluster, node: str, cpu: str) -> None:
+    """A pod outside any queue that holds ``cpu`` of ``node`` (a DaemonSet's, say)."""
+    cluster.add(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"daemon-{node}", "namespace": "kube-system"},
+            "spec": {
+                "nodeName": node,
+                "containers": [{"name": "d", "resources": {"requests": {"cpu": cpu}}}],
+            },
+            "status": {"phase": "Running"},
+        }
+    )
+
+
+def test_the_oversized_gang_also_exceeds_kueues_quota_when_the_nodes_are_unevenly_used() -> None:
+    # Kueue admits by quota (the nodes' allocatable, 192), not by what is free: with
+    # 6 CPU of gpu-0 held by a pod outside the queue, a gang sized only by free CPU
+    # (2 pods of 96) fits the quota, is admitted, and gets 1 of 2 pods bound.
+    cluster = make_cluster()
+    _busy(cluster, "gpu-0", "6")
+    result = run(cluster)
+    assert result.outcome is Outcome.PASS, result.reason
+    shape = {e.name: e.content for e in result.evidence}["negative-shape.txt"]
+    assert "1 such pods fit" in shape
+    assert "ClusterQueue lab admits 192 CPU (2 such pods)" in shape
+    assert "the gang has 3" in shape
+    assert "a gang of 2 would be admitted" in shape
+
+
+def test_a_negative_size_kueues_quota_would_admit_is_refused() -> None:
+    cluster = make_cluster()
+    _busy(cluster, "gpu-0", "6")
+    result = run(cluster, **{"gang-negative-size": "2"})
+    outcome, reason = sub(result, "NegativeGangScheduling")
+    assert outcome is Outcome.ERROR
+    assert "ClusterQueue lab admits 192 CPU" in reason
+
+
+def test_a_quota_too_large_to_exceed_is_an_error_not_a_pass() -> None:
+    result = run(make_cluster(Sim(cpu_quota="200000")))
+    outcome, reason = sub(result, "NegativeGangScheduling")
+    assert outcome is Outcome.ERROR
+    assert "more than 1000 pods" in reason and "--gang-cluster-queue" in reason
