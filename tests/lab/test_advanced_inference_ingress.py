@@ -44,7 +44,7 @@ def test_advanced_inference_ingress_fails_on_the_default_lab_naming_traefiks_rou
     assert pool.reason.startswith("HTTPRoute kaic-"), pool.reason
     assert "traefik.io/gateway-controller" in pool.reason
     assert (
-        "ResolvedRefs False (InvalidKind" in pool.reason
+        "ResolvedRefs=False (InvalidKind" in pool.reason
         and pool.reason.endswith("the Gateway implementation does not route to InferencePool")
     ) or "no controller wrote a status" in pool.reason, pool.reason
     assert sub(r, "RequestsReachPool").outcome is Outcome.SKIP

@@ -52,6 +52,10 @@ The floor every check builds on (requirement modules import these, never each ot
   drivers, RuntimeClass handlers, node metadata (``Inventory.find``).
 * ``created`` — what a check made in its namespace, kept as evidence and deleted at the
   end (``Created``).
+* ``execs`` — commands run in pods, with retries, and probe scripts run until their
+  output parses.
+* ``gateways`` — a Gateway with one HTTP listener, reading Gateway and route status,
+  counting where a client pod's requests landed (``tally``).
 * ``_metric_names`` — accelerator metric names per vendor (data for
   ``accelerator_metrics``).
 
@@ -83,6 +87,7 @@ HELPER_MODULES = frozenset(
         "sampling",
         "installed",
         "created",
+        "gateways",
     }
 )
 """Modules of the shared floor; every other public module is a requirement module."""

@@ -16,8 +16,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -32,6 +31,19 @@ from kaic.checks.base import (
     exclusive,
     shared,
 )
+from kaic.checks.gateways import API_VERSION as GW_API_VERSION
+from kaic.checks.gateways import GROUP as GW_GROUP
+from kaic.checks.gateways import (
+    RESTRICTED,
+    Tally,
+    class_line,
+    conditions_line,
+    gateway_programmed,
+    gateway_url,
+    http_gateway,
+    parent_status,
+    tally,
+)
 from kaic.checks.predicates import pod_ready
 from kaic.cluster.api import KubeObject, condition, has_condition, name_of
 from kaic.errors import WaitTimeoutError
@@ -41,8 +53,6 @@ POOL_API = f"{POOL_GROUP}/v1"
 OBJECTIVE_APIS = ("inference.networking.x-k8s.io/v1alpha2", "llm-d.ai/v1alpha1")
 """Where an InferenceObjective is served: the inference extension's experimental group
 up to v1.5, llm-d-router's group since the extension moved it there (v1.6)."""
-GW_GROUP = "gateway.networking.k8s.io"
-GW_API = f"{GW_GROUP}/v1"
 RBAC_API = "rbac.authorization.k8s.io/v1"
 
 SIM_IMAGE = "ghcr.io/llm-d/llm-d-inference-sim:v0.10.2"
@@ -76,33 +86,6 @@ to the busy pod must be that unlikely under p = 0.5 (one-sided exact binomial te
 # -- judging status --------------------------------------------------------------------------
 
 
-def _as_status(part: KubeObject) -> KubeObject:
-    """A parent status entry (conditions at its top level) shaped like an object."""
-    return {**part, "status": {"conditions": part.get("conditions") or []}}
-
-
-def parent_status(obj: KubeObject | None, kind: str, name: str) -> KubeObject | None:
-    """The ``status.parents`` entry of ``obj`` for the parent ``kind``/``name``."""
-    for parent in (obj or {}).get("status", {}).get("parents") or []:
-        ref = parent.get("parentRef") or {}
-        if ref.get("name") == name and ref.get("kind", kind) == kind:
-            return _as_status(parent)
-    return None
-
-
-def describe(part: KubeObject | None, types: Sequence[str]) -> str:
-    """``Accepted True (Accepted), ResolvedRefs False (InvalidKind: …)`` for ``types``."""
-    out = []
-    for t in types:
-        c = condition(part, t)
-        if c is None:
-            out.append(f"{t} missing")
-        else:
-            msg = f": {c.get('message')}" if c.get("message") else ""
-            out.append(f"{t} {c.get('status')} ({c.get('reason', '')}{msg})")
-    return ", ".join(out)
-
-
 def route_settled(route: KubeObject | None) -> bool:
     """Accepted and ResolvedRefs True, or an answer no wait changes: ResolvedRefs False
     with reason InvalidKind (the implementation does not know the backend kind)."""
@@ -113,66 +96,12 @@ def route_settled(route: KubeObject | None) -> bool:
     return bool(refs and refs.get("status") == "False" and refs.get("reason") == "InvalidKind")
 
 
-def gateway_url(gw: KubeObject | None, port: int) -> str | None:
-    for a in (gw or {}).get("status", {}).get("addresses") or []:
-        value = str(a.get("value") or "")
-        if value:
-            return f"http://[{value}]:{port}" if ":" in value else f"http://{value}:{port}"
-    return None
-
-
-def gateway_programmed(gw: KubeObject | None) -> bool:
-    return (
-        has_condition(gw, "Accepted")
-        and has_condition(gw, "Programmed")
-        and gateway_url(gw, 0) is not None
-    )
-
-
-def _class_line(gc: KubeObject) -> str:
-    return (
-        f"{name_of(gc)} [controller {gc.get('spec', {}).get('controllerName', '?')},"
-        f" {describe(gc, ('Accepted',))}]"
-    )
-
-
 # -- counting --------------------------------------------------------------------------------
 
 
 def binomial_lower_tail(k: int, n: int, p: float = 0.5) -> float:
     """P(X <= k) for X ~ Binomial(n, p)."""
     return min(1.0, sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1)))
-
-
-@dataclass
-class Landing:
-    """Where the requests of one batch landed (pod named by ``x-inference-pod``)."""
-
-    requests: int = 0
-    by_pod: dict[str, int] = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "by_pod": dict(sorted(self.by_pod.items())),
-            "failed": len(self.failures),
-            "failures_sample": self.failures[:10],
-        }
-
-
-def landing(output: str, requests: int, pods: Sequence[str]) -> Landing:
-    """Count the client's lines, ``<x-inference-pod or -> <status>`` per request."""
-    got = Landing(requests=requests, by_pod={p: 0 for p in pods})
-    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-    for line in lines[:requests]:
-        pod, _, status = line.rpartition(" ")
-        if status == "200" and pod in got.by_pod:
-            got.by_pod[pod] += 1
-        else:
-            got.failures.append(line[:200])
-    got.failures.extend(["no answer printed"] * (requests - min(len(lines), requests)))
-    return got
 
 
 def client_script(url: str, requests: int, model: str) -> list[str]:
@@ -207,14 +136,6 @@ class Setup:
     status_timeout: float
 
 
-_RESTRICTED = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "runAsNonRoot": True,
-    "runAsUser": 65534,
-}
-
-
 def _pod(name: str, ns: str, labels: dict[str, str], container: dict[str, Any]) -> KubeObject:
     return {
         "apiVersion": "v1",
@@ -228,7 +149,7 @@ def _pod(name: str, ns: str, labels: dict[str, str], container: dict[str, Any]) 
                         "requests": {"cpu": "10m", "memory": "64Mi"},
                         "limits": {"memory": "512Mi"},
                     },
-                    "securityContext": dict(_RESTRICTED),
+                    "securityContext": dict(RESTRICTED),
                     **container,
                 }
             ],
@@ -367,28 +288,9 @@ def inference_pool(s: Setup) -> KubeObject:
     }
 
 
-def gateway(s: Setup, gateway_class: str) -> KubeObject:
-    return {
-        "apiVersion": GW_API,
-        "kind": "Gateway",
-        "metadata": {"name": GATEWAY, "namespace": s.namespace},
-        "spec": {
-            "gatewayClassName": gateway_class,
-            "listeners": [
-                {
-                    "name": "http",
-                    "protocol": "HTTP",
-                    "port": s.port,
-                    "allowedRoutes": {"namespaces": {"from": "Same"}},
-                }
-            ],
-        },
-    }
-
-
 def pool_route(s: Setup) -> KubeObject:
     return {
-        "apiVersion": GW_API,
+        "apiVersion": GW_API_VERSION,
         "kind": "HTTPRoute",
         "metadata": {"name": ROUTE, "namespace": s.namespace},
         "spec": {
@@ -504,8 +406,8 @@ def advanced_inference_ingress(ctx: CheckContext) -> None:
         )
 
     wanted = ctx.option("gateway-class")
-    gw_served = any(r.kind == "GatewayClass" for r in ctx.cluster.api_resources(GW_API))
-    classes = ctx.cluster.list(GW_API, "GatewayClass") if gw_served else []
+    gw_served = any(r.kind == "GatewayClass" for r in ctx.cluster.api_resources(GW_API_VERSION))
+    classes = ctx.cluster.list(GW_API_VERSION, "GatewayClass") if gw_served else []
     ctx.evidence(
         "gatewayclasses.yaml",
         yaml.safe_dump_all(classes, sort_keys=False) if classes else "# none\n",
@@ -513,7 +415,7 @@ def advanced_inference_ingress(ctx: CheckContext) -> None:
     )
     if ctx.passed("InferenceAPIServed") and not classes and not wanted:
         ctx.manual(
-            ("no GatewayClass exists" if gw_served else f"{GW_API} is not served")
+            ("no GatewayClass exists" if gw_served else f"{GW_API_VERSION} is not served")
             + ", so there is no Gateway implementation to route to an InferencePool: attach"
             " the InferencePool (kubectl get inferencepools -A -o yaml), its endpoint picker's"
             " Deployment, the HTTPRoute with the pool as backendRef and its status, and a"
@@ -528,7 +430,7 @@ def advanced_inference_ingress(ctx: CheckContext) -> None:
             t.require(bool(match), f"GatewayClass {wanted} does not exist")
             t.require(
                 has_condition(match[0], "Accepted"),
-                f"GatewayClass {_class_line(match[0])} is not accepted by its controller",
+                f"GatewayClass {class_line(match[0])} is not accepted by its controller",
             )
             state["class"] = match[0]
         else:
@@ -536,11 +438,11 @@ def advanced_inference_ingress(ctx: CheckContext) -> None:
             t.require(
                 bool(accepted),
                 "no GatewayClass is accepted by a controller: "
-                + "; ".join(_class_line(gc) for gc in classes),
+                + "; ".join(class_line(gc) for gc in classes),
             )
             state["class"] = accepted[0]
         record["gateway_class"] = name_of(state["class"])
-        t.log(f"the test Gateway uses GatewayClass {_class_line(state['class'])}")
+        t.log(f"the test Gateway uses GatewayClass {class_line(state['class'])}")
 
     ctx.step("GatewayClassAccepted", class_accepted, needs=("InferenceAPIServed",))
 
@@ -583,12 +485,12 @@ def advanced_inference_ingress(ctx: CheckContext) -> None:
         cls = name_of(state["class"])
         controller = state["class"].get("spec", {}).get("controllerName", "?")
         ctx.cluster.create(inference_pool(setup))
-        ctx.cluster.create(gateway(setup, cls))
+        ctx.cluster.create(http_gateway(GATEWAY, setup.namespace, cls, setup.port))
         ctx.cluster.create(pool_route(setup))
         ns = setup.namespace
         try:
             gw = ctx.cluster.wait_for(
-                GW_API,
+                GW_API_VERSION,
                 "Gateway",
                 GATEWAY,
                 ns,
@@ -597,17 +499,17 @@ def advanced_inference_ingress(ctx: CheckContext) -> None:
                 what=f"Gateway {GATEWAY} to be Programmed",
             )
         except WaitTimeoutError:
-            gw = ctx.cluster.get(GW_API, "Gateway", GATEWAY, ns)
+            gw = ctx.cluster.get(GW_API_VERSION, "Gateway", GATEWAY, ns)
             ctx.evidence("gateway.yaml", _yaml(gw), "application/yaml")
             t.fail(
                 f"Gateway {ns}/{GATEWAY} of class {cls} is not Programmed with an address:"
-                f" {describe(gw, ('Accepted', 'Programmed'))}"
+                f" {conditions_line(gw, ('Accepted', 'Programmed'))}"
             )
         ctx.evidence("gateway.yaml", _yaml(gw), "application/yaml")
         state["url"] = gateway_url(gw, setup.port)
         try:
             route = ctx.cluster.wait_for(
-                GW_API,
+                GW_API_VERSION,
                 "HTTPRoute",
                 ROUTE,
                 ns,
@@ -616,7 +518,7 @@ def advanced_inference_ingress(ctx: CheckContext) -> None:
                 what=f"HTTPRoute {ROUTE} status",
             )
         except WaitTimeoutError:
-            route = ctx.cluster.get(GW_API, "HTTPRoute", ROUTE, ns)
+            route = ctx.cluster.get(GW_API_VERSION, "HTTPRoute", ROUTE, ns)
         ctx.evidence("httproute.yaml", _yaml(route), "application/yaml")
         record["route_status"] = (route or {}).get("status")
         parent = parent_status(route, "Gateway", GATEWAY)
@@ -635,10 +537,11 @@ def advanced_inference_ingress(ctx: CheckContext) -> None:
                 else ""
             )
             t.fail(
-                f"HTTPRoute {ns}/{ROUTE}: {describe(parent, ('Accepted', 'ResolvedRefs'))}"
+                f"HTTPRoute {ns}/{ROUTE}: {conditions_line(parent, ('Accepted', 'ResolvedRefs'))}"
                 f" from controller {by}{why}"
             )
-        t.log(f"HTTPRoute {ROUTE}: {describe(parent, ('Accepted', 'ResolvedRefs'))} from {by}")
+        held = conditions_line(parent, ("Accepted", "ResolvedRefs"))
+        t.log(f"HTTPRoute {ROUTE}: {held} from {by}")
         try:
             pool = ctx.cluster.wait_for(
                 POOL_API,
@@ -656,7 +559,7 @@ def advanced_inference_ingress(ctx: CheckContext) -> None:
             t.fail(
                 f"InferencePool {ns}/{POOL}: "
                 + (
-                    describe(pp, ("Accepted", "ResolvedRefs"))
+                    conditions_line(pp, ("Accepted", "ResolvedRefs"))
                     if pp
                     else f"no status.parents entry for Gateway {GATEWAY}"
                 )
@@ -668,14 +571,14 @@ def advanced_inference_ingress(ctx: CheckContext) -> None:
 
     ctx.step("PoolAcceptedByGateway", pool_accepted, needs=("ModelServersReady",))
 
-    def send(requests: int) -> Landing:
+    def send(requests: int) -> Tally:
         r = ctx.cluster.exec(
             setup.namespace,
             CLIENT,
             client_script(state["url"], requests, MODEL),
             timeout=ctx.budget(30 + requests * 2),
         )
-        return landing(r.stdout, requests, (IDLE, BUSY))
+        return tally(r.stdout, requests, (IDLE, BUSY))
 
     def reach_pool(t: Subtest) -> None:
         waited, last = 0.0, []
@@ -698,13 +601,13 @@ def advanced_inference_ingress(ctx: CheckContext) -> None:
             f"{len(got.failures)} of {setup.requests} requests through {state['url']} were"
             f" not answered by a pod of InferencePool {POOL} (e.g. {got.failures[:1]})",
         )
-        t.log(f"all {setup.requests} requests answered by pool pods: {got.by_pod}")
+        t.log(f"all {setup.requests} requests answered by pool pods: {got.by_backend}")
 
     ctx.step("RequestsReachPool", reach_pool, needs=("PoolAcceptedByGateway",))
 
     def follows_metrics(t: Subtest) -> None:
         got = send(setup.requests)
-        busy = got.by_pod[BUSY]
+        busy = got.by_backend[BUSY]
         p = binomial_lower_tail(busy, setup.requests)
         record["picker"] = {**got.to_json(), "p_value_vs_random": p, "alpha": ALPHA}
         t.require(
@@ -719,7 +622,7 @@ def advanced_inference_ingress(ctx: CheckContext) -> None:
             f" {BUSY_METRICS['kv-cache-usage']}: no better than a coin toss"
             f" (P(X<={busy}) = {p:.2g} under p=0.5, needs < {ALPHA})",
         )
-        t.log(f"{IDLE} {got.by_pod[IDLE]}, {BUSY} {busy} of {setup.requests} (p={p:.2g})")
+        t.log(f"{IDLE} {got.by_backend[IDLE]}, {BUSY} {busy} of {setup.requests} (p={p:.2g})")
 
     ctx.step("PickerFollowsMetrics", follows_metrics, needs=("RequestsReachPool",))
     ctx.evidence(

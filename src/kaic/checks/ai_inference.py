@@ -16,7 +16,7 @@ import json
 import math
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -31,12 +31,24 @@ from kaic.checks.base import (
     exclusive,
     shared,
 )
+from kaic.checks.gateways import (
+    API_VERSION,
+    GROUP,
+    RESTRICTED,
+    Tally,
+    as_status,
+    class_line,
+    conditions_line,
+    gateway_programmed,
+    gateway_url,
+    http_gateway,
+    parent_status,
+    tally,
+)
 from kaic.checks.predicates import pod_ready
-from kaic.cluster.api import KubeObject, condition, has_condition, name_of
+from kaic.cluster.api import KubeObject, has_condition, name_of
 from kaic.errors import ClusterError, WaitTimeoutError
 
-GROUP = "gateway.networking.k8s.io"
-API_VERSION = f"{GROUP}/v1"
 KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "ReferenceGrant")
 MODEL_HEADER = "X-Gateway-Model-Name"
 WEIGHTS = (90, 10)
@@ -104,30 +116,6 @@ def _route_kept(route: KubeObject, header: str = MODEL_HEADER) -> str | None:
     return None
 
 
-def _describe(gc: KubeObject) -> str:
-    conds = (gc.get("status") or {}).get("conditions") or []
-    accepted = next((c for c in conds if c.get("type") == "Accepted"), None)
-    state = (
-        f"Accepted={accepted.get('status')} ({accepted.get('reason', '')})"
-        if accepted
-        else "no Accepted condition"
-    )
-    return f"{name_of(gc)} [controller {gc.get('spec', {}).get('controllerName', '?')}, {state}]"
-
-
-def _conditions(obj: KubeObject | None, types: Sequence[str]) -> str:
-    """``Accepted=True (Accepted), Programmed missing`` for the named condition types."""
-    parts = []
-    for t in types:
-        c = condition(obj, t)
-        parts.append(
-            f"{t} missing"
-            if c is None
-            else f"{t}={c.get('status')} ({c.get('reason', '')}: {c.get('message', '')})"
-        )
-    return ", ".join(parts)
-
-
 # -- statistics --------------------------------------------------------------------------
 
 
@@ -149,40 +137,6 @@ def acceptance_interval(n: int, p: float, alpha: float = ALPHA) -> tuple[int, in
     return (ok[0], ok[-1]) if ok else (0, n)
 
 
-@dataclass
-class Tally:
-    """Where the requests of one batch landed."""
-
-    requests: int = 0
-    by_backend: dict[str, int] = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)
-    """One line per request that no known backend answered with 200 (status and body)."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "by_backend": dict(sorted(self.by_backend.items())),
-            "failed": len(self.failures),
-            "failures_sample": self.failures[:10],
-        }
-
-
-def tally(output: str, requests: int, backends: Sequence[str]) -> Tally:
-    """Count the lines the client printed: ``<body> <status>`` per request."""
-    t = Tally(requests=requests, by_backend={b: 0 for b in backends})
-    lines = [ln for ln in output.splitlines() if ln.strip()]
-    for line in lines[:requests]:
-        body, _, status = line.rstrip().rpartition(" ")
-        body = body.strip()
-        if status == "200" and body in t.by_backend:
-            t.by_backend[body] += 1
-        else:
-            t.failures.append(line.strip()[:200])
-    for _ in range(requests - min(len(lines), requests)):
-        t.failures.append("no answer printed for this request")
-    return t
-
-
 # -- objects -------------------------------------------------------------------------------
 
 
@@ -199,21 +153,13 @@ class Setup:
     requests: int
 
 
-_RESTRICTED = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "runAsNonRoot": True,
-    "runAsUser": 65534,
-}
-
-
 def _pod(name: str, image: str, args: list[str], labels: dict[str, str], ns: str) -> KubeObject:
     container: dict[str, Any] = {
         "name": "main",
         "image": image,
         "args": args,
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
-        "securityContext": dict(_RESTRICTED),
+        "securityContext": dict(RESTRICTED),
     }
     if args[:1] == ["netexec"]:
         container["ports"] = [{"name": "http", "containerPort": BACKEND_PORT}]
@@ -265,25 +211,6 @@ def backend_objects(s: Setup) -> list[KubeObject]:
     return objs
 
 
-def gateway(s: Setup, gateway_class: str) -> KubeObject:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "Gateway",
-        "metadata": {"name": GATEWAY, "namespace": s.namespace},
-        "spec": {
-            "gatewayClassName": gateway_class,
-            "listeners": [
-                {
-                    "name": "http",
-                    "protocol": "HTTP",
-                    "port": s.port,
-                    "allowedRoutes": {"namespaces": {"from": "Same"}},
-                }
-            ],
-        },
-    }
-
-
 def traffic_route(s: Setup) -> KubeObject:
     """The route traffic is sent through: requests with ``<header>: <model>`` go to the
     canary alone; all others are split 90/10 between stable and canary."""
@@ -315,36 +242,9 @@ def traffic_route(s: Setup) -> KubeObject:
     }
 
 
-def gateway_url(gw: KubeObject | None, port: int) -> str | None:
-    """``http://<first status address>:<port>`` of a Gateway, if it has an address."""
-    for a in (gw or {}).get("status", {}).get("addresses") or []:
-        value = str(a.get("value") or "")
-        if value:
-            host = f"[{value}]" if ":" in value else value
-            return f"http://{host}:{port}"
-    return None
-
-
-def gateway_programmed(gw: KubeObject | None) -> bool:
-    return (
-        has_condition(gw, "Accepted")
-        and has_condition(gw, "Programmed")
-        and gateway_url(gw, 0) is not None
-    )
-
-
-def _as_status(part: KubeObject) -> KubeObject:
-    """A route parent's or listener's status (conditions at its top level) shaped like an
-    object, for ``condition``/``has_condition``."""
-    return {**part, "status": {"conditions": part.get("conditions") or []}}
-
-
 def _route_parent(route: KubeObject | None) -> KubeObject | None:
     """The status a controller wrote for the route under the test Gateway."""
-    for parent in (route or {}).get("status", {}).get("parents") or []:
-        if (parent.get("parentRef") or {}).get("name") == GATEWAY:
-            return _as_status(parent)
-    return None
+    return parent_status(route, "Gateway", GATEWAY)
 
 
 def route_accepted(route: KubeObject | None) -> bool:
@@ -472,9 +372,9 @@ def ai_inference(ctx: CheckContext) -> None:
             t.require(bool(match), f"GatewayClass {wanted} does not exist")
             t.require(
                 has_condition(match[0], "Accepted"),
-                f"GatewayClass {_describe(match[0])} is not accepted by its controller",
+                f"GatewayClass {class_line(match[0])} is not accepted by its controller",
             )
-            t.log(f"GatewayClass {_describe(match[0])}")
+            t.log(f"GatewayClass {class_line(match[0])}")
             chosen.append(wanted)
             return
         t.require(
@@ -486,10 +386,10 @@ def ai_inference(ctx: CheckContext) -> None:
         t.require(
             bool(accepted),
             "no GatewayClass is accepted by a controller: "
-            + "; ".join(_describe(gc) for gc in classes),
+            + "; ".join(class_line(gc) for gc in classes),
         )
         chosen.append(name_of(accepted[0]))
-        t.log("accepted: " + "; ".join(_describe(gc) for gc in accepted))
+        t.log("accepted: " + "; ".join(class_line(gc) for gc in accepted))
         t.log(f"traffic goes through GatewayClass {chosen[0]}")
 
     ctx.step("GatewayClassAccepted", class_accepted, needs=("GatewayAPIServed",))
@@ -559,7 +459,7 @@ def ai_inference(ctx: CheckContext) -> None:
 
     def gateway_ready(t: Subtest) -> None:
         cls = chosen[0]
-        ctx.cluster.create(gateway(setup, cls))
+        ctx.cluster.create(http_gateway(GATEWAY, setup.namespace, cls, setup.port))
         try:
             gw = ctx.cluster.wait_for(
                 API_VERSION,
@@ -574,13 +474,13 @@ def ai_inference(ctx: CheckContext) -> None:
             gw = ctx.cluster.get(API_VERSION, "Gateway", GATEWAY, ctx.namespace)
             _keep(ctx, "gateway.yaml", gw)
             listeners = [
-                f"{ls.get('name')}: {_conditions(_as_status(ls), ('Accepted', 'Programmed'))}"
+                f"{ls.get('name')}: {conditions_line(as_status(ls), ('Accepted', 'Programmed'))}"
                 for ls in (gw or {}).get("status", {}).get("listeners") or []
             ]
             has_address = gateway_url(gw, setup.port) is not None
             t.fail(
                 f"Gateway {GATEWAY} of class {cls} (listener HTTP port {setup.port}) is not"
-                f" Programmed with an address: {_conditions(gw, ('Accepted', 'Programmed'))}"
+                f" Programmed with an address: {conditions_line(gw, ('Accepted', 'Programmed'))}"
                 + ("" if has_address else "; no status address")
                 + (f"; listeners {'; '.join(listeners)}" if listeners else "")
             )
@@ -610,16 +510,15 @@ def ai_inference(ctx: CheckContext) -> None:
             t.fail(
                 f"HTTPRoute {ROUTE} is not Accepted with ResolvedRefs by Gateway {GATEWAY}: "
                 + (
-                    _conditions(parent, ("Accepted", "ResolvedRefs"))
+                    conditions_line(parent, ("Accepted", "ResolvedRefs"))
                     if parent
                     else "no controller wrote a status for it"
                 )
             )
         _keep(ctx, "httproute.yaml", route)
         record["route_status"] = (route or {}).get("status")
-        t.log(
-            f"HTTPRoute {ROUTE}: {_conditions(_route_parent(route), ('Accepted', 'ResolvedRefs'))}"
-        )
+        parent = _route_parent(route)
+        t.log(f"HTTPRoute {ROUTE}: {conditions_line(parent, ('Accepted', 'ResolvedRefs'))}")
 
     ctx.step("HTTPRouteAccepted", route_ready, needs=("GatewayProgrammed", "BackendsReady"))
 

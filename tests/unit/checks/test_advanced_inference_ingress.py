@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kaic.checks import REGISTRY, load_builtin_checks
-from kaic.checks.advanced_inference_ingress import binomial_lower_tail, landing
+from kaic.checks.advanced_inference_ingress import binomial_lower_tail
 from kaic.cluster.api import ExecResult
 from kaic.model import CheckResult, Outcome
 from tests.fakes import FakeCluster, run_fake_check
@@ -193,7 +193,7 @@ def test_passes_when_the_gateway_routes_to_the_pool_and_the_picker_avoids_the_bu
     assert f"--pool-namespace={NS}" in epp["args"] and "--pool-name=kaic-aii-pool" in epp["args"]
     traffic = json.loads(next(e.content for e in result.evidence if e.name == "traffic.json"))
     assert traffic["gateway_class"] == "igw"
-    assert traffic["picker"]["by_pod"] == {BUSY: 0, IDLE: 20}
+    assert traffic["picker"]["by_backend"] == {BUSY: 0, IDLE: 20}
     assert traffic["reach_pool"]["failed"] == 0
     assert len(gw.scripts) == 3  # one warm-up request, then two batches
 
@@ -219,8 +219,8 @@ def test_fails_naming_the_route_when_the_implementation_answers_invalid_kind() -
     assert result.outcome is Outcome.FAIL
     outcome, reason = _sub(result, "PoolAcceptedByGateway")
     assert outcome is Outcome.FAIL
-    assert reason.startswith(f"HTTPRoute {NS}/kaic-aii-route: Accepted True (Accepted),")
-    assert "ResolvedRefs False (InvalidKind)" in reason
+    assert reason.startswith(f"HTTPRoute {NS}/kaic-aii-route: Accepted=True (Accepted),")
+    assert "ResolvedRefs=False (InvalidKind)" in reason
     assert reason.endswith(
         "from controller example.com/igw: the Gateway implementation does not route to"
         " InferencePool"
@@ -299,12 +299,6 @@ def test_fails_when_no_gateway_class_is_accepted() -> None:
     outcome, reason = _sub(_run(fake), "GatewayClassAccepted")
     assert outcome is Outcome.FAIL
     assert reason.startswith("no GatewayClass is accepted by a controller: igw [controller")
-
-
-def test_landing_counts_pods_and_failures() -> None:
-    got = landing(f"{IDLE} 200\n- 503\n{BUSY} 200\n", 4, (IDLE, BUSY))
-    assert got.by_pod == {IDLE: 1, BUSY: 1}
-    assert got.failures == ["- 503", "no answer printed"]
 
 
 def test_binomial_lower_tail_separates_a_picker_from_a_coin_toss() -> None:

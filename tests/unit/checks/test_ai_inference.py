@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kaic.checks.ai_inference import acceptance_interval, binomial_p_value, tally
+from kaic.checks.ai_inference import acceptance_interval, binomial_p_value
 from kaic.cluster.api import ExecResult
 from kaic.model import CheckResult, Outcome
 from tests.fakes import FakeCluster, run_fake_check
@@ -254,7 +254,7 @@ def test_classes_that_no_controller_accepted_fail_with_their_state() -> None:
     assert result.outcome is Outcome.FAIL
     outcome, reason = _sub(result, "GatewayClassAccepted")
     assert outcome is Outcome.FAIL
-    assert "orphan [controller example.com/gateway, no Accepted condition]" in reason
+    assert "orphan [controller example.com/gateway, Accepted missing]" in reason
     assert "pending [controller example.com/gateway, Accepted=Unknown (Pending)]" in reason
 
 
@@ -381,14 +381,3 @@ def test_acceptance_interval_for_the_default_sample() -> None:
     assert (low, high) == (8, 35)  # as docs/checks.md states
     assert binomial_p_value(low - 1, 200, 0.1) < 0.001 <= binomial_p_value(low, 200, 0.1)
     assert binomial_p_value(high + 1, 200, 0.1) < 0.001 <= binomial_p_value(high, 200, 0.1)
-
-
-def test_tally_counts_backends_and_keeps_what_failed() -> None:
-    out = "kaic-model-stable 200\nkaic-model-canary 200\nno available server 503\n 000\n"
-    t = tally(out, 5, ("kaic-model-stable", "kaic-model-canary"))
-    assert t.by_backend == {"kaic-model-stable": 1, "kaic-model-canary": 1}
-    assert t.failures == [
-        "no available server 503",
-        "000",
-        "no answer printed for this request",
-    ]
