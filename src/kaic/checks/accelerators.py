@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kaic.checks.base import CheckContext, CheckOption, Permission
 from kaic.checks.predicates import node_selector_matches
 from kaic.checks.resources import allocatable
 from kaic.cluster.api import ClusterAPI, KubeObject, name_of
@@ -151,6 +152,88 @@ def accelerator_taint_tolerations(resource: str) -> list[KubeObject]:
     # NOTE: accelerator pools are commonly tainted with the resource name as key
     # (nvidia.com/gpu:NoSchedule); the upstream test tolerates that taint too.
     return [{"key": resource, "operator": "Exists", "effect": "NoSchedule"}]
+
+
+# ---------------------------------------------------------------------------------------
+# What the checks that probe accelerators inside pods share
+# ---------------------------------------------------------------------------------------
+
+ALLOCATION_MODES = ("auto", "dra", "device-plugin")
+
+
+def accelerator_type_option() -> CheckOption:
+    """``--accelerator-type``: the vendor whose devices a probe pod looks for."""
+    return CheckOption(
+        "accelerator-type",
+        "accelerator vendor: " + ", ".join(a for a in ACCELERATORS if ACCELERATORS[a].probeable),
+        default="nvidia",
+    )
+
+
+ALLOCATION_MODE_OPTION = CheckOption(
+    "allocation-mode",
+    "how accelerators are requested: auto (DRA when a complete ResourceSlice pool of the "
+    "driver is on a Ready node, else the device plugin), dra or device-plugin",
+    default="auto",
+)
+
+
+def probe_pod_permissions(*extra: Permission) -> tuple[Permission, ...]:
+    """What a check needs that finds accelerators (nodes and DRA objects of the whole
+    cluster) and runs probe pods in its namespace (create, read, delete, exec), with
+    ``extra``."""
+    return (
+        Permission("list", "nodes", namespaced=False),
+        Permission("create", "pods"),
+        Permission("get", "pods"),
+        Permission("delete", "pods"),
+        Permission("create", "pods", subresource="exec"),
+        Permission("list", "resourceslices", "resource.k8s.io", namespaced=False),
+        Permission("list", "resourceclaims", "resource.k8s.io", namespaced=False),
+        Permission("list", "deviceclasses", "resource.k8s.io", namespaced=False),
+        *extra,
+    )
+
+
+def probed_accelerator(
+    ctx: CheckContext, what: str, hint: str = "verify by hand"
+) -> AcceleratorType:
+    """The ``--accelerator-type`` vendor; a SKIP (``RESULT: STATUS=UNKNOWN``) naming
+    ``what`` kaic cannot do for a vendor it does not probe, with ``hint``."""
+    vendor = (ctx.option("accelerator-type") or "nvidia").lower()
+    acc = ACCELERATORS.get(vendor)
+    if acc is None or not acc.probeable:
+        ctx.log("RESULT: STATUS=UNKNOWN")
+        ctx.skip(
+            f"UNKNOWN: accelerator type {vendor!r} has no automated {what} "
+            f"(kaic tests nvidia); {hint}"
+        )
+    return acc
+
+
+def one_device_claim_template(
+    api_version: str,
+    name: str,
+    namespace: str,
+    request: str,
+    device_class: str,
+    cel: str | None = None,
+) -> KubeObject:
+    """A ResourceClaimTemplate whose one request ``request`` asks for exactly one device
+    of ``device_class`` (and, with ``cel``, matching that selector)."""
+    exactly: dict[str, Any] = {
+        "deviceClassName": device_class,
+        "allocationMode": "ExactCount",
+        "count": 1,
+    }
+    if cel:
+        exactly["selectors"] = [{"cel": {"expression": cel}}]
+    return {
+        "apiVersion": api_version,
+        "kind": "ResourceClaimTemplate",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"spec": {"devices": {"requests": [{"name": request, "exactly": exactly}]}}},
+    }
 
 
 # ---------------------------------------------------------------------------------------

@@ -31,13 +31,18 @@ from typing import Any
 
 from kaic.checks.accelerators import (
     ACCELERATORS,
+    ALLOCATION_MODE_OPTION,
+    ALLOCATION_MODES,
     AcceleratorType,
     SliceDevice,
+    accelerator_type_option,
     allocated_devices,
     any_accelerator,
     dra_pools,
     dra_version,
     node_accelerators,
+    one_device_claim_template,
+    probe_pod_permissions,
 )
 from kaic.checks.base import (
     CheckContext,
@@ -59,7 +64,7 @@ from kaic.cluster.api import ClusterAPI, KubeObject, name_of
 from kaic.errors import ClusterError, RejectedError, UsageError
 
 UNKNOWN_LINE = "RESULT: STATUS=UNKNOWN"
-MODES = ("auto", "dra", "device-plugin")
+MODES = ALLOCATION_MODES
 CLAIM_TEMPLATE = "driver-runtime-claim-template"
 CLAIM_REQUEST = "single-accelerator"
 POD_CLAIM = "accelerator"
@@ -402,19 +407,8 @@ def targets(
     test="TestAcceleratorDriverRuntimeManagement",
     locks=exclusive(Resource.ACCELERATORS) + shared(Resource.NODE_POOL),
     options=(
-        CheckOption(
-            "accelerator-type",
-            "accelerator vendor: "
-            + ", ".join(a for a in ACCELERATORS if ACCELERATORS[a].probeable),
-            default="nvidia",
-        ),
-        CheckOption(
-            "allocation-mode",
-            "how accelerators are requested: auto (DRA when a "
-            "complete ResourceSlice pool of the driver is on a Ready node, else the "
-            "device plugin), dra or device-plugin",
-            default="auto",
-        ),
+        accelerator_type_option(),
+        ALLOCATION_MODE_OPTION,
         CheckOption(
             "driver-runtime-image",
             "image of the driver probe pods: a vanilla image without the vendor's tools "
@@ -436,16 +430,8 @@ def targets(
             default="16",
         ),
     ),
-    permissions=(
-        Permission("list", "nodes", namespaced=False),
+    permissions=probe_pod_permissions(
         Permission("list", "pods", namespaced=False),
-        Permission("create", "pods"),
-        Permission("get", "pods"),
-        Permission("delete", "pods"),
-        Permission("create", "pods", subresource="exec"),
-        Permission("list", "resourceslices", "resource.k8s.io", namespaced=False),
-        Permission("list", "resourceclaims", "resource.k8s.io", namespaced=False),
-        Permission("list", "deviceclasses", "resource.k8s.io", namespaced=False),
         Permission("create", "resourceclaimtemplates", "resource.k8s.io"),
     ),
     timeout_s=900.0,
@@ -617,27 +603,9 @@ class _Run:
         if self.template or self.av is None:
             return
         self.cluster.create(
-            {
-                "apiVersion": self.av,
-                "kind": "ResourceClaimTemplate",
-                "metadata": {"name": CLAIM_TEMPLATE, "namespace": self.ctx.namespace},
-                "spec": {
-                    "spec": {
-                        "devices": {
-                            "requests": [
-                                {
-                                    "name": CLAIM_REQUEST,
-                                    "exactly": {
-                                        "deviceClassName": self.acc.device_class,
-                                        "allocationMode": "ExactCount",
-                                        "count": 1,
-                                    },
-                                }
-                            ]
-                        }
-                    }
-                },
-            }
+            one_device_claim_template(
+                self.av, CLAIM_TEMPLATE, self.ctx.namespace, CLAIM_REQUEST, self.acc.device_class
+            )
         )
         self.template = True
 

@@ -36,14 +36,16 @@ from decimal import Decimal
 from typing import Any
 
 from kaic.checks.accelerators import (
-    ACCELERATORS,
     AcceleratorType,
     SliceDevice,
+    accelerator_type_option,
     allocated_devices,
     any_accelerator,
     device_count_lines,
     dra_version,
     node_accelerators,
+    probe_pod_permissions,
+    probed_accelerator,
 )
 from kaic.checks.base import (
     CheckContext,
@@ -319,12 +321,7 @@ def _cel(driver: str, qualified: str, value: str) -> str:
     test="TestGPUSharing",
     locks=exclusive(Resource.ACCELERATORS) + shared(Resource.NODE_POOL),
     options=(
-        CheckOption(
-            "accelerator-type",
-            "accelerator vendor: "
-            + ", ".join(a for a in ACCELERATORS if ACCELERATORS[a].probeable),
-            default="nvidia",
-        ),
+        accelerator_type_option(),
         CheckOption(
             "sharing-device-class",
             "DeviceClass of the partitions (default: the vendor's, mig.nvidia.com)",
@@ -340,16 +337,8 @@ def _cel(driver: str, qualified: str, value: str) -> str:
         ),
         CheckOption("sharing-pod-timeout", "seconds to wait for each pod to run", default="300"),
     ),
-    permissions=(
-        Permission("list", "nodes", namespaced=False),
+    permissions=probe_pod_permissions(
         Permission("list", "pods", namespaced=False),
-        Permission("create", "pods"),
-        Permission("get", "pods"),
-        Permission("delete", "pods"),
-        Permission("create", "pods", subresource="exec"),
-        Permission("list", "resourceslices", "resource.k8s.io", namespaced=False),
-        Permission("list", "resourceclaims", "resource.k8s.io", namespaced=False),
-        Permission("list", "deviceclasses", "resource.k8s.io", namespaced=False),
         Permission("create", "resourceclaims", "resource.k8s.io"),
     ),
     timeout_s=900.0,
@@ -357,14 +346,9 @@ def _cel(driver: str, qualified: str, value: str) -> str:
 def gpu_sharing(ctx: CheckContext) -> None:
     """One physical accelerator serves several pods: time-sliced replicas of one GPU run
     side by side, and DRA partitions of one device are allocated up to its counters."""
-    vendor = (ctx.option("accelerator-type") or "nvidia").lower()
-    acc = ACCELERATORS.get(vendor)
-    if acc is None or not acc.probeable:
-        ctx.log("RESULT: STATUS=UNKNOWN")
-        ctx.skip(
-            f"UNKNOWN: accelerator type {vendor!r} has no automated sharing test (kaic "
-            "tests nvidia); verify by hand and attach how one physical device is shared"
-        )
+    acc = probed_accelerator(
+        ctx, "sharing test", "verify by hand and attach how one physical device is shared"
+    )
     window = ctx.float_option("sharing-window")
     nodes = [n for n in ctx.cluster.list("v1", "Node") if node_schedulable(n)]
     everything, _ = node_accelerators(ctx.cluster, any_accelerator(), nodes)

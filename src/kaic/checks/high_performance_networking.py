@@ -38,7 +38,13 @@ from typing import Any
 
 import yaml
 
-from kaic.checks.accelerators import NIC_DRIVERS, AcceleratorType, dra_pools, dra_version
+from kaic.checks.accelerators import (
+    NIC_DRIVERS,
+    AcceleratorType,
+    dra_pools,
+    dra_version,
+    one_device_claim_template,
+)
 from kaic.checks.base import (
     CheckContext,
     CheckOption,
@@ -288,28 +294,9 @@ def device_class_for(classes: Sequence[KubeObject], driver: str) -> str | None:
 def claim_template(
     namespace: str, device_class: str, driver: str, api_version: str = "resource.k8s.io/v1"
 ) -> KubeObject:
-    return {
-        "apiVersion": api_version,
-        "kind": "ResourceClaimTemplate",
-        "metadata": {"name": TEMPLATE, "namespace": namespace},
-        "spec": {
-            "spec": {
-                "devices": {
-                    "requests": [
-                        {
-                            "name": CLAIM_REF,
-                            "exactly": {
-                                "deviceClassName": device_class,
-                                "selectors": [
-                                    {"cel": {"expression": f"device.driver == '{driver}'"}}
-                                ],
-                            },
-                        }
-                    ]
-                }
-            }
-        },
-    }
+    return one_device_claim_template(
+        api_version, TEMPLATE, namespace, CLAIM_REF, device_class, f"device.driver == '{driver}'"
+    )
 
 
 def nic_pod(namespace: str, name: str, image: str, script: str) -> KubeObject:

@@ -24,12 +24,18 @@ import yaml
 
 from kaic.checks.accelerators import (
     ACCELERATORS,
+    ALLOCATION_MODE_OPTION,
+    ALLOCATION_MODES,
+    DRA_VERSIONS,
     AcceleratorType,
     SliceDevice,
+    accelerator_type_option,
     allocated_devices,
     device_count_lines,
     dra_pools,
     dra_version,
+    one_device_claim_template,
+    probe_pod_permissions,
 )
 from kaic.checks.base import (
     CheckContext,
@@ -50,7 +56,7 @@ from kaic.errors import ClusterError, UsageError
 CLAIM_TEMPLATE = "accelerator-claim-template"
 CLAIM_REQUEST = "single-accelerator"
 POD_CLAIM = "accelerator"
-MODES = ("auto", "dra", "device-plugin")
+MODES = ALLOCATION_MODES
 PROBED = {name: acc for name, acc in ACCELERATORS.items() if acc.probeable}
 """The vendors of the accelerator table whose devices the probe knows how to see."""
 PROBE_ATTEMPTS = 3
@@ -283,27 +289,13 @@ class Probes:
 
     # -- objects -------------------------------------------------------------------------
     def claim_template(self) -> KubeObject:
-        return {
-            "apiVersion": self.placement.dra_version,
-            "kind": "ResourceClaimTemplate",
-            "metadata": {"name": CLAIM_TEMPLATE, "namespace": self.ctx.namespace},
-            "spec": {
-                "spec": {
-                    "devices": {
-                        "requests": [
-                            {
-                                "name": CLAIM_REQUEST,
-                                "exactly": {
-                                    "deviceClassName": self.acc.device_class,
-                                    "allocationMode": "ExactCount",
-                                    "count": 1,
-                                },
-                            }
-                        ]
-                    }
-                }
-            },
-        }
+        return one_device_claim_template(
+            self.placement.dra_version or DRA_VERSIONS[0],
+            CLAIM_TEMPLATE,
+            self.ctx.namespace,
+            CLAIM_REQUEST,
+            self.acc.device_class,
+        )
 
     def tolerations(self) -> list[dict[str, Any]]:
         tols: list[dict[str, Any]] = [{"key": self.acc.taint_key, "operator": "Exists"}]
@@ -566,31 +558,15 @@ def negative_pods(acc: AcceleratorType) -> list[ProbePod]:
     test="TestSecureAcceleratorAccess",
     locks=exclusive(Resource.ACCELERATORS),
     options=(
-        CheckOption(
-            "allocation-mode",
-            "how accelerators are requested: auto (DRA when a "
-            "complete ResourceSlice pool of the driver is on a Ready node, else the "
-            "device plugin), dra or device-plugin",
-            default="auto",
-        ),
-        CheckOption(
-            "accelerator-type", "accelerator vendor: " + ", ".join(PROBED), default="nvidia"
-        ),
+        ALLOCATION_MODE_OPTION,
+        accelerator_type_option(),
         CheckOption(
             "probe-image", "image of the probe pods (needs a POSIX sh)", default="ubuntu:22.04"
         ),
         CheckOption("probe-pod-timeout", "seconds to wait for a probe pod to run", default="300"),
     ),
-    permissions=(
-        Permission("list", "nodes", namespaced=False),
+    permissions=probe_pod_permissions(
         Permission("list", "pods", namespaced=False),
-        Permission("create", "pods"),
-        Permission("get", "pods"),
-        Permission("delete", "pods"),
-        Permission("create", "pods", subresource="exec"),
-        Permission("list", "resourceslices", "resource.k8s.io", namespaced=False),
-        Permission("list", "resourceclaims", "resource.k8s.io", namespaced=False),
-        Permission("list", "deviceclasses", "resource.k8s.io", namespaced=False),
         Permission("create", "resourceclaimtemplates", "resource.k8s.io"),
         Permission("list", "events"),
     ),

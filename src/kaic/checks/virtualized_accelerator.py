@@ -28,12 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from kaic.checks.accelerators import (
-    ACCELERATORS,
     AcceleratorType,
     SliceDevice,
+    accelerator_type_option,
     allocated_devices,
     device_count_lines,
     dra_version,
+    probe_pod_permissions,
+    probed_accelerator,
 )
 from kaic.checks.base import (
     CheckContext,
@@ -164,12 +166,7 @@ def parse_seen(stdout: str, acc: AcceleratorType) -> Seen | None:
     test="TestVirtualizedAccelerator",
     locks=exclusive(Resource.ACCELERATORS) + shared(Resource.NODE_POOL),
     options=(
-        CheckOption(
-            "accelerator-type",
-            "accelerator vendor: "
-            + ", ".join(a for a in ACCELERATORS if ACCELERATORS[a].probeable),
-            default="nvidia",
-        ),
+        accelerator_type_option(),
         CheckOption(
             "virtual-device-class",
             "DeviceClass of the virtual accelerators (default: vgpu.nvidia.com, else "
@@ -181,15 +178,7 @@ def parse_seen(stdout: str, acc: AcceleratorType) -> Seen | None:
         ),
         CheckOption("virtual-pod-timeout", "seconds to wait for each pod to run", default="300"),
     ),
-    permissions=(
-        Permission("list", "nodes", namespaced=False),
-        Permission("create", "pods"),
-        Permission("get", "pods"),
-        Permission("delete", "pods"),
-        Permission("create", "pods", subresource="exec"),
-        Permission("list", "resourceslices", "resource.k8s.io", namespaced=False),
-        Permission("list", "resourceclaims", "resource.k8s.io", namespaced=False),
-        Permission("list", "deviceclasses", "resource.k8s.io", namespaced=False),
+    permissions=probe_pod_permissions(
         Permission("create", "resourceclaims", "resource.k8s.io"),
     ),
     timeout_s=900.0,
@@ -197,14 +186,7 @@ def parse_seen(stdout: str, acc: AcceleratorType) -> Seen | None:
 def virtualized_accelerator(ctx: CheckContext) -> None:
     """A virtual accelerator published through DRA is claimed, scheduled and isolated like
     a physical one: its pod sees exactly it, a pod without a claim sees none."""
-    vendor = (ctx.option("accelerator-type") or "nvidia").lower()
-    acc = ACCELERATORS.get(vendor)
-    if acc is None or not acc.probeable:
-        ctx.log("RESULT: STATUS=UNKNOWN")
-        ctx.skip(
-            f"UNKNOWN: accelerator type {vendor!r} has no automated virtual-accelerator test "
-            "(kaic tests nvidia); verify by hand"
-        )
+    acc = probed_accelerator(ctx, "virtual-accelerator test")
     av = dra_version(ctx.cluster, ("ResourceSlice", "ResourceClaim", "DeviceClass"))
     if av is None:
         ctx.not_applicable(

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from kaic.checks import gpu_sharing as gs
+from kaic.checks.accelerators import ACCELERATORS
 from kaic.checks.resources import requests_by_node
 from kaic.cluster import parse_quantity
 from kaic.cluster.api import ExecResult
@@ -333,7 +334,7 @@ def test_gpu_sharing_is_not_applicable_without_accelerators() -> None:
 
 def test_most_that_fit_counts_partitions_within_every_counter() -> None:
     sets = gs.partition_sets(
-        Sim(partitions=True).fc.list(DRA, "ResourceSlice"), gs.ACCELERATORS["nvidia"]
+        Sim(partitions=True).fc.list(DRA, "ResourceSlice"), ACCELERATORS["nvidia"]
     )
     (ps,) = sets
     assert ps.parent == PARENT and ps.node == "mig-0"
