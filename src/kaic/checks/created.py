@@ -2,7 +2,8 @@
 
 Owns: ``Created`` (what a check made, in the order it made them; their current state as
 one YAML evidence file, without ``managedFields``; deletion, each failure logged and
-never raised) and ``trimmed``. Must not know any requirement.
+never raised), ``trimmed``, and ``keep_with_events`` (given objects and the namespace's
+Events as evidence). Must not know any requirement.
 """
 
 from __future__ import annotations
@@ -22,6 +23,23 @@ def trimmed(obj: KubeObject) -> KubeObject:
     out: KubeObject = json.loads(json.dumps(obj))
     out.get("metadata", {}).pop("managedFields", None)
     return out
+
+
+def keep_with_events(ctx: CheckContext, objs: Sequence[KubeObject]) -> None:
+    """``objs`` as ``objects.yaml`` and the Events of the check's namespace, one line
+    each, as ``events.txt``; ``ClusterError`` when the Events cannot be read."""
+    ctx.evidence("objects.yaml", yaml.safe_dump_all(objs, sort_keys=False), "application/yaml")
+    events = ctx.cluster.events(ctx.namespace)
+    ctx.evidence(
+        "events.txt",
+        "".join(
+            f"{e.get('type')} {e.get('reason')} "
+            f"{e.get('involvedObject', {}).get('kind')}/"
+            f"{e.get('involvedObject', {}).get('name')}: {e.get('message')}\n"
+            for e in events
+        )
+        or "(no events)\n",
+    )
 
 
 class Created:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import yaml
-
 from kaic.checks.base import CheckContext, CheckOption, Permission, Resource, Subtest, check, shared
+from kaic.checks.created import keep_with_events
 from kaic.cluster.api import KubeList, KubeObject, condition, name_of
 from kaic.errors import ClusterError, PermissionDeniedError, WaitTimeoutError
 
@@ -194,20 +193,7 @@ class _Run:
                 objs.append(js)
             objs += self.c.list("batch/v1", "Job", self.ns)
             objs += self.c.list("v1", "Pod", self.ns)
-            self.ctx.evidence(
-                "objects.yaml", yaml.safe_dump_all(objs, sort_keys=False), "application/yaml"
-            )
-            events = self.c.events(self.ns)
-            self.ctx.evidence(
-                "events.txt",
-                "".join(
-                    f"{e.get('type')} {e.get('reason')} "
-                    f"{e.get('involvedObject', {}).get('kind')}/"
-                    f"{e.get('involvedObject', {}).get('name')}: {e.get('message')}\n"
-                    for e in events
-                )
-                or "(no events)\n",
-            )
+            keep_with_events(self.ctx, objs)
         except ClusterError as e:
             self.ctx.log(f"could not keep the JobSet's objects as evidence: {e}")
 

@@ -15,9 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from kaic.checks.base import CheckContext, CheckOption, Permission, Resource, Subtest, check, shared
+from kaic.checks.created import keep_with_events
 from kaic.checks.predicates import node_has_blocking_taint, node_schedulable, pod_phase
 from kaic.checks.waits import dump, last_warning
 from kaic.cluster.api import KubeList, KubeObject, name_of
@@ -462,20 +461,7 @@ class _Run:
             if pv is not None:
                 objs.append(pv)
             objs += self.c.list("v1", "Pod", self.ns)
-            self.ctx.evidence(
-                "objects.yaml", yaml.safe_dump_all(objs, sort_keys=False), "application/yaml"
-            )
-            events = self.c.events(self.ns)
-            self.ctx.evidence(
-                "events.txt",
-                "".join(
-                    f"{e.get('type')} {e.get('reason')} "
-                    f"{e.get('involvedObject', {}).get('kind')}/"
-                    f"{e.get('involvedObject', {}).get('name')}: {e.get('message')}\n"
-                    for e in events
-                )
-                or "(no events)\n",
-            )
+            keep_with_events(self.ctx, objs)
         except ClusterError as e:
             self.ctx.log(f"could not keep the claim's objects as evidence: {e}")
 
