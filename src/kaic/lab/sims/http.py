@@ -1,7 +1,8 @@
 """The simulators' one HTTP server helper: a threaded server on a loopback address that
 answers GET (and POST) requests with what a function returns.
 
-Owns: ``Request``, ``Reply``, ``server``, ``start``, ``Listeners`` and ``serve_all``.
+Owns: ``Request``, ``Reply``, ``server``, ``start``, ``Listeners``, ``serve_all`` and
+``PodServers``.
 Must not listen on anything but loopback or the lab network's 198.18.0.0/15 (another
 address ends the simulator: ``SystemExit``).
 """
@@ -15,7 +16,7 @@ import socket
 import ssl
 import threading
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -180,3 +181,36 @@ def start(srv: ThreadingHTTPServer) -> ThreadingHTTPServer:
     """Serve ``srv`` in a daemon thread (stop it with ``srv.shutdown()``)."""
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv
+
+
+PodKey = tuple[str, str, int]
+"""(pod uid, IP, port) of one server of a pod."""
+
+
+class PodServers:
+    """One server per (pod, IP, port) that is wanted and nothing else, each served in
+    its own thread; a line on stdout for each started, stopped or refused."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.servers: dict[PodKey, ThreadingHTTPServer] = {}
+
+    def serve(self, wanted: Mapping[PodKey, tuple[str, Answer]]) -> None:
+        """Stop the servers not in ``wanted`` and start those missing; ``wanted`` maps a
+        key to (what to call it in the log, how it answers)."""
+        for key in [k for k in self.servers if k not in wanted]:
+            self.servers.pop(key).shutdown()
+            print(f"stopped {key[1]}:{key[2]}", flush=True)
+        for key, (label, answer) in wanted.items():
+            if key in self.servers:
+                continue
+            try:
+                self.servers[key] = start(server(key[1], key[2], answer, name=self.name))
+                print(f"serving {label} on {key[1]}:{key[2]}", flush=True)
+            except OSError as e:
+                print(f"cannot serve {label} on {key[1]}:{key[2]}: {e}", flush=True)
+
+    def close(self) -> None:
+        for srv in self.servers.values():
+            srv.shutdown()
+        self.servers.clear()

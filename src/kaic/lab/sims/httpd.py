@@ -34,7 +34,6 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -174,16 +173,16 @@ def _answer(directory: Path, req: http.Request) -> http.Reply:
     return file_reply(directory, req.path)
 
 
-Key = tuple[str, str, int]  # (pod uid, ip, port)
+Key = http.PodKey
 
 
-class Httpd:
+class Httpd(http.PodServers):
     """Keeps one listener per (running httpd pod, port) and nothing else."""
 
     def __init__(self, root: Path, pod_cidr: ipaddress.IPv4Network) -> None:
+        super().__init__("kaic.lab.sims.httpd")
         self.root = root
         self.pod_cidr = pod_cidr
-        self.servers: dict[Key, ThreadingHTTPServer] = {}
         self.refused: set[str] = set()
 
     def wanted(self, pods: Sequence[Mapping[str, Any]]) -> dict[Key, tuple[Path, str]]:
@@ -212,28 +211,12 @@ class Httpd:
 
     def sync(self, pods: Sequence[Mapping[str, Any]]) -> None:
         wanted = self.wanted(pods)
-        for key in [k for k in self.servers if k not in wanted]:
-            self.servers.pop(key).shutdown()
-            print(f"stopped {key[1]}:{key[2]}", flush=True)
-        for key, (where, name) in wanted.items():
-            if key in self.servers:
-                continue
-            try:
-                srv = http.server(
-                    key[1],
-                    key[2],
-                    functools.partial(_answer, where),
-                    name="kaic.lab.sims.httpd",
-                )
-                self.servers[key] = http.start(srv)
-                print(f"serving {name} ({where}) on {key[1]}:{key[2]}", flush=True)
-            except OSError as e:
-                print(f"cannot serve {name} on {key[1]}:{key[2]}: {e}", flush=True)
-
-    def close(self) -> None:
-        for srv in self.servers.values():
-            srv.shutdown()
-        self.servers.clear()
+        self.serve(
+            {
+                key: (f"{name} ({where})", functools.partial(_answer, where))
+                for key, (where, name) in wanted.items()
+            }
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -27,7 +27,6 @@ import ipaddress
 import sys
 import time
 from collections.abc import Sequence
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from kaic.lab.sims.model_server import ModelServers, Server, server_of
 
 PORT_PREFIXES = ("SERVE_PORT_", "SERVE_TCP_PORT_")
 
-Key = tuple[str, str, int]  # (pod uid, ip, port)
+Key = http.PodKey
 
 
 def porter_ports(pod: dict[str, Any]) -> dict[int, str]:
@@ -107,17 +106,13 @@ def _constant(body: str) -> http.Answer:
     return lambda _req: reply
 
 
-def _server(ip: str, port: int, answer: http.Answer) -> ThreadingHTTPServer:
-    return http.start(http.server(ip, port, answer, name="kaic.lab.sims.porter"))
-
-
-class Porter:
+class Porter(http.PodServers):
     """Keeps one listener per (running porter or netexec pod, port) and nothing else."""
 
     def __init__(self, pod_cidr: ipaddress.IPv4Network, models: ModelServers | None = None) -> None:
+        super().__init__("kaic.lab.sims.porter")
         self.pod_cidr = pod_cidr
         self.models = models
-        self.servers: dict[Key, ThreadingHTTPServer] = {}
 
     def sync(self, pods: Sequence[dict[str, Any]]) -> None:
         wanted: dict[Key, http.Answer] = {}
@@ -146,22 +141,7 @@ class Porter:
                 names[key] = f"{md.get('namespace')}/{md.get('name')}"
         if self.models is not None:
             self.models.update(models)
-        for key in [k for k in self.servers if k not in wanted]:
-            self.servers.pop(key).shutdown()
-            print(f"stopped {key[1]}:{key[2]}", flush=True)
-        for key, answer in wanted.items():
-            if key in self.servers:
-                continue
-            try:
-                self.servers[key] = _server(key[1], key[2], answer)
-                print(f"serving {names[key]} on {key[1]}:{key[2]}", flush=True)
-            except OSError as e:
-                print(f"cannot serve {names[key]} on {key[1]}:{key[2]}: {e}", flush=True)
-
-    def close(self) -> None:
-        for srv in self.servers.values():
-            srv.shutdown()
-        self.servers.clear()
+        self.serve({key: (names[key], answer) for key, answer in wanted.items()})
 
 
 def main(argv: Sequence[str] | None = None) -> None:
