@@ -54,6 +54,8 @@ The floor every check builds on (requirement modules import these, never each ot
   end (``Created``).
 * ``execs`` — commands run in pods, with retries, and probe scripts run until their
   output parses.
+* ``pods`` — the restricted security context and a small pod built with it
+  (``restricted_pod``).
 * ``gateways`` — a Gateway with one HTTP listener, reading Gateway and route status,
   counting where a client pod's requests landed (``tally``).
 * ``_metric_names`` — accelerator metric names per vendor (data for
@@ -88,6 +90,7 @@ HELPER_MODULES = frozenset(
         "installed",
         "created",
         "gateways",
+        "pods",
     }
 )
 """Modules of the shared floor; every other public module is a requirement module."""

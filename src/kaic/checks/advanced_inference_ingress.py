@@ -34,7 +34,6 @@ from kaic.checks.base import (
 from kaic.checks.gateways import API_VERSION as GW_API_VERSION
 from kaic.checks.gateways import GROUP as GW_GROUP
 from kaic.checks.gateways import (
-    RESTRICTED,
     Tally,
     class_line,
     conditions_line,
@@ -44,6 +43,7 @@ from kaic.checks.gateways import (
     parent_status,
     tally,
 )
+from kaic.checks.pods import restricted_pod
 from kaic.checks.predicates import pod_ready
 from kaic.cluster.api import KubeObject, condition, has_condition, name_of
 from kaic.errors import WaitTimeoutError
@@ -137,27 +137,20 @@ class Setup:
 
 
 def _pod(name: str, ns: str, labels: dict[str, str], container: dict[str, Any]) -> KubeObject:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns, "labels": labels},
-        "spec": {
-            "containers": [
-                {
-                    "name": "main",
-                    "resources": {
-                        "requests": {"cpu": "10m", "memory": "64Mi"},
-                        "limits": {"memory": "512Mi"},
-                    },
-                    "securityContext": dict(RESTRICTED),
-                    **container,
-                }
-            ],
-            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-            "terminationGracePeriodSeconds": 1,
-            **({"serviceAccountName": EPP} if name == EPP else {}),
+    return restricted_pod(
+        name,
+        ns,
+        {
+            "name": "main",
+            "resources": {
+                "requests": {"cpu": "10m", "memory": "64Mi"},
+                "limits": {"memory": "512Mi"},
+            },
+            **container,
         },
-    }
+        labels=labels,
+        spec={"serviceAccountName": EPP} if name == EPP else None,
+    )
 
 
 def sim_pod(s: Setup, name: str, busy: bool) -> KubeObject:

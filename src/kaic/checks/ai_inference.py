@@ -34,7 +34,6 @@ from kaic.checks.base import (
 from kaic.checks.gateways import (
     API_VERSION,
     GROUP,
-    RESTRICTED,
     Tally,
     as_status,
     class_line,
@@ -45,6 +44,7 @@ from kaic.checks.gateways import (
     parent_status,
     tally,
 )
+from kaic.checks.pods import restricted_pod
 from kaic.checks.predicates import pod_ready
 from kaic.cluster.api import KubeObject, has_condition, name_of
 from kaic.errors import ClusterError, WaitTimeoutError
@@ -154,29 +154,14 @@ class Setup:
 
 
 def _pod(name: str, image: str, args: list[str], labels: dict[str, str], ns: str) -> KubeObject:
-    container: dict[str, Any] = {
-        "name": "main",
-        "image": image,
-        "args": args,
-        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
-        "securityContext": dict(RESTRICTED),
-    }
+    container: dict[str, Any] = {"name": "main", "image": image, "args": args}
     if args[:1] == ["netexec"]:
         container["ports"] = [{"name": "http", "containerPort": BACKEND_PORT}]
         container["readinessProbe"] = {
             "httpGet": {"path": "/healthz", "port": BACKEND_PORT},
             "periodSeconds": 2,
         }
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns, "labels": labels},
-        "spec": {
-            "containers": [container],
-            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-            "terminationGracePeriodSeconds": 1,
-        },
-    }
+    return restricted_pod(name, ns, container, labels=labels)
 
 
 def backend_objects(s: Setup) -> list[KubeObject]:

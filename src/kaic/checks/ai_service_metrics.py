@@ -22,6 +22,7 @@ from typing import Any
 
 from kaic.checks.base import CheckContext, CheckOption, Permission, Resource, Subtest, check, shared
 from kaic.checks.endpoints import container_ports, http_get_url, pod_words, service_pods
+from kaic.checks.pods import restricted_pod
 from kaic.checks.predicates import pod_running
 from kaic.cluster.api import KubeObject, name_of, namespace_of
 from kaic.errors import ClusterError, KaicError, UsageError
@@ -338,39 +339,19 @@ def sample_objects(
     annotations = scrape if mon.method == "annotations" else {}
     service_annotations = scrape if mon.method in ("annotations", "service-endpoints") else {}
     image = ctx.option("service-metrics-image") or SAMPLE_IMAGE
-    pod: KubeObject = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": ns,
-            "labels": {**sel, "app.kubernetes.io/name": "kaic-sample"},
-            "annotations": annotations,
+    pod = restricted_pod(
+        name,
+        ns,
+        {
+            "name": "sample",
+            "image": image,
+            "args": ["porter"],
+            "env": [{"name": f"SERVE_PORT_{SAMPLE_PORT}", "value": sample.text()}],
+            "ports": [{"name": "metrics", "containerPort": SAMPLE_PORT}],
         },
-        "spec": {
-            "containers": [
-                {
-                    "name": "sample",
-                    "image": image,
-                    "args": ["porter"],
-                    "env": [{"name": f"SERVE_PORT_{SAMPLE_PORT}", "value": sample.text()}],
-                    "ports": [{"name": "metrics", "containerPort": SAMPLE_PORT}],
-                    "resources": {
-                        "requests": {"cpu": "10m", "memory": "32Mi"},
-                        "limits": {"memory": "64Mi"},
-                    },
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "capabilities": {"drop": ["ALL"]},
-                        "runAsNonRoot": True,
-                        "runAsUser": 65534,
-                    },
-                }
-            ],
-            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-            "terminationGracePeriodSeconds": 1,
-        },
-    }
+        labels={**sel, "app.kubernetes.io/name": "kaic-sample"},
+        annotations=annotations,
+    )
     objs = [pod]
     if mon.method in ("servicemonitor", "annotations", "service-endpoints"):
         objs.append(

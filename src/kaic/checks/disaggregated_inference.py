@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from kaic.checks.base import CheckContext, CheckOption, Permission, Resource, Subtest, check, shared
+from kaic.checks.pods import restricted_pod
 from kaic.checks.predicates import pod_phase, pod_ready
 from kaic.cluster.api import ClusterAPI, KubeObject, labels_of, name_of, namespace_of
 from kaic.errors import ClusterError, UsageError, WaitTimeoutError
@@ -431,36 +432,12 @@ def first_model(body: str) -> str | None:
 
 
 def client_pod(namespace: str, image: str) -> KubeObject:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": CLIENT,
-            "namespace": namespace,
-            "labels": {"app.kubernetes.io/name": CLIENT},
-        },
-        "spec": {
-            "containers": [
-                {
-                    "name": "main",
-                    "image": image,
-                    "args": ["pause"],
-                    "resources": {
-                        "requests": {"cpu": "10m", "memory": "32Mi"},
-                        "limits": {"memory": "64Mi"},
-                    },
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "capabilities": {"drop": ["ALL"]},
-                        "runAsNonRoot": True,
-                        "runAsUser": 65534,
-                    },
-                }
-            ],
-            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-            "terminationGracePeriodSeconds": 1,
-        },
-    }
+    return restricted_pod(
+        CLIENT,
+        namespace,
+        {"name": "main", "image": image, "args": ["pause"]},
+        labels={"app.kubernetes.io/name": CLIENT},
+    )
 
 
 def verdict(request_id: str, hits: Mapping[str, Sequence[RolePod]], group: Group) -> str | None:

@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 from kaic.checks.base import CheckContext, CheckOption, Permission, Resource, Subtest, check, shared
+from kaic.checks.pods import RESTRICTED, SECCOMP
 from kaic.checks.predicates import node_selector_matches, pod_bound, pod_phase
 from kaic.checks.waits import last_warning
 from kaic.cluster.api import KubeObject, labels_of, name_of
@@ -25,15 +26,6 @@ from kaic.errors import ClusterError, PermissionDeniedError
 NODE_API = "node.k8s.io/v1"
 POD = "kaic-confidential-pod"
 IMAGE = "registry.k8s.io/pause:3.10"
-RESTRICTED = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "runAsNonRoot": True,
-    "runAsUser": 65534,
-}
-"""The container securityContext of the Pod Security Standards' restricted level, so that
-namespaces that enforce it admit the test pods."""
-SECCOMP = {"seccompProfile": {"type": "RuntimeDefault"}}
 
 OPTIONS = (
     CheckOption(

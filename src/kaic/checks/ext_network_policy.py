@@ -20,6 +20,7 @@ import yaml
 
 from kaic.checks.base import CheckContext, CheckOption, Permission, Resource, Subtest, check, shared
 from kaic.checks.execs import shown_command, transcript_entry
+from kaic.checks.pods import RESTRICTED, SECCOMP
 from kaic.checks.waits import pod_running_or_fail
 from kaic.cluster.api import KubeObject
 from kaic.errors import ClusterError, PermissionDeniedError
@@ -32,15 +33,6 @@ PORT = 8080
 SERVER, ALLOWED, DENIED = "kaic-np-server", "kaic-np-allowed", "kaic-np-denied"
 ROLE = "kaic.io/network-policy-role"
 DENY_ALL, ALLOW = "kaic-default-deny-ingress", "kaic-allow-client"
-RESTRICTED = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "runAsNonRoot": True,
-    "runAsUser": 65534,
-}
-"""The container securityContext of the Pod Security Standards' restricted level, so that
-namespaces that enforce it admit the test pods."""
-SECCOMP = {"seccompProfile": {"type": "RuntimeDefault"}}
 BLOCKED_IN_A_ROW = 2
 """Consecutive failed attempts of the denied client that count as blocked."""
 

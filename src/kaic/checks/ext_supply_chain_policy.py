@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 from kaic.checks.base import CheckContext, CheckOption, Permission, Subtest, check
+from kaic.checks.pods import RESTRICTED, SECCOMP
 from kaic.checks.waits import poll
 from kaic.cluster.api import KubeObject, name_of
 from kaic.errors import ClusterError, PermissionDeniedError, RejectedError
@@ -27,15 +28,6 @@ VIOLATING_IMAGE = "kaic-untrusted.invalid/kaic/not-allowed:1.0"
 """An image of a registry that can never exist (``.invalid``, RFC 2606): never pulled."""
 ALLOWED_REGISTRIES = "registry.k8s.io/"
 BUILTIN_POLICY = "kaic-image-policy"
-RESTRICTED = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "runAsNonRoot": True,
-    "runAsUser": 65534,
-}
-"""The container securityContext of the Pod Security Standards' restricted level, so that
-namespaces that enforce it admit the test pods."""
-SECCOMP = {"seccompProfile": {"type": "RuntimeDefault"}}
 
 OPTIONS = (
     CheckOption(

@@ -1,7 +1,7 @@
 """Shared by the checks that send requests through a Gateway (ai_inference,
 advanced_inference_ingress): the Gateway API group, a Gateway with one HTTP listener,
-how a Gateway's and a route's status are read, the restricted security context of their
-pods, and counting where the requests a client pod sent landed.
+how a Gateway's and a route's status are read, and counting where the requests a client
+pod sent landed.
 
 Owns no requirement; imports no requirement module.
 """
@@ -16,14 +16,6 @@ from kaic.cluster.api import KubeObject, condition, has_condition, name_of
 
 GROUP = "gateway.networking.k8s.io"
 API_VERSION = f"{GROUP}/v1"
-
-RESTRICTED: dict[str, Any] = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "runAsNonRoot": True,
-    "runAsUser": 65534,
-}
-"""A container security context that the ``restricted`` Pod Security Standard admits."""
 
 
 def http_gateway(name: str, namespace: str, gateway_class: str, port: int) -> KubeObject:
