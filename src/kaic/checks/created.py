@@ -43,10 +43,12 @@ def keep_with_events(ctx: CheckContext, objs: Sequence[KubeObject]) -> None:
 
 
 class Created:
-    """Objects of the check's namespace that the check created (``add`` after each create)."""
+    """Objects of the check's namespace (or ``namespace``) that the check created (``add``
+    after each create)."""
 
-    def __init__(self, ctx: CheckContext) -> None:
+    def __init__(self, ctx: CheckContext, namespace: str | None = None) -> None:
         self.ctx = ctx
+        self.namespace = namespace or ctx.namespace
         self.refs: list[tuple[str, str, str]] = []
         """(apiVersion, kind, name), in creation order."""
 
@@ -68,7 +70,7 @@ class Created:
         out = []
         for av, kind, name in self._select(kinds):
             try:
-                obj = self.ctx.cluster.get(av, kind, name, self.ctx.namespace)
+                obj = self.ctx.cluster.get(av, kind, name, self.namespace)
             except ClusterError:
                 obj = None
             if obj is not None:
@@ -88,6 +90,6 @@ class Created:
         without it); a failure is logged, never raised."""
         for av, kind, name in self._select(kinds):
             try:
-                self.ctx.cluster.delete(av, kind, name, self.ctx.namespace)
+                self.ctx.cluster.delete(av, kind, name, self.namespace)
             except ClusterError as e:
                 self.ctx.log(f"could not delete {kind.lower()} {name}: {e}")

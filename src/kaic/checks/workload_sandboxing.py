@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 
 from kaic.checks.base import CheckContext, CheckOption, Permission, Resource, Subtest, check, shared
+from kaic.checks.created import Created, trimmed
 from kaic.checks.predicates import pod_started
 from kaic.cluster.api import ClusterAPI, KubeObject, name_of
 from kaic.errors import ClusterError, UsageError
@@ -331,7 +332,7 @@ class _Run:
         self.sandboxed = "sandboxed-probe-pod"
         self.control = "unsandboxed-control-pod"
         self.sandbox_cr = ""
-        self.created: list[str] = []
+        self.created = Created(ctx, self.ns)
         self.node = ""
         self.marker = f"{MARKER_DIR}/kaic-sandbox-marker-{secrets.token_hex(6)}"
         self.transcript: list[str] = []
@@ -403,6 +404,7 @@ class _Run:
                     },
                 }
             )
+            self.created.add(self.sol.api_version, "Sandbox", self.sandbox_cr)
             self.sandboxed = self.owned_pod()
         else:
             self.cluster.create(
@@ -413,7 +415,7 @@ class _Run:
                     "spec": self.pod_spec(self.sol.runtime_class, None),
                 }
             )
-            self.created.append(self.sandboxed)
+            self.created.add("v1", "Pod", self.sandboxed)
         pod = self.wait_running(self.sandboxed)
         self.node = str((pod.get("spec") or {}).get("nodeName") or "")
         if (
@@ -432,7 +434,7 @@ class _Run:
                 "spec": self.pod_spec("", node),
             }
         )
-        self.created.append(self.control)
+        self.created.add("v1", "Pod", self.control)
         self.wait_running(self.control)
         self.exec(self.control, f"echo kaic > {shlex.quote(self.marker)}")
         self.control_probe = self.probe(self.control)
@@ -526,22 +528,11 @@ class _Run:
             except ClusterError:
                 o = None
             if o is not None:
-                o = json.loads(json.dumps(o))
-                o.get("metadata", {}).pop("managedFields", None)
-                pods.append(o)
+                pods.append(trimmed(o))
         if pods:
             self.ctx.evidence(
                 "pods.yaml", yaml.safe_dump_all(pods, sort_keys=False), "application/yaml"
             )
 
     def delete_all(self) -> None:
-        for n in self.created:
-            try:
-                self.cluster.delete("v1", "Pod", n, self.ns)
-            except ClusterError as e:
-                self.ctx.log(f"could not delete pod {n}: {e}")
-        if self.sandbox_cr:
-            try:
-                self.cluster.delete(self.sol.api_version, "Sandbox", self.sandbox_cr, self.ns)
-            except ClusterError as e:
-                self.ctx.log(f"could not delete Sandbox {self.sandbox_cr}: {e}")
+        self.created.delete_all(("Pod", "Sandbox"))
