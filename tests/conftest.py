@@ -43,6 +43,8 @@ def _request_scope() -> Iterator[None]:
 
 
 _tier_seconds: dict[str, float] = {}
+_file_seconds: dict[str, float] = {}
+SLOWEST_FILES = 10
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -52,6 +54,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     parts = report.nodeid.split("::", 1)[0].split("/")
     if len(parts) > 2 and parts[0] == "tests":
         _tier_seconds[parts[1]] = _tier_seconds.get(parts[1], 0.0) + report.duration
+        path = "/".join(parts)
+        _file_seconds[path] = _file_seconds.get(path, 0.0) + report.duration
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -61,6 +65,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             + ", ".join(
                 f"{tier} {seconds:.0f} s" for tier, seconds in sorted(_tier_seconds.items())
             )
+        )
+    slow = sorted(_file_seconds.items(), key=lambda kv: -kv[1])[:SLOWEST_FILES]
+    if len(_file_seconds) > 1 and slow:
+        terminalreporter.write_line(
+            "slowest test files: " + ", ".join(f"{path} {sec:.0f} s" for path, sec in slow)
         )
 
 
