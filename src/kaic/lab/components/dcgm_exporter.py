@@ -255,7 +255,7 @@ class DcgmExporter(Component):
         ctx.wait(
             "the DCGM simulator to serve every exporter pod at its IP, with its PortForward",
             lambda: _served(ctx, nodes),
-            timeout=30 + len(nodes) / 20,
+            timeout=60 + len(nodes) / 10,  # a listener and a PortForward per pod
             alive=self.process,
         )
 
