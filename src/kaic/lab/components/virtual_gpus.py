@@ -23,6 +23,7 @@ from kaic.lab.components.nodes import (
     UNPUBLISHED_COMPONENT,
     driver_labels,
     gpu_uuid,
+    node_slice,
 )
 from kaic.lab.context import LabContext
 
@@ -71,23 +72,7 @@ def vgpu_slice(ctx: LabContext, node_uid: str) -> dict[str, Any]:
         devices.append(
             {"name": f"vgpu-{i}", "attributes": attrs, "capacity": {"memory": {"value": "20Gi"}}}
         )
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceSlice",
-        "metadata": {
-            "name": f"{VGPU_NODE}-{DRIVER}",
-            "labels": {"app.kubernetes.io/managed-by": "kaic-lab"},
-            "ownerReferences": [
-                {"apiVersion": "v1", "kind": "Node", "name": VGPU_NODE, "uid": node_uid}
-            ],
-        },
-        "spec": {
-            "driver": DRIVER,
-            "nodeName": VGPU_NODE,
-            "pool": {"name": VGPU_NODE, "generation": 1, "resourceSliceCount": 1},
-            "devices": devices,
-        },
-    }
+    return node_slice(VGPU_NODE, node_uid, DRIVER, devices)
 
 
 @register
