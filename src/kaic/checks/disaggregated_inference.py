@@ -389,6 +389,12 @@ def _gateway_url(gw: KubeObject | None, section: str | None) -> str | None:
 # -- the request -------------------------------------------------------------------------------
 
 
+# curl's exit status for "Failed to connect" (refused, no route).
+CURL_COULD_NOT_CONNECT = 7
+# Seconds a refused connection is asked again before it counts.
+CONNECT_WAIT = 30.0
+
+
 def curl_command(
     url: str, header: str, request_id: str, body: Mapping[str, Any] | None, timeout: int
 ) -> list[str]:
@@ -709,12 +715,27 @@ class Run:
             self.ctx.log(f"endpoint {self.endpoint.url}: {self.endpoint.how}")
 
     def send(self, url: str, body: Mapping[str, Any] | None) -> tuple[int, str]:
-        r = self.c.exec(
-            self.ctx.namespace,
-            CLIENT,
-            curl_command(url, self.header, self.request_id, body, min(self.timeout, 60)),
-            timeout=self.ctx.budget(min(self.timeout, 60) + 15),
-        )
+        """One request from the client pod. A refused connection is asked again every 2 s
+        for up to ``CONNECT_WAIT`` s: a Service's endpoints reach the node's proxy some
+        time after its pods are Ready."""
+        waited = 0.0
+        while True:
+            r = self.c.exec(
+                self.ctx.namespace,
+                CLIENT,
+                curl_command(url, self.header, self.request_id, body, min(self.timeout, 60)),
+                timeout=self.ctx.budget(min(self.timeout, 60) + 15),
+            )
+            if r.exit_code == CURL_COULD_NOT_CONNECT and waited < min(self.timeout, CONNECT_WAIT):
+                if waited == 0:
+                    self.ctx.log(
+                        f"{url}: connection refused; asking again for up to"
+                        f" {min(self.timeout, CONNECT_WAIT):g} s"
+                    )
+                self.ctx.sleep(2)
+                waited += 2
+                continue
+            break
         if r.exit_code != 0 and not r.stdout.strip():
             return 0, (r.stderr or f"curl exited {r.exit_code}").strip()
         return split_answer(r.stdout)

@@ -71,8 +71,10 @@ class Stack(FakeCluster):
         log_ids: bool = True,
         status: int = 200,
         models: bool = True,
+        refused: int = 0,
     ) -> None:
         super().__init__()
+        self.refused = refused
         self.forward = forward
         self.log_ids = log_ids
         self.status = status
@@ -113,6 +115,9 @@ class Stack(FakeCluster):
         assert cmd[0] == "curl" and pod == "kaic-disagg-client"
         url = cmd[-1]
         rid = next(h.split(": ", 1)[1] for h in cmd if h.startswith("x-request-id: "))
+        if self.refused:
+            self.refused -= 1
+            return ExecResult("", "curl: (7) Failed to connect: Couldn't connect to server", 7)
         if url.endswith("/v1/models"):
             body = json.dumps({"data": [{"id": "m"}]}) if self.models else "not found"
             return ExecResult(f"{body}\n{200 if self.models else 404}", "", 0)
@@ -189,6 +194,21 @@ def test_fails_when_the_request_is_not_served() -> None:
     assert r.outcome is Outcome.FAIL
     assert "HTTP 503" in _sub(r, "RequestServed").reason
     assert _sub(r, "PhasesOnDistinctPods").outcome is Outcome.SKIP
+
+
+def test_a_refused_connection_is_asked_again_until_the_service_answers() -> None:
+    fake = Stack(refused=2).default()
+    r = _run(fake)
+    assert r.outcome is Outcome.PASS, r.reason
+    assert len(fake.commands) == 4
+    assert any("connection refused; asking again" in line for line in r.log)
+
+
+def test_a_connection_refused_for_good_fails_the_request() -> None:
+    r = _run(Stack(refused=1000).default())
+    s = _sub(r, "RequestServed")
+    assert s.outcome is Outcome.FAIL
+    assert "Couldn't connect to server" in s.reason
 
 
 def test_without_a_model_list_asks_for_the_model_name() -> None:
