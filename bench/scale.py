@@ -1,6 +1,6 @@
 """Benchmark: how kaic grows with the cluster — the inventory-bound checks on labs of N nodes.
 
-Usage: ``.venv/bin/python bench/scale.py [--nodes 3,500,5000] [--gpus-per-node 8] [--json]``
+Usage: ``.venv/bin/python bench/scale.py [--nodes 3,500,5000] [--gpus-per-node 8] [--json] [--each]``
 
 For each N: a fresh lab of N nodes (N-1 GPU nodes with ``--gpus-per-node`` simulated GPUs
 each, published both as DRA ResourceSlices and as device-plugin allocatable, a DCGM
@@ -9,7 +9,8 @@ processes; then one ``kaic run`` of the checks whose work grows with the invento
 (``CHECKS``), one at a time (``--parallel 1``, so each check's wall time is its own), in a
 child process whose peak RSS is read with ``wait4``. Per check it reports the outcome,
 wall time, API requests (``run.json`` ``api_requests``: every page, retry and stream) and
-the busiest ``verb resource``; then the lab goes down. Prints a Markdown table (or JSON)
+the busiest ``verb resource``; with ``--each``, also the peak RSS of a ``kaic run`` of that
+check alone; then the lab goes down. Prints a Markdown table (or JSON)
 for bench/RESULTS.md.
 
 The default sizes (3 and 500) take a few minutes; ``--nodes 3,500,5000`` is the full
@@ -67,9 +68,11 @@ class Sampler(threading.Thread):
             time.sleep(0.5)
 
 
-def run_kaic(kubeconfig: Path, out: Path) -> tuple[int, float, int]:
-    """``kaic run`` of ``CHECKS``: exit code, wall seconds, peak RSS in bytes."""
-    focus = "^(" + "|".join(CHECKS) + ")$"
+def run_kaic(
+    kubeconfig: Path, out: Path, checks: tuple[str, ...] = CHECKS
+) -> tuple[int, float, int]:
+    """``kaic run`` of ``checks``: exit code, wall seconds, peak RSS in bytes."""
+    focus = "^(" + "|".join(checks) + ")$"
     argv = [
         sys.executable,
         "-m",
@@ -93,7 +96,16 @@ def run_kaic(kubeconfig: Path, out: Path) -> tuple[int, float, int]:
     return child.returncode, wall, usage.ru_maxrss * 1024
 
 
-def measure(n: int, gpus: int) -> dict[str, Any]:
+def rss_each(kubeconfig: Path, tmp: Path) -> dict[str, int]:
+    """Peak RSS in bytes of a ``kaic run`` of each of ``CHECKS`` alone."""
+    peaks = {}
+    for check in CHECKS:
+        _, _, rss = run_kaic(kubeconfig, tmp / f"alone-{check}", (check,))
+        peaks[check] = rss
+    return peaks
+
+
+def measure(n: int, gpus: int, each: bool = False) -> dict[str, Any]:
     name = f"bench-scale-{n}"
     with contextlib.suppress(Exception):
         Lab.load(name).down()
@@ -109,6 +121,7 @@ def measure(n: int, gpus: int) -> dict[str, Any]:
             out = Path(tmp) / "bundle"
             code, wall, rss = run_kaic(lab.kubeconfig, out)
             record = json.loads((out / "run.json").read_text())
+            alone = rss_each(lab.kubeconfig, Path(tmp)) if each else {}
     finally:
         sampler.stop.set()
         lab.down()
@@ -125,6 +138,9 @@ def measure(n: int, gpus: int) -> dict[str, Any]:
                 "wall_s": r["duration_s"],
                 "requests": sum(counts.values()),
                 "busiest": f"{busiest[0]} ×{busiest[1]}" if busiest[1] else "",
+                "alone_rss_mb": round(alone[r["requirement_id"]] / 2**20)
+                if r["requirement_id"] in alone
+                else None,
             }
         )
     return {
@@ -142,20 +158,22 @@ def measure(n: int, gpus: int) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     out = [
-        "| nodes (GPUs) | lab up | lab RSS | check | outcome | wall | API requests | busiest |",
-        "|---|---|---|---|---|---|---|---|",
+        "| nodes (GPUs) | lab up | lab RSS | check | outcome | wall | API requests | busiest"
+        " | RSS alone |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lead = f"{row['nodes']:,} ({row['gpus']:,})"
         for c in row["checks"]:
             out.append(
                 f"| {lead} | {row['lab_up_s']} s | {row['lab_peak_rss_mb']} MB | {c['check']} | "
-                f"{c['outcome']} | {c['wall_s']:.1f} s | {c['requests']} | {c['busiest']} |"
+                f"{c['outcome']} | {c['wall_s']:.1f} s | {c['requests']} | {c['busiest']} | "
+                + (f"{c['alone_rss_mb']} MB |" if c.get("alone_rss_mb") is not None else "|")
             )
         out.append(
             f"| {lead} | | | **kaic run** (exit {row['kaic_exit']}) | | "
             f"{row['kaic_wall_s']} s | {row['run_requests']} (runner) | "
-            f"peak RSS {row['kaic_peak_rss_mb']} MB |"
+            f"peak RSS {row['kaic_peak_rss_mb']} MB | |"
         )
     return "\n".join(out)
 
@@ -165,8 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes", default="3,500", help="comma-separated node counts")
     ap.add_argument("--gpus-per-node", type=int, default=8)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--each",
+        action="store_true",
+        help="also run each check alone in its own kaic process, for its peak RSS",
+    )
     a = ap.parse_args(argv)
-    rows = [measure(int(n), a.gpus_per_node) for n in a.nodes.split(",")]
+    rows = [measure(int(n), a.gpus_per_node, a.each) for n in a.nodes.split(",")]
     print(json.dumps(rows, indent=2) if a.json else table(rows))
     return 0
 

@@ -55,11 +55,13 @@ def aligned_pairs(
 ) -> list[tuple[SliceDevice, SliceDevice, str]]:
     """(accelerator, NIC, key) for every accelerator and NIC of one node that share the
     value of an alignment attribute (the first such key)."""
+    by_node: dict[str, list[SliceDevice]] = {}
+    for n in nics:
+        if n.node_name is not None:
+            by_node.setdefault(n.node_name, []).append(n)
     out = []
     for g in gpus:
-        for n in nics:
-            if g.node_name is None or g.node_name != n.node_name:
-                continue
+        for n in by_node.get(g.node_name or "", []):
             for key in ALIGNMENT_KEYS:
                 gv, nv = g.attribute(key), n.attribute(key)
                 if gv is not None and gv == nv:
@@ -132,7 +134,8 @@ class _Run:
         both = sorted(n for n in nic_nodes & gpu_nodes if n)
         if not both:
             t.skip("no node has both accelerators and NICs published through DRA")
-        unaligned = [n for n in both if not any(g.node_name == n for g, _, _ in pairs)]
+        paired = {g.node_name for g, _, _ in pairs}
+        unaligned = [n for n in both if n not in paired]
         if unaligned:
             t.fail(
                 "no accelerator and NIC share a PCIe root or NUMA node on "

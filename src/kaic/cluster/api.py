@@ -80,7 +80,8 @@ class ClusterAPI(Protocol):
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> KubeList:
-        """Objects of a kind (all namespaces when ``namespace`` is None)."""
+        """Objects of a kind (all namespaces when ``namespace`` is None), paged, without
+        ``metadata.managedFields``."""
         ...
 
     def create(self, obj: KubeObject, *, dry_run: bool = False) -> KubeObject:

@@ -511,6 +511,9 @@ class Cluster:
             for item in doc.get("items") or []:
                 item.setdefault("apiVersion", res.api_version)
                 item.setdefault("kind", res.kind)
+                # NOTE: no check reads managedFields, and on a large cluster they are a
+                # good part of every listed Node and slice kept in memory.
+                (item.get("metadata") or {}).pop("managedFields", None)
                 items.append(item)
             meta = doc.get("metadata") or {}
             rv = str(meta.get("resourceVersion", ""))
