@@ -178,6 +178,24 @@ class FakeCluster:
                 out.append(copy.deepcopy(obj))
         return out
 
+    def iterate(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> Iterator[KubeObject]:
+        """``list``, one object at a time (through ``list``, so overrides of it apply)."""
+        yield from self.list(
+            api_version,
+            kind,
+            namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+        )
+
     def create(self, obj: KubeObject, *, dry_run: bool = False) -> KubeObject:
         self._require_served(obj["apiVersion"], obj["kind"])
         obj = copy.deepcopy(obj)

@@ -13,7 +13,7 @@ that needs to know where accelerators are asks here. Must not decide pass or fai
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -255,16 +255,27 @@ def dra_version(cluster: ClusterAPI, kinds: Sequence[str] = DRA_KINDS) -> str | 
     return None
 
 
-def _placement_nodes(spec: Mapping[str, Any], nodes: Sequence[KubeObject]) -> set[str] | None:
-    """Nodes a slice (or a device with per-device placement) is available on; None when
-    ``spec`` names no placement."""
-    if spec.get("nodeName"):
-        return {str(spec["nodeName"])}
-    if spec.get("allNodes"):
-        return {name_of(n) for n in nodes}
-    if spec.get("nodeSelector"):
-        return {name_of(n) for n in nodes if node_selector_matches(spec["nodeSelector"], n)}
-    return None
+class _Placement:
+    """Nodes a slice (or a device with per-device placement) is available on; the names
+    of all nodes are worked out once, for every ``allNodes`` slice."""
+
+    def __init__(self, nodes: Sequence[KubeObject]) -> None:
+        self.nodes = nodes
+        self._all: frozenset[str] | None = None
+
+    def of(self, spec: Mapping[str, Any]) -> frozenset[str] | None:
+        """None when ``spec`` names no placement."""
+        if spec.get("nodeName"):
+            return frozenset((str(spec["nodeName"]),))
+        if spec.get("allNodes"):
+            if self._all is None:
+                self._all = frozenset(name_of(n) for n in self.nodes)
+            return self._all
+        if spec.get("nodeSelector"):
+            return frozenset(
+                name_of(n) for n in self.nodes if node_selector_matches(spec["nodeSelector"], n)
+            )
+        return None
 
 
 @dataclass(frozen=True)
@@ -320,41 +331,57 @@ class Pool:
         )
 
 
+def _kept(attributes: Mapping[str, Any], names: Collection[str] | None) -> Mapping[str, Any]:
+    """``attributes`` limited to those whose bare name (after the last ``/``) is one of
+    ``names`` (all of them when ``names`` is None)."""
+    if names is None:
+        return attributes
+    return {k: v for k, v in attributes.items() if k.rpartition("/")[2] in names}
+
+
 def dra_pools(
-    slices: Iterable[KubeObject], acc: AcceleratorType, nodes: Sequence[KubeObject]
+    slices: Iterable[KubeObject],
+    acc: AcceleratorType,
+    nodes: Sequence[KubeObject],
+    *,
+    attributes: Collection[str] | None = None,
 ) -> list[Pool]:
     """The pools of ``acc``'s drivers at their newest generation, with the devices of the
     vendor's device types and the nodes each is available on (``nodeName``,
-    ``allNodes``, ``nodeSelector`` or per-device placement)."""
-    newest: dict[tuple[str, str], int] = {}
-    mine = [s for s in slices if s.get("spec", {}).get("driver") in acc.drivers]
-    for s in mine:
-        p = s["spec"].get("pool") or {}
-        key = (str(s["spec"]["driver"]), str(p.get("name", "")))
-        newest[key] = max(newest.get(key, 0), int(p.get("generation", 0)))
+    ``allNodes``, ``nodeSelector`` or per-device placement).
+
+    One pass over ``slices`` (an iterator of pages does): a pool restarts when a newer
+    generation of it appears. With ``attributes``, each device keeps only the attributes
+    of those bare names (and ``type``), so that a large inventory stays small."""
+    keep = None if attributes is None else {a.rpartition("/")[2] for a in attributes} | {"type"}
+    placement = _Placement(nodes)
     pools: dict[tuple[str, str], Pool] = {}
-    for s in mine:
-        spec = s["spec"]
-        driver = str(spec["driver"])
-        p = spec.get("pool") or {}
-        key = (driver, str(p.get("name", "")))
-        if int(p.get("generation", 0)) != newest[key]:
+    for s in slices:
+        spec = s.get("spec") or {}
+        driver = spec.get("driver")
+        if driver not in acc.drivers:
             continue
-        pool = pools.setdefault(
-            key, Pool(driver, key[1], newest[key], int(p.get("resourceSliceCount", 1) or 1))
-        )
+        p = spec.get("pool") or {}
+        key = (str(driver), str(p.get("name", "")))
+        generation = int(p.get("generation", 0))
+        pool = pools.get(key)
+        if pool is not None and generation < pool.generation:
+            continue
+        if pool is None or generation > pool.generation:
+            expected = int(p.get("resourceSliceCount", 1) or 1)
+            pool = pools[key] = Pool(key[0], key[1], generation, expected)
         pool.slices.append(name_of(s))
-        slice_nodes = _placement_nodes(spec, nodes)
+        slice_nodes = placement.of(spec)
         for d in spec.get("devices") or []:
-            dev_nodes = _placement_nodes(d, nodes)
-            where = dev_nodes if dev_nodes is not None else (slice_nodes or set())
+            dev_nodes = placement.of(d)
+            where = dev_nodes if dev_nodes is not None else (slice_nodes or frozenset())
             one = d.get("nodeName") if dev_nodes is not None else spec.get("nodeName")
             dev = SliceDevice(
-                driver,
+                key[0],
                 key[1],
                 str(d.get("name", "")),
-                d.get("attributes") or {},
-                frozenset(where),
+                _kept(d.get("attributes") or {}, keep),
+                where,
                 str(one) if one else None,
             )
             dtype = dev.attribute("type")
@@ -410,14 +437,18 @@ def node_accelerators(
 
     av = dra_version(cluster, ("ResourceSlice",))
     if av is not None:
-        slices = cluster.list(av, "ResourceSlice")
-        shared = sum(
-            1
-            for s in slices
-            if s.get("spec", {}).get("driver") in acc.drivers
-            and not s.get("spec", {}).get("nodeName")
-        )
-        for pool in dra_pools(slices, acc, nodes):
+        shared = 0
+
+        def counted(slices: Iterable[KubeObject]) -> Iterator[KubeObject]:
+            nonlocal shared
+            for s in slices:
+                spec = s.get("spec") or {}
+                shared += spec.get("driver") in acc.drivers and not spec.get("nodeName")
+                yield s
+
+        wanted = ("index", "minor", acc.uuid_attribute)
+        slices = counted(cluster.iterate(av, "ResourceSlice"))
+        for pool in dra_pools(slices, acc, nodes, attributes=wanted):
             for d in pool.devices:
                 if d.node_name is None or d.node_name not in node_names:
                     continue

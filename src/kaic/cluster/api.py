@@ -84,6 +84,20 @@ class ClusterAPI(Protocol):
         ``metadata.managedFields``."""
         ...
 
+    def iterate(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> Iterator[KubeObject]:
+        """The objects ``list`` returns, one page at a time: only the page being read is
+        held, so a caller that keeps what it needs of each object stays small on a large
+        cluster."""
+        ...
+
     def create(self, obj: KubeObject, *, dry_run: bool = False) -> KubeObject:
         """Create ``obj`` (namespace from its metadata); ``dry_run`` is server-side dry-run."""
         ...

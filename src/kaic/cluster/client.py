@@ -488,17 +488,17 @@ class Cluster:
             return None
         return dict(obj) if isinstance(obj, dict) else None
 
-    def _list_raw(
+    def _pages(
         self,
         res: ApiResource,
         namespace: str | None,
         label_selector: str | None,
         field_selector: str | None,
         what: str,
-    ) -> tuple[KubeList, str]:
-        items: KubeList = []
+    ) -> Iterator[tuple[KubeList, str]]:
+        """Each page of a list (``_LIST_PAGE`` objects at most) with the resourceVersion
+        it was read at."""
         cont: str | None = None
-        rv = ""
         while True:
             query: list[tuple[str, Any]] = [("limit", _LIST_PAGE)]
             if label_selector:
@@ -508,6 +508,7 @@ class Cluster:
             if cont:
                 query.append(("continue", cont))
             doc = self._call("GET", self._path(res, namespace), query=query, what=what) or {}
+            items: KubeList = []
             for item in doc.get("items") or []:
                 item.setdefault("apiVersion", res.api_version)
                 item.setdefault("kind", res.kind)
@@ -516,10 +517,29 @@ class Cluster:
                 (item.get("metadata") or {}).pop("managedFields", None)
                 items.append(item)
             meta = doc.get("metadata") or {}
-            rv = str(meta.get("resourceVersion", ""))
             cont = meta.get("continue")
+            yield items, str(meta.get("resourceVersion", ""))
             if not cont:
-                return items, rv
+                return
+
+    def _list_raw(
+        self,
+        res: ApiResource,
+        namespace: str | None,
+        label_selector: str | None,
+        field_selector: str | None,
+        what: str,
+    ) -> tuple[KubeList, str]:
+        items: KubeList = []
+        rv = ""
+        for page, page_rv in self._pages(res, namespace, label_selector, field_selector, what):
+            items.extend(page)
+            rv = page_rv
+        return items, rv
+
+    def _what_list(self, res: ApiResource, namespace: str | None) -> str:
+        where = f" in namespace {namespace}" if namespace else ""
+        return f"listing {res.name}.{res.group or 'core'}{where}"
 
     def list(
         self,
@@ -531,15 +551,24 @@ class Cluster:
         field_selector: str | None = None,
     ) -> KubeList:
         res = self._resource(api_version, kind)
-        where = f" in namespace {namespace}" if namespace else ""
         items, _ = self._list_raw(
-            res,
-            namespace,
-            label_selector,
-            field_selector,
-            f"listing {res.name}.{res.group or 'core'}{where}",
+            res, namespace, label_selector, field_selector, self._what_list(res, namespace)
         )
         return items
+
+    def iterate(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> Iterator[KubeObject]:
+        res = self._resource(api_version, kind)
+        what = self._what_list(res, namespace)
+        for page, _ in self._pages(res, namespace, label_selector, field_selector, what):
+            yield from page
 
     def create(self, obj: KubeObject, *, dry_run: bool = False) -> KubeObject:
         api_version, kind = str(obj.get("apiVersion", "")), str(obj.get("kind", ""))

@@ -62,6 +62,24 @@ class ForwardingCluster:
             field_selector=field_selector,
         )
 
+    def iterate(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> Iterator[KubeObject]:
+        self._before()
+        return self.inner.iterate(
+            api_version,
+            kind,
+            namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+        )
+
     def create(self, obj: KubeObject, *, dry_run: bool = False) -> KubeObject:
         self._before()
         return self.inner.create(obj, dry_run=dry_run)
