@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -149,24 +150,26 @@ def _endpoint_for_pod(
     )
 
 
-def discover_endpoints(ctx: CheckContext, t: Subtest) -> list[Endpoint]:
-    """Exporter pods found by name, labels, image, Services and well-known ports."""
-    found: dict[tuple[str | None, str | None, int | None], Endpoint] = {}
-    pods = ctx.cluster.list("v1", "Pod")
-    by_ns_name = {(namespace_of(p), name_of(p)): p for p in pods}
-    not_running: list[str] = []
-    for pod in pods:
-        words = pod_words(pod)
-        kind = next((k for k in EXPORTERS if any(p in words for p in k.patterns)), None)
-        if kind is None:
-            continue
-        if not pod_running(pod):
-            not_running.append(f"{namespace_of(pod)}/{name_of(pod)}")
-            continue
-        ep = _endpoint_for_pod(pod, kind, f"pod matched {kind.vendor} exporter by name/labels")
-        found.setdefault((ep.namespace, ep.pod, ep.port), ep)
+@dataclass(frozen=True)
+class _ExporterService:
+    """A Service port that looks like an exporter's: the pods it selects serve metrics."""
 
-    for svc in ctx.cluster.list("v1", "Service"):
+    namespace: str | None
+    name: str
+    selector: Mapping[str, str]
+    kind: ExporterKind
+    target: Any
+
+    def selects(self, pod: KubeObject) -> bool:
+        labels = labels_of(pod)
+        return namespace_of(pod) == self.namespace and all(
+            labels.get(k) == v for k, v in self.selector.items()
+        )
+
+
+def _exporter_services(services: Iterable[KubeObject]) -> list[_ExporterService]:
+    out = []
+    for svc in services:
         spec = svc.get("spec", {})
         sel = spec.get("selector") or {}
         if not sel:
@@ -182,16 +185,40 @@ def discover_endpoints(ctx: CheckContext, t: Subtest) -> list[Endpoint]:
                 and any(w in words for w in ("gpu", "accelerator", "exporter", "metrics"))
             ):
                 kind = _EXPORTER_PORTS[sp["port"]]
-            if kind is None:
-                continue
-            target = sp.get("targetPort", sp.get("port"))
-            for (ns, _), pod in by_ns_name.items():
-                if ns != namespace_of(svc) or not pod_running(pod):
-                    continue
-                if all(labels_of(pod).get(k) == v for k, v in sel.items()):
-                    port = resolve_target_port(pod, target)
-                    ep = _endpoint_for_pod(pod, kind, f"behind Service {ns}/{name_of(svc)}", port)
-                    found.setdefault((ep.namespace, ep.pod, ep.port), ep)
+            if kind is not None:
+                target = sp.get("targetPort", sp.get("port"))
+                out.append(_ExporterService(namespace_of(svc), name_of(svc), sel, kind, target))
+    return out
+
+
+def discover_endpoints(ctx: CheckContext, t: Subtest) -> list[Endpoint]:
+    """Exporter pods found by name, labels, image, Services and well-known ports.
+
+    The Services are listed first; the pods are then read one page at a time, and only
+    the endpoints of exporter pods are kept (a large cluster has many pods)."""
+    found: dict[tuple[str | None, str | None, int | None], Endpoint] = {}
+    services = _exporter_services(ctx.cluster.list("v1", "Service"))
+    not_running: list[str] = []
+    for pod in ctx.cluster.iterate("v1", "Pod"):
+        words = pod_words(pod)
+        kind = next((k for k in EXPORTERS if any(p in words for p in k.patterns)), None)
+        running = pod_running(pod)
+        if kind is not None:
+            if running:
+                ep = _endpoint_for_pod(
+                    pod, kind, f"pod matched {kind.vendor} exporter by name/labels"
+                )
+                found.setdefault((ep.namespace, ep.pod, ep.port), ep)
+            else:
+                not_running.append(f"{namespace_of(pod)}/{name_of(pod)}")
+        if not running:
+            continue
+        for svc in services:
+            if svc.selects(pod):
+                port = resolve_target_port(pod, svc.target)
+                behind = f"behind Service {svc.namespace}/{svc.name}"
+                ep = _endpoint_for_pod(pod, svc.kind, behind, port)
+                found.setdefault((ep.namespace, ep.pod, ep.port), ep)
     if not_running:
         t.log(f"exporter pods not Running (not scraped): {', '.join(sorted(not_running))}")
     return sorted(found.values(), key=lambda e: (e.node or "", str(e)))

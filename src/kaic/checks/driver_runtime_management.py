@@ -358,7 +358,7 @@ def targets(
     if av is not None:
         dc = cluster.get(av, "DeviceClass", acc.device_class) if acc.device_class else None
         taken = allocated_devices(cluster.list(av, "ResourceClaim"))
-        for pool in dra_pools(cluster.list(av, "ResourceSlice"), acc, list(nodes)):
+        for pool in dra_pools(cluster.iterate(av, "ResourceSlice"), acc, list(nodes)):
             for d in pool.devices:
                 if d.node_name is None:
                     continue

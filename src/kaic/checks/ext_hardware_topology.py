@@ -84,9 +84,13 @@ class _Run:
         av = dra_version(self.c, ("ResourceSlice",))
         if av is None:
             return
-        slices = self.c.list(av, "ResourceSlice")
-        self.gpus = [d for p in dra_pools(slices, any_accelerator(), self.nodes) for d in p.devices]
-        self.nics = [d for p in dra_pools(slices, nic_devices(), self.nodes) for d in p.devices]
+        wanted = (*TOPOLOGY_ATTRIBUTES, *ALIGNMENT_KEYS)
+        # NOTE: a list pass per device kind: a pass holds one page, and only the
+        # topology attributes of each device are kept.
+        for acc, devices in ((any_accelerator(), self.gpus), (nic_devices(), self.nics)):
+            slices = self.c.iterate(av, "ResourceSlice")
+            pools = dra_pools(slices, acc, self.nodes, attributes=wanted)
+            devices.extend(d for p in pools for d in p.devices)
         for d in [*self.gpus, *self.nics]:
             self.table[where(d)] = topology_of(d)
 

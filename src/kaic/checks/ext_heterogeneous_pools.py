@@ -121,10 +121,10 @@ class _Run:
         dra_nodes: set[str] = set()
         av = dra_version(self.c, ("ResourceSlice",))
         if av is not None:
-            slices = self.c.list(av, "ResourceSlice")
+            slices = self.c.iterate(av, "ResourceSlice")
             dra_nodes = {
                 d.node_name
-                for p in dra_pools(slices, any_accelerator(), nodes)
+                for p in dra_pools(slices, any_accelerator(), nodes, attributes=())
                 for d in p.devices
                 if d.node_name
             }

@@ -134,7 +134,7 @@ class _Run:
             )
         self.av = av
         nodes = self.c.list("v1", "Node")
-        slices = self.c.list(av, "ResourceSlice")
+        slices = self.c.iterate(av, "ResourceSlice")
         devs = [d for p in dra_pools(slices, any_accelerator(), nodes) for d in p.devices]
         self.devices = {d.key: d for d in devs}
         groups = Counter(

@@ -161,7 +161,7 @@ def dra_placement(
         notes.append(f"DRA: no DeviceClass {acc.device_class}")
         return None
     ready = [n for n in nodes if node_schedulable(n)]
-    pools = dra_pools(cluster.list(av, "ResourceSlice"), acc, ready)
+    pools = dra_pools(cluster.iterate(av, "ResourceSlice"), acc, ready)
     if not pools:
         notes.append(f"DRA: no ResourceSlice of driver {acc.driver}")
         return None
