@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from labtools import LabFactory, wait_for
 
+from kaic.cluster.client import connect
 from kaic.lab import Lab, LabOptions, proc
 from kaic.lab.components.container_runtime import container_pids
 from kaic.lab.components.dcgm_exporter import DCGM_NAMESPACE, gpu_nodes
@@ -326,3 +327,14 @@ def test_lab_down_leaves_no_container_process_even_after_the_runtime_was_killed(
         with contextlib.suppress(Exception):
             lab.down()
     assert not [p for p in pids if proc.alive(p)]
+
+
+def test_exec_of_a_command_that_exits_3_reports_exit_code_3_with_its_output(
+    lab: Lab, namespace: str
+) -> None:
+    create(lab, namespace, pod("execd", "sleep 3600"))
+    wait_for(lambda: phase_of(lab, namespace, "execd") == "Running", what="the pod to run")
+    cluster = connect(str(lab.kubeconfig))
+    r = cluster.exec(namespace, "execd", ["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (r.exit_code, r.stdout.strip(), r.stderr.strip()) == (3, "out", "err")
+    assert cluster.exec(namespace, "execd", ["true"]).exit_code == 0
