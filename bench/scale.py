@@ -1,6 +1,7 @@
 """Benchmark: how kaic grows with the cluster — the inventory-bound checks on labs of N nodes.
 
-Usage: ``.venv/bin/python bench/scale.py [--nodes 3,500,5000] [--gpus-per-node 8] [--json] [--each]``
+Usage: ``.venv/bin/python bench/scale.py [--nodes 3,500,5000] [--gpus-per-node 8] [--json]
+[--each]``
 
 For each N: a fresh lab of N nodes (N-1 GPU nodes with ``--gpus-per-node`` simulated GPUs
 each, published both as DRA ResourceSlices and as device-plugin allocatable, a DCGM
