@@ -349,16 +349,19 @@ def targets(
     nodes: Sequence[KubeObject],
     mode: str,
     notes: list[str],
+    attributes: Sequence[str] | None = None,
 ) -> tuple[list[Target], str | None]:
-    """The accelerator nodes of ``acc`` among ``nodes``, each with its DRA devices and the
-    way its probe pod gets one free accelerator; and the DRA version used."""
+    """The accelerator nodes of ``acc`` among ``nodes``, each with its DRA devices (with
+    only ``attributes`` when given) and the way its probe pod gets one free accelerator;
+    and the DRA version used."""
     av = dra_version(cluster)
     devices: dict[str, list[SliceDevice]] = {}
     free_dra: dict[str, int] = {}
     if av is not None:
         dc = cluster.get(av, "DeviceClass", acc.device_class) if acc.device_class else None
         taken = allocated_devices(cluster.list(av, "ResourceClaim"))
-        for pool in dra_pools(cluster.iterate(av, "ResourceSlice"), acc, list(nodes)):
+        slices = cluster.iterate(av, "ResourceSlice")
+        for pool in dra_pools(slices, acc, list(nodes), attributes=attributes):
             for d in pool.devices:
                 if d.node_name is None:
                     continue
@@ -371,7 +374,7 @@ def targets(
             notes.append(f"DRA: no DeviceClass {acc.device_class}")
     else:
         notes.append("DRA: resource.k8s.io/v1 (or v1beta2) is not served")
-    used = requests_by_node(cluster.list("v1", "Pod"), acc.extended_resource)
+    used = requests_by_node(cluster.iterate("v1", "Pod"), acc.extended_resource)
     out: list[Target] = []
     for n in nodes:
         name = name_of(n)
@@ -462,7 +465,8 @@ def driver_runtime_management(ctx: CheckContext) -> None:
             "driver and runtime versions each accelerator node publishes and runs"
         )
     notes: list[str] = []
-    found, av = targets(ctx.cluster, acc, nodes, mode, notes)
+    wanted = (*probe.dra_driver_attributes, *probe.dra_runtime_attributes)
+    found, av = targets(ctx.cluster, acc, nodes, mode, notes, wanted)
     others = sorted(set(everything) - {t.name for t in found})
     if not found:
         ctx.evidence("nodes.txt", "\n".join(notes) + "\n")

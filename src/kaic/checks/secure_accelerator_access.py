@@ -161,7 +161,8 @@ def dra_placement(
         notes.append(f"DRA: no DeviceClass {acc.device_class}")
         return None
     ready = [n for n in nodes if node_schedulable(n)]
-    pools = dra_pools(cluster.iterate(av, "ResourceSlice"), acc, ready)
+    slices = cluster.iterate(av, "ResourceSlice")
+    pools = dra_pools(slices, acc, ready, attributes=(acc.uuid_attribute,))
     if not pools:
         notes.append(f"DRA: no ResourceSlice of driver {acc.driver}")
         return None
@@ -203,7 +204,7 @@ def device_plugin_placement(
         return None
     for name, v in sorted(alloc.items()):
         notes.append(f"device plugin: node {name} allocatable {acc.extended_resource}={v}")
-    used = requests_by_node(cluster.list("v1", "Pod"), acc.extended_resource)
+    used = requests_by_node(cluster.iterate("v1", "Pod"), acc.extended_resource)
     free = {k: v - int(used.get(k, 0)) for k, v in alloc.items()}
     best = _best(free)
     if best is None:
