@@ -69,10 +69,10 @@ lab-test: install lab-binaries lab-prereqs
 	KAIC_REQUIRE_LAB_PROGRAMS=1 $(BIN)/pytest -q -m lab tests/lab
 
 ## TEST_WORKERS=N runs the test files in N processes (pytest-xdist, a file stays in one
-## process; each keeps at most 2 extra labs up). 0, the default: one process. On 2 cores
-## three processes starting labs at once overloaded the machine (lab start-ups timed out),
-## so the default stays serial; more cores can take more.
-TEST_WORKERS ?= 0
+## process; each keeps at most 2 extra labs up); 0: one process. The default, 2, keeps a
+## 2-core machine at load 1-5 (the labs mostly wait); three processes starting labs at
+## once overloaded 2 cores (lab start-ups timed out). More cores can take more.
+TEST_WORKERS ?= 2
 test: install lab-binaries lab-prereqs browser
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench

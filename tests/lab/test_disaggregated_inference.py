@@ -43,7 +43,14 @@ def test_disaggregated_inference_fails_when_decode_runs_both_phases(
     lab_factory: LabFactory,
 ) -> None:
     colocated = lab_factory(with_={"colocated-serving"})
-    r = run_check_on_lab(colocated, "disaggregated_inference", catalog_version="1.37")
+    # NOTE: the prefill pod never logs the id here; PhasesOnDistinctPods looks for it
+    # as long as the timeout (at most 60 s) allows.
+    r = run_check_on_lab(
+        colocated,
+        "disaggregated_inference",
+        catalog_version="1.37",
+        options={"disaggregated-timeout": "30"},
+    )
     assert r.outcome is Outcome.FAIL, r.reason
     assert sub(r, "PrefillDecodeSeparated").outcome is Outcome.PASS
     assert sub(r, "RequestServed").outcome is Outcome.PASS
