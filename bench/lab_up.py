@@ -12,28 +12,16 @@ peak RSS. Prints a Markdown table (or JSON) for bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
 import sys
-import threading
 import time
 from typing import Any
 
+from _peak import Peak
+
 from kaic.lab import Lab, LabOptions
-
-
-class Sampler(threading.Thread):
-    def __init__(self, lab: Lab) -> None:
-        super().__init__(daemon=True)
-        self.lab, self.peak, self.stop = lab, 0, threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            with contextlib.suppress(Exception):
-                self.peak = max(self.peak, self.lab.rss_bytes())
-            time.sleep(0.2)
 
 
 def _pods(lab: Lab, n: int) -> float:
@@ -78,7 +66,7 @@ def _pods(lab: Lab, n: int) -> float:
 def run_once(i: int, pods: int, without: frozenset[str]) -> dict[str, Any]:
     opts = LabOptions(name=f"bench-{os.getpid()}-{i}", without=without)
     lab = Lab(opts)
-    sampler = Sampler(lab)
+    sampler = Peak(lab.rss_bytes, 0.2)
     sampler.start()
     try:
         t = time.monotonic()

@@ -27,10 +27,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from _peak import Peak
 
 from kaic.lab import Lab, LabOptions
 
@@ -57,37 +58,17 @@ LEAN = frozenset(
 """Components the measured checks do not use (left out so the lab measures what they do)."""
 
 
-class Sampler(threading.Thread):
-    def __init__(self, lab: Lab) -> None:
-        super().__init__(daemon=True)
-        self.lab, self.peak, self.stop = lab, 0, threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            with contextlib.suppress(Exception):
-                self.peak = max(self.peak, self.lab.rss_bytes())
-            time.sleep(0.5)
-
-
-class HighWater(threading.Thread):
-    """The peak RSS of process ``pid`` from its own ``VmHWM`` (read every 0.1 s until it
-    exits; the figure only grows, so the last read is its peak to within 0.1 s).
+def high_water(pid: int) -> int:
+    """The peak RSS in bytes of process ``pid`` so far, its own ``VmHWM``.
 
     NOTE: not ``wait4``'s ``ru_maxrss``: Linux carries the parent's RSS at fork into
     the child's ``maxrss`` across ``exec``, so a child of this process (hundreds of MB
-    after a large lab's start-up) would show at least that much."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.path, self.peak, self.stop = Path(f"/proc/{pid}/status"), 0, threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            with contextlib.suppress(OSError, ValueError):
-                for line in self.path.read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        self.peak = max(self.peak, int(line.split()[1]) * 1024)
-            time.sleep(0.1)
+    after a large lab's start-up) would show at least that much. ``VmHWM`` only grows,
+    so the last read before the process exits is its peak to within the read interval."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError(f"no VmHWM for process {pid}")
 
 
 def run_kaic(
@@ -108,7 +89,7 @@ def run_kaic(
     ]
     t = time.monotonic()
     child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    hwm = HighWater(child.pid)
+    hwm = Peak(lambda: high_water(child.pid), 0.1)
     hwm.start()
     _, status, _ = os.wait4(child.pid, 0)
     wall = time.monotonic() - t
@@ -137,7 +118,7 @@ def measure(n: int, gpus: int, each: bool = False) -> dict[str, Any]:
         Lab.load(name).down()
     opts = LabOptions(name=name, nodes=max(n - 1, 1), cpu_nodes=1, gpus_per_node=gpus, without=LEAN)
     lab = Lab(opts)
-    sampler = Sampler(lab)
+    sampler = Peak(lab.rss_bytes, 0.5)
     sampler.start()
     t = time.monotonic()
     try:

@@ -718,24 +718,21 @@ class Run:
         """One request from the client pod. A refused connection is asked again every 2 s
         for up to ``CONNECT_WAIT`` s: a Service's endpoints reach the node's proxy some
         time after its pods are Ready."""
-        waited = 0.0
+        command = curl_command(url, self.header, self.request_id, body, min(self.timeout, 60))
+        limit, waited = min(self.timeout, CONNECT_WAIT), 0.0
         while True:
             r = self.c.exec(
                 self.ctx.namespace,
                 CLIENT,
-                curl_command(url, self.header, self.request_id, body, min(self.timeout, 60)),
+                command,
                 timeout=self.ctx.budget(min(self.timeout, 60) + 15),
             )
-            if r.exit_code == CURL_COULD_NOT_CONNECT and waited < min(self.timeout, CONNECT_WAIT):
-                if waited == 0:
-                    self.ctx.log(
-                        f"{url}: connection refused; asking again for up to"
-                        f" {min(self.timeout, CONNECT_WAIT):g} s"
-                    )
-                self.ctx.sleep(2)
-                waited += 2
-                continue
-            break
+            if r.exit_code != CURL_COULD_NOT_CONNECT or waited >= limit:
+                break
+            if waited == 0:
+                self.ctx.log(f"{url}: connection refused; asking again for up to {limit:g} s")
+            self.ctx.sleep(2)
+            waited += 2
         if r.exit_code != 0 and not r.stdout.strip():
             return 0, (r.stderr or f"curl exited {r.exit_code}").strip()
         return split_answer(r.stdout)
