@@ -57,6 +57,32 @@ def _matches(obj: KubeObject, selector: str | None) -> bool:
     return True
 
 
+def _field(obj: KubeObject, path: str) -> str:
+    """A field selector's value of ``obj`` (dotted path; "" when absent, as the
+    apiserver has it)."""
+    value: Any = obj
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return "" if value is None else str(value)
+
+
+def _fields_match(obj: KubeObject, selector: str | None) -> bool:
+    """A field selector (``a.b=v``, ``a.b==v``, ``a.b!=v``, comma-separated)."""
+    for term in (selector or "").split(","):
+        term = term.strip()
+        if not term:
+            continue
+        if "!=" in term:
+            k, v = term.split("!=", 1)
+            if _field(obj, k) == v:
+                return False
+        else:
+            k, v = term.split("=", 1)
+            if _field(obj, k) != v.lstrip("="):
+                return False
+    return True
+
+
 CORE_KINDS = {
     "v1": [
         ("pods", "Pod", True),
@@ -168,13 +194,8 @@ class FakeCluster:
                 and k == kind
                 and (namespace is None or ns == namespace)
                 and _matches(obj, label_selector)
+                and _fields_match(obj, field_selector)
             ):
-                if (
-                    field_selector
-                    and field_selector.startswith("spec.nodeName=")
-                    and obj.get("spec", {}).get("nodeName") != field_selector.split("=", 1)[1]
-                ):
-                    continue
                 out.append(copy.deepcopy(obj))
         return out
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kaic.checks.base import CheckContext, CheckOption, Permission
@@ -255,6 +255,14 @@ def dra_version(cluster: ClusterAPI, kinds: Sequence[str] = DRA_KINDS) -> str | 
     return None
 
 
+def slices_of(cluster: ClusterAPI, av: str, acc: AcceleratorType) -> Iterator[KubeObject]:
+    """The ResourceSlices of ``acc``'s drivers, a page at a time, one driver after
+    another: the apiserver filters them (``spec.driver`` field selector), so that the
+    slices of other drivers (NICs, other vendors) are neither sent nor parsed."""
+    for driver in dict.fromkeys(acc.drivers):
+        yield from cluster.iterate(av, "ResourceSlice", field_selector=f"spec.driver={driver}")
+
+
 class _Placement:
     """Nodes a slice (or a device with per-device placement) is available on; the names
     of all nodes are worked out once, for every ``allNodes`` slice."""
@@ -339,6 +347,13 @@ def _kept(attributes: Mapping[str, Any], names: Collection[str] | None) -> Mappi
     return {k: v for k, v in attributes.items() if k.rpartition("/")[2] in names}
 
 
+def _of_type(dev: SliceDevice, acc: AcceleratorType) -> bool:
+    """Whether ``dev`` is a whole device of ``acc``'s types (a device without a ``type``
+    attribute counts)."""
+    dtype = dev.attribute("type")
+    return not acc.device_types or dtype is None or dtype in acc.device_types
+
+
 def dra_pools(
     slices: Iterable[KubeObject],
     acc: AcceleratorType,
@@ -384,10 +399,8 @@ def dra_pools(
                 where,
                 str(one) if one else None,
             )
-            dtype = dev.attribute("type")
-            if acc.device_types and dtype is not None and dtype not in acc.device_types:
-                continue
-            pool.devices.append(dev)
+            if _of_type(dev, acc):
+                pool.devices.append(dev)
     return sorted(pools.values(), key=lambda p: (p.name, p.driver))
 
 
@@ -431,24 +444,61 @@ def node_accelerators(
     that one node (DRA: each device with its index and UUID), or else from its
     allocatable count of the first of ``acc``'s extended resources it has. Devices
     shared by several nodes (``allNodes``, ``nodeSelector``) belong to no one node."""
-    notes: list[str] = []
-    node_names = {name_of(n) for n in nodes}
-    found: dict[str, list[Accelerator]] = {}
+    inventory = SliceInventory.read(cluster, acc, nodes, ("index", "minor", acc.uuid_attribute))
+    return inventory.accelerators(acc, nodes)
 
-    av = dra_version(cluster, ("ResourceSlice",))
-    if av is not None:
+
+@dataclass
+class SliceInventory:
+    """The pools of one read of the ResourceSlices (``read``), from which several views
+    of the same inventory come without reading it again (``of``, ``accelerators``)."""
+
+    pools: list[Pool]
+    dra: bool
+    """Whether the cluster serves ResourceSlices at all."""
+    shared_slices: int = 0
+    """Slices of the read drivers that name no one node (``allNodes``, ``nodeSelector``)."""
+
+    @classmethod
+    def read(
+        cls,
+        cluster: ClusterAPI,
+        acc: AcceleratorType,
+        nodes: Sequence[KubeObject],
+        attributes: Collection[str] | None = None,
+    ) -> SliceInventory:
+        """The pools of ``acc``'s drivers (``dra_pools``, devices with ``attributes``)."""
+        av = dra_version(cluster, ("ResourceSlice",))
+        if av is None:
+            return cls([], dra=False)
         shared = 0
 
         def counted(slices: Iterable[KubeObject]) -> Iterator[KubeObject]:
             nonlocal shared
             for s in slices:
-                spec = s.get("spec") or {}
-                shared += spec.get("driver") in acc.drivers and not spec.get("nodeName")
+                shared += not (s.get("spec") or {}).get("nodeName")
                 yield s
 
-        wanted = ("index", "minor", acc.uuid_attribute)
-        slices = counted(cluster.iterate(av, "ResourceSlice"))
-        for pool in dra_pools(slices, acc, nodes, attributes=wanted):
+        pools = dra_pools(counted(slices_of(cluster, av, acc)), acc, nodes, attributes=attributes)
+        return cls(pools, dra=True, shared_slices=shared)
+
+    def of(self, acc: AcceleratorType) -> list[Pool]:
+        """The pools of ``acc``'s drivers, each with only the devices of its types."""
+        return [
+            replace(p, devices=[d for d in p.devices if _of_type(d, acc)])
+            for p in self.pools
+            if p.driver in acc.drivers
+        ]
+
+    def accelerators(
+        self, acc: AcceleratorType, nodes: Sequence[KubeObject]
+    ) -> tuple[dict[str, list[Accelerator]], list[str]]:
+        """``node_accelerators`` from this inventory (``acc``: what was read, or a vendor
+        of it)."""
+        notes: list[str] = []
+        node_names = {name_of(n) for n in nodes}
+        found: dict[str, list[Accelerator]] = {}
+        for pool in self.of(acc):
             for d in pool.devices:
                 if d.node_name is None or d.node_name not in node_names:
                     continue
@@ -469,23 +519,22 @@ def node_accelerators(
                 f"counted from ResourceSlices of {', '.join(acc.drivers)}: "
                 + ", ".join(f"{n}={len(v)}" for n, v in sorted(found.items()))
             )
-        if shared:
+        if self.shared_slices:
             notes.append(
-                f"{shared} ResourceSlice(s) with allNodes/nodeSelector were "
+                f"{self.shared_slices} ResourceSlice(s) with allNodes/nodeSelector were "
                 "not counted (they do not name one node)"
             )
-
-    for n in nodes:
-        name = name_of(n)
-        if name in found:
-            continue
-        for res in acc.extended_resources:
-            count = int(allocatable(n, res))
-            if count > 0:
-                found[name] = [Accelerator(name, f"{res}#{i}", i) for i in range(count)]
-                notes.append(f"{name}: {count} from allocatable {res}")
-                break
-    return found, notes
+        for n in nodes:
+            name = name_of(n)
+            if name in found:
+                continue
+            for res in acc.extended_resources:
+                count = int(allocatable(n, res))
+                if count > 0:
+                    found[name] = [Accelerator(name, f"{res}#{i}", i) for i in range(count)]
+                    notes.append(f"{name}: {count} from allocatable {res}")
+                    break
+        return found, notes
 
 
 def device_count_lines(acc: AcceleratorType, *, list_exit: bool = False) -> list[str]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kaic.checks.accelerators import (
@@ -35,12 +35,11 @@ from kaic.checks.accelerators import (
     ALLOCATION_MODES,
     AcceleratorType,
     SliceDevice,
+    SliceInventory,
     accelerator_type_option,
     allocated_devices,
     any_accelerator,
-    dra_pools,
     dra_version,
-    node_accelerators,
     one_device_claim_template,
     probe_pod_permissions,
 )
@@ -349,19 +348,18 @@ def targets(
     nodes: Sequence[KubeObject],
     mode: str,
     notes: list[str],
-    attributes: Sequence[str] | None = None,
+    inventory: SliceInventory,
 ) -> tuple[list[Target], str | None]:
-    """The accelerator nodes of ``acc`` among ``nodes``, each with its DRA devices (with
-    only ``attributes`` when given) and the way its probe pod gets one free accelerator;
-    and the DRA version used."""
+    """The accelerator nodes of ``acc`` among ``nodes``, each with its DRA devices (from
+    ``inventory``, read with ``acc``'s drivers) and the way its probe pod gets one free
+    accelerator; and the DRA version used."""
     av = dra_version(cluster)
     devices: dict[str, list[SliceDevice]] = {}
     free_dra: dict[str, int] = {}
     if av is not None:
         dc = cluster.get(av, "DeviceClass", acc.device_class) if acc.device_class else None
         taken = allocated_devices(cluster.list(av, "ResourceClaim"))
-        slices = cluster.iterate(av, "ResourceSlice")
-        for pool in dra_pools(slices, acc, list(nodes), attributes=attributes):
+        for pool in inventory.of(acc):
             for d in pool.devices:
                 if d.node_name is None:
                     continue
@@ -454,7 +452,6 @@ def driver_runtime_management(ctx: CheckContext) -> None:
         nodes = ctx.cluster.list("v1", "Node", label_selector=selector)
     except RejectedError as e:
         raise UsageError(f"--driver-runtime-nodes {selector!r}: {e}") from e
-    everything, _ = node_accelerators(ctx.cluster, any_accelerator(), nodes)
     acc = ACCELERATORS.get(vendor)
     probe = DRIVER_PROBES.get(vendor)
     if acc is None or probe is None or not acc.probeable:
@@ -465,8 +462,16 @@ def driver_runtime_management(ctx: CheckContext) -> None:
             "driver and runtime versions each accelerator node publishes and runs"
         )
     notes: list[str] = []
+    # NOTE: one read of the slices of every vendor's drivers serves both the nodes with
+    # any accelerator and this vendor's devices with their version attributes.
     wanted = (*probe.dra_driver_attributes, *probe.dra_runtime_attributes)
-    found, av = targets(ctx.cluster, acc, nodes, mode, notes, wanted)
+    read_as = replace(
+        any_accelerator(),
+        device_types=tuple(dict.fromkeys((*any_accelerator().device_types, *acc.device_types))),
+    )
+    inventory = SliceInventory.read(ctx.cluster, read_as, nodes, wanted)
+    everything, _ = inventory.accelerators(any_accelerator(), nodes)
+    found, av = targets(ctx.cluster, acc, nodes, mode, notes, inventory)
     others = sorted(set(everything) - {t.name for t in found})
     if not found:
         ctx.evidence("nodes.txt", "\n".join(notes) + "\n")

@@ -20,6 +20,7 @@ from kaic.checks.accelerators import (
     dra_pools,
     dra_version,
     nic_devices,
+    slices_of,
 )
 from kaic.checks.base import CheckContext, Permission, Resource, Subtest, check, shared
 from kaic.checks.resources import allocatable
@@ -85,10 +86,10 @@ class _Run:
         if av is None:
             return
         wanted = (*TOPOLOGY_ATTRIBUTES, *ALIGNMENT_KEYS)
-        # NOTE: a list pass per device kind: a pass holds one page, and only the
-        # topology attributes of each device are kept.
+        # NOTE: a list pass per device kind, each of only its drivers' slices: a pass
+        # holds one page, and only the topology attributes of each device are kept.
         for acc, devices in ((any_accelerator(), self.gpus), (nic_devices(), self.nics)):
-            slices = self.c.iterate(av, "ResourceSlice")
+            slices = slices_of(self.c, av, acc)
             pools = dra_pools(slices, acc, self.nodes, attributes=wanted)
             devices.extend(d for p in pools for d in p.devices)
         for d in [*self.gpus, *self.nics]:

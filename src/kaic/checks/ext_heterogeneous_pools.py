@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kaic.checks.accelerators import any_accelerator, dra_pools, dra_version
+from kaic.checks.accelerators import any_accelerator, dra_pools, dra_version, slices_of
 from kaic.checks.base import (
     CheckContext,
     CheckOption,
@@ -121,7 +121,7 @@ class _Run:
         dra_nodes: set[str] = set()
         av = dra_version(self.c, ("ResourceSlice",))
         if av is not None:
-            slices = self.c.iterate(av, "ResourceSlice")
+            slices = slices_of(self.c, av, any_accelerator())
             dra_nodes = {
                 d.node_name
                 for p in dra_pools(slices, any_accelerator(), nodes, attributes=())

@@ -21,6 +21,7 @@ from kaic.checks.accelerators import (
     any_accelerator,
     dra_pools,
     dra_version,
+    slices_of,
 )
 from kaic.checks.base import (
     CheckContext,
@@ -134,7 +135,7 @@ class _Run:
             )
         self.av = av
         nodes = self.c.list("v1", "Node")
-        slices = self.c.iterate(av, "ResourceSlice")
+        slices = slices_of(self.c, av, any_accelerator())
         devs = [d for p in dra_pools(slices, any_accelerator(), nodes) for d in p.devices]
         self.devices = {d.key: d for d in devs}
         groups = Counter(

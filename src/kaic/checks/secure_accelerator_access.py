@@ -36,6 +36,7 @@ from kaic.checks.accelerators import (
     dra_version,
     one_device_claim_template,
     probe_pod_permissions,
+    slices_of,
 )
 from kaic.checks.base import (
     CheckContext,
@@ -161,7 +162,7 @@ def dra_placement(
         notes.append(f"DRA: no DeviceClass {acc.device_class}")
         return None
     ready = [n for n in nodes if node_schedulable(n)]
-    slices = cluster.iterate(av, "ResourceSlice")
+    slices = slices_of(cluster, av, acc)
     pools = dra_pools(slices, acc, ready, attributes=(acc.uuid_attribute,))
     if not pools:
         notes.append(f"DRA: no ResourceSlice of driver {acc.driver}")

@@ -235,6 +235,42 @@ def test_driver_runtime_management_passes_when_dra_attributes_match_the_installe
     assert {"nodes.txt", "probe-commands.log", "pods.yaml"} <= names
 
 
+def test_driver_runtime_management_reads_each_drivers_slices_once_and_no_nic_slice() -> None:
+    sim = Sim()
+    sim.fc.add(
+        {
+            "apiVersion": DRA,
+            "kind": "ResourceSlice",
+            "metadata": {"name": "gpu-0-nics"},
+            "spec": {
+                "driver": "dra.net",
+                "nodeName": "gpu-0",
+                "pool": {"name": "gpu-0", "generation": 1, "resourceSliceCount": 1},
+                "devices": [{"name": "nic-0", "attributes": {}}],
+            },
+        }
+    )
+    reads: list[str | None] = []
+    seen: list[str] = []
+    iterate = sim.fc.iterate
+
+    def counting(api_version: str, kind: str, *args: Any, **kw: Any) -> Any:
+        for obj in iterate(api_version, kind, *args, **kw):
+            if kind == "ResourceSlice":
+                seen.append(obj["metadata"]["name"])
+            yield obj
+        if kind == "ResourceSlice":
+            reads.append(kw.get("field_selector"))
+
+    sim.fc.iterate = counting  # type: ignore[method-assign]
+    r = sim.run()
+    assert r.outcome is Outcome.PASS, r.reason
+    # one read per accelerator driver, each filtered by the apiserver; no slice twice
+    assert len(reads) == len(set(reads)) and "spec.driver=gpu.nvidia.com" in reads
+    assert all(f and f.startswith("spec.driver=") for f in reads)
+    assert sorted(seen) == ["gpu-0-slice", "gpu-1-slice"]
+
+
 def test_driver_runtime_management_passes_on_node_labels_in_device_plugin_mode() -> None:
     sim = Sim(dra=False, device_plugin=True, labels=GFD)
     r = sim.run()
