@@ -33,6 +33,7 @@ from typing import Any
 
 from _peak import Peak
 
+from kaic.errors import KaicError
 from kaic.lab import Lab, LabOptions
 
 CHECKS = (
@@ -122,7 +123,15 @@ def measure(n: int, gpus: int, each: bool = False) -> dict[str, Any]:
     sampler.start()
     t = time.monotonic()
     try:
-        lab.up()
+        try:
+            lab.up()
+        except KaicError as e:  # a lab that did not come up is a row too
+            return {
+                "nodes": n,
+                "gpus": (n - 1) * gpus,
+                "error": f"lab up failed after {time.monotonic() - t:.0f} s: {e}",
+                "lab_peak_rss_mb": round(sampler.peak / 2**20),
+            }
         up_s = time.monotonic() - t
         with tempfile.TemporaryDirectory(prefix="kaic-bench-scale-") as tmp:
             out = Path(tmp) / "bundle"
@@ -171,6 +180,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]
     for row in rows:
         lead = f"{row['nodes']:,} ({row['gpus']:,})"
+        if "error" in row:
+            out.append(f"| {lead} | {row['error']} | {row['lab_peak_rss_mb']} MB | | | | | | |")
+            continue
         for c in row["checks"]:
             out.append(
                 f"| {lead} | {row['lab_up_s']} s | {row['lab_peak_rss_mb']} MB | {c['check']} | "
@@ -196,7 +208,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also run each check alone in its own kaic process, for its peak RSS",
     )
     a = ap.parse_args(argv)
-    rows = [measure(int(n), a.gpus_per_node, a.each) for n in a.nodes.split(",")]
+    rows = []
+    for n in a.nodes.split(","):
+        rows.append(measure(int(n), a.gpus_per_node, a.each))
+        # NOTE: each row as soon as it is measured, so a later, larger N that fails or is
+        # stopped does not lose it.
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(json.dumps(rows, indent=2) if a.json else table(rows))
     return 0
 

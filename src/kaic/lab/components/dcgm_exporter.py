@@ -249,7 +249,7 @@ class DcgmExporter(Component):
         ctx.wait(
             "DCGM exporter pods to run with an IP of the lab's pod range",
             lambda: _every_pod_addressed(ctx, nodes),
-            timeout=60 + len(nodes) / 20,
+            timeout=60 + len(nodes) / 10,  # kwok runs some 10-18 pods a second here
             alive=self.process,
         )
         ctx.wait(
