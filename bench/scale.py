@@ -12,7 +12,8 @@ child process whose peak RSS is its own ``VmHWM``. Per check it reports the outc
 wall time, API requests (``run.json`` ``api_requests``: every page, retry and stream) and
 the busiest ``verb resource``; with ``--each``, also the peak RSS of a ``kaic run`` of that
 check alone; then the lab goes down. Prints a Markdown table (or JSON)
-for bench/RESULTS.md.
+for bench/RESULTS.md at the end, and each row as a JSON line on stderr as soon as it is
+measured; a lab that does not come up is a row with its reason.
 
 The default sizes (3 and 500) take a few minutes; ``--nodes 3,500,5000`` is the full
 table (the 5,000-node lab alone takes tens of minutes on 2 cores).
