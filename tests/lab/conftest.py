@@ -4,8 +4,7 @@
   GPUs each in both device-plugin and DRA mode, 1 CPU node), up for the whole session.
 * ``lab_factory`` (session): ``lab_factory(without={"gateway-api"}, accelerators="none")``
   returns a second, differently configured lab (cached per option set), for cases where
-  a requirement must not hold; ``copy=N`` asks for another lab of the same options
-  (two runs compared side by side). At most ``KAIC_TEST_MAX_LABS`` (default 3) of them run at
+  a requirement must not hold. At most ``KAIC_TEST_MAX_LABS`` (default 3) of them run at
   once: asking for another takes down the one asked for least recently (it is started
   again when asked for again). Every lab started here is taken down at session end.
 * ``KAIC_TEST_LAB=NAME`` reuses an already running lab (``kaic lab up --name NAME``) for
@@ -64,13 +63,13 @@ def lab_factory() -> Iterator[LabFactory]:
     started: dict[str, Lab] = {}
     counter = iter(range(1, 1000))
 
-    def make(copy: int = 0, **options: Any) -> Lab:
+    def make(**options: Any) -> Lab:
         _binaries_or_skip(options.get("version", version))
         key = repr(
             sorted(
                 (k, sorted(v) if isinstance(v, set | frozenset) else v) for k, v in options.items()
             )
-        ) + (f" copy {copy}" if copy else "")
+        )
         if key in started:
             started[key] = started.pop(key)  # most recently asked for last
             return started[key]

@@ -3,8 +3,7 @@ default (checks that do not conflict run at the same time) and with ``--parallel
 (one after another). The verdicts must be the same check by check, the concurrent run
 must really overlap checks, and no two checks whose locks conflict may overlap.
 
-Each run has its own lab of the same shape, and the two runs go at once (the labs are
-alike, and the runs do not meet). The stability window of cluster_autoscaling and the
+One lab serves both runs. The stability window of cluster_autoscaling and the
 observation window of gang_scheduling are shortened (check options) to keep the test
 as short as the checks allow; everything else runs as in `make demo`.
 """
@@ -14,7 +13,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,13 +49,11 @@ MUSTS = {
 
 
 @pytest.fixture(scope="module")
-def demo_labs(lab_factory: Any) -> tuple[Lab, Lab]:
-    """Two labs like `make demo`'s: one for each run."""
+def demo_lab(lab_factory: Any) -> Lab:
     for program in ("kueue", "karpenter", "prometheus", "prometheus-adapter"):
         require_program(program)
-    first: Lab = lab_factory(with_=DEMO_WITH)
-    second: Lab = lab_factory(with_=DEMO_WITH, copy=1)
-    return first, second
+    lab: Lab = lab_factory(with_=DEMO_WITH)
+    return lab
 
 
 def _run(lab: Lab, out: Path, *extra: str) -> dict[str, Any]:
@@ -108,13 +104,10 @@ def _overlap(a: tuple[datetime, datetime], b: tuple[datetime, datetime]) -> bool
 
 
 def test_the_musts_have_the_same_verdicts_concurrently_and_one_at_a_time(
-    demo_labs: tuple[Lab, Lab], tmp_path: Path
+    demo_lab: Lab, tmp_path: Path
 ) -> None:
-    lab_together, lab_alone = demo_labs
-    with ThreadPoolExecutor(2) as pool:
-        run_together = pool.submit(_run, lab_together, tmp_path / "together")
-        run_alone = pool.submit(_run, lab_alone, tmp_path / "alone", "--parallel", "1")
-        together, alone = run_together.result(), run_alone.result()
+    together = _run(demo_lab, tmp_path / "together")
+    alone = _run(demo_lab, tmp_path / "alone", "--parallel", "1")
     verdicts = {
         name: {r["requirement_id"]: r["outcome"] for r in doc["results"]}
         for name, doc in (("together", together), ("alone", alone))
@@ -141,8 +134,9 @@ def test_the_musts_have_the_same_verdicts_concurrently_and_one_at_a_time(
         "--parallel 1 overlapped checks"
     )
 
-    for lab, doc in ((lab_together, together), (lab_alone, alone)):
-        assert find_leftovers(connect(str(lab.kubeconfig)), doc["run_id"]) == []
+    cluster = connect(str(demo_lab.kubeconfig))
+    for doc in (together, alone):
+        assert find_leftovers(cluster, doc["run_id"]) == []
     log = (tmp_path / "together" / "e2e.log").read_text()
     tests = [line.split()[2] for line in log.splitlines() if line.startswith("--- ")]
     assert tests == [r["test_name"] for r in together["results"]]
