@@ -139,11 +139,14 @@ def any_accelerator(resource: str | None = None, driver: str | None = None) -> A
     the extended resource and/or DRA driver given."""
     resources = tuple(r for a in ACCELERATORS.values() for r in a.extended_resources)
     drivers = tuple(d for a in ACCELERATORS.values() for d in a.drivers)
+    # NOTE: every vendor's device types too, so that the devices of a vendor are those
+    # of "any" restricted to its drivers (SliceInventory.of).
+    types = (*ANY_DEVICE_TYPES, *(t for a in ACCELERATORS.values() for t in a.device_types))
     return AcceleratorType(
         "any",
         (resource,) if resource else resources,
         (driver,) if driver else drivers,
-        ANY_DEVICE_TYPES,
+        tuple(dict.fromkeys(types)),
     )
 
 
@@ -454,8 +457,6 @@ class SliceInventory:
     of the same inventory come without reading it again (``of``, ``accelerators``)."""
 
     pools: list[Pool]
-    dra: bool
-    """Whether the cluster serves ResourceSlices at all."""
     shared_slices: int = 0
     """Slices of the read drivers that name no one node (``allNodes``, ``nodeSelector``)."""
 
@@ -470,7 +471,7 @@ class SliceInventory:
         """The pools of ``acc``'s drivers (``dra_pools``, devices with ``attributes``)."""
         av = dra_version(cluster, ("ResourceSlice",))
         if av is None:
-            return cls([], dra=False)
+            return cls([])
         shared = 0
 
         def counted(slices: Iterable[KubeObject]) -> Iterator[KubeObject]:
@@ -480,7 +481,7 @@ class SliceInventory:
                 yield s
 
         pools = dra_pools(counted(slices_of(cluster, av, acc)), acc, nodes, attributes=attributes)
-        return cls(pools, dra=True, shared_slices=shared)
+        return cls(pools, shared_slices=shared)
 
     def of(self, acc: AcceleratorType) -> list[Pool]:
         """The pools of ``acc``'s drivers, each with only the devices of its types."""

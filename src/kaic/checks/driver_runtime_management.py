@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from kaic.checks.accelerators import (
@@ -465,11 +465,7 @@ def driver_runtime_management(ctx: CheckContext) -> None:
     # NOTE: one read of the slices of every vendor's drivers serves both the nodes with
     # any accelerator and this vendor's devices with their version attributes.
     wanted = (*probe.dra_driver_attributes, *probe.dra_runtime_attributes)
-    read_as = replace(
-        any_accelerator(),
-        device_types=tuple(dict.fromkeys((*any_accelerator().device_types, *acc.device_types))),
-    )
-    inventory = SliceInventory.read(ctx.cluster, read_as, nodes, wanted)
+    inventory = SliceInventory.read(ctx.cluster, any_accelerator(), nodes, wanted)
     everything, _ = inventory.accelerators(any_accelerator(), nodes)
     found, av = targets(ctx.cluster, acc, nodes, mode, notes, inventory)
     others = sorted(set(everything) - {t.name for t in found})

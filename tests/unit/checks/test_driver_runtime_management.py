@@ -39,6 +39,21 @@ GFD = {
 }
 
 
+def node_slice(name: str, driver: str, node: str, devs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A one-slice pool of ``driver`` on ``node`` with ``devs``."""
+    return {
+        "apiVersion": DRA,
+        "kind": "ResourceSlice",
+        "metadata": {"name": name},
+        "spec": {
+            "driver": driver,
+            "nodeName": node,
+            "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
+            "devices": devs,
+        },
+    }
+
+
 def gpu_device(i: int, node: str, driver: str | None, cuda: str | None) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         "type": {"string": "gpu"},
@@ -103,19 +118,8 @@ class Sim:
             )
             self.installed[name] = devices.Driver("580.82.07", "13.0")
             if dra:
-                self.fc.add(
-                    {
-                        "apiVersion": DRA,
-                        "kind": "ResourceSlice",
-                        "metadata": {"name": f"{name}-slice"},
-                        "spec": {
-                            "driver": "gpu.nvidia.com",
-                            "nodeName": name,
-                            "pool": {"name": name, "generation": 1, "resourceSliceCount": 1},
-                            "devices": [gpu_device(j, name, published, cuda) for j in range(gpus)],
-                        },
-                    }
-                )
+                devs = [gpu_device(j, name, published, cuda) for j in range(gpus)]
+                self.fc.add(node_slice(f"{name}-slice", "gpu.nvidia.com", name, devs))
         self.fc.add(
             {
                 "apiVersion": "v1",
@@ -237,19 +241,8 @@ def test_driver_runtime_management_passes_when_dra_attributes_match_the_installe
 
 def test_driver_runtime_management_reads_each_drivers_slices_once_and_no_nic_slice() -> None:
     sim = Sim()
-    sim.fc.add(
-        {
-            "apiVersion": DRA,
-            "kind": "ResourceSlice",
-            "metadata": {"name": "gpu-0-nics"},
-            "spec": {
-                "driver": "dra.net",
-                "nodeName": "gpu-0",
-                "pool": {"name": "gpu-0", "generation": 1, "resourceSliceCount": 1},
-                "devices": [{"name": "nic-0", "attributes": {}}],
-            },
-        }
-    )
+    nic = {"name": "nic-0", "attributes": {}}
+    sim.fc.add(node_slice("gpu-0-nics", "dra.net", "gpu-0", [nic]))
     reads: list[str | None] = []
     seen: list[str] = []
     iterate = sim.fc.iterate
