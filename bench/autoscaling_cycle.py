@@ -23,6 +23,7 @@ from kaic.checks.base import CheckContext, run_check
 from kaic.cluster.client import connect
 from kaic.cluster.tracking import TrackingCluster
 from kaic.lab import Lab, LabOptions, programs
+from kaic.lab.components.nodes import AUTOSCALED_POOL_OPTIONS
 from kaic.lab.options import default_version
 
 
@@ -92,11 +93,7 @@ def main() -> int:
         if own:
             lab.up()
         if "cluster_autoscaling" in wanted:
-            run(
-                lab,
-                "cluster_autoscaling",
-                {"autoscaler-node-pool-label": "kaic.io/accelerator-pool=gpu"},
-            )
+            run(lab, "cluster_autoscaling", dict(AUTOSCALED_POOL_OPTIONS))
         if "pod_autoscaling" in wanted:
             run(lab, "pod_autoscaling", {})
     finally:

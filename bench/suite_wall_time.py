@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from kaic.lab import Lab, LabOptions, programs
+from kaic.lab.components.nodes import AUTOSCALED_POOL_OPTIONS
 from kaic.lab.options import default_version
 
 WITH = frozenset({"kueue-controller", "node-autoscaler", "prometheus", "prometheus-adapter"})
-POOL = "kaic.io/accelerator-pool=gpu"
 MODES = {"default": (), "parallel-1": ("--parallel", "1")}
 
 
@@ -42,8 +42,7 @@ def one_run(lab: Lab, mode: str, level: str, out: Path) -> dict[str, Any]:
         "1.36",
         "--level",
         level,
-        "--autoscaler-node-pool-label",
-        POOL,
+        *(arg for name, value in AUTOSCALED_POOL_OPTIONS.items() for arg in (f"--{name}", value)),
         "-o",
         str(out),
         *MODES[mode],

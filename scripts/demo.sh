@@ -32,7 +32,8 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 set +e
 "$KAIC" run --kubeconfig "$KUBECONFIG_PATH" --output-dir "$OUT/bundle" \
-  --autoscaler-node-pool-label kaic.io/accelerator-pool=gpu
+  --autoscaler-node-pool-label kaic.io/autoscaled-pool=true \
+  --autoscaler-pool-taint kaic.io/autoscaled-pool=true:NoSchedule
 rc=$?
 set -e
 echo "kaic run exited with $rc" >&2

@@ -10,6 +10,7 @@ when the adapter is down, and when Prometheus has not collected the metric.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -26,13 +27,12 @@ try:
     from kaic.lab import Lab
     from kaic.lab.components import node_autoscaler as autoscaler
     from kaic.lab.components import prometheus_adapter
+    from kaic.lab.components.nodes import AUTOSCALED_POOL_OPTIONS
     from kaic.lab.components.prometheus import set_prometheus_scraping
 except ImportError:  # pragma: no cover - the lab package without these components
     pytest.skip("the lab's autoscaling components are not available", allow_module_level=True)
 
 pytestmark = pytest.mark.lab
-
-POOL = "kaic.io/accelerator-pool=gpu"
 
 
 def run(lab: Lab, requirement: str, **options: str) -> CheckResult:
@@ -41,7 +41,8 @@ def run(lab: Lab, requirement: str, **options: str) -> CheckResult:
 
 @pytest.fixture(scope="module")
 def scaling_lab(lab_factory: Any) -> Lab:
-    """2 GPU nodes with 1 GPU each, Karpenter on, no custom-metrics adapter."""
+    """2 GPU nodes with 1 GPU each (the second one the autoscaled pool's, tainted),
+    Karpenter on, no custom-metrics adapter."""
     require_program("karpenter")
     lab: Lab = lab_factory(
         nodes=2,
@@ -71,7 +72,7 @@ def pool_limited_to_baseline(scaling_lab: Lab) -> Iterator[Lab]:
 
 
 FAST_CA = {
-    "autoscaler-node-pool-label": POOL,
+    **AUTOSCALED_POOL_OPTIONS,
     "autoscaler-stability-window": "10",
     "autoscaler-pending-timeout": "60",
     "autoscaler-scale-up-timeout": "120",
@@ -87,6 +88,19 @@ def test_cluster_autoscaling_passes_with_karpenter_scaling_the_gpu_pool(scaling_
     (pool,) = result.series
     n = pool.target
     assert n is not None and _changes(pool.points) == [n, n + 1, n]
+    # Karpenter's node carried the NodePool's taint: the pool stayed dedicated
+    phases = json.loads(next(e.content for e in result.evidence if e.name == "phases.json"))
+    assert next(p for p in phases if p["phase"] == "scale-up")["new_node_tainted"] is True
+
+
+def test_cluster_autoscaling_names_the_taint_option_when_the_pool_is_tainted(
+    scaling_lab: Lab,
+) -> None:
+    options = {k: v for k, v in FAST_CA.items() if k != "autoscaler-pool-taint"}
+    result = run(scaling_lab, "cluster_autoscaling", **options)
+    assert result.outcome is Outcome.ERROR
+    assert "kaic-gpu-1 (kaic.io/autoscaled-pool=true:NoSchedule)" in result.reason
+    assert "--autoscaler-pool-taint" in result.reason
 
 
 def test_cluster_autoscaling_fails_when_the_pool_may_not_grow(
@@ -99,8 +113,8 @@ def test_cluster_autoscaling_fails_when_the_pool_may_not_grow(
     )
     assert result.outcome is Outcome.FAIL
     assert "ScaleUp: the pool did not scale up within 30s" in result.reason
-    assert "2 node(s) (baseline 2)" in result.reason
-    assert _changes(result.series[0].points) == [2.0]
+    assert "1 node(s) (baseline 1)" in result.reason
+    assert _changes(result.series[0].points) == [1.0]
 
 
 def test_cluster_autoscaling_is_not_applicable_without_a_pool_label(scaling_lab: Lab) -> None:

@@ -3,9 +3,11 @@ default (checks that do not conflict run at the same time) and with ``--parallel
 (one after another). The verdicts must be the same check by check, the concurrent run
 must really overlap checks, and no two checks whose locks conflict may overlap.
 
-One lab serves both runs. The stability window of cluster_autoscaling and the
-observation window of gang_scheduling are shortened (check options) to keep the test
-as short as the checks allow; everything else runs as in `make demo`.
+The run names the lab's autoscaled pool and its taint (``--autoscaler-pool-taint``), so
+cluster_autoscaling holds only that pool. One lab serves both runs. The stability window
+of cluster_autoscaling and the observation window of gang_scheduling are shortened
+(check options) to keep the test as short as the checks allow; everything else runs as
+in `make demo`.
 """
 
 from __future__ import annotations
@@ -24,18 +26,17 @@ from kaic.checks import load_builtin_checks
 from kaic.cluster.client import connect
 from kaic.cluster.tracking import find_leftovers
 from kaic.lab import Lab
+from kaic.lab.components.nodes import AUTOSCALED_POOL_OPTIONS
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 DEMO_WITH = {"kueue-controller", "node-autoscaler", "prometheus", "prometheus-adapter"}
-OPTIONS = (
-    "--autoscaler-node-pool-label",
-    "kaic.io/accelerator-pool=gpu",
-    "--autoscaler-stability-window",
-    "10",
-    "--gang-negative-window",
-    "10",
-)
+CHECK_OPTIONS = {
+    **AUTOSCALED_POOL_OPTIONS,
+    "autoscaler-stability-window": "10",
+    "gang-negative-window": "10",
+}
+OPTIONS = tuple(arg for name, value in CHECK_OPTIONS.items() for arg in (f"--{name}", value))
 MUSTS = {
     "ai_inference",
     "gang_scheduling",
@@ -127,7 +128,14 @@ def test_the_musts_have_the_same_verdicts_concurrently_and_one_at_a_time(
     overlapping = [(a, b) for a in spans for b in spans if a < b and _overlap(spans[a], spans[b])]
     assert overlapping, "no two checks ran at the same time"
     assert ("ai_inference", "cluster_autoscaling") in overlapping
-    clashes = [(a, b) for a, b in overlapping if specs[a].conflicts(specs[b])]
+    # the autoscaled pool is dedicated, so the checks that use the other accelerators
+    # and sizes its gangs on the untainted nodes run beside cluster_autoscaling
+    for other in ("gang_scheduling", "pod_autoscaling", "secure_accelerator_access"):
+        assert ("cluster_autoscaling", other) in overlapping, (other, spans)
+    held = {name: spec.held(CHECK_OPTIONS) for name, spec in specs.items()}
+    clashes = [
+        (a, b) for a, b in overlapping if any(x.conflicts(y) for x in held[a] for y in held[b])
+    ]
     assert clashes == [], clashes
     serial = _spans(alone)
     assert not any(_overlap(serial[a], serial[b]) for a in serial for b in serial if a < b), (

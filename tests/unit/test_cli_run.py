@@ -123,6 +123,8 @@ def test_a_timeout_scale_that_is_not_positive_and_finite_exits_2(
         ("--gang-negative-size", "0"),
         ("--gang-admit-timeout", "soon"),
         ("--probe-pod-timeout", "nan"),
+        ("--autoscaler-pool-taint", "dedicated"),
+        ("--autoscaler-node-pool-label", "gpu"),
     ],
 )
 def test_a_malformed_check_option_exits_2_before_anything_runs(

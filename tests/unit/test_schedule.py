@@ -9,6 +9,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -49,6 +50,36 @@ def test_declared_locks_add_the_cluster_shared_and_exclusive_wins_over_shared() 
     assert locks == (CLUSTER_SHARED, Lock("gpus"), Lock("nodes", shared=True))
     assert effective_locks(()) == (CLUSTER_SHARED,)
     assert [str(x) for x in locks] == ["cluster (shared)", "gpus", "nodes (shared)"]
+
+
+def test_sharing_the_node_pool_shares_the_autoscaled_pool_too() -> None:
+    pool = Lock(Resource.AUTOSCALED_POOL, shared=True)
+    assert pool in effective_locks(shared(Resource.NODE_POOL))
+    # holding the set of nodes exclusively says nothing about the autoscaled pool ...
+    assert all(
+        lk.resource != pool.resource for lk in effective_locks(exclusive(Resource.NODE_POOL))
+    )
+    # ... and a lock a check declares on it is kept as declared
+    mine = effective_locks((*shared(Resource.NODE_POOL), *exclusive(Resource.AUTOSCALED_POOL)))
+    assert Lock(Resource.AUTOSCALED_POOL) in mine and pool not in mine
+
+
+def test_a_check_may_hold_other_locks_when_the_runs_options_say_so() -> None:
+    reg = Registry()
+
+    def by_options(options: Mapping[str, str]) -> tuple[Lock, ...] | None:
+        return shared("gpus") if options.get("light") else None
+
+    check(
+        "gpu_sharing",
+        test="TestGPUSharing",
+        locks=exclusive("gpus"),
+        option_locks=by_options,
+        registry=reg,
+    )(lambda ctx: None)
+    (spec,) = reg.all()
+    assert spec.held({}) == spec.locks == (CLUSTER_SHARED, Lock("gpus"))
+    assert spec.held({"light": "1"}) == (CLUSTER_SHARED, Lock("gpus", shared=True))
 
 
 def test_a_resource_name_must_be_lower_case_with_dashes() -> None:
@@ -283,12 +314,10 @@ def test_a_check_that_declares_nothing_runs_alone() -> None:
     declared["gang_scheduling"] = None
     _execute(holders, declared, 0.3)
     assert holders.overlaps == []
-    assert holders.starts == [
-        "ai_inference",
-        "cluster_autoscaling",
-        "pod_autoscaling",
-        "gang_scheduling",
-    ]
+    # the three that share the cluster start together (their threads in any order), the
+    # one that holds it exclusively after they are done
+    assert sorted(holders.starts[:3]) == ["ai_inference", "cluster_autoscaling", "pod_autoscaling"]
+    assert holders.starts[3:] == ["gang_scheduling"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

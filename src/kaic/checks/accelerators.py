@@ -6,21 +6,25 @@ container, the DeviceClass, taint key, device nodes and listing tool),
 ``any_accelerator`` (every vendor at once), the DRA view (``dra_version``,
 ``dra_pools``: ResourceSlice pools at their newest generation with the nodes each
 device is available on, ``allocated_devices``), and ``node_accelerators``: the
-accelerators of each node, from ResourceSlices or else from allocatable. Every check
-that needs to know where accelerators are asks here. Must not decide pass or fail.
+accelerators of each node, from ResourceSlices or else from allocatable; and the taint of
+a dedicated autoscaled pool (``reserved_pool_taint``), whose nodes only cluster_autoscaling
+uses. Every check that needs to know where accelerators are asks here. Must not decide
+pass or fail.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kaic.checks.base import CheckContext, CheckOption, Permission
-from kaic.checks.predicates import node_selector_matches
+from kaic.checks.predicates import BLOCKING_TAINT_EFFECTS, node_selector_matches
 from kaic.checks.resources import allocatable
 from kaic.cluster.api import ClusterAPI, KubeObject, name_of
+from kaic.errors import UsageError
 
 # ---------------------------------------------------------------------------------------
 # The vendor table
@@ -155,6 +159,41 @@ def accelerator_taint_tolerations(resource: str) -> list[KubeObject]:
     # NOTE: accelerator pools are commonly tainted with the resource name as key
     # (nvidia.com/gpu:NoSchedule); the upstream test tolerates that taint too.
     return [{"key": resource, "operator": "Exists", "effect": "NoSchedule"}]
+
+
+POOL_TAINT_OPTION = "autoscaler-pool-taint"
+"""The check option naming the taint of a dedicated autoscaled accelerator pool."""
+_TAINT = re.compile(
+    r"^(?P<key>(?:[a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)"
+    r"(?:=(?P<value>[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?)?:(?P<effect>[A-Za-z]+)$"
+)
+
+
+def parse_taint(text: str, flag: str = POOL_TAINT_OPTION) -> dict[str, str]:
+    """``key[=value]:Effect`` (as ``kubectl taint`` writes it) → a core/v1 Taint. Only
+    NoSchedule and NoExecute keep other pods away, so only they are accepted."""
+    m = _TAINT.match(text.strip())
+    if m is None:
+        raise UsageError(f"--{flag} must be key[=value]:NoSchedule or :NoExecute, got {text!r}")
+    if m["effect"] not in BLOCKING_TAINT_EFFECTS:
+        raise UsageError(
+            f"--{flag}: effect {m['effect']!r} does not keep other pods away; "
+            "use NoSchedule or NoExecute"
+        )
+    taint = {"key": m["key"], "effect": m["effect"]}
+    if m["value"] is not None:
+        taint["value"] = m["value"]
+    return taint
+
+
+def reserved_pool_taint(options: Mapping[str, str | None]) -> dict[str, str] | None:
+    """The taint of the dedicated autoscaled pool when the run names one (and the pool):
+    its nodes are cluster_autoscaling's alone, so a check that tolerates whatever taints
+    a node carries must not place pods on a node with this taint."""
+    raw = options.get(POOL_TAINT_OPTION)
+    if not raw or not options.get("autoscaler-node-pool-label"):
+        return None
+    return parse_taint(raw)
 
 
 # ---------------------------------------------------------------------------------------

@@ -58,6 +58,9 @@ class CheckOption:
     ``text``; by default ``number`` when the default value is one, else ``text``."""
     choices: tuple[str, ...] = ()
     """The only values a ``text`` option takes (empty: any)."""
+    parse: Callable[[str], object] | None = None
+    """A parser of a ``text`` option's value that raises ``KaicError`` (its message: why
+    the value is not acceptable)."""
 
     def __post_init__(self) -> None:
         if not _OPTION_NAME.match(self.name):
@@ -81,6 +84,11 @@ class CheckOption:
             value.strip().isdecimal() and value.strip().isascii() and int(value) > 0
         ):
             return f"--{self.name} must be a whole number above 0, got {value!r}"
+        elif self.parse is not None:
+            try:
+                self.parse(value)
+            except KaicError as e:
+                return str(e)
         return None
 
 
@@ -131,6 +139,15 @@ class Resource:
     autoscaling) or leaves pods Unschedulable on purpose (an autoscaler would add nodes
     for them); shared by a check that compares the node or accelerator inventory with
     something (a node coming or going mid-check would change it)."""
+    AUTOSCALED_POOL = "autoscaled-pool"
+    """The nodes of the autoscaled accelerator pool: exclusively by the check that grows
+    and shrinks it (cluster_autoscaling), and by a check that may place pods there
+    because it tolerates whatever taints a node carries; shared by a check that compares
+    the node or accelerator inventory with something (a node of the pool coming or going
+    mid-check would change it). A check that holds ``node-pool`` shared holds this one
+    shared too. When the pool is dedicated (``--autoscaler-pool-taint``: a taint that only
+    cluster_autoscaling's pods tolerate), cluster_autoscaling holds only this resource;
+    otherwise it holds the accelerators and the node pool exclusively as well."""
     NODE_CAPACITY = "node-capacity"
     """The nodes' free CPU and memory: exclusively by a check that sizes a workload on
     what is free; shared by every check whose pods ask for CPU or memory (they take some
@@ -181,16 +198,25 @@ RUNS_ALONE = exclusive(Resource.CLUSTER)
 
 def effective_locks(locks: Iterable[Lock] | None) -> tuple[Lock, ...]:
     """What a check holds: ``RUNS_ALONE`` when it declares nothing (None); else its
-    locks (an exclusive lock wins over a shared one of the same resource), plus the
-    whole cluster shared unless it holds it exclusively. Sorted by resource."""
+    locks (an exclusive lock wins over a shared one of the same resource), the
+    autoscaled pool shared when it holds the node pool shared, and the whole cluster
+    shared unless it holds it exclusively. Sorted by resource."""
     if locks is None:
         return RUNS_ALONE
     held: dict[str, Lock] = {}
     for lock in locks:
         if lock.resource not in held or not lock.shared:
             held[lock.resource] = lock
+    pool = held.get(Resource.NODE_POOL)
+    if pool is not None and pool.shared:
+        held.setdefault(Resource.AUTOSCALED_POOL, Lock(Resource.AUTOSCALED_POOL, shared=True))
     held.setdefault(Resource.CLUSTER, Lock(Resource.CLUSTER, shared=True))
     return tuple(sorted(held.values()))
+
+
+OptionLocks = Callable[[Mapping[str, str]], Iterable[Lock] | None]
+"""What a check holds in a run with the given check options (``--<name>`` → value); None
+for the locks it declares."""
 
 
 CheckFunc = Callable[["CheckContext"], None]
@@ -210,6 +236,13 @@ class CheckSpec:
     needs_namespace: bool = True
     locks: tuple[Lock, ...] = RUNS_ALONE
     """What the check holds while it runs (``effective_locks`` of its declaration)."""
+    option_locks: OptionLocks | None = None
+    """What it holds instead when the run's check options say so (``held``)."""
+
+    def held(self, options: Mapping[str, str]) -> tuple[Lock, ...]:
+        """What the check holds in a run with these check options."""
+        chosen = self.option_locks(options) if self.option_locks is not None else None
+        return self.locks if chosen is None else effective_locks(chosen)
 
     def conflicts(self, other: CheckSpec) -> bool:
         """Whether the two checks must not run at the same time."""
@@ -273,6 +306,7 @@ def check(
     permissions: tuple[Permission, ...] = (),
     timeout_s: float = 300.0,
     locks: Iterable[Lock] | None = None,
+    option_locks: OptionLocks | None = None,
     registry: Registry | None = None,
 ) -> Callable[[CheckFunc], CheckFunc]:
     """Register ``func`` as the check of ``requirement_id`` under upstream test name ``test``.
@@ -280,7 +314,8 @@ def check(
     ``locks`` says what the check holds while it runs (``Lock``, ``Resource``), so that
     the runner runs it at the same time as the checks it cannot disturb: ``()`` for a
     check that touches nothing another check uses, None (the default) for one that must
-    run alone."""
+    run alone. ``option_locks`` may hold less (or more) when the run's check options
+    say what the check will touch."""
     held = effective_locks(locks)
 
     def deco(func: CheckFunc) -> CheckFunc:
@@ -294,6 +329,7 @@ def check(
                 permissions=permissions,
                 timeout_s=timeout_s,
                 locks=held,
+                option_locks=option_locks,
             )
         )
         return func

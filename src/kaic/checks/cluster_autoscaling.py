@@ -4,7 +4,9 @@ nodes grows for a pending accelerator pod and shrinks back when it is gone.
 Owns: the procedure (a stable, Ready baseline pool; filler pods pinned to every
 baseline node's free accelerators; a trigger pod that cannot fit; the pool growing by a
 node it then runs on; the pool returning to its baseline size and staying there), its
-options, the ``phases.json`` evidence and the pool's size sampled whenever the check
+options, what it holds (the autoscaled pool alone when ``--autoscaler-pool-taint`` says
+the pool is dedicated: its pods then tolerate that taint and every baseline node must
+carry it), the ``phases.json`` evidence and the pool's size sampled whenever the check
 lists or watches it (charted by the report). Must not import the Kubernetes client or know
 how the lab simulates anything: it talks to the cluster only through ``ClusterAPI``.
 """
@@ -12,21 +14,35 @@ how the lab simulates anything: it talks to the cluster only through ``ClusterAP
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from kaic.checks.accelerators import ACCELERATORS, accelerator_taint_tolerations
+from kaic.checks.accelerators import (
+    ACCELERATORS,
+    POOL_TAINT_OPTION,
+    accelerator_taint_tolerations,
+    parse_taint,
+)
 from kaic.checks.base import (
     CheckContext,
     CheckOption,
+    Lock,
     Permission,
     Resource,
     Subtest,
     check,
     exclusive,
 )
-from kaic.checks.predicates import node_ready, pod_running, pod_unschedulable
+from kaic.checks.predicates import (
+    BLOCKING_TAINT_EFFECTS,
+    node_has_taint,
+    node_ready,
+    pod_running,
+    pod_unschedulable,
+    tolerates,
+    toleration_of,
+)
 from kaic.checks.resources import allocatable, requests_by_node
 from kaic.checks.waits import Phases, dump
 from kaic.cluster.api import KubeList, KubeObject, condition, name_of
@@ -43,6 +59,14 @@ CA_OPTIONS = (
         "autoscaler-node-pool-label",
         "key=value selecting the autoscaled accelerator node pool; without it the "
         "requirement is reported not applicable",
+        parse=lambda value: parse_pool_label(value),
+    ),
+    CheckOption(
+        POOL_TAINT_OPTION,
+        "key[=value]:NoSchedule|NoExecute taint that every node of the pool carries and "
+        "that only this check's pods tolerate: the pool is dedicated, so this check runs "
+        "beside the checks that use other accelerators",
+        parse=parse_taint,
     ),
     CheckOption(
         "autoscaler-resource", "extended resource of the pool's accelerators", DEFAULT_RESOURCE
@@ -76,6 +100,12 @@ CA_OPTIONS = (
 )
 
 
+def taint_text(taint: Mapping[str, Any]) -> str:
+    """``key[=value]:Effect``, as ``kubectl taint`` writes it."""
+    value = f"={taint['value']}" if taint.get("value") else ""
+    return f"{taint.get('key')}{value}:{taint.get('effect')}"
+
+
 def parse_pool_label(value: str) -> tuple[str, str]:
     """``key=value`` → (key, value); a clear usage error otherwise."""
     key, sep, val = value.partition("=")
@@ -84,13 +114,30 @@ def parse_pool_label(value: str) -> tuple[str, str]:
     return key.strip(), val.strip()
 
 
+CA_LOCKS = exclusive(Resource.ACCELERATORS, Resource.NODE_POOL, Resource.AUTOSCALED_POOL)
+"""What the check holds when the pool may be shared with other checks' pods."""
+
+
+def ca_locks(options: Mapping[str, str]) -> Iterable[Lock] | None:
+    """Nothing without a pool (the check ends not applicable at once); only the pool
+    when it is dedicated (``--autoscaler-pool-taint``: no other check's pod lands on it
+    or makes it grow); else ``CA_LOCKS``."""
+    if not options.get("autoscaler-node-pool-label"):
+        return ()
+    if options.get(POOL_TAINT_OPTION):
+        return exclusive(Resource.AUTOSCALED_POOL)
+    return None
+
+
 @check(
     "cluster_autoscaling",
     test="TestAcceleratorClusterAutoscaling",
-    locks=exclusive(Resource.ACCELERATORS, Resource.NODE_POOL),
+    locks=CA_LOCKS,
+    option_locks=ca_locks,
     options=CA_OPTIONS,
     permissions=(
         Permission("list", "nodes", namespaced=False),
+        Permission("get", "nodes", namespaced=False),
         Permission("watch", "nodes", namespaced=False),
         Permission("list", "pods", namespaced=False),
         Permission("create", "pods"),
@@ -122,6 +169,8 @@ class _ClusterAutoscaling:
         self.selector = selector
         self.resource = ctx.option("autoscaler-resource") or DEFAULT_RESOURCE
         self.image = ctx.option("autoscaler-pod-image") or PAUSE_IMAGE
+        raw_taint = ctx.option(POOL_TAINT_OPTION)
+        self.taint = parse_taint(raw_taint) if raw_taint else None
         self.window = ctx.float_option("autoscaler-stability-window")
         self.phases = Phases()
         self.baseline: list[str] = []
@@ -181,6 +230,26 @@ class _ClusterAutoscaling:
         self.ctx.evidence("baseline-nodes.json", dump(stable), "application/json")
         if no_acc:
             t.fail(f"pool nodes without allocatable {self.resource}: {', '.join(no_acc)}")
+        blocked = {
+            f"{name_of(n)} ({taint_text(x)})"
+            for n in stable
+            for x in n.get("spec", {}).get("taints") or []
+            if x.get("effect") in BLOCKING_TAINT_EFFECTS and not tolerates(self.tolerations(), x)
+        }
+        if blocked:
+            t.error(
+                f"pool nodes carry taints this check's pods do not tolerate: "
+                f"{', '.join(sorted(blocked))}; name the pool's taint with "
+                f"--{POOL_TAINT_OPTION}"
+            )
+        if self.taint is not None:
+            untainted = [name_of(n) for n in stable if not node_has_taint(n, self.taint)]
+            if untainted:
+                t.error(
+                    f"pool nodes without the taint --{POOL_TAINT_OPTION} {self.taint_text}: "
+                    f"{', '.join(untainted)}; the pool is not dedicated (drop the option to "
+                    "run this check alone)"
+                )
         self.baseline = self.names(stable)
         self.allocatable = {name_of(n): allocatable(n, self.resource) for n in stable}
         t.log(f"baseline: {len(self.baseline)} node(s): {', '.join(self.baseline)}")
@@ -249,6 +318,16 @@ class _ClusterAutoscaling:
                     f"within {timeout:.0f}s; the pool is not idle or not schedulable"
                 )
 
+    @property
+    def taint_text(self) -> str:
+        return taint_text(self.taint or {})
+
+    def tolerations(self) -> list[KubeObject]:
+        tols = accelerator_taint_tolerations(self.resource)
+        if self.taint is not None:
+            tols.append(toleration_of(self.taint))
+        return tols
+
     def pod(
         self, name: str, count: int, labels: dict[str, str], pin: str | None = None
     ) -> KubeObject:
@@ -256,7 +335,7 @@ class _ClusterAutoscaling:
         spec: KubeObject = {
             "terminationGracePeriodSeconds": 0,
             "nodeSelector": {key: value},
-            "tolerations": accelerator_taint_tolerations(self.resource),
+            "tolerations": self.tolerations(),
             "containers": [
                 {
                     "name": "main",
@@ -361,6 +440,8 @@ class _ClusterAutoscaling:
                 )
             self.new_node = state["trigger"]["spec"]["nodeName"]
             ph["new_node"] = self.new_node
+            if self.taint is not None:
+                ph["new_node_tainted"] = self.new_node_tainted(t)
             ph["nodes"] = state["nodes"]
             ph["since_trigger_created_s"] = round(time.monotonic() - self.trigger_created, 3)
         self.evidence_events("trigger-events.json")
@@ -368,6 +449,19 @@ class _ClusterAutoscaling:
             f"pool grew to {len(state['nodes'])} node(s); the trigger pod runs on new "
             f"node {self.new_node}"
         )
+
+    def new_node_tainted(self, t: Subtest) -> bool:
+        """Whether the node the pool grew by carries the dedicated pool's taint (logged
+        when not: checks running beside this one may have used it)."""
+        node = self.c.get("v1", "Node", self.new_node)
+        tainted = node is not None and node_has_taint(node, self.taint or {})
+        if not tainted:
+            t.log(
+                f"warning: new node {self.new_node} does not carry the pool's taint "
+                f"{self.taint_text}; the pool's autoscaler does not taint the nodes it "
+                "adds, so checks running beside this one could have used it"
+            )
+        return tainted
 
     def describe(self, pod: KubeObject | None) -> str:
         if not pod:

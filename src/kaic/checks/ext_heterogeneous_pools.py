@@ -268,7 +268,8 @@ class _Run:
 @check(
     "ext_heterogeneous_pools",
     test="TestExtHeterogeneousPools",
-    locks=exclusive(Resource.NODE_POOL) + shared(Resource.NODE_CAPACITY),
+    # NOTE: its pods tolerate the pool's taints, so it may use the autoscaled pool.
+    locks=exclusive(Resource.NODE_POOL, Resource.AUTOSCALED_POOL) + shared(Resource.NODE_CAPACITY),
     options=OPTIONS,
     permissions=(
         Permission("list", "nodes", namespaced=False),

@@ -31,6 +31,7 @@ from kaic.checks.base import (
     Subtest,
     check,
     exclusive,
+    shared,
 )
 from kaic.checks.predicates import pod_unschedulable
 from kaic.cluster.api import KubeObject
@@ -254,7 +255,7 @@ class _Run:
 @check(
     "ext_topology_aware_scheduling",
     test="TestExtTopologyAwareScheduling",
-    locks=exclusive(Resource.ACCELERATORS, Resource.NODE_POOL),
+    locks=exclusive(Resource.ACCELERATORS, Resource.NODE_POOL) + shared(Resource.AUTOSCALED_POOL),
     options=OPTIONS,
     permissions=(
         Permission("list", "resourceslices", "resource.k8s.io", namespaced=False),

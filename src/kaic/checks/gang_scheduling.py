@@ -700,6 +700,8 @@ OPTIONS = (
 @check(
     "gang_scheduling",
     test="TestGangScheduling",
+    # NOTE: not the autoscaled pool: its gangs are sized on untainted nodes only, and
+    # its pods tolerate no taint, so a dedicated pool neither serves nor grows for them.
     locks=exclusive(Resource.NODE_CAPACITY, Resource.NODE_POOL, Resource.KUEUE_QUEUES),
     options=OPTIONS,
     timeout_s=600,

@@ -2,11 +2,11 @@
 
 Owns: the node predicates (``node_ready``: its Ready condition is True;
 ``node_cordoned``; ``node_schedulable``: Ready and not cordoned;
-``node_has_blocking_taint``), the pod predicates (``pod_running``, ``pod_ready``,
-``pod_bound``, ``pod_active``, ``pod_unschedulable``, ``pod_terminating``,
-``pod_started``) and matching a core/v1 ``NodeSelector`` against a node. Every check
-that asks one of these questions asks it here. Must not talk to a cluster or decide
-pass or fail.
+``node_has_blocking_taint``, ``node_has_taint``; ``tolerates``, ``toleration_of``), the pod
+predicates (``pod_running``, ``pod_ready``, ``pod_bound``, ``pod_active``,
+``pod_unschedulable``, ``pod_terminating``, ``pod_started``) and matching a core/v1
+``NodeSelector`` against a node. Every check that asks one of these questions asks it
+here. Must not talk to a cluster or decide pass or fail.
 """
 
 from __future__ import annotations
@@ -40,6 +40,48 @@ def node_has_blocking_taint(node: KubeObject) -> bool:
     """A NoSchedule or NoExecute taint keeps pods without a toleration away."""
     taints: list[dict[str, Any]] = node.get("spec", {}).get("taints") or []
     return any(t.get("effect") in BLOCKING_TAINT_EFFECTS for t in taints)
+
+
+def node_has_taint(node: KubeObject, taint: Mapping[str, str]) -> bool:
+    """The node carries ``taint``: the same key and effect, and the same value when
+    ``taint`` has one."""
+    taints: list[dict[str, Any]] = node.get("spec", {}).get("taints") or []
+    return any(
+        t.get("key") == taint["key"]
+        and t.get("effect") == taint["effect"]
+        and ("value" not in taint or (t.get("value") or "") == taint["value"])
+        for t in taints
+    )
+
+
+def tolerates(tolerations: list[KubeObject], taint: Mapping[str, Any]) -> bool:
+    """Whether a pod with ``tolerations`` tolerates ``taint`` (as the scheduler decides:
+    an empty key with ``Exists`` tolerates everything; an empty effect, every effect)."""
+    for tol in tolerations:
+        if tol.get("effect") and tol.get("effect") != taint.get("effect"):
+            continue
+        operator = tol.get("operator") or "Equal"
+        if not tol.get("key"):
+            if operator == "Exists":
+                return True
+            continue
+        if tol.get("key") != taint.get("key"):
+            continue
+        if operator == "Exists" or (tol.get("value") or "") == (taint.get("value") or ""):
+            return True
+    return False
+
+
+def toleration_of(taint: Mapping[str, str]) -> dict[str, str]:
+    """The toleration of exactly ``taint`` (any value when it names none)."""
+    if "value" in taint:
+        return {
+            "key": taint["key"],
+            "operator": "Equal",
+            "value": taint["value"],
+            "effect": taint["effect"],
+        }
+    return {"key": taint["key"], "operator": "Exists", "effect": taint["effect"]}
 
 
 # -- pods -------------------------------------------------------------------------------

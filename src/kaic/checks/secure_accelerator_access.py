@@ -36,6 +36,7 @@ from kaic.checks.accelerators import (
     dra_version,
     one_device_claim_template,
     probe_pod_permissions,
+    reserved_pool_taint,
     slices_of,
 )
 from kaic.checks.base import (
@@ -49,7 +50,7 @@ from kaic.checks.base import (
 )
 from kaic.checks.created import trimmed
 from kaic.checks.execs import exec_with_retries
-from kaic.checks.predicates import node_schedulable, pod_started
+from kaic.checks.predicates import node_has_taint, node_schedulable, pod_started
 from kaic.checks.resources import allocatable, requests_by_node
 from kaic.cluster.api import ClusterAPI, KubeObject, name_of
 from kaic.errors import ClusterError, UsageError
@@ -170,6 +171,7 @@ def dra_placement(
     for p in pools:
         notes.append(f"DRA: {p.describe()}")
     taken = allocated_devices(cluster.list(av, "ResourceClaim"))
+    by_name = {name_of(n): n for n in ready}
     free: dict[str, int] = {}
     devices: dict[tuple[str, str, str], SliceDevice] = {}
     for p in pools:
@@ -178,13 +180,14 @@ def dra_placement(
         for d in p.devices:
             devices[d.key] = d
             for node in d.nodes:
+                if node not in by_name:  # a slice published for a node left out
+                    continue
                 free.setdefault(node, 0)
                 if d.key not in taken:
                     free[node] += 1
     if not free:
         notes.append(f"DRA: no complete pool of {acc.driver} is on a Ready node")
         return None
-    by_name = {name_of(n): n for n in ready}
     best = _best(free)
     if best is None:
         notes.append(f"DRA: every device of {acc.driver} on Ready nodes is allocated")
@@ -216,11 +219,26 @@ def device_plugin_placement(
     return Placement("device-plugin", ready[name], n, notes=notes)
 
 
-def choose_placement(cluster: ClusterAPI, acc: AcceleratorType, mode: str) -> Placement:
+def choose_placement(
+    cluster: ClusterAPI,
+    acc: AcceleratorType,
+    mode: str,
+    reserved: Mapping[str, str] | None = None,
+) -> Placement:
     """Resolve ``auto``/``dra``/``device-plugin`` like upstream: ``auto`` prefers DRA when a
-    complete pool of the driver is on a Ready node, else the device plugin."""
+    complete pool of the driver is on a Ready node, else the device plugin. Nodes with the
+    ``reserved`` taint (the dedicated autoscaled pool's) are never chosen: the probe pods
+    tolerate their node's taints, and that pool is cluster_autoscaling's alone."""
     notes: list[str] = []
     nodes = cluster.list("v1", "Node")
+    if reserved is not None:
+        kept = [n for n in nodes if not node_has_taint(n, reserved)]
+        if len(kept) < len(nodes):
+            notes.append(
+                f"{len(nodes) - len(kept)} node(s) of the dedicated autoscaled pool "
+                f"(taint {reserved['key']}:{reserved['effect']}) left out"
+            )
+        nodes = kept
     if mode in ("auto", "dra"):
         p = dra_placement(cluster, acc, nodes, notes)
         if p is not None:
@@ -588,7 +606,9 @@ def secure_accelerator_access(ctx: CheckContext) -> None:
     pod_timeout = ctx.float_option("probe-pod-timeout") or 300.0
 
     try:
-        placement = choose_placement(ctx.cluster, acc, mode)
+        # NOTE: the probe pods tolerate their node's taints; so that this check may run
+        # beside cluster_autoscaling, a dedicated autoscaled pool is left out.
+        placement = choose_placement(ctx.cluster, acc, mode, reserved_pool_taint(ctx.options))
     except NoAccelerators as e:
         ctx.evidence("allocation.txt", f"allocation mode asked: {mode}\n{e}\n")
         if mode == "auto":

@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +167,7 @@ class RichProgress:
 # -- helpers ------------------------------------------------------------------------------
 
 
-def _print_plan(plan: Plan) -> None:
+def _print_plan(plan: Plan, options: Mapping[str, str]) -> None:
     rows = []
     for item in plan.items:
         spec = item.spec
@@ -175,7 +176,8 @@ def _print_plan(plan: Plan) -> None:
         timeout = f"{spec.timeout_s:.0f}s" if spec else ""
         level = item.requirement.level.value + (" (ext)" if item.requirement.is_extended else "")
         # NOTE: the cluster held shared is every declaring check's; only the rest is news.
-        locks = ", ".join(str(lk) for lk in spec.locks if lk != _CLUSTER_SHARED) if spec else ""
+        held = spec.held(options) if spec else ()
+        locks = ", ".join(str(lk) for lk in held if lk != _CLUSTER_SHARED)
         rows.append([item.id, level, item.test_name, how, timeout, locks or "-", opts])
     emit_table(
         ["REQUIREMENT", "LEVEL", "TEST", "CHECK", "TIMEOUT", "HOLDS", "OPTIONS"],
@@ -259,7 +261,7 @@ def _run_session(
     if prepared.catalog_warning:
         click.echo(f"kaic: warning: {prepared.catalog_warning}", err=True)
     if list_only:
-        _print_plan(prepared.plan)
+        _print_plan(prepared.plan, request.check_options)
         return int(ExitCode.OK)
     progress: Any = (
         RichProgress(Console(file=sys.stderr))

@@ -385,7 +385,11 @@ class _Execution:
                 item, TrackingCluster(self.cluster, self.record.run_id, item.id)
             )
         schedule = Schedule(
-            [(i.id, i.spec.locks) for i in automated if i.spec is not None],
+            [
+                (i.id, i.spec.held(self.request.check_options))
+                for i in automated
+                if i.spec is not None
+            ],
             cap=self.request.parallel,
         )
         # NOTE: one thread per check at most; the schedule, not the pool, caps how many

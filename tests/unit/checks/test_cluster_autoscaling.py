@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 
-from kaic.checks.cluster_autoscaling import parse_pool_label
+from kaic.checks.accelerators import parse_taint
+from kaic.checks.base import Resource, exclusive
+from kaic.checks.cluster_autoscaling import CA_LOCKS, parse_pool_label
+from kaic.checks.predicates import tolerates
 from kaic.cluster.api import KubeObject
 from kaic.errors import UsageError
 from kaic.model import CheckResult, Outcome
@@ -22,12 +25,19 @@ def run(requirement: str, cluster: FakeCluster, options: dict[str, str | None]) 
     return run_fake_check(cluster, requirement, options=options, run_id="run1")
 
 
-def node(name: str, gpus: int = 1, pool: str = "gpu") -> KubeObject:
+TAINT = {"key": "pool.example/autoscaled", "value": "true", "effect": "NoSchedule"}
+TAINT_TEXT = "pool.example/autoscaled=true:NoSchedule"
+
+
+def node(
+    name: str, gpus: int = 1, pool: str = "gpu", taint: dict[str, str] | None = None
+) -> KubeObject:
     cap = {"cpu": "8", "memory": "64Gi", GPU: str(gpus)}
     return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": name, "labels": {POOL: pool}},
+        "spec": {"taints": [dict(taint)]} if taint else {},
         "status": {
             "capacity": cap,
             "allocatable": cap,
@@ -48,7 +58,14 @@ class FakeNodeAutoscaler:
     that adds a node for an Unschedulable pod (up to ``max_size``) and removes empty
     added nodes (when ``scale_down``)."""
 
-    def __init__(self, max_size: int = 10, scale_down: bool = True, delay: int = 3) -> None:
+    def __init__(
+        self,
+        max_size: int = 10,
+        scale_down: bool = True,
+        delay: int = 3,
+        taint: dict[str, str] | None = None,
+    ) -> None:
+        self.taint = taint
         self.max_size = max_size
         self.scale_down = scale_down
         self.delay = delay
@@ -76,6 +93,10 @@ class FakeNodeAutoscaler:
                 n["metadata"]["name"]
                 for n in nodes
                 if (pin is None or n["metadata"]["name"] == pin)
+                and all(
+                    tolerates(p["spec"].get("tolerations") or [], x)
+                    for x in n.get("spec", {}).get("taints") or []
+                )
                 and int(n["status"]["allocatable"][GPU]) - used.get(n["metadata"]["name"], 0)
                 >= requested(p)
             ]
@@ -120,7 +141,7 @@ class FakeNodeAutoscaler:
         self.pending_for = self.pending_for + 1 if unschedulable else 0
         if self.pending_for > self.delay and len(nodes) < self.max_size:
             self.added += 1
-            fc.add(node(f"gpu-added-{self.added}"))
+            fc.add(node(f"gpu-added-{self.added}", taint=self.taint))
             self.pending_for = 0
         if self.scale_down:
             for n in nodes:
@@ -133,11 +154,13 @@ class FakeNodeAutoscaler:
                     fc.delete("v1", "Node", name)
 
 
-def ca_cluster(nodes: int = 2, gpus: int = 1, **kw: Any) -> FakeCluster:
+def ca_cluster(
+    nodes: int = 2, gpus: int = 1, baseline_taint: dict[str, str] | None = None, **kw: Any
+) -> FakeCluster:
     fc = FakeCluster()
     fc.serve("policy/v1", ("poddisruptionbudgets", "PodDisruptionBudget", True))
     for i in range(nodes):
-        fc.add(node(f"gpu-{i}", gpus))
+        fc.add(node(f"gpu-{i}", gpus, taint=baseline_taint))
     fc.add(node("cpu-0", 0, pool="cpu"))
     fc.controllers.append(FakeNodeAutoscaler(**kw))
     return fc
@@ -271,3 +294,119 @@ def test_cluster_autoscaling_samples_show_a_pool_that_never_shrinks() -> None:
     )
     assert result.outcome is Outcome.FAIL
     assert _changes(result.series[0].points) == [1.0, 2.0]
+
+
+# -- a dedicated pool (--autoscaler-pool-taint) ------------------------------------------
+
+DEDICATED = {**FAST, "autoscaler-pool-taint": TAINT_TEXT}
+
+
+def test_cluster_autoscaling_passes_on_a_dedicated_pool_whose_pods_tolerate_its_taint() -> None:
+    fc = ca_cluster(nodes=1, baseline_taint=TAINT, taint=TAINT)
+    result = run("cluster_autoscaling", fc, DEDICATED)
+    assert result.outcome is Outcome.PASS, result.reason
+    phases = json.loads(next(e.content for e in result.evidence if e.name == "phases.json"))
+    assert next(p for p in phases if p["phase"] == "scale-up")["new_node_tainted"] is True
+    # (the fake scheduler binds no pod to a tainted node that the pod does not tolerate)
+
+
+def test_cluster_autoscaling_names_the_option_when_the_pool_is_tainted_and_not_tolerated() -> None:
+    result = run("cluster_autoscaling", ca_cluster(nodes=1, baseline_taint=TAINT), FAST)
+    assert result.outcome is Outcome.ERROR
+    assert f"gpu-0 ({TAINT_TEXT})" in result.reason
+    assert "--autoscaler-pool-taint" in result.reason
+
+
+def test_cluster_autoscaling_is_an_error_when_the_named_taint_is_not_on_the_pool() -> None:
+    result = run("cluster_autoscaling", ca_cluster(nodes=2), DEDICATED)
+    assert result.outcome is Outcome.ERROR
+    assert "pool nodes without the taint" in result.reason and "gpu-0, gpu-1" in result.reason
+    assert "not dedicated" in result.reason
+
+
+def test_cluster_autoscaling_warns_when_the_new_node_lacks_the_pools_taint() -> None:
+    fc = ca_cluster(nodes=1, baseline_taint=TAINT)  # the autoscaler adds untainted nodes
+    result = run("cluster_autoscaling", fc, DEDICATED)
+    assert result.outcome is Outcome.PASS, result.reason
+    scale_up = next(s for s in result.subresults if s.name == "ScaleUp")
+    assert any("does not carry the pool's taint" in line for line in scale_up.log)
+    phases = json.loads(next(e.content for e in result.evidence if e.name == "phases.json"))
+    assert next(p for p in phases if p["phase"] == "scale-up")["new_node_tainted"] is False
+
+
+def test_cluster_autoscaling_rejects_a_taint_that_keeps_no_pod_away() -> None:
+    result = run(
+        "cluster_autoscaling",
+        ca_cluster(nodes=1),
+        {**FAST, "autoscaler-pool-taint": "pool.example/autoscaled:PreferNoSchedule"},
+    )
+    assert result.outcome is Outcome.ERROR and "does not keep other pods away" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "taint"),
+    [
+        ("a.example/b=c:NoSchedule", {"key": "a.example/b", "value": "c", "effect": "NoSchedule"}),
+        ("dedicated:NoExecute", {"key": "dedicated", "effect": "NoExecute"}),
+        ("dedicated=:NoSchedule", {"key": "dedicated", "effect": "NoSchedule"}),
+    ],
+)
+def test_parse_taint_reads_kubectls_form(text: str, taint: dict[str, str]) -> None:
+    assert parse_taint(text) == taint
+
+
+@pytest.mark.parametrize("text", ["dedicated", "=x:NoSchedule", "a=b", "a b:NoSchedule", ""])
+def test_parse_taint_rejects_other_text(text: str) -> None:
+    with pytest.raises(UsageError, match="key\\[=value\\]:NoSchedule"):
+        parse_taint(text)
+
+
+def test_the_locks_of_cluster_autoscaling_follow_its_options() -> None:
+    from kaic.checks import load_builtin_checks
+
+    specs = {s.requirement_id: s for s in load_builtin_checks().all()}
+    ca = specs["cluster_autoscaling"]
+    cluster_shared = ("cluster (shared)",)
+    assert tuple(str(lk) for lk in ca.held({})) == cluster_shared
+    assert ca.held({"autoscaler-node-pool-label": "a=b"}) == ca.locks
+    assert set(CA_LOCKS) <= set(ca.locks)
+    dedicated = ca.held(
+        {"autoscaler-node-pool-label": "a=b", "autoscaler-pool-taint": "t:NoSchedule"}
+    )
+    assert [str(lk) for lk in dedicated] == ["autoscaled-pool", "cluster (shared)"]
+    assert set(exclusive(Resource.AUTOSCALED_POOL)) <= set(dedicated)
+    options = {"autoscaler-node-pool-label": "a=b", "autoscaler-pool-taint": "t:NoSchedule"}
+    beside = {
+        other
+        for other, spec in specs.items()
+        if other != "cluster_autoscaling"
+        and not any(a.conflicts(b) for a in dedicated for b in spec.held(options))
+    }
+    # with a dedicated pool it runs beside the MUSTs that use other accelerators ...
+    assert {"gang_scheduling", "pod_autoscaling", "secure_accelerator_access"} <= beside
+    # ... but not beside a check that compares the node inventory with something
+    assert "accelerator_metrics" not in beside and "driver_runtime_management" not in beside
+    assert "ext_heterogeneous_pools" not in beside
+    shared_pool = [
+        spec.requirement_id
+        for spec in specs.values()
+        if any(lk.resource == Resource.NODE_POOL and lk.shared for lk in spec.locks)
+    ]
+    assert shared_pool and not set(shared_pool) & beside
+
+
+@pytest.mark.parametrize(
+    ("toleration", "tolerated"),
+    [
+        ({"key": "pool.example/autoscaled", "operator": "Exists"}, True),
+        ({"key": "pool.example/autoscaled", "value": "true", "effect": "NoSchedule"}, True),
+        ({"key": "pool.example/autoscaled", "value": "false", "effect": "NoSchedule"}, False),
+        ({"key": "pool.example/autoscaled", "operator": "Exists", "effect": "NoExecute"}, False),
+        ({"operator": "Exists"}, True),
+        ({"key": GPU, "operator": "Exists"}, False),
+    ],
+)
+def test_tolerates_matches_a_taint_as_the_scheduler_does(
+    toleration: dict[str, str], tolerated: bool
+) -> None:
+    assert tolerates([toleration], TAINT) is tolerated

@@ -666,3 +666,26 @@ def test_probe_script_is_posix_sh_that_counts_what_it_sees(tmp_path: Any) -> Non
     assert parsed.uuids == ("GPU-1", "GPU-2")
     assert parsed.count >= 2
     assert "ENV: NVIDIA_VISIBLE_DEVICES=all" in r.stdout
+
+
+RESERVED = {"key": "pool.example/autoscaled", "value": "true", "effect": "NoSchedule"}
+
+
+@pytest.mark.parametrize("dra", [True, False])
+def test_the_dedicated_autoscaled_pool_is_never_chosen(dra: bool) -> None:
+    sim = Sim(dra=dra, device_plugin=not dra, nodes=2, gpus=4)
+    node = sim.fc.get("v1", "Node", "gpu-0")
+    assert node is not None
+    sim.fc.patch("v1", "Node", "gpu-0", {"spec": {"taints": [*node["spec"]["taints"], RESERVED]}})
+    assert aa.choose_placement(sim.fc, NVIDIA, "auto").node_name == "gpu-0"  # the tie's first
+    p = aa.choose_placement(sim.fc, NVIDIA, "auto", RESERVED)
+    assert p.node_name == "gpu-1"
+    assert any("1 node(s) of the dedicated autoscaled pool" in n for n in p.notes)
+    # the check leaves it out when the run names the pool and its taint
+    options = {
+        "autoscaler-node-pool-label": "pool=gpu",
+        "autoscaler-pool-taint": "pool.example/autoscaled=true:NoSchedule",
+    }
+    result = sim.run(**options)
+    assert result.outcome is Outcome.PASS, result.reason
+    assert "node gpu-1" in result.log[0]

@@ -12,7 +12,8 @@ health and metrics listen on 127.0.0.1. Leader election is on, so its Lease
 
 After it is ready the lab adds a ResourceFlavor ``kaic-gpu-pool`` (nodes labelled
 ``kaic.io/accelerator-pool=gpu``; all nodes when the lab has no GPU pool), a ClusterQueue
-``kaic-lab`` whose quota is exactly the pool's allocatable CPU, memory and GPUs, and a
+``kaic-lab`` whose quota is exactly the pool's allocatable CPU, memory and GPUs (without
+the autoscaled pool's tainted node, ``nodes.AUTOSCALED_LABEL``), and a
 LocalQueue ``lab`` in namespace ``default``.
 
 Owns: Kueue's configuration, webhook selection and queues. Must not build anything (the
@@ -31,6 +32,7 @@ from kaic.cluster import parse_quantity
 from kaic.errors import LabError
 from kaic.lab import programs
 from kaic.lab.component import register
+from kaic.lab.components.nodes import AUTOSCALED_LABEL, POOL_LABEL
 from kaic.lab.context import LabContext
 from kaic.lab.controller import GoController, Webhook, controller_labels, loopback_webhooks
 
@@ -40,7 +42,6 @@ LEASE = "c1f6bfd2.kueue.x-k8s.io"
 CLUSTER_QUEUE = "kaic-lab"
 FLAVOR = "kaic-gpu-pool"
 LOCAL_QUEUE = "lab"
-POOL_LABEL = "kaic.io/accelerator-pool"
 WEBHOOK_GROUPS = frozenset({"kueue.x-k8s.io", "batch"})
 """Webhooks the lab registers: Kueue's own kinds and batch/v1 Jobs (the only integration
 enabled)."""
@@ -178,6 +179,9 @@ class KueueController(GoController):
 def queues(ctx: LabContext) -> list[dict[str, Any]]:
     """ResourceFlavor, ClusterQueue (quota = the pool's allocatable) and LocalQueue."""
     nodes = ctx.get("/api/v1/nodes").get("items") or []
+    # NOTE: the autoscaled pool's nodes are tainted for cluster_autoscaling alone; the
+    # queue's workloads never run there, so their capacity is no quota.
+    nodes = [n for n in nodes if n["metadata"].get("labels", {}).get(AUTOSCALED_LABEL) != "true"]
     pool = [n for n in nodes if n["metadata"].get("labels", {}).get(POOL_LABEL) == "gpu"]
     flavor: dict[str, Any] = {
         "apiVersion": KUEUE_API,

@@ -2,9 +2,11 @@
 provider, scaling the GPU pool.
 
 Owns: Karpenter's CRDs, its KWOKNodeClass, the ``kaic-gpu`` NodePool (new nodes carry
-the GPU pool label and one simulated ``nvidia.com/gpu``), the instance-type file and
-the process. Off by default (``kaic lab up --with node-autoscaler``): with it, any
-Pending GPU pod of any test would make the pool grow.
+the GPU pool label, the autoscaled pool's label ``kaic.io/autoscaled-pool=true`` and its
+taint, and one simulated ``nvidia.com/gpu``), the instance-type file and the process.
+Off by default (``kaic lab up --with node-autoscaler``). With it, the lab's last GPU
+node joins the autoscaled pool (label and taint, ``nodes.autoscaled_node``), and only a
+Pending pod that tolerates the taint makes the pool grow.
 
 Karpenter is program ``karpenter`` of ``programs.toml`` (built by ``kaic lab build``) and
 runs as a ``GoController`` without leader election and without webhooks.
@@ -21,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from kaic.lab.component import register
-from kaic.lab.components.nodes import GPU_RESOURCE, POOL_LABEL, PRODUCT_LABEL
+from kaic.lab.components.nodes import (
+    AUTOSCALED_LABEL,
+    AUTOSCALED_TAINT,
+    GPU_RESOURCE,
+    POOL_LABEL,
+    PRODUCT_LABEL,
+)
 from kaic.lab.context import LabContext
 from kaic.lab.controller import GoController
 
@@ -80,6 +88,7 @@ def nodepool(gpu_limit: int = DEFAULT_GPU_LIMIT) -> dict[str, Any]:
                 "metadata": {
                     "labels": {
                         POOL_LABEL: "gpu",
+                        AUTOSCALED_LABEL: "true",
                         "nvidia.com/gpu.present": "true",
                         "nvidia.com/gpu.product": PRODUCT_LABEL,
                         "nvidia.com/gpu.count": "1",
@@ -91,6 +100,7 @@ def nodepool(gpu_limit: int = DEFAULT_GPU_LIMIT) -> dict[str, Any]:
                         "kind": "KWOKNodeClass",
                         "name": NODECLASS,
                     },
+                    "taints": [dict(AUTOSCALED_TAINT)],
                     "requirements": [
                         {
                             "key": "node.kubernetes.io/instance-type",
@@ -116,9 +126,9 @@ def nodepool(gpu_limit: int = DEFAULT_GPU_LIMIT) -> dict[str, Any]:
 class NodeAutoscaler(GoController):
     name = "node-autoscaler"
     description = (
-        "Karpenter with its kwok provider: grows the GPU pool (label "
-        f"{POOL_LABEL}=gpu) by 1-GPU nodes for pending GPU pods, removes empty "
-        "ones after 5 s"
+        "Karpenter with its kwok provider: grows the autoscaled GPU pool (label and "
+        f"taint {AUTOSCALED_LABEL}=true) by 1-GPU nodes for pending GPU pods that "
+        "tolerate the taint, removes empty ones after 5 s"
     )
     order = 120
     optional = True

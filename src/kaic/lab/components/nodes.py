@@ -24,6 +24,19 @@ POOL_LABEL = "kaic.io/accelerator-pool"
 LAB_NODE_LABEL = "kaic.io/lab-node"
 """``true`` on the nodes the lab creates (not on those the node autoscaler adds)."""
 GPU_RESOURCE = "nvidia.com/gpu"
+AUTOSCALER_COMPONENT = "node-autoscaler"
+AUTOSCALED_LABEL = "kaic.io/autoscaled-pool"
+"""``true`` on the nodes of the autoscaled GPU pool: with the node autoscaler, the last
+GPU node of the lab (when it has two or more) and every node the autoscaler adds."""
+AUTOSCALED_TAINT = {"key": AUTOSCALED_LABEL, "value": "true", "effect": "NoSchedule"}
+"""The autoscaled pool's taint: only pods that tolerate it (cluster_autoscaling's, given
+``--autoscaler-pool-taint kaic.io/autoscaled-pool=true:NoSchedule``) land on the pool or
+make it grow, so the rest of the lab's GPUs are the other checks'."""
+AUTOSCALED_POOL_OPTIONS = {
+    "autoscaler-node-pool-label": f"{AUTOSCALED_LABEL}=true",
+    "autoscaler-pool-taint": f"{AUTOSCALED_LABEL}=true:NoSchedule",
+}
+"""The check options of ``kaic run`` that name the lab's autoscaled pool and its taint."""
 PRODUCT = "NVIDIA H100 80GB HBM3"
 PRODUCT_LABEL = "NVIDIA-H100-80GB-HBM3"
 DRIVER_VERSION = "580.82.7"
@@ -55,6 +68,13 @@ def gpu_uuid(lab: str, node: str, index: int) -> str:
     return "GPU-" + str(uuid.uuid5(uuid.NAMESPACE_URL, f"kaic-lab/{lab}/{node}/{index}"))
 
 
+def autoscaled_node(ctx: LabContext) -> str | None:
+    """The lab's own node of the autoscaled pool, if the lab has one."""
+    if AUTOSCALER_COMPONENT not in ctx.enabled or ctx.options.accelerators == "none":
+        return None
+    return gpu_node_name(ctx.options.nodes - 1) if ctx.options.nodes >= 2 else None
+
+
 def node_object(ctx: LabContext, name: str, gpu: bool) -> dict[str, Any]:
     labels = {
         "kubernetes.io/hostname": name,
@@ -78,6 +98,10 @@ def node_object(ctx: LabContext, name: str, gpu: bool) -> dict[str, Any]:
         }
         if UNPUBLISHED_COMPONENT not in ctx.enabled:
             labels |= driver_labels()
+    spec: dict[str, Any] = {}
+    if name == autoscaled_node(ctx):
+        labels[AUTOSCALED_LABEL] = "true"
+        spec["taints"] = [dict(AUTOSCALED_TAINT)]
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -86,7 +110,7 @@ def node_object(ctx: LabContext, name: str, gpu: bool) -> dict[str, Any]:
             "labels": labels,
             "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
         },
-        "spec": {},
+        "spec": spec,
     }
 
 
