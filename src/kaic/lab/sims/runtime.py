@@ -50,7 +50,7 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from kaic.cluster.quantity import parse_quantity
-from kaic.lab.apiserver import ApiClient, ApiError
+from kaic.lab.apiserver import ApiClient, ApiError, Mirror
 from kaic.lab.sims import nics
 
 RUNTIME_ANNOTATION = "kaic.io/runtime"
@@ -66,6 +66,8 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 """Restart delays after consecutive failures (the kubelet's back-off, shortened)."""
+MIN_SYNC_GAP_S = 0.2
+"""The least time between two pod syncs (a burst of pod events is one sync)."""
 STOP_GRACE_CAP_S = 10.0
 """At most this long between TERM and KILL, whatever ``terminationGracePeriodSeconds``."""
 
@@ -1143,14 +1145,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     rt.log("container runtime running")
+    # NOTE: the pods come from a watch (listed once, then their events), not from a
+    # list every second: a lab of thousands of pods would spend most of its CPU (here
+    # and in the apiserver) on that list. The loop still runs every interval, for the
+    # containers that exit and restart.
+    pods = Mirror(api, "/api/v1/pods", log=rt.log).start(stop)
     try:
         while not stop.is_set():
-            try:
-                pods = api.get("/api/v1/pods").get("items") or []
-                rt.sync(pods)
-            except (ApiError, OSError, ValueError, AttributeError, KeyError) as e:
-                rt.log(f"sync failed: {e}")
-            stop.wait(a.interval)
+            if pods.synced.is_set():
+                pods.changed.clear()
+                try:
+                    rt.sync(pods.items())
+                except (ApiError, OSError, ValueError, AttributeError, KeyError) as e:
+                    rt.log(f"sync failed: {e}")
+            pods.changed.wait(a.interval)
+            stop.wait(MIN_SYNC_GAP_S)
     finally:
         rt.shutdown()
         api.close()
