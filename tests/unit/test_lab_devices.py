@@ -203,6 +203,80 @@ def test_write_state_writes_views_and_removes_pods_that_are_gone(tmp_path: Path)
     assert not (tmp_path / "pods" / "uid-p").exists()
 
 
+def test_write_state_writes_a_view_again_only_when_it_changed(tmp_path: Path) -> None:
+    p = pod("p", [{"name": "c"}])
+    g = gpus()["n0"]
+    written: dict[tuple[str, str], Any] = {}
+    d.write_state(tmp_path, {"uid-p": {"c": [g[2]]}}, [p], written=written)
+    devices = d.container_dir(tmp_path, "uid-p", "c") / "devices"
+    devices.write_text("tampered\n")
+    d.write_state(tmp_path, {"uid-p": {"c": [g[2]]}}, [p], written=written)
+    assert devices.read_text() == "tampered\n"  # the same view: not read back or written
+    d.write_state(tmp_path, {"uid-p": {"c": [g[1]]}}, [p], written=written)
+    assert devices.read_text() == "nvidia1\n"
+    written.clear()  # a full resync checks the files on disk again
+    devices.write_text("tampered\n")
+    d.write_state(tmp_path, {"uid-p": {"c": [g[1]]}}, [p], written=written)
+    assert devices.read_text() == "nvidia1\n"
+    d.write_state(tmp_path, {}, [], written=written)
+    assert written == {}
+
+
+def test_a_node_heartbeat_is_no_reason_to_reconcile(tmp_path: Path) -> None:
+    agent = d.Agent(FakeApi({}), tmp_path, "lab", log=lambda m: None)  # type: ignore[arg-type]
+    node = {
+        "metadata": {"name": "n0", "labels": {"a": "b"}},
+        "status": {
+            "capacity": {"nvidia.com/gpu": "8"},
+            "conditions": [{"type": "Ready", "lastHeartbeatTime": "2026-01-01T00:00:00Z"}],
+        },
+    }
+    agent.on_node_event("ADDED", node)
+    assert agent.dirty.is_set() and agent.health_dirty.is_set()
+    agent.dirty.clear()
+    agent.health_dirty.clear()
+    beat = {**node, "status": {**node["status"], "conditions": [{"type": "Ready"}]}}
+    agent.on_node_event("MODIFIED", beat)
+    assert not agent.dirty.is_set() and not agent.health_dirty.is_set()
+    fault = {**beat, "metadata": {**beat["metadata"], "annotations": {"kaic.io/device-fault": "1"}}}
+    agent.on_node_event("MODIFIED", fault)
+    assert agent.dirty.is_set() and agent.health_dirty.is_set()
+    agent.dirty.clear()
+    agent.on_node_event("DELETED", fault)
+    assert agent.dirty.is_set()
+
+
+def test_a_rule_found_right_is_not_compared_again_until_it_changes(tmp_path: Path) -> None:
+    g = pod("g", [{"name": "c"}])
+    base = {"workDir": "/w"}
+    api = FakeApi(
+        {
+            "/pods": [g],
+            "/nodes": [],
+            "/resourceslices": [],
+            "/resourceclaims": [],
+            "/clusterexecs": [{"spec": {"execs": [{"local": base}]}}],
+            "/execs": [],
+        }
+    )
+    agent = d.Agent(api, tmp_path, "lab", log=lambda m: None)  # type: ignore[arg-type]
+    agent.reconcile()
+    assert len(api.writes) == 1
+    rule = api.writes[0][2]
+    rule["metadata"]["resourceVersion"] = "7"
+    api.objects["/execs"] = [rule]
+    compared = []
+    real_rule = agent.rule
+    agent.rule = lambda p: compared.append(p) or real_rule(p)  # type: ignore[method-assign]
+    agent.reconcile()
+    agent.reconcile()
+    assert len(api.writes) == 1 and len(compared) == 1  # compared once, then remembered
+    rule["metadata"]["resourceVersion"] = "8"
+    rule["spec"]["execs"] = []  # changed by someone else: written again
+    agent.reconcile()
+    assert len(api.writes) == 2
+
+
 def _can_unshare() -> bool:
     if not shutil.which("unshare"):
         return False

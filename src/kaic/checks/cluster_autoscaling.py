@@ -54,12 +54,26 @@ POOL_CHART = "node pool size"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 
 
+def taint_text(taint: Mapping[str, Any]) -> str:
+    """``key[=value]:Effect``, as ``kubectl taint`` writes it."""
+    value = f"={taint['value']}" if taint.get("value") else ""
+    return f"{taint.get('key')}{value}:{taint.get('effect')}"
+
+
+def parse_pool_label(value: str) -> tuple[str, str]:
+    """``key=value`` → (key, value); a clear usage error otherwise."""
+    key, sep, val = value.partition("=")
+    if not sep or not key.strip() or "," in value:
+        raise UsageError(f"--autoscaler-node-pool-label must be key=value, got {value!r}")
+    return key.strip(), val.strip()
+
+
 CA_OPTIONS = (
     CheckOption(
         "autoscaler-node-pool-label",
         "key=value selecting the autoscaled accelerator node pool; without it the "
         "requirement is reported not applicable",
-        parse=lambda value: parse_pool_label(value),
+        parse=parse_pool_label,
     ),
     CheckOption(
         POOL_TAINT_OPTION,
@@ -98,20 +112,6 @@ CA_OPTIONS = (
         PAUSE_IMAGE,
     ),
 )
-
-
-def taint_text(taint: Mapping[str, Any]) -> str:
-    """``key[=value]:Effect``, as ``kubectl taint`` writes it."""
-    value = f"={taint['value']}" if taint.get("value") else ""
-    return f"{taint.get('key')}{value}:{taint.get('effect')}"
-
-
-def parse_pool_label(value: str) -> tuple[str, str]:
-    """``key=value`` → (key, value); a clear usage error otherwise."""
-    key, sep, val = value.partition("=")
-    if not sep or not key.strip() or "," in value:
-        raise UsageError(f"--autoscaler-node-pool-label must be key=value, got {value!r}")
-    return key.strip(), val.strip()
 
 
 CA_LOCKS = exclusive(Resource.ACCELERATORS, Resource.NODE_POOL, Resource.AUTOSCALED_POOL)

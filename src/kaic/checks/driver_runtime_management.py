@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,8 @@ CLAIM_REQUEST = "single-accelerator"
 POD_CLAIM = "accelerator"
 CONTAINER = "prober"
 PROBE_ATTEMPTS = 3
+PROBERS = 8
+"""Probe pods waited for and probed at a time."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -372,22 +375,36 @@ def targets(
             notes.append(f"DRA: no DeviceClass {acc.device_class}")
     else:
         notes.append("DRA: resource.k8s.io/v1 (or v1beta2) is not served")
-    used = requests_by_node(cluster.iterate("v1", "Pod"), acc.extended_resource)
+    by_dra = mode in ("auto", "dra")
+    accelerated = [
+        n for n in nodes if name_of(n) in devices or allocatable(n, acc.extended_resource)
+    ]
+    # NOTE: what the cluster's pods request of the extended resource takes a list of
+    # every pod (tens of thousands in a large cluster): read only when some node is to
+    # be probed through the device plugin.
+    need_used = mode != "dra" and any(
+        not (by_dra and free_dra.get(name_of(n), 0) > 0) and allocatable(n, acc.extended_resource)
+        for n in accelerated
+    )
+    used = (
+        requests_by_node(cluster.iterate("v1", "Pod"), acc.extended_resource) if need_used else {}
+    )
     out: list[Target] = []
-    for n in nodes:
+    for n in accelerated:
         name = name_of(n)
         has_dp = int(allocatable(n, acc.extended_resource))
-        if name not in devices and not has_dp:
-            continue
         t = Target(n, devices.get(name, []))
-        dp_free = has_dp - int(used.get(name, 0))
-        if mode in ("auto", "dra") and free_dra.get(name, 0) > 0:
+        if by_dra and free_dra.get(name, 0) > 0:
             t.mode, t.free = "dra", free_dra[name]
-        elif mode in ("auto", "device-plugin") and dp_free > 0:
-            t.mode, t.free = "device-plugin", dp_free
+            dp_text = f"allocatable {acc.extended_resource}={has_dp}"
+        else:
+            dp_free = has_dp - int(used.get(name, 0))
+            if mode in ("auto", "device-plugin") and dp_free > 0:
+                t.mode, t.free = "device-plugin", dp_free
+            dp_text = f"allocatable {acc.extended_resource}={has_dp} ({max(dp_free, 0)} free)"
         notes.append(
             f"node {name}: {len(t.devices)} DRA device(s) ({free_dra.get(name, 0)} free), "
-            f"allocatable {acc.extended_resource}={has_dp} ({max(dp_free, 0)} free); "
+            f"{dp_text}; "
             + (
                 f"probe by {t.mode}"
                 if t.mode
@@ -637,10 +654,7 @@ class _Run:
             self.cluster.create(self.pod_object(tgt))
             self.created.add("v1", "Pod", self.pod_name(tgt.name))
         problems: list[str] = []
-        for tgt in probed:
-            pod = self.pod_name(tgt.name)
-            self.wait_running(t, pod, tgt.name)
-            res = self.run_probe(t, pod)
+        for tgt, (pod, res) in zip(probed, self.probe_all(t, probed), strict=True):
             info = infos[tgt.name]
             t.log(
                 f"node {tgt.name} (pod {pod}, {tgt.mode}): sees {res.count} device(s), "
@@ -660,6 +674,28 @@ class _Run:
                 "free (free one, or narrow --driver-runtime-nodes)"
             )
 
+    def probe_all(self, t: Subtest, probed: Sequence[Target]) -> list[tuple[str, ProbeResult]]:
+        """Each target's probe pod waited for and probed, ``PROBERS`` at a time; the
+        results and the transcript in the order of ``probed``. The first target, in that
+        order, whose pod did not run or whose probe failed ends the subtest, as if they
+        had been probed one after another."""
+
+        def one(tgt: Target, transcript: list[str]) -> tuple[str, ProbeResult]:
+            pod = self.pod_name(tgt.name)
+            self.wait_running(t, pod, tgt.name)
+            return pod, self.run_probe(t, pod, transcript)
+
+        transcripts: list[list[str]] = [[] for _ in probed]
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(PROBERS, len(probed))), thread_name_prefix="kaic-drm-probe"
+        ) as pool:
+            futures = [
+                pool.submit(one, tgt, tr) for tgt, tr in zip(probed, transcripts, strict=True)
+            ]
+        for tr in transcripts:
+            self.transcript.extend(tr)
+        return [f.result() for f in futures]
+
     def wait_running(self, t: Subtest, pod: str, node: str) -> None:
         try:
             obj = self.cluster.wait_for(
@@ -677,7 +713,7 @@ class _Run:
         if obj is None or (obj.get("spec") or {}).get("nodeName") != node:
             t.error(f"probe pod {pod} did not land on node {node}")
 
-    def run_probe(self, t: Subtest, pod: str) -> ProbeResult:
+    def run_probe(self, t: Subtest, pod: str, transcript: list[str]) -> ProbeResult:
         return probe(
             self.ctx,
             t,
@@ -692,7 +728,7 @@ class _Run:
             container=CONTAINER,
             timeout=90.0,
             attempts=PROBE_ATTEMPTS,
-            transcript=self.transcript,
+            transcript=transcript,
         )
 
     def record_evidence(self) -> None:

@@ -264,6 +264,27 @@ def test_driver_runtime_management_reads_each_drivers_slices_once_and_no_nic_sli
     assert sorted(seen) == ["gpu-0-slice", "gpu-1-slice"]
 
 
+@pytest.mark.parametrize(
+    ("dra", "device_plugin", "lists_pods"), [(True, True, False), (False, True, True)]
+)
+def test_driver_runtime_management_lists_the_clusters_pods_only_for_device_plugin_probes(
+    dra: bool, device_plugin: bool, lists_pods: bool
+) -> None:
+    sim = Sim(dra=dra, device_plugin=device_plugin, labels=GFD)
+    kinds: list[str] = []
+    iterate = sim.fc.iterate
+
+    def counting(api_version: str, kind: str, *args: Any, **kw: Any) -> Any:
+        kinds.append(kind)
+        yield from iterate(api_version, kind, *args, **kw)
+
+    sim.fc.iterate = counting  # type: ignore[method-assign]
+    r = sim.run()
+    assert r.outcome is Outcome.PASS, r.reason
+    # every node has a free DRA device: what pods request of nvidia.com/gpu is not needed
+    assert ("Pod" in kinds) is lists_pods
+
+
 def test_driver_runtime_management_passes_on_node_labels_in_device_plugin_mode() -> None:
     sim = Sim(dra=False, device_plugin=True, labels=GFD)
     r = sim.run()

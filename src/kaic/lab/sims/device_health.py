@@ -136,6 +136,11 @@ def node_devices(node: Mapping[str, Any], slices: Sequence[Mapping[str, Any]]) -
     return out
 
 
+def reporting_on(data: Mapping[str, Any]) -> bool:
+    """Whether the settings ConfigMap's ``data`` leaves failure reporting on."""
+    return str(data.get("reporting", "on")).strip().lower() != "off"
+
+
 class HealthReporter:
     """Applies the fault annotations of the lab's GPU nodes (see the module docstring)."""
 
@@ -152,12 +157,17 @@ class HealthReporter:
             if e.status == 404:
                 return True
             raise
-        return str((cm.get("data") or {}).get("reporting", "on")).strip().lower() != "off"
+        return reporting_on(cm.get("data") or {})
 
     def reconcile(
-        self, nodes: Sequence[Mapping[str, Any]], slices: Sequence[Mapping[str, Any]]
+        self,
+        nodes: Sequence[Mapping[str, Any]],
+        slices: Sequence[Mapping[str, Any]],
+        on: bool | None = None,
     ) -> None:
-        on = self.reporting()
+        """``on``: whether failures are reported (None: read the settings ConfigMap)."""
+        if on is None:
+            on = self.reporting()
         by_node = slices_by_node(slices)
         for node in nodes:
             name = str((node.get("metadata") or {}).get("name", ""))

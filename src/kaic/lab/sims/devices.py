@@ -64,7 +64,8 @@ from typing import Any
 
 from kaic.cluster.quantity import parse_quantity
 from kaic.lab.apiserver import ApiClient, ApiError, Mirror
-from kaic.lab.sims.device_health import HealthReporter
+from kaic.lab.sims.device_health import CONFIGMAP_NAME as HEALTH_CONFIGMAP
+from kaic.lab.sims.device_health import HealthReporter, reporting_on
 
 DRIVER = "gpu.nvidia.com"
 RESOURCE = "nvidia.com/gpu"
@@ -544,9 +545,12 @@ def write_state(
     vis: Mapping[str, Mapping[str, list[Gpu]]],
     pods: Sequence[Mapping[str, Any]],
     drivers: Mapping[str, Driver] | None = None,
+    written: dict[tuple[str, str], tuple[Gpu | Driver | None, ...]] | None = None,
 ) -> None:
     """Per-container ``devices``, ``gpus``, ``bin/nvidia-smi`` and ``ready`` for bound pods;
-    directories of pods that are gone are removed."""
+    directories of pods that are gone are removed. ``written`` (kept by the caller between
+    calls) remembers what each container's files were last written from, so that an
+    unchanged view is not read back from disk on every call."""
     known = {pod_key(p) for p in pods}
     for p in pods:
         uid = pod_key(p)
@@ -555,11 +559,19 @@ def write_state(
         node = str(p.get("spec", {}).get("nodeName") or "")
         driver = (drivers or {}).get(node)
         for cname, seen in vis[uid].items():
+            key = (*seen, driver)
+            if written is not None and written.get((uid, cname)) == key:
+                continue
             d = container_dir(root, uid, cname)
             _write(d / "devices", "".join(f"{g.dev_name}\n" for g in seen))
             _write(d / "gpus", "".join(f"{g.index} {g.uuid} {g.node}\n" for g in seen))
             _write(d / "bin" / "nvidia-smi", nvidia_smi_script(seen, driver), 0o755)
             _write(d / "ready", "")
+            if written is not None:
+                written[(uid, cname)] = key
+    if written is not None:
+        for k in [k for k in written if k[0] not in known]:
+            del written[k]
     pods_dir = root / "pods"
     if pods_dir.is_dir():
         for d in pods_dir.iterdir():
@@ -613,13 +625,51 @@ NODES = "/api/v1/nodes"
 SLICES = "/apis/resource.k8s.io/v1/resourceslices"
 CLAIMS = "/apis/resource.k8s.io/v1/resourceclaims"
 EXECS = f"/apis/{KWOK_API}/execs"
-MIRRORED = (PODS, NODES, SLICES, CLAIMS, EXECS)
-RULE_WRITERS = 4
-"""Threads writing pods' Exec rules (a large lab's exporter pods appear by the thousand)."""
+
+
+def _configmap(name: str) -> str:
+    """The collection of the one ConfigMap ``name`` of the settings namespace."""
+    return (
+        f"/api/v1/namespaces/{CONFIGMAP_NAMESPACE}/configmaps?fieldSelector=metadata.name%3D{name}"
+    )
+
+
+SETTINGS = _configmap(CONFIGMAP_NAME)
+HEALTH_SETTINGS = _configmap(HEALTH_CONFIGMAP)
+CLUSTER_EXECS = f"/apis/{KWOK_API}/clusterexecs"
+RUNTIME_CLASSES = "/apis/node.k8s.io/v1/runtimeclasses"
+MIRRORED = (
+    PODS,
+    NODES,
+    SLICES,
+    CLAIMS,
+    EXECS,
+    SETTINGS,
+    HEALTH_SETTINGS,
+    CLUSTER_EXECS,
+    RUNTIME_CLASSES,
+)
 """The collections the agent follows by watch (``kaic.lab.apiserver.Mirror``): listed
 once, then kept current by their events, so that a lab of thousands of nodes and pods is
-not listed again on every reconcile. The small ones (the mode ConfigMap, ClusterExecs,
-RuntimeClasses) are read on each reconcile."""
+not listed again on every reconcile, and a reconcile runs only when one of them changed
+in a way that matters (a node's heartbeat does not), or every ``FULL_RESYNC_S``."""
+RULE_WRITERS = 4
+"""Threads writing pods' Exec rules (a large lab's exporter pods appear by the thousand)."""
+FULL_RESYNC_S = 30.0
+"""A reconcile (and a device-health pass) runs at least this often even when nothing it
+follows changed; the files of every container view are then checked on disk again."""
+
+
+def node_digest(node: Mapping[str, Any]) -> str:
+    """What the agent reads of a node (labels, annotations, capacity, allocatable): a
+    change anywhere else, such as kwok's heartbeat of its conditions, is not a reason to
+    reconcile."""
+    md = node.get("metadata") or {}
+    st = node.get("status") or {}
+    return json.dumps(
+        [md.get("labels"), md.get("annotations"), st.get("capacity"), st.get("allocatable")],
+        sort_keys=True,
+    )
 
 
 class Agent:
@@ -649,27 +699,68 @@ class Agent:
         them; without them a rule is written at once, in the caller's thread)."""
         self._pending: dict[str, Mapping[str, Any]] = {}
         self._pending_lock = threading.Lock()
+        self.dirty = threading.Event()
+        """Set when something the reconcile reads changed (a pod, a claim, a slice, a rule,
+        a setting, what matters of a node) or a collection was listed again."""
+        self.health_dirty = threading.Event()
+        """The same for the device-health pass (nodes, slices, settings)."""
+        self._nodes: dict[str, str] = {}
+        """Node name -> ``node_digest`` as last seen in an event."""
+        self._verified: dict[str, tuple[Any, ...]] = {}
+        """Pod uid -> (its rule's resourceVersion, its sandbox, the base) when its Exec
+        rule was last found right: not compared again while none of them changed."""
+        self._written: dict[tuple[str, str], tuple[Gpu | Driver | None, ...]] = {}
+        """What ``write_state`` last wrote per container (emptied on every full resync)."""
+        self._base_key = ""
 
     def follow(self, stop: threading.Event) -> None:
         """Start a Mirror per collection of ``MIRRORED``; pod and claim events wake the
         reconcile loop (a new pod also gets its Exec rule from its event at once)."""
 
-        def wake(_kind: str, _obj: Mapping[str, Any]) -> None:
+        def changed(_kind: str, _obj: Mapping[str, Any]) -> None:
+            self.dirty.set()
             self.wake.set()
+
+        def changed_for_health(kind: str, obj: Mapping[str, Any]) -> None:
+            changed(kind, obj)
+            self.health_dirty.set()
 
         self._writes = queue.Queue()
         for i in range(RULE_WRITERS):
             threading.Thread(
                 target=self._write_rules, args=(stop,), daemon=True, name=f"rules-{i}"
             ).start()
+        handlers = {PODS: self.on_pod_event, NODES: self.on_node_event}
         for path in MIRRORED:
             self.mirrors[path] = Mirror(
                 self.api,
                 path,
                 log=self.log,
-                on_event=self.on_pod_event if path == PODS else (wake if path == CLAIMS else None),
+                on_event=handlers.get(
+                    path, changed_for_health if path in (SLICES, HEALTH_SETTINGS) else changed
+                ),
                 optional=path != PODS,
             ).start(stop)
+
+    def on_node_event(self, kind: str, node: Mapping[str, Any]) -> None:
+        """A node watch event: a reason to reconcile only if what the agent reads of the
+        node changed."""
+        name = str((node.get("metadata") or {}).get("name", ""))
+        if kind == "DELETED":
+            self._nodes.pop(name, None)
+        else:
+            digest = node_digest(node)
+            if self._nodes.get(name) == digest:
+                return
+            self._nodes[name] = digest
+        self.dirty.set()
+        self.health_dirty.set()
+        self.wake.set()
+
+    def lists(self) -> int:
+        """How many lists the mirrors made in all (a relist replaces a collection without
+        events, so the agent reconciles after one)."""
+        return sum(m.lists for m in self.mirrors.values())
 
     def want_rule(self, pod: Mapping[str, Any]) -> None:
         """Have the pod's Exec rule written: by a writer thread once ``follow`` started
@@ -715,11 +806,17 @@ class Agent:
             raise
         return list(items)
 
-    def settings(self) -> dict[str, str]:
-        """The data of the mode ConfigMap (empty when there is none)."""
+    def settings(self, name: str = CONFIGMAP_NAME) -> dict[str, str]:
+        """The data of the mode ConfigMap, or of another ConfigMap ``name`` of its
+        namespace the agent follows (empty when there is none)."""
+        mirror = self.mirrors.get(_configmap(name))
+        if mirror is not None and mirror.synced.is_set():
+            items = mirror.items()
+            data = (items[0].get("data") or {}) if items else {}
+            return {str(k): str(v) for k, v in data.items()}
         try:
             cm = self.api.request(
-                "GET", f"/api/v1/namespaces/{CONFIGMAP_NAMESPACE}/configmaps/{CONFIGMAP_NAME}"
+                "GET", f"/api/v1/namespaces/{CONFIGMAP_NAMESPACE}/configmaps/{name}"
             )
         except ApiError as e:
             if e.status == 404:
@@ -739,7 +836,7 @@ class Agent:
     def base_local(self) -> dict[str, Any]:
         """The ``local`` settings of the lab's default ClusterExec (workDir, envs), without
         the no-rule marker."""
-        for ce in self._list(f"/apis/{KWOK_API}/clusterexecs"):
+        for ce in self._collection(CLUSTER_EXECS):
             for ex in (ce.get("spec") or {}).get("execs") or []:
                 if not ex.get("containers") and ex.get("local") is not None:
                     local = dict(ex["local"])
@@ -760,10 +857,11 @@ class Agent:
             self.log(f"device visibility mode: {mode}")
             self._mode = mode
         self._base = self.base_local()
+        self._base_key = json.dumps(self._base, sort_keys=True)
         self._sandboxed = (
             {
                 rc["metadata"]["name"]
-                for rc in self._list("/apis/node.k8s.io/v1/runtimeclasses")
+                for rc in self._collection(RUNTIME_CLASSES)
                 if rc.get("handler") == SANDBOX_HANDLER
             }
             if data.get("sandbox", "isolated").strip() != "off"
@@ -777,7 +875,7 @@ class Agent:
             self._last_conflicts = list(self.assigner.conflicts)
         self.sync_rules(pods)
         drivers = installed_drivers(data, [n.get("metadata", {}).get("name", "") for n in nodes])
-        write_state(self.root, vis, pods, drivers)
+        write_state(self.root, vis, pods, drivers, self._written)
         if not self.mirrors:  # no health thread (a unit test): report here
             self.reconcile_health()
         (self.root / ALIVE_FILE).touch()
@@ -785,16 +883,25 @@ class Agent:
     def reconcile_health(self) -> None:
         """Apply the nodes' fault annotations (``kaic.lab.sims.device_health``)."""
         try:
-            self.health.reconcile(self._collection(NODES), self._collection(SLICES))
+            self.health.reconcile(
+                self._collection(NODES),
+                self._collection(SLICES),
+                on=reporting_on(self.settings(HEALTH_CONFIGMAP)),
+            )
         except (ApiError, OSError, KeyError, ValueError, TypeError) as e:
             self.log(f"device health: {e}")
 
-    def _health_loop(self, stop: threading.Event, every_s: float) -> None:
+    def _health_loop(self, stop: threading.Event, every_s: float, full_resync_s: float) -> None:
         # NOTE: its own thread: a large lab's first pass writes every node (the fault
         # contract's annotation and condition, one request each), which must not hold up
         # the device views of new pods.
+        last = -full_resync_s
         while not stop.is_set():
-            self.reconcile_health()
+            now = time.monotonic()
+            if self.health_dirty.is_set() or now - last >= full_resync_s:
+                self.health_dirty.clear()
+                last = now
+                self.reconcile_health()
             stop.wait(every_s)
 
     def sync_rules(self, pods: Sequence[Mapping[str, Any]]) -> None:
@@ -815,15 +922,24 @@ class Agent:
                 ]
                 if not ours:
                     continue
+                key = (have["metadata"].get("resourceVersion"), self.sandboxed(p), self._base_key)
+                if same and self._verified.get(md["uid"]) == key:
+                    self._ruled.add(md["uid"])
+                    continue
                 if same and have.get("spec", {}).get("execs") == self.rule(p)["spec"]["execs"]:
                     self._ruled.add(md["uid"])
+                    self._verified[md["uid"]] = key
                     continue
             self.want_rule(p)
         self._ruled &= live
+        for uid in [u for u in self._verified if u not in live]:
+            del self._verified[uid]
+
+    def sandboxed(self, pod: Mapping[str, Any]) -> bool:
+        return (pod.get("spec") or {}).get("runtimeClassName") in self._sandboxed
 
     def rule(self, pod: Mapping[str, Any]) -> dict[str, Any]:
-        sandbox = (pod.get("spec") or {}).get("runtimeClassName") in self._sandboxed
-        return exec_rule(pod, self.root, self._base or {}, sandbox)
+        return exec_rule(pod, self.root, self._base or {}, self.sandboxed(pod))
 
     def ensure_rule(self, pod: Mapping[str, Any]) -> None:
         """Create or update the pod's Exec rule (idempotent server-side apply)."""
@@ -856,23 +972,49 @@ class Agent:
                 self.want_rule(pod)
         except (KeyError, TypeError, AttributeError):
             pass
+        self.dirty.set()
         self.wake.set()
 
-    def run(self, stop: threading.Event, resync_s: float = 2.0) -> None:
+    def run(
+        self, stop: threading.Event, resync_s: float = 2.0, full_resync_s: float = FULL_RESYNC_S
+    ) -> None:
+        """Reconcile whenever something followed changed (at most every ``resync_s`` while
+        changes keep coming), and every ``full_resync_s`` regardless; touch ``ALIVE_FILE``
+        every ``resync_s`` once a reconcile has succeeded."""
         self.follow(stop)
         for mirror in self.mirrors.values():
             mirror.synced.wait(30.0)
         threading.Thread(
-            target=self._health_loop, args=(stop, resync_s), daemon=True, name="health"
+            target=self._health_loop,
+            args=(stop, resync_s, full_resync_s),
+            daemon=True,
+            name="health",
         ).start()
+        last, lists, alive = -full_resync_s, -1, False
         while not stop.is_set():
             self.wake.clear()
             started = time.monotonic()
-            try:
-                self.reconcile()
-            except (ApiError, OSError, KeyError, ValueError) as e:
-                self.log(f"reconcile failed: {e}")
-            took = time.monotonic() - started
+            took = 0.0
+            if self.lists() != lists:
+                lists = self.lists()
+                self.dirty.set()
+                self.health_dirty.set()
+            full = started - last >= full_resync_s
+            if self.dirty.is_set() or full:
+                self.dirty.clear()
+                if full:
+                    self._written.clear()
+                    self._verified.clear()
+                    last = started
+                try:
+                    self.reconcile()
+                    alive = True
+                except (ApiError, OSError, KeyError, ValueError) as e:
+                    self.log(f"reconcile failed: {e}")
+                    self.dirty.set()
+                took = time.monotonic() - started
+            elif alive:
+                (self.root / ALIVE_FILE).touch()
             self.wake.wait(resync_s)
             # NOTE: at most half of the time reconciling: a large lab's lists take
             # seconds, and a burst of pod events must not turn into back-to-back lists.
