@@ -4,6 +4,7 @@ user, whatever the client library raised on top of them."""
 from __future__ import annotations
 
 import json
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -244,3 +245,28 @@ def test_a_forbidden_exec_is_not_tried_again(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(PermissionDeniedError):
         _exec_cluster(monkeypatch, forbidden).exec("ns", "p", ["true"])
     assert len(calls) == 1
+
+
+def test_each_forward_finds_its_own_proxy_thread_when_forwards_open_side_by_side() -> None:
+    from kaic.cluster import client
+
+    class Forward:
+        def __init__(self) -> None:
+            self.done = threading.Event()
+            self.thread = threading.Thread(
+                name=f"{client._PF_THREAD_PREFIX}: 9400", target=self._proxy, daemon=True
+            )
+            self.thread.start()
+
+        def _proxy(self) -> None:
+            self.done.wait(10)
+
+    forwards = [Forward() for _ in range(5)]  # same thread names, all running at once
+    try:
+        for f in forwards:
+            assert client._proxy_threads_of(f) == [f.thread]
+    finally:
+        for f in forwards:
+            f.done.set()
+            f.thread.join(5)
+    assert client._proxy_threads_of(forwards[0]) == []  # ended: nothing to wait for

@@ -914,26 +914,17 @@ class Cluster:
 
         def open_it() -> Any:
             COUNTS.add("POST", f"/api/v1/namespaces/{namespace}/pods/{pod}/portforward")
-            # NOTE: one forward opens at a time (the handshake only; the transfers run
-            # side by side): the proxy thread a forward starts is found as the thread
-            # that appeared while it opened, which another forward opening at the same
-            # moment would confuse (seen with concurrent scrapes: a join of another
-            # forward's thread that had not started yet).
-            with _FORWARD_OPEN_LOCK:
-                before = set(threading.enumerate())
-                pf = k8s_portforward(
-                    self._stream_core().connect_get_namespaced_pod_portforward,
-                    pod,
-                    namespace,
-                    ports=str(port),
-                )
-                # The client's proxy thread of this forward (it keeps no reference to
-                # it): _close_forward waits for it before the websocket's socket is closed.
-                pf.kaic_proxy_threads = [
-                    t
-                    for t in set(threading.enumerate()) - before
-                    if t.name.startswith(_PF_THREAD_PREFIX)
-                ]
+            # NOTE: forwards open side by side (a large cluster's scrapes would otherwise
+            # wait on each other's handshakes). The client's proxy thread of this forward
+            # (it keeps no reference to it) is the one whose target is a method of this
+            # forward: _close_forward waits for it before the websocket is closed.
+            pf = k8s_portforward(
+                self._stream_core().connect_get_namespaced_pod_portforward,
+                pod,
+                namespace,
+                ports=str(port),
+            )
+            pf.kaic_proxy_threads = _proxy_threads_of(pf)
             return pf
 
         return self._open_stream(what, open_it)
@@ -1307,7 +1298,16 @@ threading.excepthook = _quiet_closed_forward
 FORWARD_CLOSE_WAIT_S = 3.0
 
 
-_FORWARD_OPEN_LOCK = threading.Lock()
+def _proxy_threads_of(pf: Any) -> list[threading.Thread]:
+    """The running threads the kubernetes client started for port-forward ``pf`` (their
+    target is its bound ``_proxy``; ``threading.Thread`` keeps it as ``_target`` while
+    the thread runs). A thread that has already ended is not listed: nothing to wait for."""
+    return [
+        t
+        for t in threading.enumerate()
+        if t.name.startswith(_PF_THREAD_PREFIX)
+        and getattr(getattr(t, "_target", None), "__self__", None) is pf
+    ]
 
 
 def _close_forward(pf: Any) -> None:
