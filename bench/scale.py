@@ -1,7 +1,7 @@
 """Benchmark: how kaic grows with the cluster — the inventory-bound checks on labs of N nodes.
 
 Usage: ``.venv/bin/python bench/scale.py [--nodes 3,500,5000] [--gpus-per-node 8] [--json]
-[--each]``
+[--each] [--keep-logs DIR]``
 
 For each N: a fresh lab of N nodes (N-1 GPU nodes with ``--gpus-per-node`` simulated GPUs
 each, published both as DRA ResourceSlices and as device-plugin allocatable, a DCGM
@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -114,7 +115,7 @@ def rss_each(kubeconfig: Path, tmp: Path) -> dict[str, int]:
     return peaks
 
 
-def measure(n: int, gpus: int, each: bool = False) -> dict[str, Any]:
+def measure(n: int, gpus: int, each: bool = False, logs: Path | None = None) -> dict[str, Any]:
     name = f"bench-scale-{n}"
     with contextlib.suppress(Exception):
         Lab.load(name).down()
@@ -141,6 +142,9 @@ def measure(n: int, gpus: int, each: bool = False) -> dict[str, Any]:
             alone = rss_each(lab.kubeconfig, Path(tmp)) if each else {}
     finally:
         sampler.stop.set()
+        if logs is not None:  # the lab's own logs, kept for a look after it is down
+            with contextlib.suppress(OSError):
+                shutil.copytree(lab.ctx.state / "logs", logs / name, dirs_exist_ok=True)
         lab.down()
     requests = record.get("api_requests") or {}
     checks = []
@@ -208,10 +212,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run each check alone in its own kaic process, for its peak RSS",
     )
+    ap.add_argument(
+        "--keep-logs",
+        type=Path,
+        metavar="DIR",
+        help="copy each lab's logs to DIR/<lab name> before it goes down",
+    )
     a = ap.parse_args(argv)
     rows = []
     for n in a.nodes.split(","):
-        rows.append(measure(int(n), a.gpus_per_node, a.each))
+        rows.append(measure(int(n), a.gpus_per_node, a.each, a.keep_logs))
         # NOTE: each row as soon as it is measured, so a later, larger N that fails or is
         # stopped does not lose it.
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
