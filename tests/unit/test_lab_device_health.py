@@ -95,6 +95,22 @@ def test_gpu_nodes_advertise_the_contract() -> None:
     assert api.devices() == ["gpu-0", "gpu-1", "gpu-2", "gpu-3"]
 
 
+def test_a_healthy_node_with_the_contract_is_not_written() -> None:
+    api = Api()
+    api.tick()  # the contract's annotation is written once (a lab's node is created with it)
+    writes: list[str] = []
+    request = api.request
+
+    def counting(method: str, path: str, *args: Any, **kw: Any) -> Any:
+        if method != "GET":
+            writes.append(f"{method} {path}")
+        return request(method, path, *args, **kw)
+
+    api.request = counting  # type: ignore[method-assign]
+    api.tick()
+    assert writes == [] and api.condition() is None and api.events == []
+
+
 def test_a_fault_is_reported_everywhere_and_recovery_restores_it() -> None:
     api = Api()
     api.tick()

@@ -17,6 +17,7 @@ from typing import Any
 from kaic.lab.component import Component, register
 from kaic.lab.components.kwok import KWOK_NODE_ANNOTATION, NODE_IP
 from kaic.lab.context import LabContext
+from kaic.lab.sims.device_health import INJECTION_ANNOTATION, INJECTION_METHOD
 
 DRIVER = "gpu.nvidia.com"
 DEVICE_CLASS = "gpu.nvidia.com"
@@ -98,6 +99,11 @@ def node_object(ctx: LabContext, name: str, gpu: bool) -> dict[str, Any]:
         }
         if UNPUBLISHED_COMPONENT not in ctx.enabled:
             labels |= driver_labels()
+    annotations = {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"}
+    if gpu and ctx.options.accelerators != "none":
+        # NOTE: the fault contract's annotation from the start, so that the device health
+        # reporter (kaic.lab.sims.device_health) writes no node of a new lab.
+        annotations[INJECTION_ANNOTATION] = INJECTION_METHOD
     spec: dict[str, Any] = {}
     if name == autoscaled_node(ctx):
         labels[AUTOSCALED_LABEL] = "true"
@@ -108,7 +114,7 @@ def node_object(ctx: LabContext, name: str, gpu: bool) -> dict[str, Any]:
         "metadata": {
             "name": name,
             "labels": labels,
-            "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "annotations": annotations,
         },
         "spec": spec,
     }

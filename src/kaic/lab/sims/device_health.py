@@ -185,7 +185,9 @@ class HealthReporter:
             self._sync_allocatable(node, failed)
             for s in mine:
                 self._sync_slice(s, failed)
-            if failed != reported or REPORTED_ANNOTATION not in ann:
+            # NOTE: a healthy node that never failed has nothing to report: a large lab's
+            # start-up writes no node for it (a node write reaches every node watcher).
+            if failed != reported:
                 self._report(node, failed, reported)
                 self._patch_node(name, {REPORTED_ANNOTATION: format_indices(failed)})
 
