@@ -375,26 +375,29 @@ def targets(
             notes.append(f"DRA: no DeviceClass {acc.device_class}")
     else:
         notes.append("DRA: resource.k8s.io/v1 (or v1beta2) is not served")
-    by_dra = mode in ("auto", "dra")
+    # the nodes probed through DRA: a free device in a complete pool
+    by_dra = (
+        {name for name, free in free_dra.items() if free > 0} if mode != "device-plugin" else set()
+    )
     accelerated = [
-        n for n in nodes if name_of(n) in devices or allocatable(n, acc.extended_resource)
+        (n, int(alloc))
+        for n in nodes
+        if (alloc := allocatable(n, acc.extended_resource)) or name_of(n) in devices
     ]
     # NOTE: what the cluster's pods request of the extended resource takes a list of
     # every pod (tens of thousands in a large cluster): read only when some node is to
     # be probed through the device plugin.
     need_used = mode != "dra" and any(
-        not (by_dra and free_dra.get(name_of(n), 0) > 0) and allocatable(n, acc.extended_resource)
-        for n in accelerated
+        has_dp and name_of(n) not in by_dra for n, has_dp in accelerated
     )
     used = (
         requests_by_node(cluster.iterate("v1", "Pod"), acc.extended_resource) if need_used else {}
     )
     out: list[Target] = []
-    for n in accelerated:
+    for n, has_dp in accelerated:
         name = name_of(n)
-        has_dp = int(allocatable(n, acc.extended_resource))
         t = Target(n, devices.get(name, []))
-        if by_dra and free_dra.get(name, 0) > 0:
+        if name in by_dra:
             t.mode, t.free = "dra", free_dra[name]
             dp_text = f"allocatable {acc.extended_resource}={has_dp}"
         else:

@@ -86,7 +86,11 @@ def node_object(ctx: LabContext, name: str, gpu: bool) -> dict[str, Any]:
         POOL_LABEL: "gpu" if gpu and ctx.options.accelerators != "none" else "cpu",
         "node.kubernetes.io/instance-type": "kaic-lab-h100x8" if gpu else "kaic-lab-cpu",
     }
+    annotations = {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"}
     if gpu and ctx.options.accelerators != "none":
+        # NOTE: the fault contract's annotation from the start, so that the device health
+        # reporter (kaic.lab.sims.device_health) writes no node of a new lab.
+        annotations[INJECTION_ANNOTATION] = INJECTION_METHOD
         g = ctx.options.gpus_per_node
         labels |= {
             "nvidia.com/gpu.present": "true",
@@ -99,11 +103,6 @@ def node_object(ctx: LabContext, name: str, gpu: bool) -> dict[str, Any]:
         }
         if UNPUBLISHED_COMPONENT not in ctx.enabled:
             labels |= driver_labels()
-    annotations = {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"}
-    if gpu and ctx.options.accelerators != "none":
-        # NOTE: the fault contract's annotation from the start, so that the device health
-        # reporter (kaic.lab.sims.device_health) writes no node of a new lab.
-        annotations[INJECTION_ANNOTATION] = INJECTION_METHOD
     spec: dict[str, Any] = {}
     if name == autoscaled_node(ctx):
         labels[AUTOSCALED_LABEL] = "true"

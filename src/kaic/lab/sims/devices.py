@@ -892,9 +892,9 @@ class Agent:
             self.log(f"device health: {e}")
 
     def _health_loop(self, stop: threading.Event, every_s: float, full_resync_s: float) -> None:
-        # NOTE: its own thread: a large lab's first pass writes every node (the fault
-        # contract's annotation and condition, one request each), which must not hold up
-        # the device views of new pods.
+        # NOTE: its own thread: a pass that writes many nodes (faults injected on many at
+        # once, or nodes created without the fault contract's annotation) must not hold
+        # up the device views of new pods.
         last = -full_resync_s
         while not stop.is_set():
             now = time.monotonic()
@@ -995,8 +995,9 @@ class Agent:
             self.wake.clear()
             started = time.monotonic()
             took = 0.0
-            if self.lists() != lists:
-                lists = self.lists()
+            listed = self.lists()
+            if listed != lists:
+                lists = listed
                 self.dirty.set()
                 self.health_dirty.set()
             full = started - last >= full_resync_s
