@@ -107,6 +107,22 @@ def test_dra_grants_go_to_the_containers_that_reference_the_claim_by_request() -
     assert (seen(vis, "p", "a"), seen(vis, "p", "b"), seen(vis, "p", "c")) == ([2], [0], [])
 
 
+def test_a_container_whose_claim_is_not_seen_allocated_yet_has_no_view() -> None:
+    # the agent's pod watch can be ahead of its claim watch: no view (so no "ready" and
+    # exec waits) rather than a view of no device
+    p = pod(
+        "p",
+        [{"name": "a", "resources": {"claims": [{"name": "gpu"}]}}, {"name": "b"}],
+        claims={"gpu": "p-gpu"},
+    )
+    pending = {"metadata": {"name": "p-gpu", "namespace": "ns"}, "status": {}}
+    for claims in ([], [pending], [claim("p-gpu", ("r", "gpu-9"))]):  # gpu-9: slice unseen
+        vis = d.visibility([p], claims, gpus(), d.DevicePluginAssigner())
+        assert "a" not in vis["uid-p"] and seen(vis, "p", "b") == []
+    vis = d.visibility([p], [claim("p-gpu", ("r", "gpu-1"))], gpus(), d.DevicePluginAssigner())
+    assert seen(vis, "p", "a") == [1]
+
+
 def test_device_plugin_assignment_is_deterministic_and_never_shares_a_device() -> None:
     one = {"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
     pods = [

@@ -35,7 +35,13 @@ from kaic.checks._metric_names import (
     host_of,
     priority,
 )
-from kaic.checks.accelerators import Accelerator, any_accelerator, node_accelerators
+from kaic.checks.accelerators import (
+    Accelerator,
+    accelerator_inventory,
+    any_accelerator,
+    cluster_nodes,
+    node_accelerators,
+)
 from kaic.checks.base import CheckContext, CheckOption, Permission, Resource, Subtest, check, shared
 from kaic.checks.endpoints import (
     container_ports,
@@ -58,6 +64,9 @@ def find_accelerators(ctx: CheckContext) -> tuple[dict[str, list[Accelerator]], 
         ctx.option("metrics-accelerator-driver") or None,
     )
     selector = ctx.option("metrics-accelerator-nodes") or None
+    if selector is None and set(acc.drivers) <= set(any_accelerator().drivers):
+        nodes = cluster_nodes(ctx)
+        return accelerator_inventory(ctx).accelerators(acc, nodes)
     nodes = ctx.cluster.list("v1", "Node", label_selector=selector)
     return node_accelerators(ctx.cluster, acc, nodes)
 

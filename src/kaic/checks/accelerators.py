@@ -6,7 +6,9 @@ container, the DeviceClass, taint key, device nodes and listing tool),
 ``any_accelerator`` (every vendor at once), the DRA view (``dra_version``,
 ``dra_pools``: ResourceSlice pools at their newest generation with the nodes each
 device is available on, ``allocated_devices``), and ``node_accelerators``: the
-accelerators of each node, from ResourceSlices or else from allocatable; and the taint of
+accelerators of each node, from ResourceSlices or else from allocatable; the run's shared
+reads of every Node and of the accelerator slices (``cluster_nodes``,
+``accelerator_inventory``); and the taint of
 a dedicated autoscaled pool (``reserved_pool_taint``), whose nodes only cluster_autoscaling
 uses. Every check that needs to know where accelerators are asks here. Must not decide
 pass or fail.
@@ -381,12 +383,33 @@ class Pool:
         )
 
 
-def _kept(attributes: Mapping[str, Any], names: Collection[str] | None) -> Mapping[str, Any]:
+class _Values:
+    """One object per distinct attribute value (``{"string": "Hopper"}``) of a read, so
+    that the 40,000 devices of a large cluster, whose attributes mostly repeat (product,
+    driver version, type), do not each hold their own copies."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, Any], Any] = {}
+
+    def one(self, value: Any) -> Any:
+        if not isinstance(value, dict) or len(value) != 1:
+            return value
+        ((t, v),) = value.items()
+        if not isinstance(v, str | int | bool | float):
+            return value
+        return self._seen.setdefault((t, v), value)
+
+
+def _kept(
+    attributes: Mapping[str, Any], names: Collection[str] | None, values: _Values
+) -> Mapping[str, Any]:
     """``attributes`` limited to those whose bare name (after the last ``/``) is one of
-    ``names`` (all of them when ``names`` is None)."""
-    if names is None:
-        return attributes
-    return {k: v for k, v in attributes.items() if k.rpartition("/")[2] in names}
+    ``names`` (all of them when ``names`` is None), their values shared (``_Values``)."""
+    return {
+        k: values.one(v)
+        for k, v in attributes.items()
+        if names is None or k.rpartition("/")[2] in names
+    }
 
 
 def _of_type(dev: SliceDevice, acc: AcceleratorType) -> bool:
@@ -412,6 +435,7 @@ def dra_pools(
     of those bare names (and ``type``), so that a large inventory stays small."""
     keep = None if attributes is None else {a.rpartition("/")[2] for a in attributes} | {"type"}
     placement = _Placement(nodes)
+    values = _Values()
     pools: dict[tuple[str, str], Pool] = {}
     for s in slices:
         spec = s.get("spec") or {}
@@ -437,7 +461,7 @@ def dra_pools(
                 key[0],
                 key[1],
                 str(d.get("name", "")),
-                _kept(d.get("attributes") or {}, keep),
+                _kept(d.get("attributes") or {}, keep, values),
                 where,
                 str(one) if one else None,
             )
@@ -475,6 +499,26 @@ class Accelerator:
         if self.uuid:
             extra.append(self.uuid)
         return f"{self.node}/{self.name}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def cluster_nodes(ctx: CheckContext) -> list[KubeObject]:
+    """Every Node of the cluster, from the run's shared read (``CheckContext.shared_read``:
+    on a large cluster each check listing them itself costs seconds of the apiserver's
+    time). Read-only; a check that needs the state of now lists Nodes itself."""
+    return ctx.shared_read("nodes", "Nodes", lambda: ctx.cluster.list("v1", "Node"))
+
+
+def accelerator_inventory(ctx: CheckContext) -> SliceInventory:
+    """The ResourceSlices of every accelerator vendor's drivers (``any_accelerator``) with
+    all their attributes, placed on ``cluster_nodes``, from the run's shared read. A
+    vendor's view is ``.of(vendor)``, a node's accelerators ``.accelerators(vendor,
+    nodes)``. Read-only."""
+    nodes = cluster_nodes(ctx)
+    return ctx.shared_read(
+        "accelerator-slices",
+        "ResourceSlices of the accelerator drivers",
+        lambda: SliceInventory.read(ctx.cluster, any_accelerator(), nodes),
+    )
 
 
 def node_accelerators(

@@ -3,7 +3,8 @@
 Owns: ``@check`` and the ``Registry``, ``CheckOption``, ``Permission``, ``Lock`` and
 ``Resource`` (what a check holds while it runs, for the runner's scheduler), ``CheckSpec``,
 ``CheckContext`` (sub-tests, gated steps, evidence, samples of quantities over time,
-logging, cancellation and cancellable sleeps) and how a check's sub-tests fold into one
+logging, cancellation and cancellable sleeps), ``SharedReads`` (the reads of a run's
+checks have in common, made once) and how a check's sub-tests fold into one
 ``CheckResult``. Must not run anything by itself: the runner creates contexts, calls
 checks and writes what they collected.
 
@@ -36,7 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import Any, Generic, NoReturn, TypeVar, cast
 
 from kaic.catalog import Catalog
 from kaic.cluster.api import ClusterAPI
@@ -417,6 +418,63 @@ class Deadline:
             raise Cancelled("interrupted")
 
 
+SHARED_MAX_AGE_S = 300.0
+"""How old a shared read may be before the next check to ask reads it again."""
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Shared(Generic[T]):
+    """One shared read: its value, which check made it and when (``time.monotonic``)."""
+
+    value: T
+    read_by: str
+    read_at: float
+
+
+class SharedReads:
+    """Reads of the cluster that every check of a run would make alike (every Node, the
+    accelerator ResourceSlices), made once and handed to each check that asks, until
+    they are ``max_age_s`` old.
+
+    One read at a time per key: a check asking while another reads waits for that read
+    (cancellably) instead of reading too; a read that fails is not kept, so the next
+    check to ask reads itself. A shared value is read-only for its users. The runner
+    gives all contexts of a run one instance; a context made without one has its own."""
+
+    def __init__(
+        self, max_age_s: float = SHARED_MAX_AGE_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_age_s = max_age_s
+        self._clock = clock
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._values: dict[str, Shared[Any]] = {}
+
+    def age(self, shared: Shared[Any]) -> float:
+        return max(0.0, self._clock() - shared.read_at)
+
+    def get(self, key: str, read: Callable[[], T], by: str, wait: Callable[[], None]) -> Shared[T]:
+        """The value of ``key``: the kept one when it is fresh, else ``read()`` (made by
+        ``by``). ``wait`` is called while another read of ``key`` is under way; it
+        raises to stop waiting (a cancelled check)."""
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        while not lock.acquire(timeout=0.25):
+            wait()
+        try:
+            kept = self._values.get(key)
+            if kept is not None and self.age(kept) <= self.max_age_s:
+                return cast(Shared[T], kept)
+            self._values.pop(key, None)
+            shared = Shared(read(), by, self._clock())
+            self._values[key] = shared
+            return shared
+        finally:
+            lock.release()
+
+
 @dataclass
 class Subtest:
     """A running sub-test; ``fail``/``skip``/``error`` end it with that outcome."""
@@ -473,6 +531,9 @@ class CheckContext:
     evidence_items: list[Evidence] = field(default_factory=list)
     log_lines: list[str] = field(default_factory=list)
     samples: dict[tuple[str, str], _Sampled] = field(default_factory=dict)
+    shared: SharedReads = field(default_factory=SharedReads)
+    """The run's shared reads (``shared_read``)."""
+    shared_logged: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.deadline is None:
@@ -542,6 +603,18 @@ class CheckContext:
         self.log_lines.append(message)
         if self.on_log:
             self.on_log(message)
+
+    def shared_read(self, key: str, what: str, read: Callable[[], T]) -> T:
+        """``read()``, or the same read another check of the run made (``SharedReads``);
+        logs which, naming ``what`` was read. The value must not be changed."""
+        me = self.requirement.id
+        got = self.shared.get(key, read, me, self.check_cancelled)
+        if (got.read_by != me or self.shared.age(got) >= 1.0) and key not in self.shared_logged:
+            self.shared_logged.add(key)
+            self.log(
+                f"{what}: the run's shared read by {got.read_by}, {self.shared.age(got):.0f} s old"
+            )
+        return got.value
 
     def evidence(self, name: str, content: str, media_type: str = "text/plain") -> None:
         """Keep a piece of evidence (written to ``evidence/<requirement>/<name>``)."""

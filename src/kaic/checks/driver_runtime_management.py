@@ -37,9 +37,11 @@ from kaic.checks.accelerators import (
     AcceleratorType,
     SliceDevice,
     SliceInventory,
+    accelerator_inventory,
     accelerator_type_option,
     allocated_devices,
     any_accelerator,
+    cluster_nodes,
     dra_version,
     one_device_claim_template,
     probe_pod_permissions,
@@ -469,7 +471,11 @@ def driver_runtime_management(ctx: CheckContext) -> None:
     pod_timeout = ctx.float_option("driver-runtime-pod-timeout") or 300.0
 
     try:
-        nodes = ctx.cluster.list("v1", "Node", label_selector=selector)
+        nodes = (
+            ctx.cluster.list("v1", "Node", label_selector=selector)
+            if selector
+            else cluster_nodes(ctx)
+        )
     except RejectedError as e:
         raise UsageError(f"--driver-runtime-nodes {selector!r}: {e}") from e
     acc = ACCELERATORS.get(vendor)
@@ -483,9 +489,14 @@ def driver_runtime_management(ctx: CheckContext) -> None:
         )
     notes: list[str] = []
     # NOTE: one read of the slices of every vendor's drivers serves both the nodes with
-    # any accelerator and this vendor's devices with their version attributes.
+    # any accelerator and this vendor's devices with their version attributes (the
+    # run's shared read of them when every node is checked).
     wanted = (*probe.dra_driver_attributes, *probe.dra_runtime_attributes)
-    inventory = SliceInventory.read(ctx.cluster, any_accelerator(), nodes, wanted)
+    inventory = (
+        SliceInventory.read(ctx.cluster, any_accelerator(), nodes, wanted)
+        if selector
+        else accelerator_inventory(ctx)
+    )
     everything, _ = inventory.accelerators(any_accelerator(), nodes)
     found, av = targets(ctx.cluster, acc, nodes, mode, notes, inventory)
     others = sorted(set(everything) - {t.name for t in found})

@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from kaic.checks.accelerators import (
     TOPOLOGY_ATTRIBUTES,
     SliceDevice,
+    accelerator_inventory,
     any_accelerator,
+    cluster_nodes,
     dra_pools,
     dra_version,
     nic_devices,
@@ -81,17 +83,18 @@ class _Run:
         self.table: dict[str, dict[str, object]] = {}
 
     def inventory(self) -> None:
-        self.nodes = self.c.list("v1", "Node")
+        self.nodes = cluster_nodes(self.ctx)
         av = dra_version(self.c, ("ResourceSlice",))
         if av is None:
             return
-        wanted = (*TOPOLOGY_ATTRIBUTES, *ALIGNMENT_KEYS)
-        # NOTE: a list pass per device kind, each of only its drivers' slices: a pass
-        # holds one page, and only the topology attributes of each device are kept.
-        for acc, devices in ((any_accelerator(), self.gpus), (nic_devices(), self.nics)):
-            slices = slices_of(self.c, av, acc)
-            pools = dra_pools(slices, acc, self.nodes, attributes=wanted)
-            devices.extend(d for p in pools for d in p.devices)
+        # NOTE: the accelerators from the run's shared read; the NICs (only the
+        # topology checks read them) a page at a time, keeping their topology attributes.
+        self.gpus.extend(d for p in accelerator_inventory(self.ctx).pools for d in p.devices)
+        slices = slices_of(self.c, av, nic_devices())
+        pools = dra_pools(
+            slices, nic_devices(), self.nodes, attributes=(*TOPOLOGY_ATTRIBUTES, *ALIGNMENT_KEYS)
+        )
+        self.nics.extend(d for p in pools for d in p.devices)
         for d in [*self.gpus, *self.nics]:
             self.table[where(d)] = topology_of(d)
 

@@ -15,7 +15,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kaic.checks.accelerators import any_accelerator, dra_pools, dra_version, slices_of
+from kaic.checks.accelerators import (
+    accelerator_inventory,
+    any_accelerator,
+    cluster_nodes,
+    dra_version,
+)
 from kaic.checks.base import (
     CheckContext,
     CheckOption,
@@ -117,14 +122,12 @@ class _Run:
         self.evidence: dict[str, Any] = {}
 
     def find(self, t: Subtest) -> None:
-        nodes = self.c.list("v1", "Node")
+        nodes = cluster_nodes(self.ctx)
         dra_nodes: set[str] = set()
-        av = dra_version(self.c, ("ResourceSlice",))
-        if av is not None:
-            slices = slices_of(self.c, av, any_accelerator())
+        if dra_version(self.c, ("ResourceSlice",)) is not None:
             dra_nodes = {
                 d.node_name
-                for p in dra_pools(slices, any_accelerator(), nodes, attributes=())
+                for p in accelerator_inventory(self.ctx).pools
                 for d in p.devices
                 if d.node_name
             }

@@ -29,8 +29,11 @@ from kaic.checks.accelerators import (
     DRA_VERSIONS,
     AcceleratorType,
     SliceDevice,
+    SliceInventory,
+    accelerator_inventory,
     accelerator_type_option,
     allocated_devices,
+    cluster_nodes,
     device_count_lines,
     dra_pools,
     dra_version,
@@ -151,9 +154,14 @@ def _best(free: Mapping[str, int]) -> tuple[str, int] | None:
 
 
 def dra_placement(
-    cluster: ClusterAPI, acc: AcceleratorType, nodes: list[KubeObject], notes: list[str]
+    cluster: ClusterAPI,
+    acc: AcceleratorType,
+    nodes: list[KubeObject],
+    notes: list[str],
+    inventory: SliceInventory | None = None,
 ) -> Placement | None:
-    """A Ready node with free devices in a complete pool of the driver, or None."""
+    """A Ready node with free devices in a complete pool of the driver, or None; the
+    pools from ``inventory`` (read with the vendor's drivers) when given."""
     av = dra_version(cluster)
     if av is None:
         notes.append("DRA: resource.k8s.io/v1 (or v1beta2) is not served")
@@ -163,8 +171,11 @@ def dra_placement(
         notes.append(f"DRA: no DeviceClass {acc.device_class}")
         return None
     ready = [n for n in nodes if node_schedulable(n)]
-    slices = slices_of(cluster, av, acc)
-    pools = dra_pools(slices, acc, ready, attributes=(acc.uuid_attribute,))
+    if inventory is not None:
+        pools = inventory.of(acc)
+    else:
+        slices = slices_of(cluster, av, acc)
+        pools = dra_pools(slices, acc, ready, attributes=(acc.uuid_attribute,))
     if not pools:
         notes.append(f"DRA: no ResourceSlice of driver {acc.driver}")
         return None
@@ -224,13 +235,18 @@ def choose_placement(
     acc: AcceleratorType,
     mode: str,
     reserved: Mapping[str, str] | None = None,
+    *,
+    nodes: list[KubeObject] | None = None,
+    inventory: SliceInventory | None = None,
 ) -> Placement:
     """Resolve ``auto``/``dra``/``device-plugin`` like upstream: ``auto`` prefers DRA when a
     complete pool of the driver is on a Ready node, else the device plugin. Nodes with the
     ``reserved`` taint (the dedicated autoscaled pool's) are never chosen: the probe pods
-    tolerate their node's taints, and that pool is cluster_autoscaling's alone."""
+    tolerate their node's taints, and that pool is cluster_autoscaling's alone. ``nodes``
+    and ``inventory`` (every Node, the accelerator slices) are read when not given."""
     notes: list[str] = []
-    nodes = cluster.list("v1", "Node")
+    if nodes is None:
+        nodes = cluster.list("v1", "Node")
     if reserved is not None:
         kept = [n for n in nodes if not node_has_taint(n, reserved)]
         if len(kept) < len(nodes):
@@ -240,7 +256,7 @@ def choose_placement(
             )
         nodes = kept
     if mode in ("auto", "dra"):
-        p = dra_placement(cluster, acc, nodes, notes)
+        p = dra_placement(cluster, acc, nodes, notes, inventory)
         if p is not None:
             return p
         if mode == "dra":
@@ -258,6 +274,27 @@ def choose_placement(
     if p is not None:
         return p
     raise NoAccelerators("; ".join(notes))
+
+
+def shared_placement(ctx: CheckContext, acc: AcceleratorType, mode: str) -> Placement:
+    """``choose_placement`` from the run's shared reads of the Nodes and accelerator
+    slices; the node chosen is read again, and when it is no longer schedulable the
+    placement is chosen again from reads of now."""
+    reserved = reserved_pool_taint(ctx.options)
+    placement = choose_placement(
+        ctx.cluster,
+        acc,
+        mode,
+        reserved,
+        nodes=cluster_nodes(ctx),
+        inventory=accelerator_inventory(ctx),
+    )
+    now = ctx.cluster.get("v1", "Node", placement.node_name)
+    if now is not None and node_schedulable(now):
+        placement.node = now
+        return placement
+    ctx.log(f"node {placement.node_name} is no longer schedulable: placing from reads of now")
+    return choose_placement(ctx.cluster, acc, mode, reserved)
 
 
 # ---------------------------------------------------------------------------------------
@@ -586,6 +623,7 @@ def negative_pods(acc: AcceleratorType) -> list[ProbePod]:
         CheckOption("probe-pod-timeout", "seconds to wait for a probe pod to run", default="300"),
     ),
     permissions=probe_pod_permissions(
+        Permission("get", "nodes", namespaced=False),
         Permission("list", "pods", namespaced=False),
         Permission("create", "resourceclaimtemplates", "resource.k8s.io"),
         Permission("list", "events"),
@@ -608,7 +646,7 @@ def secure_accelerator_access(ctx: CheckContext) -> None:
     try:
         # NOTE: the probe pods tolerate their node's taints; so that this check may run
         # beside cluster_autoscaling, a dedicated autoscaled pool is left out.
-        placement = choose_placement(ctx.cluster, acc, mode, reserved_pool_taint(ctx.options))
+        placement = shared_placement(ctx, acc, mode)
     except NoAccelerators as e:
         ctx.evidence("allocation.txt", f"allocation mode asked: {mode}\n{e}\n")
         if mode == "auto":

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kaic import __version__
-from kaic.checks.base import CheckContext, Deadline, Permission, run_check
+from kaic.checks.base import CheckContext, Deadline, Permission, SharedReads, run_check
 from kaic.cluster.api import ClusterAPI
 from kaic.cluster.counting import COUNTS
 from kaic.cluster.tracking import (
@@ -245,6 +245,8 @@ class _Execution:
         self.order = {item.id: n for n, item in enumerate(plan.items)}
         self.running: dict[str, _Running] = {}
         self.lock = threading.RLock()
+        self.shared = SharedReads()
+        """The reads the checks of this run share (every Node, the accelerator slices)."""
 
     def emit(self, event: Event) -> None:
         with self.lock:
@@ -322,6 +324,7 @@ class _Execution:
                 deadline=deadline,
                 on_log=lambda m: self.emit(CheckLog(item, m)),
                 on_subtest=lambda s: self.emit(SubtestDone(item, s)),
+                shared=self.shared,
             )
             self.finish(item, run_check(ctx), run.started_at)
         except Exception as e:  # run_check never raises; this is a runner bug

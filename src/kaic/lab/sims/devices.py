@@ -306,17 +306,25 @@ def container_grants(
     container: Mapping[str, Any],
     claims: Mapping[tuple[str, str], Mapping[str, Any]],
     by_device: Mapping[tuple[str, str], Gpu],
-) -> list[Gpu]:
-    """GPUs the claims referenced by ``container`` were allocated (by request name)."""
+) -> list[Gpu] | None:
+    """GPUs the claims referenced by ``container`` were allocated (by request name); None
+    while one of them is not known to be allocated yet.
+
+    NOTE: the scheduler writes a claim's allocation before it binds the pod, but the
+    agent follows pods and claims through separate watches, so it can see the pod bound
+    before its claim allocated (or a device of a slice it has not seen yet). A view made
+    then would show the container no device, and an exec in that moment would report
+    it; the container's view waits for the claim instead (``write_state`` writes no
+    ``ready`` for it, and the exec wrapper waits)."""
     names = claim_names(pod)
     ns = pod.get("metadata", {}).get("namespace", "")
     out: list[Gpu] = []
     for ref in (container.get("resources") or {}).get("claims") or []:
         claim = claims.get((ns, names.get(ref.get("name", ""), "")))
-        if not claim:
-            continue
+        alloc = ((claim or {}).get("status") or {}).get("allocation")
+        if not alloc:
+            return None
         request = ref.get("request")
-        alloc = (claim.get("status") or {}).get("allocation") or {}
         for r in (alloc.get("devices") or {}).get("results") or []:
             if r.get("driver") != DRIVER:
                 continue
@@ -324,7 +332,9 @@ def container_grants(
             if request and rq != request and not rq.startswith(f"{request}/"):
                 continue
             g = by_device.get((str(r.get("pool")), str(r.get("device"))))
-            if g is not None and g not in out:
+            if g is None:
+                return None
+            if g not in out:
                 out.append(g)
     return out
 
@@ -336,7 +346,8 @@ def visibility(
     assigner: DevicePluginAssigner,
     mode: str = "isolated",
 ) -> dict[str, dict[str, list[Gpu]]]:
-    """pod uid -> container name -> the GPUs it sees, for every bound, live pod."""
+    """pod uid -> container name -> the GPUs it sees, for every bound, live pod (a
+    container whose claims are not seen allocated yet has no entry: no view yet)."""
     by_device = {(g.pool, g.device): g for gl in gpus.values() for g in gl if g.device}
     claim_map = {
         (c.get("metadata", {}).get("namespace", ""), c.get("metadata", {}).get("name", "")): c
@@ -359,7 +370,10 @@ def visibility(
         node_gpus = gpus.get(node, [])
         per: dict[str, list[Gpu]] = {}
         for c in p["spec"].get("containers") or []:
-            granted = container_grants(p, c, claim_map, by_device)
+            claimed = container_grants(p, c, claim_map, by_device)
+            if claimed is None:  # its claims are not seen allocated yet: no view yet
+                continue
+            granted = claimed
             idx = assigner.of(pod_key(p), c["name"])
             granted += [g for g in node_gpus if g.index in idx and g not in granted]
             asked = (
