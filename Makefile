@@ -69,7 +69,8 @@ lab-test: install lab-binaries lab-prereqs
 	KAIC_REQUIRE_LAB_PROGRAMS=1 $(BIN)/pytest -q -m lab tests/lab
 
 ## TEST_WORKERS=N runs the test files in N processes (pytest-xdist, a file stays in one
-## process; each keeps at most 2 extra labs up); 0: one process. The default, 2, keeps a
+## process, the longest files first (tests/conftest.py LONGEST_FIRST), then in collection
+## order; each keeps at most 2 extra labs up); 0: one process. The default, 2, keeps a
 ## 2-core machine at load 1-5 (the labs mostly wait); three processes starting labs at
 ## once overloaded 2 cores (lab start-ups timed out). More cores can take more.
 TEST_WORKERS ?= 2
@@ -80,7 +81,7 @@ test: install lab-binaries lab-prereqs browser
 	$(BIN)/lint-imports
 	KAIC_REQUIRE_LAB_PROGRAMS=1 KAIC_REQUIRE_BROWSER=1 \
 	  $(if $(filter-out 0,$(TEST_WORKERS)),KAIC_TEST_MAX_LABS=2) \
-	  $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	  $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 demo: install lab-binaries lab-prereqs
 	bash scripts/demo.sh

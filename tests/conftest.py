@@ -42,6 +42,30 @@ def _request_scope() -> Iterator[None]:
     SCOPE.reset(token)
 
 
+LONGEST_FIRST = (
+    "tests/lab/test_concurrent_run.py",
+    "tests/lab/test_faults.py",
+    "tests/lab/test_autoscaling.py",
+    "tests/lab/test_run_lab.py",
+    "tests/lab/test_profile_lab.py",
+)
+"""The test files that take longest (``slowest test files`` of a full run), collected
+first. With ``make test``'s ``-n 2 --dist loadfile --no-loadscope-reorder`` each file goes
+to the next free process in collection order, so these start at once and the short files
+fill in behind them; without it xdist starts the files with the most tests first, and a
+long file of one test that came last kept one process busy after the other ran out of
+work."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: n for n, path in enumerate(LONGEST_FIRST)}
+
+    def key(item: pytest.Item) -> int:
+        return rank.get(item.nodeid.split("::", 1)[0], len(rank))
+
+    items.sort(key=key)  # stable: the rest keep their order
+
+
 _tier_seconds: dict[str, float] = {}
 _file_seconds: dict[str, float] = {}
 SLOWEST_FILES = 10

@@ -217,9 +217,10 @@ def test_gateway_class_acceptance_is_judged_from_its_status(lab: Lab) -> None:
     only_gc = {"gateway-class": "kaic-test-gc"}
     cluster.create(gc)
     try:
-        # NOTE: both runs wait for a controller that never comes; a quarter of the
-        # check's timeout is plenty for what they judge.
-        pending = _run_checks(cluster, "^ai_inference$", options=only_gc, timeout_scale=0.25)
+        # NOTE: the second run waits for a controller that never comes (for half of what
+        # is left of the check's timeout); an eighth of that timeout (52 s) still leaves
+        # the backend pods a quarter of a minute to become Ready.
+        pending = _run_checks(cluster, "^ai_inference$", options=only_gc, timeout_scale=0.125)
         sub = {s.name: s for s in pending.results[0].result.subresults}
         assert sub["GatewayClassAccepted"].outcome is Outcome.FAIL
         assert (
@@ -247,7 +248,7 @@ def test_gateway_class_acceptance_is_judged_from_its_status(lab: Lab) -> None:
             },
             subresource="status",
         )
-        accepted = _run_checks(cluster, "^ai_inference$", options=only_gc, timeout_scale=0.25)
+        accepted = _run_checks(cluster, "^ai_inference$", options=only_gc, timeout_scale=0.125)
         sub = {s.name: s for s in accepted.results[0].result.subresults}
         assert sub["GatewayClassAccepted"].outcome is Outcome.PASS
         # a status written by hand is no implementation: nothing programs the Gateway
