@@ -74,7 +74,8 @@ def node_addresses_always(template: str) -> str:
 
 
 def kwok_stages(ctx: LabContext) -> list[dict[str, Any]]:
-    """kwok's fast node and pod stages; Job pods may stay Running for a while.
+    """kwok's fast node and pod stages; Job pods may stay Running for a while; a large
+    lab's node status heartbeats further apart (``LabOptions.node_status_scale``).
 
     Upstream's ``pod-complete`` stage makes a Job's pod Succeed at once. The lab adds a
     delay read from the pod annotation ``kaic.io/complete-after`` (a Go duration such as
@@ -90,6 +91,11 @@ def kwok_stages(ctx: LabContext) -> list[dict[str, Any]]:
         if d["metadata"]["name"] == "node-initialize":
             next_ = d["spec"]["next"]
             next_["statusTemplate"] = node_addresses_always(next_["statusTemplate"])
+        if d["metadata"]["name"] == "node-heartbeat-with-lease":
+            scale = ctx.options.node_status_scale
+            delay = d["spec"]["delay"]
+            for k in ("durationMilliseconds", "jitterDurationMilliseconds"):
+                delay[k] = int(delay[k]) * scale
         if d["metadata"]["name"] == "pod-complete":
             if RUNTIME_COMPONENT in ctx.enabled:
                 d["spec"]["selector"]["matchExpressions"].append(
