@@ -109,10 +109,12 @@ def test_cluster_autoscaling_fails_when_the_pool_may_not_grow(
     result = run(
         pool_limited_to_baseline,
         "cluster_autoscaling",
-        **{**FAST_CA, "autoscaler-scale-up-timeout": "30"},
+        # NOTE: Karpenter adds a node within seconds where the pool may grow (the
+        # test before); 15 s without one is a pool that did not grow
+        **{**FAST_CA, "autoscaler-scale-up-timeout": "15"},
     )
     assert result.outcome is Outcome.FAIL
-    assert "ScaleUp: the pool did not scale up within 30s" in result.reason
+    assert "ScaleUp: the pool did not scale up within 15s" in result.reason
     assert "1 node(s) (baseline 1)" in result.reason
     assert _changes(result.series[0].points) == [1.0]
 
