@@ -330,6 +330,10 @@ class _Placement:
         return None
 
 
+_VALUE_TYPES = ("string", "int", "bool", "version")
+"""The members of a DRA device attribute that hold its value."""
+
+
 @dataclass(frozen=True)
 class SliceDevice:
     """One device published in a ResourceSlice, with the nodes it can be used from."""
@@ -349,10 +353,13 @@ class SliceDevice:
     def attribute(self, name: str) -> Any:
         """An attribute's value, by bare name or qualified by the driver or by
         ``resource.kubernetes.io``."""
+        # NOTE: called for every attribute of every device of a large cluster (tens of
+        # thousands): values are JSON objects, so a dict check, not the Mapping ABC's.
+        attrs = self.attributes
         for k in (name, f"{self.driver}/{name}", f"resource.kubernetes.io/{name}"):
-            v = self.attributes.get(k)
-            if isinstance(v, Mapping):
-                for t in ("string", "int", "bool", "version"):
+            v = attrs.get(k)
+            if v.__class__ is dict:
+                for t in _VALUE_TYPES:
                     if t in v:
                         return v[t]
         return None
