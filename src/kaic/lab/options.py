@@ -102,10 +102,9 @@ class LabOptions:
 
         A node's liveness is its Lease; the status heartbeat only refreshes its
         conditions' ``lastHeartbeatTime`` (a kubelet sends one every 5 min). Each status
-        write reaches every node watcher, and kwok keeps a pending heartbeat for each
-        write it saw of a node, it seems (a node's heartbeats come in groups of up to
-        three, as many as its initialisation writes), so a 5,000-node lab wrote about 28
-        node statuses a second with upstream's stage."""
+        write reaches every node watcher, and a node's heartbeats come in groups of up
+        to three (as many as its initialisation writes), so a 5,000-node lab wrote about
+        28 node statuses a second with upstream's stage."""
         return max(1, (self.nodes + self.cpu_nodes) // 1000)
 
     @property
