@@ -441,7 +441,9 @@ class SharedReads:
     One read at a time per key: a check asking while another reads waits for that read
     (cancellably) instead of reading too; a read that fails is not kept, so the next
     check to ask reads itself. A shared value is read-only for its users. The runner
-    gives all contexts of a run one instance; a context made without one has its own."""
+    gives all contexts of a run one instance, and ``clear``s it when a check that may
+    change the inventory ends (``changes_inventory``); a read still under way then is
+    handed to its check but not kept. A context made without one has its own."""
 
     def __init__(
         self, max_age_s: float = SHARED_MAX_AGE_S, clock: Callable[[], float] = time.monotonic
@@ -451,6 +453,7 @@ class SharedReads:
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._values: dict[str, Shared[Any]] = {}
+        self._generation = 0
 
     def age(self, shared: Shared[Any]) -> float:
         return max(0.0, self._clock() - shared.read_at)
@@ -467,12 +470,32 @@ class SharedReads:
             kept = self._values.get(key)
             if kept is not None and self.age(kept) <= self.max_age_s:
                 return cast(Shared[T], kept)
-            self._values.pop(key, None)
+            with self._guard:
+                self._values.pop(key, None)
+                generation = self._generation
             shared = Shared(read(), by, self._clock())
-            self._values[key] = shared
+            with self._guard:
+                if generation == self._generation:  # not cleared while reading
+                    self._values[key] = shared
             return shared
         finally:
             lock.release()
+
+    def clear(self) -> None:
+        """Forget every kept read (the next check to ask reads again)."""
+        with self._guard:
+            self._values.clear()
+            self._generation += 1
+
+
+INVENTORY_RESOURCES = frozenset({Resource.CLUSTER, Resource.NODE_POOL, Resource.AUTOSCALED_POOL})
+"""Resources whose exclusive holder may add, remove or change nodes (and so their
+accelerators): the shared reads are cleared when it ends."""
+
+
+def changes_inventory(locks: Iterable[Lock]) -> bool:
+    """Whether a check holding ``locks`` may change the node inventory."""
+    return any(not lock.shared and lock.resource in INVENTORY_RESOURCES for lock in locks)
 
 
 @dataclass

@@ -15,7 +15,16 @@ from kaic.checks.accelerators import (
     any_accelerator,
     cluster_nodes,
 )
-from kaic.checks.base import Cancelled, CheckContext, Registry, SharedReads, check
+from kaic.checks.base import (
+    Cancelled,
+    CheckContext,
+    Registry,
+    Resource,
+    SharedReads,
+    check,
+    exclusive,
+    shared,
+)
 from kaic.runner import RunRequest, execute, make_plan
 from tests.fakes import FakeCluster
 
@@ -60,6 +69,21 @@ def test_a_failed_read_is_not_kept() -> None:
     with pytest.raises(RuntimeError):
         shared.get("k", broken, "a", _never)
     assert shared.get("k", lambda: 7, "b", _never).value == 7
+
+
+def test_clear_forgets_what_was_kept_and_a_read_under_way_when_it_came() -> None:
+    shared = SharedReads()
+    assert shared.get("k", lambda: 1, "a", _never).value == 1
+    shared.clear()
+    assert shared.get("k", lambda: 2, "b", _never).value == 2
+    shared.clear()
+
+    def cleared_meanwhile() -> int:
+        shared.clear()  # as the runner does when a node-changing check ends
+        return 3
+
+    assert shared.get("k", cleared_meanwhile, "c", _never).value == 3  # its caller has it
+    assert shared.get("k", lambda: 4, "d", _never).value == 4  # but it was not kept
 
 
 def test_a_second_asker_waits_for_the_read_under_way_instead_of_reading() -> None:
@@ -184,7 +208,9 @@ def test_the_checks_of_one_run_read_nodes_and_slices_once() -> None:
         ("ai_inference", "TestGatewayAPIInference"),
         ("gpu_sharing", "TestGPUSharing"),
     ):
-        check(rid, test=test, registry=reg, timeout_s=30.0)(inventory)
+        check(rid, test=test, registry=reg, timeout_s=30.0, locks=shared(Resource.NODE_POOL))(
+            inventory
+        )
     plan = make_plan(catalog.load("1.36"), reg, focus="^(ai_inference|gpu_sharing)$")
     execute(fake, plan, run_id="r1", request=RunRequest(parallel=1))
 
@@ -197,3 +223,33 @@ def test_the_checks_of_one_run_read_nodes_and_slices_once() -> None:
     assert seen[first][2] == []
     assert len(seen[second][2]) == 2
     assert all(f"by {first}" in line for line in seen[second][2])
+
+
+def test_a_check_that_may_change_the_nodes_makes_the_checks_after_it_read_again() -> None:
+    fake = CountingCluster()
+    fake.add(_gpu_node("gpu-a"))
+    counted: list[int] = []
+
+    def inventory(ctx: CheckContext) -> None:
+        with ctx.subtest("Inventory"):
+            counted.append(len(cluster_nodes(ctx)))
+
+    def grows(ctx: CheckContext) -> None:
+        with ctx.subtest("Grows"):
+            fake.add(_gpu_node("gpu-new"))  # what an autoscaler's new node looks like
+
+    reg = Registry()
+    ids = (
+        ("gpu_sharing", "TestGPUSharing", inventory, shared(Resource.NODE_POOL)),
+        ("ai_inference", "TestGatewayAPIInference", grows, exclusive(Resource.NODE_POOL)),
+        ("gang_scheduling", "TestGangScheduling", inventory, shared(Resource.NODE_POOL)),
+    )
+    for rid, test, func, locks in ids:
+        check(rid, test=test, registry=reg, timeout_s=30.0, locks=locks)(func)
+    plan = make_plan(
+        catalog.load("1.36"), reg, focus="^(ai_inference|gang_scheduling|gpu_sharing)$"
+    )
+    execute(fake, plan, run_id="r1", request=RunRequest(parallel=1))
+    assert [i.id for i in plan.automated] == ["gpu_sharing", "ai_inference", "gang_scheduling"]
+    assert fake.lists.count("Node") == 2
+    assert counted == [1, 2]  # the check after the one that grew the pool sees its node
