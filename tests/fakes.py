@@ -407,6 +407,28 @@ class FakeCluster:
         return copy.deepcopy(evs)
 
 
+def gpu_slice(node: str, gpus: int) -> KubeObject:
+    """The ResourceSlice of ``node``'s ``gpus`` whole GPUs (driver gpu.nvidia.com, one pool
+    of one slice per node), each with its ``type`` and ``index``."""
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceSlice",
+        "metadata": {"name": f"{node}-gpu"},
+        "spec": {
+            "driver": "gpu.nvidia.com",
+            "nodeName": node,
+            "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
+            "devices": [
+                {
+                    "name": f"gpu-{i}",
+                    "attributes": {"type": {"string": "gpu"}, "index": {"int": i}},
+                }
+                for i in range(gpus)
+            ],
+        },
+    }
+
+
 def fake_check_context(
     cluster: FakeCluster,
     requirement: str,

@@ -520,11 +520,12 @@ def accelerator_inventory(ctx: CheckContext) -> SliceInventory:
     all their attributes, placed on ``cluster_nodes``, from the run's shared read. A
     vendor's view is ``.of(vendor)``, a node's accelerators ``.accelerators(vendor,
     nodes)``. Read-only."""
-    nodes = cluster_nodes(ctx)
+    # NOTE: the Nodes only when the slices are read: a kept read of the slices needs
+    # none (and a Node read that has aged out meanwhile is not made again for nothing).
     return ctx.shared_read(
         "accelerator-slices",
         "ResourceSlices of the accelerator drivers",
-        lambda: SliceInventory.read(ctx.cluster, any_accelerator(), nodes),
+        lambda: SliceInventory.read(ctx.cluster, any_accelerator(), cluster_nodes(ctx)),
     )
 
 

@@ -467,10 +467,10 @@ class SharedReads:
         while not lock.acquire(timeout=0.25):
             wait()
         try:
-            kept = self._values.get(key)
-            if kept is not None and self.age(kept) <= self.max_age_s:
-                return cast(Shared[T], kept)
             with self._guard:
+                kept = self._values.get(key)
+                if kept is not None and self.age(kept) <= self.max_age_s:
+                    return cast(Shared[T], kept)
                 self._values.pop(key, None)
                 generation = self._generation
             shared = Shared(read(), by, self._clock())

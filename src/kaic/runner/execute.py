@@ -284,27 +284,24 @@ class _Execution:
         with self.lock:
             return any(e.id == item.id for e in self.record.results)
 
-    def _forget_inventory(self, run: _Running) -> None:
-        """A check that may have changed the nodes (grown the autoscaled pool, made a
-        device fail) ends: the checks after it read the inventory again."""
-        spec = run.item.spec
-        if spec is not None and changes_inventory(spec.held(self.request.check_options)):
-            self.shared.clear()
-
     def cleanup(self, run: _Running) -> None:
         with run.lock:
             if run.cleaned:
                 return
             run.cleaned = True
-        if self.request.keep_resources:
-            self._forget_inventory(run)
-            return
-        report = run.tracker.cleanup(wait_timeout=self.request.cleanup_timeout_s)
-        self._forget_inventory(run)
-        with self.lock:
-            failed = tuple({"object": str(ref), "reason": why} for ref, why in report.failed)
-            self.record = dataclasses.replace(self.record, cleanup=(*self.record.cleanup, *failed))
-            self.emit(CleanupDone(run.item, report, self.record))
+        if not self.request.keep_resources:
+            report = run.tracker.cleanup(wait_timeout=self.request.cleanup_timeout_s)
+            with self.lock:
+                failed = tuple({"object": str(ref), "reason": why} for ref, why in report.failed)
+                self.record = dataclasses.replace(
+                    self.record, cleanup=(*self.record.cleanup, *failed)
+                )
+                self.emit(CleanupDone(run.item, report, self.record))
+        # NOTE: a check that may have changed the nodes (grown the autoscaled pool, made
+        # a device fail) is over, its objects gone: the checks after it read again.
+        spec = run.item.spec
+        if spec is not None and changes_inventory(spec.held(self.request.check_options)):
+            self.shared.clear()
 
     # -- one check ---------------------------------------------------------------------
     def _error(self, item: PlanItem, reason: str, started_at: str, **kw: Any) -> None:

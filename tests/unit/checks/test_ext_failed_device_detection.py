@@ -18,7 +18,7 @@ from kaic.checks.ext_failed_device_detection import (
 )
 from kaic.lab.sims import device_health
 from kaic.model import CheckResult, Outcome
-from tests.fakes import FakeCluster, run_fake_check
+from tests.fakes import FakeCluster, gpu_slice, run_fake_check
 
 NODE = "gpu-0"
 GPUS = 4
@@ -40,23 +40,7 @@ def _node(name: str = NODE, *, gpus: int = GPUS, advertise: bool = True) -> dict
 
 
 def _slice(name: str = NODE, gpus: int = GPUS) -> dict[str, Any]:
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceSlice",
-        "metadata": {"name": f"{name}-gpu"},
-        "spec": {
-            "driver": "gpu.nvidia.com",
-            "nodeName": name,
-            "pool": {"name": name, "generation": 1, "resourceSliceCount": 1},
-            "devices": [
-                {
-                    "name": f"gpu-{i}",
-                    "attributes": {"type": {"string": "gpu"}, "index": {"int": i}},
-                }
-                for i in range(gpus)
-            ],
-        },
-    }
+    return gpu_slice(name, gpus)
 
 
 def _fake(*, dra: bool = True, plugin: bool = True, advertise: bool = True) -> FakeCluster:

@@ -26,7 +26,7 @@ from kaic.checks.base import (
     shared,
 )
 from kaic.runner import RunRequest, execute, make_plan
-from tests.fakes import FakeCluster
+from tests.fakes import FakeCluster, gpu_slice
 
 
 class Clock:
@@ -151,30 +151,6 @@ def _gpu_node(name: str) -> dict[str, Any]:
     }
 
 
-def _slice(node: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceSlice",
-        "metadata": {"name": f"{node}-gpu"},
-        "spec": {
-            "driver": "gpu.nvidia.com",
-            "nodeName": node,
-            "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
-            "devices": [
-                {
-                    "name": f"gpu-{i}",
-                    "attributes": {
-                        "index": {"int": i},
-                        "type": {"string": "gpu"},
-                        "productName": {"string": "H100"},
-                    },
-                }
-                for i in range(2)
-            ],
-        },
-    }
-
-
 class CountingCluster(FakeCluster):
     def __init__(self) -> None:
         super().__init__()
@@ -190,7 +166,7 @@ def test_the_checks_of_one_run_read_nodes_and_slices_once() -> None:
     fake.serve("resource.k8s.io/v1", ("resourceslices", "ResourceSlice", False))
     for n in ("gpu-a", "gpu-b"):
         fake.add(_gpu_node(n))
-        fake.add(_slice(n))
+        fake.add(gpu_slice(n, 2))
     seen: dict[str, Any] = {}
 
     def inventory(ctx: CheckContext) -> None:
